@@ -1,0 +1,1 @@
+"""The fake ESP: SMTP server (aiosmtpd), HTTP APIs, fault engine, profiles, control API."""

@@ -1,0 +1,1 @@
+"""The orchestrator: scenario model, run lifecycle, SUT targets, chaos timeline, ledger format, CLI."""

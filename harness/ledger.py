@@ -1,0 +1,174 @@
+"""The ledger: the only contract between the processes that act and the analysis that judges.
+
+Format. A run's ledger is a directory of JSON Lines files, one file per writing process, named
+``<source>.jsonl`` (``esp-smtp-0``, ``load-1``, ``sut``, ``timeline``...). A process that restarts
+appends to its own file again. Every record is one JSON object on one line with at least:
+
+    t    int, UTC nanoseconds since the epoch when the record was made
+    k    the record kind, one of ``Kind`` below
+    src  the source (file) name that wrote it
+
+and the fields documented with each kind. Unknown fields are allowed: readers ignore what they do not
+know, so a newer writer never breaks an older report.
+
+Durability. ``LedgerWriter.write`` hands the record to the OS with one ``os.write`` on an ``O_APPEND``
+descriptor before it returns; callers write a record *before* sending the reply it describes, so a
+SIGKILL of the writer loses no record of a reply already given (a machine crash may; ``fsync=True``
+covers that at a cost). A torn last line (a kill during the write itself) is skipped by the reader and
+counted in ``LedgerReader.torn_lines``.
+
+Correlation. Messages are followed by the ``X-Mailstorm-Id`` header (configurable), falling back to the
+Message-ID, because pipelines may rewrite Message-ID.
+
+This module must stay free of gevent/locust imports: the fake ESP (asyncio), the Locust users (gevent)
+and the reports (plain) all import it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+CORRELATION_HEADER = "X-Mailstorm-Id"
+LEDGER_SUFFIX = ".jsonl"
+
+
+class Kind(StrEnum):
+    """Every record kind, with the fields it carries (beyond t, k, src)."""
+
+    # -- fake ESP ---------------------------------------------------------------------------------
+    # A message the ESP kept. id (correlation id), mid (Message-ID), size (bytes), rcpts (count),
+    # sha (sha256 hex of the body), proto ("smtp" | "http"), api (null | "sendgrid" | ...), peer,
+    # session, key (AUTH user / API key, may be null), acked (false when the client was cut off
+    # after the ESP kept the message: the classic duplicate maker).
+    ESP_ACCEPTED = "esp.accepted"
+    # A reply other than acceptance (or a cut connection) given to a client: proto, phase, code
+    # (int, or null for a cut), text, fault (name of the fault that caused it, or null), session,
+    # id (when known: at end of data), peer.
+    ESP_REPLIED = "esp.replied"
+    # A fault decision that changed something: fault, ftype, phase, action ("delay" | "reply" |
+    # "disconnect" | "tarpit" | "hang"), delay_s, session.
+    ESP_FAULT = "esp.fault"
+    # A webhook event posted back to the sender: api, event, id, url, status, attempt, fault.
+    ESP_WEBHOOK = "esp.webhook"
+
+    # -- load generator ---------------------------------------------------------------------------
+    # One submission attempt at the SUT: id, intended (ns: when the open model meant to send it),
+    # start (ns), end (ns), ok (bool: the SUT accepted it), code (int or null), text, phase (where it
+    # failed, or "done"), target (host:port or URL), worker.
+    LOAD_SUBMIT = "load.submit"
+    # Arrivals the generator could not start in time and did not send (as k6's dropped_iterations):
+    # intended (ns), count, worker.
+    LOAD_DROPPED = "load.dropped"
+
+    # -- system under test (reference pipeline, or sampled from a real one) -----------------------
+    # sut.accepted: id, queue_id. sut.relayed: id, attempt, code. sut.deferred: id, attempt, code,
+    # text, retry_in_s. sut.bounced: id, code, text. sut.queue: depth (sampled queue depth).
+    SUT_ACCEPTED = "sut.accepted"
+    SUT_RELAYED = "sut.relayed"
+    SUT_DEFERRED = "sut.deferred"
+    SUT_BOUNCED = "sut.bounced"
+    SUT_QUEUE = "sut.queue"
+
+    # -- run timeline (the runner) ----------------------------------------------------------------
+    # run.started: run_id, name, seed, duration_s. run.ended: reason. run.phase: phase ("load",
+    # "drain", "stop"). chaos.begin / chaos.end: name, what, params. probe: url, status, latency_s,
+    # ok, value. action: what, target, ok, detail.
+    RUN_STARTED = "run.started"
+    RUN_PHASE = "run.phase"
+    RUN_ENDED = "run.ended"
+    CHAOS_BEGIN = "chaos.begin"
+    CHAOS_END = "chaos.end"
+    PROBE = "probe"
+    ACTION = "action"
+
+
+class LedgerWriter:
+    """Appends records to ``<directory>/<source>.jsonl``; one writer per process and source.
+
+    Thread-safe (a lock around the single write), usable from asyncio (the write is a short
+    non-blocking syscall on a local file) and from gevent (no cooperative yield inside).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], source: str, *, fsync: bool = False) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.source = source
+        self.path = self.directory / f"{source}{LEDGER_SUFFIX}"
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.records_written = 0
+
+    def write(self, kind: str, /, **fields: Any) -> int:
+        """Write one record now and return its timestamp (ns). Fields must be JSON-serialisable."""
+        t = time.time_ns()
+        line = orjson.dumps({"t": t, "k": str(kind), "src": self.source, **fields}) + b"\n"
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"ledger {self.path} is closed")
+            os.write(self._fd, line)
+            if self._fsync:
+                os.fsync(self._fd)
+            self.records_written += 1
+        return t
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> LedgerWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LedgerReader:
+    """Reads and merges every ledger file of one run directory (or one ledger directory)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.torn_lines = 0
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob(f"*{LEDGER_SUFFIX}"))
+
+    def iter_file(self, path: Path, kinds: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        wanted = {str(k) for k in kinds} if kinds is not None else None
+        # Cheap pre-filter: look for the kind's bytes before paying for a JSON parse.
+        needles = [f'"k":"{k}"'.encode() for k in wanted] if wanted is not None else None
+        with path.open("rb") as fh:
+            for raw in fh:
+                if needles is not None and not any(n in raw for n in needles):
+                    continue
+                try:
+                    rec = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    # Only a kill in the middle of a write produces this, and only on the last line.
+                    self.torn_lines += 1
+                    continue
+                if wanted is None or rec.get("k") in wanted:
+                    yield rec
+
+    def records(self, kinds: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every record (of the given kinds), file by file, each file in write order."""
+        kinds = list(kinds) if kinds is not None else None
+        for path in self.files():
+            yield from self.iter_file(path, kinds)
+
+    def merged(self, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Every record (of the given kinds) from all files, ordered by timestamp."""
+        return sorted(self.records(kinds), key=lambda r: r["t"])
+
+    def count(self, kind: str) -> int:
+        return sum(1 for _ in self.records([kind]))

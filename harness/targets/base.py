@@ -1,0 +1,90 @@
+"""The target extension point: one required pair of methods, optional abilities, and a name registry.
+
+The runner gives every target a ``TargetContext`` (where the fake ESP listens, the run directory, the
+seed) and gets back the endpoints the load should hit. Targets run the SUT in processes of their own
+(never inside the runner), so a SIGKILL of the SUT is a real crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address the load submits to: SMTP host/port, or an HTTP URL."""
+
+    kind: str  # "smtp" | "http"
+    host: str = "127.0.0.1"
+    port: int = 0
+    url: str | None = None
+
+    def __str__(self) -> str:
+        return self.url if self.kind == "http" and self.url else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """What a target needs from the run to start its SUT."""
+
+    run_dir: Path
+    ledger_dir: Path
+    seed: int
+    esp_smtp: tuple[str, int]  # where the fake ESP's SMTP listener is (the SUT relays there)
+    esp_http: str | None = None  # base URL of the fake ESP's HTTP APIs, when served
+    allow_remote: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Target(Protocol):
+    """A system under test. ``start`` blocks until the SUT is ready; ``stop`` leaves nothing behind."""
+
+    kind: str
+
+    def start(self, ctx: TargetContext) -> list[Endpoint]: ...
+
+    def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Actionable(Protocol):
+    """A target the chaos timeline can act on (kill, pause, resume, restart, ...)."""
+
+    def actions(self) -> frozenset[str]: ...
+
+    def act(self, action: str, **params: Any) -> str:
+        """Carry out ``action``; return a one-line description for the timeline. Raise UserError for an
+        action this target does not know."""
+        ...
+
+
+@runtime_checkable
+class QueueSampler(Protocol):
+    """A target that can report its queue depth (messages accepted, not yet relayed)."""
+
+    def queue_depth(self) -> int | None: ...
+
+
+@runtime_checkable
+class Alive(Protocol):
+    """A target that can say whether its SUT process is still running (to notice a SUT that died)."""
+
+    def alive(self) -> bool: ...
+
+
+REGISTRY: dict[str, type] = {}
+
+
+def register(kind: str):
+    """Class decorator: make a target available under ``kind`` in scenario files."""
+
+    def deco(cls: type) -> type:
+        if kind in REGISTRY:
+            raise ValueError(f"target kind {kind!r} registered twice")
+        cls.kind = kind
+        REGISTRY[kind] = cls
+        return cls
+
+    return deco

@@ -1,0 +1,1 @@
+"""Analysis (ledger -> metrics -> capacity, recovery, sizing) and renderers (HTML, Markdown, JSON, JUnit)."""

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs mailstorm on a fresh machine into ./.venv.
+#   scripts/setup.sh          the tool and what a demo run needs
+#   scripts/setup.sh --test   also the system packages the tests use (Postfix, swaks, docker.io,
+#                             chromium) and starts dockerd when it is not running
+# Idempotent: a second call only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+if (( want_test )); then
+    need=()
+    command -v postfix >/dev/null || [[ -x /usr/sbin/postfix ]] || need+=(postfix)
+    command -v swaks >/dev/null || need+=(swaks)
+    command -v dockerd >/dev/null || need+=(docker.io)
+    command -v chromium >/dev/null || need+=(chromium)
+    if (( ${#need[@]} )); then
+        echo "setup: apt-get install ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        echo "postfix postfix/main_mailer_type select Local only" | as_root debconf-set-selections
+        as_root apt-get update -qq
+        as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+    # The system Postfix is not used (tests start their own throwaway instances); keep port 25 free.
+    as_root postfix stop >/dev/null 2>&1 || true
+    if ! docker info >/dev/null 2>&1; then
+        echo "setup: starting dockerd"
+        as_root bash -c 'nohup dockerd >/var/log/mailstorm-dockerd.log 2>&1 &'
+        for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+        docker info >/dev/null 2>&1 || echo "setup: dockerd did not start; docker tests will be skipped"
+    fi
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if (( want_test )); then
+    .venv/bin/python -m pip install -q -e '.[test]'
+else
+    .venv/bin/python -m pip install -q -e .
+fi
+echo "setup: done (.venv/bin/mailstorm)"
