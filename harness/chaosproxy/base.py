@@ -1,0 +1,88 @@
+"""What a toxic is: one spec model, one required coroutine, and the name registry.
+
+Like Toxiproxy: a toxic sees the bytes flowing one way through one proxied connection (``upstream`` is
+client -> server, i.e. the SUT talking to the ESP; ``downstream`` is server -> client) and may delay them,
+cut them into pieces, drop them or reset the connection. Toxics are chained in the order they were added;
+each calls ``send`` to pass (possibly changed) bytes on to the next one. ``toxicity`` is drawn by the
+proxy, not the toxic: once per connection and toxic, from the proxy's seeded RNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stream = Literal["upstream", "downstream", "both"]
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class ToxicSpecBase(BaseModel):
+    """Fields every toxic has. ``name`` defaults to the type (unique per proxy)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    name: str | None = None
+    stream: Stream = "downstream"
+    toxicity: float = Field(1.0, ge=0.0, le=1.0)
+
+
+class Link(Protocol):
+    """One direction of one proxied connection, as a toxic sees it."""
+
+    direction: str  # "upstream" | "downstream"
+    rng: random.Random  # this connection's own RNG (seeded from the proxy's)
+    opened: float  # loop time the client connected
+    state: dict[str, Any]  # per-link scratch space for stateful toxics (keyed by toxic name)
+
+    def reset(self) -> None:
+        """Abort both sides of the connection with a TCP RST."""
+        ...
+
+    def close(self) -> None:
+        """Close both sides quietly (FIN)."""
+        ...
+
+
+class Toxic(Protocol):
+    """A toxic: built from its spec; ``pipe`` handles one chunk that arrived at ``arrived`` (loop time)."""
+
+    spec: ToxicSpecBase
+
+    async def pipe(self, data: bytes, arrived: float, link: Link, send: Send) -> None: ...
+
+
+TOXICS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a toxic available under its spec's ``type`` literal."""
+    name = cls.spec_model.model_fields["type"].default
+    if name in TOXICS:
+        raise ValueError(f"toxic {name!r} registered twice")
+    TOXICS[name] = cls
+    return cls
+
+
+class ToxicBase:
+    """Shared constructor; subclasses set ``spec_model`` and implement ``pipe``."""
+
+    spec_model: ClassVar[type[ToxicSpecBase]]
+
+    def __init__(self, spec: ToxicSpecBase) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or self.spec.type
+
+
+async def sleep_until(deadline: float) -> None:
+    """Sleep until loop time ``deadline`` (no-op when it has passed)."""
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -1,0 +1,234 @@
+"""The asyncio TCP proxy itself: accepts on a loopback port, connects each client to the upstream, and
+runs the bytes of each direction through the active toxics.
+
+Each direction of a connection is a reader task feeding a bounded queue (each chunk stamped with its
+arrival time) and a writer loop that runs the toxic chain per chunk, so a latency toxic is a delay line
+(bytes leave ``ms`` after they arrived) and a slow toxic back-pressures the sender through the queue.
+Toxics can be added and removed while connections are open; a change applies from the next chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import socket
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from harness.chaosproxy.base import Send, ToxicSpecBase
+from harness.chaosproxy.spec import build_toxic, parse_toxic
+from harness.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 65536
+QUEUE_CHUNKS = 64  # back-pressure: at most this many chunks wait inside the proxy per direction
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _rst(writer: asyncio.StreamWriter) -> None:
+    """Abort the socket with SO_LINGER 0, so the peer gets a TCP RST (ECONNRESET), not a FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class _Connection:
+    """One proxied client connection: both sockets, its RNG and its per-toxic toxicity decisions."""
+
+    def __init__(self, cid: int, rng: random.Random, opened: float) -> None:
+        self.cid = cid
+        self.rng = rng
+        self.opened = opened
+        self.decisions: dict[str, bool] = {}
+        self.writers: list[asyncio.StreamWriter] = []
+        self.task: asyncio.Task | None = None
+        self.was_reset = False
+
+    def applies(self, name: str, toxicity: float) -> bool:
+        if name not in self.decisions:
+            self.decisions[name] = toxicity >= 1.0 or self.rng.random() < toxicity
+        return self.decisions[name]
+
+    def reset(self) -> None:
+        self.was_reset = True
+        for w in self.writers:
+            _rst(w)
+        if self.task is not None:
+            self.task.cancel()
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Link:
+    """One direction of a connection (the ``Link`` a toxic sees)."""
+
+    def __init__(self, conn: _Connection, direction: str) -> None:
+        self.conn = conn
+        self.direction = direction
+        self.rng = conn.rng
+        self.opened = conn.opened
+        self.state: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        self.conn.reset()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class ProxyServer:
+    """The proxy on the running event loop. ``start`` binds; ``add_toxic``/``remove_toxic`` change it live."""
+
+    def __init__(
+        self, upstream: tuple[str, int], *, listen: tuple[str, int] = ("127.0.0.1", 0), seed: int = 0
+    ):
+        self.upstream = upstream
+        self.listen = listen
+        self._rng = random.Random(seed)
+        self._toxics: dict[str, Any] = {}
+        self._conns: set[_Connection] = set()
+        self._ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self.counters = {"connections": 0, "upstream_failed": 0, "resets": 0, "bytes_up": 0, "bytes_down": 0}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None, "proxy not started"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def start(self) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._handle, self.listen[0], self.listen[1])
+        return self.address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            conn.close()
+        tasks = [c.task for c in self._conns if c.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- toxics --------------------------------------------------------------------------------------
+    def add_toxic(self, raw: dict[str, Any] | ToxicSpecBase) -> str:
+        spec = parse_toxic(raw)
+        toxic = build_toxic(spec)
+        if toxic.name in self._toxics:
+            raise ConfigError(f"toxic {toxic.name!r} already active; give it another name or remove it")
+        self._toxics[toxic.name] = toxic
+        return toxic.name
+
+    def remove_toxic(self, name: str) -> None:
+        if self._toxics.pop(name, None) is None:
+            raise UserError(f"no active toxic named {name!r}")
+
+    def clear(self) -> None:
+        self._toxics.clear()
+
+    def toxics(self) -> list[dict[str, Any]]:
+        return [t.spec.model_dump() | {"name": n} for n, t in self._toxics.items()]
+
+    def _chain_for(self, link: _Link) -> list[Any]:
+        return [
+            t
+            for t in self._toxics.values()
+            if t.spec.stream in (link.direction, "both") and link.conn.applies(t.name, t.spec.toxicity)
+        ]
+
+    # -- connections ---------------------------------------------------------------------------------
+    async def _handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(
+            next(self._ids), random.Random(self._rng.getrandbits(64)), asyncio.get_running_loop().time()
+        )
+        conn.task = asyncio.current_task()
+        conn.writers.append(c_writer)
+        self._conns.add(conn)
+        self.counters["connections"] += 1
+        try:
+            try:
+                u_reader, u_writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
+                )
+            except (OSError, TimeoutError):
+                # The upstream is down: the client sees its connection reset, as it would see a refusal.
+                self.counters["upstream_failed"] += 1
+                _rst(c_writer)
+                return
+            conn.writers.append(u_writer)
+            await asyncio.gather(
+                self._pump(c_reader, u_writer, _Link(conn, "upstream"), "bytes_up"),
+                self._pump(u_reader, c_writer, _Link(conn, "downstream"), "bytes_down"),
+            )
+        except (asyncio.CancelledError, ConnectionError, OSError):
+            pass
+        finally:
+            if conn.was_reset:
+                self.counters["resets"] += 1
+            for w in conn.writers:
+                w.close()
+            self._conns.discard(conn)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link, counter: str
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue(QUEUE_CHUNKS)
+
+        async def read() -> None:
+            while True:
+                try:
+                    data = await reader.read(CHUNK)
+                except (ConnectionError, OSError):
+                    data = b""
+                await queue.put((data, loop.time()))
+                if not data:
+                    return
+
+        async def sink(data: bytes) -> None:
+            self.counters[counter] += len(data)
+            writer.write(data)
+            await writer.drain()
+
+        reading = asyncio.create_task(read())
+        try:
+            while True:
+                data, arrived = await queue.get()
+                if not data:
+                    if writer.can_write_eof() and not writer.is_closing():
+                        with contextlib.suppress(OSError):
+                            writer.write_eof()
+                    return
+                await _run_chain(self._chain_for(link), data, arrived, link, sink)
+        finally:
+            reading.cancel()
+
+
+async def _run_chain(toxics: Iterable[Any], data: bytes, arrived: float, link: _Link, sink: Send) -> None:
+    """Pass ``data`` through ``toxics`` in order; the last one's ``send`` writes to the socket."""
+    chain = list(toxics)
+
+    def stage(i: int) -> Send:
+        if i == len(chain):
+            return sink
+
+        async def send(piece: bytes) -> None:
+            await chain[i].pipe(piece, arrived, link, stage(i + 1))
+
+        return send
+
+    await stage(0)(data)
