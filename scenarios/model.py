@@ -9,8 +9,10 @@ This module must stay free of gevent/locust imports: the runner imports it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
+import jinja2
+from jinja2 import meta as jinja2meta
 from pydantic import (
     BaseModel,
     ByteSize,
@@ -82,10 +84,27 @@ class HttpOptions(_Frozen):
     api_key: str = "mailstorm-test-key"  # sent the way ``api`` expects (Bearer, token header, basic)
     domain: str = "mg.example.com"  # Mailgun's URL carries the sending domain
 
+    TEMPLATE_VARIABLES: ClassVar[frozenset[str]] = frozenset(
+        {"id", "message_id", "sender", "recipients", "subject", "text", "html", "raw", "raw_b64"}
+    )
+
     @model_validator(mode="after")
     def _check(self) -> HttpOptions:
         if self.api == "custom" and self.body_template is None:
             raise ValueError("http.body_template is required when http.api is 'custom'")
+        if self.body_template is not None:
+            # Compile once here so a template error names itself at validation, not per message.
+            env = jinja2.Environment(autoescape=False)
+            try:
+                unknown = jinja2meta.find_undeclared_variables(env.parse(self.body_template))
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"http.body_template line {exc.lineno}: {exc.message}") from None
+            unknown -= self.TEMPLATE_VARIABLES
+            if unknown:
+                raise ValueError(
+                    f"http.body_template uses unknown variable(s) {sorted(unknown)}; "
+                    f"known: {sorted(self.TEMPLATE_VARIABLES)}"
+                )
         return self
 
 

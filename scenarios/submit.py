@@ -1,0 +1,164 @@
+"""Submitting one message to the SUT over SMTP (smtplib) and classifying what happened.
+
+``SmtpSubmitter`` keeps one SMTP session open for ``msgs_per_connection`` messages, then says QUIT and
+opens a new one; it reconnects after a 421 (which closes the channel, RFC 5321 3.8) or a cut
+connection. Every call ends in a ``Result``: accepted or not, the SUT's reply code and text (None for a
+cut or refused connection) and the phase it ended in, so the ledger can say where a submission failed.
+
+smtplib is plain blocking socket code, which gevent's monkey-patching makes cooperative inside Locust;
+this module imports neither gevent nor locust, so tests can drive it directly.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+
+from scenarios.messages import Message
+from scenarios.model import SmtpOptions
+
+DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How one submission ended: ``phase`` is where it failed, or ``done``."""
+
+    ok: bool
+    code: int | None
+    text: str
+    phase: str
+
+    @property
+    def outcome(self) -> str:
+        """A short name for Locust's stats table: accepted, 4xx, 5xx, cut."""
+        if self.ok:
+            return "accepted"
+        if self.code is None:
+            return f"cut@{self.phase}"
+        return f"{self.code}@{self.phase}"
+
+
+def _text(resp: bytes | str) -> str:
+    return (resp.decode("utf-8", "replace") if isinstance(resp, bytes) else resp).strip()
+
+
+class SmtpSubmitter:
+    """One SMTP client session to one endpoint, reused for up to ``msgs_per_connection`` messages."""
+
+    def __init__(
+        self, host: str, port: int, opts: SmtpOptions, *, msgs_per_connection: int, timeout_s: float
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.target = f"{host}:{port}"
+        self._opts = opts
+        self._per_conn = msgs_per_connection
+        self._timeout = timeout_s
+        self._smtp: smtplib.SMTP | None = None
+        self._sent_on_conn = 0
+        self.connections = 0
+        self._phase = "connect"
+
+    def _open(self) -> smtplib.SMTP:
+        """Open, greet and (as configured) TLS-wrap and authenticate a session; ``self._phase`` tracks
+        the step, so a failure is reported where it happened."""
+        self._phase = "connect"
+        # The constructor connects and reads the greeting: a non-220 greeting raises SMTPConnectError.
+        smtp = smtplib.SMTP(self.host, self.port, local_hostname=self._opts.helo, timeout=self._timeout)
+        self.connections += 1
+        try:
+            self._phase = "ehlo"
+            code, resp = smtp.ehlo()
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, resp)
+            if self._opts.starttls:
+                self._phase = "starttls"
+                # Test SUTs use self-signed certificates; verifying them is not what a load test checks.
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                smtp.starttls(context=ctx)
+                smtp.ehlo()
+            if self._opts.auth is not None:
+                self._phase = "auth"
+                smtp.login(self._opts.auth.user, self._opts.auth.password)
+        except BaseException:
+            self._abandon(smtp)
+            raise
+        return smtp
+
+    def submit(self, msg: Message) -> Result:
+        """Submit one message (MAIL, RCPT per recipient, DATA); never raises for an SMTP or socket error."""
+        self._phase = "connect"
+        try:
+            if self._smtp is not None and self._sent_on_conn >= self._per_conn:
+                self.close()
+            if self._smtp is None:
+                self._smtp, self._sent_on_conn = self._open(), 0
+            smtp = self._smtp
+            self._sent_on_conn += 1
+            self._phase = "mail"
+            code, resp = smtp.mail(msg.sender)
+            if code != 250:
+                return self._refused(code, resp)
+            self._phase = "rcpt"
+            accepted = 0
+            last: tuple[int, bytes] = (250, b"")
+            for rcpt in msg.recipients:
+                rcode, rresp = smtp.rcpt(rcpt)
+                if rcode in (250, 251):
+                    accepted += 1
+                else:
+                    last = (rcode, rresp)
+                    if rcode == 421:
+                        return self._refused(rcode, rresp)
+            if accepted == 0:
+                return self._refused(*last)
+            self._phase = "data"
+            try:
+                code, resp = smtp.data(msg.raw)
+            except smtplib.SMTPDataError as exc:  # DATA itself was refused (no 354)
+                return self._refused(exc.smtp_code, exc.smtp_error)
+            self._phase = "eod"
+            if code != 250:
+                return self._refused(code, resp)
+            return Result(True, code, _text(resp), DONE)
+        except smtplib.SMTPResponseException as exc:  # greeting, EHLO, STARTTLS or AUTH refused
+            self._drop()
+            return Result(False, exc.smtp_code, _text(exc.smtp_error), self._phase)
+        except (smtplib.SMTPException, OSError) as exc:
+            # A cut, refused or timed-out connection: the SUT gave no reply for this message.
+            self._drop()
+            return Result(False, None, f"{type(exc).__name__}: {exc}".strip(), self._phase)
+
+    def _refused(self, code: int, resp: bytes | str) -> Result:
+        if code == 421:  # the server closes the channel after 421 (RFC 5321 3.8): start a new session
+            self._drop()
+        elif self._smtp is not None:
+            try:
+                self._smtp.rset()  # leave the session usable for the next message
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+        return Result(False, code, _text(resp), self._phase)
+
+    def _abandon(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.close()
+        except OSError:
+            pass
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            self._abandon(self._smtp)
+            self._smtp = None
+
+    def close(self) -> None:
+        """Say QUIT politely (a session the server already closed is just dropped)."""
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._drop()
