@@ -1,0 +1,215 @@
+"""ESP profiles: each ESP's published limits, failure replies and latency as data (YAML), and their loader.
+
+A profile is the *base* a fake ESP starts from: ``Profile.faults(rate=...)`` turns its limits and latency
+into fault specs (dicts in the shape of ``fake_esp.spec.FaultSpec``, named ``profile.*``) that the engine
+installs first; faults from the command line or the scenario come after and win (same name replaces).
+``Profile.http`` holds that ESP's HTTP answers for throttling, outage, auth failure and oversize, used by
+the HTTP APIs (fake_esp.apis) when a fault fires on the ``http`` phase.
+
+Every number in a YAML file carries a comment naming its source (a key of the file's ``sources`` map);
+``tests/fake_esp/test_profiles.py`` checks that.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness import replies
+from harness.errors import ConfigError
+from harness.replies import parse_reply
+
+PROFILE_NAMES: tuple[str, ...] = ("generic-smtp", "ses", "sendgrid", "mailgun", "postmark")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Limits(_Frozen):
+    """What the ESP allows; None = no published limit (the fake then enforces none)."""
+
+    rate: float | None = Field(None, gt=0, description="messages per second (token bucket refill)")
+    burst: int | None = Field(None, ge=1, description="token bucket depth; default: one second's worth")
+    daily_quota: int | None = Field(None, ge=1)
+    max_connections: int | None = Field(None, ge=1, description="concurrent SMTP connections")
+    messages_per_connection: int | None = Field(None, ge=1)
+    max_message_size: int | None = Field(None, ge=1, description="bytes")
+    max_recipients: int | None = Field(None, ge=1, description="per message (to + cc + bcc)")
+
+
+class SmtpReplies(_Frozen):
+    """The SMTP replies this ESP gives; each must parse as an SMTP reply (harness.replies.parse_reply)."""
+
+    throttle: str
+    outage: str
+    auth_failure: str
+    oversize: str
+    too_many_connections: str
+    too_many_messages: str
+    too_many_recipients: str
+
+    @field_validator("*")
+    @classmethod
+    def _is_reply(cls, v: str) -> str:
+        # A name of a harness.replies constant (the one place reply strings are spelled), or a literal.
+        const = getattr(replies, v, None) if v.isidentifier() else None
+        if isinstance(const, replies.Reply):
+            return str(const)
+        parse_reply(v)
+        return v
+
+
+class HttpReply(_Frozen):
+    """One HTTP answer: status, the ESP's error code/type (if it has one) and message."""
+
+    status: int = Field(ge=400, le=599)
+    message: str
+    code: str | int | None = None
+
+
+class HttpReplies(_Frozen):
+    throttle: HttpReply
+    outage: HttpReply
+    auth_failure: HttpReply
+    oversize: HttpReply
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a throttling 429")
+
+
+class LatencySpec(_Frozen):
+    """A latency distribution in the fault engine's latency-fault terms."""
+
+    dist: Literal["fixed", "uniform", "normal", "lognormal", "empirical"]
+    ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    sd_ms: float | None = None
+    median_ms: float | None = None
+    sigma: float | None = None
+    values_ms: list[float] | None = None
+
+
+class Latency(_Frozen):
+    smtp: LatencySpec | None = None
+    api: LatencySpec | None = None
+
+
+class WebhookPolicy(_Frozen):
+    """How the real ESP posts events back and retries a failing URL (delays in real seconds)."""
+
+    retry_schedule_s: list[float] = Field(description="delay before each retry, after a failed attempt")
+    give_up_on: list[int] = Field(default_factory=list, description="statuses that stop retries at once")
+    no_retry_events: list[str] = Field(default_factory=list, description="events never retried")
+    batch_max: int = Field(1, ge=1, description="events per POST (SendGrid batches, others post one)")
+
+
+class Profile(_Frozen):
+    name: str
+    title: str
+    api: Literal["sendgrid", "ses", "mailgun", "postmark"] | None
+    limits: Limits
+    smtp: SmtpReplies
+    http: HttpReplies
+    latency: Latency
+    webhook: WebhookPolicy | None = None
+    sources: dict[str, str] = Field(min_length=1, description="source key -> URL or reference")
+    notes: str = ""
+
+    def faults(self, *, rate: float | None = None) -> list[dict[str, Any]]:
+        """The profile's limits and latency as fault specs (FaultSpec dicts), named ``profile.*``.
+
+        ``rate`` overrides the profile's messages/s (``mailstorm esp --profile ses --rate 14``).
+        """
+        out: list[dict[str, Any]] = []
+        if self.latency.smtp is not None:
+            out.append(
+                {"name": "profile.latency.smtp", "type": "latency", "phase": "eod", **_lat(self.latency.smtp)}
+            )
+        if self.latency.api is not None:
+            out.append(
+                {"name": "profile.latency.api", "type": "latency", "phase": "http", **_lat(self.latency.api)}
+            )
+        rate = rate if rate is not None else self.limits.rate
+        if rate is not None:
+            own = rate == self.limits.rate and self.limits.burst
+            burst = self.limits.burst if own else max(1, round(rate))
+            # SES answers throttling after DATA (the AWS blog cited in ses.yaml): the token is taken when
+            # the client says DATA, before the body is transferred.
+            out.append(
+                {
+                    "name": "profile.throttle.smtp",
+                    "type": "throttle",
+                    "phase": "data",
+                    "rate": rate,
+                    "burst": burst,
+                    "key": "ip",
+                    "reply": self.smtp.throttle,
+                }
+            )
+            out.append(
+                {
+                    "name": "profile.throttle.http",
+                    "type": "throttle",
+                    "phase": "http",
+                    "rate": rate,
+                    "burst": burst,
+                    "key": "api_key",
+                    "reply": f"{self.http.throttle.status} {self.http.throttle.message}",
+                }
+            )
+        if self.limits.max_connections is not None:
+            out.append(
+                {
+                    "name": "profile.concurrency",
+                    "type": "concurrency",
+                    "phase": "connect",
+                    "max_sessions": self.limits.max_connections,
+                    "reply": self.smtp.too_many_connections,
+                }
+            )
+        if self.limits.messages_per_connection is not None:
+            out.append(
+                {
+                    "name": "profile.message_cap",
+                    "type": "message_cap",
+                    "phase": "mail",
+                    "max_messages": self.limits.messages_per_connection,
+                    "reply": self.smtp.too_many_messages,
+                }
+            )
+        return out
+
+
+def _lat(spec: LatencySpec) -> dict[str, Any]:
+    return spec.model_dump(exclude_none=True)
+
+
+@cache
+def load_profile(name: str) -> Profile:
+    """Load ``fake_esp/profiles/<name>.yaml``; a bad name or file raises ConfigError naming it."""
+    if name not in PROFILE_NAMES:
+        raise ConfigError(f"unknown ESP profile {name!r}; known: {', '.join(PROFILE_NAMES)}")
+    text = resources.files(__package__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return parse_profile(text, where=f"profile {name}.yaml")
+
+
+def parse_profile(text: str, *, where: str = "profile") -> Profile:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
+
+
+def list_profiles() -> list[Profile]:
+    return [load_profile(n) for n in PROFILE_NAMES]
