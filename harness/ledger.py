@@ -62,7 +62,8 @@ class Kind(StrEnum):
     # -- load generator ---------------------------------------------------------------------------
     # One submission attempt at the SUT: id, intended (ns: when the open model meant to send it),
     # start (ns), end (ns), ok (bool: the SUT accepted it), code (int or null), text, phase (where it
-    # failed, or "done"), target (host:port or URL), worker.
+    # failed, or "done"; "stop" when the generator was stopped mid-submission), target (host:port or
+    # URL), worker; also cls (message class name), size (bytes), rcpts (recipient count).
     LOAD_SUBMIT = "load.submit"
     # Arrivals the generator could not start in time and did not send (as k6's dropped_iterations):
     # intended (ns), count, worker.
@@ -119,6 +120,20 @@ class LedgerWriter:
                 os.fsync(self._fd)
             self.records_written += 1
         return t
+
+    def write_records(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append records made by another process (each keeps its own t, k and src) in one write: how
+        the Locust master gathers the ledger a remote load worker shipped to it."""
+        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        if not data:
+            return
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"ledger {self.path} is closed")
+            os.write(self._fd, data)
+            if self._fsync:
+                os.fsync(self._fd)
+            self.records_written += data.count(b"\n")
 
     def close(self) -> None:
         with self._lock:
