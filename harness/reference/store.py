@@ -1,0 +1,169 @@
+"""The durable queue: one SQLite file (WAL), one row per message not yet relayed or bounced.
+
+A message is committed before the pipeline answers 250 for it, and deleted only after the ESP accepted
+it (or it bounced), so a crash at any point loses nothing; a crash between the ESP's 250 and the delete
+relays it again (at-least-once). WAL with ``synchronous=NORMAL`` makes a commit survive a process crash
+(SIGKILL) without an fsync per message; ``fsync=True`` (``synchronous=FULL``) also survives power loss.
+
+All SQLite work runs on one dedicated thread with one connection. Writes arriving while a transaction is
+being committed are grouped into the next transaction (group commit), so concurrent SMTP sessions share
+one commit instead of queueing for one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a queue id names one message forever
+    corr      TEXT NOT NULL,                      -- correlation id (X-Mailstorm-Id, else Message-ID)
+    mail_from TEXT NOT NULL,
+    rcpts     TEXT NOT NULL,                      -- JSON list of recipients still to deliver
+    data      BLOB NOT NULL,                      -- the message exactly as received
+    attempts  INTEGER NOT NULL DEFAULT 0,         -- failed relay attempts so far
+    next_at   REAL NOT NULL,                      -- UTC seconds: not before this (survives restarts)
+    created   REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    corr: str
+    mail_from: str
+    rcpts: list[str]
+    data: bytes
+    attempts: int
+
+
+def count_rows(path: Path) -> int | None:
+    """Queue depth read from outside the pipeline (read-only; works while it is paused or dead)."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        return conn.execute("SELECT count(*) FROM queue").fetchone()[0]
+    except sqlite3.OperationalError:
+        return None  # created but not yet initialised
+    finally:
+        conn.close()
+
+
+class Store:
+    """The queue file, used from one asyncio loop; ``open`` before use, ``close`` at the end."""
+
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+        self.depth = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def open(self) -> list[tuple[int, int, float]]:
+        """Open (create) the file; return every queued row as (id, attempts, next_at) to resume."""
+        return await self._run(self._open)
+
+    def _open(self) -> list[tuple[int, int, float]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        conn.execute(SCHEMA)
+        self._conn = conn
+        rows = conn.execute("SELECT id, attempts, next_at FROM queue ORDER BY id").fetchall()
+        self.depth = len(rows)
+        return rows
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
+        self._thread.shutdown(wait=True)
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def add(self, corr: str, mail_from: str, rcpts: list[str], data: bytes) -> int:
+        """Commit a new message; returns its queue id once it is durable."""
+        now = time.time()
+        args = (corr, mail_from, orjson.dumps(rcpts).decode(), data, now, now)
+        sql = "INSERT INTO queue (corr, mail_from, rcpts, data, next_at, created) VALUES (?,?,?,?,?,?)"
+        qid = await self._write(lambda c: c.execute(sql, args).lastrowid)
+        self.depth += 1
+        return qid
+
+    async def remove(self, qid: int) -> None:
+        """The message is done (relayed or bounced): forget it."""
+        removed = await self._write(lambda c: c.execute("DELETE FROM queue WHERE id=?", (qid,)).rowcount)
+        self.depth -= removed
+
+    async def defer(self, qid: int, attempts: int, next_at: float, rcpts: list[str] | None = None) -> None:
+        """Record a failed attempt (and, after a partial delivery, the recipients still owed)."""
+        if rcpts is None:
+            sql, args = "UPDATE queue SET attempts=?, next_at=? WHERE id=?", (attempts, next_at, qid)
+        else:
+            sql = "UPDATE queue SET attempts=?, next_at=?, rcpts=? WHERE id=?"
+            args = (attempts, next_at, orjson.dumps(rcpts).decode(), qid)
+        await self._write(lambda c: c.execute(sql, args))
+
+    async def load(self, qid: int) -> Row | None:
+        def read(c: sqlite3.Connection) -> Row | None:
+            r = c.execute(
+                "SELECT id, corr, mail_from, rcpts, data, attempts FROM queue WHERE id=?", (qid,)
+            ).fetchone()
+            return None if r is None else Row(r[0], r[1], r[2], orjson.loads(r[3]), bytes(r[4]), r[5])
+
+        return await self._run(lambda: read(self._conn))
+
+    # -- machinery --------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    async def _write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._run(lambda b=batch: self._commit([op for op, _ in b]))
+            except Exception as exc:  # the whole transaction rolled back: every caller hears of it
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+    def _commit(self, ops: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [op(conn) for op in ops]
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return results

@@ -1,0 +1,266 @@
+"""The ``reference`` target: the embedded reference pipeline (harness.reference), one or more instances,
+each its own process relaying to the run's fake ESP, and each breakable on the chaos timeline.
+
+Each instance gets its own SMTP port, health/metrics port, SQLite queue (``<run>/reference/queue-N.sqlite``),
+ledger source (``sut``, or ``sut-N`` with several instances) and log (``<run>/logs/reference-N.log``,
+appended across restarts). The ports are kept across restarts, so the load's endpoints stay valid.
+
+Actions: ``kill`` (SIGKILL: a crash; the queue file survives), ``stop`` (SIGTERM: a clean shutdown),
+``pause``/``sigstop`` (SIGSTOP: a frozen host), ``resume``/``sigcont`` (SIGCONT), ``start`` (start it if
+it is not running), ``restart`` (stop it if it runs, start it again; the new process resumes the queue, and
+messages that were in flight at a kill are relayed again: at-least-once). Params: ``instance`` (an index)
+acts on one instance; without it the action applies to all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+import harness
+from harness.errors import HarnessError, UserError
+from harness.ports import free_port, wait_for_port
+from harness.reference.store import count_rows
+from harness.targets.base import Endpoint, TargetContext, register
+
+HOST = "127.0.0.1"  # the pipeline is loopback only here; an off-machine relay is not what this target is for
+ACTIONS = frozenset({"kill", "stop", "pause", "sigstop", "resume", "sigcont", "start", "restart"})
+_PROJECT_ROOT = str(Path(harness.__file__).resolve().parents[1])
+
+
+class ReferenceTargetSpec(BaseModel):
+    """The embedded reference pipeline as the system under test."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["reference"] = "reference"
+    instances: int = Field(1, ge=1, le=32, description="pipeline processes; the load round-robins over them")
+    relay: Literal["smtp", "http"] = Field("smtp", description="relay over SMTP or the SendGrid API")
+    concurrency: int = Field(20, ge=1, le=2000, description="relay connections per instance")
+    max_attempts: int = Field(25, ge=1, description="relay attempts before a message bounces")
+    backoff_base_s: float = Field(0.2, gt=0, description="first retry delay (s); doubles per attempt")
+    backoff_max_s: float = Field(5.0, gt=0, description="retry delay cap (s)")
+    relay_timeout_s: float = Field(10.0, gt=0, description="per-command timeout towards the ESP (s)")
+    queue_interval_s: float = Field(1.0, gt=0, description="period of the sut.queue ledger records (s)")
+    port: int = Field(0, ge=0, le=65535, description="SMTP port of instance 0 (others: free); 0 = free")
+    fsync: bool = Field(False, description="fsync each queue commit (survives power loss, slower)")
+    api_key: str = Field("mailstorm-reference", min_length=1, description="Bearer key for relay: http")
+    ready_timeout_s: float = Field(15.0, gt=0)
+    stop_timeout_s: float = Field(10.0, gt=0, description="SIGTERM grace before SIGKILL")
+
+    @model_validator(mode="after")
+    def _backoff(self) -> ReferenceTargetSpec:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("backoff_max_s must be >= backoff_base_s")
+        return self
+
+
+class _Instance:
+    """One pipeline process: its ports, files and the Popen of its current life."""
+
+    def __init__(self, index: int, source: str, port: int, http_port: int, queue: Path, log: Path) -> None:
+        self.index = index
+        self.source = source
+        self.port = port
+        self.http_port = http_port
+        self.queue = queue
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def name(self) -> str:
+        return f"reference pipeline {self.index}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def spawn(self, argv: list[str], env: dict[str, str], timeout: float) -> int:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the runner's terminal reaches the runner, which stops us
+            )
+        what = f"{self.name} (log {self.log})"
+        try:
+            wait_for_port(HOST, self.port, timeout, what=what, alive=self.alive)
+            wait_for_port(HOST, self.http_port, timeout, what=what, alive=self.alive)
+        except HarnessError:
+            self.terminate(graceful=False, timeout=1.0)
+            raise
+        return self.proc.pid
+
+    def signal(self, sig: signal.Signals, action: str) -> int:
+        if not self.alive():
+            raise HarnessError(f"{self.name}: cannot {action}: it is not running")
+        self.proc.send_signal(sig)
+        return self.proc.pid
+
+    def terminate(self, *, graceful: bool, timeout: float) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        if graceful:
+            proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        proc.kill()
+        proc.wait()
+
+
+@register("reference")
+class ReferenceTarget:
+    """Starts the reference pipeline instance(s); acts on them; reports their queue depth."""
+
+    spec_model = ReferenceTargetSpec
+
+    def __init__(self, spec: ReferenceTargetSpec) -> None:
+        self.spec = spec
+        self._instances: list[_Instance] = []
+        self._argv: dict[int, list[str]] = {}
+        self._env: dict[str, str] = {}
+        self._atexit = False
+
+    # -- Target -------------------------------------------------------------------------------------
+    def start(self, ctx: TargetContext) -> list[Endpoint]:
+        spec = self.spec
+        if spec.relay == "http":
+            if not ctx.esp_http:
+                raise UserError("target.relay: http needs the fake ESP's HTTP API (set esp.http_port)")
+            relay = ctx.esp_http.rstrip("/")
+        else:
+            relay = f"smtp://{ctx.esp_smtp[0]}:{ctx.esp_smtp[1]}"
+        run_dir = Path(ctx.run_dir)
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        pythonpath = os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+        self._env = {**os.environ, **ctx.env, "PYTHONPATH": pythonpath}
+        if not self._atexit:
+            atexit.register(self.stop)  # a runner that exits without stop() still leaves nothing behind
+            self._atexit = True
+        endpoints = []
+        for n in range(spec.instances):
+            source = "sut" if spec.instances == 1 else f"sut-{n}"
+            port = spec.port if n == 0 and spec.port else free_port(HOST)
+            inst = _Instance(
+                n,
+                source,
+                port,
+                free_port(HOST),
+                run_dir / "reference" / f"queue-{n}.sqlite",
+                run_dir / "logs" / f"reference-{n}.log",
+            )
+            self._argv[n] = self._command(inst, relay, ctx)
+            self._instances.append(inst)
+            inst.spawn(self._argv[n], self._env, spec.ready_timeout_s)
+            endpoints.append(Endpoint("smtp", HOST, port))
+        return endpoints
+
+    def stop(self) -> None:
+        """SIGTERM every instance (SIGKILL after ``stop_timeout_s``); idempotent."""
+        for inst in self._instances:
+            inst.terminate(graceful=True, timeout=self.spec.stop_timeout_s)
+
+    def _command(self, inst: _Instance, relay: str, ctx: TargetContext) -> list[str]:
+        s = self.spec
+        argv = [
+            sys.executable, "-m", "harness.reference",
+            "--listen", f"{HOST}:{inst.port}",
+            "--queue", str(inst.queue),
+            "--relay", relay,
+            "--ledger", str(ctx.ledger_dir),
+            "--source", inst.source,
+            "--concurrency", str(s.concurrency),
+            "--max-attempts", str(s.max_attempts),
+            "--backoff-base", str(s.backoff_base_s),
+            "--backoff-max", str(s.backoff_max_s),
+            "--relay-timeout", str(s.relay_timeout_s),
+            "--queue-interval", str(s.queue_interval_s),
+            "--http-port", str(inst.http_port),
+            "--seed", str(ctx.seed + inst.index),
+            "--api-key", s.api_key,
+        ]  # fmt: skip
+        if s.fsync:
+            argv.append("--fsync")
+        if ctx.allow_remote:
+            argv.append("--allow-remote")  # the relay host may then be off loopback; we still listen on it
+        return argv
+
+    # -- what probes and the runner can read ----------------------------------------------------------
+    @property
+    def health_urls(self) -> list[str]:
+        """GET /health of each instance: 200 ok, 503 while every relay attempt has failed for a second."""
+        return [f"http://{HOST}:{i.http_port}/health" for i in self._instances]
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return [f"http://{HOST}:{i.http_port}/metrics" for i in self._instances]
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [i.proc.pid if i.alive() else None for i in self._instances]
+
+    # -- Alive / QueueSampler -------------------------------------------------------------------------
+    def alive(self) -> bool:
+        """True while every instance runs (a paused one counts as running)."""
+        return bool(self._instances) and all(i.alive() for i in self._instances)
+
+    def queue_depth(self) -> int | None:
+        """Messages queued in all instances, read from the queue files (so also while paused or dead)."""
+        depths = [count_rows(i.queue) for i in self._instances]
+        known = [d for d in depths if d is not None]
+        return sum(known) if known else None
+
+    # -- Actionable -----------------------------------------------------------------------------------
+    def actions(self) -> frozenset[str]:
+        return ACTIONS
+
+    def act(self, action: str, **params: Any) -> str:
+        if action not in ACTIONS:
+            known = ", ".join(sorted(ACTIONS))
+            raise UserError(f"reference target: unknown action {action!r}; known: {known}")
+        extra = set(params) - {"instance"}
+        if extra:
+            raise UserError(f"reference target: action {action!r} takes only 'instance', got {sorted(extra)}")
+        chosen = self._select(params.get("instance"))
+        return "; ".join(self._act_one(inst, action) for inst in chosen)
+
+    def _select(self, index: Any) -> list[_Instance]:
+        if index is None:
+            return self._instances
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self._instances):
+            last = len(self._instances) - 1
+            raise UserError(f"reference target: instance must be 0..{last}, got {index!r}")
+        return [self._instances[index]]
+
+    def _act_one(self, inst: _Instance, action: str) -> str:
+        name = inst.name
+        if action == "kill":
+            pid = inst.signal(signal.SIGKILL, action)
+            inst.proc.wait(self.spec.stop_timeout_s)
+            return f"{name}: SIGKILL to pid {pid}"
+        if action in ("pause", "sigstop"):
+            return f"{name}: SIGSTOP to pid {inst.signal(signal.SIGSTOP, action)}"
+        if action in ("resume", "sigcont"):
+            return f"{name}: SIGCONT to pid {inst.signal(signal.SIGCONT, action)}"
+        if action == "stop":
+            inst.terminate(graceful=True, timeout=self.spec.stop_timeout_s)
+            return f"{name}: stopped (SIGTERM)"
+        if action == "start" and inst.alive():
+            return f"{name}: already running (pid {inst.proc.pid})"
+        inst.terminate(graceful=True, timeout=self.spec.stop_timeout_s)  # restart; no-op for start
+        pid = inst.spawn(self._argv[inst.index], self._env, self.spec.ready_timeout_s)
+        return f"{name}: {'started' if action == 'start' else 'restarted'} (pid {pid}), queue resumed"
