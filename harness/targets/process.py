@@ -1,0 +1,281 @@
+"""The ``process`` target: a command mailstorm starts (its own process group), made ready by a port or an
+HTTP check, and broken on the timeline: kill -9, SIGSTOP/SIGCONT (a stalled host), stop, start, restart.
+
+The command and its environment may name run values as placeholders, substituted at start:
+``{port}`` (the SUT's port, chosen free when the spec says 0), ``{host}``, ``{esp_host}``, ``{esp_port}``,
+``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``. So the reference pipeline, or any relay,
+can be started pointed at this run's fake ESP. Output goes to ``<run>/logs/<log_name>.log`` (appended
+across restarts). Signals go to the whole group, so a SUT that forks workers is killed/stalled whole.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.errors import HarnessError, UserError
+from harness.netguard import check_address
+from harness.ports import free_port, port_open
+from harness.targets.base import Endpoint, TargetContext, register
+
+_PLACEHOLDER = re.compile(r"\{(port|host|esp_host|esp_port|esp_http|ledger_dir|run_dir|seed)\}")
+# Each action name, with the aliases the timeline's inverse actions use (pause <-> resume, sigstop...).
+ACTIONS = frozenset({"kill", "pause", "resume", "sigstop", "sigcont", "stop", "start", "restart"})
+
+
+class ProcessSpec(BaseModel):
+    """A command mailstorm runs as the SUT."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["process"] = "process"
+    command: tuple[str, ...] = Field(min_length=1)
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="the SUT's listening port; 0 = a free one ({port})")
+    protocol: Literal["smtp", "http"] = "smtp"
+    path: str = Field("/", description="http: the path the load posts to")
+    ready_url: str | None = Field(None, description="ready when this URL answers 2xx (else: port open)")
+    ready_timeout_s: float = Field(30.0, gt=0)
+    stop_timeout_s: float = Field(10.0, gt=0, description="SIGTERM grace before SIGKILL")
+    log_name: str = Field("sut", pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @model_validator(mode="after")
+    def _http_path(self) -> ProcessSpec:
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with '/'")
+        return self
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def wait_ready(check, *, timeout: float, alive, what: str) -> None:
+    """Poll ``check()`` until true; HarnessError when ``alive()`` turns false or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not check():
+        if not alive():
+            raise HarnessError(f"{what} exited before it was ready")
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{what} was not ready within {timeout:g} s")
+        time.sleep(delay)  # polling interval of a readiness check
+        delay = min(delay * 2, 0.2)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@register("process")
+class ProcessTarget:
+    """Runs ``spec.command``; ``act`` breaks it; ``stop`` leaves no process of its group behind."""
+
+    spec_model = ProcessSpec
+
+    def __init__(self, spec: ProcessSpec) -> None:
+        self.spec = spec
+        self._proc: subprocess.Popen | None = None
+        self._values: dict[str, str] = {}
+        self._log: Path | None = None
+        self._paused = False
+        self._atexit = False
+
+    # -- Target ---------------------------------------------------------------------------------------
+    def start(self, ctx: TargetContext) -> list[Endpoint]:
+        check_address(self.spec.host, allow_remote=ctx.allow_remote, what="process target host")
+        port = self.spec.port or free_port(self.spec.host)
+        self._values = {
+            "port": str(port),
+            "host": self.spec.host,
+            "esp_host": ctx.esp_smtp[0],
+            "esp_port": str(ctx.esp_smtp[1]),
+            "esp_http": ctx.esp_http or "",
+            "ledger_dir": str(ctx.ledger_dir),
+            "run_dir": str(ctx.run_dir),
+            "seed": str(ctx.seed),
+        }
+        self._env = {
+            **os.environ,
+            **ctx.env,
+            **{k: substitute(v, self._values) for k, v in self.spec.env.items()},
+        }
+        self._log = Path(ctx.run_dir) / "logs" / f"{self.spec.log_name}.log"
+        self._log.parent.mkdir(parents=True, exist_ok=True)
+        if not self._atexit:
+            atexit.register(self.stop)  # a runner that exits without stop() still leaves nothing behind
+            self._atexit = True
+        self._spawn()
+        host = self.spec.host
+        if self.spec.protocol == "http":
+            return [Endpoint("http", host, port, url=f"http://{host}:{port}{self.spec.path}")]
+        return [Endpoint("smtp", host, port)]
+
+    def stop(self) -> None:
+        """SIGTERM the group, SIGKILL it after ``stop_timeout_s``; idempotent."""
+        self._terminate(graceful=True)
+
+    # -- Alive ----------------------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    # -- Actionable -----------------------------------------------------------------------------------
+    def actions(self) -> frozenset[str]:
+        return ACTIONS
+
+    def act(self, action: str, **params: Any) -> str:
+        if action not in ACTIONS:
+            raise UserError(f"process target: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
+        if params:
+            raise UserError(f"process target: action {action!r} takes no params, got {sorted(params)}")
+        if action == "kill":
+            pid = self._signal(signal.SIGKILL, "kill")
+            self._proc.wait(self.spec.stop_timeout_s)
+            self._paused = False
+            return f"SIGKILL to process group {pid}"
+        if action in ("pause", "sigstop"):
+            pid = self._signal(signal.SIGSTOP, action)
+            self._paused = True
+            _wait_status(pid, stopped=True)
+            return f"SIGSTOP to process group {pid}"
+        if action in ("resume", "sigcont"):
+            pid = self._signal(signal.SIGCONT, action)
+            self._paused = False
+            _wait_status(pid, stopped=False)
+            return f"SIGCONT to process group {pid}"
+        if action == "stop":
+            self._terminate(graceful=True)
+            return "stopped (SIGTERM)"
+        if action == "start":
+            if self.alive():
+                return f"already running (pid {self.pid})"
+            return f"started (pid {self._spawn()})"
+        self._terminate(graceful=True)  # restart
+        return f"restarted (pid {self._spawn()})"
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _spawn(self) -> int:
+        command = [substitute(part, self._values) for part in self.spec.command]
+        cwd = self.spec.cwd and substitute(self.spec.cwd, self._values)
+        assert self._log is not None, "start() first"
+        with self._log.open("ab") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    command,
+                    cwd=cwd,
+                    env=self._env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: signals reach the SUT's children too
+                )
+            except OSError as exc:
+                raise UserError(f"process target: cannot run {command[0]!r}: {exc.strerror}") from None
+        self._paused = False
+        what = f"process target {command[0]!r} (log {self._log})"
+        try:
+            if self.spec.ready_url:
+                url = substitute(self.spec.ready_url, self._values)
+                wait_ready(
+                    lambda: http_ok(url), timeout=self.spec.ready_timeout_s, alive=self.alive, what=what
+                )
+            else:
+                port = int(self._values["port"])
+                wait_ready(
+                    lambda: port_open(self.spec.host, port),
+                    timeout=self.spec.ready_timeout_s,
+                    alive=self.alive,
+                    what=what,
+                )
+        except HarnessError:
+            self._terminate(graceful=False)
+            raise
+        return self._proc.pid
+
+    def _signal(self, sig: signal.Signals, action: str) -> int:
+        if not self.alive():
+            raise HarnessError(f"process target: cannot {action}: the process is not running")
+        os.killpg(self._proc.pid, sig)
+        return self._proc.pid
+
+    def _terminate(self, *, graceful: bool) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        pgid = proc.pid  # the leader's pid is the group id (start_new_session)
+        if graceful and proc.poll() is None:
+            _killpg(pgid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            _killpg(pgid, signal.SIGTERM)
+            try:
+                proc.wait(self.spec.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of the group (the leader, or children that outlived it) goes now.
+        _killpg(pgid, signal.SIGKILL)
+        proc.wait()
+        wait_group_gone(pgid, timeout=self.spec.stop_timeout_s)
+        self._paused = False
+
+
+def _wait_status(pid: int, *, stopped: bool, timeout: float = 5.0) -> None:
+    """Signals arrive asynchronously: return once the leader is (no longer) in the stopped state, so the
+    timeline's record of the action is not earlier than its effect."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if (psutil.Process(pid).status() == psutil.STATUS_STOPPED) == stopped:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.005)
+    raise HarnessError(f"process {pid} did not {'stop' if stopped else 'continue'} within {timeout:g} s")
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live processes of process group ``pgid`` (zombies count as gone)."""
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return out
+
+
+def wait_group_gone(pgid: int, *, timeout: float) -> None:
+    """SIGKILL is asynchronous: return once no process of the group is left; HarnessError otherwise."""
+    deadline = time.monotonic() + timeout
+    while members := group_members(pgid):
+        if time.monotonic() > deadline:
+            pids = ", ".join(str(p.pid) for p in members)
+            raise HarnessError(f"process group {pgid} still has processes after SIGKILL: {pids}")
+        time.sleep(0.01)
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,105 @@
+"""Test helpers for the SUT targets: a real SMTP sink that records the correlation id of every message it
+receives (stands in for the ESP where a test needs to switch it off and on), and a bounded submitter."""
+
+from __future__ import annotations
+
+import email
+import smtplib
+import threading
+import time
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+
+from harness.ledger import CORRELATION_HEADER
+from harness.ports import free_port
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        msg = email.message_from_bytes(envelope.original_content or envelope.content)
+        with self.lock:
+            self.ids.append(msg.get(CORRELATION_HEADER, ""))
+        return "250 2.0.0 Ok: kept"
+
+
+class Sink:
+    """An aiosmtpd server on a fixed free loopback port; ``down()``/``up()`` make an outage."""
+
+    def __init__(self) -> None:
+        self.host, self.port = "127.0.0.1", free_port()
+        self._recorder = _Recorder()
+        self._ctl: Controller | None = None
+
+    def up(self) -> Sink:
+        self._ctl = Controller(self._recorder, hostname=self.host, port=self.port)
+        self._ctl.start()
+        return self
+
+    def down(self) -> None:
+        if self._ctl is not None:
+            self._ctl.stop()
+            self._ctl = None
+
+    @property
+    def ids(self) -> list[str]:
+        with self._recorder.lock:
+            return list(self._recorder.ids)
+
+    def wait_for(self, wanted: set[str], timeout: float) -> set[str]:
+        """Poll until every id in ``wanted`` was received; return the ids still missing."""
+        deadline = time.monotonic() + timeout
+        while (missing := wanted - set(self.ids)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return missing
+
+
+def message(cid: str) -> str:
+    return (
+        f"From: load@client.test\r\nTo: rcpt@example.test\r\nSubject: {cid}\r\n"
+        f"Message-ID: <{cid}@client.test>\r\n{CORRELATION_HEADER}: {cid}\r\n\r\nbody {cid}\r\n"
+    )
+
+
+@dataclass
+class Submitter:
+    """Sends ``count`` messages, one per connection, every ``interval`` s, on a thread (bounded in count
+    and time); records which ids the SUT accepted (250) and which failed."""
+
+    host: str
+    port: int
+    count: int
+    interval: float
+    prefix: str = "m"
+    timeout: float = 30.0
+    accepted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Submitter:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "submitter did not finish"
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        for i in range(self.count):
+            delay = t0 + i * self.interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # the open-model send schedule, not a readiness wait
+            cid = f"{self.prefix}-{i}"
+            try:
+                with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as s:
+                    s.sendmail("load@client.test", ["rcpt@example.test"], message(cid))
+                self.accepted.append(cid)
+            except (smtplib.SMTPException, OSError):
+                self.failed.append(cid)
