@@ -82,6 +82,10 @@ class Kind(StrEnum):
     # run.started: run_id, name, seed, duration_s. run.ended: reason. run.phase: phase ("load",
     # "drain", "stop"). chaos.begin / chaos.end: name, what, params. probe: url, status, latency_s,
     # ok, value. action: what, target, ok, detail.
+    # Additive (runner): run.phase "load" has t0 (ns: intended time of the load's first arrival, the
+    # zero that chaos steps' at_s count from). chaos.begin / chaos.end have at_s (scheduled time, s
+    # from t0); "what" is esp_fault | esp_outage | target | network. probe has name and error (why a
+    # poll failed). action has started (ns: when it was issued; t is when it finished).
     RUN_STARTED = "run.started"
     RUN_PHASE = "run.phase"
     RUN_ENDED = "run.ended"
