@@ -1,0 +1,248 @@
+"""The workload models inside one Locust process: open (arrival rate) and closed (users + wait).
+
+Open model. The shape's arrival times are computed once (``scenarios.shapes.arrival_times``); load
+process ``i`` of ``n`` takes arrivals ``i, i+n, i+2n...``, so the processes together offer exactly the
+schedule and their ids never collide. A scheduler greenlet releases each arrival at its intended time,
+whatever the SUT is doing; sender greenlets (one SMTP session or HTTP connection each, at most this
+process's share of ``max_connections``) pick arrivals up. An arrival that no sender could start within
+``max_lag_s`` of its intended time is not sent but recorded as ``load.dropped``; every sent one is a
+``load.submit`` with its intended time, so latency is measured from when the message was due, not from
+when a busy generator got round to it (no coordinated omission).
+
+Closed model. Each user sends, waits ``wait_s``, sends again, until the end; its "intended" time is
+simply when it started, which is exactly why this model hides a slow SUT.
+
+Runs only inside Locust processes (gevent): never import this from pytest, the runner or the reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+from gevent.queue import Queue
+
+from harness.ledger import Kind
+from scenarios.messages import Message, MessageFactory
+from scenarios.model import LoadSpec
+from scenarios.shapes import Closed, arrival_times
+from scenarios.submit import Result
+
+ABORTED = "aborted: the load generator stopped before the SUT replied"
+
+
+class Submitter(Protocol):
+    target: str
+
+    def submit(self, msg: Message) -> Result: ...
+
+    def close(self) -> None: ...
+
+
+class LedgerSink(Protocol):
+    def write(self, kind: str, /, **fields: Any) -> int: ...
+
+
+class Recorder:
+    """Writes each outcome to the load ledger, then tells Locust (stats, event hooks) about it."""
+
+    def __init__(self, sink: LedgerSink, worker: int, fire: Callable[..., None], request_type: str) -> None:
+        self._sink = sink
+        self._worker = worker
+        self._fire = fire
+        self._type = request_type
+        self.submitted = 0
+        self.accepted = 0
+        self.dropped = 0
+
+    def submit(self, msg: Message, intended: int, start: int, end: int, res: Result, target: str) -> None:
+        self._sink.write(
+            Kind.LOAD_SUBMIT,
+            id=msg.id,
+            intended=intended,
+            start=start,
+            end=end,
+            ok=res.ok,
+            code=res.code,
+            text=res.text,
+            phase=res.phase,
+            target=target,
+            worker=self._worker,
+            cls=msg.cls,
+            size=len(msg.raw),
+            rcpts=len(msg.recipients),
+        )
+        self.submitted += 1
+        self.accepted += res.ok
+        self._fire(
+            request_type=self._type,
+            name=res.outcome,
+            response_time=(end - intended) / 1e6,
+            response_length=len(msg.raw),
+            exception=None if res.ok else RuntimeError(f"{res.code} {res.text}"),
+            context={"id": msg.id},
+        )
+
+    def abort(self, msg: Message, intended: int, start: int, target: str) -> None:
+        """Stopped mid-submission: the SUT's answer (if any) is unknown; say so rather than lose it."""
+        self.submit(msg, intended, start, time.time_ns(), Result(False, None, ABORTED, "stop"), target)
+
+    def drop(self, intended: int, count: int) -> None:
+        self._sink.write(Kind.LOAD_DROPPED, intended=intended, count=count, worker=self._worker)
+        self.dropped += count
+
+
+def share(total: int, index: int, processes: int) -> int:
+    """Process ``index``'s part of ``total`` when split as evenly as possible between ``processes``."""
+    return total // processes + (1 if index < total % processes else 0)
+
+
+class OpenDriver:
+    """Offers this process's share of the arrival schedule, on time, whatever the SUT does."""
+
+    def __init__(
+        self,
+        spec: LoadSpec,
+        *,
+        index: int,
+        processes: int,
+        seed: int,
+        factory: MessageFactory,
+        submitters: Callable[[int], Submitter],
+        recorder: Recorder,
+    ) -> None:
+        assert not isinstance(spec.shape, Closed)
+        self._spec = spec
+        everything = arrival_times(spec.shape, spec.duration_s, poisson=spec.arrivals == "poisson", seed=seed)
+        self.times = everything[index::processes]
+        self._max_senders = max(share(spec.max_connections, index, processes), 1)
+        self._factory = factory
+        self._submitters = submitters
+        self._rec = recorder
+        # Arrivals due and not yet started; a None per sender at the end tells the senders to finish.
+        self._queue: Queue = Queue()
+        self._idle = 0
+        self._senders: list[gevent.Greenlet] = []
+        self._t0_mono = 0.0
+        self._t0_ns = 0
+
+    def _intended_ns(self, at: float) -> int:
+        return self._t0_ns + int(at * 1e9)
+
+    def run(self) -> None:
+        """Offer every arrival, then let in-flight submissions finish (bounded); record what is left."""
+        self._t0_mono, self._t0_ns = time.monotonic(), time.time_ns()
+        try:
+            for at in self.times:
+                delay = self._t0_mono + at - time.monotonic()
+                if delay > 0:
+                    gevent.sleep(delay)
+                self._queue.put(at)
+                # More arrivals waiting than idle senders: open another connection, up to the cap.
+                if self._queue.qsize() > self._idle and len(self._senders) < self._max_senders:
+                    self._senders.append(gevent.spawn(self._sender, len(self._senders)))
+            for _ in self._senders:
+                self._queue.put(None)
+            # Drain: what is queued is either started within max_lag_s or dropped; a started submission
+            # gets up to timeout_s per SMTP step. Past that bound the stragglers are aborted (recorded).
+            gevent.joinall(self._senders, timeout=self._spec.max_lag_s + 4 * self._spec.timeout_s)
+        finally:
+            gevent.killall(self._senders, block=True)
+            self._drop_stale(float("inf"))
+
+    def _drop_stale(self, due_before: float) -> None:
+        """Record every queued arrival due before ``due_before`` as dropped (at the end: all of them)."""
+        q = self._queue
+        while not q.empty() and (head := q.peek_nowait()) is not None and head < due_before:
+            q.get_nowait()
+            self._rec.drop(self._intended_ns(head), 1 + self._take_same_second(head, due_before))
+
+    def _take_same_second(self, first: float, due_before: float) -> int:
+        """Pop the queued arrivals right after ``first`` that fall in its second and are due before
+        ``due_before``: one load.dropped record per second of intent keeps per-second counts exact."""
+        q = self._queue
+        count = 0
+        while not q.empty() and (nxt := q.peek_nowait()) is not None and nxt < due_before:
+            if int(nxt) != int(first):
+                break
+            q.get_nowait()
+            count += 1
+        return count
+
+    def _sender(self, n: int) -> None:
+        sub = self._submitters(n)
+        try:
+            while True:
+                self._idle += 1
+                try:
+                    at = self._queue.get()
+                finally:
+                    self._idle -= 1
+                if at is None:
+                    return
+                cutoff = time.monotonic() - self._t0_mono - self._spec.max_lag_s
+                if at < cutoff:
+                    self._rec.drop(self._intended_ns(at), 1 + self._take_same_second(at, cutoff))
+                    continue
+                self._send(sub, at)
+        finally:
+            sub.close()
+
+    def _send(self, sub: Submitter, at: float) -> None:
+        msg = self._factory.next()
+        start = time.time_ns()
+        try:
+            res = sub.submit(msg)
+        except gevent.GreenletExit:
+            self._rec.abort(msg, self._intended_ns(at), start, sub.target)
+            raise
+        self._rec.submit(msg, self._intended_ns(at), start, time.time_ns(), res, sub.target)
+
+
+class ClosedDriver:
+    """``users`` senders that each send, wait ``wait_s``, and send again until ``duration_s``."""
+
+    def __init__(
+        self,
+        spec: LoadSpec,
+        *,
+        index: int,
+        processes: int,
+        factory: MessageFactory,
+        submitters: Callable[[int], Submitter],
+        recorder: Recorder,
+    ) -> None:
+        assert isinstance(spec.shape, Closed)
+        self._spec = spec
+        self._wait = spec.shape.wait_s
+        self._users = share(spec.shape.users, index, processes)
+        self._factory = factory
+        self._submitters = submitters
+        self._rec = recorder
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self._spec.duration_s
+        users = [gevent.spawn(self._user, n, deadline) for n in range(self._users)]
+        try:
+            gevent.joinall(users, timeout=self._spec.duration_s + 4 * self._spec.timeout_s)
+        finally:
+            gevent.killall(users, block=True)
+
+    def _user(self, n: int, deadline: float) -> None:
+        sub = self._submitters(n)
+        try:
+            while time.monotonic() < deadline:
+                msg = self._factory.next()
+                start = time.time_ns()
+                try:
+                    res = sub.submit(msg)
+                except gevent.GreenletExit:
+                    self._rec.abort(msg, start, start, sub.target)
+                    raise
+                self._rec.submit(msg, start, start, time.time_ns(), res, sub.target)
+                if self._wait:
+                    gevent.sleep(min(self._wait, max(deadline - time.monotonic(), 0)))
+        finally:
+            sub.close()

@@ -1,0 +1,181 @@
+"""The Locust side of the load: one driver user per load process, the ledger, and run completion.
+
+Locust provides the process model (standalone, or master + workers over its own protocol), the stats
+and the event hooks; the workload itself is ``scenarios.driver`` (open arrival schedule or closed
+users) running inside a single ``MailstormDriver`` user per load process, because Locust's own
+users-per-second model is closed and would hide a slow SUT.
+
+Settings come as custom command-line options, which Locust forwards from the master to every worker
+with the spawn message, so a remote worker started with only ``--master HOST`` runs the same spec.
+
+Ledger. A process started by ``scenarios.launch.LoadRun`` has ``MAILSTORM_LEDGER_DIR`` and writes
+``load-<index>.jsonl`` there itself. A remote worker (``mailstorm worker``) has no access to the run
+directory: it writes its records to a local spool file (durable) and ships them in batches to the
+master as a Locust custom message, and the master appends them, with their original timestamps, to
+``load-<index>.jsonl`` in the run's ledger directory.
+
+Completion. Each load process tells the master ``mailstorm_done`` after its last record; when every
+expected process has, the master quits (standalone: the process quits itself).
+
+Loaded only by Locust (``locust -f``), in its own processes: importing it patches sockets with gevent.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gevent
+import orjson
+from locust import User, events, task
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness.ledger import LedgerWriter
+from harness.targets.base import Endpoint
+from scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
+from scenarios.http_submit import HttpSubmitter
+from scenarios.launch import LEDGER_DIR_ENV
+from scenarios.messages import MessageFactory
+from scenarios.model import LoadSpec
+from scenarios.submit import SmtpSubmitter
+
+SPOOL_DIR_ENV = "MAILSTORM_SPOOL_DIR"
+MSG_LEDGER = "mailstorm_ledger"
+MSG_DONE = "mailstorm_done"
+SHIP_EVERY_S = 0.25
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    hidden = {"include_in_web_ui": False}
+    parser.add_argument("--mailstorm-spec", default="", help="LoadSpec as JSON", **hidden)
+    parser.add_argument("--mailstorm-endpoints", default="[]", help="endpoints as JSON", **hidden)
+    parser.add_argument("--mailstorm-run-id", default="run", **hidden)
+    parser.add_argument("--mailstorm-seed", type=int, default=0, **hidden)
+
+
+class Shipper:
+    """A remote worker's ledger: a local spool file plus batches shipped to the master."""
+
+    def __init__(self, runner: WorkerRunner, spool: LedgerWriter) -> None:
+        self._runner = runner
+        self._spool = spool
+        self._batch: list[dict[str, Any]] = []
+        self._loop = gevent.spawn(self._every)
+
+    def write(self, kind: str, /, **fields: Any) -> int:
+        t = self._spool.write(kind, **fields)
+        self._batch.append({"t": t, "k": str(kind), "src": self._spool.source, **fields})
+        return t
+
+    def flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._runner.send_message(MSG_LEDGER, {"src": self._spool.source, "records": batch})
+
+    def _every(self) -> None:
+        while True:
+            gevent.sleep(SHIP_EVERY_S)
+            self.flush()
+
+    def close(self) -> None:
+        self._loop.kill()
+        self.flush()
+        self._spool.close()
+
+
+class _Gatherer:
+    """Master side: remote workers' shipped records, appended to the run's ledger under their source."""
+
+    def __init__(self, ledger_dir: str) -> None:
+        self._dir = ledger_dir
+        self._writers: dict[str, LedgerWriter] = {}
+
+    def __call__(self, environment: Any, msg: Any, **_: Any) -> None:
+        src = msg.data["src"]
+        if src not in self._writers:
+            self._writers[src] = LedgerWriter(self._dir, src)
+        self._writers[src].write_records(msg.data["records"])
+
+
+class _Completion:
+    """Master side: quit once every expected load process said it is done."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.done: set[int] = set()
+
+    def __call__(self, environment: Any, msg: Any, **_: Any) -> None:
+        self.done.add(msg.data["index"])
+        if len(self.done) >= self.expected:
+            gevent.spawn(environment.runner.quit)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        ledger_dir = os.environ.get(LEDGER_DIR_ENV)
+        if ledger_dir:
+            runner.register_message(MSG_LEDGER, _Gatherer(ledger_dir))
+        runner.register_message(MSG_DONE, _Completion(environment.parsed_options.expect_workers))
+
+
+def _submitters(spec: LoadSpec, endpoints: list[Endpoint]):
+    per_conn, timeout = spec.msgs_per_connection, spec.timeout_s
+
+    def make(n: int) -> Submitter:
+        ep = endpoints[n % len(endpoints)]  # connections spread round-robin over the SUT's endpoints
+        if spec.protocol == "http":
+            assert spec.http is not None and ep.url is not None
+            return HttpSubmitter(ep.url, spec.http, msgs_per_connection=per_conn, timeout_s=timeout)
+        return SmtpSubmitter(ep.host, ep.port, spec.smtp, msgs_per_connection=per_conn, timeout_s=timeout)
+
+    return make
+
+
+class MailstormDriver(User):
+    """One per load process: runs that process's share of the workload once, then reports done."""
+
+    def _sink(self, index: int) -> LedgerWriter | Shipper:
+        source = f"load-{index}"
+        ledger_dir = os.environ.get(LEDGER_DIR_ENV)
+        if ledger_dir:
+            return LedgerWriter(ledger_dir, source)
+        spool = LedgerWriter(os.environ.get(SPOOL_DIR_ENV, "mailstorm-spool"), source)
+        return Shipper(self.environment.runner, spool)
+
+    @task
+    def drive(self) -> None:
+        env = self.environment
+        opts = env.parsed_options
+        runner = env.runner
+        index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
+        spec = LoadSpec.model_validate_json(opts.mailstorm_spec)
+        endpoints = [Endpoint(**e) for e in orjson.loads(opts.mailstorm_endpoints)]
+        processes = spec.processes if isinstance(runner, WorkerRunner) else 1
+        sink = self._sink(index)
+        recorder = Recorder(sink, index, env.events.request.fire, spec.protocol.upper())
+        factory = MessageFactory(spec, run_id=opts.mailstorm_run_id, worker=index, seed=opts.mailstorm_seed)
+        common = {"index": index, "processes": processes, "factory": factory, "recorder": recorder}
+        driver = (
+            ClosedDriver(spec, submitters=_submitters(spec, endpoints), **common)
+            if spec.closed
+            else OpenDriver(spec, seed=opts.mailstorm_seed, submitters=_submitters(spec, endpoints), **common)
+        )
+        try:
+            driver.run()
+        finally:
+            sink.close()
+        summary = {
+            "index": index,
+            "submitted": recorder.submitted,
+            "accepted": recorder.accepted,
+            "dropped": recorder.dropped,
+        }
+        if isinstance(runner, WorkerRunner):
+            runner.send_message(MSG_DONE, summary)
+        else:
+            gevent.spawn(runner.quit)
+        raise StopUser()
