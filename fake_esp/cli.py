@@ -1,0 +1,137 @@
+"""``mailstorm esp`` (and ``python -m fake_esp``): run a fake ESP from the command line.
+
+    mailstorm esp --smtp-port 2525 --control-port 8025 --ledger DIR --seed 1 --faults faults.yaml \\
+                  --processes 2
+
+``--faults FILE`` is YAML: a list of fault specs, or a mapping with a ``faults`` list (fake_esp.spec).
+Command-line flags become an ``EspSpec`` in ``spec_from_args``; a listener that needs more flags (the
+HTTP APIs, profiles) adds them in ``add_arguments`` and its fields in ``spec_fields``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fake_esp.spec import EspSpec, parse_esp_spec, parse_fault
+from harness.errors import ConfigError, MailstormError, UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525; 0 = any free)")
+    p.add_argument("--control-port", type=int, default=8025, help="control API port (default 8025)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (non-loopback needs --token)")
+    p.add_argument("--token", help="bearer token every control API request must carry")
+    p.add_argument("--ledger", type=Path, help="ledger directory (default ./esp-ledger)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault engine's RNG (default 0)")
+    p.add_argument("--faults", type=Path, metavar="FILE", help="YAML file of faults installed at start")
+    p.add_argument(
+        "--processes", type=int, default=1, help="SMTP worker processes on one port (SO_REUSEPORT)"
+    )
+    p.add_argument("--max-message-size", type=int, help="bytes; larger messages get 552 (default 10 MiB)")
+    p.add_argument("--store-bodies", type=Path, metavar="DIR", help="keep every accepted body in DIR")
+    p.add_argument("--correlation-header", help="header carrying the correlation id (default X-Mailstorm-Id)")
+    p.add_argument("--hostname", help="name in the banner and EHLO answer")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every session")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "esp",
+        help="run a fake ESP (SMTP with a fault engine, control API, ledger)",
+        description="Run a fake ESP: an SMTP server that injects faults, driven by a control API.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def load_faults_file(path: Path) -> list[Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"--faults {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"--faults {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if isinstance(data, dict) and set(data) <= {"faults"}:
+        data = data.get("faults")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ConfigError(f"--faults {path}: expected a list of faults (or a mapping with 'faults')")
+    try:
+        return [parse_fault(item, where=f"faults[{i}]") for i, item in enumerate(data)]
+    except ConfigError as exc:
+        raise ConfigError(f"--faults {path}: {exc}") from None
+
+
+def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "bind": args.bind,
+        "smtp_port": args.smtp_port,
+        "control_port": args.control_port,
+        "token": args.token,
+        "seed": args.seed,
+        "processes": args.processes,
+        "ledger": args.ledger,
+        "store_bodies": args.store_bodies,
+    }
+    for name in ("max_message_size", "correlation_header", "hostname"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.faults is not None:
+        fields["faults"] = load_faults_file(args.faults)
+    return fields
+
+
+def spec_from_args(args: argparse.Namespace) -> EspSpec:
+    try:
+        return parse_esp_spec(spec_fields(args))
+    except ConfigError as exc:
+        # "smtp_port: ..." -> "--smtp-port: ...": name the flag the user typed.
+        field, sep, rest = str(exc).partition(": ")
+        if sep and field.isidentifier():
+            raise ConfigError(f"--{field.replace('_', '-')}: {rest}") from None
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from fake_esp.server import serve  # the server stack is only imported when it runs
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every session at INFO
+    return serve(spec_from_args(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fake_esp``: the same command as ``mailstorm esp``, with the same one-line errors."""
+    from harness.cli import _Parser
+
+    parser = _Parser(prog="python -m fake_esp", description="Run a fake ESP.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MailstormError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"fake_esp: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,229 @@
+"""The fault engine: which faults are installed, when they are active, and what each step gets.
+
+Servers (SMTP here, the HTTP APIs in fake_esp.http) ask one question per step:
+
+    action = engine.decide(phase, ctx)      # phase: connect|ehlo|mail|rcpt|data|eod|http
+                                            # ctx: fake_esp.faults.base.Context (peer, session,
+                                            #      mail_from, rcpt, auth_user, api_key, messages, ...)
+    # then: wait action.delay_s; then by action.kind:
+    #   "pass"/"delay" carry on; "reply" answer action.reply (a harness.replies.Reply; 421 closes);
+    #   "disconnect" cut the connection; "tarpit" write the answer one byte per action.byte_delay_s;
+    #   "hang" never answer. action.fired lists every fault that acted (write one esp.fault record
+    #   each); action.fault names the one that chose the kind.
+
+For HTTP, the throttle key is ``ctx.api_key`` (spec key: api_key) and ``ctx.session`` a request id.
+
+Decisions. Faults are evaluated in the order they were added (a replaced fault keeps its place). Each
+fault whose phase matches and which is active draws its probability from the engine's own
+``random.Random(seed)`` (only when probability < 1), so the same seed and the same sequence of steps
+give the same decisions. Latency faults add up; the first fault answering anything else decides the
+step and ends the evaluation. Stateful faults (throttle buckets, greylist triplets) keep their state
+in the engine, one dict per installed fault, which ``reset()`` wipes and ``replace`` restarts.
+
+Time. ``after`` (s) delays activation from when the fault was added; ``ttl`` (s) removes it that long
+after it became active (an outage ends after ``duration_s``, or its ttl if shorter). Times are wall
+clock (``time.time``) so the worker processes of one ESP agree; tests pass a fake ``clock``.
+
+Across processes. The control API's engine is the store; workers mirror it with ``snapshot()`` and
+``load(snapshot)``, which keeps the state of faults that did not change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fake_esp.faults import build
+from fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
+from fake_esp.spec import fault_to_dict, parse_fault
+
+_NEVER = float("inf")
+
+
+@dataclass
+class Entry:
+    """One installed fault."""
+
+    id: str
+    spec: Any
+    fault: Fault
+    added_at: float
+    active_from: float
+    expires_at: float
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "spec": fault_to_dict(self.spec),
+            "added_at": self.added_at,
+            "active_from": self.active_from,
+            "expires_at": None if self.expires_at == _NEVER else self.expires_at,
+        }
+
+
+@dataclass(frozen=True)
+class Outage:
+    mode: str  # "refuse" | "hang"
+    fault: str
+    until: float
+
+
+class Engine:
+    """Installed faults and their state; ``decide`` answers one step."""
+
+    def __init__(self, seed: int | str = 0, *, clock: Callable[[], float] = time.time) -> None:
+        self.rng = random.Random(seed)
+        self.clock = clock
+        self._entries: dict[str, Entry] = {}
+        self._by_phase: dict[str, list[Entry]] = {}
+        self._next_change = _NEVER  # earliest active_from/expires_at still ahead: when to re-index
+        self._ids = itertools.count(1)
+        self.version = 0  # bumps on every change (the server re-reads outage state then)
+        self.fired: Counter[str] = Counter()  # per fault id, cumulative over the process's life
+
+    # -- installing ------------------------------------------------------------------------------
+    def add(self, spec: Any, *, fault_id: str | None = None, added_at: float | None = None) -> str:
+        """Install a validated spec (or a dict, validated here). A duplicate id raises KeyError."""
+        spec = parse_fault(spec) if isinstance(spec, dict) else spec
+        fid = fault_id or spec.name or self._new_id(spec.type)
+        if fid in self._entries:
+            raise KeyError(fid)
+        self._entries[fid] = self._entry(fid, spec, added_at)
+        self._changed()
+        return fid
+
+    def put(self, fault_id: str, spec: Any) -> str:
+        """Replace fault ``fault_id`` (fresh state, same place in the order) or add it under that id."""
+        spec = parse_fault(spec) if isinstance(spec, dict) else spec
+        self._entries[fault_id] = self._entry(fault_id, spec, None)
+        self._changed()
+        return fault_id
+
+    def remove(self, fault_id: str) -> bool:
+        gone = self._entries.pop(fault_id, None) is not None
+        if gone:
+            self._changed()
+        return gone
+
+    def reset(self) -> None:
+        """Remove every fault and forget every state (counters of what fired stay: they are history)."""
+        self._entries.clear()
+        self._changed()
+
+    def entries(self) -> list[dict[str, Any]]:
+        self.expire()
+        return [e.describe() for e in self._entries.values()]
+
+    def get(self, fault_id: str) -> dict[str, Any] | None:
+        self.expire()
+        e = self._entries.get(fault_id)
+        return e.describe() if e is not None else None
+
+    def _new_id(self, type_name: str) -> str:
+        while True:
+            fid = f"{type_name}-{next(self._ids)}"
+            if fid not in self._entries:
+                return fid
+
+    def _entry(self, fid: str, spec: Any, added_at: float | None) -> Entry:
+        added = self.clock() if added_at is None else added_at
+        active_from = added + (spec.after or 0.0)
+        life = spec.ttl if spec.ttl is not None else _NEVER
+        if spec.type == "outage":
+            life = min(life, spec.duration_s)
+        return Entry(fid, spec, build(spec), added, active_from, active_from + life)
+
+    # -- mirroring across processes ----------------------------------------------------------------
+    def snapshot(self) -> list[dict[str, Any]]:
+        return self.entries()
+
+    def load(self, snapshot: list[dict[str, Any]]) -> None:
+        """Make the installed faults equal ``snapshot`` (from another engine); unchanged faults keep
+        their state, so a worker's throttle bucket survives an unrelated fault being added."""
+        fresh: dict[str, Entry] = {}
+        for item in snapshot:
+            old = self._entries.get(item["id"])
+            spec = parse_fault(item["spec"])
+            if old is not None and old.added_at == item["added_at"] and old.spec == spec:
+                fresh[item["id"]] = old
+            else:
+                fresh[item["id"]] = self._entry(item["id"], spec, item["added_at"])
+        self._entries = fresh
+        self._changed()
+
+    # -- time ----------------------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self.version += 1
+        self._reindex(self.clock())
+
+    def _reindex(self, now: float) -> None:
+        for fid in [fid for fid, e in self._entries.items() if e.expires_at <= now]:
+            del self._entries[fid]
+        by_phase: dict[str, list[Entry]] = {}
+        upcoming = _NEVER
+        for e in self._entries.values():
+            if e.active_from > now:
+                upcoming = min(upcoming, e.active_from)
+                continue
+            upcoming = min(upcoming, e.expires_at)
+            for phase in e.spec.phases:
+                by_phase.setdefault(phase, []).append(e)
+        self._by_phase = by_phase
+        self._next_change = upcoming
+
+    def expire(self) -> None:
+        """Apply due activations and expiries now (decide does it lazily; the server's ticker too)."""
+        now = self.clock()
+        if now >= self._next_change:
+            before = len(self._entries)
+            self._reindex(now)
+            if len(self._entries) != before:
+                self.version += 1
+
+    def outage(self) -> Outage | None:
+        """The outage in force now, if any (the server closes or reopens its listener on this)."""
+        self.expire()
+        for e in self._entries.values():
+            if e.spec.type == "outage" and e.active_from <= self.clock() < e.expires_at:
+                return Outage(e.spec.mode, e.id, e.expires_at)
+        return None
+
+    # -- deciding ------------------------------------------------------------------------------------
+    def decide(self, phase: str, ctx: Context) -> Action:
+        """What step ``phase`` of ``ctx`` gets. Never raises: a failing fault is skipped and counted."""
+        if self._next_change != _NEVER:
+            self.expire()
+        candidates = self._by_phase.get(phase)
+        if not candidates:
+            return PASS_ACTION
+        now = self.clock()
+        ctx.phase = phase
+        delay = 0.0
+        fired: list[Fired] = []
+        for e in candidates:
+            p = e.spec.probability
+            if p < 1.0 and self.rng.random() >= p:
+                continue
+            try:
+                act = e.fault.apply(ctx, e.state, self.rng, now)
+            except Exception:  # a fault never raises into a server (design: errors counted)
+                self.fired[f"{e.id}:error"] += 1
+                continue
+            if act is None:
+                continue
+            self.fired[e.id] += 1
+            if act.kind == DELAY:
+                delay += act.delay_s
+                fired.append(Fired(e.id, e.spec.type, DELAY, act.delay_s))
+                continue
+            fired.append(Fired(e.id, e.spec.type, act.kind))
+            return Action(act.kind, delay, act.reply, act.byte_delay_s, e.id, tuple(fired))
+        if not fired:
+            return PASS_ACTION
+        return Action(DELAY, delay, fault=fired[-1].fault, fired=tuple(fired))

@@ -1,0 +1,26 @@
+"""greylist: a client/sender/recipient triplet seen for the first time is refused (451 4.7.1) until it
+comes back at least ``retry_after_s`` later; then it passes from then on."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from fake_esp.faults.base import REPLY, Action, Context, register
+
+
+@register("greylist")
+class Greylist:
+    def __init__(self, spec: Any) -> None:
+        self.retry_after_s = spec.retry_after_s
+        self.reply = spec.parsed_reply
+
+    def apply(self, ctx: Context, state: dict[str, Any], rng: random.Random, now: float) -> Action | None:
+        triplet = (ctx.peer, (ctx.mail_from or "").lower(), (ctx.rcpt or "").lower())
+        first = state.get(triplet)
+        if first is None:
+            state[triplet] = now
+            return Action(REPLY, reply=self.reply)
+        if now - first < self.retry_after_s:
+            return Action(REPLY, reply=self.reply)
+        return None

@@ -1,0 +1,336 @@
+"""Running a fake ESP: one process, or a control process with N SMTP worker processes on one port.
+
+processes == 1: the control API, the engine and the SMTP listener share one event loop (uvloop when
+importable), so a control change takes effect on the next step.
+
+processes > 1: the parent forks N workers before starting its own loop. Each worker binds the SMTP port
+with SO_REUSEPORT (the kernel spreads connections), owns its engine (seeded ``<seed>/<worker>``; so a
+throttle's rate is per worker), its counters and its ledger file ``esp-smtp-<worker>.jsonl``. The parent
+serves the control API over an engine that is only the store of faults, and mirrors every change to the
+workers over a pipe (``("load", snapshot)``); counters are gathered from the workers on request. A
+worker exits when its pipe closes, so it never outlives a killed parent.
+
+Other listeners in a worker (the HTTP APIs of issue 3) start from ``start_worker`` with the same
+``WorkerContext``: a module ``fake_esp.http`` exposing ``async start(ctx) -> object with async close()``
+is started when ``spec.http_port`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import itertools
+import logging
+import multiprocessing
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from fake_esp.control import make_app, start_control
+from fake_esp.counters import Counters, merge
+from fake_esp.engine import Engine
+from fake_esp.smtp import SmtpService
+from fake_esp.spec import EspSpec
+from harness.errors import HarnessError, UserError
+from harness.ledger import LedgerWriter
+from harness.netguard import is_loopback
+
+log = logging.getLogger("fake_esp")
+
+DEFAULT_LEDGER = Path("esp-ledger")
+
+
+@dataclass
+class WorkerContext:
+    """What every listener of one worker process shares."""
+
+    spec: EspSpec
+    worker: int
+    engine: Engine
+    counters: Counters
+    ledger_dir: Path
+
+
+@dataclass
+class Worker:
+    ctx: WorkerContext
+    smtp: SmtpService
+    ledger: LedgerWriter
+    extras: list[Any] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.smtp.ready
+
+    def counters(self) -> dict[str, Any]:
+        return self.ctx.counters.as_dict(self.ctx.engine.fired)
+
+    async def close(self) -> None:
+        for extra in self.extras:
+            await extra.close()
+        await self.smtp.close()
+        self.ledger.close()
+
+
+def engine_seed(spec: EspSpec, worker: int) -> str:
+    return f"{spec.seed}/{worker}"
+
+
+def install_faults(engine: Engine, spec: EspSpec) -> None:
+    """The faults the ESP starts with; a named one replaces an earlier one of that name (profiles)."""
+    for fault in spec.faults:
+        if fault.name:
+            engine.put(fault.name, fault)
+        else:
+            engine.add(fault)
+
+
+async def start_worker(spec: EspSpec, worker: int, engine: Engine) -> Worker:
+    ledger_dir = spec.ledger or DEFAULT_LEDGER
+    ctx = WorkerContext(spec, worker, engine, Counters(), Path(ledger_dir))
+    ledger = LedgerWriter(ledger_dir, f"esp-smtp-{worker}")
+    smtp = SmtpService(spec, engine, ledger, ctx.counters, worker)
+    try:
+        await smtp.start()
+    except OSError as exc:
+        ledger.close()
+        raise UserError(
+            f"--smtp-port {spec.smtp_port}: cannot listen on {spec.bind}: {exc.strerror}"
+        ) from None
+    w = Worker(ctx, smtp, ledger)
+    if spec.http_port is not None:
+        try:
+            http = importlib.import_module("fake_esp.http")
+        except ModuleNotFoundError:
+            await w.close()
+            raise UserError("--http-port: the HTTP APIs are not installed in this build") from None
+        w.extras.append(await http.start(ctx))
+    return w
+
+
+def check_bind(spec: EspSpec) -> None:
+    if not is_loopback(spec.bind) and not spec.token:
+        raise UserError(
+            f"--bind {spec.bind}: not a loopback address; the fake ESP listens off this machine only with "
+            "--token set (every control request must then carry it)"
+        )
+
+
+def serve(spec: EspSpec) -> int:
+    """Run the ESP until SIGTERM/SIGINT; returns the exit code."""
+    check_bind(spec)
+    if spec.processes == 1:
+        return _run(_serve_single(spec))
+    return _serve_multi(spec)
+
+
+def _run(coro) -> Any:
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is optional (not on Windows): asyncio's loop is ~25% slower
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# -- one process -----------------------------------------------------------------------------------------
+class LocalBackend:
+    workers = 1
+
+    def __init__(self, engine: Engine, worker: Worker) -> None:
+        self.engine = engine
+        self.worker = worker
+
+    def ready(self) -> bool:
+        return self.worker.ready
+
+    async def changed(self, reset: bool = False) -> None:
+        """Nothing to forward: the control API and the SMTP listener share this engine."""
+
+    async def counters(self) -> dict[str, Any]:
+        return merge([self.worker.counters()])
+
+
+async def _serve_single(spec: EspSpec) -> int:
+    stop = _stop_event()
+    engine = Engine(engine_seed(spec, 0))
+    install_faults(engine, spec)
+    worker = await start_worker(spec, 0, engine)
+    try:
+        runner = await _control(LocalBackend(engine, worker), spec)
+    except BaseException:
+        await worker.close()
+        raise
+    log.info("fake ESP: SMTP %s:%s, control %s:%s", spec.bind, spec.smtp_port, spec.bind, spec.control_port)
+    await stop.wait()
+    await runner.cleanup()
+    await worker.close()
+    return 0
+
+
+async def _control(backend, spec: EspSpec):
+    try:
+        return await start_control(make_app(backend, spec.token), spec.bind, spec.control_port)
+    except OSError as exc:
+        raise UserError(
+            f"--control-port {spec.control_port}: cannot listen on {spec.bind}: {exc.strerror}"
+        ) from None
+
+
+# -- N processes -------------------------------------------------------------------------------------------
+def _serve_multi(spec: EspSpec) -> int:
+    mp = multiprocessing.get_context("fork")  # fork before any loop exists: nothing running is copied
+    store = Engine(engine_seed(spec, 0))
+    install_faults(store, spec)
+    conns: list[Connection] = []
+    procs = []
+    for i in range(spec.processes):
+        ours, theirs = mp.Pipe()
+        conns.append(ours)
+        proc = mp.Process(target=_worker_process, args=(spec, i, theirs, list(conns)), name=f"fake-esp-{i}")
+        proc.start()
+        theirs.close()
+        procs.append(proc)
+    try:
+        for conn in conns:
+            conn.send(("load", store.snapshot()))
+        return _run(_serve_parent(spec, store, conns, procs))
+    finally:
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def _worker_process(spec: EspSpec, index: int, conn: Connection, inherited: list[Connection]) -> None:
+    # Close the parent's ends of every pipe this fork copied, our own included: otherwise our pipe
+    # never reports EOF when the parent dies.
+    for other in inherited:
+        other.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    _load, snapshot = conn.recv()  # the parent sends the faults first, before we listen
+    engine = Engine(engine_seed(spec, index))
+    engine.load(snapshot)
+    try:
+        _run(_serve_worker(spec, index, engine, conn))
+    except UserError as exc:
+        with contextlib.suppress(OSError):
+            conn.send(("error", index, str(exc)))
+
+
+async def _serve_worker(spec: EspSpec, index: int, engine: Engine, conn: Connection) -> None:
+    stop = _stop_event()
+    loop = asyncio.get_running_loop()
+    worker = await start_worker(spec, index, engine)
+
+    def on_message() -> None:
+        try:
+            while conn.poll():
+                op, *args = conn.recv()
+                if op == "load":
+                    engine.load(args[0])
+                elif op == "reset":
+                    engine.reset()
+                    engine.load(args[0])
+                elif op == "counters":
+                    conn.send(("counters", args[0], worker.counters()))
+                elif op == "stop":
+                    stop.set()
+        except (EOFError, OSError):  # the parent is gone: so are we
+            loop.remove_reader(conn.fileno())
+            stop.set()
+
+    loop.add_reader(conn.fileno(), on_message)
+    conn.send(("ready", index, None))
+    await stop.wait()
+    await worker.close()
+
+
+class PipeBackend:
+    """The parent's view: a store engine, workers reached over pipes."""
+
+    def __init__(self, engine: Engine, conns: list[Connection]) -> None:
+        self.engine = engine
+        self.conns = conns
+        self.workers = len(conns)
+        self._ready: set[int] = set()
+        self._pending: dict[int, tuple[asyncio.Future[None], list[dict[str, Any]]]] = {}
+        self._req = itertools.count(1)
+        self.failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+    def listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        for conn in self.conns:
+            loop.add_reader(conn.fileno(), self._on_message, conn)
+
+    def _on_message(self, conn: Connection) -> None:
+        try:
+            while conn.poll():
+                op, key, payload = conn.recv()
+                if op == "ready":
+                    self._ready.add(key)
+                elif op == "counters" and key in self._pending:
+                    done, parts = self._pending[key]
+                    parts.append(payload)
+                    if len(parts) == self.workers and not done.done():
+                        done.set_result(None)
+                elif op == "error" and not self.failed.done():
+                    self.failed.set_result(UserError(payload))
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+            if not self.failed.done():
+                self.failed.set_result(HarnessError("a fake ESP worker process exited"))
+
+    def ready(self) -> bool:
+        return len(self._ready) == self.workers
+
+    def _broadcast(self, message: tuple) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(message)
+
+    async def changed(self, reset: bool = False) -> None:
+        self._broadcast(("reset" if reset else "load", self.engine.snapshot()))
+
+    async def counters(self) -> dict[str, Any]:
+        req = next(self._req)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        parts: list[dict[str, Any]] = []
+        self._pending[req] = (done, parts)
+        self._broadcast(("counters", req))
+        try:
+            await asyncio.wait_for(done, 5.0)
+        except TimeoutError:
+            raise HarnessError(f"only {len(parts)} of {self.workers} workers answered for counters") from None
+        finally:
+            del self._pending[req]
+        return merge(parts)
+
+
+async def _serve_parent(spec: EspSpec, store: Engine, conns: list[Connection], procs: list) -> int:
+    stop = _stop_event()
+    backend = PipeBackend(store, conns)
+    backend.listen()
+    runner = await _control(backend, spec)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([stopping, backend.failed], return_when=asyncio.FIRST_COMPLETED)
+    await runner.cleanup()
+    backend._broadcast(("stop",))
+    if backend.failed.done():
+        stopping.cancel()
+        raise backend.failed.result()
+    return 0

@@ -1,0 +1,369 @@
+"""The fake ESP's SMTP listener: aiosmtpd with the fault engine asked at every phase, and the ledger.
+
+Phases and where they hook into aiosmtpd: connect (before the banner: ``_handle_client``), ehlo
+(``handle_EHLO``/``handle_HELO``), mail (``handle_MAIL``), rcpt (``handle_RCPT``), data (the DATA
+command, before the 354: ``smtp_DATA``), eod (after the final ".", before the answer: ``handle_DATA``).
+
+Ledger. Every record is written before the reply it describes is sent: esp.accepted before the 250 at
+eod (acked=false when the client is cut off or left hanging after the ESP kept the message), esp.replied
+before a fault's reply or cut, and before the 552 for a message over the size limit (aiosmtpd's own
+552 texts are replaced by harness.replies.MESSAGE_TOO_BIG), esp.fault for every fault that acted.
+
+Outage. A ticker (every 20 ms) asks the engine whether an outage is in force: mode refuse closes the
+listener and cuts every open session (the kernel then refuses connections), mode hang leaves the
+listener open and the engine answers "hang" at every phase; when it ends the listener opens again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, SMTP
+
+from fake_esp.counters import Counters
+from fake_esp.engine import Engine, Outage
+from fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
+from fake_esp.spec import EspSpec
+from harness.ledger import Kind, LedgerWriter
+from harness.replies import MESSAGE_TOO_BIG, OK_QUEUED, Reply
+
+log = logging.getLogger("fake_esp.smtp")
+
+TICK_S = 0.02
+IDLE_TIMEOUT_S = 300.0  # RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for a command
+_QUEUED = str(OK_QUEUED)
+_TOO_BIG = str(MESSAGE_TOO_BIG).encode()
+_AIOSMTPD_552 = b"552 Error"  # aiosmtpd's own size refusals (MAIL SIZE= and too much DATA)
+
+
+def _accept_any(mechanism: str, login: bytes, password: bytes) -> bool:
+    """AUTH always succeeds: the user is only a key (throttle by auth_user), not a secret."""
+    return True
+
+
+class SmtpService:
+    """One worker's SMTP listener, its open sessions and its outage state."""
+
+    def __init__(self, spec: EspSpec, engine: Engine, ledger: LedgerWriter, counters: Counters, worker: int):
+        self.spec = spec
+        self.engine = engine
+        self.ledger = ledger
+        self.counters = counters
+        self.worker = worker
+        self.sessions: set[EspSMTP] = set()
+        self.handler = Handler()
+        self._session_ids = itertools.count(1)
+        self._session_prefix = f"{worker}-{os.getpid()}-"
+        self._server: asyncio.AbstractServer | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._outage: Outage | None = None
+        header = re.escape(spec.correlation_header.encode())
+        self._id_re = re.compile(rb"(?im)^" + header + rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
+        self._mid_re = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*<?([^\r\n>]*?)>?[ \t]*\r?$")
+        if spec.store_bodies is not None:
+            Path(spec.store_bodies).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    @property
+    def ready(self) -> bool:
+        """Listening, or deliberately not (an outage in refuse mode)."""
+        return self._server is not None or self._outage is not None
+
+    def new_session_id(self) -> str:
+        return self._session_prefix + str(next(self._session_ids))
+
+    async def start(self) -> None:
+        await self._listen()
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: EspSMTP(self, loop),
+            host=self.spec.bind,
+            port=self.spec.smtp_port,
+            reuse_port=self.spec.processes > 1,  # N workers share the port (SO_REUSEPORT)
+            backlog=1024,
+        )
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for session in list(self.sessions):
+            session.abort()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self._follow_outage(self.engine.outage())
+            except OSError as exc:  # the port taken while we were down: keep trying, say so
+                log.warning("cannot reopen the SMTP listener: %s", exc)
+
+    async def _follow_outage(self, outage: Outage | None) -> None:
+        if outage is not None and self._outage is None:
+            self._outage = outage
+            self.ledger.write(
+                Kind.ESP_FAULT, fault=outage.fault, ftype="outage", phase="listener", action=outage.mode,
+                state="begin", session=None, delay_s=0.0,
+            )  # fmt: skip
+            if outage.mode == "refuse" and self._server is not None:
+                self._server.close()
+                self._server = None
+                for session in list(self.sessions):
+                    session.cut_by_outage(outage.fault)
+        elif outage is None and self._outage is not None:
+            ended, self._outage = self._outage, None
+            if self._server is None:
+                await self._listen()
+            self.ledger.write(
+                Kind.ESP_FAULT, fault=ended.fault, ftype="outage", phase="listener", action=ended.mode,
+                state="end", session=None, delay_s=0.0,
+            )  # fmt: skip
+
+    def ids(self, content: bytes) -> tuple[str | None, str | None]:
+        """(correlation id, Message-ID) from the header block; the id falls back to the Message-ID."""
+        end = content.find(b"\r\n\r\n")
+        head = content if end < 0 else content[: end + 2]
+        m = self._mid_re.search(head)
+        mid = m.group(1).decode("utf-8", "replace") if m else None
+        m = self._id_re.search(head)
+        cid = m.group(1).decode("utf-8", "replace") if m else None
+        return (cid or mid), mid
+
+    def keep(
+        self, session: EspSMTP, envelope: Any, content: bytes, cid: str | None, mid: str | None, acked: bool
+    ):
+        sha = hashlib.sha256(content).hexdigest()
+        if self.spec.store_bodies is not None:
+            Path(self.spec.store_bodies, f"{sha}.eml").write_bytes(content)
+        self.ledger.write(
+            Kind.ESP_ACCEPTED, id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha,
+            proto="smtp", api=None, peer=session.ctx.peer, session=session.ctx.session,
+            key=session.ctx.auth_user, acked=acked,
+        )  # fmt: skip
+        self.counters.accepted += 1
+
+
+class EspSMTP(SMTP):
+    """One SMTP session: aiosmtpd's state machine plus the connect and DATA-start phases, the fault
+    actions (delay, reply, cut, tarpit, hang) and the ledger records."""
+
+    def __init__(self, service: SmtpService, loop: asyncio.AbstractEventLoop) -> None:
+        self.svc = service
+        self.ctx = Context(session=service.new_session_id())
+        self._tarpit_s = 0.0
+        self._close_after_reply = False
+        super().__init__(
+            service.handler,
+            data_size_limit=service.spec.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=service.spec.hostname,
+            ident="mailstorm fake ESP",
+            timeout=IDLE_TIMEOUT_S,
+            auth_require_tls=False,
+            auth_callback=_accept_any,
+            loop=loop,
+        )
+
+    # -- session bookkeeping ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # not the STARTTLS re-entry
+            peer = transport.get_extra_info("peername")
+            self.ctx.peer = peer[0] if peer else ""
+            self.svc.sessions.add(self)
+            self.svc.counters.sessions += 1
+            self.svc.counters.open_sessions += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self in self.svc.sessions:
+            self.svc.sessions.discard(self)
+            self.svc.counters.open_sessions -= 1
+        super().connection_lost(error)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def cut_by_outage(self, fault: str) -> None:
+        self._record_cut(self.ctx.phase, fault, None)
+        self.abort()
+
+    # -- asking the engine and acting on it ---------------------------------------------------------
+    def decide(self, phase: str) -> Action:
+        self.ctx.open_sessions = self.svc.counters.open_sessions
+        return self.svc.engine.decide(phase, self.ctx)
+
+    def _record_cut(self, phase: str, fault: str | None, msg_id: str | None) -> None:
+        self.svc.ledger.write(
+            Kind.ESP_REPLIED, proto="smtp", phase=phase, code=None, text=None, fault=fault,
+            session=self.ctx.session, id=msg_id, peer=self.ctx.peer,
+        )  # fmt: skip
+        self.svc.counters.cut += 1
+
+    async def enact(
+        self, act: Action, phase: str, msg_id: str | None = None, before_cut=None
+    ) -> Reply | None:
+        """Carry out ``act`` at ``phase``: returns the reply to give instead of the normal one, or None
+        to carry on as normal. A cut or a hang never returns (the session task is cancelled when the
+        connection goes); ``before_cut`` runs first (at eod: keep the message, acked=false)."""
+        ledger, ctx = self.svc.ledger, self.ctx
+        for f in act.fired:
+            ledger.write(
+                Kind.ESP_FAULT, fault=f.fault, ftype=f.ftype, phase=phase, action=f.action,
+                delay_s=f.delay_s, session=ctx.session,
+            )  # fmt: skip
+        if act.delay_s > 0:
+            await asyncio.sleep(act.delay_s)
+        if act.kind == REPLY or (act.kind == TARPIT and act.reply is not None):
+            reply = act.reply
+            ledger.write(
+                Kind.ESP_REPLIED, proto="smtp", phase=phase, code=reply.code, text=str(reply),
+                fault=act.fault, session=ctx.session, id=msg_id, peer=ctx.peer,
+            )  # fmt: skip
+            self._close_after_reply = act.closes
+            self._tarpit_s = act.byte_delay_s
+            return reply
+        if act.kind == TARPIT:
+            self._tarpit_s = act.byte_delay_s
+            return None
+        if act.kind in (DISCONNECT, HANG):
+            if before_cut is not None:
+                before_cut()
+            if act.kind == DISCONNECT:
+                self._record_cut(phase, act.fault, msg_id)
+                self.abort()
+            await asyncio.get_running_loop().create_future()  # cancelled by connection_lost
+        return None
+
+    # -- phases aiosmtpd has no hook for ------------------------------------------------------------
+    async def _handle_client(self) -> None:
+        act = self.decide("connect")
+        if act is not PASS_ACTION:
+            reply = await self.enact(act, "connect")
+            if reply is not None:
+                # A refusal at the banner ends the session (421 must; others: the client cannot go on).
+                self._close_after_reply = True
+                await self.push(str(reply))
+                return
+        await super()._handle_client()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self.envelope.rcpt_tos and not arg and self.session.host_name:
+            act = self.decide("data")
+            if act is not PASS_ACTION:
+                reply = await self.enact(act, "data")
+                if reply is not None:
+                    await self.push(str(reply))
+                    return
+        await super().smtp_DATA(arg)
+
+    # -- writing replies ----------------------------------------------------------------------------------
+    async def push(self, status: str | bytes) -> None:
+        data = status.encode("utf-8") if isinstance(status, str) else status
+        if data.startswith(_AIOSMTPD_552):
+            self.svc.ledger.write(
+                Kind.ESP_REPLIED, proto="smtp", phase="eod" if self.envelope.rcpt_tos else "mail",
+                code=MESSAGE_TOO_BIG.code, text=str(MESSAGE_TOO_BIG), fault=None,
+                session=self.ctx.session, id=None, peer=self.ctx.peer,
+            )  # fmt: skip
+            data = _TOO_BIG
+        final = data[3:4] != b"-"  # the last line of a (multi-line) reply
+        if final:
+            self.svc.counters.replies[data[:3]] += 1
+        if self._tarpit_s:
+            delay = self._tarpit_s
+            if final:
+                self._tarpit_s = 0.0
+            for i in range(len(data) + 2):
+                self._writer.write((data + b"\r\n")[i : i + 1])
+                await self._writer.drain()
+                await asyncio.sleep(delay)
+        else:
+            self._writer.write(data + b"\r\n")
+            await self._writer.drain()
+        if final and self._close_after_reply:
+            self._close_after_reply = False
+            self.transport.close()
+
+
+class Handler:
+    """aiosmtpd handler hooks for the phases it has hooks for; the session (``server``) does the work."""
+
+    async def handle_HELO(self, server: EspSMTP, session, envelope, hostname: str):
+        server.ctx.helo = hostname
+        act = server.decide("ehlo")
+        if act is not PASS_ACTION:
+            reply = await server.enact(act, "ehlo")
+            if reply is not None:
+                return str(reply)
+        return MISSING
+
+    async def handle_EHLO(self, server: EspSMTP, session, envelope, hostname: str, responses: list[str]):
+        session.host_name = hostname
+        server.ctx.helo = hostname
+        act = server.decide("ehlo")
+        if act is not PASS_ACTION:
+            reply = await server.enact(act, "ehlo")
+            if reply is not None:
+                return [str(reply)]
+        return responses
+
+    async def handle_MAIL(self, server: EspSMTP, session, envelope, address: str, options: list[str]):
+        ctx = server.ctx
+        ctx.mail_from, ctx.rcpt, ctx.rcpts = address, None, 0
+        if session.auth_data is not None:
+            login = getattr(session.auth_data, "login", None)
+            ctx.auth_user = login.decode("utf-8", "replace") if isinstance(login, bytes) else login
+        act = server.decide("mail")
+        if act is not PASS_ACTION:
+            reply = await server.enact(act, "mail")
+            if reply is not None:
+                return str(reply)
+        return MISSING
+
+    async def handle_RCPT(self, server: EspSMTP, session, envelope, address: str, options: list[str]):
+        ctx = server.ctx
+        ctx.rcpt, ctx.rcpts = address, len(envelope.rcpt_tos) + 1
+        act = server.decide("rcpt")
+        if act is not PASS_ACTION:
+            reply = await server.enact(act, "rcpt")
+            if reply is not None:
+                return str(reply)
+        return MISSING
+
+    async def handle_DATA(self, server: EspSMTP, session, envelope) -> str:
+        svc, ctx = server.svc, server.ctx
+        content: bytes = envelope.original_content
+        cid, mid = svc.ids(content)
+        act = server.decide("eod")
+        ctx.messages += 1
+        if act is PASS_ACTION:
+            svc.keep(server, envelope, content, cid, mid, acked=True)
+            return _QUEUED
+        # Cut off (or left hanging) after the whole message arrived: the ESP keeps it and the client
+        # never learns so (RFC 5321 4.5.3.2.6's duplicate) -- unless the ESP is down (an outage).
+        keeps = act.kind in (DISCONNECT, HANG) and act.fired[-1].ftype != "outage"
+
+        def keep_unacked() -> None:
+            svc.keep(server, envelope, content, cid, mid, acked=False)
+
+        reply = await server.enact(act, "eod", msg_id=cid, before_cut=keep_unacked if keeps else None)
+        if reply is not None:
+            return str(reply)
+        svc.keep(server, envelope, content, cid, mid, acked=True)
+        return _QUEUED
