@@ -1,0 +1,107 @@
+"""The runner's subcommands: ``mailstorm run``, ``mailstorm validate``, ``mailstorm schema``.
+
+A scenario argument is a file path or the name of a ready scenario in ``scenarios/library`` (``smoke``,
+``spike``...); ``mailstorm run`` with none runs the demo. Errors are ``UserError``s (one line, exit 2),
+printed by the dispatcher in ``harness.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import scenarios
+from harness.errors import EXIT_OK, UserError
+from harness.run import Run
+from harness.scenario import Scenario, check_overrides, json_schema, validate_document
+from harness.yamlload import load_yaml
+
+LIBRARY = Path(scenarios.__file__).parent / "library"
+DEMO = "demo"
+
+
+def resolve_path(arg: str | None) -> Path:
+    """A path as given, or a library scenario by name (``smoke`` -> scenarios/library/smoke.yaml)."""
+    if arg is None:
+        return LIBRARY / f"{DEMO}.yaml"
+    path = Path(arg)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in arg:
+        return path
+    named = LIBRARY / f"{arg}.yaml"
+    if named.exists():
+        return named
+    known = ", ".join(sorted(p.stem for p in LIBRARY.glob("*.yaml")))
+    raise UserError(f"{arg}: no such file, nor a library scenario (library: {known})")
+
+
+def load(arg: str | None, *, seed: int | None = None, duration: str | None = None) -> tuple[Scenario, object]:
+    doc = load_yaml(resolve_path(arg))
+    return validate_document(doc, seed=seed, duration=check_overrides(duration)), doc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    scenario, doc = load(args.file, seed=args.seed, duration=args.duration)
+    run = Run(
+        scenario, out=Path(args.out), allow_remote=args.allow_remote, document=doc, progress=not args.quiet
+    )
+    return run.execute()
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    for arg in args.files:
+        scenario, doc = load(arg)
+        # The same checks a run makes before it starts anything (target actions, allowed addresses).
+        Run(scenario, allow_remote=args.allow_remote, document=doc).preflight()
+        steps = len(scenario.chaos)
+        print(
+            f"{resolve_path(arg)}: ok: {scenario.name}, {scenario.duration:g}s load, target "
+            f"{scenario.target.kind}, {steps} chaos step{'s' if steps != 1 else ''}"
+        )
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    json.dump(json_schema(), sys.stdout, indent=2 if args.indent else None)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run a scenario: fake ESP, SUT, load, chaos timeline, drain, reports, verdict",
+        description="Run a scenario file (or a library scenario by name; none: the demo). Exit 0 when the "
+        "SLOs held, 1 when one was breached, 2 on bad input, 3 when mailstorm itself failed.",
+    )
+    run.add_argument("file", nargs="?", help="scenario file or library name (default: the demo)")
+    run.add_argument("--out", default="runs", help="where run directories go (default: runs)")
+    run.add_argument("--seed", type=_seed, help="override the scenario's seed")
+    run.add_argument("--duration", help="override the load duration (30, 30s, 2m)")
+    run.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow non-loopback targets (the scenario must say allow_remote: true as well)",
+    )
+    run.add_argument("--quiet", action="store_true", help="no live progress")
+    run.set_defaults(func=cmd_run)
+
+    validate = subparsers.add_parser("validate", help="check scenario files without running them")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="scenario file(s) or library names")
+    validate.add_argument("--allow-remote", action="store_true", help="as for run")
+    validate.set_defaults(func=cmd_validate)
+
+    schema = subparsers.add_parser("schema", help="print the JSON Schema of scenario files")
+    schema.add_argument("--indent", action="store_true", help="pretty-print")
+    schema.set_defaults(func=cmd_schema)

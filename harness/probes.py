@@ -1,0 +1,129 @@
+"""Probes: the SUT's own health and metrics URLs, polled during a run and written on the timeline.
+
+A report can then show when the SUT's monitoring noticed a fault, beside when the fault began. One
+thread polls every probe at its own interval (urllib: no event loop, nothing shared with the runner's
+main loop); each poll is one ``probe`` record: url, name, status (null when no answer), latency_s, ok
+(a 2xx answer), value (the metric or JSON field asked for, when found) and error (why it failed).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.errors import UserError
+from harness.ledger import Kind, LedgerWriter
+from harness.netguard import check_address
+from harness.scenario import ProbeSpec
+
+MAX_BODY = 4 * 1024 * 1024  # a metrics page bigger than this is not read whole
+
+
+def check_probe_urls(probes: tuple[ProbeSpec, ...], *, allow_remote: bool) -> None:
+    """Refuse a probe URL off loopback unless remote traffic is allowed (raises TargetNotAllowed)."""
+    for probe in probes:
+        if probe.url is not None:
+            check_address(urlsplit(probe.url).hostname or "", allow_remote=allow_remote, what="probe URL")
+
+
+def resolve_probes(probes: tuple[ProbeSpec, ...], target: Any, kind: str) -> tuple[ProbeSpec, ...]:
+    """Probes with a ``url`` each: ``target: health`` becomes one probe per URL in the target's
+    ``health_urls`` (``metrics``: ``metrics_urls``), an optional ability of a target."""
+    out: list[ProbeSpec] = []
+    for i, probe in enumerate(probes):
+        if probe.url is not None:
+            out.append(probe)
+            continue
+        urls = list(getattr(target, f"{probe.target}_urls", None) or [])
+        if not urls:
+            raise UserError(f"probes[{i}].target: target kind {kind!r} has no {probe.target} URL to probe")
+        for n, url in enumerate(urls):
+            name = probe.name or f"{kind}-{probe.target}"
+            name = name if len(urls) == 1 else f"{name}-{n}"
+            out.append(probe.model_copy(update={"url": url, "target": None, "name": name}))
+    return tuple(out)
+
+
+def poll_once(probe: ProbeSpec) -> dict[str, Any]:
+    """One request to ``probe.url``: the fields of its ``probe`` record."""
+    record: dict[str, Any] = {"url": probe.url, "name": probe.name or probe.url, "status": None}
+    start = time.perf_counter()
+    body = b""
+    try:
+        with urllib.request.urlopen(probe.url, timeout=probe.timeout) as resp:
+            record["status"] = resp.status
+            body = resp.read(MAX_BODY)
+    except urllib.error.HTTPError as exc:
+        record["status"] = exc.code
+        record["error"] = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        record["error"] = str(getattr(exc, "reason", exc))
+    record["latency_s"] = round(time.perf_counter() - start, 6)
+    record["ok"] = record["status"] is not None and 200 <= record["status"] < 300
+    if body and (probe.metric or probe.json_path):
+        try:
+            record["value"] = extract(probe, body)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            record["error"] = f"value not found: {exc}"
+    return record
+
+
+def extract(probe: ProbeSpec, body: bytes) -> float | str | bool | None:
+    """The value ``probe`` asks for: a Prometheus metric (summed over its samples) or a JSON field."""
+    if probe.metric:
+        total = None
+        for family in text_string_to_metric_families(body.decode("utf-8", "replace")):
+            for sample in family.samples:
+                # A counter family "x" has samples "x_total" (and "x_created"): match either spelling.
+                if sample.name in (probe.metric, f"{probe.metric}_total"):
+                    total = (total or 0.0) + sample.value
+        if total is None:
+            raise KeyError(probe.metric)
+        return total
+    value: Any = json.loads(body)
+    for part in probe.json_path.split("."):  # type: ignore[union-attr]
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    if isinstance(value, dict | list):
+        raise TypeError(f"{probe.json_path} is not a single value")
+    return value
+
+
+class Prober:
+    """Polls ``probes`` on a thread until ``stop``; every poll goes into ``writer`` as a probe record."""
+
+    def __init__(self, probes: tuple[ProbeSpec, ...], writer: LedgerWriter) -> None:
+        self.probes = probes
+        self._writer = writer
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last: dict[str, dict[str, Any]] = {}  # name -> last record, for the live progress
+
+    def start(self) -> None:
+        if not self.probes:
+            return
+        self._thread = threading.Thread(target=self._run, name="probes", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        due = [time.monotonic()] * len(self.probes)
+        while not self._stop.is_set():
+            i = min(range(len(due)), key=due.__getitem__)
+            if self._stop.wait(max(0.0, due[i] - time.monotonic())):
+                return
+            record = poll_once(self.probes[i])
+            self._writer.write(Kind.PROBE, **record)
+            self.last[record["name"]] = record
+            # Keep the cadence: the next poll is due one interval after this one was, not after it ended.
+            due[i] = max(due[i] + self.probes[i].every, time.monotonic())

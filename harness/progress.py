@@ -1,0 +1,217 @@
+"""What a run is doing right now: counters tailed from the ledgers, and their live rendering (rich).
+
+``LedgerTail`` reads only the bytes appended to each ledger file since the last poll (a torn last line
+waits for its end), so following a long run costs as much as the records it adds. ``LiveStats`` folds
+those records into the figures a person watching wants (offered, accepted and delivered per second, the
+backlog, ESP refusals) and into the set the drain waits on: ids the SUT accepted that the ESP has not.
+``Progress`` draws them: a rich live panel on a terminal, a plain line every few seconds otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from harness.ledger import LEDGER_SUFFIX, Kind
+
+RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
+
+
+class LedgerTail:
+    """Yields the records appended to ``directory/*.jsonl`` since the previous ``poll``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._offsets: dict[Path, int] = {}
+        self._partial: dict[Path, bytes] = {}
+
+    def poll(self) -> Iterator[dict[str, Any]]:
+        for path in sorted(self.directory.glob(f"*{LEDGER_SUFFIX}")):
+            offset = self._offsets.get(path, 0)
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                continue
+            if not chunk:
+                continue
+            self._offsets[path] = offset + len(chunk)
+            data = self._partial.pop(path, b"") + chunk
+            lines = data.split(b"\n")
+            if lines[-1]:
+                self._partial[path] = lines[-1]  # no newline yet: the writer is mid-line
+            for raw in lines[:-1]:
+                try:
+                    yield orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # a torn line from a killed writer; the reports count those
+
+
+class LiveStats:
+    """Running totals and recent rates of one run, from its ledger records."""
+
+    def __init__(self) -> None:
+        self.offered = 0
+        self.accepted = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.delivered = 0  # distinct ids the ESP accepted
+        self.duplicates = 0
+        self.esp_refusals = 0
+        self.bounced = 0
+        self.sut_queue: int | None = None
+        self.pending: set[str] = set()  # accepted by the SUT, not (yet) at the ESP, not bounced
+        self.last_delivery_ns = 0
+        self.load_t0_ns: int | None = None  # intended time of the first arrival seen: the load's zero
+        self._delivered_ids: set[str] = set()
+        self._bounced_ids: set[str] = set()
+        self._per_second: dict[str, Counter[int]] = {"offered": Counter(), "accepted": Counter()}
+        self._per_second["delivered"] = Counter()
+        self._seconds: deque[int] = deque()
+
+    def feed(self, records: Iterator[dict[str, Any]]) -> int:
+        n = 0
+        for rec in records:
+            n += 1
+            kind = rec.get("k")
+            if kind == Kind.LOAD_SUBMIT:
+                self._submit(rec)
+            elif kind == Kind.ESP_ACCEPTED:
+                self._esp_accepted(rec)
+            elif kind == Kind.LOAD_DROPPED:
+                self._first_intended(rec)
+                self.dropped += int(rec.get("count", 1))
+            elif kind == Kind.ESP_REPLIED:
+                self.esp_refusals += 1
+            elif kind == Kind.SUT_BOUNCED:
+                mid = rec.get("id")
+                if mid:
+                    self._bounced_ids.add(mid)
+                    self.pending.discard(mid)
+                self.bounced += 1
+            elif kind == Kind.SUT_QUEUE:
+                self.sut_queue = rec.get("depth")
+        return n
+
+    def _first_intended(self, rec: dict[str, Any]) -> None:
+        intended = rec.get("intended")
+        if isinstance(intended, int) and (self.load_t0_ns is None or intended < self.load_t0_ns):
+            self.load_t0_ns = intended
+
+    def _submit(self, rec: dict[str, Any]) -> None:
+        self._first_intended(rec)
+        self.offered += 1
+        self._tick("offered", rec["t"])
+        if not rec.get("ok"):
+            self.rejected += 1
+            return
+        self.accepted += 1
+        self._tick("accepted", rec["t"])
+        mid = rec.get("id")
+        # The ESP may have the message before the load process wrote that the SUT took it.
+        if mid and mid not in self._delivered_ids and mid not in self._bounced_ids:
+            self.pending.add(mid)
+
+    def _esp_accepted(self, rec: dict[str, Any]) -> None:
+        mid = rec.get("id")
+        if mid in self._delivered_ids:
+            self.duplicates += 1
+            return
+        if mid:
+            self._delivered_ids.add(mid)
+            self.pending.discard(mid)
+        self.delivered += 1
+        self.last_delivery_ns = max(self.last_delivery_ns, rec["t"])
+        self._tick("delivered", rec["t"])
+
+    def _tick(self, what: str, t_ns: int) -> None:
+        self._per_second[what][t_ns // 1_000_000_000] += 1
+
+    def rate(self, what: str, now_s: float | None = None) -> float:
+        """Average per second over the last ``RATE_WINDOW_S`` whole seconds."""
+        now = int(now_s if now_s is not None else time.time())
+        counts = self._per_second[what]
+        total = sum(counts.get(s, 0) for s in range(now - RATE_WINDOW_S, now))
+        for s in [s for s in counts if s < now - 60]:  # keep the per-second table small
+            del counts[s]
+        return total / RATE_WINDOW_S
+
+    @property
+    def backlog(self) -> int:
+        return len(self.pending)
+
+
+class Progress:
+    """Shows ``LiveStats`` while a run goes: a live panel on a terminal, plain lines otherwise."""
+
+    def __init__(
+        self,
+        name: str,
+        duration_s: float,
+        *,
+        enabled: bool = True,
+        console: Console | None = None,
+        every_s: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.enabled = enabled
+        self.duration_s = duration_s
+        self.console = console or Console(file=sys.stderr)
+        self._live: Live | None = None
+        self._every_s = every_s
+        self._last_line = 0.0
+
+    def __enter__(self) -> Progress:
+        if self.enabled and self.console.is_terminal:
+            self._live = Live(console=self.console, auto_refresh=False, transient=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def update(self, stats: LiveStats, *, elapsed_s: float, phase: str, faults: list[str]) -> None:
+        if self._live is not None:
+            self._live.update(self._table(stats, elapsed_s, phase, faults), refresh=True)
+            return
+        now = time.monotonic()
+        if self.enabled and now - self._last_line >= self._every_s:
+            self._last_line = now
+            self.console.print(self._line(stats, elapsed_s, phase, faults), highlight=False, soft_wrap=True)
+
+    def _line(self, stats: LiveStats, elapsed_s: float, phase: str, faults: list[str]) -> str:
+        return (
+            f"[{elapsed_s:6.1f}s {phase}] offered {stats.offered} ({stats.rate('offered'):.0f}/s) "
+            f"accepted {stats.accepted} ({stats.rate('accepted'):.0f}/s) "
+            f"delivered {stats.delivered} ({stats.rate('delivered'):.0f}/s) "
+            f"backlog {stats.backlog} faults: {', '.join(faults) or '-'}"
+        )
+
+    def _table(self, stats: LiveStats, elapsed_s: float, phase: str, faults: list[str]) -> Table:
+        table = Table(title=f"mailstorm run {self.name}", show_header=False, min_width=60)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        table.add_column(justify="right")
+        table.add_row("elapsed", f"{elapsed_s:.1f} s of {self.duration_s:g} s", phase)
+        table.add_row("offered", f"{stats.offered}", f"{stats.rate('offered'):.0f}/s")
+        table.add_row("accepted by SUT", f"{stats.accepted}", f"{stats.rate('accepted'):.0f}/s")
+        table.add_row("delivered to ESP", f"{stats.delivered}", f"{stats.rate('delivered'):.0f}/s")
+        table.add_row(
+            "backlog", f"{stats.backlog}", f"queue {stats.sut_queue}" if stats.sut_queue is not None else ""
+        )
+        table.add_row("rejected / dropped", f"{stats.rejected} / {stats.dropped}", "")
+        table.add_row("ESP refusals", f"{stats.esp_refusals}", f"dup {stats.duplicates}")
+        table.add_row("active faults", ", ".join(faults) or "-", "")
+        return table

@@ -1,0 +1,354 @@
+"""The scenario: one YAML file parsed once into a frozen ``Scenario`` that every part of a run reads.
+
+The model composes the other packages' own specs (``fake_esp.spec.EspSpec`` and ``FaultSpec``,
+``scenarios.model.LoadSpec``, ``reports.spec.SloSpec`` and ``ReportSpec``, the chaos proxy's
+``ToxicSpec``) with what only a run has: the target (a discriminated union on ``kind`` built from the
+target registry's ``spec_model``s, so a new target kind needs no edit here), the chaos timeline and the
+probes. ``load_scenario`` is the one entry point: YAML (with line numbers) -> overrides -> validation ->
+cross-checks; every failure is one ``ConfigError`` line naming file, line and field.
+
+Conventions a scenario file follows (docs/scenarios.md is the reference):
+- durations are seconds or strings with a unit: ``90``, ``"1.5s"``, ``"500ms"``, ``"2m"``, ``"1h"``;
+- ``duration`` is the load phase; ``load.duration_s`` is filled from it (never given twice);
+- ESP ports unset or 0 are chosen free; a number fixes them (so an external SUT can relay there).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+import harness.targets
+from fake_esp.spec import EspSpec, FaultSpec
+from harness.chaosproxy.spec import ToxicSpec
+from harness.errors import ConfigError
+from harness.targets.base import REGISTRY
+from harness.yamlload import Document, load_yaml, parse_yaml
+from reports.spec import ReportSpec, SloSpec
+from scenarios.model import LoadSpec
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)")
+_DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|min|m|h)\s*)+$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*(ms|s|min|m|h)\s*)+$"
+
+
+def parse_duration(value: Any) -> Any:
+    """``90`` / ``"90s"`` / ``"1m30s"`` / ``"500ms"`` -> seconds; anything else is left to pydantic."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30s', '2m', '500ms'")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        if not _DURATION_FULL.match(text):
+            raise ValueError(f"{value!r} is not a duration (use seconds or a unit: 500ms, 30s, 2m, 1h)")
+        return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(text))
+    return value
+
+
+_DURATION_SCHEMA = {
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}],
+    "description": "seconds, or a string with a unit: 500ms, 30s, 2m, 1h",
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- targets: one model per registered kind, discriminated on ``kind`` ---------------------------------
+
+
+def _import_targets() -> None:
+    """Every module of ``harness.targets`` registers its target kinds when imported."""
+    for info in pkgutil.iter_modules(harness.targets.__path__):
+        if info.name != "base":
+            importlib.import_module(f"harness.targets.{info.name}")
+
+
+_import_targets()
+TARGET_KINDS: tuple[str, ...] = tuple(sorted(REGISTRY))
+TargetSpec = Annotated[
+    Union[tuple(REGISTRY[k].spec_model for k in TARGET_KINDS)],  # noqa: UP007  (a runtime-built union)
+    Field(discriminator="kind"),
+]
+DEFAULT_TARGET: dict[str, Any] = {"kind": "reference"}
+
+
+# -- the chaos timeline -----------------------------------------------------------------------------
+
+
+class EspOutage(_Frozen):
+    """The ESP goes away for the step's ``for``: ``refuse`` (connections refused, sessions cut) or
+    ``hang`` (connections accepted, never answered)."""
+
+    mode: Literal["refuse", "hang"] = "refuse"
+
+
+class TargetAction(_Frozen):
+    """An action on the target (``kill``, ``pause``, ``restart``...; the target kind says which it knows).
+    Written as a bare name (``target: kill``) or as ``{action: kill, params: {...}}``."""
+
+    action: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_-]*$")
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"action": data} if isinstance(data, str) else data
+
+
+# An action given with ``for`` is undone at the end of the window by its inverse.
+INVERSE_ACTIONS: dict[str, str] = {
+    "pause": "resume",
+    "stop": "start",
+    "kill": "restart",
+    "disconnect": "connect",
+    "sigstop": "sigcont",
+}
+WHATS: tuple[str, ...] = ("esp_fault", "esp_outage", "target", "network")
+
+
+class ChaosStep(_Frozen):
+    """One entry of the timeline: at ``at`` (from the start of the load), for ``for`` (optional: until
+    the end of the run), exactly one of ``esp_fault``, ``esp_outage``, ``target``, ``network``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    at: Annotated[Duration, Field(ge=0)]
+    for_: Annotated[Duration, Field(gt=0)] | None = Field(default=None, alias="for")
+    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    esp_fault: FaultSpec | None = None
+    esp_outage: EspOutage | None = None
+    target: TargetAction | None = None
+    network: ToxicSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_thing(self) -> ChaosStep:
+        given = [w for w in WHATS if getattr(self, w) is not None]
+        if len(given) != 1:
+            got = f"got {', '.join(given)}" if given else "got none"
+            raise ValueError(f"a step needs exactly one of {', '.join(WHATS)} ({got})")
+        if self.esp_outage is not None and self.for_ is None:
+            raise ValueError("an esp_outage needs 'for' (how long the ESP is away)")
+        if self.target is not None and self.for_ is not None and self.target.action not in INVERSE_ACTIONS:
+            undo = ", ".join(sorted(INVERSE_ACTIONS))
+            raise ValueError(f"'for' undoes a target action at its end; only these can be undone: {undo}")
+        return self
+
+    @property
+    def what(self) -> str:
+        return next(w for w in WHATS if getattr(self, w) is not None)
+
+    @property
+    def end(self) -> float | None:
+        return None if self.for_ is None else self.at + self.for_
+
+    def label(self, index: int) -> str:
+        """A unique name on the timeline: the given one, else ``<what>-<index>``."""
+        return self.name or f"{self.what}-{index}"
+
+    def params(self) -> dict[str, Any]:
+        """The step's own settings as JSON, as the timeline ledger records them."""
+        value = getattr(self, self.what)
+        return value.model_dump(mode="json", exclude_none=True)
+
+
+# -- probes -----------------------------------------------------------------------------------------
+
+
+class ProbeSpec(_Frozen):
+    """An HTTP URL of the SUT's own monitoring, polled every ``every`` and written on the timeline.
+
+    ``url`` names it; or ``target: health`` / ``target: metrics`` asks for the target's own URLs (known
+    only once it runs, on free ports: the reference pipeline has both). ``metric`` records the value of
+    a Prometheus metric in the response (summed over its labels); ``json`` records a field of a JSON
+    response by dotted path (``queue.depth``).
+    """
+
+    url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
+    target: Literal["health", "metrics"] | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    every: Annotated[Duration, Field(gt=0)] = 1.0
+    timeout: Annotated[Duration, Field(gt=0)] = 1.0
+    metric: str | None = Field(default=None, pattern=r"^[A-Za-z_:][A-Za-z0-9_:]*$")
+    json_path: str | None = Field(default=None, alias="json", min_length=1)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_value(self) -> ProbeSpec:
+        if (self.url is None) == (self.target is None):
+            raise ValueError("a probe needs exactly one of url, target (health or metrics)")
+        if self.metric is not None and self.json_path is not None:
+            raise ValueError("give metric or json, not both")
+        return self
+
+
+# -- the scenario -----------------------------------------------------------------------------------
+
+
+class Scenario(_Frozen):
+    """A whole run, as the file describes it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    duration: Annotated[Duration, Field(gt=0, le=7 * 86400)]
+    drain_deadline: Annotated[Duration, Field(ge=0, le=86400)] = 60.0
+    allow_remote: bool = False
+    target: TargetSpec = Field(default_factory=lambda: REGISTRY["reference"].spec_model(**DEFAULT_TARGET))
+    esp: EspSpec = Field(default_factory=EspSpec)
+    load: LoadSpec
+    chaos: tuple[ChaosStep, ...] = ()
+    probes: tuple[ProbeSpec, ...] = ()
+    slo: SloSpec = Field(default_factory=SloSpec)
+    reports: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill(cls, data: Any) -> Any:
+        """The load runs for the scenario's duration; unset ESP ports become 0 (free)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("load"), dict) and "duration" in data:
+            try:
+                seconds = parse_duration(data["duration"])
+            except ValueError:
+                seconds = None  # the top-level field reports it
+            if isinstance(seconds, int | float) and seconds > 0:
+                data["load"] = {**data["load"], "duration_s": seconds}
+        esp = data.get("esp", {})
+        if isinstance(esp, dict):
+            data["esp"] = {"smtp_port": 0, "control_port": 0, **esp}
+        return data
+
+    @model_validator(mode="after")
+    def _timeline_fits(self) -> Scenario:
+        labels: set[str] = set()
+        for i, step in enumerate(self.chaos):
+            label = step.label(i)
+            if label in labels:
+                raise _At(("chaos", i, "name"), f"name {label!r} is used twice on the timeline")
+            labels.add(label)
+            if step.at >= self.duration:
+                raise _At(
+                    ("chaos", i, "at"),
+                    f"starts at {fmt_s(step.at)}, not before the end of the load ({fmt_s(self.duration)})",
+                )
+            if step.end is not None and step.end > self.duration + 1e-9:
+                raise _At(
+                    ("chaos", i, "for"),
+                    f"ends at {fmt_s(step.end)}, past the end of the load (duration {fmt_s(self.duration)})",
+                )
+        return self
+
+    @property
+    def target_kind(self) -> str:
+        return self.target.kind
+
+    def resolved(self) -> dict[str, Any]:
+        """The scenario as JSON-able data with every default filled in (what ``scenario.yaml`` holds)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        # What the run derives (the load's duration, the ESP's seed) stays out, so the file validates again.
+        data["load"].pop("duration_s", None)
+        data["esp"].pop("seed", None)
+        return data
+
+
+class _At(ValueError):
+    """A cross-field error that knows the path of the field it is about."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+# Reserved: the run decides these, a file setting them would be silently ignored otherwise.
+_RUN_OWNED = {
+    ("esp", "seed"): "the ESP's seed is derived from the scenario's seed",
+    ("esp", "ledger"): "the ESP writes into the run directory's ledger/",
+    ("load", "duration_s"): "set the top-level 'duration' (the load runs for it)",
+}
+
+
+def validate_document(doc: Document, *, seed: int | None = None, duration: float | None = None) -> Scenario:
+    """Validate a parsed document (with optional command-line overrides) into a ``Scenario``."""
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error_at((), f"a scenario is a mapping of fields, got {type(data).__name__}")
+    for (section, key), why in _RUN_OWNED.items():
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise doc.error_at((section, key), f"not allowed here: {why}")
+    data = dict(data)
+    if seed is not None:
+        data["seed"] = seed
+    if duration is not None:
+        data["duration"] = duration
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        cross = _cross_field(exc)
+        if cross is not None:
+            raise doc.error_at(cross.loc, str(cross)) from None
+        raise doc.error(exc) from None
+
+
+def _cross_field(exc: ValidationError) -> _At | None:
+    for err in exc.errors(include_url=False):
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _At):
+            return ctx_error
+    return None
+
+
+def load_scenario(path: str | Path, *, seed: int | None = None, duration: float | None = None) -> Scenario:
+    """Read, parse and validate a scenario file; ``ConfigError`` (one line, file:line: field: why)."""
+    return validate_document(load_yaml(path), seed=seed, duration=duration)
+
+
+def load_scenario_text(text: str, *, name: str = "<string>") -> Scenario:
+    return validate_document(parse_yaml(text, name=name))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a scenario file (for editor completion and validation)."""
+    schema = Scenario.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mailstorm scenario"
+    return schema
+
+
+def check_overrides(duration: str | None) -> float | None:
+    """Parse the ``--duration`` flag the way the file's durations are parsed."""
+    if duration is None:
+        return None
+    try:
+        seconds = float(parse_duration(duration))
+    except (ValueError, TypeError):
+        raise ConfigError(f"--duration: {duration!r} is not a duration (use 30, 30s, 2m)") from None
+    if seconds <= 0:
+        raise ConfigError(f"--duration: must be positive, got {duration!r}")
+    return seconds

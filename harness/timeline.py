@@ -1,0 +1,187 @@
+"""The chaos timeline driver: carries out a scenario's chaos steps at their times, on a thread of its own.
+
+Each step becomes a begin event at ``at`` and, with ``for``, an end event at ``at + for``. Every event is
+written to the timeline ledger (``chaos.begin`` / ``chaos.end``, and ``action`` for target actions)
+*before* it is carried out, so the record is never later than the change it describes; an action's
+outcome follows in its own ``action`` record. ESP faults and outages go through the fake ESP's control
+API; target actions through the target's ``act``; network faults through the chaos proxy.
+
+A failure to change the ESP or the proxy makes the run meaningless, so it is kept in ``errors`` for the
+runner to stop on; a target action that fails (a restart that does not come up) is a finding about the
+SUT and is only recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import MailstormError, UserError
+from harness.ledger import Kind, LedgerWriter
+from harness.scenario import INVERSE_ACTIONS, ChaosStep
+
+# Actions that take the target down on purpose, and those that bring it back.
+DOWN_ACTIONS = frozenset({"kill", "stop"})
+UP_ACTIONS = frozenset({"restart", "start"})
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float  # seconds from the start of the load
+    begin: bool
+    index: int
+    step: ChaosStep
+
+    @property
+    def label(self) -> str:
+        return self.step.label(self.index)
+
+
+def schedule(steps: tuple[ChaosStep, ...]) -> list[Event]:
+    """Begin and end events in time order; at equal times ends come first (a window that closes as the
+    next opens never overlaps it), then file order."""
+    events = [Event(s.at, True, i, s) for i, s in enumerate(steps)]
+    events += [Event(s.end, False, i, s) for i, s in enumerate(steps) if s.end is not None]
+    return sorted(events, key=lambda e: (e.at, e.begin, e.index))
+
+
+class Timeline:
+    """Runs the events of ``steps`` against the ESP, the target and the proxy from ``start(t0)`` on.
+
+    ``esp`` returns the current ESP control client (a callable, because an ESP may be replaced);
+    ``target`` needs ``act(action, **params)`` when the timeline has target steps; ``proxy`` needs
+    ``add_toxic(spec) -> str`` and ``remove_toxic(name)`` when it has network steps.
+    """
+
+    def __init__(
+        self,
+        steps: tuple[ChaosStep, ...],
+        *,
+        writer: LedgerWriter,
+        esp: Callable[[], Any],
+        target: Any = None,
+        target_kind: str = "",
+        proxy: Any = None,
+    ) -> None:
+        self.events = schedule(steps)
+        self._writer = writer
+        self._esp = esp
+        self._target = target
+        self._target_kind = target_kind
+        self._proxy = proxy
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._active: dict[int, str] = {}  # step index -> label, while its window is open
+        self._handles: dict[int, str] = {}  # step index -> fault id / toxic name to remove at its end
+        self._down = False  # the target was taken down on purpose (kill, stop) and not brought back
+        self._acting = False
+        self.errors: list[str] = []
+        self.done = 0
+        self.action_failures: list[str] = []
+
+    def start(self, t0: float) -> None:
+        """Begin at monotonic time ``t0`` (the start of the load)."""
+        self._thread = threading.Thread(target=self._run, args=(t0,), name="chaos-timeline", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def target_down(self) -> bool:
+        """True while the target is down on purpose, or an action on it is under way (a restart that has
+        not brought it up yet): the runner must not take that for a crash."""
+        return self._down or self._acting
+
+    def active(self) -> list[str]:
+        with self._lock:
+            return list(self._active.values())
+
+    def _run(self, t0: float) -> None:
+        for event in self.events:
+            if self._stop.wait(max(0.0, t0 + event.at - time.monotonic())):
+                return
+            try:
+                self._fire(event)
+            except Exception as exc:  # recorded for the runner, which stops the run on it
+                self.errors.append(f"chaos step {event.label!r} at {event.at:g}s: {_why(exc)}")
+            self.done += 1
+
+    def _fire(self, event: Event) -> None:
+        step, label = event.step, event.label
+        params = step.params()
+        record = {"name": label, "what": step.what, "params": params, "at_s": event.at}
+        if event.begin:
+            self._writer.write(Kind.CHAOS_BEGIN, **record)
+            with self._lock:
+                self._active[event.index] = label
+            self._begin(event, params)
+            if step.end is None and step.what == "target":
+                # A bare action is an instant, not a window.
+                with self._lock:
+                    self._active.pop(event.index, None)
+        else:
+            self._writer.write(Kind.CHAOS_END, **record)
+            try:
+                self._end(event)
+            finally:
+                with self._lock:
+                    self._active.pop(event.index, None)
+
+    def _begin(self, event: Event, params: dict[str, Any]) -> None:
+        step = event.step
+        if step.what == "esp_fault":
+            spec = {**params, "name": params.get("name") or event.label}
+            self._handles[event.index] = self._esp().add_fault(spec)
+        elif step.what == "esp_outage":
+            spec = {"type": "outage", "name": event.label, "duration_s": step.for_, **params}
+            self._handles[event.index] = self._esp().add_fault(spec)
+        elif step.what == "target":
+            self._act(step.target.action, step.target.params)
+        elif step.what == "network":
+            self._handles[event.index] = self._proxy.add_toxic(step.network)
+
+    def _end(self, event: Event) -> None:
+        step = event.step
+        handle = self._handles.pop(event.index, None)
+        if step.what in ("esp_fault", "esp_outage") and handle is not None:
+            # An outage ends by itself after duration_s and a fault may have its own ttl: either may be
+            # gone already (404, a UserError), which is the state we want.
+            try:
+                self._esp().remove_fault(handle)
+            except UserError:
+                pass
+        elif step.what == "target":
+            self._act(INVERSE_ACTIONS[step.target.action], step.target.params)
+        elif step.what == "network" and handle is not None:
+            self._proxy.remove_toxic(handle)
+
+    def _act(self, action: str, params: dict[str, Any]) -> None:
+        # The chaos.begin/chaos.end record before this call marks when the action was issued; the
+        # action record says how it went (t: when it finished, started: when it was issued).
+        started = time.time_ns()
+        self._acting = True
+        try:
+            detail, ok = str(self._target.act(action, **params)), True
+        except Exception as exc:
+            detail, ok = _why(exc), False
+            self.action_failures.append(f"{action}: {detail}")
+        finally:
+            if action in DOWN_ACTIONS:
+                self._down = True
+            elif action in UP_ACTIONS:
+                self._down = False
+            self._acting = False
+        self._writer.write(
+            Kind.ACTION, what=action, target=self._target_kind, ok=ok, detail=detail, started=started
+        )
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, MailstormError) else f"{type(exc).__name__}: {exc}"
