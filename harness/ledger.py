@@ -72,6 +72,9 @@ class Kind(StrEnum):
     # -- system under test (reference pipeline, or sampled from a real one) -----------------------
     # sut.accepted: id, queue_id. sut.relayed: id, attempt, code. sut.deferred: id, attempt, code,
     # text, retry_in_s. sut.bounced: id, code, text. sut.queue: depth (sampled queue depth).
+    # code is null for a connection failure or timeout (no reply). sut.bounced may add attempt (the
+    # attempt that bounced), and for a partial bounce (some recipients refused for good, the message
+    # still relayed to the others) rcpts (the refused ones) and partial: true.
     SUT_ACCEPTED = "sut.accepted"
     SUT_RELAYED = "sut.relayed"
     SUT_DEFERRED = "sut.deferred"
