@@ -34,6 +34,7 @@ from scenarios.shapes import expected_count
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LEDGER_DIR_ENV = "MAILSTORM_LEDGER_DIR"  # where a load process started here writes its ledger
+SPOOL_DIR_ENV = "MAILSTORM_SPOOL_DIR"  # a remote worker's local copy of the ledger it ships
 # How long the master waits for its workers to connect before giving up.
 LOCAL_WORKERS_WAIT_S = 60
 REMOTE_WORKERS_WAIT_S = 300

@@ -35,12 +35,11 @@ from harness.ledger import LedgerWriter
 from harness.targets.base import Endpoint
 from scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
 from scenarios.http_submit import HttpSubmitter
-from scenarios.launch import LEDGER_DIR_ENV
+from scenarios.launch import LEDGER_DIR_ENV, SPOOL_DIR_ENV
 from scenarios.messages import MessageFactory
 from scenarios.model import LoadSpec
 from scenarios.submit import SmtpSubmitter
 
-SPOOL_DIR_ENV = "MAILSTORM_SPOOL_DIR"
 MSG_LEDGER = "mailstorm_ledger"
 MSG_DONE = "mailstorm_done"
 SHIP_EVERY_S = 0.25

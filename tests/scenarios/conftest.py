@@ -1,0 +1,95 @@
+"""Fixtures for the load side: a real fake ESP process on free loopback ports, and a helper that runs a
+LoadSpec through LoadRun (Locust in its own subprocesses, never in pytest's) and reads the ledgers."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fake_esp.launch import EspProcess
+from harness.ledger import Kind, LedgerReader
+from harness.targets.base import Endpoint
+from scenarios.launch import LoadRun
+from scenarios.model import LoadSpec
+
+
+@pytest.fixture
+def start_esp(tmp_path: Path) -> Iterator[Callable[..., EspProcess]]:
+    """Start fake ESP processes (EspProcess keyword arguments); every one is stopped afterwards."""
+    started: list[EspProcess] = []
+
+    def start(**kwargs: Any) -> EspProcess:
+        n = len(started)
+        kwargs.setdefault("log_path", tmp_path / f"esp-{n}.log")
+        esp = EspProcess(tmp_path / f"esp-{n}-ledger", seed=7, **kwargs).start()
+        started.append(esp)
+        return esp
+
+    yield start
+    for esp in started:
+        esp.stop()
+
+
+@pytest.fixture
+def esp(start_esp: Callable[..., EspProcess]) -> EspProcess:
+    """A fake ESP with no faults, on free ports."""
+    return start_esp()
+
+
+@dataclass
+class LoadResult:
+    rc: int
+    ledger_dir: Path
+    log_dir: Path
+    submits: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]
+
+    @property
+    def dropped_count(self) -> int:
+        return sum(r["count"] for r in self.dropped)
+
+    def per_second(self, field: str = "start", first_at_s: float = 0.0) -> dict[int, int]:
+        """Submissions per whole second of the schedule (whose first arrival was at ``first_at_s``)."""
+        t0 = min(r["intended"] for r in self.submits) - int(first_at_s * 1e9)
+        counts = collections.Counter(int((r[field] - t0) // 1_000_000_000) for r in self.submits)
+        return dict(sorted(counts.items()))
+
+
+@pytest.fixture
+def run_load(tmp_path: Path) -> Callable[..., LoadResult]:
+    """Run a load spec (a dict, validated as the scenario file's ``load:``) to its end."""
+
+    def run(
+        spec: dict[str, Any], endpoints: list[Endpoint], *, seed: int = 1, timeout: float = 120
+    ) -> LoadResult:
+        ledger = tmp_path / "ledger"
+        logs = tmp_path / "load-logs"
+        lr = LoadRun(LoadSpec.model_validate(spec), endpoints, ledger, run_id="t1", seed=seed, log_dir=logs)
+        lr.start()
+        try:
+            rc = lr.wait(timeout)
+        finally:
+            lr.stop()
+        reader = LedgerReader(ledger)
+        return LoadResult(
+            rc=rc,
+            ledger_dir=ledger,
+            log_dir=logs,
+            submits=list(reader.records([Kind.LOAD_SUBMIT])),
+            dropped=list(reader.records([Kind.LOAD_DROPPED])),
+        )
+
+    return run
+
+
+def smtp_endpoint(esp: EspProcess) -> list[Endpoint]:
+    return [Endpoint("smtp", esp.smtp_host, esp.smtp_port)]
+
+
+def accepted_ids(esp: EspProcess) -> list[str]:
+    return [r["id"] for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED])]

@@ -1,0 +1,96 @@
+"""The load side end to end: Locust (own subprocesses, via LoadRun) against a real fake ESP process."""
+
+from __future__ import annotations
+
+import collections
+
+from tests.scenarios.conftest import accepted_ids, smtp_endpoint
+
+
+def test_steady_rate_is_achieved_within_five_percent(esp, run_load):
+    """At a target of 200 msg/s for 20 s the achieved arrival rate is within 5% of the target, every
+    second, and every accepted submission is in the fake ESP's ledger under its correlation id."""
+    spec = {"shape": {"kind": "steady", "rate": 200}, "duration_s": 20, "max_connections": 50}
+    res = run_load(spec, smtp_endpoint(esp))
+    assert res.rc == 0
+    assert res.dropped_count == 0
+    t0 = min(r["intended"] for r in res.submits)
+    span = (max(r["start"] for r in res.submits) - t0) / 1e9
+    achieved = len(res.submits) / max(span, 19.0)
+    assert abs(achieved - 200) / 200 <= 0.05, achieved
+    per_s = res.per_second("start")
+    assert all(abs(n - 200) <= 10 for s, n in per_s.items() if s < 20), per_s
+    ok = {r["id"] for r in res.submits if r["ok"]}
+    assert len(ok) == len(res.submits) == 4000
+    assert set(accepted_ids(esp)) == ok
+
+
+def test_spike_is_visible_per_second_in_the_ledger(esp, run_load):
+    """A spike shape (50/s, 4x from 3 s for 3 s) shows in the ledger's per-second counts: ~50 before,
+    ~200 during, ~50 after, with every intended time in the second the shape put it."""
+    shape = {"kind": "spike", "base_rate": 50, "factor": 4, "at_s": 3, "for_s": 3}
+    res = run_load({"shape": shape, "duration_s": 9, "max_connections": 40}, smtp_endpoint(esp))
+    assert res.rc == 0 and res.dropped_count == 0
+    first = 0.5 / 50  # uniform arrivals: the first one half a gap in
+    by_intent = res.per_second("intended", first)
+    assert by_intent == {0: 50, 1: 50, 2: 50, 3: 200, 4: 200, 5: 200, 6: 50, 7: 50, 8: 50}
+    by_start = res.per_second("start", first)
+    before = [by_start.get(s, 0) for s in (0, 1, 2)]
+    during = [by_start.get(s, 0) for s in (3, 4, 5)]
+    after = [by_start.get(s, 0) for s in (6, 7, 8)]
+    assert min(during) >= 3 * max(before + after), by_start
+    assert sum(r["ok"] for r in res.submits) == 900
+
+
+def test_slow_esp_is_seen_from_the_intended_time_rate_kept(start_esp, run_load):
+    """With 500 ms of latency at DATA and enough connections, the generator keeps the arrival rate
+    (within 5%) and every latency measured from the intended time is >= 500 ms."""
+    esp = start_esp(faults=[{"type": "latency", "phase": "data", "ms": 500}])
+    res = run_load(
+        {"shape": {"kind": "steady", "rate": 40}, "duration_s": 5, "max_connections": 60}, smtp_endpoint(esp)
+    )
+    assert res.rc == 0 and res.dropped_count == 0
+    assert len(res.submits) == 200
+    lat = [(r["end"] - r["intended"]) / 1e6 for r in res.submits]
+    assert min(lat) >= 500, min(lat)
+    starts = sorted(r["start"] for r in res.submits)
+    achieved = (len(starts) - 1) / ((starts[-1] - starts[0]) / 1e9)
+    assert abs(achieved - 40) / 40 <= 0.05, achieved
+
+
+def test_coordinated_omission_cannot_hide_a_slow_esp(start_esp, run_load):
+    """With 500 ms of latency at DATA and too few connections to keep up (4 sessions ~ 8 msg/s for a
+    target of 40/s), nothing is hidden: every offered arrival is either submitted or counted as
+    dropped, latency from the intended time includes the wait for a free connection (it grows well past
+    the ESP's 500 ms), and the start times show the generator fell behind rather than the schedule
+    silently sliding."""
+    esp = start_esp(faults=[{"type": "latency", "phase": "data", "ms": 500}])
+    spec = {"shape": {"kind": "steady", "rate": 40}, "duration_s": 5, "max_connections": 4, "max_lag_s": 1.0}
+    res = run_load(spec, smtp_endpoint(esp))
+    assert res.rc == 0
+    assert len(res.submits) + res.dropped_count == 200  # offered = sent + dropped, exactly
+    assert res.dropped_count >= 100
+    lat = sorted((r["end"] - r["intended"]) / 1e6 for r in res.submits)
+    assert lat[0] >= 500
+    # Queueing for a free session shows: the slow half waited up to max_lag_s on top of the 500 ms.
+    assert lat[len(lat) // 2] >= 900, lat
+    # A closed-loop tool would report ~500 ms here; the start-to-end time hides the wait.
+    service = sorted((r["end"] - r["start"]) / 1e6 for r in res.submits)
+    assert service[len(service) // 2] < lat[len(lat) // 2] - 300
+    # Drops are recorded as they happen, one record per second of intent, across the run.
+    assert len({r["intended"] // 1_000_000_000 for r in res.dropped}) >= 3
+
+
+def test_two_workers_write_one_merged_ledger_matching_the_esp(esp, run_load):
+    """Master + 2 local workers: two ledger files in one directory, ids unique across them, the offered
+    total split exactly, and the accepted ids equal what the fake ESP accepted."""
+    res = run_load(
+        {"shape": {"kind": "steady", "rate": 100}, "duration_s": 4, "workers": 2, "max_connections": 20},
+        smtp_endpoint(esp),
+    )
+    assert res.rc == 0
+    assert sorted(p.name for p in res.ledger_dir.glob("load-*.jsonl")) == ["load-0.jsonl", "load-1.jsonl"]
+    ids = [r["id"] for r in res.submits]
+    assert len(ids) == len(set(ids)) == 400
+    assert collections.Counter(r["worker"] for r in res.submits) == {0: 200, 1: 200}
+    assert sorted(accepted_ids(esp)) == sorted(r["id"] for r in res.submits if r["ok"])
