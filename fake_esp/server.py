@@ -45,20 +45,22 @@ DEFAULT_LEDGER = Path("esp-ledger")
 
 @dataclass
 class WorkerContext:
-    """What every listener of one worker process shares."""
+    """What every listener of one worker process shares (one engine, one ledger file, one set of
+    counters), so a fault with phases [data, http] and the ledger cover both protocols."""
 
     spec: EspSpec
     worker: int
     engine: Engine
     counters: Counters
-    ledger_dir: Path
+    ledger: LedgerWriter
+    # Called with each message the worker keeps, SMTP or HTTP (issue 3: the webhook poster).
+    accepted_hooks: list[Any] = field(default_factory=list)
 
 
 @dataclass
 class Worker:
     ctx: WorkerContext
     smtp: SmtpService
-    ledger: LedgerWriter
     extras: list[Any] = field(default_factory=list)
 
     @property
@@ -72,7 +74,7 @@ class Worker:
         for extra in self.extras:
             await extra.close()
         await self.smtp.close()
-        self.ledger.close()
+        self.ctx.ledger.close()
 
 
 def engine_seed(spec: EspSpec, worker: int) -> str:
@@ -89,10 +91,10 @@ def install_faults(engine: Engine, spec: EspSpec) -> None:
 
 
 async def start_worker(spec: EspSpec, worker: int, engine: Engine) -> Worker:
-    ledger_dir = spec.ledger or DEFAULT_LEDGER
-    ctx = WorkerContext(spec, worker, engine, Counters(), Path(ledger_dir))
-    ledger = LedgerWriter(ledger_dir, f"esp-smtp-{worker}")
+    ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, f"esp-smtp-{worker}")
+    ctx = WorkerContext(spec, worker, engine, Counters(), ledger)
     smtp = SmtpService(spec, engine, ledger, ctx.counters, worker)
+    smtp.accepted_hooks = ctx.accepted_hooks
     try:
         await smtp.start()
     except OSError as exc:
@@ -100,8 +102,8 @@ async def start_worker(spec: EspSpec, worker: int, engine: Engine) -> Worker:
         raise UserError(
             f"--smtp-port {spec.smtp_port}: cannot listen on {spec.bind}: {exc.strerror}"
         ) from None
-    w = Worker(ctx, smtp, ledger)
-    if spec.http_port is not None:
+    w = Worker(ctx, smtp)
+    if spec.http_port is not None or spec.webhooks is not None:
         try:
             http = importlib.import_module("fake_esp.http")
         except ModuleNotFoundError:

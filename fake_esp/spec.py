@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from fake_esp.webhooks.spec import WebhookSpec
 from harness.errors import ConfigError
 from harness.ledger import CORRELATION_HEADER
 from harness.replies import (
@@ -144,6 +145,10 @@ class TarpitFault(_Fault):
     def _reply_ok(cls, v: str | None) -> str | None:
         return None if v is None else _check_reply(v)
 
+    @property
+    def parsed_reply(self) -> Reply | None:
+        return parse_reply(self.reply) if self.reply is not None else None
+
 
 class ThrottleFault(_WithReply):
     type: Literal["throttle"]
@@ -229,6 +234,8 @@ class EspSpec(BaseModel):
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, ge=1024)
     store_bodies: Path | None = None
     hostname: str = "fake-esp.mailstorm.test"
+    # Event webhooks posted for accepted messages (issue 3: fake_esp.webhooks); None = none.
+    webhooks: WebhookSpec | None = None
 
 
 _FAULT_ADAPTER: TypeAdapter[Any] = TypeAdapter(FaultSpec)

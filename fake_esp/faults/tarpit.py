@@ -12,7 +12,7 @@ from fake_esp.faults.base import TARPIT, Action, Context, register
 class Tarpit:
     def __init__(self, spec: Any) -> None:
         self.byte_delay_s = spec.byte_delay_ms / 1000.0
-        self.reply = spec.parsed_reply if spec.reply is not None else None
+        self.reply = spec.parsed_reply
 
     def apply(self, ctx: Context, state: dict[str, Any], rng: random.Random, now: float) -> Action:
         return Action(TARPIT, reply=self.reply, byte_delay_s=self.byte_delay_s)

@@ -1,0 +1,59 @@
+"""pytest plugin (entry point ``pytest11``): a ``fake_esp`` fixture for testing your own mail code.
+
+    def test_my_sender(fake_esp):
+        fake_esp.control.add_fault({"type": "reply", "phase": "rcpt", "reply": "451 4.3.0 Try later"})
+        my_code.send(host=fake_esp.smtp_host, port=fake_esp.smtp_port)
+        assert fake_esp.ledger.count("esp.replied") == 1
+
+The fixture starts a real fake ESP process on free loopback ports (one per test), yields a
+``FakeEsp`` with ``smtp_host``, ``smtp_port``, ``http_url`` (None unless HTTP APIs are served),
+``control`` (fake_esp.client.ControlClient), ``ledger`` (harness.ledger.LedgerReader) and
+``ledger_dir``, and stops the process afterwards. Options go through ``@pytest.mark.fake_esp(...)``
+with EspProcess's keyword arguments (seed, faults, processes, max_message_size, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fake_esp.client import ControlClient
+from fake_esp.launch import EspProcess
+from harness.ledger import LedgerReader
+
+
+@dataclass
+class FakeEsp:
+    smtp_host: str
+    smtp_port: int
+    http_url: str | None
+    control: ControlClient
+    ledger: LedgerReader
+    ledger_dir: Path
+    process: EspProcess
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fake_esp(**kwargs): options for the fake_esp fixture (EspProcess args)"
+    )
+
+
+@pytest.fixture
+def fake_esp(request: pytest.FixtureRequest, tmp_path: Path):
+    marker = request.node.get_closest_marker("fake_esp")
+    options = dict(marker.kwargs) if marker is not None else {}
+    ledger_dir = tmp_path / "esp-ledger"
+    options.setdefault("log_path", tmp_path / "fake-esp.log")
+    with EspProcess(ledger_dir, **options) as esp:
+        yield FakeEsp(
+            smtp_host=esp.smtp_host,
+            smtp_port=esp.smtp_port,
+            http_url=esp.http_url,
+            control=esp.control,
+            ledger=LedgerReader(ledger_dir),
+            ledger_dir=ledger_dir,
+            process=esp,
+        )
