@@ -136,15 +136,16 @@ class Profile(_Frozen):
             )
         rate = rate if rate is not None else self.limits.rate
         if rate is not None:
-            own = rate == self.limits.rate and self.limits.burst
-            burst = self.limits.burst if own else max(1, round(rate))
-            # SES answers throttling after DATA (the AWS blog cited in ses.yaml): the token is taken when
-            # the client says DATA, before the body is transferred.
+            # The profile's bucket depth if it publishes one (SES: a per-second rate, depth 1), else one
+            # second's worth of tokens.
+            burst = self.limits.burst or max(1, round(rate))
+            # SES answers throttling "after the DATA command" (the AWS blog cited in ses.yaml): the reply
+            # to the final ".", which every client treats as a failed transaction (smtplib RSETs then).
             out.append(
                 {
                     "name": "profile.throttle.smtp",
                     "type": "throttle",
-                    "phase": "data",
+                    "phase": "eod",
                     "rate": rate,
                     "burst": burst,
                     "key": "ip",

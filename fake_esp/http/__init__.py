@@ -1,0 +1,72 @@
+"""The fake ESP's HTTP side: the ESP APIs served by aiohttp in the fake ESP's event loop, and webhooks.
+
+``start(ctx)`` is what fake_esp.server calls in each worker (``ctx``: its WorkerContext, sharing the
+worker's engine, ledger writer and counters) when ``--http-port`` or ``--webhook-url``/``--webhooks``
+is given: it serves every ESP API on ``spec.http_port`` and, when ``spec.webhooks`` is set, posts events
+for every message the worker accepts (SMTP or HTTP) through a WebhookPoster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from fake_esp.http.server import HttpApiServer, http_status
+from fake_esp.profiles import load_profile
+from fake_esp.webhooks.poster import WebhookPoster
+from harness.errors import UserError
+from harness.netguard import check_address
+
+
+class HttpSide:
+    """What ``start`` started in one worker; ``close()`` stops it (drains webhooks first)."""
+
+    def __init__(self, server: HttpApiServer | None, poster: WebhookPoster | None):
+        self.server = server
+        self.poster = poster
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.poster is not None:
+            await self.poster.stop()
+
+
+async def start(ctx: Any) -> HttpSide:
+    spec = ctx.spec
+    profile = load_profile(spec.profile) if spec.profile else None
+    ledger = ctx.ledger
+    poster = None
+    if spec.webhooks is not None:
+        host = urlsplit(spec.webhooks.url).hostname or ""
+        check_address(host, what="webhook URL")  # events go to loopback only (design: no traffic off-box)
+        poster = WebhookPoster(
+            spec.webhooks,
+            ledger,
+            default_format=profile.api if profile else None,
+            correlation_header=spec.correlation_header,
+        )
+        await poster.start()
+        ctx.accepted_hooks.append(poster.notify)
+    server = None
+    if spec.http_port is not None:
+        server = HttpApiServer(
+            ctx.engine,
+            ledger,
+            profile=profile,
+            correlation_header=spec.correlation_header,
+            max_message_size=spec.max_message_size,
+            counters=ctx.counters,
+            on_accepted=poster.notify if poster is not None else None,
+        )
+        try:
+            await server.start(spec.bind, spec.http_port, reuse_port=spec.processes > 1)
+        except OSError as exc:
+            if poster is not None:
+                await poster.stop(0)
+            where = f"--http-port {spec.http_port}: cannot listen on {spec.bind}"
+            raise UserError(f"{where}: {exc.strerror}") from None
+    return HttpSide(server, poster)
+
+
+__all__ = ["HttpApiServer", "HttpSide", "http_status", "start"]

@@ -1,0 +1,243 @@
+"""WebhookPoster: turns accepted messages into ESP events and POSTs them, with its own faults and retries.
+
+``notify(accepted)`` (called in the event loop for each esp.accepted record, SMTP or HTTP) draws the
+events for each recipient (WebhookSpec.events), applies the webhook faults (drop / duplicate / reorder /
+delay) and queues them. A dispatcher POSTs them in the ESP's format (fake_esp.webhooks.formats;
+SendGrid batches up to the profile's ``batch_max`` events per POST) and retries a failed POST (connection
+error, timeout, non-2xx) on that ESP's published schedule (profile ``webhook.retry_schedule_s`` times
+``retry_time_scale``), stopping at once on the statuses the ESP gives up on and never retrying events
+the ESP does not retry (Mailgun: delivered).
+
+Ledger: one esp.webhook record per event per attempt: api (format), event, id (correlation id),
+esp_id, rcpt, event_id, url, status (HTTP status, null when no answer), attempt (1..; 0 for a dropped
+event, which is never posted), fault (null | "drop" | "duplicate" | "reorder" | "delay"), copy (1 for the
+second post of a duplicated event), final (true on the last attempt: delivered, given up, or out of
+retries), ok. So the ledger says which events were posted twice, which never, and which the URL missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from fake_esp.profiles import WebhookPolicy, load_profile
+from fake_esp.webhooks.formats import Event, render
+from fake_esp.webhooks.spec import WebhookSpec
+from harness.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+
+log = logging.getLogger("fake_esp.webhooks")
+REORDER_HOLD_S = 1.0
+MAX_IN_FLIGHT = 16  # concurrent POSTs: a real ESP spreads its posts; 16 keeps a small receiver busy
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    fmt: str
+    event: Event
+    fault: str | None
+    copy: int = 0
+
+
+class WebhookPoster:
+    """Posts events for accepted messages to ``spec.url``; ``start()`` in the loop, ``stop()`` drains."""
+
+    def __init__(
+        self,
+        spec: WebhookSpec,
+        ledger: LedgerWriter,
+        *,
+        default_format: str | None = None,
+        correlation_header: str = CORRELATION_HEADER,
+    ) -> None:
+        self.spec = spec
+        self.ledger = ledger
+        self.default_format = default_format
+        self.header = correlation_header
+        self.rng = random.Random(spec.seed)
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._held: deque[_Item] = deque()  # reordered events wait here for the next one
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._session: aiohttp.ClientSession | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self.pending = 0  # events queued, delayed or being posted (for drains and tests)
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.spec.timeout_s)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Wait up to ``drain_s`` for queued events to be posted, then cancel what is left."""
+        self._release_held()
+        deadline = time.monotonic() + drain_s
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # polling a drain condition, bounded by drain_s
+        for task in [self._dispatcher, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        for task in [self._dispatcher, *self._tasks]:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._session is not None:
+            await self._session.close()
+
+    # -- events in ---------------------------------------------------------------------------------
+    def notify(self, accepted: dict[str, Any]) -> None:
+        """Queue the events of one accepted message (an esp.accepted record plus sender and to)."""
+        fmt = self.spec.format or accepted.get("api") or self.default_format
+        if fmt is None:
+            return
+        esp_id = accepted.get("esp_id") or uuid.uuid4().hex
+        for rcpt in accepted.get("to") or []:
+            for name in self._draw_events():
+                ev = Event(
+                    event=name,
+                    event_id=uuid.uuid4().hex,
+                    id=accepted.get("id"),
+                    esp_id=esp_id,
+                    rcpt=rcpt,
+                    sender=accepted.get("sender") or "",
+                    ts=time.time(),
+                    header=self.header,
+                )
+                self._fault_and_queue(fmt, ev)
+
+    def _draw_events(self) -> list[str]:
+        mix = self.spec.events
+        out = ["deferred"] if self.rng.random() < mix.deferred else []
+        if self.rng.random() < mix.bounce:
+            return [*out, "bounce"]
+        out.append("delivered")
+        if self.rng.random() < mix.open:
+            out.append("open")
+            if self.rng.random() < mix.click:
+                out.append("click")
+        return out
+
+    def _fault_and_queue(self, fmt: str, ev: Event) -> None:
+        f = self.spec.faults
+        if self.rng.random() < f.drop:
+            self._record(_Item(fmt, ev, "drop"), status=None, attempt=0, final=True, ok=False)
+            return
+        copies = 2 if self.rng.random() < f.duplicate else 1
+        reorder = self.rng.random() < f.reorder
+        delay = f.delay_ms + (self.rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
+        for copy in range(copies):
+            fault = "duplicate" if copy else ("reorder" if reorder else ("delay" if delay else None))
+            item = _Item(fmt, ev, fault, copy)
+            self.pending += 1
+            if reorder and copy == 0:
+                # Posted after the next event (out of order), or after REORDER_HOLD_S if none comes.
+                self._held.append(item)
+                asyncio.get_running_loop().call_later(REORDER_HOLD_S, self._release_held)
+                continue
+            self._later(item, delay / 1000.0)
+            self._release_held(delay / 1000.0)
+
+    def _release_held(self, delay_s: float = 0.0) -> None:
+        while self._held:
+            self._later(self._held.popleft(), delay_s)
+
+    def _later(self, item: _Item, delay_s: float) -> None:
+        if delay_s > 0:
+            asyncio.get_running_loop().call_later(delay_s, self._queue.put_nowait, item)
+        else:
+            self._queue.put_nowait(item)
+
+    # -- posting -----------------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            policy = _policy(first.fmt)
+            # SendGrid posts what has piled up as one JSON array; the others one event per POST.
+            while len(batch) < policy.batch_max and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt.fmt != first.fmt:
+                    self._queue.put_nowait(nxt)
+                    break
+                batch.append(nxt)
+            await self._sem.acquire()
+            task = asyncio.get_running_loop().create_task(self._post(batch, policy))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._sem.release()
+
+    async def _post(self, batch: list[_Item], policy: WebhookPolicy) -> None:
+        fmt = batch[0].fmt
+        body, headers = render(fmt, [i.event for i in batch], signing_key=self.spec.signing_key)
+        schedule = [s * self.spec.retry_time_scale for s in policy.retry_schedule_s]
+        no_retry = all(i.event.event in policy.no_retry_events for i in batch)
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                status, error = await self._send(body, headers)
+                ok = status is not None and 200 <= status < 300
+                out_of_retries = no_retry or attempt > len(schedule) or status in policy.give_up_on
+                final = ok or out_of_retries
+                for item in batch:
+                    self._record(item, status=status, attempt=attempt, final=final, ok=ok, error=error)
+                if final:
+                    return
+                await asyncio.sleep(schedule[attempt - 1])
+        finally:
+            self.pending -= len(batch)
+
+    async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
+        assert self._session is not None
+        try:
+            async with self._session.post(self.spec.url, data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status, None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:200]
+
+    def _record(
+        self,
+        item: _Item,
+        *,
+        status: int | None,
+        attempt: int,
+        final: bool,
+        ok: bool,
+        error: str | None = None,
+    ) -> None:
+        ev = item.event
+        self.ledger.write(
+            Kind.ESP_WEBHOOK,
+            api=item.fmt,
+            event=ev.event,
+            id=ev.id,
+            esp_id=ev.esp_id,
+            rcpt=ev.rcpt,
+            event_id=ev.event_id,
+            url=self.spec.url,
+            status=status,
+            attempt=attempt,
+            fault=item.fault,
+            copy=item.copy,
+            final=final,
+            ok=ok,
+            error=error,
+        )
+
+
+def _policy(fmt: str) -> WebhookPolicy:
+    policy = load_profile(fmt).webhook
+    assert policy is not None, f"profile {fmt} has no webhook policy"
+    return policy

@@ -1,0 +1,77 @@
+"""WebhookSpec: where and how the fake ESP posts events back (typed, frozen; parsed once at the edge).
+
+url               where to POST (loopback unless allowed: harness.netguard)
+format            sendgrid | ses | mailgun | postmark; default: the API the message came in by, else
+                  the profile's API (SMTP acceptances); none of those: no webhooks for that message
+events            probabilities per accepted recipient: bounce (else delivered), deferred (a deferred
+                  event before the outcome), open and click (after a delivery; click after an open)
+faults            delay_ms (+ jitter_ms uniform) before the first attempt; duplicate / drop /
+                  reorder probabilities (reorder: the event is held back and posted after the next)
+retry_time_scale  the ESP's retry schedule (fake_esp/profiles/*.yaml webhook) times this: 1 = real
+                  minutes and hours, 0.001 = the same shape in milliseconds for a test
+timeout_s         a POST that takes longer failed (and is retried)
+seed              the poster's own RNG (events and faults): same seed, same decisions
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EventMix(_Frozen):
+    bounce: float = Field(0.0, ge=0, le=1)
+    deferred: float = Field(0.0, ge=0, le=1)
+    open: float = Field(0.0, ge=0, le=1)
+    click: float = Field(0.0, ge=0, le=1)
+
+
+class WebhookFaults(_Frozen):
+    delay_ms: float = Field(0.0, ge=0)
+    jitter_ms: float = Field(0.0, ge=0)
+    duplicate: float = Field(0.0, ge=0, le=1)
+    drop: float = Field(0.0, ge=0, le=1)
+    reorder: float = Field(0.0, ge=0, le=1)
+
+
+class WebhookSpec(_Frozen):
+    url: str
+    format: Literal["sendgrid", "ses", "mailgun", "postmark"] | None = None
+    events: EventMix = EventMix()
+    faults: WebhookFaults = WebhookFaults()
+    retry_time_scale: float = Field(1.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    signing_key: str = "mailstorm-webhook-signing-key"
+    seed: int = 0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+def parse_webhook_spec(data: Any, *, where: str = "webhooks") -> WebhookSpec:
+    """Validate a mapping (from YAML/JSON or the CLI) into a WebhookSpec; ConfigError names the field."""
+    if isinstance(data, str):
+        try:
+            data = yaml.safe_load(data)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a mapping with at least url")
+    try:
+        return WebhookSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{where}.{loc}: {err['msg'].removeprefix('Value error, ')}") from None
