@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from fake_esp.profiles import options as profile_options
 from fake_esp.spec import EspSpec, parse_esp_spec, parse_fault
 from harness.errors import ConfigError, MailstormError, UserError
 
@@ -39,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--correlation-header", help="header carrying the correlation id (default X-Mailstorm-Id)")
     p.add_argument("--hostname", help="name in the banner and EHLO answer")
     p.add_argument("-v", "--verbose", action="store_true", help="log every session")
+    profile_options.add_arguments(p)  # --profile --rate --http-port --webhook-url --webhooks --list-profiles
 
 
 def register(subparsers: Any) -> None:
@@ -92,6 +94,7 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
             fields[name] = getattr(args, name)
     if args.faults is not None:
         fields["faults"] = load_faults_file(args.faults)
+    profile_options.apply(args, fields)  # the profile's faults go first: --faults override them by name
     return fields
 
 
@@ -108,6 +111,10 @@ def spec_from_args(args: argparse.Namespace) -> EspSpec:
 
 def run(args: argparse.Namespace) -> int:
     from fake_esp.server import serve  # the server stack is only imported when it runs
+
+    if args.list_profiles:
+        print(profile_options.profiles_table())
+        return 0
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

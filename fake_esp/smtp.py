@@ -64,6 +64,8 @@ class SmtpService:
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._outage: Outage | None = None
+        # Called with each kept message (its esp.accepted fields plus sender and to): the webhook poster.
+        self.accepted_hooks: list[Any] = []
         header = re.escape(spec.correlation_header.encode())
         self._id_re = re.compile(rb"(?im)^" + header + rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
         self._mid_re = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*<?([^\r\n>]*?)>?[ \t]*\r?$")
@@ -156,6 +158,8 @@ class SmtpService:
             key=session.ctx.auth_user, acked=acked,
         )  # fmt: skip
         self.counters.accepted += 1
+        for hook in self.accepted_hooks:
+            hook({"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos})
 
 
 class EspSMTP(SMTP):
