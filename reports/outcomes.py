@@ -51,6 +51,7 @@ class Messages:
     first_esp: np.ndarray  # ns of the first ESP acceptance (NEVER if none)
     left_at: np.ndarray  # ns when it left the SUT for good: first acceptance or bounce (NEVER if not)
     submit_ok_end: np.ndarray  # ns of the first successful submission's end (NEVER if none)
+    first_start: np.ndarray  # ns when the generator actually began the first attempt
     submit_attempts: np.ndarray  # load.submit records per message
     esp_attempts: np.ndarray  # ESP records carrying its id (acceptances + replies): retry amplification
     unacked: int  # esp.accepted records with acked=false
@@ -89,6 +90,8 @@ def classify(cols: Columns) -> Messages:
     intended = np.full(n, NEVER, dtype=np.int64)
     np.minimum.at(intended, sm[sk], sub["intended"][sk])
     submit_attempts = np.bincount(sm[sk], minlength=n)
+    first_start = np.full(n, NEVER, dtype=np.int64)
+    np.minimum.at(first_start, sm[sk], sub["start"][sk])
     ok = sk & sub["ok"]
     submit_ok_end = np.full(n, NEVER, dtype=np.int64)
     np.minimum.at(submit_ok_end, sm[ok], sub["end"][ok])
@@ -133,6 +136,7 @@ def classify(cols: Columns) -> Messages:
         first_esp=first_esp,
         left_at=left_at,
         submit_ok_end=submit_ok_end,
+        first_start=first_start,
         submit_attempts=submit_attempts,
         esp_attempts=esp_attempts,
         unacked=int((~esp["acked"]).sum()),

@@ -48,7 +48,7 @@ def synthesize(
     *,
     rates: Sequence[float] = (100.0,) * 30,
     capacity: float = 1_000.0,
-    latency_ms: float = 20.0,
+    latency_ms: float | Sequence[float] = 20.0,
     outage: tuple[float, float] | None = None,
     rejected: int = 0,
     lost: int = 0,
@@ -64,9 +64,9 @@ def synthesize(
     """Write a run directory (ledger/, run.json, slo.json, scenario.yaml) and return its truth.
 
     ``rates[i]`` messages are intended during second ``i``; the relay forwards at most ``capacity``
-    msg/s after ``latency_ms``; during ``outage`` (start_s, end_s) the ESP refuses with 451 and the
-    relay delivers the held mail after it. ``bulk`` writes the files directly (same format, much
-    faster) instead of record by record through ``LedgerWriter``.
+    msg/s after ``latency_ms`` (a mean, or one mean per second); during ``outage`` (start_s, end_s)
+    the ESP refuses with 451 and the relay delivers the held mail after it. ``bulk`` writes the files
+    directly (same format, much faster) instead of record by record through ``LedgerWriter``.
     """
     rng = np.random.default_rng(seed)
     run_dir = Path(run_dir)
@@ -89,7 +89,9 @@ def synthesize(
         fate[special[a:b]] = code
 
     # The relay: ready after its own latency, refused while the ESP is out, then FIFO at `capacity`.
-    ready = end + rng.lognormal(np.log(latency_ms * 1e6), 0.25, n).astype(np.int64)
+    # Lognormal relay latency whose mean (not median) is latency_ms, per second when given per second.
+    mean_ns = np.broadcast_to(np.asarray(latency_ms, dtype=float), counts.shape)[sec] * 1e6
+    ready = end + rng.lognormal(np.log(mean_ns) - 0.25**2 / 2, 0.25).astype(np.int64)
     deferred = np.zeros(n, dtype=bool)
     if outage is not None:
         o_start, o_end = (T0_NS + int(x * _NS) for x in outage)

@@ -1,0 +1,213 @@
+"""One run directory -> every figure the reports show (pure: reads files, writes nothing).
+
+Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``run_id``, ``name``,
+``seed``, ``started_ns``; optional ``endpoints`` (count or list), ``esp_limits`` (the ESP profile's
+``limits``), ``faults``, ``users``, ``report`` (a ``ReportSpec``)), ``scenario.yaml`` (only its
+``load`` section: the shape, for capacity) and ``ledger/*.jsonl``, and assembles ``Analysis``: the
+figures as one JSON-ready dict (``figures``, the shape of ``report.json``) plus the arrays the plots use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from harness.errors import ConfigError, UserError
+from harness.ledger import Kind
+from reports.capacity import Capacity, capacity, step_windows
+from reports.ingest import read_columns
+from reports.outcomes import NEVER, Messages, classify, percentiles
+from reports.recovery import Recovery, fault_windows, recoveries
+from reports.series import Series, build_series, start_ns
+from reports.sizing import Sizing, size
+from reports.slo import SloResult, judge
+from reports.spec import ReportSpec, SloSpec
+
+SCHEMA_VERSION = 1
+_NS = 1_000_000_000
+
+
+@dataclass
+class Analysis:
+    run_dir: Path
+    slo: SloSpec
+    report: ReportSpec
+    msgs: Messages
+    series: Series
+    recoveries: list[Recovery]
+    capacity: Capacity | None
+    sizing: Sizing | None
+    slo_results: list[SloResult]
+    figures: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.slo_results)
+
+
+def load_slo(run_dir: Path) -> SloSpec:
+    path = run_dir / "slo.json"
+    if not path.exists():
+        return SloSpec()
+    try:
+        return SloSpec.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: {where}: {err['msg']}") from None
+
+
+def load_run_info(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return info
+
+
+def _load_section(run_dir: Path, info: dict[str, Any]) -> dict[str, Any] | None:
+    if isinstance(info.get("load"), dict):
+        return info["load"]
+    path = run_dir / "scenario.yaml"
+    if not path.exists():
+        return None
+    try:
+        scenario = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return None  # the scenario only informs capacity; a bad copy must not block the other reports
+    return scenario.get("load") if isinstance(scenario, dict) else None
+
+
+def report_spec(info: dict[str, Any], override: ReportSpec | None) -> ReportSpec:
+    if override is not None:
+        return override
+    raw = info.get("report")
+    if raw is None:
+        return ReportSpec()
+    try:
+        return ReportSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"run.json: report.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+
+def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | None = None) -> Analysis:
+    run_dir = Path(run_dir)
+    ledger = run_dir / "ledger"
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    if not ledger.is_dir():
+        raise UserError(f"{run_dir}: no ledger/ directory (is this a mailstorm run directory?)")
+    slo = slo or load_slo(run_dir)
+    info = load_run_info(run_dir)
+    spec = report_spec(info, report)
+    cols = read_columns(ledger)
+    msgs = classify(cols)
+    # The run's zero: the timeline's run.started, else run.json's started_ns, else the first intended send.
+    has_start = any(r.get("k") == Kind.RUN_STARTED for r in cols.timeline)
+    t0 = start_ns(cols, msgs) if has_start else int(info.get("started_ns") or 0) or start_ns(cols, msgs)
+    series = build_series(cols, msgs, t0)
+    counts = msgs.counts()
+    e2e = percentiles(msgs.e2e_ms())
+    submit = percentiles(msgs.submit_ms())
+
+    load_start, load_end = _load_phase(cols.timeline, msgs, t0)
+    load_s = max((load_end - load_start) / _NS, 1e-9)
+    in_load = (msgs.intended >= load_start) & (msgs.intended <= load_end)
+    delivered_in_load = int((in_load & (msgs.first_esp != NEVER)).sum())
+    throughput = round(delivered_in_load / load_s, 3) if counts["submitted"] else None
+
+    windows = fault_windows(cols.timeline, info, t0, len(series))
+    recs = recoveries(windows, series, msgs, cols.timeline, slo)
+    steps = step_windows(_load_section(run_dir, info))
+    cap = capacity(steps, series, msgs, slo, users=info.get("users")) if steps else None
+    reached = msgs.esp_attempts > 0
+    amplification = float(msgs.esp_attempts[reached].mean()) if reached.any() else 1.0
+    endpoints = info.get("endpoints")
+    n_endpoints = len(endpoints) if isinstance(endpoints, list) else int(endpoints or 1)
+    sizing = None
+    if spec.sizing is not None:
+        sizing = size(
+            spec.sizing,
+            max_sustainable=cap.max_sustainable if cap else None,
+            observed_rate=throughput,
+            endpoints=n_endpoints,
+            amplification=amplification,
+            esp_limits=info.get("esp_limits"),
+        )
+    results = judge(
+        slo,
+        counts=counts,
+        e2e=e2e,
+        recover_s=[r.time_to_recover_s for r in recs],
+        throughput=throughput,
+    )
+    reordered = int(series.reordered.sum())
+    got = int((msgs.first_esp != NEVER).sum())
+    figures: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "run_id": info.get("run_id"),
+            "name": info.get("name"),
+            "seed": info.get("seed"),
+            "started_ns": t0,
+            "dir": str(run_dir),
+            "ledger_files": cols.files,
+            "torn_lines": cols.torn_lines,
+            "endpoints": n_endpoints,
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "verdict": "pass" if all(r.passed for r in results) else "fail",
+        "outcomes": counts,
+        "details": {
+            "submit_attempts": int(msgs.submit_attempts.sum()),
+            "dropped_by_generator": int(series.dropped.sum()),
+            "esp_unacked": msgs.unacked,
+            "esp_unmatched": msgs.esp_unmatched,
+            "esp_attempts_per_message": round(amplification, 4),
+            "reordered": reordered,
+            "reordered_pct": round(100.0 * reordered / got, 3) if got else 0.0,
+        },
+        "latency_ms": {"e2e": e2e, "submit": submit},
+        "throughput": {
+            "load_s": round(load_s, 3),
+            "offered_rate": round(int(in_load.sum()) / load_s, 3),
+            "delivered_rate": throughput,
+            "peak_backlog": int(series.backlog.max(initial=0)),
+        },
+        "faults": [r.as_dict() for r in recs],
+        "capacity": cap.as_dict() if cap else None,
+        "sizing": sizing.as_dict() if sizing else None,
+        "slo": [r.as_dict() for r in results],
+        "slo_settings": slo.model_dump(),
+        "series": {"t0_ns": t0, **series.as_dict()},
+    }
+    return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures)
+
+
+def _load_phase(timeline: list[dict[str, Any]], msgs: Messages, t0: int) -> tuple[int, int]:
+    """The load phase: from run.phase "load" (its t0 field when given) to the next phase, else the span
+    of intended send times."""
+    start = end = None
+    for rec in timeline:
+        if rec.get("k") != Kind.RUN_PHASE:
+            continue
+        if rec.get("phase") == "load" and start is None:
+            start = int(rec.get("t0") or rec["t"])
+        elif start is not None and end is None and rec.get("phase") != "load":
+            end = int(rec["t"])
+    if len(msgs.intended):
+        start = start if start is not None else int(msgs.intended.min())
+        end = end if end is not None else int(msgs.intended.max())
+    return (start or t0), (end or t0)

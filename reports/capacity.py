@@ -1,0 +1,230 @@
+"""Capacity of step and ramp runs: a table per step, the most it sustains, the knee, and a USL fit.
+
+Steps come from the scenario's load shape (``load.shape`` in ``scenario.yaml``): a ``step`` shape gives
+its levels; a ``ramp`` is cut into ten windows (at least 5 s each). The first ``_SETTLE`` of each step
+(2 s, or a fifth of a short step) is left out so a step is judged in its steady state.
+
+Per step: offered and delivered rates (msg/s), p50/p99 end-to-end latency and error % of the messages
+intended in it (rejected, bounced, lost or pending over submitted), and the concurrency inside the
+pipeline by Little's law, ``N = X * W`` (throughput times mean end-to-end latency).
+
+- A step is *sustainable* when the pipeline kept up (delivered >= ``KEEP_UP`` x offered: its backlog
+  did not grow), lost, bounced and left pending nothing, met the latency SLOs if any, and was not
+  generator-bound. The maximum sustainable throughput is the highest delivered rate of such a step.
+- The *knee* is the step where the delivered-vs-offered curve departs furthest from the straight chord
+  through its ends (the Kneedle rule), reported only when it departs by more than 5% of the range.
+- The Universal Scalability Law, ``X(N) = lambda N / (1 + sigma (N-1) + kappa N (N-1))``, is fitted by
+  least squares (scipy ``curve_fit``) on (N, X) per step, N being the closed model's users when the
+  run used one, else Little's-law concurrency. ``N_max = sqrt((1 - sigma) / kappa)`` and
+  ``X_max = X(N_max)``; quality is R^2 and the RMSE in msg/s.
+- Little's-law check for the generator: ``L_gen = offered rate x mean (actual start - intended start)``
+  is how many messages were waiting inside the load generator. When that exceeds the number inside the
+  pipeline (``N``, at least 1), or arrivals were dropped, the generator, not the SUT, was the
+  bottleneck: the step is flagged ``generator_bound`` and its figures do not describe the SUT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import curve_fit
+
+from reports.outcomes import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
+from reports.series import Series
+from reports.spec import SloSpec
+
+KEEP_UP = 0.95
+_NS = 1_000_000_000
+_SETTLE_S = 2.0
+_KNEE_MIN = 0.05
+
+
+@dataclass
+class Step:
+    index: int
+    start_s: float
+    end_s: float
+    offered_rate: float
+    throughput: float  # delivered msg/s
+    p50_ms: float | None
+    p99_ms: float | None
+    error_pct: float
+    concurrency: float  # Little's law N = X * W
+    generator_queue: float  # Little's law L_gen
+    generator_bound: bool
+    sustainable: bool
+
+
+@dataclass
+class UslFit:
+    sigma: float
+    kappa: float
+    lam: float
+    n_max: float | None
+    x_max: float | None
+    r2: float
+    rmse: float
+    points: int
+
+
+@dataclass
+class Capacity:
+    shape: str
+    steps: list[Step]
+    max_sustainable: float | None
+    knee_offered: float | None
+    knee_throughput: float | None
+    usl: UslFit | None
+    generator_bound: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.usl is not None:
+            d["usl"]["lambda"] = d["usl"].pop("lam")
+        return d
+
+
+def step_windows(load: dict[str, Any] | None) -> tuple[str, list[tuple[float, float]]] | None:
+    """The (start_s, end_s) of each step of a step or ramp shape; None for other shapes."""
+    if not isinstance(load, dict) or not isinstance(load.get("shape"), dict):
+        return None
+    shape = load["shape"]
+    kind = shape.get("kind")
+    duration = float(load.get("duration_s") or 0)
+    if kind == "step":
+        width, count = float(shape["step_s"]), int(shape["steps"])
+        edges = [(i * width, (i + 1) * width) for i in range(count)]
+        if duration > edges[-1][1]:
+            edges[-1] = (edges[-1][0], duration)  # the last level holds until the end
+        return "step", edges
+    if kind == "ramp" and duration > 0:
+        width = max(duration / 10, 5.0)
+        count = max(int(duration // width), 1)
+        return "ramp", [(i * width, (i + 1) * width) for i in range(count)]
+    return None
+
+
+def capacity(
+    windows: tuple[str, list[tuple[float, float]]],
+    series: Series,
+    msgs: Messages,
+    slo: SloSpec,
+    users: int | None = None,
+) -> Capacity:
+    kind, edges = windows
+    steps = [_step(i, a, b, series, msgs, slo) for i, (a, b) in enumerate(edges)]
+    steps = [s for s in steps if s is not None]
+    ok = [s.throughput for s in steps if s.sustainable]
+    knee = _knee(steps)
+    n_values = [float(users)] * len(steps) if users else [s.concurrency for s in steps]
+    return Capacity(
+        shape=kind,
+        steps=steps,
+        max_sustainable=round(max(ok), 3) if ok else None,
+        knee_offered=None if knee is None else knee.offered_rate,
+        knee_throughput=None if knee is None else knee.throughput,
+        usl=fit_usl(np.array(n_values), np.array([s.throughput for s in steps])),
+        generator_bound=any(s.generator_bound for s in steps),
+    )
+
+
+def _step(i: int, a: float, b: float, series: Series, msgs: Messages, slo: SloSpec) -> Step | None:
+    settle = min(_SETTLE_S, (b - a) / 5)
+    lo, hi = math.ceil(a + settle), min(math.floor(b), len(series))
+    if hi <= lo:
+        return None
+    secs = hi - lo
+    offered = float(series.offered[lo:hi].sum()) / secs
+    throughput = float(series.delivered[lo:hi].sum()) / secs
+    t0 = series.t0_ns
+    mine = (msgs.intended >= t0 + lo * _NS) & (msgs.intended < t0 + hi * _NS)
+    got = mine & (msgs.first_esp != NEVER)
+    e2e_ms = (msgs.first_esp[got] - msgs.intended[got]) / 1e6
+    submitted = int(mine.sum())
+    bad = mine & ~np.isin(msgs.outcome, (DELIVERED, DUPLICATED))
+    harm = mine & np.isin(msgs.outcome, (LOST, BOUNCED, PENDING))
+    p50 = float(np.percentile(e2e_ms, 50, method="inverted_cdf")) if len(e2e_ms) else None
+    p95 = float(np.percentile(e2e_ms, 95, method="inverted_cdf")) if len(e2e_ms) else None
+    p99 = float(np.percentile(e2e_ms, 99, method="inverted_cdf")) if len(e2e_ms) else None
+    concurrency = throughput * (float(e2e_ms.mean()) / 1e3 if len(e2e_ms) else 0.0)
+    started = mine & (msgs.first_start != NEVER)
+    lag_s = (msgs.first_start[started] - msgs.intended[started]) / 1e9
+    gen_queue = offered * float(np.clip(lag_s, 0, None).mean()) if len(lag_s) else 0.0
+    gen_bound = bool(series.dropped[lo:hi].sum() > 0 or gen_queue > max(concurrency, 1.0))
+    meets_latency = (slo.p95_e2e_ms is None or (p95 is not None and p95 <= slo.p95_e2e_ms)) and (
+        slo.p99_e2e_ms is None or (p99 is not None and p99 <= slo.p99_e2e_ms)
+    )
+    sustainable = (
+        throughput >= KEEP_UP * offered and not harm.any() and meets_latency and not gen_bound and offered > 0
+    )
+    return Step(
+        index=i,
+        start_s=round(a, 3),
+        end_s=round(b, 3),
+        offered_rate=round(offered, 3),
+        throughput=round(throughput, 3),
+        p50_ms=None if p50 is None else round(p50, 3),
+        p99_ms=None if p99 is None else round(p99, 3),
+        error_pct=round(100.0 * float(bad.sum()) / submitted, 3) if submitted else 0.0,
+        concurrency=round(concurrency, 3),
+        generator_queue=round(gen_queue, 3),
+        generator_bound=gen_bound,
+        sustainable=bool(sustainable),
+    )
+
+
+def _knee(steps: list[Step]) -> Step | None:
+    """Kneedle on (offered, throughput): the point furthest above the chord, if far enough."""
+    if len(steps) < 3:
+        return None
+    x = np.array([s.offered_rate for s in steps])
+    y = np.array([s.throughput for s in steps])
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    xn, yn = (x - x.min()) / np.ptp(x), (y - y.min()) / np.ptp(y)
+    # Distance above the chord from the first to the last point, in normalised units.
+    chord = yn[0] + (yn[-1] - yn[0]) * (xn - xn[0]) / (xn[-1] - xn[0])
+    gap = yn - chord
+    best = int(np.argmax(gap))
+    return steps[best] if gap[best] > _KNEE_MIN else None
+
+
+def usl(n: np.ndarray, lam: float, sigma: float, kappa: float) -> np.ndarray:
+    """The Universal Scalability Law: throughput at concurrency n."""
+    return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
+
+
+def fit_usl(n: np.ndarray, x: np.ndarray) -> UslFit | None:
+    """Least-squares USL fit; None with fewer than 3 distinct usable points or when it fails."""
+    keep = (n > 0) & (x > 0) & np.isfinite(n) & np.isfinite(x)
+    n, x = n[keep], x[keep]
+    if len(np.unique(n)) < 3:
+        return None
+    i0 = int(np.argmin(n))
+    p0 = (x[i0] / n[i0], 0.01, 0.0001)
+    try:
+        (lam, sigma, kappa), _ = curve_fit(
+            usl, n, x, p0=p0, bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000
+        )
+    except (RuntimeError, ValueError):
+        return None
+    pred = usl(n, lam, sigma, kappa)
+    ss_res = float(((x - pred) ** 2).sum())
+    ss_tot = float(((x - x.mean()) ** 2).sum())
+    n_max = math.sqrt((1 - sigma) / kappa) if kappa > 1e-12 else None
+    x_max = float(usl(np.array(n_max), lam, sigma, kappa)) if n_max is not None else None
+    if x_max is None and sigma > 1e-12:
+        x_max = lam / sigma  # no coherency cost: throughput approaches lambda / sigma
+    return UslFit(
+        sigma=round(float(sigma), 6),
+        kappa=round(float(kappa), 8),
+        lam=round(float(lam), 4),
+        n_max=None if n_max is None else round(n_max, 3),
+        x_max=None if x_max is None else round(x_max, 3),
+        r2=round(1 - ss_res / ss_tot, 5) if ss_tot > 0 else 1.0,
+        rmse=round(math.sqrt(ss_res / len(n)), 4),
+        points=len(n),
+    )

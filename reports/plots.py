@@ -1,0 +1,191 @@
+"""The report's figures as PNG bytes (matplotlib, headless Agg backend), ready to inline as base64.
+
+One function per figure, each taking the analysis and returning PNG bytes (or None when the run has
+nothing to show). Large samples are reduced before plotting (a CDF from 2,000 quantiles, not a million
+points) so a million-message run renders in well under a second per figure.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.figure import Figure
+
+from reports.analysis import Analysis
+from reports.capacity import usl
+
+_INK = "#1f2937"
+_GRID = "#e5e7eb"
+_COLORS = {
+    "offered": "#94a3b8",
+    "accepted": "#2563eb",
+    "delivered": "#16a34a",
+    "backlog": "#d97706",
+    "p50": "#0891b2",
+    "p95": "#7c3aed",
+    "p99": "#db2777",
+    "fault": "#ef4444",
+    "refused": "#dc2626",
+}
+_STYLE = {
+    "font.size": 9,
+    "axes.edgecolor": "#9ca3af",
+    "axes.labelcolor": _INK,
+    "axes.titleweight": "bold",
+    "axes.titlesize": 10,
+    "axes.grid": True,
+    "grid.color": _GRID,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "xtick.color": _INK,
+    "ytick.color": _INK,
+}
+
+
+def _styled(draw: Callable[[Analysis], Figure | None]) -> Callable[[Analysis], bytes | None]:
+    """Draw with the report's style (no global state: pyplot is never used) and return PNG bytes."""
+
+    def render(a: Analysis) -> bytes | None:
+        with mpl.rc_context(_STYLE):
+            fig = draw(a)
+            if fig is None:
+                return None
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
+        return buf.getvalue()
+
+    render.__doc__ = draw.__doc__
+    return render
+
+
+def _shade_faults(ax, a: Analysis, label: bool) -> None:
+    for i, r in enumerate(a.recoveries):
+        ax.axvspan(r.start_s, r.end_s, color=_COLORS["fault"], alpha=0.12, lw=0)
+        if r.time_to_recover_s is not None:
+            ax.axvline(r.end_s + r.time_to_recover_s, color=_COLORS["delivered"], ls=":", lw=1)
+        if label:
+            ax.annotate(
+                r.name,
+                xy=(r.start_s, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -2 - 10 * (i % 2)),
+                textcoords="offset points",
+                va="top",
+                fontsize=8,
+                color=_COLORS["fault"],
+            )
+
+
+@_styled
+def timeline(a: Analysis) -> Figure:
+    """Rates, ESP refusals, backlog and latency percentiles per second, fault windows shaded."""
+    s = a.series
+    x = np.arange(len(s))
+    fig = Figure(figsize=(10, 7.2), layout="tight")
+    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 2]})
+    ax = axes[0]
+    ax.plot(x, s.offered, color=_COLORS["offered"], lw=1.2, label="offered")
+    ax.plot(x, s.sut_accepted, color=_COLORS["accepted"], lw=1.0, label="accepted by SUT")
+    ax.plot(x, s.delivered, color=_COLORS["delivered"], lw=1.4, label="delivered (first ESP accept)")
+    refused = sum(
+        (v for k, v in s.esp_replies.items() if k == "cut" or not k.startswith("2")), np.zeros(len(s))
+    )
+    if refused.any():
+        ax.bar(x, refused, width=1.0, color=_COLORS["refused"], alpha=0.35, label="ESP refusals / cuts")
+    ax.set_ylabel("messages / s")
+    ax.set_title("Throughput")
+    ax.legend(loc="upper right", ncol=4)
+    _shade_faults(ax, a, label=True)
+    ax = axes[1]
+    ax.fill_between(x, s.backlog, step="mid", color=_COLORS["backlog"], alpha=0.35, lw=0)
+    ax.plot(x, s.backlog, color=_COLORS["backlog"], lw=1.2, drawstyle="steps-mid", label="backlog in the SUT")
+    if s.queue_depth is not None:
+        ax.plot(x, s.queue_depth, color=_INK, lw=0.8, ls="--", label="SUT queue depth (sampled)")
+    ax.set_ylabel("messages")
+    ax.set_title("Backlog (accepted, not yet delivered or bounced)")
+    ax.legend(loc="upper right")
+    _shade_faults(ax, a, label=False)
+    ax = axes[2]
+    for name, arr in (("p50", s.p50_ms), ("p95", s.p95_ms), ("p99", s.p99_ms)):
+        ax.plot(x, arr, color=_COLORS[name], lw=1.1, label=f"e2e {name}")
+    if np.isfinite(s.p99_ms).any() and np.nanmax(s.p99_ms) / max(np.nanmin(s.p50_ms), 1e-3) > 50:
+        ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.set_xlabel("seconds since the run started")
+    ax.set_title("End-to-end latency by delivery second")
+    ax.legend(loc="upper right", ncol=3)
+    _shade_faults(ax, a, label=False)
+    ax.set_xlim(0, max(len(s) - 1, 1))
+    return fig
+
+
+@_styled
+def latency_cdf(a: Analysis) -> Figure | None:
+    """Cumulative distribution of end-to-end and submission latency (log x)."""
+    e2e, sub = a.msgs.e2e_ms(), a.msgs.submit_ms()
+    if len(e2e) == 0 and len(sub) == 0:
+        return None
+    fig = Figure(figsize=(10, 3.6), layout="tight")
+    ax = fig.subplots()
+    q = np.linspace(0, 1, 2001)
+    for name, values, color in (
+        ("end-to-end", e2e, _COLORS["delivered"]),
+        ("submission", sub, _COLORS["accepted"]),
+    ):
+        if len(values):
+            ax.plot(np.maximum(np.quantile(values, q), 1e-3), q * 100, color=color, lw=1.6, label=name)
+    for p in (50, 95, 99):
+        ax.axhline(p, color="#9ca3af", lw=0.6, ls=":")
+        ax.annotate(f"p{p}", xy=(1.0, p), xycoords=("axes fraction", "data"), fontsize=7, color="#6b7280")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("% of messages")
+    ax.set_ylim(0, 100.5)
+    ax.set_title("Latency distribution")
+    ax.legend(loc="lower right")
+    return fig
+
+
+@_styled
+def capacity_curve(a: Analysis) -> Figure | None:
+    """Delivered vs offered per step (knee marked) and throughput vs concurrency with the USL fit."""
+    cap = a.capacity
+    if cap is None or not cap.steps:
+        return None
+    fig = Figure(figsize=(10, 3.8), layout="tight")
+    ax1, ax2 = fig.subplots(1, 2)
+    off = np.array([s.offered_rate for s in cap.steps])
+    thr = np.array([s.throughput for s in cap.steps])
+    ok = np.array([s.sustainable for s in cap.steps])
+    top = max(off.max(), thr.max()) * 1.05
+    ax1.plot([0, top], [0, top], color="#9ca3af", lw=0.8, ls="--", label="delivered = offered")
+    ax1.plot(off, thr, color=_COLORS["accepted"], lw=1.2)
+    ax1.scatter(off[ok], thr[ok], color=_COLORS["delivered"], zorder=3, label="sustainable step")
+    ax1.scatter(off[~ok], thr[~ok], color=_COLORS["refused"], zorder=3, label="not sustainable")
+    if cap.knee_offered is not None:
+        ax1.axvline(cap.knee_offered, color=_COLORS["backlog"], lw=1, ls=":")
+        ax1.annotate("knee", xy=(cap.knee_offered, top * 0.05), color=_COLORS["backlog"], fontsize=8)
+    ax1.set_xlabel("offered (msg/s)")
+    ax1.set_ylabel("delivered (msg/s)")
+    ax1.set_title("Capacity per step")
+    ax1.legend(loc="upper left")
+    n = np.array([s.concurrency for s in cap.steps])
+    ax2.scatter(n, thr, color=_COLORS["accepted"], zorder=3, label="measured")
+    if cap.usl is not None:
+        u = cap.usl
+        grid = np.linspace(max(n.min(), 1e-3) * 0.5, max(n.max(), u.n_max or 0) * 1.1, 300)
+        ax2.plot(grid, usl(grid, u.lam, u.sigma, u.kappa), color=_COLORS["p95"], lw=1.4,
+                 label=f"USL fit (R\u00b2 {u.r2:.3f})")  # fmt: skip
+        if u.n_max is not None and u.x_max is not None:
+            ax2.scatter([u.n_max], [u.x_max], marker="*", s=120, color=_COLORS["p99"], zorder=4,
+                        label=f"X_max {u.x_max:,.0f} at N {u.n_max:,.1f}")  # fmt: skip
+    ax2.set_xlabel("concurrency N (Little's law: X \u00b7 W)")
+    ax2.set_ylabel("throughput X (msg/s)")
+    ax2.set_title("Universal Scalability Law")
+    ax2.legend(loc="lower right")
+    return fig

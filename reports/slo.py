@@ -1,0 +1,70 @@
+"""The SLO verdict: each objective of ``SloSpec`` that is set, judged against the run's figures.
+
+Every judged SLO becomes one ``SloResult`` (one JUnit test case). ``max_lost`` is always judged. The
+latency objectives are judged on the end-to-end percentiles of delivered messages (a lost message has
+no latency; it is judged by ``max_lost``). ``max_recovery_s`` is judged on the slowest fault window; a
+window that never recovered fails it; a run with no fault window passes it and says so.
+``min_throughput`` is judged on delivered messages per second over the load phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from reports.spec import SloSpec
+
+
+@dataclass(frozen=True)
+class SloResult:
+    name: str
+    target: float
+    actual: float | None
+    passed: bool
+    unit: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge(
+    slo: SloSpec,
+    *,
+    counts: dict[str, int],
+    e2e: dict[str, Any],
+    recover_s: list[float | None],
+    throughput: float | None,
+) -> list[SloResult]:
+    out: list[SloResult] = []
+
+    def at_most(name: str, target: float | None, actual: float | None, unit: str, what: str) -> None:
+        if target is None:
+            return
+        passed = actual is not None and actual <= target
+        shown = "none measured" if actual is None else f"{actual:g} {unit}"
+        out.append(SloResult(name, target, actual, passed, unit, f"{what}: {shown}, limit {target:g} {unit}"))
+
+    at_most("max_lost", slo.max_lost, counts["lost"], "messages", "lost")
+    at_most("max_duplicated", slo.max_duplicated, counts["duplicated"], "messages", "duplicated")
+    at_most("max_bounced", slo.max_bounced, counts["bounced"], "messages", "bounced")
+    at_most("max_pending", slo.max_pending, counts["pending"], "messages", "pending at the deadline")
+    at_most("p95_e2e_ms", slo.p95_e2e_ms, e2e.get("p95"), "ms", "end-to-end p95")
+    at_most("p99_e2e_ms", slo.p99_e2e_ms, e2e.get("p99"), "ms", "end-to-end p99")
+    if slo.max_recovery_s is not None:
+        target = slo.max_recovery_s
+        if not recover_s:
+            out.append(SloResult("max_recovery_s", target, None, True, "s", "no fault window in this run"))
+        elif any(r is None for r in recover_s):
+            never = sum(r is None for r in recover_s)
+            detail = f"{never} of {len(recover_s)} fault window(s) never recovered, limit {target:g} s"
+            out.append(SloResult("max_recovery_s", target, None, False, "s", detail))
+        else:
+            at_most("max_recovery_s", target, max(recover_s), "s", "slowest recovery")
+    if slo.min_throughput is not None:
+        target = slo.min_throughput
+        passed = throughput is not None and throughput >= target
+        shown = "none measured" if throughput is None else f"{throughput:g} msg/s"
+        detail = f"delivered over the load phase: {shown}, minimum {target:g} msg/s"
+        out.append(SloResult("min_throughput", target, throughput, passed, "msg/s", detail))
+    return out
