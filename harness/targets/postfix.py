@@ -1,0 +1,339 @@
+"""The ``postfix`` target: a throwaway instance of the system's Postfix as the SUT, relaying to the fake ESP.
+
+The instance lives under ``<run>/postfix/`` (its own config copied from /etc/postfix, queue, data and
+log), listens on a loopback port, relays everything to the ESP (``relayhost = [host]:port``) and uses
+no chroot, no syslog and no DNS: the working set-up of notes/postfix-sut.md, traps included (the
+dangling ``makedefs.out`` symlink, the data directory owned by postfix, ``script`` to see why
+``postfix start`` failed silently). Retry timing is the spec's (Postfix's own defaults, 300 s/4000 s,
+make recovery take minutes; a user may want exactly that).
+
+Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message). Actions: ``stop`` (postfix
+stop), ``start``, ``restart``, ``kill`` (SIGKILL to the master; its children exit by themselves),
+``flush`` (``postqueue -f``: retry now, revive a destination marked dead). ``stop()`` leaves no process
+of *this* instance: after ``postfix stop`` it SIGKILLs whatever still runs with this instance's
+``MAIL_CONFIG`` (Postfix sets it for the master and every daemon), never anything found by name.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.errors import ConfigError, HarnessError, UserError
+from harness.netguard import check_address
+from harness.ports import free_port, port_open
+from harness.targets.base import Endpoint, TargetContext, register
+from harness.targets.process import wait_ready
+
+ACTIONS = frozenset({"stop", "start", "restart", "kill", "flush"})
+CMD_TIMEOUT_S = 60.0
+# Settings of the throwaway instance that make it one (the rest comes from the spec).
+_FIXED = {
+    "myhostname": "sut.test",
+    "mydestination": "",
+    "inet_interfaces": "127.0.0.1",
+    "inet_protocols": "ipv4",
+    "mynetworks": "127.0.0.0/8",
+    "default_transport": "smtp",
+    "relay_transport": "relay",
+    "smtp_host_lookup": "native",
+    "smtp_dns_support_level": "disabled",
+    "disable_dns_lookups": "yes",
+    "smtpd_relay_restrictions": "permit_mynetworks reject_unauth_destination",
+    "alias_maps": "",
+    "alias_database": "",
+    "smtp_tls_security_level": "none",
+    "smtpd_tls_security_level": "none",
+}
+
+
+class PostfixSpec(BaseModel):
+    """A Postfix instance mailstorm starts; times are whole seconds (Postfix time units)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["postfix"] = "postfix"
+    port: int = Field(0, ge=0, le=65535, description="SMTP listener on 127.0.0.1; 0 = a free port")
+    minimal_backoff_s: int = Field(1, ge=1, description="Postfix minimal_backoff_time (default 300)")
+    maximal_backoff_s: int = Field(2, ge=1, description="Postfix maximal_backoff_time (default 4000)")
+    queue_run_delay_s: int = Field(1, ge=1, description="Postfix queue_run_delay (default 300)")
+    smtp_connect_timeout_s: int = Field(5, ge=1)
+    destination_concurrency: int = Field(20, ge=1, description="smtp_destination_concurrency_limit")
+    main_cf: dict[str, str] = Field(default_factory=dict, description="more main.cf settings, applied last")
+    config_template: str = Field("/etc/postfix", description="the configuration copied for the instance")
+    ready_timeout_s: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> PostfixSpec:
+        if self.maximal_backoff_s < self.minimal_backoff_s:
+            raise ValueError("maximal_backoff_s must be >= minimal_backoff_s")
+        return self
+
+
+def postfix_installed() -> str | None:
+    """The ``postfix`` binary, or None when Postfix is not installed."""
+    return shutil.which("postfix", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+@register("postfix")
+class PostfixTarget:
+    """Starts, breaks and removes one throwaway Postfix instance."""
+
+    spec_model = PostfixSpec
+
+    def __init__(self, spec: PostfixSpec) -> None:
+        self.spec = spec
+        self.root: Path | None = None
+        self.port = 0
+        self._atexit = False
+
+    # -- paths ----------------------------------------------------------------------------------------
+    @property
+    def conf_dir(self) -> Path:
+        assert self.root is not None, "start() first"
+        return self.root / "conf"
+
+    @property
+    def queue_dir(self) -> Path:
+        assert self.root is not None, "start() first"
+        return self.root / "queue"
+
+    @property
+    def maillog(self) -> Path:
+        assert self.root is not None, "start() first"
+        return self.root / "maillog"
+
+    # -- Target ---------------------------------------------------------------------------------------
+    def start(self, ctx: TargetContext) -> list[Endpoint]:
+        binary = postfix_installed()
+        if binary is None:
+            raise UserError("target postfix: Postfix is not installed (apt-get install postfix)")
+        self._sbin = Path(binary).parent
+        esp_host, esp_port = ctx.esp_smtp
+        check_address(esp_host, allow_remote=ctx.allow_remote, what="postfix relayhost")
+        self.root = (Path(ctx.run_dir) / "postfix").resolve()
+        self.port = self.spec.port or free_port()
+        self._configure(esp_host, esp_port)
+        if not self._atexit:
+            atexit.register(self.stop)  # an interrupted runner still leaves no Postfix behind
+            self._atexit = True
+        self._start()
+        return [Endpoint("smtp", "127.0.0.1", self.port)]
+
+    def stop(self) -> None:
+        """``postfix stop``, then SIGKILL to anything of this instance still running; idempotent."""
+        if self.root is None or not self.conf_dir.exists():
+            return
+        self._halt()
+        data = self.root / "data"
+        if data.is_symlink():  # a private data directory outside the run: remove it with the instance
+            shutil.rmtree(data.resolve(), ignore_errors=True)
+            data.unlink()
+
+    # -- Alive / QueueSampler -------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return self.master_pid() is not None
+
+    def queue_depth(self) -> int | None:
+        """Messages in the instance's queues (incoming, active, deferred, hold); None when unreadable."""
+        if self.root is None:
+            return None
+        try:
+            out = subprocess.run(
+                [str(self._sbin / "postqueue"), "-c", str(self.conf_dir), "-j"],
+                capture_output=True,
+                timeout=CMD_TIMEOUT_S,
+                check=True,
+            ).stdout
+        except (subprocess.SubprocessError, OSError):
+            return None
+        return sum(1 for line in out.splitlines() if line.strip())
+
+    # -- Actionable -----------------------------------------------------------------------------------
+    def actions(self) -> frozenset[str]:
+        return ACTIONS
+
+    def act(self, action: str, **params: Any) -> str:
+        if action not in ACTIONS:
+            raise UserError(f"postfix target: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
+        if params:
+            raise UserError(f"postfix target: action {action!r} takes no params, got {sorted(params)}")
+        if action == "kill":
+            pid = self.master_pid()
+            if pid is None:
+                raise HarnessError("postfix target: cannot kill: the master is not running")
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone([psutil.Process(pid)], timeout=10)
+            return f"SIGKILL to postfix master {pid}"
+        if action == "flush":
+            self._run([str(self._sbin / "postqueue"), "-c", str(self.conf_dir), "-f"])
+            return "postqueue -f"
+        if action == "stop":
+            self._halt()
+            return "postfix stop"
+        if action == "start":
+            if self.alive():
+                return f"already running (master {self.master_pid()})"
+            self._start()
+            return f"started (master {self.master_pid()})"
+        self._halt()  # restart: a clean start also after a kill (leftover children would hold the port)
+        self._start()
+        return f"restarted (master {self.master_pid()})"
+
+    # -- internals ------------------------------------------------------------------------------------
+    def master_pid(self) -> int | None:
+        """The master's pid from this instance's pid file, when that process is alive and ours."""
+        try:
+            pid = int((self.queue_dir / "pid" / "master.pid").read_text().strip())
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE and self._is_ours(proc):
+                return pid
+        except (OSError, ValueError, psutil.Error):
+            pass
+        return None
+
+    def _is_ours(self, proc: psutil.Process) -> bool:
+        try:
+            return proc.environ().get("MAIL_CONFIG") == str(self.conf_dir)
+        except psutil.Error:
+            return False
+
+    def _instance_processes(self) -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and self._is_ours(proc):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+    def _halt(self) -> None:
+        """Stop every process of the instance (its files stay for a later start)."""
+        if self.master_pid() is not None:
+            self._postfix("stop", check=False)
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        procs = self._instance_processes()
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        _wait_gone(procs, timeout=10)
+
+    def _configure(self, esp_host: str, esp_port: int) -> None:
+        root, conf = self.root, self.conf_dir
+        assert root is not None
+        if not conf.exists():
+            template = Path(self.spec.config_template)
+            if not (template / "main.cf").is_file():
+                raise ConfigError(f"target postfix: config_template {template} has no main.cf")
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(template, conf, symlinks=True)
+            # A symlink that leaves the directory: set-permissions refuses it.
+            (conf / "makedefs.out").unlink(missing_ok=True)
+        self.queue_dir.mkdir(exist_ok=True)
+        data_dir = self._data_dir()
+        # master.lock lives in data_directory and is opened as postfix: "Permission denied" otherwise.
+        shutil.chown(data_dir, "postfix", "postfix")
+        settings = {
+            **_FIXED,
+            "queue_directory": str(self.queue_dir),
+            "data_directory": str(data_dir),
+            "relayhost": f"[{esp_host}]:{esp_port}",
+            "maillog_file": str(self.maillog),
+            # maillog_file must start with one of these prefixes.
+            "maillog_file_prefixes": f"/var, /dev/stdout, {root}",
+            "minimal_backoff_time": f"{self.spec.minimal_backoff_s}s",
+            "maximal_backoff_time": f"{self.spec.maximal_backoff_s}s",
+            "queue_run_delay": f"{self.spec.queue_run_delay_s}s",
+            "smtp_connect_timeout": f"{self.spec.smtp_connect_timeout_s}s",
+            "smtp_destination_concurrency_limit": str(self.spec.destination_concurrency),
+            **self.spec.main_cf,
+        }
+        postconf = str(self._sbin / "postconf")
+        self._run([postconf, "-c", str(conf), "-e", *(f"{k} = {v}" for k, v in settings.items())])
+        self._run(
+            [postconf, "-c", str(conf), "-M", "-e", f"smtp/inet=127.0.0.1:{self.port} inet n - n - - smtpd"]
+        )
+        self._run([postconf, "-c", str(conf), "-F", "-e", "*/*/chroot = n"])
+        self._postfix("set-permissions")
+
+    def _data_dir(self) -> Path:
+        """``<root>/data``, or a private directory in the system temp dir when the run directory is not
+        searchable by the postfix user (a 0700 parent, as pytest's tmp dirs): the master opens its lock
+        file there as postfix, after dropping privileges. The queue directory has no such need (daemons
+        enter it as root)."""
+        assert self.root is not None
+        if all(p.stat().st_mode & stat.S_IXOTH for p in self.root.parents):
+            data = self.root / "data"
+            data.mkdir(exist_ok=True)
+            return data
+        link = self.root / "data"
+        if link.is_symlink() and link.resolve().is_dir():
+            return link.resolve()
+        data = Path(tempfile.mkdtemp(prefix="mailstorm-postfix-data-"))
+        link.symlink_to(data)  # so the run directory says where it went
+        return data
+
+    def _start(self) -> None:
+        self._postfix("start")
+        try:
+            wait_ready(
+                lambda: port_open("127.0.0.1", self.port),
+                timeout=self.spec.ready_timeout_s,
+                alive=self.alive,
+                what=f"postfix (log {self.maillog})",
+            )
+        except HarnessError:
+            self._halt()
+            raise
+
+    def _postfix(self, command: str, *, check: bool = True) -> None:
+        # `postfix start` prints nothing and exits 1 when there is no syslog: run under `script` (a pty)
+        # so its fatal line reaches us.
+        line = shlex.join([str(self._sbin / "postfix"), "-c", str(self.conf_dir), command])
+        proc = subprocess.run(
+            ["script", "-q", "-e", "-c", line, "/dev/null"],
+            capture_output=True,
+            text=True,
+            timeout=CMD_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            out = " ".join((proc.stdout + proc.stderr).split()) or f"exit {proc.returncode}"
+            raise HarnessError(f"postfix target: postfix {command} failed: {out}")
+
+    def _run(self, argv: list[str]) -> None:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
+        if proc.returncode != 0:
+            out = " ".join((proc.stderr or proc.stdout).split()) or f"exit {proc.returncode}"
+            raise HarnessError(f"postfix target: {Path(argv[0]).name} failed: {out}")
+
+
+def _wait_gone(procs: list[psutil.Process], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        while True:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            if time.monotonic() > deadline:
+                raise HarnessError(f"postfix target: process {proc.pid} did not exit")
+            time.sleep(0.01)
