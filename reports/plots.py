@@ -63,6 +63,12 @@ def _styled(draw: Callable[[Analysis], Figure | None]) -> Callable[[Analysis], b
     return render
 
 
+def _head(ax, title: str, ncol: int) -> None:
+    """Title on the left, legend on the right, both above the axes so neither hides data."""
+    ax.set_title(title, loc="left")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=ncol, borderaxespad=0.2)
+
+
 def _shade_faults(ax, a: Analysis, label: bool) -> None:
     for i, r in enumerate(a.recoveries):
         ax.axvspan(r.start_s, r.end_s, color=_COLORS["fault"], alpha=0.12, lw=0)
@@ -98,8 +104,7 @@ def timeline(a: Analysis) -> Figure:
     if refused.any():
         ax.bar(x, refused, width=1.0, color=_COLORS["refused"], alpha=0.35, label="ESP refusals / cuts")
     ax.set_ylabel("messages / s")
-    ax.set_title("Throughput")
-    ax.legend(loc="upper right", ncol=4)
+    _head(ax, "Throughput", ncol=4)
     _shade_faults(ax, a, label=True)
     ax = axes[1]
     ax.fill_between(x, s.backlog, step="mid", color=_COLORS["backlog"], alpha=0.35, lw=0)
@@ -107,8 +112,7 @@ def timeline(a: Analysis) -> Figure:
     if s.queue_depth is not None:
         ax.plot(x, s.queue_depth, color=_INK, lw=0.8, ls="--", label="SUT queue depth (sampled)")
     ax.set_ylabel("messages")
-    ax.set_title("Backlog (accepted, not yet delivered or bounced)")
-    ax.legend(loc="upper right")
+    _head(ax, "Backlog (accepted, not yet delivered or bounced)", ncol=2)
     _shade_faults(ax, a, label=False)
     ax = axes[2]
     for name, arr in (("p50", s.p50_ms), ("p95", s.p95_ms), ("p99", s.p99_ms)):
@@ -117,8 +121,7 @@ def timeline(a: Analysis) -> Figure:
         ax.set_yscale("log")
     ax.set_ylabel("ms")
     ax.set_xlabel("seconds since the run started")
-    ax.set_title("End-to-end latency by delivery second")
-    ax.legend(loc="upper right", ncol=3)
+    _head(ax, "End-to-end latency by delivery second", ncol=3)
     _shade_faults(ax, a, label=False)
     ax.set_xlim(0, max(len(s) - 1, 1))
     return fig
