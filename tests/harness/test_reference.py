@@ -33,9 +33,17 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.rcpts: list[tuple[str, list[str]]] = []  # (id, envelope recipients) of each kept message
         self.reply: str | None = None
+        self.rcpt_replies: dict[str, str] = {}  # recipient -> refusal at RCPT
         self.data_replies = 0
         self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return str(replies.OK)
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
@@ -44,6 +52,7 @@ class _Recorder:
                 return self.reply
             msg = email.message_from_bytes(envelope.original_content or envelope.content)
             self.ids.append(msg.get(CORRELATION_HEADER, ""))
+            self.rcpts.append((self.ids[-1], list(envelope.rcpt_tos)))
         return str(replies.OK_QUEUED)
 
 
@@ -202,6 +211,30 @@ def test_the_last_allowed_attempt_bounces_instead_of_retrying_for_ever(esp, star
     (bounce,) = ledger(tmp_path, Kind.SUT_BOUNCED)
     assert bounce["attempt"] == 3 and "gave up after 3 attempts" in bounce["text"]
     wait_until(lambda: target.queue_depth() == 0, 5, "an empty queue")
+
+
+def test_recipients_refused_for_now_are_retried_alone_and_those_refused_for_good_bounce(
+    esp, start_reference, tmp_path
+):
+    """One message to three recipients: the ESP takes ok@, refuses later@ with 451 and gone@ with 550.
+    The message is relayed to ok@, bounced (partial) for gone@, deferred for later@ only; once later@ is
+    accepted, the retry carries later@ alone."""
+    esp.rec.rcpt_replies = {
+        "later@example.test": str(replies.GREYLISTED),
+        "gone@example.test": str(replies.MAILBOX_UNAVAILABLE),
+    }
+    _, port = start_reference(esp, backoff_base_s=0.2, backoff_max_s=0.2)
+    rcpts = ["ok@example.test", "later@example.test", "gone@example.test"]
+    with smtplib.SMTP(HOST, port, timeout=10) as smtp:
+        smtp.sendmail("load@client.test", rcpts, message("multi-1"))
+    wait_until(lambda: ledger(tmp_path, Kind.SUT_DEFERRED), 10, "a deferral")
+    del esp.rec.rcpt_replies["later@example.test"]
+    wait_until(lambda: len(esp.rec.rcpts) == 2, 10, "the retry to later@")
+    assert esp.rec.rcpts == [("multi-1", ["ok@example.test"]), ("multi-1", ["later@example.test"])]
+    (bounce,) = ledger(tmp_path, Kind.SUT_BOUNCED)
+    assert (bounce["rcpts"], bounce["code"], bounce["partial"]) == (["gone@example.test"], 550, True)
+    assert [r["code"] for r in ledger(tmp_path, Kind.SUT_DEFERRED)] == [replies.GREYLISTED.code]
+    assert [r["attempt"] for r in ledger(tmp_path, Kind.SUT_RELAYED)] == [1, 2]
 
 
 def test_an_esp_outage_of_5s_loses_nothing_and_health_reports_it(esp, start_reference, tmp_path):
