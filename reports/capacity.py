@@ -26,11 +26,12 @@ pipeline by Little's law, ``N = X * W`` (throughput times mean end-to-end latenc
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 from reports.outcomes import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
 from reports.series import Series
@@ -206,9 +207,12 @@ def fit_usl(n: np.ndarray, x: np.ndarray) -> UslFit | None:
     i0 = int(np.argmin(n))
     p0 = (x[i0] / n[i0], 0.01, 0.0001)
     try:
-        (lam, sigma, kappa), _ = curve_fit(
-            usl, n, x, p0=p0, bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000
-        )
+        with warnings.catch_warnings():
+            # A degenerate covariance (e.g. kappa pinned at 0) still leaves a usable fit; R^2 says how good.
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (lam, sigma, kappa), _ = curve_fit(
+                usl, n, x, p0=p0, bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000
+            )
     except (RuntimeError, ValueError):
         return None
     pred = usl(n, lam, sigma, kappa)

@@ -60,12 +60,14 @@ def synthesize(
     slo: SloSpec | None = None,
     bulk: bool = False,
     drain_s: float = 30.0,
+    generator_lag_ms: float = 0.0,
 ) -> Truth:
     """Write a run directory (ledger/, run.json, slo.json, scenario.yaml) and return its truth.
 
     ``rates[i]`` messages are intended during second ``i``; the relay forwards at most ``capacity``
     msg/s after ``latency_ms`` (a mean, or one mean per second); during ``outage`` (start_s, end_s)
-    the ESP refuses with 451 and the relay delivers the held mail after it. ``bulk`` writes the files
+    the ESP refuses with 451 and the relay delivers the held mail after it; ``generator_lag_ms`` makes
+    the load generator start every send that late. ``bulk`` writes the files
     directly (same format, much faster) instead of record by record through ``LedgerWriter``.
     """
     rng = np.random.default_rng(seed)
@@ -78,7 +80,8 @@ def synthesize(
     first = np.repeat(np.cumsum(counts) - counts, counts)
     frac = (np.arange(n) - first) / np.repeat(np.maximum(counts, 1), counts)
     intended = T0_NS + ((sec + frac) * _NS).astype(np.int64)
-    start = intended + rng.integers(50_000, 400_000, n)
+    # A late generator starts each send generator_lag_ms after its intended time (coordinated omission).
+    start = intended + rng.integers(50_000, 400_000, n) + int(generator_lag_ms * 1e6)
     end = start + rng.lognormal(np.log(3e6), 0.3, n).astype(np.int64)
 
     # Special fates, drawn among messages outside the outage so the outage's own effect stays clean.

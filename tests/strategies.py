@@ -35,3 +35,17 @@ smtp_faults = st.one_of(
     _fault("concurrency", max_sessions=st.integers(0, 3)),
 )
 smtp_fault_mixes = st.lists(smtp_faults, min_size=1, max_size=6)
+
+
+# -- reports: what happened to one message, as the ledgers would show it ---------------------------------
+message_fates = st.fixed_dictionaries(
+    {
+        "attempts": st.lists(st.booleans(), min_size=1, max_size=3),  # load.submit ok per attempt
+        "sut_accepted": st.booleans(),  # a sut.accepted record
+        "esp_accepts": st.lists(st.booleans(), max_size=3),  # esp.accepted records, acked per record
+        "esp_5xx": st.booleans(),  # an esp.replied 5xx carrying the id
+        "esp_4xx": st.integers(0, 2),  # esp.replied 4xx carrying the id
+        "sut_bounced": st.booleans(),
+        "sut_deferred": st.booleans(),
+    }
+)

@@ -1,0 +1,153 @@
+"""Per-message truth: every submitted message gets exactly one outcome, and the edge cases land right."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.ledger import Kind, LedgerWriter
+from reports.analysis import analyze
+from reports.ingest import read_columns
+from reports.outcomes import OUTCOMES, classify
+from tests.strategies import message_fates
+
+NS = 1_000_000_000
+T0 = 1_800_000_000 * NS
+
+
+def test_ground_truth_counts(outage_run):
+    """Ledgers built with exactly k lost, m duplicated, b bounced, r rejected, p pending report those."""
+    run_dir, truth = outage_run
+    outcomes = analyze(run_dir).figures["outcomes"]
+    assert outcomes == {
+        "submitted": truth.submitted,
+        "delivered": truth.delivered,
+        "duplicated": truth.duplicated,
+        "bounced": truth.bounced,
+        "pending": truth.pending,
+        "lost": truth.lost,
+        "rejected": truth.rejected,
+    }
+    assert (truth.lost, truth.duplicated, truth.bounced, truth.rejected) == (3, 2, 4, 5)
+
+
+def _submit(w: LedgerWriter, mid: str, i: int, ok: bool, code: int | None, attempt: int = 0) -> None:
+    intended = T0 + i * NS // 10
+    start = intended + attempt * NS
+    w.write(Kind.LOAD_SUBMIT, id=mid, intended=intended, start=start, end=start + 5_000_000, ok=ok, code=code,
+            text="", phase="done" if ok else "data", target="127.0.0.1:1", worker=0)  # fmt: skip
+
+
+def test_edge_cases(tmp_path):
+    """Timeouts that reached the ESP, retried submissions, unacked acceptances, 5xx then 250, and strays."""
+    ledger = tmp_path / "ledger"
+    with (
+        LedgerWriter(ledger, "load-0") as load,
+        LedgerWriter(ledger, "esp-smtp-0") as esp,
+        LedgerWriter(ledger, "sut") as sut,
+    ):
+        # timed out after DATA (ok=false, no code), yet the ESP has it: delivered.
+        _submit(load, "timeout-through", 0, False, None)
+        esp.write(Kind.ESP_ACCEPTED, id="timeout-through", acked=True)
+        # refused once (451), accepted on the second attempt: one message, delivered.
+        _submit(load, "retried", 1, False, 451)
+        _submit(load, "retried", 1, True, 250, attempt=1)
+        esp.write(Kind.ESP_ACCEPTED, id="retried", acked=True)
+        # the ESP kept it but the client was cut off (acked=false), then the relay sent it again: duplicated.
+        _submit(load, "unacked-resent", 2, True, 250)
+        esp.write(Kind.ESP_ACCEPTED, id="unacked-resent", acked=False)
+        esp.write(Kind.ESP_ACCEPTED, id="unacked-resent", acked=True)
+        # kept with acked=false and never resent: the ESP has it once, delivered.
+        _submit(load, "unacked-once", 3, True, 250)
+        esp.write(Kind.ESP_ACCEPTED, id="unacked-once", acked=False)
+        # refused permanently by the ESP: bounced.
+        _submit(load, "hard-5xx", 4, True, 250)
+        esp.write(Kind.ESP_REPLIED, id="hard-5xx", code=550, phase="eod")
+        # a 5xx, then accepted after all: the acceptance wins, delivered.
+        _submit(load, "5xx-then-ok", 5, True, 250)
+        esp.write(Kind.ESP_REPLIED, id="5xx-then-ok", code=554, phase="eod")
+        esp.write(Kind.ESP_ACCEPTED, id="5xx-then-ok", acked=True)
+        # the SUT bounced it itself: bounced.
+        _submit(load, "sut-bounce", 6, True, 250)
+        sut.write(Kind.SUT_BOUNCED, id="sut-bounce", code=550, text="no")
+        # still deferred in the SUT's queue at the deadline: pending.
+        _submit(load, "held", 7, True, 250)
+        sut.write(Kind.SUT_DEFERRED, id="held", attempt=3, code=451, text="later", retry_in_s=600)
+        # accepted and then nothing: lost.
+        _submit(load, "vanished", 8, True, 250)
+        # the sender saw a timeout but the SUT logged the acceptance; nothing at the ESP: lost, not rejected.
+        _submit(load, "sut-took-it", 9, False, None)
+        sut.write(Kind.SUT_ACCEPTED, id="sut-took-it", queue_id="q1")
+        # refused by the SUT twice: one rejected message.
+        _submit(load, "refused", 10, False, 550)
+        _submit(load, "refused", 10, False, 550, attempt=1)
+        # the ESP accepted something nobody submitted: not an outcome.
+        esp.write(Kind.ESP_ACCEPTED, id="stray", acked=True)
+    with (ledger / "esp-smtp-0.jsonl").open("ab") as fh:
+        fh.write(b'{"t": 1, "k": "esp.acc')  # a writer killed mid-line
+
+    cols = read_columns(ledger)
+    msgs = classify(cols)
+    assert cols.torn_lines == 1
+    assert msgs.counts() == {
+        "submitted": 11,
+        "delivered": 4,
+        "duplicated": 1,
+        "bounced": 2,
+        "pending": 1,
+        "lost": 2,
+        "rejected": 1,
+    }
+    assert msgs.esp_unmatched == 1
+    assert msgs.unacked == 2
+    assert int(msgs.submit_attempts.sum()) == 13
+
+
+def _write_fates(ledger: Path, fates: list[dict]) -> None:
+    with (
+        LedgerWriter(ledger, "load-0") as load,
+        LedgerWriter(ledger, "esp") as esp,
+        LedgerWriter(ledger, "sut") as sut,
+    ):
+        for i, fate in enumerate(fates):
+            mid = f"m-{i}"
+            for a, ok in enumerate(fate["attempts"]):
+                _submit(load, mid, i, ok, 250 if ok else 451, attempt=a)
+            if fate["sut_accepted"]:
+                sut.write(Kind.SUT_ACCEPTED, id=mid)
+            for _ in range(fate["esp_4xx"]):
+                esp.write(Kind.ESP_REPLIED, id=mid, code=451)
+            if fate["esp_5xx"]:
+                esp.write(Kind.ESP_REPLIED, id=mid, code=550)
+            for acked in fate["esp_accepts"]:
+                esp.write(Kind.ESP_ACCEPTED, id=mid, acked=acked)
+            if fate["sut_bounced"]:
+                sut.write(Kind.SUT_BOUNCED, id=mid, code=550)
+            if fate["sut_deferred"]:
+                sut.write(Kind.SUT_DEFERRED, id=mid, code=451)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(message_fates, min_size=0, max_size=25))
+def test_outcome_counts_always_add_up(fates):
+    """Whatever the ledgers hold, the outcome counts add up to the messages submitted; acceptances rule."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Path(tmp) / "ledger"
+        ledger.mkdir()
+        _write_fates(ledger, fates)
+        counts = classify(read_columns(ledger)).counts()
+    assert sum(counts[o] for o in OUTCOMES) == counts["submitted"] == len(fates)
+    assert counts["duplicated"] == sum(len(f["esp_accepts"]) >= 2 for f in fates)
+    assert counts["delivered"] == sum(len(f["esp_accepts"]) == 1 for f in fates)
+    never = [f for f in fates if not f["esp_accepts"]]
+    assert counts["bounced"] == sum(f["esp_5xx"] or f["sut_bounced"] for f in never)
+    took = [
+        f
+        for f in never
+        if not (f["esp_5xx"] or f["sut_bounced"]) and (any(f["attempts"]) or f["sut_accepted"])
+    ]
+    assert counts["pending"] == sum(f["sut_deferred"] for f in took)
+    assert counts["lost"] == sum(not f["sut_deferred"] for f in took)
