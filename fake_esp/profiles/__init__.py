@@ -12,6 +12,7 @@ Every number in a YAML file carries a comment naming its source (a key of the fi
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -34,7 +35,7 @@ class Limits(_Frozen):
     """What the ESP allows; None = no published limit (the fake then enforces none)."""
 
     rate: float | None = Field(None, gt=0, description="messages per second (token bucket refill)")
-    burst: int | None = Field(None, ge=1, description="token bucket depth; default: one second's worth")
+    burst: int | None = Field(None, ge=1, description="token bucket depth; default: 0.1 s worth")
     daily_quota: int | None = Field(None, ge=1)
     max_connections: int | None = Field(None, ge=1, description="concurrent SMTP connections")
     messages_per_connection: int | None = Field(None, ge=1)
@@ -136,9 +137,10 @@ class Profile(_Frozen):
             )
         rate = rate if rate is not None else self.limits.rate
         if rate is not None:
-            # The profile's bucket depth if it publishes one (SES: a per-second rate, depth 1), else one
-            # second's worth of tokens.
-            burst = self.limits.burst or max(1, round(rate))
+            # The profile's bucket depth if it publishes one, else a tenth of a second's worth: enough to
+            # absorb arrival jitter (a depth of 1 throws away the refill that accrues while no request
+            # waits, so the accepted rate falls below the limit) without a burst skewing the rate.
+            burst = self.limits.burst or max(1, math.ceil(rate / 10))
             # SES answers throttling "after the DATA command" (the AWS blog cited in ses.yaml): the reply
             # to the final ".", which every client treats as a failed transaction (smtplib RSETs then).
             out.append(
