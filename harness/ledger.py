@@ -54,7 +54,8 @@ class Kind(StrEnum):
     # id (when known: at end of data), peer.
     ESP_REPLIED = "esp.replied"
     # A fault decision that changed something: fault, ftype, phase, action ("delay" | "reply" |
-    # "disconnect" | "tarpit" | "hang"), delay_s, session.
+    # "disconnect" | "tarpit" | "hang"), delay_s, session. An outage's start and end on the SMTP
+    # listener: phase "listener", action "refuse" | "hang", state "begin" | "end", session null.
     ESP_FAULT = "esp.fault"
     # A webhook event posted back to the sender: api, event, id, url, status, attempt, fault.
     ESP_WEBHOOK = "esp.webhook"
