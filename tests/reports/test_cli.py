@@ -1,0 +1,78 @@
+"""The report, compare and sizing commands, through the real ``mailstorm`` dispatcher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.cli import main
+from reports.spec import SloSpec
+from reports.synthetic import synthesize
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """A clean steady run (nothing lost) whose SLOs hold."""
+    run_dir = tmp_path_factory.mktemp("clean")
+    synthesize(run_dir, rates=[200.0] * 20, capacity=1000.0, slo=SloSpec(p99_e2e_ms=1000))
+    info = json.loads((run_dir / "run.json").read_text())
+    info["esp_limits"] = {"rate": 14, "daily_quota": 50_000}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    return run_dir
+
+
+def test_report_exit_codes(clean_run, outage_run, capsys):
+    """`mailstorm report` rebuilds the reports and exits 0 when the SLOs held, 1 when one was breached."""
+    assert main(["report", str(clean_run)]) == 0
+    assert (clean_run / "report.html").exists() and (clean_run / "junit.xml").exists()
+    assert "PASS" in capsys.readouterr().out
+    assert main(["report", str(outage_run[0]), "--format", "json,md"]) == 1
+    assert "breached: max_lost" in capsys.readouterr().out
+
+
+def test_report_bad_input_is_one_line(tmp_path, capsys):
+    """A directory that is not a run, a bad slo.json or a bad --format: one line, exit 2."""
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    (tmp_path / "ledger").mkdir()
+    (tmp_path / "slo.json").write_text('{"max_lost": -1}')
+    assert main(["report", str(tmp_path)]) == 2
+    assert main(["report", str(tmp_path), "--format", "pdf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3
+    assert "no such run directory" in err[0] and "max_lost" in err[1] and "pdf" in err[2]
+
+
+def test_compare(clean_run, outage_run, capsys):
+    """`mailstorm compare A B` prints the change in the headline figures."""
+    assert main(["compare", str(clean_run), str(outage_run[0]), "--json"]) == 0
+    rows = {r["figure"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["lost"]["a"] == 0 and rows["lost"]["b"] == 3 and rows["lost"]["better"] is False
+    assert rows["submitted"]["delta"] == 6000 - 4000
+    assert rows["verdict"]["a"] == "pass" and rows["verdict"]["b"] == "fail"
+    assert main(["compare", str(clean_run), str(outage_run[0])]) == 0
+    assert "e2e p95" in capsys.readouterr().out
+
+
+def test_sizing_with_profile_limits_and_override(clean_run, capsys):
+    """`mailstorm sizing` prints instances and ESP rate with the arithmetic; --esp-rate overrides limits."""
+    assert main(["sizing", str(clean_run), "--target", "1000000/1h", "--headroom", "30%", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["required_rate"] == pytest.approx(1_000_000 / 3600 * 1.3, rel=1e-4)
+    assert s["per_instance_rate"] == pytest.approx(200, rel=0.02)
+    assert s["instances"] == 2  # ceil(361.1 / ~200)
+    assert (s["esp_rate_limit"], s["esp_ok"]) == (14.0, False)
+    assert (s["daily_quota"], s["daily_ok"]) == (50_000, False)
+    assert (
+        main(["sizing", str(clean_run), "--target", "50000/1h", "--headroom", "0", "--esp-rate", "20"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "instances = ceil(13.89 / " in out and "ESP limit 20.00 msg/s vs 13.89 msg/s needed: enough" in out
+
+
+def test_sizing_bad_target_is_one_line(clean_run, capsys):
+    """A malformed target or headroom names the flag, one line, exit 2."""
+    assert main(["sizing", str(clean_run), "--target", "lots"]) == 2
+    assert main(["sizing", str(clean_run), "--target", "10/1h", "--headroom", "much"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("mailstorm: --target:") and "--headroom" in err[1]
