@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import gevent
+from gevent.event import Event
 from gevent.queue import Queue
 
 from harness.ledger import Kind
@@ -99,7 +100,30 @@ def share(total: int, index: int, processes: int) -> int:
     return total // processes + (1 if index < total % processes else 0)
 
 
-class OpenDriver:
+class _Driver:
+    """What both models share: a stop signal that cuts a run short (Locust stopping or quitting) and
+    the promise that, once ``run`` returns, every submission started has been recorded."""
+
+    def __init__(self) -> None:
+        self._stop = Event()
+        self._finished = Event()
+
+    def abort(self, timeout: float = 15.0) -> None:
+        """Stop offering load, abort what is in flight (recorded as such) and wait until recorded."""
+        self._stop.set()
+        self._finished.wait(timeout)
+
+    def _join(self, greenlets: list[gevent.Greenlet], bound_s: float) -> None:
+        """Wait for ``greenlets`` up to ``bound_s``, or until abort(), whichever comes first."""
+        deadline = time.monotonic() + bound_s
+        while not self._stop.is_set() and any(not g.dead for g in greenlets):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            gevent.joinall(greenlets, timeout=min(left, 0.2))
+
+
+class OpenDriver(_Driver):
     """Offers this process's share of the arrival schedule, on time, whatever the SUT does."""
 
     def __init__(
@@ -114,6 +138,7 @@ class OpenDriver:
         recorder: Recorder,
     ) -> None:
         assert not isinstance(spec.shape, Closed)
+        super().__init__()
         self._spec = spec
         everything = arrival_times(spec.shape, spec.duration_s, poisson=spec.arrivals == "poisson", seed=seed)
         self.times = everything[index::processes]
@@ -137,8 +162,10 @@ class OpenDriver:
         try:
             for at in self.times:
                 delay = self._t0_mono + at - time.monotonic()
-                if delay > 0:
-                    gevent.sleep(delay)
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                if self._stop.is_set():
+                    break
                 self._queue.put(at)
                 # More arrivals waiting than idle senders: open another connection, up to the cap.
                 if self._queue.qsize() > self._idle and len(self._senders) < self._max_senders:
@@ -147,10 +174,11 @@ class OpenDriver:
                 self._queue.put(None)
             # Drain: what is queued is either started within max_lag_s or dropped; a started submission
             # gets up to timeout_s per SMTP step. Past that bound the stragglers are aborted (recorded).
-            gevent.joinall(self._senders, timeout=self._spec.max_lag_s + 4 * self._spec.timeout_s)
+            self._join(self._senders, self._spec.max_lag_s + 4 * self._spec.timeout_s)
         finally:
             gevent.killall(self._senders, block=True)
             self._drop_stale(float("inf"))
+            self._finished.set()
 
     def _drop_stale(self, due_before: float) -> None:
         """Record every queued arrival due before ``due_before`` as dropped (at the end: all of them)."""
@@ -201,7 +229,7 @@ class OpenDriver:
         self._rec.submit(msg, self._intended_ns(at), start, time.time_ns(), res, sub.target)
 
 
-class ClosedDriver:
+class ClosedDriver(_Driver):
     """``users`` senders that each send, wait ``wait_s``, and send again until ``duration_s``."""
 
     def __init__(
@@ -215,6 +243,7 @@ class ClosedDriver:
         recorder: Recorder,
     ) -> None:
         assert isinstance(spec.shape, Closed)
+        super().__init__()
         self._spec = spec
         self._wait = spec.shape.wait_s
         self._users = share(spec.shape.users, index, processes)
@@ -226,14 +255,15 @@ class ClosedDriver:
         deadline = time.monotonic() + self._spec.duration_s
         users = [gevent.spawn(self._user, n, deadline) for n in range(self._users)]
         try:
-            gevent.joinall(users, timeout=self._spec.duration_s + 4 * self._spec.timeout_s)
+            self._join(users, self._spec.duration_s + 4 * self._spec.timeout_s)
         finally:
             gevent.killall(users, block=True)
+            self._finished.set()
 
     def _user(self, n: int, deadline: float) -> None:
         sub = self._submitters(n)
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self._stop.is_set():
                 msg = self._factory.next()
                 start = time.time_ns()
                 try:
@@ -243,6 +273,6 @@ class ClosedDriver:
                     raise
                 self._rec.submit(msg, start, start, time.time_ns(), res, sub.target)
                 if self._wait:
-                    gevent.sleep(min(self._wait, max(deadline - time.monotonic(), 0)))
+                    self._stop.wait(min(self._wait, max(deadline - time.monotonic(), 0)))
         finally:
             sub.close()

@@ -111,6 +111,18 @@ class _Completion:
             gevent.spawn(environment.runner.quit)
 
 
+# The driver running in this process, so that Locust stopping (run-time backstop, master's quit) or
+# quitting (SIGTERM) can abort it and have its in-flight submissions recorded before the process ends.
+_running: set[ClosedDriver | OpenDriver] = set()
+
+
+@events.test_stopping.add_listener
+@events.quitting.add_listener
+def _abort_running(**_: Any) -> None:
+    for driver in list(_running):
+        driver.abort()
+
+
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
     runner = environment.runner
@@ -163,9 +175,11 @@ class MailstormDriver(User):
             if spec.closed
             else OpenDriver(spec, seed=opts.mailstorm_seed, submitters=_submitters(spec, endpoints), **common)
         )
+        _running.add(driver)
         try:
             driver.run()
         finally:
+            _running.discard(driver)
             sink.close()
         summary = {
             "index": index,

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
+import time
 
+from harness.ledger import Kind, LedgerReader
+from harness.ports import free_port
+from scenarios.launch import LoadRun
+from scenarios.model import LoadSpec
 from tests.scenarios.conftest import accepted_ids, smtp_endpoint
 
 
@@ -94,3 +101,86 @@ def test_two_workers_write_one_merged_ledger_matching_the_esp(esp, run_load):
     assert len(ids) == len(set(ids)) == 400
     assert collections.Counter(r["worker"] for r in res.submits) == {0: 200, 1: 200}
     assert sorted(accepted_ids(esp)) == sorted(r["id"] for r in res.submits if r["ok"])
+
+
+def test_remote_worker_ships_its_ledger_to_the_master(esp, tmp_path):
+    """A worker joined with `mailstorm worker --master HOST` (no access to the run directory) gets the
+    spec from the master, keeps a local spool, and its records land in the run's ledger through the
+    master, identical to the spool; with the local worker, ids are unique and match the ESP."""
+    port = free_port()
+    spec = LoadSpec.model_validate(
+        {"shape": {"kind": "steady", "rate": 50}, "duration_s": 4, "remote_workers": 1, "master_port": port}
+    )
+    ledger = tmp_path / "ledger"
+    lr = LoadRun(spec, smtp_endpoint(esp), ledger, run_id="rw", seed=3, log_dir=tmp_path / "logs").start()
+    spool = tmp_path / "spool"
+    with (tmp_path / "remote-worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "worker",
+                "--master",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "--spool",
+                str(spool),
+            ],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert lr.wait(90) == 0
+            assert worker.wait(30) == 0
+        finally:
+            lr.stop()
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    files = sorted(p.name for p in ledger.glob("load-*.jsonl"))
+    assert files == ["load-0.jsonl", "load-1.jsonl"]
+    (spooled,) = list(spool.glob("load-*.jsonl"))
+    assert (ledger / spooled.name).read_bytes() == spooled.read_bytes()
+    submits = list(LedgerReader(ledger).records([Kind.LOAD_SUBMIT]))
+    ids = [r["id"] for r in submits]
+    assert len(ids) == len(set(ids)) == 200
+    assert sorted(accepted_ids(esp)) == sorted(r["id"] for r in submits if r["ok"])
+
+
+def test_closed_model_users_send_and_wait(esp, run_load):
+    """The closed model: 3 users, 0.1 s wait, 2 s: each user's submissions follow one another (intended
+    is its own start), bounded by the duration, all accepted."""
+    res = run_load(
+        {"shape": {"kind": "closed", "users": 3, "wait_s": 0.1}, "duration_s": 2}, smtp_endpoint(esp)
+    )
+    assert res.rc == 0 and res.dropped_count == 0
+    assert all(r["intended"] == r["start"] for r in res.submits)
+    # ~20 per user at most (2 s / 0.1 s wait), at least a handful each even on a busy machine
+    assert 15 <= len(res.submits) <= 66, len(res.submits)
+    assert sorted(accepted_ids(esp)) == sorted(r["id"] for r in res.submits)
+
+
+def test_stop_mid_run_leaves_a_consistent_ledger(start_esp, tmp_path):
+    """stop() during a run ends every Locust process promptly; submissions cut short are recorded
+    (phase 'stop'), never lost, and the ids stay unique."""
+    esp = start_esp(faults=[{"type": "latency", "phase": "data", "ms": 300}])
+    spec = LoadSpec.model_validate({"shape": {"kind": "steady", "rate": 50}, "duration_s": 60, "workers": 2})
+    ledger = tmp_path / "ledger"
+    lr = LoadRun(spec, smtp_endpoint(esp), ledger, run_id="st", seed=1, log_dir=tmp_path / "logs").start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and LedgerReader(ledger).count(Kind.LOAD_SUBMIT) < 50:
+        time.sleep(0.1)  # polling the ledger for progress, not waiting in place of a check
+    assert lr.alive()
+    t = time.monotonic()
+    lr.stop()
+    assert time.monotonic() - t < 12
+    assert not lr.alive()
+    submits = list(LedgerReader(ledger).records([Kind.LOAD_SUBMIT]))
+    ids = [r["id"] for r in submits]
+    assert len(ids) == len(set(ids)) >= 50
+    assert any(r["phase"] == "stop" and r["code"] is None for r in submits)  # in flight at 300 ms each
+    accepted = set(accepted_ids(esp))
+    assert {r["id"] for r in submits if r["ok"]} <= accepted
