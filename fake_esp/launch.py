@@ -170,8 +170,7 @@ class EspProcess:
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+                return self.kill()
         return self._finish()
 
     def kill(self) -> int | None:
@@ -186,7 +185,9 @@ class EspProcess:
         return self._finish()
 
     def _finish(self) -> int | None:
+        """Release the child (start() may run it again, on the same ports: a restart after a crash)."""
         code = self._proc.returncode if self._proc is not None else None
+        self._proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
