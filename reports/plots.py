@@ -56,7 +56,7 @@ def _styled(draw: Callable[[Analysis], Figure | None]) -> Callable[[Analysis], b
             if fig is None:
                 return None
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
+            fig.savefig(buf, format="png", dpi=110, facecolor="white")  # layout="tight" already fits it
         return buf.getvalue()
 
     render.__doc__ = draw.__doc__
@@ -91,7 +91,7 @@ def _shade_faults(ax, a: Analysis, label: bool) -> None:
 def timeline(a: Analysis) -> Figure:
     """Rates, ESP refusals, backlog and latency percentiles per second, fault windows shaded."""
     s = a.series
-    x = np.arange(len(s))
+    x = np.arange(len(s)) + 0.5  # second i covers [i, i+1): draw it at its middle
     fig = Figure(figsize=(10, 7.2), layout="tight")
     axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 2]})
     ax = axes[0]
@@ -101,14 +101,16 @@ def timeline(a: Analysis) -> Figure:
     refused = sum(
         (v for k, v in s.esp_replies.items() if k == "cut" or not k.startswith("2")), np.zeros(len(s))
     )
+    edges = np.arange(len(s) + 1)
     if refused.any():
-        ax.bar(x, refused, width=1.0, color=_COLORS["refused"], alpha=0.35, label="ESP refusals / cuts")
+        # One stairs artist, not a bar per second: a long run has thousands of seconds.
+        ax.stairs(refused, edges, fill=True, color=_COLORS["refused"], alpha=0.35, label="ESP refusals, cuts")
     ax.set_ylabel("messages / s")
     _head(ax, "Throughput", ncol=4)
     _shade_faults(ax, a, label=True)
     ax = axes[1]
-    ax.fill_between(x, s.backlog, step="mid", color=_COLORS["backlog"], alpha=0.35, lw=0)
-    ax.plot(x, s.backlog, color=_COLORS["backlog"], lw=1.2, drawstyle="steps-mid", label="backlog in the SUT")
+    ax.stairs(s.backlog, edges, fill=True, color=_COLORS["backlog"], alpha=0.35)
+    ax.stairs(s.backlog, edges, color=_COLORS["backlog"], lw=1.2, label="backlog in the SUT")
     if s.queue_depth is not None:
         ax.plot(x, s.queue_depth, color=_INK, lw=0.8, ls="--", label="SUT queue depth (sampled)")
     ax.set_ylabel("messages")
@@ -123,7 +125,7 @@ def timeline(a: Analysis) -> Figure:
     ax.set_xlabel("seconds since the run started")
     _head(ax, "End-to-end latency by delivery second", ncol=3)
     _shade_faults(ax, a, label=False)
-    ax.set_xlim(0, max(len(s) - 1, 1))
+    ax.set_xlim(0, max(len(s), 1))
     return fig
 
 

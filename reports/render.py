@@ -44,8 +44,8 @@ def num(x: Any) -> str:
 def ms(x: float | None) -> str:
     if x is None:
         return "—"
-    if x >= 10_000:
-        return f"{x / 1000:,.1f} s"
+    if x >= 1000:
+        return f"{x / 1000:,.2f} s"
     return f"{x:,.1f} ms" if x >= 10 else f"{x:.2f} ms"
 
 
