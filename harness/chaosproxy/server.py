@@ -127,6 +127,12 @@ class ProxyServer:
     # -- toxics --------------------------------------------------------------------------------------
     def add_toxic(self, raw: dict[str, Any] | ToxicSpecBase) -> str:
         spec = parse_toxic(raw)
+        if spec.name is None and spec.type in self._toxics:
+            # An unnamed toxic of a type already active (two overlapping timeline windows) gets a free name.
+            n = 2
+            while f"{spec.type}-{n}" in self._toxics:
+                n += 1
+            spec = spec.model_copy(update={"name": f"{spec.type}-{n}"})
         toxic = build_toxic(spec)
         if toxic.name in self._toxics:
             raise ConfigError(f"toxic {toxic.name!r} already active; give it another name or remove it")
@@ -219,15 +225,20 @@ class ProxyServer:
 
 
 async def _run_chain(toxics: Iterable[Any], data: bytes, arrived: float, link: _Link, sink: Send) -> None:
-    """Pass ``data`` through ``toxics`` in order; the last one's ``send`` writes to the socket."""
+    """Pass ``data`` through ``toxics`` in order; the last one's ``send`` writes to the socket.
+
+    The first toxic sees the chunk's arrival from the socket; each later one sees the moment the previous
+    toxic handed it on, so two latency toxics add up instead of overlapping.
+    """
     chain = list(toxics)
+    loop = asyncio.get_running_loop()
 
     def stage(i: int) -> Send:
         if i == len(chain):
             return sink
 
         async def send(piece: bytes) -> None:
-            await chain[i].pipe(piece, arrived, link, stage(i + 1))
+            await chain[i].pipe(piece, arrived if i == 0 else loop.time(), link, stage(i + 1))
 
         return send
 

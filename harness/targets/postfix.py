@@ -7,7 +7,8 @@ dangling ``makedefs.out`` symlink, the data directory owned by postfix, ``script
 ``postfix start`` failed silently). Retry timing is the spec's (Postfix's own defaults, 300 s/4000 s,
 make recovery take minutes; a user may want exactly that).
 
-Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message). Actions: ``stop`` (postfix
+Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message), sampled every
+``queue_sample_s`` onto the ledger as ``sut.queue`` records (source ``postfix``). Actions: ``stop`` (postfix
 stop), ``start``, ``restart``, ``kill`` (SIGKILL to the master; its children exit by themselves),
 ``flush`` (``postqueue -f``: retry now, revive a destination marked dead). ``stop()`` leaves no process
 of *this* instance: after ``postfix stop`` it SIGKILLs whatever still runs with this instance's
@@ -24,6 +25,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +34,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.errors import ConfigError, HarnessError, UserError
+from harness.ledger import Kind, LedgerWriter
 from harness.netguard import check_address
 from harness.ports import free_port, port_open
 from harness.targets.base import Endpoint, TargetContext, register
@@ -74,6 +77,9 @@ class PostfixSpec(BaseModel):
     main_cf: dict[str, str] = Field(default_factory=dict, description="more main.cf settings, applied last")
     config_template: str = Field("/etc/postfix", description="the configuration copied for the instance")
     ready_timeout_s: float = Field(20.0, gt=0)
+    queue_sample_s: float = Field(
+        1.0, ge=0, description="write the queue depth (sut.queue) this often; 0 = never"
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> PostfixSpec:
@@ -98,6 +104,8 @@ class PostfixTarget:
         self.root: Path | None = None
         self.port = 0
         self._atexit = False
+        self._sampler: threading.Thread | None = None
+        self._sampling = threading.Event()
 
     # -- paths ----------------------------------------------------------------------------------------
     @property
@@ -130,10 +138,13 @@ class PostfixTarget:
             atexit.register(self.stop)  # an interrupted runner still leaves no Postfix behind
             self._atexit = True
         self._start()
+        if self.spec.queue_sample_s > 0:
+            self._start_sampler(ctx.ledger_dir)
         return [Endpoint("smtp", "127.0.0.1", self.port)]
 
     def stop(self) -> None:
         """``postfix stop``, then SIGKILL to anything of this instance still running; idempotent."""
+        self._stop_sampler()
         if self.root is None or not self.conf_dir.exists():
             return
         self._halt()
@@ -160,6 +171,31 @@ class PostfixTarget:
         except (subprocess.SubprocessError, OSError):
             return None
         return sum(1 for line in out.splitlines() if line.strip())
+
+    def _start_sampler(self, ledger_dir: Path) -> None:
+        """Postfix has no ledger of its own: a thread writes its sampled queue depth onto the run's ledger
+        (source ``postfix``), as the reference pipeline does for its queue."""
+        writer = LedgerWriter(ledger_dir, "postfix")
+        self._sampling.clear()
+
+        def sample() -> None:
+            try:
+                while not self._sampling.is_set():
+                    depth = self.queue_depth()
+                    if depth is not None:
+                        writer.write(Kind.SUT_QUEUE, depth=depth)
+                    self._sampling.wait(self.spec.queue_sample_s)
+            finally:
+                writer.close()
+
+        self._sampler = threading.Thread(target=sample, name="postfix-queue", daemon=True)
+        self._sampler.start()
+
+    def _stop_sampler(self) -> None:
+        self._sampling.set()
+        if self._sampler is not None:
+            self._sampler.join(CMD_TIMEOUT_S)
+            self._sampler = None
 
     # -- Actionable -----------------------------------------------------------------------------------
     def actions(self) -> frozenset[str]:

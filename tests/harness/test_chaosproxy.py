@@ -231,11 +231,26 @@ def test_bad_toxics_are_refused_naming_the_field(echo):
     with pytest.raises(ConfigError, match="rate_kbps"):
         parse_toxic({"type": "bandwidth"})
     with ChaosProxy(echo) as proxy:
-        proxy.add_toxic({"type": "latency", "ms": 1})
+        proxy.add_toxic({"type": "latency", "ms": 1, "name": "slow"})
         with pytest.raises(ConfigError, match="already active"):
-            proxy.add_toxic({"type": "latency", "ms": 2})
+            proxy.add_toxic({"type": "latency", "ms": 2, "name": "slow"})
         with pytest.raises(UserError, match="nope"):
             proxy.remove_toxic("nope")
+
+
+def test_unnamed_toxics_of_one_type_get_their_own_names(echo):
+    """Two unnamed latency toxics (overlapping timeline windows) both apply, under distinct names."""
+    with ChaosProxy(echo) as proxy:
+        first = proxy.add_toxic({"type": "latency", "ms": 15})
+        second = proxy.add_toxic({"type": "latency", "ms": 15})
+        assert (first, second) == ("latency", "latency-2")
+        with socket.create_connection((proxy.host, proxy.port), timeout=5) as s:
+            t0 = time.perf_counter()
+            s.sendall(b"x")
+            assert s.recv(10) == b"x"
+            assert (time.perf_counter() - t0) * 1000 >= 29
+        proxy.remove_toxic(first)
+        assert [t["name"] for t in proxy.toxics()] == ["latency-2"]
 
 
 def test_http_control_mirrors_the_function_api(echo):

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import psutil
 import pytest
 
 from harness.errors import UserError
+from harness.ledger import Kind, LedgerReader
 from harness.ports import port_open
 from harness.targets.base import REGISTRY, Actionable, Alive, QueueSampler, TargetContext
 from harness.targets.postfix import PostfixSpec, PostfixTarget, postfix_installed
@@ -92,38 +92,38 @@ def test_smoke_relays_to_the_esp(postfix, sink):
     assert "minimal_backoff_time = 1s" in main_cf
 
 
-def test_esp_outage_queue_rises_then_drains_nothing_lost(postfix, sink):
-    """With the ESP down, Postfix accepts and queues (sampled depth rises to every message); when the ESP
-    comes back the queue drains to 0 and every accepted message is delivered: lost = 0."""
-    t, ep = postfix
-    sink.down()
-    samples: list[tuple[float, int | None]] = []
-    stop = threading.Event()
+def test_esp_outage_queue_rises_then_drains_nothing_lost(tmp_path, sink):
+    """With the ESP down, Postfix accepts and queues: the sut.queue records the target writes onto the
+    ledger rise to every message; when the ESP comes back they drain to 0 and every accepted message is
+    delivered: lost = 0."""
+    ctx = context(tmp_path, sink)
+    t = PostfixTarget(PostfixSpec(queue_sample_s=0.2))
+    try:
+        [ep] = t.start(ctx)
+        sink.down()
+        sub = Submitter(ep.host, ep.port, count=60, interval=0.02, prefix="out").start()
+        sub.join(60)
+        assert len(sub.accepted) == 60
 
-    def sample() -> None:
-        while not stop.is_set():
-            samples.append((time.monotonic(), t.queue_depth()))
-            stop.wait(0.2)
+        def depths() -> list[tuple[int, int]]:
+            return [(r["t"], r["depth"]) for r in LedgerReader(ctx.ledger_dir).records([Kind.SUT_QUEUE])]
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    sub = Submitter(ep.host, ep.port, count=60, interval=0.02, prefix="out").start()
-    sub.join(60)
-    assert len(sub.accepted) == 60
-    peak = wait_depth(t, lambda d: d == 60, 15)
-    back_at = time.monotonic()
-    sink.up()
-    assert sink.wait_for(set(sub.accepted), timeout=30) == set()
-    deadline = time.monotonic() + 15
-    while samples[-1][1] != 0 and time.monotonic() < deadline:
-        time.sleep(0.1)  # until the sampler itself has seen the queue drained
-    stop.set()
-    sampler.join(5)
-    during = [d for ts, d in samples if ts < back_at and d is not None]
-    after = [d for ts, d in samples if ts >= back_at and d is not None]
-    assert peak == 60
-    assert during == sorted(during) and during[0] < during[-1], f"the depth was not seen rising: {during}"
+        deadline = time.monotonic() + 15
+        while depths()[-1][1] != 60 and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the target's sampler has recorded the full queue
+        back_ns = time.time_ns()
+        sink.up()
+        assert sink.wait_for(set(sub.accepted), timeout=30) == set()
+        deadline = time.monotonic() + 15
+        while depths()[-1][1] != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the target's own sampler has recorded the drained queue
+    finally:
+        t.stop()
+    during = [d for ts, d in depths() if ts < back_ns]
+    after = [d for ts, d in depths() if ts >= back_ns]
+    assert during == sorted(during) and during[0] < during[-1] == 60, f"not seen rising to 60: {during}"
     assert after[-1] == 0
+    assert all(r["src"] == "postfix" for r in LedgerReader(ctx.ledger_dir).records([Kind.SUT_QUEUE]))
     assert len(sink.ids) >= 60  # Postfix may only ever duplicate, never lose
 
 
