@@ -14,23 +14,14 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.errors import UserError
 from harness.ledger import Kind, LedgerWriter
-from harness.netguard import check_address
 from harness.scenario import ProbeSpec
 
 MAX_BODY = 4 * 1024 * 1024  # a metrics page bigger than this is not read whole
-
-
-def check_probe_urls(probes: tuple[ProbeSpec, ...], *, allow_remote: bool) -> None:
-    """Refuse a probe URL off loopback unless remote traffic is allowed (raises TargetNotAllowed)."""
-    for probe in probes:
-        if probe.url is not None:
-            check_address(urlsplit(probe.url).hostname or "", allow_remote=allow_remote, what="probe URL")
 
 
 def resolve_probes(probes: tuple[ProbeSpec, ...], target: Any, kind: str) -> tuple[ProbeSpec, ...]:

@@ -36,19 +36,22 @@ import psutil
 import yaml
 
 from fake_esp.launch import EspProcess
+from fake_esp.profiles import load_profile
 from harness.chaosproxy.proxy import ChaosProxy
 from harness.errors import (
     EXIT_HARNESS_FAILED,
     EXIT_OK,
     EXIT_SLO_BREACHED,
+    ConfigError,
     HarnessError,
     MailstormError,
+    TargetNotAllowed,
     UserError,
 )
 from harness.ledger import Kind, LedgerWriter
 from harness.netguard import check_address
 from harness.ports import free_port
-from harness.probes import Prober, check_probe_urls, resolve_probes
+from harness.probes import Prober, resolve_probes
 from harness.progress import LedgerTail, LiveStats, Progress
 from harness.scenario import INVERSE_ACTIONS, Scenario
 from harness.targets.base import REGISTRY, Actionable, Alive, Endpoint, QueueSampler, TargetContext
@@ -59,6 +62,7 @@ from scenarios.launch import LoadRun
 TICK_S = 0.25  # main loop period: progress, watchdog, drain check
 QUEUE_POLL_S = 1.0  # a target's queue depth may cost a subprocess (postqueue -j): not every tick
 DESCENDANT_SCAN_S = 1.0
+HURRY_S = 6.0  # after a signal: how long the parts get to stop by themselves before they are killed
 LOAD_GRACE_S = 30.0
 LOAD_START_TIMEOUT_S = 60.0  # Locust needs a few seconds to import and start; a minute means it is stuck
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -144,8 +148,21 @@ class Run:
     def preflight(self) -> None:
         """Every check that needs no process: the target knows the timeline's actions, addresses allowed."""
         sc = self.scenario
-        check_probe_urls(sc.probes, allow_remote=self.allow_remote)
-        check_address(sc.esp.bind, allow_remote=self.allow_remote, what="esp.bind")
+        hosts = [(("esp", "bind"), sc.esp.bind, "esp.bind")]
+        hosts += [
+            (("probes", i, "url"), urlsplit(p.url).hostname or "", "probe URL")
+            for i, p in enumerate(sc.probes)
+            if p.url
+        ]
+        for loc, host, what in hosts:
+            try:
+                check_address(host, allow_remote=self.allow_remote, what=what)
+            except TargetNotAllowed as exc:
+                raise self._config_error(loc, str(exc)) from None
+        try:
+            self.esp_limits = self._esp_limits()
+        except ConfigError as exc:
+            raise self._config_error(("esp", "profile"), str(exc)) from None
         target = REGISTRY[sc.target.kind](sc.target)
         wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
         if wanted:
@@ -191,6 +208,8 @@ class Run:
             "duration_s": sc.duration,
             "drain_deadline_s": sc.drain_deadline,
             "target": sc.target.kind,
+            "report": sc.reports.model_dump(mode="json"),
+            "esp_limits": self.esp_limits,
             "status": "running",
             "argv": sys.argv,
             "host": socket.gethostname(),
@@ -224,7 +243,7 @@ class Run:
                 code = EXIT_HARNESS_FAILED
             finally:
                 self._phase = "stop"
-                self._stop_all()
+                self._stop_all(hurry=code is not None and code in EXIT_INTERRUPTED.values())
                 self._finish_ledger()
         try:
             verdict_code = self._report()
@@ -243,6 +262,35 @@ class Run:
             sys.stderr.write(f"mailstorm: {self.reason}\n")
         return code
 
+    def _esp_args(self) -> list[str]:
+        """The ESP options EspProcess has no keyword for, as its command line takes them."""
+        esp = self.scenario.esp
+        args = [
+            "--bind",
+            esp.bind,
+            "--correlation-header",
+            esp.correlation_header,
+            "--hostname",
+            esp.hostname,
+        ]
+        if esp.rate is not None:
+            args += ["--rate", f"{esp.rate:g}"]
+        if esp.webhooks is not None:
+            path = self.run_dir / "esp-webhooks.yaml"
+            path.write_text(yaml.safe_dump(esp.webhooks.model_dump(mode="json"), sort_keys=False))
+            args += ["--webhooks", str(path)]
+        return args
+
+    def _esp_limits(self) -> dict[str, Any] | None:
+        """The ESP profile's limits (with the scenario's rate), for the sizing report."""
+        esp = self.scenario.esp
+        if esp.profile is None and esp.rate is None:
+            return None
+        limits = load_profile(esp.profile or "generic-smtp").limits.model_dump(mode="json")
+        if esp.rate is not None:
+            limits["rate"] = esp.rate
+        return limits
+
     def _start_parts(self, run_id: str) -> None:
         sc, writer = self.scenario, self._writer
         assert writer is not None
@@ -260,6 +308,7 @@ class Run:
             token=esp.token,
             max_message_size=esp.max_message_size,
             store_bodies=esp.store_bodies,
+            extra_args=self._esp_args(),
         )
         self._esp.start()
         relay_to = (self._esp.smtp_host, self._esp.smtp_port)
@@ -421,9 +470,14 @@ class Run:
 
     # -- stopping -----------------------------------------------------------------------------------------
 
-    def _stop_all(self) -> None:
-        """Stop every part that was started, in order, each step guarded: one failing stop must not leave
-        the next part running."""
+    def _stop_all(self, *, hurry: bool = False) -> None:
+        """Stop every part that was started, each step guarded (one failing stop must not leave the next
+        part running), then end whatever descendant is left.
+
+        Normally in order (load, timeline, probes, target, proxy, ESP: the ESP last, so the SUT can finish
+        what it relays). In a ``hurry`` (a signal: the user wants out) all parts stop at once and whatever
+        has not exited after ``HURRY_S`` is killed, so every child is gone within 10 s.
+        """
         steps = [
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
@@ -434,14 +488,27 @@ class Run:
         ]
         if self._writer is not None:
             self._writer.write(Kind.RUN_PHASE, phase="stop")
-        # Signals during the stop are noted, not raised: the stop itself is the answer to them.
+        # Signals during the stop are not raised: the stop itself is the answer to them.
         self._stopping = True
-        for name, stop in steps:
+
+        def guarded(name: str, stop) -> None:
             try:
                 stop()
             except Exception as exc:
                 sys.stderr.write(f"mailstorm: stopping {name} failed: {type(exc).__name__}: {exc}\n")
-        self._reap()
+
+        if not hurry:
+            for name, stop in steps:
+                guarded(name, stop)
+            self._reap(grace_s=3.0)
+            return
+        threads = [threading.Thread(target=guarded, args=step, daemon=True) for step in steps]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + HURRY_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._reap(grace_s=1.0)
 
     def _scan_descendants(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -453,8 +520,8 @@ class Run:
                 with contextlib.suppress(psutil.Error):
                     self._descendants.setdefault(child.pid, child.create_time())
 
-    def _reap(self) -> None:
-        """Terminate, then kill, every process this run started that is still alive."""
+    def _reap(self, *, grace_s: float) -> None:
+        """Terminate, then (after ``grace_s``) kill, every process this run started that is still alive."""
         self._scan_descendants(force=True)
         left: list[psutil.Process] = []
         for pid, created in self._descendants.items():
@@ -467,7 +534,7 @@ class Run:
         for proc in left:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
-        _, alive = psutil.wait_procs(left, timeout=3.0)
+        _, alive = psutil.wait_procs(left, timeout=grace_s)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()

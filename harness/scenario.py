@@ -119,6 +119,14 @@ class TargetAction(_Frozen):
         return {"action": data} if isinstance(data, str) else data
 
 
+# In a file: a bare action name, or the full mapping.
+TargetActionField = Annotated[
+    TargetAction,
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": r"^[a-z][a-z0-9_-]*$"}, TargetAction.model_json_schema()]}
+    ),
+]
+
 # An action given with ``for`` is undone at the end of the window by its inverse.
 INVERSE_ACTIONS: dict[str, str] = {
     "pause": "resume",
@@ -141,7 +149,7 @@ class ChaosStep(_Frozen):
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     esp_fault: FaultSpec | None = None
     esp_outage: EspOutage | None = None
-    target: TargetAction | None = None
+    target: TargetActionField | None = None
     network: ToxicSpec | None = None
 
     @model_validator(mode="after")
@@ -206,6 +214,16 @@ class ProbeSpec(_Frozen):
         return self
 
 
+# -- the ESP ----------------------------------------------------------------------------------------
+
+
+class EspSection(EspSpec):
+    """The ``esp:`` section: the fake ESP's own spec, plus ``rate`` (messages/s: the sending quota that
+    overrides the profile's, as ``mailstorm esp --rate``)."""
+
+    rate: float | None = Field(default=None, gt=0, description="messages/s quota; overrides the profile's")
+
+
 # -- the scenario -----------------------------------------------------------------------------------
 
 
@@ -219,7 +237,7 @@ class Scenario(_Frozen):
     drain_deadline: Annotated[Duration, Field(ge=0, le=86400)] = 60.0
     allow_remote: bool = False
     target: TargetSpec = Field(default_factory=lambda: REGISTRY["reference"].spec_model(**DEFAULT_TARGET))
-    esp: EspSpec = Field(default_factory=EspSpec)
+    esp: EspSection = Field(default_factory=EspSection)
     load: LoadSpec
     chaos: tuple[ChaosStep, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()

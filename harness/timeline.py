@@ -123,7 +123,8 @@ class Timeline:
                 self._active[event.index] = label
             self._begin(event, params)
             if step.end is None and step.what == "target":
-                # A bare action is an instant, not a window.
+                # A bare action is a window as long as the action took, not one open to the end of the run.
+                self._writer.write(Kind.CHAOS_END, **record)
                 with self._lock:
                     self._active.pop(event.index, None)
         else:

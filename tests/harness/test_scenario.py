@@ -1,0 +1,183 @@
+"""The scenario model: files in, frozen typed objects out, errors naming field and line."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from harness.commands import LIBRARY
+from harness.errors import ConfigError
+from harness.scenario import (
+    ChaosStep,
+    Scenario,
+    json_schema,
+    load_scenario,
+    load_scenario_text,
+    parse_duration,
+    validate_document,
+)
+from harness.timeline import schedule
+from harness.yamlload import parse_yaml
+
+LIBRARY_FILES = sorted(LIBRARY.glob("*.yaml"))
+BASE = """\
+name: t
+duration: 20s
+load:
+  shape: {kind: steady, rate: 5}
+"""
+
+
+def test_the_library_has_every_ready_scenario():
+    """The ready scenarios the docs promise are all in the library (plus the demo)."""
+    names = {p.stem for p in LIBRARY_FILES}
+    wanted = {
+        "smoke",
+        "spike",
+        "esp-outage",
+        "esp-throttling",
+        "slow-esp",
+        "capacity-ramp",
+        "soak",
+        "campaign",
+    }
+    assert wanted | {"demo"} <= names
+
+
+@pytest.mark.parametrize("path", LIBRARY_FILES, ids=lambda p: p.stem)
+def test_library_scenarios_validate_and_round_trip(path):
+    """Each library file validates, and its resolved form (what a run writes) validates to the same object."""
+    scenario = load_scenario(path)
+    assert scenario.name == path.stem
+    assert scenario.target.kind == "reference"
+    again = load_scenario_text(yaml.safe_dump(scenario.resolved()))
+    assert again == scenario
+
+
+def test_smoke_fits_in_30_seconds():
+    """The CI scenario's load plus drain deadline stays within 30 s."""
+    smoke = load_scenario(LIBRARY / "smoke.yaml")
+    assert smoke.duration + smoke.drain_deadline <= 30
+
+
+@pytest.mark.parametrize("path", LIBRARY_FILES, ids=lambda p: p.stem)
+def test_json_schema_accepts_library_files(path):
+    """`mailstorm schema` describes the files users write: each library file validates against it."""
+    jsonschema.validate(yaml.safe_load(path.read_text()), json_schema())
+
+
+def test_json_schema_rejects_an_unknown_key():
+    """The schema forbids unknown keys, as the model does (editors flag typos)."""
+    data = yaml.safe_load(BASE) | {"colour": "red"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, json_schema())
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("2h", 7200.0),
+        ("1.5 s", 1.5),
+    ],
+)
+def test_durations_take_units(text, seconds):
+    """Durations are seconds or strings with a unit, combinable (1m30s)."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["10 seconds", "-5s", "5x", "s", True])
+def test_bad_durations_are_refused(text):
+    """A duration that is not a number or number+unit is an error, not a silent zero."""
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_load_duration_comes_from_the_scenario():
+    """The load runs for the top-level duration (the file never says it twice)."""
+    sc = load_scenario_text(BASE)
+    assert sc.load.duration_s == sc.duration == 20.0
+
+
+def test_esp_ports_are_free_unless_fixed():
+    """ESP ports not in the file are 0 (chosen free at run time); a fixed one is kept."""
+    free = load_scenario_text(BASE)
+    assert (free.esp.smtp_port, free.esp.control_port, free.esp.http_port) == (0, 0, None)
+    fixed = load_scenario_text(BASE + "esp: {smtp_port: 2600, http_port: 0}\n")
+    assert (fixed.esp.smtp_port, fixed.esp.http_port) == (2600, 0)
+
+
+def test_the_default_target_is_the_reference_pipeline():
+    """A scenario without a target runs against the embedded reference pipeline."""
+    assert load_scenario_text(BASE).target.kind == "reference"
+
+
+def test_the_model_is_frozen():
+    """A validated scenario cannot be changed by the code that reads it."""
+    sc = load_scenario_text(BASE)
+    with pytest.raises(ValidationError):
+        sc.seed = 5  # type: ignore[misc]
+
+
+def test_overrides_are_validated_like_the_file():
+    """--duration shorter than the timeline is refused naming the chaos step's line; --seed replaces."""
+    text = BASE + "chaos:\n  - at: 12s\n    for: 4s\n    esp_outage: {mode: refuse}\n"
+    doc = parse_yaml(text, name="f.yaml")
+    assert validate_document(doc, seed=9).seed == 9
+    with pytest.raises(ConfigError, match=r"^f\.yaml:6: chaos\[0\]\.at: starts at 12s"):
+        validate_document(doc, duration=10.0)
+
+
+def test_a_missing_field_is_reported_on_its_parents_line():
+    """A required field that is absent is named, on the line of the mapping that lacks it."""
+    text = BASE + "chaos:\n  - at: 2s\n    for: 2s\n    esp_fault:\n      type: latency\n      phase: eod\n"
+    with pytest.raises(ConfigError, match=r"^<string>:8: chaos\[0\]\.esp_fault"):
+        load_scenario_text(text)
+
+
+def test_target_action_shorthand():
+    """`target: kill` is the same as `target: {action: kill}`."""
+    a = ChaosStep.model_validate({"at": 1, "target": "kill"})
+    b = ChaosStep.model_validate({"at": 1, "target": {"action": "kill"}})
+    assert a == b
+    assert a.what == "target" and a.params() == {"action": "kill", "params": {}}
+
+
+def test_schedule_closes_a_window_before_the_next_opens():
+    """At equal times ends fire before begins, so back-to-back windows never overlap."""
+    steps = (
+        ChaosStep.model_validate({"at": 0, "for": 5, "esp_outage": {}}),
+        ChaosStep.model_validate({"at": 5, "for": 5, "esp_outage": {"mode": "hang"}}),
+    )
+    order = [(e.at, e.begin, e.index) for e in schedule(steps)]
+    assert order == [(0, True, 0), (5, False, 0), (5, True, 1), (10, False, 1)]
+
+
+@given(
+    duration=st.floats(min_value=1, max_value=1000),
+    at=st.floats(min_value=0, max_value=1200),
+    length=st.floats(min_value=0.001, max_value=1200),
+)
+def test_a_step_is_valid_exactly_when_it_fits_in_the_load(duration, at, length):
+    """Property: a timeline step validates if and only if it starts before and ends by the end of the load."""
+    data = {
+        "name": "p",
+        "duration": duration,
+        "load": {"shape": {"kind": "steady", "rate": 1}},
+        "chaos": [{"at": at, "for": length, "esp_outage": {"mode": "refuse"}}],
+    }
+    fits = at < duration and at + length <= duration + 1e-9
+    try:
+        Scenario.model_validate(data)
+        valid = True
+    except ValidationError:
+        valid = False
+    assert valid == fits
