@@ -47,17 +47,21 @@ class Kind(StrEnum):
     # A message the ESP kept. id (correlation id), mid (Message-ID), size (bytes), rcpts (count),
     # sha (sha256 hex of the body), proto ("smtp" | "http"), api (null | "sendgrid" | ...), peer,
     # session, key (AUTH user / API key, may be null), acked (false when the client was cut off
-    # after the ESP kept the message: the classic duplicate maker).
+    # after the ESP kept the message: the classic duplicate maker). HTTP (issue 3): esp_id (the
+    # message id the API answered with: SendGrid X-Message-Id, SES MessageId, ...); sha/size are of
+    # the raw MIME (SES Raw, Mailgun messages.mime) or else of the request body.
     ESP_ACCEPTED = "esp.accepted"
     # A reply other than acceptance (or a cut connection) given to a client: proto, phase, code
     # (int, or null for a cut), text, fault (name of the fault that caused it, or null), session,
-    # id (when known: at end of data), peer.
+    # id (when known: at end of data), peer. HTTP: api, code is the HTTP status, phase "http".
     ESP_REPLIED = "esp.replied"
     # A fault decision that changed something: fault, ftype, phase, action ("delay" | "reply" |
     # "disconnect" | "tarpit" | "hang"), delay_s, session. An outage's start and end on the SMTP
     # listener: phase "listener", action "refuse" | "hang", state "begin" | "end", session null.
     ESP_FAULT = "esp.fault"
     # A webhook event posted back to the sender: api, event, id, url, status, attempt, fault.
+    # One per event per attempt (issue 3): also esp_id, rcpt, event_id, copy (1: the second post of
+    # a duplicate), final (no more attempts), ok, error; attempt 0 + fault "drop": never posted.
     ESP_WEBHOOK = "esp.webhook"
 
     # -- load generator ---------------------------------------------------------------------------
