@@ -58,6 +58,7 @@ class Kind(StrEnum):
     # A fault decision that changed something: fault, ftype, phase, action ("delay" | "reply" |
     # "disconnect" | "tarpit" | "hang"), delay_s, session. An outage's start and end on the SMTP
     # listener: phase "listener", action "refuse" | "hang", state "begin" | "end", session null.
+    # HTTP (phase "http"): also proto "http" and api.
     ESP_FAULT = "esp.fault"
     # A webhook event posted back to the sender: api, event, id, url, status, attempt, fault.
     # One per event per attempt (issue 3): also esp_id, rcpt, event_id, copy (1: the second post of
