@@ -1,6 +1,7 @@
-"""The ESPs' HTTP APIs (SendGrid, SES v2, Mailgun, Postmark), registered by name in ``API_REGISTRY``."""
+"""The ESPs' HTTP APIs (SendGrid, SES v2, Mailgun, Postmark; Mailjet, Brevo, Elastic Email, SendPulse,
+Mandrill), registered by name in ``API_REGISTRY``."""
 
-from fake_esp.apis import mailgun, postmark, sendgrid, ses
+from fake_esp.apis import brevo, elasticemail, mailgun, mailjet, mandrill, postmark, sendgrid, sendpulse, ses
 from fake_esp.apis.base import API_REGISTRY, ApiMessage, BadRequest, EspApi, RateInfo, Submission
 
 __all__ = [
@@ -10,8 +11,13 @@ __all__ = [
     "EspApi",
     "RateInfo",
     "Submission",
+    "brevo",
+    "elasticemail",
     "mailgun",
+    "mailjet",
+    "mandrill",
     "postmark",
     "sendgrid",
+    "sendpulse",
     "ses",
 ]

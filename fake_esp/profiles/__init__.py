@@ -24,7 +24,10 @@ from harness import replies
 from harness.errors import ConfigError
 from harness.replies import parse_reply
 
-PROFILE_NAMES: tuple[str, ...] = ("generic-smtp", "ses", "sendgrid", "mailgun", "postmark")
+PROFILE_NAMES: tuple[str, ...] = (
+    "generic-smtp", "ses", "sendgrid", "mailgun", "postmark",
+    "mailjet", "brevo", "elasticemail", "sendpulse", "mandrill",
+)  # fmt: skip
 
 
 class _Frozen(BaseModel):
@@ -112,7 +115,11 @@ class WebhookPolicy(_Frozen):
 class Profile(_Frozen):
     name: str
     title: str
-    api: Literal["sendgrid", "ses", "mailgun", "postmark"] | None
+    api: (
+        Literal["sendgrid", "ses", "mailgun", "postmark"]
+        | Literal["mailjet", "brevo", "elasticemail", "sendpulse", "mandrill"]
+        | None
+    )
     limits: Limits
     smtp: SmtpReplies
     http: HttpReplies

@@ -67,15 +67,15 @@ def _webhooks(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def profiles_table() -> str:
-    """What ``--list-profiles`` prints: one line per profile with its headline limits."""
-    head = ("name", "api", "rate/s", "max conn", "msgs/conn", "max size", "rcpts")
-    lines = ["{:<13} {:<9} {:>7} {:>8} {:>9} {:>10} {:>5}".format(*head)]
+    """What ``--list-profiles`` prints: one line per profile with its headline limits and its title."""
+    head = ("name", "api", "rate/s", "max conn", "msgs/conn", "max size", "rcpts", "description")
+    lines = ["{:<13} {:<12} {:>7} {:>8} {:>9} {:>10} {:>5}  {}".format(*head)]
     for p in list_profiles():
         lim = p.limits
         size = f"{lim.max_message_size // (1024 * 1024)} MiB" if lim.max_message_size else "-"
         lines.append(
-            f"{p.name:<13} {p.api or '-':<9} {_n(lim.rate):>7} {_n(lim.max_connections):>8} "
-            f"{_n(lim.messages_per_connection):>9} {size:>10} {_n(lim.max_recipients):>5}"
+            f"{p.name:<13} {p.api or '-':<12} {_n(lim.rate):>7} {_n(lim.max_connections):>8} "
+            f"{_n(lim.messages_per_connection):>9} {size:>10} {_n(lim.max_recipients):>5}  {p.title}"
         )
     return "\n".join(lines)
 

@@ -32,8 +32,10 @@ from typing import Any
 
 import orjson
 
+from fake_esp.webhooks import more_formats  # Mailjet, Brevo, Elastic Email, SendPulse, Mandrill
+
 EVENTS: tuple[str, ...] = ("delivered", "deferred", "bounce", "open", "click")
-FORMATS: tuple[str, ...] = ("sendgrid", "ses", "mailgun", "postmark")
+FORMATS: tuple[str, ...] = ("sendgrid", "ses", "mailgun", "postmark", *more_formats.FORMATS)
 SNS_TOPIC = "arn:aws:sns:us-east-1:000000000000:mailstorm-ses-events"
 
 
@@ -69,11 +71,13 @@ def render(fmt: str, events: list[Event], *, signing_key: str = "") -> tuple[byt
         return orjson.dumps(_mailgun(e, signing_key)), {"Content-Type": "application/json"}
     if fmt == "postmark":
         return orjson.dumps(_postmark(e)), {"Content-Type": "application/json"}
-    raise ValueError(f"unknown webhook format {fmt!r}")
+    return more_formats.render(fmt, events)
 
 
 def read_events(fmt: str, body: bytes, header: str) -> list[dict[str, Any]]:
     """Canonical {event, id, esp_id, rcpt, event_id} dicts from a webhook body of format ``fmt``."""
+    if fmt in more_formats.FORMATS:  # some of these bodies are form-encoded, not JSON
+        return more_formats.read_events(fmt, body, header)
     data = orjson.loads(body)
     if fmt == "sendgrid":
         return [

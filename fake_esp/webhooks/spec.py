@@ -1,7 +1,8 @@
 """WebhookSpec: where and how the fake ESP posts events back (typed, frozen; parsed once at the edge).
 
 url               where to POST (loopback unless allowed: harness.netguard)
-format            sendgrid | ses | mailgun | postmark; default: the API the message came in by, else
+format            sendgrid | ses | mailgun | postmark | mailjet | brevo | elasticemail | sendpulse |
+                  mandrill (fake_esp.webhooks.formats); default: the API the message came in by, else
                   the profile's API (SMTP acceptances); none of those: no webhooks for that message
 events            probabilities per accepted recipient: bounce (else delivered), deferred (a deferred
                   event before the outcome), open and click (after a delivery; click after an open)
@@ -44,7 +45,11 @@ class WebhookFaults(_Frozen):
 
 class WebhookSpec(_Frozen):
     url: str
-    format: Literal["sendgrid", "ses", "mailgun", "postmark"] | None = None
+    format: (
+        Literal["sendgrid", "ses", "mailgun", "postmark"]
+        | Literal["mailjet", "brevo", "elasticemail", "sendpulse", "mandrill"]
+        | None
+    ) = None
     events: EventMix = EventMix()
     faults: WebhookFaults = WebhookFaults()
     retry_time_scale: float = Field(1.0, gt=0)
