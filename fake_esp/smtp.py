@@ -302,7 +302,8 @@ class EspSMTP(SMTP):
             await self._writer.drain()
         if final and self._close_after_reply:
             self._close_after_reply = False
-            self.transport.close()
+            if self.transport is not None:  # None: the client left first
+                self.transport.close()
 
 
 class Handler:
