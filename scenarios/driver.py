@@ -28,7 +28,7 @@ from gevent.queue import Queue
 from harness.ledger import Kind
 from scenarios.messages import Message, MessageFactory
 from scenarios.model import LoadSpec
-from scenarios.shapes import Closed, arrival_times
+from scenarios.shapes import Closed, arrival_times, share
 from scenarios.submit import Result
 
 # Gaps between arrivals longer than this are slept on the stop event (abort wakes them); shorter ones
@@ -96,11 +96,6 @@ class Recorder:
     def drop(self, intended: int, count: int) -> None:
         self._sink.write(Kind.LOAD_DROPPED, intended=intended, count=count, worker=self._worker)
         self.dropped += count
-
-
-def share(total: int, index: int, processes: int) -> int:
-    """Process ``index``'s part of ``total`` when split as evenly as possible between ``processes``."""
-    return total // processes + (1 if index < total % processes else 0)
 
 
 class _Driver:

@@ -143,7 +143,10 @@ def arrival_times(
         acc_end = acc + r * step
         while next_at <= acc_end:
             # Linear within the step: place the arrival where the running integral crosses next_at.
-            times.append(t + (next_at - acc) / r)
+            at = t + (next_at - acc) / r
+            if at >= duration_s:  # float rounding on the run's last step: outside the run
+                return times
+            times.append(at)
             next_at += rng.expovariate(1.0) if poisson else 1.0
         acc = acc_end
         t += step
@@ -160,3 +163,8 @@ def expected_count(shape: OpenShape, duration_s: float, until_s: float | None = 
         total += shape.rate_at(t + step / 2, duration_s) * step
         t += step
     return total
+
+
+def share(total: int, index: int, processes: int) -> int:
+    """Process ``index``'s part of ``total`` when split as evenly as possible between ``processes``."""
+    return total // processes + (1 if index < total % processes else 0)

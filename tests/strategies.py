@@ -49,3 +49,39 @@ message_fates = st.fixed_dictionaries(
         "sut_deferred": st.booleans(),
     }
 )
+
+
+# -- load side: open-model shapes (dicts in the shape of scenarios.shapes, as a scenario file has them) ----
+_rates = st.floats(0.5, 400, allow_nan=False)
+open_shapes = st.one_of(
+    st.fixed_dictionaries({"kind": st.just("steady"), "rate": _rates}),
+    st.fixed_dictionaries({"kind": st.just("ramp"), "from_rate": _rates, "to_rate": _rates}),
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("step"),
+            "start_rate": _rates,
+            "step_rate": st.floats(0, 100),
+            "step_s": st.floats(0.5, 5),
+            "steps": st.integers(1, 5),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("spike"),
+            "base_rate": _rates,
+            "factor": st.floats(1, 10),
+            "at_s": st.floats(0, 5),
+            "for_s": st.floats(0.1, 5),
+        }
+    ),
+    st.fixed_dictionaries({"kind": st.just("soak"), "rate": _rates, "warmup_s": st.floats(0, 5)}),
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("campaign"),
+            "burst_rate": _rates,
+            "burst_s": st.floats(0.1, 5),
+            "tail_rate": st.floats(0, 50),
+            "decay_s": st.floats(0, 5),
+        }
+    ),
+)
