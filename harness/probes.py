@@ -52,8 +52,11 @@ def poll_once(probe: ProbeSpec) -> dict[str, Any]:
             record["status"] = resp.status
             body = resp.read(MAX_BODY)
     except urllib.error.HTTPError as exc:
+        # A failing health check often says why in its body (a 503 with the queue depth): keep reading.
         record["status"] = exc.code
         record["error"] = f"HTTP {exc.code}"
+        with exc:
+            body = exc.read(MAX_BODY)
     except (urllib.error.URLError, OSError) as exc:
         record["error"] = str(getattr(exc, "reason", exc))
     record["latency_s"] = round(time.perf_counter() - start, 6)

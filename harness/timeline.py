@@ -146,7 +146,8 @@ class Timeline:
         elif step.what == "target":
             self._act(step.target.action, step.target.params)
         elif step.what == "network":
-            self._handles[event.index] = self._proxy.add_toxic(step.network)
+            toxic = step.network.model_copy(update={"name": step.network.name or event.label})
+            self._handles[event.index] = self._proxy.add_toxic(toxic)
 
     def _end(self, event: Event) -> None:
         step = event.step
