@@ -87,11 +87,13 @@ def test_edge_cases(tmp_path):
         # the ESP accepted something nobody submitted: not an outcome.
         esp.write(Kind.ESP_ACCEPTED, id="stray", acked=True)
     with (ledger / "esp-smtp-0.jsonl").open("ab") as fh:
-        fh.write(b'{"t": 1, "k": "esp.acc')  # a writer killed mid-line
+        fh.write(b'{"t":1,"k":"esp.accepted","id":"x"}\n{"t":2,"k":"esp.acc')  # a writer killed mid-line
+    with (ledger / "sut.jsonl").open("ab") as fh:
+        fh.write(b'{"t":3,"k":"sut.relayed","id":"vanished"}\n{"t": 4, "k": "sut.acc')  # another format
 
     cols = read_columns(ledger)
     msgs = classify(cols)
-    assert cols.torn_lines == 1
+    assert cols.torn_lines == 2
     assert msgs.counts() == {
         "submitted": 11,
         "delivered": 4,
@@ -101,7 +103,7 @@ def test_edge_cases(tmp_path):
         "lost": 2,
         "rejected": 1,
     }
-    assert msgs.esp_unmatched == 1
+    assert msgs.esp_unmatched == 2  # "stray" and "x"
     assert msgs.unacked == 2
     assert int(msgs.submit_attempts.sum()) == 13
 
