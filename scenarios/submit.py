@@ -11,6 +11,7 @@ this module imports neither gevent nor locust, so tests can drive it directly.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ class Result:
         if self.code is None:
             return f"cut@{self.phase}"
         return f"{self.code}@{self.phase}"
+
+
+_LINE_START_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuffed(raw: bytes) -> bytes:
+    """The message as sent after DATA: leading dots doubled, CRLF-terminated, then "." (RFC 5321 4.5.2)."""
+    body = _LINE_START_DOT.sub(b"..", raw)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
 
 
 def _text(resp: bytes | str) -> str:
@@ -117,11 +129,15 @@ class SmtpSubmitter:
             if accepted == 0:
                 return self._refused(*last)
             self._phase = "data"
-            try:
-                code, resp = smtp.data(msg.raw)
-            except smtplib.SMTPDataError as exc:  # DATA itself was refused (no 354)
-                return self._refused(exc.smtp_code, exc.smtp_error)
+            # DATA by hand rather than smtplib's data(): the ledger must tell a refused DATA command
+            # (phase data) from a reply, or a cut, after the final "." (phase eod: the duplicate risk).
+            smtp.putcmd("data")
+            code, resp = smtp.getreply()
+            if code != 354:
+                return self._refused(code, resp)
             self._phase = "eod"
+            smtp.send(_dot_stuffed(msg.raw))
+            code, resp = smtp.getreply()
             if code != 250:
                 return self._refused(code, resp)
             return Result(True, code, _text(resp), DONE)

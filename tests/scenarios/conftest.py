@@ -13,6 +13,7 @@ import pytest
 
 from fake_esp.launch import EspProcess
 from harness.ledger import Kind, LedgerReader
+from harness.ports import free_port
 from harness.targets.base import Endpoint
 from scenarios.launch import LoadRun
 from scenarios.model import LoadSpec
@@ -37,8 +38,8 @@ def start_esp(tmp_path: Path) -> Iterator[Callable[..., EspProcess]]:
 
 @pytest.fixture
 def esp(start_esp: Callable[..., EspProcess]) -> EspProcess:
-    """A fake ESP with no faults, on free ports."""
-    return start_esp()
+    """A fake ESP with no faults, SMTP and HTTP APIs on free ports."""
+    return start_esp(http_port=free_port())
 
 
 @dataclass
@@ -93,3 +94,57 @@ def smtp_endpoint(esp: EspProcess) -> list[Endpoint]:
 
 def accepted_ids(esp: EspProcess) -> list[str]:
     return [r["id"] for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED])]
+
+
+@dataclass
+class EchoServer:
+    """A real aiohttp server (own thread and event loop) that keeps every request it was sent."""
+
+    url: str
+    requests: list[dict[str, Any]]
+    statuses: list[int]  # answered in turn, then 202 for the rest
+
+
+@pytest.fixture
+def echo_http() -> Iterator[EchoServer]:
+    """An HTTP endpoint standing in for a SUT's send API: records requests, answers 202 (or as told)."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    port = free_port()
+    server = EchoServer(url=f"http://127.0.0.1:{port}", requests=[], statuses=[])
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        server.requests.append(
+            {"method": request.method, "path": request.path, "headers": dict(request.headers), "body": body}
+        )
+        status = server.statuses.pop(0) if server.statuses else 202
+        return web.json_response({"queued": status == 202}, status=status)
+
+    async def serve() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        runner = loop.run_until_complete(serve())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="echo-http", daemon=True)
+    thread.start()
+    assert ready.wait(10), "echo HTTP server did not start"
+    yield server
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)

@@ -1,0 +1,89 @@
+"""The SMTP submitter (smtplib) against a real fake ESP: outcomes, phases, reconnects, AUTH."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.ledger import Kind, LedgerReader
+from harness.ports import free_port
+from scenarios.messages import MessageFactory
+from scenarios.model import LoadSpec, SmtpOptions
+from scenarios.submit import SmtpSubmitter
+
+
+@pytest.fixture
+def factory():
+    return MessageFactory(LoadSpec(), run_id="s", worker=0, seed=1)
+
+
+def submitter(esp, per_conn=100, **smtp):
+    return SmtpSubmitter(
+        esp.smtp_host, esp.smtp_port, SmtpOptions(**smtp), msgs_per_connection=per_conn, timeout_s=5
+    )
+
+
+def test_messages_per_connection_are_respected(esp, factory):
+    """7 messages at 3 per connection use 3 SMTP sessions, and all 7 are accepted with 250."""
+    sub = submitter(esp, per_conn=3)
+    results = [sub.submit(factory.next()) for _ in range(7)]
+    sub.close()
+    assert all(r.ok and r.code == 250 and r.phase == "done" for r in results)
+    assert sub.connections == 3
+    assert LedgerReader(esp.ledger_dir).count(Kind.ESP_ACCEPTED) == 7
+
+
+def test_refusal_at_rcpt_keeps_the_session(esp, factory):
+    """A 451 at RCPT is reported with its code, text and phase; the session stays usable (RSET)."""
+    sub = submitter(esp)
+    fid = esp.control.add_fault(
+        {"type": "reply", "phase": "rcpt", "reply": "451 4.3.0 Temporary service failure"}
+    )
+    refused = sub.submit(factory.next())
+    esp.control.remove_fault(fid)
+    ok = sub.submit(factory.next())
+    sub.close()
+    assert (refused.ok, refused.code, refused.phase) == (False, 451, "rcpt")
+    assert "Temporary service failure" in refused.text and refused.outcome == "451@rcpt"
+    assert ok.ok and sub.connections == 1
+
+
+def test_421_closes_the_session_and_the_next_message_reconnects(esp, factory):
+    """A 421 (the server closes the channel) ends the session; the next message opens a new one."""
+    sub = submitter(esp)
+    assert sub.submit(factory.next()).ok
+    fid = esp.control.add_fault({"type": "reply", "phase": "mail", "reply": "421 4.7.0 Try again later"})
+    refused = sub.submit(factory.next())
+    esp.control.remove_fault(fid)
+    again = sub.submit(factory.next())
+    sub.close()
+    assert (refused.code, refused.phase) == (421, "mail")
+    assert again.ok and sub.connections == 2
+
+
+def test_cut_connection_after_data_is_reported_without_a_code(esp, factory):
+    """A connection cut after the final "." has no reply code (phase eod); the next message reconnects."""
+    sub = submitter(esp)
+    fid = esp.control.add_fault({"type": "disconnect", "phase": "eod"})
+    cut = sub.submit(factory.next())
+    esp.control.remove_fault(fid)
+    again = sub.submit(factory.next())
+    sub.close()
+    assert (cut.ok, cut.code, cut.phase) == (False, None, "eod") and cut.outcome == "cut@eod"
+    assert again.ok and sub.connections == 2
+
+
+def test_refused_connection_is_reported_at_connect(factory):
+    """Nothing listening: the submission fails at connect with no code, and does not raise."""
+    sub = SmtpSubmitter("127.0.0.1", free_port(), SmtpOptions(), msgs_per_connection=10, timeout_s=2)
+    res = sub.submit(factory.next())
+    assert (res.ok, res.code, res.phase) == (False, None, "connect")
+    assert "ConnectionRefused" in res.text
+
+
+def test_auth_user_reaches_the_esp(esp, factory):
+    """With AUTH configured the session logs in; the fake ESP records the AUTH user as the key."""
+    sub = submitter(esp, auth={"user": "tenant-7", "password": "pw", "allow_plaintext": True})
+    assert sub.submit(factory.next()).ok
+    sub.close()
+    (acc,) = list(LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED]))
+    assert acc["key"] == "tenant-7"
