@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import psutil
 import yaml
 
+import reports
 from fake_esp.launch import EspProcess
 from fake_esp.profiles import load_profile
 from harness.chaosproxy.proxy import ChaosProxy
@@ -554,14 +555,13 @@ class Run:
     def _report(self) -> int:
         """Build the reports and return the exit code of their verdict; print the summary."""
         print(self.summary(), file=sys.stderr)
-        import reports
-
-        if hasattr(reports, "build"):
-            self.verdict = reports.build(self.run_dir)
-            passed = self.verdict["passed"] if isinstance(self.verdict, dict) else self.verdict.passed
-        else:  # until the reports package lands: judge lost messages from the live counters only
-            passed = self.stats.backlog <= self.scenario.slo.max_lost
+        self.verdict = reports.build(self.run_dir)
+        passed = self.verdict.passed
         self.info["verdict"] = "pass" if passed else "fail"
+        for slo in self.verdict.slo:
+            actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
+            mark = "ok  " if slo.passed else "FAIL"
+            print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
         print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
         return EXIT_OK if passed else EXIT_SLO_BREACHED
 
