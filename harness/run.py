@@ -104,6 +104,8 @@ def make_run_dir(out: Path, name: str, now: datetime | None = None) -> Path:
             candidate.mkdir(parents=True)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot make the run directory: {exc.strerror or exc}") from None
         return candidate
     raise HarnessError(f"cannot make a run directory under {out}")
 

@@ -74,13 +74,14 @@ def test_run_refuses_before_starting_anything(name, tmp_path):
 
 
 def test_bad_command_line_values_exit_2(tmp_path):
-    """Bad --duration / --seed values and a missing file are one-line errors with exit 2."""
+    """Bad --duration / --seed / --out values and a missing file are one-line errors with exit 2."""
     smoke = str(ROOT / "scenarios" / "library" / "smoke.yaml")
     for args in (
         ["run", smoke, "--duration", "soon"],
         ["run", smoke, "--seed", "-1"],
         ["run", str(tmp_path / "nope.yaml")],
         ["validate", "no-such-library-scenario"],
+        ["run", smoke, "--out", "/proc/no-runs-here"],
     ):
         proc = mailstorm(*args)
         assert proc.returncode == 2, (args, proc.stderr)
