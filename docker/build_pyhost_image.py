@@ -10,7 +10,8 @@ base image, no network.
     python docker/build_pyhost_image.py      # prints the image tag; builds only when missing
 
 The tag carries a hash of the library list and the Python path, so a changed host Python gets a new
-image instead of a stale one.
+image instead of a stale one; ``mailstorm-pyhost:latest`` names the newest build (scenario files use it).
+When the interpreter lives in /usr (a distribution Python), the container's /usr is the host's, mounted.
 """
 
 from __future__ import annotations
@@ -20,23 +21,29 @@ import io
 import os
 import subprocess
 import sys
+import sysconfig
 import tarfile
 from pathlib import Path
 
 import docker
 
+REPOSITORY = "mailstorm-pyhost"
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
 
 
-def python_paths() -> tuple[Path, Path]:
-    return Path(os.path.realpath(sys.executable)), Path(sys.base_prefix).resolve()
+def python_dirs() -> tuple[Path, list[Path]]:
+    """The interpreter and the directories holding its extension modules (stdlib and site-packages)."""
+    paths = sysconfig.get_paths()
+    dirs = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return Path(os.path.realpath(sys.executable)), sorted(d for d in dirs if d.is_dir())
 
 
-def needed_libraries(executable: Path, prefix: Path) -> list[str]:
-    """Absolute paths (as the loader names them) of every system library the interpreter and the
-    extension modules under ``prefix`` link against, the loader itself included."""
-    objects = [str(executable), *(str(p) for p in prefix.rglob("*.so*") if p.is_file())]
+def needed_libraries(executable: Path, dirs: list[Path]) -> list[str]:
+    """Absolute paths (as the loader names them) of every system library the interpreter and its
+    extension modules link against, the loader itself included; libraries inside the Python install
+    are left out (bind-mounted with it)."""
+    objects = [str(executable), *(str(p) for d in dirs for p in d.rglob("*.so*") if p.is_file())]
     libs: set[str] = set()
     for i in range(0, len(objects), 200):
         out = subprocess.run(["ldd", *objects[i : i + 200]], capture_output=True, text=True).stdout
@@ -46,12 +53,13 @@ def needed_libraries(executable: Path, prefix: Path) -> list[str]:
                 libs.add(parts[2])
             elif parts and parts[0].startswith("/") and "ld-linux" in parts[0]:
                 libs.add(parts[0])
-    return sorted(lib for lib in libs if not lib.startswith(str(prefix)))
+    inside = str(Path(sys.base_prefix).resolve())
+    return sorted(lib for lib in libs if inside == "/usr" or not lib.startswith(inside + "/"))
 
 
 def image_tag(executable: Path, libs: list[str]) -> str:
     digest = hashlib.sha256("\n".join([str(executable), *libs]).encode()).hexdigest()[:12]
-    return f"mailstorm-pyhost:{digest}"
+    return f"{REPOSITORY}:{digest}"
 
 
 def rootfs_tar(libs: list[str]) -> bytes:
@@ -79,15 +87,16 @@ def rootfs_tar(libs: list[str]) -> bytes:
 def build(client: docker.DockerClient | None = None) -> str:
     """Return the tag of the image, importing it first when it is missing."""
     client = client or docker.from_env()
-    executable, prefix = python_paths()
-    libs = needed_libraries(executable, prefix)
+    executable, dirs = python_dirs()
+    libs = needed_libraries(executable, dirs)
     tag = image_tag(executable, libs)
     try:
-        client.images.get(tag)
+        image = client.images.get(tag)
     except docker.errors.ImageNotFound:
         repository, _, version = tag.partition(":")
         client.api.import_image_from_data(rootfs_tar(libs), repository=repository, tag=version)
-        client.images.get(tag)  # raises when the import did not produce it
+        image = client.images.get(tag)  # raises when the import did not produce it
+    image.tag(REPOSITORY, "latest")  # what scenario files name (docker-restart.yaml)
     return tag
 
 

@@ -9,7 +9,10 @@ is on the docker bridge, reachable only from this host and its containers. With 
 container shares the host's loopback and the ESP is used directly.
 
 Placeholders in ``command``, ``env`` and ``volumes``: ``{port}`` (the container-side SUT port),
-``{esp_host}``, ``{esp_port}``, ``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``.
+``{esp_host}``, ``{esp_port}``, ``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and
+``{python}``, ``{python_prefix}``, ``{mailstorm_root}`` (mailstorm's interpreter, its installation and
+checkout: bind-mounted into the ``mailstorm-pyhost`` image, they run mailstorm's own reference pipeline
+in a container; see docker/build_pyhost_image.py).
 
 Readiness: the published port alone proves nothing (docker-proxy accepts before the SUT listens), so
 an SMTP SUT is ready when it sends its 220 greeting, an HTTP one when ``ready_url`` answers 2xx.
@@ -221,7 +224,7 @@ class DockerTarget:
             "labels": {LABEL: self._instance},
             "environment": {k: substitute(v, values) for k, v in spec.env.items()},
             "volumes": volumes,
-            "working_dir": spec.working_dir,
+            "working_dir": spec.working_dir and substitute(spec.working_dir, values),
         }
         if host_mode:
             kwargs["network_mode"] = "host"

@@ -3,9 +3,11 @@ HTTP check, and broken on the timeline: kill -9, SIGSTOP/SIGCONT (a stalled host
 
 The command and its environment may name run values as placeholders, substituted at start:
 ``{port}`` (the SUT's port, chosen free when the spec says 0), ``{host}``, ``{esp_host}``, ``{esp_port}``,
-``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``. So the reference pipeline, or any relay,
-can be started pointed at this run's fake ESP. Output goes to ``<run>/logs/<log_name>.log`` (appended
-across restarts). Signals go to the whole group, so a SUT that forks workers is killed/stalled whole.
+``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and ``{python}`` (mailstorm's own
+interpreter), ``{python_prefix}`` (its installation), ``{mailstorm_root}`` (the directory holding
+``harness/``). So the reference pipeline, or any relay, can be started pointed at this run's fake ESP.
+Output goes to ``<run>/logs/<log_name>.log`` (appended across restarts). Signals go to the whole
+group, so a SUT that forks workers is killed/stalled whole.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +32,10 @@ from harness.netguard import check_address
 from harness.ports import free_port, port_open
 from harness.targets.base import Endpoint, TargetContext, register
 
-_PLACEHOLDER = re.compile(r"\{(port|host|esp_host|esp_port|esp_http|ledger_dir|run_dir|seed)\}")
+_PLACEHOLDER = re.compile(
+    r"\{(port|host|esp_host|esp_port|esp_http|ledger_dir|run_dir|seed|python|python_prefix|mailstorm_root)\}"
+)
+MAILSTORM_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or install) holding harness/
 # Each action name, with the aliases the timeline's inverse actions use (pause <-> resume, sigstop...).
 ACTIONS = frozenset({"kill", "pause", "resume", "sigstop", "sigcont", "stop", "start", "restart"})
 
@@ -60,7 +66,14 @@ class ProcessSpec(BaseModel):
 
 
 def substitute(text: str, values: dict[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+    """Replace the run placeholders in ``text`` (mailstorm's own paths are always known)."""
+    known = {
+        "python": sys.executable,
+        "python_prefix": str(Path(sys.base_prefix).resolve()),
+        "mailstorm_root": str(MAILSTORM_ROOT),
+        **values,
+    }
+    return _PLACEHOLDER.sub(lambda m: known[m.group(1)], text)
 
 
 def wait_ready(check, *, timeout: float, alive, what: str) -> None:

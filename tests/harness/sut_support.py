@@ -1,17 +1,21 @@
 """Test helpers for the SUT targets: a real SMTP sink that records the correlation id of every message it
-receives (stands in for the ESP where a test needs to switch it off and on), and a bounded submitter."""
+receives (stands in for the ESP where a test needs to switch it off and on), a bounded submitter, and
+``mailstorm run`` as a subprocess with the checks its run directory needs."""
 
 from __future__ import annotations
 
 import email
 import smtplib
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from harness.ledger import CORRELATION_HEADER
+from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from harness.ports import free_port
 
 
@@ -103,3 +107,37 @@ class Submitter:
                 self.accepted.append(cid)
             except (smtplib.SMTPException, OSError):
                 self.failed.append(cid)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = ROOT / "scenarios" / "library"
+
+
+def run_cli(scenario: Path, out: Path, *args: str, timeout: float = 300) -> tuple[int, Path, str]:
+    """``mailstorm run`` as a user runs it (a subprocess); the exit code, the run directory, stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out), "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    dirs = sorted(out.glob("*")) if out.exists() else []
+    assert len(dirs) == 1, f"expected one run directory, got {dirs}: {proc.stderr}"
+    return proc.returncode, dirs[0], proc.stderr
+
+
+def lost_and_counts(run_dir: Path) -> tuple[set[str], int, int]:
+    """Ids the SUT accepted that never reached the ESP, the number accepted, the number the ESP kept."""
+    reader = LedgerReader(run_dir / "ledger")
+    accepted = {r["id"] for r in reader.records([Kind.LOAD_SUBMIT]) if r["ok"]}
+    at_esp = {r["id"] for r in reader.records([Kind.ESP_ACCEPTED])}
+    return accepted - at_esp, len(accepted), len(at_esp)
+
+
+def chaos_window(run_dir: Path, name: str) -> tuple[int, int]:
+    """(begin, end) timestamps (ns) of the named chaos step on the run's timeline."""
+    timeline = LedgerReader(run_dir / "ledger").merged([Kind.CHAOS_BEGIN, Kind.CHAOS_END])
+    begin = next(r["t"] for r in timeline if r["k"] == Kind.CHAOS_BEGIN and r["name"] == name)
+    end = next(r["t"] for r in timeline if r["k"] == Kind.CHAOS_END and r["name"] == name)
+    return begin, end
