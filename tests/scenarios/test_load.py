@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
 import time
 
 from harness.ledger import Kind, LedgerReader
 from harness.ports import free_port
-from scenarios.launch import LoadRun
+from scenarios.launch import PROJECT_ROOT, LoadRun
 from scenarios.model import LoadSpec
 from tests.scenarios.conftest import accepted_ids, smtp_endpoint
 
@@ -114,26 +115,19 @@ def test_remote_worker_ships_its_ledger_to_the_master(esp, tmp_path):
     ledger = tmp_path / "ledger"
     lr = LoadRun(spec, smtp_endpoint(esp), ledger, run_id="rw", seed=3, log_dir=tmp_path / "logs").start()
     spool = tmp_path / "spool"
+    # As an installed `mailstorm` would find its packages, from anywhere (cwd is not the checkout).
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    cmd = [sys.executable, "-m", "harness.cli", "worker", "--master", "127.0.0.1", "--master-port", str(port)]
     with (tmp_path / "remote-worker.log").open("wb") as log:
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "harness.cli",
-                "worker",
-                "--master",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-                "--spool",
-                str(spool),
-            ],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [*cmd, "--spool", str(spool)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            assert lr.wait(90) == 0
+            deadline = time.monotonic() + 90
+            while lr.alive() and time.monotonic() < deadline:
+                assert worker.poll() in (None, 0), (tmp_path / "remote-worker.log").read_text()[-2000:]
+                time.sleep(0.2)  # polling two processes' state, not standing in for a readiness check
+            assert lr.wait(5) == 0
             assert worker.wait(30) == 0
         finally:
             lr.stop()
