@@ -209,6 +209,7 @@ class EspSMTP(SMTP):
 
     # -- asking the engine and acting on it ---------------------------------------------------------
     def decide(self, phase: str) -> Action:
+        self.ctx.phase = phase  # also where an outage finds the session when it cuts it
         self.ctx.open_sessions = self.svc.counters.open_sessions
         return self.svc.engine.decide(phase, self.ctx)
 
