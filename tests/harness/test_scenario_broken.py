@@ -86,3 +86,19 @@ def test_bad_command_line_values_exit_2(tmp_path):
         proc = mailstorm(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
+
+
+def test_remote_addresses_need_the_file_and_the_flag(tmp_path):
+    """A non-loopback address is allowed only when the file says allow_remote: true AND --allow-remote is
+    given; either alone is a one-line error naming the field and line."""
+    body = "name: remote\nduration: 10s\nload: {shape: {kind: steady, rate: 5}}\n"
+    body += "probes:\n  - url: http://192.0.2.10:9100/health\n"
+    without = tmp_path / "without.yaml"
+    without.write_text(body)
+    with_file = tmp_path / "with.yaml"
+    with_file.write_text(body + "allow_remote: true\n")
+    for path, flag in ((without, True), (with_file, False)):
+        proc = mailstorm("validate", str(path), *(["--allow-remote"] if flag else []))
+        assert proc.returncode == 2 and f"{path}:5: probes[0].url: " in proc.stderr, proc.stderr
+    proc = mailstorm("validate", str(with_file), "--allow-remote")
+    assert proc.returncode == 0, proc.stderr
