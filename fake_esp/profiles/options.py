@@ -5,7 +5,8 @@
                     come after and win (same name replaces); its max message size is the default
 --rate N            messages/s (token bucket) instead of the profile's, over SMTP (key: client IP,
                     after DATA) and HTTP (key: API key); without --profile, generic-smtp's replies
---http-port P       serve the ESP HTTP APIs (SendGrid, SES v2, Mailgun, Postmark) on port P
+--http-port P       serve the ESP HTTP APIs (SendGrid, SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic
+                    Email, SendPulse, Mandrill: every API in fake_esp.apis) on port P
 --webhook-url URL   post event webhooks for every accepted message to URL (defaults otherwise)
 --webhooks FILE     webhook settings as YAML (fake_esp.webhooks.spec.WebhookSpec); --webhook-url wins
 --list-profiles     print the profiles and exit
@@ -22,7 +23,7 @@ from harness.errors import ConfigError, UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--http-port", type=int, help="serve the ESP HTTP APIs (SendGrid, SES, Mailgun, Postmark)")
+    p.add_argument("--http-port", type=int, help="serve the ESP HTTP APIs (every API in fake_esp.apis)")
     p.add_argument("--profile", help=f"ESP profile as the base: {', '.join(PROFILE_NAMES)}")
     p.add_argument("--rate", type=float, help="messages/s limit (overrides the profile's), SMTP and HTTP")
     p.add_argument("--webhook-url", help="POST event webhooks for accepted messages to this URL")
