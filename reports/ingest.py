@@ -84,7 +84,11 @@ class _Acc:
 
     def add(self, recs: list[dict[str, Any]]) -> None:
         for name in self.names:
-            self.chunks[name].append(_column(name, [r.get(name) for r in recs], self.interner))
+            try:
+                values = [r[name] for r in recs]  # the common case: every record has the field
+            except KeyError:
+                values = [r.get(name) for r in recs]
+            self.chunks[name].append(_column(name, values, self.interner))
 
     def table(self) -> Table:
         return Table(
