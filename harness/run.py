@@ -265,6 +265,39 @@ class Run:
             sys.stderr.write(f"mailstorm: {self.reason}\n")
         return code
 
+    def _new_esp(self, smtp_port: int | None, http_port: int | None, control_port: int | None) -> EspProcess:
+        esp = self.scenario.esp
+        return EspProcess(
+            self.ledger_dir,
+            seed=derive_seed(self.scenario.seed, "esp"),
+            smtp_port=smtp_port,
+            http_port=http_port,
+            control_port=control_port,
+            faults=[f.model_dump(mode="json", exclude_none=True) for f in esp.faults],
+            profile=esp.profile,
+            processes=esp.processes,
+            log_path=self.logs_dir / "esp.log",
+            token=esp.token,
+            max_message_size=esp.max_message_size,
+            store_bodies=esp.store_bodies,
+            extra_args=self._esp_args(),
+        )
+
+    def _crash_esp(self) -> str:
+        """SIGKILL the fake ESP (all its workers): an ESP crash, for an esp_outage in crash mode."""
+        pid = self._esp.pid
+        self._esp.kill()
+        return f"fake ESP pid {pid} killed"
+
+    def _restart_esp(self) -> str:
+        """A new fake ESP on the same ports and ledger, as a crashed ESP comes back (its start-up faults
+        too; faults added at run time died with it)."""
+        old = self._esp
+        self._esp = self._new_esp(old.smtp_port, old.http_port, old.control_port)
+        self._esp.start()
+        self.info["esp"]["pid"] = self._esp.pid
+        return f"fake ESP restarted (pid {self._esp.pid})"
+
     def _esp_args(self) -> list[str]:
         """The ESP options EspProcess has no keyword for, as its command line takes them."""
         esp = self.scenario.esp
@@ -298,21 +331,8 @@ class Run:
         sc, writer = self.scenario, self._writer
         assert writer is not None
         esp = sc.esp
-        self._esp = EspProcess(
-            self.ledger_dir,
-            seed=derive_seed(sc.seed, "esp"),
-            smtp_port=esp.smtp_port or None,
-            http_port=None if esp.http_port is None else (esp.http_port or free_port()),
-            control_port=esp.control_port or None,
-            faults=[f.model_dump(mode="json", exclude_none=True) for f in esp.faults],
-            profile=esp.profile,
-            processes=esp.processes,
-            log_path=self.logs_dir / "esp.log",
-            token=esp.token,
-            max_message_size=esp.max_message_size,
-            store_bodies=esp.store_bodies,
-            extra_args=self._esp_args(),
-        )
+        http_port = None if esp.http_port is None else (esp.http_port or free_port())
+        self._esp = self._new_esp(esp.smtp_port or None, http_port, esp.control_port or None)
         self._esp.start()
         relay_to = (self._esp.smtp_host, self._esp.smtp_port)
         if any(s.network is not None for s in sc.chaos):
@@ -361,6 +381,7 @@ class Run:
             sc.chaos,
             writer=writer,
             esp=lambda: self._esp.control,
+            esp_lifecycle=(self._crash_esp, self._restart_esp),
             target=self._target,
             target_kind=sc.target.kind,
             proxy=self._proxy,
@@ -456,7 +477,8 @@ class Run:
     def _watchdog(self) -> None:
         if self._timeline is not None and self._timeline.errors:
             raise HarnessError(self._timeline.errors[0])
-        if self._esp is not None and not self._esp.alive():
+        esp_down = self._timeline is not None and self._timeline.esp_down
+        if self._esp is not None and not self._esp.alive() and not esp_down:
             raise PartDied(f"fake ESP died (see {self.logs_dir / 'esp.log'})")
         if self._proxy is not None and not self._proxy.alive():
             raise PartDied("chaos proxy stopped")

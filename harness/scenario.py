@@ -100,10 +100,11 @@ DEFAULT_TARGET: dict[str, Any] = {"kind": "reference"}
 
 
 class EspOutage(_Frozen):
-    """The ESP goes away for the step's ``for``: ``refuse`` (connections refused, sessions cut) or
-    ``hang`` (connections accepted, never answered)."""
+    """The ESP goes away for the step's ``for``: ``refuse`` (connections refused, sessions cut),
+    ``hang`` (connections accepted, never answered), or ``crash`` (the fake ESP process is SIGKILLed and
+    a new one started on the same ports at the end: faults added at run time die with it)."""
 
-    mode: Literal["refuse", "hang"] = "refuse"
+    mode: Literal["refuse", "hang", "crash"] = "refuse"
 
 
 class TargetAction(_Frozen):

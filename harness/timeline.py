@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import MailstormError, UserError
+from harness.errors import HarnessError, MailstormError, UserError
 from harness.ledger import Kind, LedgerWriter
 from harness.scenario import INVERSE_ACTIONS, ChaosStep
 
@@ -65,6 +65,7 @@ class Timeline:
         target: Any = None,
         target_kind: str = "",
         proxy: Any = None,
+        esp_lifecycle: tuple[Callable[[], str], Callable[[], str]] | None = None,
     ) -> None:
         self.events = schedule(steps)
         self._writer = writer
@@ -72,6 +73,8 @@ class Timeline:
         self._target = target
         self._target_kind = target_kind
         self._proxy = proxy
+        self._esp_lifecycle = esp_lifecycle  # (crash, restart), for esp_outage in crash mode
+        self.esp_down = False  # the ESP was crashed on purpose and is not back yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -140,6 +143,10 @@ class Timeline:
         if step.what == "esp_fault":
             spec = {**params, "name": params.get("name") or event.label}
             self._handles[event.index] = self._esp().add_fault(spec)
+        elif step.what == "esp_outage" and step.esp_outage.mode == "crash":
+            crash, _ = self._esp_lifecycle
+            self.esp_down = True
+            self._record_action("esp-crash", "esp", crash)
         elif step.what == "esp_outage":
             spec = {"type": "outage", "name": event.label, "duration_s": step.for_, **params}
             self._handles[event.index] = self._esp().add_fault(spec)
@@ -152,7 +159,12 @@ class Timeline:
     def _end(self, event: Event) -> None:
         step = event.step
         handle = self._handles.pop(event.index, None)
-        if step.what in ("esp_fault", "esp_outage") and handle is not None:
+        if step.what == "esp_outage" and step.esp_outage.mode == "crash":
+            _, restart = self._esp_lifecycle
+            if not self._record_action("esp-restart", "esp", restart):
+                raise HarnessError("the fake ESP did not come back after its crash")
+            self.esp_down = False
+        elif step.what in ("esp_fault", "esp_outage") and handle is not None:
             # An outage ends by itself after duration_s and a fault may have its own ttl: either may be
             # gone already (404, a UserError), which is the state we want.
             try:
@@ -165,24 +177,27 @@ class Timeline:
             self._proxy.remove_toxic(handle)
 
     def _act(self, action: str, params: dict[str, Any]) -> None:
-        # The chaos.begin/chaos.end record before this call marks when the action was issued; the
-        # action record says how it went (t: when it finished, started: when it was issued).
-        started = time.time_ns()
         self._acting = True
         try:
-            detail, ok = str(self._target.act(action, **params)), True
-        except Exception as exc:
-            detail, ok = _why(exc), False
-            self.action_failures.append(f"{action}: {detail}")
+            self._record_action(action, self._target_kind, lambda: self._target.act(action, **params))
         finally:
             if action in DOWN_ACTIONS:
                 self._down = True
             elif action in UP_ACTIONS:
                 self._down = False
             self._acting = False
-        self._writer.write(
-            Kind.ACTION, what=action, target=self._target_kind, ok=ok, detail=detail, started=started
-        )
+
+    def _record_action(self, what: str, on: str, do: Callable[[], Any]) -> bool:
+        """Carry out ``do`` and write its ``action`` record (t: when it finished, started: when it was
+        issued; the chaos.begin/chaos.end before this call marks the same moment)."""
+        started = time.time_ns()
+        try:
+            detail, ok = str(do()), True
+        except Exception as exc:
+            detail, ok = _why(exc), False
+            self.action_failures.append(f"{what}: {detail}")
+        self._writer.write(Kind.ACTION, what=what, target=on, ok=ok, detail=detail, started=started)
+        return ok
 
 
 def _why(exc: BaseException) -> str:

@@ -104,12 +104,14 @@ def test_smoke_scenario_passes(tmp_path):
     assert (run_dir / "report.json").exists()
 
 
-def test_esp_outage_loses_nothing(tmp_path):
-    """During an ESP outage the pipeline keeps accepting; afterwards all it accepted reaches the ESP."""
+@pytest.mark.parametrize("mode", ["refuse", "crash"])
+def test_esp_outage_loses_nothing(tmp_path, mode):
+    """During an ESP outage (refusing, or its process SIGKILLed and restarted) the pipeline keeps
+    accepting; afterwards all it accepted reaches the ESP."""
     path = scenario_file(
         tmp_path,
         "outage",
-        "chaos:\n  - {at: 3s, for: 6s, name: esp-down, esp_outage: {mode: refuse}}\nslo: {max_lost: 0}\n",
+        f"chaos:\n  - {{at: 3s, for: 6s, name: esp-down, esp_outage: {{mode: {mode}}}}}\n",
     )
     code, run_dir, err = run(path, tmp_path)
     assert code == 0, err
