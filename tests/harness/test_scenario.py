@@ -53,9 +53,16 @@ def test_library_scenarios_validate_and_round_trip(path):
     """Each library file validates, and its resolved form (what a run writes) validates to the same object."""
     scenario = load_scenario(path)
     assert scenario.name == path.stem
-    assert scenario.target.kind == "reference"
     again = load_scenario_text(yaml.safe_dump(scenario.resolved()))
     assert again == scenario
+
+
+def test_the_ready_scenarios_run_against_the_reference_pipeline():
+    """The ready scenarios need nothing installed: each targets the embedded reference pipeline."""
+    for name in ("demo", "smoke", "spike", "esp-outage", "esp-throttling", "slow-esp", "capacity-ramp"):
+        assert load_scenario(LIBRARY / f"{name}.yaml").target.kind == "reference"
+    for name in ("soak", "campaign"):
+        assert load_scenario(LIBRARY / f"{name}.yaml").target.kind == "reference"
 
 
 def test_smoke_fits_in_30_seconds():
