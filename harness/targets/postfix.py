@@ -1,10 +1,14 @@
 """The ``postfix`` target: a throwaway instance of the system's Postfix as the SUT, relaying to the fake ESP.
 
-The instance lives under ``<run>/postfix/`` (its own config copied from /etc/postfix, queue, data and
-log), listens on a loopback port, relays everything to the ESP (``relayhost = [host]:port``) and uses
-no chroot, no syslog and no DNS: the working set-up of notes/postfix-sut.md, traps included (the
-dangling ``makedefs.out`` symlink, the data directory owned by postfix, ``script`` to see why
-``postfix start`` failed silently). Retry timing is the spec's (Postfix's own defaults, 300 s/4000 s,
+The instance's config (copied from /etc/postfix) and ``maillog`` live under ``<run>/postfix/``; it
+listens on a loopback port, relays everything to the ESP (``relayhost = [host]:port``) and uses no
+chroot, no syslog and no DNS: the working set-up of notes/postfix-sut.md, traps included (the dangling
+``makedefs.out`` symlink, the data directory owned by postfix, ``script`` to see why ``postfix start``
+failed silently). Its queue and data directories ("spool") are a short private directory in /tmp,
+linked as ``<run>/postfix/spool`` and removed by ``stop()``: Postfix's UNIX sockets live in the queue
+directory and a socket path may not exceed 108 bytes (a run directory easily does), and the master
+opens its lock in the data directory as the postfix user, who must be able to reach it (a 0700 parent,
+as pytest's tmp dirs, forbids that). Retry timing is the spec's (Postfix's own defaults, 300 s/4000 s,
 make recovery take minutes; a user may want exactly that).
 
 Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message), sampled every
@@ -22,7 +26,6 @@ import os
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import threading
@@ -114,9 +117,13 @@ class PostfixTarget:
         return self.root / "conf"
 
     @property
-    def queue_dir(self) -> Path:
+    def spool_link(self) -> Path:
         assert self.root is not None, "start() first"
-        return self.root / "queue"
+        return self.root / "spool"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.spool_link.resolve() / "queue"
 
     @property
     def maillog(self) -> Path:
@@ -148,10 +155,9 @@ class PostfixTarget:
         if self.root is None or not self.conf_dir.exists():
             return
         self._halt()
-        data = self.root / "data"
-        if data.is_symlink():  # a private data directory outside the run: remove it with the instance
-            shutil.rmtree(data.resolve(), ignore_errors=True)
-            data.unlink()
+        if self.spool_link.is_symlink():  # the private queue/data directory goes with the instance
+            shutil.rmtree(self.spool_link.resolve(), ignore_errors=True)
+            self.spool_link.unlink()
 
     # -- Alive / QueueSampler -------------------------------------------------------------------------
     def alive(self) -> bool:
@@ -282,8 +288,10 @@ class PostfixTarget:
             shutil.copytree(template, conf, symlinks=True)
             # A symlink that leaves the directory: set-permissions refuses it.
             (conf / "makedefs.out").unlink(missing_ok=True)
-        self.queue_dir.mkdir(exist_ok=True)
-        data_dir = self._data_dir()
+        spool = self._spool()
+        data_dir = spool / "data"
+        for d in (spool / "queue", data_dir):
+            d.mkdir(exist_ok=True)
         # master.lock lives in data_directory and is opened as postfix: "Permission denied" otherwise.
         shutil.chown(data_dir, "postfix", "postfix")
         settings = {
@@ -309,22 +317,15 @@ class PostfixTarget:
         self._run([postconf, "-c", str(conf), "-F", "-e", "*/*/chroot = n"])
         self._postfix("set-permissions")
 
-    def _data_dir(self) -> Path:
-        """``<root>/data``, or a private directory in the system temp dir when the run directory is not
-        searchable by the postfix user (a 0700 parent, as pytest's tmp dirs): the master opens its lock
-        file there as postfix, after dropping privileges. The queue directory has no such need (daemons
-        enter it as root)."""
-        assert self.root is not None
-        if all(p.stat().st_mode & stat.S_IXOTH for p in self.root.parents):
-            data = self.root / "data"
-            data.mkdir(exist_ok=True)
-            return data
-        link = self.root / "data"
-        if link.is_symlink() and link.resolve().is_dir():
-            return link.resolve()
-        data = Path(tempfile.mkdtemp(prefix="mailstorm-postfix-data-"))
-        link.symlink_to(data)  # so the run directory says where it went
-        return data
+    def _spool(self) -> Path:
+        """The instance's private queue/data directory (see the module docstring), made once per run."""
+        if self.spool_link.is_symlink() and self.spool_link.resolve().is_dir():
+            return self.spool_link.resolve()
+        self.spool_link.unlink(missing_ok=True)  # a link left dangling by an interrupted earlier run
+        spool = Path(tempfile.mkdtemp(prefix="mailstorm-pf-", dir="/tmp"))
+        spool.chmod(0o755)  # the postfix user must reach data/ inside it
+        self.spool_link.symlink_to(spool)  # so the run directory says where the queue is
+        return spool
 
     def _start(self) -> None:
         self._postfix("start")

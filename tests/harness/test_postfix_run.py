@@ -1,0 +1,112 @@
+"""Postfix end to end through ``mailstorm run``: an ESP outage with Postfix as the SUT loses nothing and
+its queue depth on the timeline rises during the outage and drains after; Ctrl-C of the run leaves no
+Postfix process; the library's Postfix scenarios (long)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.ledger import Kind, LedgerReader
+from harness.targets.postfix import postfix_installed
+from tests.harness.sut_support import LIBRARY, ROOT, chaos_window, lost_and_counts, run_cli
+
+pytestmark = [
+    pytest.mark.postfix,
+    pytest.mark.skipif(
+        postfix_installed() is None, reason="Postfix is not installed (apt-get install postfix)"
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="a Postfix instance needs root (set-permissions, chown)"),
+]
+
+OUTAGE = """\
+name: postfix-outage-short
+seed: 5
+duration: 20s
+drain_deadline: 40s
+target: {kind: postfix, queue_sample_s: 0.5}
+load:
+  shape: {kind: steady, rate: 25}
+chaos:
+  - {at: 5s, for: 7s, name: esp-down, esp_outage: {mode: refuse}}
+slo:
+  max_lost: 0
+"""
+
+
+def postfix_processes_under(root: Path) -> list[psutil.Process]:
+    """Live processes of any Postfix instance whose config dir is under ``root`` (by MAIL_CONFIG)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            conf = p.environ().get("MAIL_CONFIG", "")
+            if conf.startswith(str(root)) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def queue_depths(run_dir: Path) -> list[tuple[int, int]]:
+    return [(r["t"], r["depth"]) for r in LedgerReader(run_dir / "ledger").records([Kind.SUT_QUEUE])]
+
+
+def test_esp_outage_end_to_end_queue_rises_and_drains_nothing_lost(tmp_path):
+    """mailstorm run with Postfix as the SUT and a 7 s ESP outage: exit 0, lost = 0, the sampled queue
+    depth rises during the outage, peaks at its end and is back to 0 after it; no Postfix left."""
+    path = tmp_path / "outage.yaml"
+    path.write_text(OUTAGE)
+    code, run_dir, err = run_cli(path, tmp_path / "runs")
+    assert code == 0, err
+    lost, accepted, _ = lost_and_counts(run_dir)
+    assert lost == set() and accepted >= 400
+    begin, end = chaos_window(run_dir, "esp-down")
+    depths = queue_depths(run_dir)
+    before = [d for t, d in depths if t < begin]
+    during = [d for t, d in depths if begin <= t <= end]
+    after = [d for t, d in depths if t > end]
+    assert max(before) < 20, f"a queue before the outage: {before}"
+    assert during[-1] >= 100 and during[-1] > during[0], f"not rising during the outage: {during}"
+    assert after[-1] == 0 and min(after) == 0, f"not drained after the outage: {after}"
+    assert postfix_processes_under(run_dir) == []
+
+
+def test_ctrl_c_of_a_postfix_run_leaves_no_postfix(tmp_path):
+    """SIGINT to mailstorm run mid-load (as Ctrl-C): it exits 130 and no process of its Postfix is left."""
+    path = tmp_path / "long.yaml"
+    path.write_text(OUTAGE.replace("duration: 20s", "duration: 60s"))
+    out = tmp_path / "runs"
+    argv = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(out), "--quiet"]
+    with subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as run:
+        try:
+            deadline = time.monotonic() + 90
+            while not (list(out.glob("*/ledger/load-*.jsonl")) and postfix_processes_under(out)):
+                assert run.poll() is None, run.stderr.read()
+                assert time.monotonic() < deadline, "the run did not get to its load phase"
+                time.sleep(0.2)
+            run.send_signal(signal.SIGINT)
+            assert run.wait(60) == 130
+        finally:
+            run.kill()
+    assert postfix_processes_under(out) == []
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("name", ["postfix-esp-outage", "postfix-throttled"])
+def test_library_postfix_scenarios_pass(tmp_path, name):
+    """The library's Postfix scenarios run unedited, pass, and lose nothing."""
+    code, run_dir, err = run_cli(LIBRARY / f"{name}.yaml", tmp_path / "runs", timeout=600)
+    assert code == 0, err
+    lost, accepted, _ = lost_and_counts(run_dir)
+    assert lost == set() and accepted > 0
+    assert max(d for _, d in queue_depths(run_dir)) > 0
+    assert postfix_processes_under(run_dir) == []
