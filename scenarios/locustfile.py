@@ -22,6 +22,7 @@ Loaded only by Locust (``locust -f``), in its own processes: importing it patche
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -31,6 +32,7 @@ from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.errors import EXIT_HARNESS_FAILED
 from harness.ledger import LedgerWriter
 from harness.targets.base import Endpoint
 from scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
@@ -43,6 +45,7 @@ from scenarios.submit import SmtpSubmitter
 MSG_LEDGER = "mailstorm_ledger"
 MSG_DONE = "mailstorm_done"
 SHIP_EVERY_S = 0.25
+logger = logging.getLogger("mailstorm.load")
 
 
 @events.init_command_line_parser.add_listener
@@ -107,6 +110,9 @@ class _Completion:
 
     def __call__(self, environment: Any, msg: Any, **_: Any) -> None:
         self.done.add(msg.data["index"])
+        if "error" in msg.data:
+            logger.error("load worker %d failed: %s", msg.data["index"], msg.data["error"])
+            environment.process_exit_code = EXIT_HARNESS_FAILED
         if len(self.done) >= self.expected:
             gevent.spawn(environment.runner.quit)
 
@@ -157,38 +163,54 @@ class MailstormDriver(User):
         spool = LedgerWriter(os.environ.get(SPOOL_DIR_ENV, "mailstorm-spool"), source)
         return Shipper(self.environment.runner, spool)
 
+    ran = False
+
     @task
     def drive(self) -> None:
+        # Locust repeats a task that returns or raises; the workload must run exactly once per process
+        # (a second run would reuse its ids), so every way out below ends this user.
+        if self.ran:
+            raise StopUser()
+        self.ran = True
         env = self.environment
-        opts = env.parsed_options
         runner = env.runner
         index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
-        spec = LoadSpec.model_validate_json(opts.mailstorm_spec)
-        endpoints = [Endpoint(**e) for e in orjson.loads(opts.mailstorm_endpoints)]
-        processes = spec.processes if isinstance(runner, WorkerRunner) else 1
-        sink = self._sink(index)
-        recorder = Recorder(sink, index, env.events.request.fire, spec.protocol.upper())
-        factory = MessageFactory(spec, run_id=opts.mailstorm_run_id, worker=index, seed=opts.mailstorm_seed)
-        common = {"index": index, "processes": processes, "factory": factory, "recorder": recorder}
-        driver = (
-            ClosedDriver(spec, submitters=_submitters(spec, endpoints), **common)
-            if spec.closed
-            else OpenDriver(spec, seed=opts.mailstorm_seed, submitters=_submitters(spec, endpoints), **common)
-        )
-        _running.add(driver)
+        summary: dict[str, Any] = {"index": index}
         try:
-            driver.run()
-        finally:
-            _running.discard(driver)
-            sink.close()
-        summary = {
-            "index": index,
-            "submitted": recorder.submitted,
-            "accepted": recorder.accepted,
-            "dropped": recorder.dropped,
-        }
+            summary.update(self._run(index, processes_known=isinstance(runner, WorkerRunner)))
+        except Exception as exc:  # a bad setting or a bug: fail the whole run loudly, never retry it
+            logger.exception("mailstorm load process %d failed", index)
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+            env.process_exit_code = EXIT_HARNESS_FAILED
         if isinstance(runner, WorkerRunner):
             runner.send_message(MSG_DONE, summary)
         else:
             gevent.spawn(runner.quit)
         raise StopUser()
+
+    def _run(self, index: int, *, processes_known: bool) -> dict[str, int]:
+        env = self.environment
+        opts = env.parsed_options
+        spec = LoadSpec.model_validate_json(opts.mailstorm_spec)
+        endpoints = [Endpoint(**e) for e in orjson.loads(opts.mailstorm_endpoints)]
+        processes = spec.processes if processes_known else 1
+        sink = self._sink(index)
+        try:
+            recorder = Recorder(sink, index, env.events.request.fire, spec.protocol.upper())
+            seed = opts.mailstorm_seed
+            factory = MessageFactory(spec, run_id=opts.mailstorm_run_id, worker=index, seed=seed)
+            submitters = _submitters(spec, endpoints)
+            common = {"index": index, "processes": processes, "factory": factory, "recorder": recorder}
+            driver = (
+                ClosedDriver(spec, submitters=submitters, **common)
+                if spec.closed
+                else OpenDriver(spec, seed=seed, submitters=submitters, **common)
+            )
+            _running.add(driver)
+            try:
+                driver.run()
+            finally:
+                _running.discard(driver)
+        finally:
+            sink.close()
+        return {"submitted": recorder.submitted, "accepted": recorder.accepted, "dropped": recorder.dropped}

@@ -46,7 +46,8 @@ _LINE_START_DOT = re.compile(rb"(?m)^\.")
 
 def _dot_stuffed(raw: bytes) -> bytes:
     """The message as sent after DATA: leading dots doubled, CRLF-terminated, then "." (RFC 5321 4.5.2)."""
-    body = _LINE_START_DOT.sub(b"..", raw)
+    # Most messages have no line starting with "." at all: skip the regex then (it costs ~10 us at 2 KB).
+    body = _LINE_START_DOT.sub(b"..", raw) if raw.startswith(b".") or b"\n." in raw else raw
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"
@@ -112,14 +113,18 @@ class SmtpSubmitter:
             smtp = self._smtp
             self._sent_on_conn += 1
             self._phase = "mail"
-            code, resp = smtp.mail(msg.sender)
+            # MAIL/RCPT by hand: smtplib's mail()/rcpt() re-parse each address with email.utils, which
+            # costs more than the round trip at thousands of messages a second; ours are plain addr-specs.
+            smtp.putcmd("mail", f"FROM:<{msg.sender}>")
+            code, resp = smtp.getreply()
             if code != 250:
                 return self._refused(code, resp)
             self._phase = "rcpt"
             accepted = 0
             last: tuple[int, bytes] = (250, b"")
             for rcpt in msg.recipients:
-                rcode, rresp = smtp.rcpt(rcpt)
+                smtp.putcmd("rcpt", f"TO:<{rcpt}>")
+                rcode, rresp = smtp.getreply()
                 if rcode in (250, 251):
                     accepted += 1
                 else:

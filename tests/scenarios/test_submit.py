@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import pytest
 
 from harness.ledger import Kind, LedgerReader
@@ -87,3 +90,15 @@ def test_auth_user_reaches_the_esp(esp, factory):
     sub.close()
     (acc,) = list(LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED]))
     assert acc["key"] == "tenant-7"
+
+
+def test_lines_starting_with_a_dot_arrive_intact(esp, factory):
+    """Dot-stuffing (RFC 5321 4.5.2): a body with lines that start with "." reaches the ESP unchanged."""
+    base = factory.next()
+    raw = base.raw + b".hidden line\r\n..two dots\r\n.\r\nend\r\n"
+    msg = dataclasses.replace(base, raw=raw)
+    sub = submitter(esp)
+    assert sub.submit(msg).ok
+    sub.close()
+    (acc,) = list(LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED]))
+    assert acc["sha"] == hashlib.sha256(raw).hexdigest()
