@@ -249,7 +249,7 @@ class Run:
                 self._stop_all(hurry=code is not None and code in EXIT_INTERRUPTED.values())
                 self._finish_ledger()
         try:
-            verdict_code = self._report()
+            verdict_code = self._report(complete=code is None and failure is None)
         except Exception as exc:
             if code is None and failure is None:
                 raise
@@ -576,11 +576,15 @@ class Run:
 
     # -- the verdict --------------------------------------------------------------------------------------
 
-    def _report(self) -> int:
-        """Build the reports and return the exit code of their verdict; print the summary."""
+    def _report(self, *, complete: bool) -> int:
+        """Build the reports and return the exit code of their verdict; print the summary. The reports of
+        a run that did not complete are written (they show how far it got) but give no verdict."""
         print(self.summary(), file=sys.stderr)
         self.verdict = reports.build(self.run_dir)
         passed = self.verdict.passed
+        if not complete:
+            print(f"no verdict: the run did not complete - reports in {self.run_dir}", file=sys.stderr)
+            return EXIT_SLO_BREACHED
         self.info["verdict"] = "pass" if passed else "fail"
         for slo in self.verdict.slo:
             actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
