@@ -571,7 +571,10 @@ class Run:
         self.stats.feed(self._tail.poll())
         self._writer.write(Kind.RUN_ENDED, reason=self.reason)
         self._writer.close()
-        self.info.update(ended_ns=time.time_ns(), reason=self.reason, pending=self.stats.backlog)
+        failed = self._timeline.action_failures if self._timeline is not None else []
+        self.info.update(
+            ended_ns=time.time_ns(), reason=self.reason, pending=self.stats.backlog, action_failures=failed
+        )
         self._write_info()
 
     # -- the verdict --------------------------------------------------------------------------------------
@@ -595,13 +598,16 @@ class Run:
 
     def summary(self) -> str:
         s = self.stats
-        return (
-            f"run {self.run_dir.name}: {self.reason}\n"
+        lines = [
+            f"run {self.run_dir.name}: {self.reason}",
             f"  offered {s.offered}, accepted by the SUT {s.accepted}, rejected {s.rejected}, "
-            f"dropped {s.dropped}\n"
+            f"dropped {s.dropped}",
             f"  delivered to the ESP {s.delivered} (duplicates {s.duplicates}), bounced {s.bounced}, "
-            f"not at the ESP {s.backlog}"
-        )
+            f"not at the ESP {s.backlog}",
+        ]
+        failed = self._timeline.action_failures if self._timeline is not None else []
+        lines += [f"  action failed: {f}" for f in failed]
+        return "\n".join(lines)
 
     # -- plumbing -----------------------------------------------------------------------------------------
 

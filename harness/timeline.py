@@ -164,9 +164,9 @@ class Timeline:
             if not self._record_action("esp-restart", "esp", restart):
                 raise HarnessError("the fake ESP did not come back after its crash")
             self.esp_down = False
-        elif step.what in ("esp_fault", "esp_outage") and handle is not None:
-            # An outage ends by itself after duration_s and a fault may have its own ttl: either may be
-            # gone already (404, a UserError), which is the state we want.
+        elif step.what in ("esp_fault", "esp_outage") and handle is not None and not self.esp_down:
+            # An outage ends by itself after duration_s, a fault may have its own ttl, and a crashed ESP
+            # took its faults with it: the fault may be gone already (404, a UserError), as we want.
             try:
                 self._esp().remove_fault(handle)
             except UserError:
