@@ -2,7 +2,7 @@
 
 Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``run_id``, ``name``,
 ``seed``, ``started_ns``; optional ``endpoints`` (count or list), ``esp_limits`` (the ESP profile's
-``limits``), ``faults``, ``users``, ``report`` (a ``ReportSpec``)), ``scenario.yaml`` (only its
+``limits``), ``faults``, ``report`` (a ``ReportSpec``)), ``scenario.yaml`` (only its
 ``load`` section: the shape, for capacity) and ``ledger/*.jsonl``, and assembles ``Analysis``: the
 figures as one JSON-ready dict (``figures``, the shape of ``report.json``) plus the arrays the plots use.
 """
@@ -131,7 +131,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     windows = fault_windows(cols.timeline, info, t0, len(series))
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
     steps = step_windows(_load_section(run_dir, info))
-    cap = capacity(steps, series, msgs, slo, users=info.get("users")) if steps else None
+    spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
+    cap = capacity(steps, series, msgs, slo, faults=spans) if steps else None
     reached = msgs.esp_attempts > 0
     amplification = float(msgs.esp_attempts[reached].mean()) if reached.any() else 1.0
     endpoints = info.get("endpoints")

@@ -1,7 +1,7 @@
 """Capacity of step and ramp runs: a table per step, the most it sustains, the knee, and a USL fit.
 
 Steps come from the scenario's load shape (``load.shape`` in ``scenario.yaml``): a ``step`` shape gives
-its levels; a ``ramp`` is cut into ten windows (at least 5 s each). The first ``_SETTLE`` of each step
+its levels; a ``ramp`` is cut into ten windows (at least 5 s each). The first ``_SETTLE_S`` of each step
 (2 s, or a fifth of a short step) is left out so a step is judged in its steady state.
 
 Per step: offered and delivered rates (msg/s), p50/p99 end-to-end latency and error % of the messages
@@ -9,14 +9,17 @@ intended in it (rejected, bounced, lost or pending over submitted), and the conc
 pipeline by Little's law, ``N = X * W`` (throughput times mean end-to-end latency).
 
 - A step is *sustainable* when the pipeline kept up (delivered >= ``KEEP_UP`` x offered: its backlog
-  did not grow), lost, bounced and left pending nothing, met the latency SLOs if any, and was not
-  generator-bound. The maximum sustainable throughput is the highest delivered rate of such a step.
+  did not grow), lost, bounced and left pending nothing, met the latency SLOs if any, was not
+  generator-bound, and did not overlap a fault window or its recovery (``fault``: such a step measures
+  the fault; it is left out of the knee and the USL fit too). The maximum sustainable throughput is
+  the highest delivered rate of such a step.
 - The *knee* is the step where the delivered-vs-offered curve departs furthest from the straight chord
   through its ends (the Kneedle rule), reported only when it departs by more than 5% of the range.
 - The Universal Scalability Law, ``X(N) = lambda N / (1 + sigma (N-1) + kappa N (N-1))``, is fitted by
-  least squares (scipy ``curve_fit``) on (N, X) per step, N being the closed model's users when the
-  run used one, else Little's-law concurrency. ``N_max = sqrt((1 - sigma) / kappa)`` and
-  ``X_max = X(N_max)``; quality is R^2 and the RMSE in msg/s.
+  least squares (scipy ``curve_fit``) on (N, X) per step, N being Little's-law concurrency. Little's law
+  holds in a steady state: past saturation an open-model step's backlog (and so N) keeps growing, so
+  there the fit describes the run rather than the SUT's intrinsic curve; R^2 says how well it fits.
+  ``N_max = sqrt((1 - sigma) / kappa)`` and ``X_max = X(N_max)``; quality is R^2 and the RMSE in msg/s.
 - Little's-law check for the generator: ``L_gen = offered rate x mean (actual start - intended start)``
   is how many messages were waiting inside the load generator. When that exceeds the number inside the
   pipeline (``N``, at least 1), or arrivals were dropped, the generator, not the SUT, was the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,6 +60,7 @@ class Step:
     concurrency: float  # Little's law N = X * W
     generator_queue: float  # Little's law L_gen
     generator_bound: bool
+    fault: bool  # overlaps a fault window or its recovery
     sustainable: bool
 
 
@@ -113,26 +118,36 @@ def capacity(
     series: Series,
     msgs: Messages,
     slo: SloSpec,
-    users: int | None = None,
+    faults: Sequence[tuple[float, float]] = (),
 ) -> Capacity:
+    """The capacity section; ``faults`` are (start_s, end_s) spans (a fault and its recovery): steps
+    overlapping one measure the fault, not the capacity, and are left out of the knee and the USL fit."""
     kind, edges = windows
-    steps = [_step(i, a, b, series, msgs, slo) for i, (a, b) in enumerate(edges)]
+    steps = [_step(i, a, b, series, msgs, slo, faults) for i, (a, b) in enumerate(edges)]
     steps = [s for s in steps if s is not None]
     ok = [s.throughput for s in steps if s.sustainable]
-    knee = _knee(steps)
-    n_values = [float(users)] * len(steps) if users else [s.concurrency for s in steps]
+    clean = [s for s in steps if not s.fault]
+    knee = _knee(clean)
     return Capacity(
         shape=kind,
         steps=steps,
         max_sustainable=round(max(ok), 3) if ok else None,
         knee_offered=None if knee is None else knee.offered_rate,
         knee_throughput=None if knee is None else knee.throughput,
-        usl=fit_usl(np.array(n_values), np.array([s.throughput for s in steps])),
+        usl=fit_usl(np.array([s.concurrency for s in clean]), np.array([s.throughput for s in clean])),
         generator_bound=any(s.generator_bound for s in steps),
     )
 
 
-def _step(i: int, a: float, b: float, series: Series, msgs: Messages, slo: SloSpec) -> Step | None:
+def _step(
+    i: int,
+    a: float,
+    b: float,
+    series: Series,
+    msgs: Messages,
+    slo: SloSpec,
+    faults: Sequence[tuple[float, float]],
+) -> Step | None:
     settle = min(_SETTLE_S, (b - a) / 5)
     lo, hi = math.ceil(a + settle), min(math.floor(b), len(series))
     if hi <= lo:
@@ -159,8 +174,14 @@ def _step(i: int, a: float, b: float, series: Series, msgs: Messages, slo: SloSp
     meets_latency = (slo.p95_e2e_ms is None or (p95 is not None and p95 <= slo.p95_e2e_ms)) and (
         slo.p99_e2e_ms is None or (p99 is not None and p99 <= slo.p99_e2e_ms)
     )
+    fault = any(f0 < hi and f1 > lo for f0, f1 in faults)
     sustainable = (
-        throughput >= KEEP_UP * offered and not harm.any() and meets_latency and not gen_bound and offered > 0
+        throughput >= KEEP_UP * offered
+        and not harm.any()
+        and meets_latency
+        and not gen_bound
+        and not fault
+        and offered > 0
     )
     return Step(
         index=i,
@@ -174,6 +195,7 @@ def _step(i: int, a: float, b: float, series: Series, msgs: Messages, slo: SloSp
         concurrency=round(concurrency, 3),
         generator_queue=round(gen_queue, 3),
         generator_bound=gen_bound,
+        fault=fault,
         sustainable=bool(sustainable),
     )
 

@@ -167,11 +167,14 @@ def capacity_curve(a: Analysis) -> Figure | None:
     off = np.array([s.offered_rate for s in cap.steps])
     thr = np.array([s.throughput for s in cap.steps])
     ok = np.array([s.sustainable for s in cap.steps])
+    hit = np.array([s.fault for s in cap.steps])
     top = max(off.max(), thr.max()) * 1.05
     ax1.plot([0, top], [0, top], color="#9ca3af", lw=0.8, ls="--", label="delivered = offered")
     ax1.plot(off, thr, color=_COLORS["accepted"], lw=1.2)
     ax1.scatter(off[ok], thr[ok], color=_COLORS["delivered"], zorder=3, label="sustainable step")
-    ax1.scatter(off[~ok], thr[~ok], color=_COLORS["refused"], zorder=3, label="not sustainable")
+    ax1.scatter(off[~ok & ~hit], thr[~ok & ~hit], color=_COLORS["refused"], zorder=3, label="not sustainable")
+    if hit.any():
+        ax1.scatter(off[hit], thr[hit], color="#9ca3af", zorder=3, label="during a fault (not judged)")
     if cap.knee_offered is not None:
         ax1.axvline(cap.knee_offered, color=_COLORS["backlog"], lw=1, ls=":")
         ax1.annotate("knee", xy=(cap.knee_offered, top * 0.05), color=_COLORS["backlog"], fontsize=8)
@@ -179,8 +182,8 @@ def capacity_curve(a: Analysis) -> Figure | None:
     ax1.set_ylabel("delivered (msg/s)")
     ax1.set_title("Capacity per step")
     ax1.legend(loc="upper left")
-    n = np.array([s.concurrency for s in cap.steps])
-    ax2.scatter(n, thr, color=_COLORS["accepted"], zorder=3, label="measured")
+    n = np.array([s.concurrency for s in cap.steps])[~hit]
+    ax2.scatter(n, thr[~hit], color=_COLORS["accepted"], zorder=3, label="measured")
     if cap.usl is not None:
         u = cap.usl
         grid = np.linspace(max(n.min(), 1e-3) * 0.5, max(n.max(), u.n_max or 0) * 1.1, 300)

@@ -75,3 +75,15 @@ def test_steady_run_has_no_capacity_section(outage_run):
     """A steady run is not a capacity test: capacity is null."""
     run_dir, _ = outage_run
     assert analyze(run_dir).figures["capacity"] is None
+
+
+def test_steps_during_a_fault_are_not_judged(tmp_path):
+    """A step overlapping an outage (or its recovery) is marked fault, and the knee is still found."""
+    rates = np.repeat(np.arange(100, 801, 100), 10)
+    synthesize(tmp_path, rates=rates, capacity=500.0, outage=(12.0, 15.0), shape=_step_shape(100, 100, 10, 8))
+    cap = analyze(tmp_path).figures["capacity"]
+    faulted = [s["index"] for s in cap["steps"] if s["fault"]]
+    assert faulted == [1]
+    assert not cap["steps"][1]["sustainable"]
+    assert cap["knee_offered"] == pytest.approx(500, rel=0.02)
+    assert cap["max_sustainable"] == pytest.approx(500, rel=0.02)
