@@ -192,6 +192,15 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "sizing": sizing.as_dict() if sizing else None,
         "slo": [r.as_dict() for r in results],
         "slo_settings": slo.model_dump(),
+        "probes": [
+            {
+                "t_s": round((r["t"] - t0) / _NS, 3),
+                "ok": bool(r.get("ok", True)),
+                "name": r.get("name") or r.get("url"),
+            }
+            for r in cols.timeline
+            if r.get("k") == Kind.PROBE and "t" in r
+        ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
     return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures)

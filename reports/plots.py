@@ -105,8 +105,14 @@ def timeline(a: Analysis) -> Figure:
     if refused.any():
         # One stairs artist, not a bar per second: a long run has thousands of seconds.
         ax.stairs(refused, edges, fill=True, color=_COLORS["refused"], alpha=0.35, label="ESP refusals, cuts")
+    failed = [p["t_s"] for p in a.figures["probes"] if not p["ok"]]
+    if failed:
+        # Where the SUT's own monitoring saw trouble: a rug of marks along the bottom.
+        ax.plot(
+            failed, [0] * len(failed), ls="none", marker="|", ms=12, mew=2, color=_INK, label="probe failed"
+        )
     ax.set_ylabel("messages / s")
-    _head(ax, "Throughput", ncol=4)
+    _head(ax, "Throughput", ncol=5)
     _shade_faults(ax, a, label=True)
     ax = axes[1]
     ax.stairs(s.backlog, edges, fill=True, color=_COLORS["backlog"], alpha=0.35)
@@ -192,6 +198,8 @@ def capacity_curve(a: Analysis) -> Figure | None:
         if u.n_max is not None and u.x_max is not None:
             ax2.scatter([u.n_max], [u.x_max], marker="*", s=120, color=_COLORS["p99"], zorder=4,
                         label=f"X_max {u.x_max:,.0f} at N {u.n_max:,.1f}")  # fmt: skip
+    if len(n) and n.min() > 0 and n.max() / n.min() > 50:
+        ax2.set_xscale("log")  # saturated open-model steps push N up by orders of magnitude
     ax2.set_xlabel("concurrency N (Little's law: X \u00b7 W)")
     ax2.set_ylabel("throughput X (msg/s)")
     ax2.set_title("Universal Scalability Law")
