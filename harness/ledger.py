@@ -74,6 +74,10 @@ class Kind(StrEnum):
     # Arrivals the generator could not start in time and did not send (as k6's dropped_iterations):
     # intended (ns), count, worker.
     LOAD_DROPPED = "load.dropped"
+    # A load process began its schedule (written once, before its first submission): worker, t0 (ns:
+    # the schedule's zero, from which the shape's times count; the first arrival is a little after
+    # it), planned (arrivals this process will offer; null for the closed model), shape (its kind).
+    LOAD_STARTED = "load.started"
 
     # -- system under test (reference pipeline, or sampled from a real one) -----------------------
     # sut.accepted: id, queue_id. sut.relayed: id, attempt, code. sut.deferred: id, attempt, code,
