@@ -127,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         sink.kill()
         sink.wait()
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores "
-        f"(shared with other work), Python {platform.python_version()}; `python bench/bench_load.py"
+        f"(shared with other work: load average {load} at the end), Python {platform.python_version()}; "
+        "`python bench/bench_load.py"
         f"{' --smoke' if args.smoke else ''}`. Target: Postfix smtp-sink on loopback. ~2 KB messages, "
         f"{args.per_conn} per SMTP connection, {args.duration:g} s per run, best of {args.repeat}; "
         "every submission written to the load ledger and reported to Locust's stats.",

@@ -89,6 +89,9 @@ class Recorder:
             context={"id": msg.id},
         )
 
+    def started(self, t0: int, planned: int | None, shape: str) -> None:
+        self._sink.write(Kind.LOAD_STARTED, worker=self._worker, t0=t0, planned=planned, shape=shape)
+
     def abort(self, msg: Message, intended: int, start: int, target: str) -> None:
         """Stopped mid-submission: the SUT's answer (if any) is unknown; say so rather than lose it."""
         self.submit(msg, intended, start, time.time_ns(), Result(False, None, ABORTED, "stop"), target)
@@ -157,6 +160,7 @@ class OpenDriver(_Driver):
     def run(self) -> None:
         """Offer every arrival, then let in-flight submissions finish (bounded); record what is left."""
         self._t0_mono, self._t0_ns = time.monotonic(), time.time_ns()
+        self._rec.started(self._t0_ns, len(self.times), self._spec.shape.kind)
         try:
             for at in self.times:
                 delay = self._t0_mono + at - time.monotonic()
@@ -253,6 +257,7 @@ class ClosedDriver(_Driver):
 
     def run(self) -> None:
         deadline = time.monotonic() + self._spec.duration_s
+        self._rec.started(time.time_ns(), None, "closed")
         users = [gevent.spawn(self._user, n, deadline) for n in range(self._users)]
         try:
             self._join(users, self._spec.duration_s + 4 * self._spec.timeout_s)

@@ -49,14 +49,15 @@ class LoadResult:
     log_dir: Path
     submits: list[dict[str, Any]]
     dropped: list[dict[str, Any]]
+    started: list[dict[str, Any]]
 
     @property
     def dropped_count(self) -> int:
         return sum(r["count"] for r in self.dropped)
 
-    def per_second(self, field: str = "start", first_at_s: float = 0.0) -> dict[int, int]:
-        """Submissions per whole second of the schedule (whose first arrival was at ``first_at_s``)."""
-        t0 = min(r["intended"] for r in self.submits) - int(first_at_s * 1e9)
+    def per_second(self, field: str = "start") -> dict[int, int]:
+        """Submissions per whole second of the schedule, counted from its zero (load.started t0)."""
+        t0 = min(r["t0"] for r in self.started)
         counts = collections.Counter(int((r[field] - t0) // 1_000_000_000) for r in self.submits)
         return dict(sorted(counts.items()))
 
@@ -83,6 +84,7 @@ def run_load(tmp_path: Path) -> Callable[..., LoadResult]:
             log_dir=logs,
             submits=list(reader.records([Kind.LOAD_SUBMIT])),
             dropped=list(reader.records([Kind.LOAD_DROPPED])),
+            started=list(reader.records([Kind.LOAD_STARTED])),
         )
 
     return run

@@ -16,8 +16,9 @@ from tests.scenarios.conftest import accepted_ids, smtp_endpoint
 
 
 def test_steady_rate_is_achieved_within_five_percent(esp, run_load):
-    """At a target of 200 msg/s for 20 s the achieved arrival rate is within 5% of the target, every
-    second, and every accepted submission is in the fake ESP's ledger under its correlation id."""
+    """At a target of 200 msg/s for 20 s the achieved arrival rate is within 5% of the target (and within
+    10% in every second), and every accepted submission is in the fake ESP's ledger under its
+    correlation id."""
     spec = {"shape": {"kind": "steady", "rate": 200}, "duration_s": 20, "max_connections": 50}
     res = run_load(spec, smtp_endpoint(esp))
     assert res.rc == 0
@@ -26,10 +27,12 @@ def test_steady_rate_is_achieved_within_five_percent(esp, run_load):
     span = (max(r["start"] for r in res.submits) - t0) / 1e9
     achieved = len(res.submits) / max(span, 19.0)
     assert abs(achieved - 200) / 200 <= 0.05, achieved
+    # And no second is starved or flooded (10%: a scheduling hiccup may move a few across a boundary).
     per_s = res.per_second("start")
-    assert all(abs(n - 200) <= 10 for s, n in per_s.items() if s < 20), per_s
+    assert all(abs(n - 200) <= 20 for s, n in per_s.items() if s < 20), per_s
     ok = {r["id"] for r in res.submits if r["ok"]}
     assert len(ok) == len(res.submits) == 4000
+    assert [(r["planned"], r["shape"]) for r in res.started] == [(4000, "steady")]
     assert set(accepted_ids(esp)) == ok
 
 
@@ -39,10 +42,9 @@ def test_spike_is_visible_per_second_in_the_ledger(esp, run_load):
     shape = {"kind": "spike", "base_rate": 50, "factor": 4, "at_s": 3, "for_s": 3}
     res = run_load({"shape": shape, "duration_s": 9, "max_connections": 40}, smtp_endpoint(esp))
     assert res.rc == 0 and res.dropped_count == 0
-    first = 0.5 / 50  # uniform arrivals: the first one half a gap in
-    by_intent = res.per_second("intended", first)
+    by_intent = res.per_second("intended")
     assert by_intent == {0: 50, 1: 50, 2: 50, 3: 200, 4: 200, 5: 200, 6: 50, 7: 50, 8: 50}
-    by_start = res.per_second("start", first)
+    by_start = res.per_second("start")
     before = [by_start.get(s, 0) for s in (0, 1, 2)]
     during = [by_start.get(s, 0) for s in (3, 4, 5)]
     after = [by_start.get(s, 0) for s in (6, 7, 8)]
@@ -101,6 +103,7 @@ def test_two_workers_write_one_merged_ledger_matching_the_esp(esp, run_load):
     ids = [r["id"] for r in res.submits]
     assert len(ids) == len(set(ids)) == 400
     assert collections.Counter(r["worker"] for r in res.submits) == {0: 200, 1: 200}
+    assert sorted((r["worker"], r["planned"]) for r in res.started) == [(0, 200), (1, 200)]
     assert sorted(accepted_ids(esp)) == sorted(r["id"] for r in res.submits if r["ok"])
 
 
