@@ -9,8 +9,8 @@ base image, no network.
 
     python docker/build_pyhost_image.py      # prints the image tag; builds only when missing
 
-The tag carries a hash of the library list and the Python path, so a changed host Python gets a new
-image instead of a stale one; ``mailstorm-pyhost:latest`` names the newest build (scenario files use it).
+The tag carries a hash of the Python path and its extension modules, so a changed host Python gets a
+new image instead of a stale one; ``mailstorm-pyhost:latest`` names the newest build (scenario files use it).
 When the interpreter lives in /usr (a distribution Python), the container's /usr is the host's, mounted.
 """
 
@@ -57,9 +57,14 @@ def needed_libraries(executable: Path, dirs: list[Path]) -> list[str]:
     return sorted(lib for lib in libs if inside == "/usr" or not lib.startswith(inside + "/"))
 
 
-def image_tag(executable: Path, libs: list[str]) -> str:
-    digest = hashlib.sha256("\n".join([str(executable), *libs]).encode()).hexdigest()[:12]
-    return f"{REPOSITORY}:{digest}"
+def image_tag(executable: Path, dirs: list[Path]) -> str:
+    """A tag naming this interpreter and the exact extension modules it has (path, size, mtime), so a
+    changed host Python gets a new image; cheap (stat only), so checking for the image costs no ldd."""
+    h = hashlib.sha256(str(executable).encode())
+    for obj in sorted(p for d in dirs for p in d.rglob("*.so*") if p.is_file()):
+        st = obj.stat()
+        h.update(f"{obj}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return f"{REPOSITORY}:{h.hexdigest()[:12]}"
 
 
 def rootfs_tar(libs: list[str]) -> bytes:
@@ -88,13 +93,13 @@ def build(client: docker.DockerClient | None = None) -> str:
     """Return the tag of the image, importing it first when it is missing."""
     client = client or docker.from_env()
     executable, dirs = python_dirs()
-    libs = needed_libraries(executable, dirs)
-    tag = image_tag(executable, libs)
+    tag = image_tag(executable, dirs)
     try:
         image = client.images.get(tag)
     except docker.errors.ImageNotFound:
         repository, _, version = tag.partition(":")
-        client.api.import_image_from_data(rootfs_tar(libs), repository=repository, tag=version)
+        rootfs = rootfs_tar(needed_libraries(executable, dirs))
+        client.api.import_image_from_data(rootfs, repository=repository, tag=version)
         image = client.images.get(tag)  # raises when the import did not produce it
     image.tag(REPOSITORY, "latest")  # what scenario files name (docker-restart.yaml)
     return tag

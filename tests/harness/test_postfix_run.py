@@ -29,13 +29,13 @@ pytestmark = [
 OUTAGE = """\
 name: postfix-outage-short
 seed: 5
-duration: 20s
+duration: 15s
 drain_deadline: 40s
 target: {kind: postfix, queue_sample_s: 0.5}
 load:
   shape: {kind: steady, rate: 25}
 chaos:
-  - {at: 5s, for: 7s, name: esp-down, esp_outage: {mode: refuse}}
+  - {at: 4s, for: 6s, name: esp-down, esp_outage: {mode: refuse}}
 slo:
   max_lost: 0
 """
@@ -59,14 +59,14 @@ def queue_depths(run_dir: Path) -> list[tuple[int, int]]:
 
 
 def test_esp_outage_end_to_end_queue_rises_and_drains_nothing_lost(tmp_path):
-    """mailstorm run with Postfix as the SUT and a 7 s ESP outage: exit 0, lost = 0, the sampled queue
+    """mailstorm run with Postfix as the SUT and a 6 s ESP outage: exit 0, lost = 0, the sampled queue
     depth rises during the outage, peaks at its end and is back to 0 after it; no Postfix left."""
     path = tmp_path / "outage.yaml"
     path.write_text(OUTAGE)
     code, run_dir, err = run_cli(path, tmp_path / "runs")
     assert code == 0, err
     lost, accepted, _ = lost_and_counts(run_dir)
-    assert lost == set() and accepted >= 400
+    assert lost == set() and accepted >= 300
     begin, end = chaos_window(run_dir, "esp-down")
     depths = queue_depths(run_dir)
     before = [d for t, d in depths if t < begin]
@@ -81,7 +81,7 @@ def test_esp_outage_end_to_end_queue_rises_and_drains_nothing_lost(tmp_path):
 def test_ctrl_c_of_a_postfix_run_leaves_no_postfix(tmp_path):
     """SIGINT to mailstorm run mid-load (as Ctrl-C): it exits 130 and no process of its Postfix is left."""
     path = tmp_path / "long.yaml"
-    path.write_text(OUTAGE.replace("duration: 20s", "duration: 60s"))
+    path.write_text(OUTAGE.replace("duration: 15s", "duration: 60s"))
     out = tmp_path / "runs"
     argv = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(out), "--quiet"]
     with subprocess.Popen(
