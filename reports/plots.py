@@ -192,7 +192,8 @@ def capacity_curve(a: Analysis) -> Figure | None:
     ax2.scatter(n, thr[~hit], color=_COLORS["accepted"], zorder=3, label="measured")
     if cap.usl is not None:
         u = cap.usl
-        grid = np.linspace(max(n.min(), 1e-3) * 0.5, max(n.max(), u.n_max or 0) * 1.1, 300)
+        lo, hi = max(n.min(), 1e-3) * 0.5, max(n.max(), u.n_max or 0) * 1.1
+        grid = np.geomspace(lo, hi, 300) if hi / lo > 50 else np.linspace(lo, hi, 300)
         ax2.plot(grid, usl(grid, u.lam, u.sigma, u.kappa), color=_COLORS["p95"], lw=1.4,
                  label=f"USL fit (R\u00b2 {u.r2:.3f})")  # fmt: skip
         if u.n_max is not None and u.x_max is not None:

@@ -4,7 +4,8 @@ Every judged SLO becomes one ``SloResult`` (one JUnit test case). ``max_lost`` i
 latency objectives are judged on the end-to-end percentiles of delivered messages (a lost message has
 no latency; it is judged by ``max_lost``). ``max_recovery_s`` is judged on the slowest fault window; a
 window that never recovered fails it; a run with no fault window passes it and says so.
-``min_throughput`` is judged on delivered messages per second over the load phase.
+``min_throughput`` is judged on delivered messages per second over the load phase. A run that submitted
+no message at all fails (an extra ``submitted`` result): it tested nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def judge(
     throughput: float | None,
 ) -> list[SloResult]:
     out: list[SloResult] = []
+    if counts["submitted"] == 0:
+        # Nothing was sent, so nothing was tested: no SLO can be said to hold.
+        detail = "no message was submitted: the run tested nothing"
+        out.append(SloResult("submitted", 1, 0, False, "messages", detail))
 
     def at_most(name: str, target: float | None, actual: float | None, unit: str, what: str) -> None:
         if target is None:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from harness.cli import main
+from harness.ledger import Kind, LedgerWriter
 from reports.spec import SloSpec
 from reports.synthetic import synthesize
 
@@ -76,3 +77,11 @@ def test_sizing_bad_target_is_one_line(clean_run, capsys):
     assert main(["sizing", str(clean_run), "--target", "10/1h", "--headroom", "much"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and err[0].startswith("mailstorm: --target:") and "--headroom" in err[1]
+
+
+def test_a_run_that_sent_nothing_fails(tmp_path, capsys):
+    """A run directory whose ledgers hold no submission fails: nothing was tested."""
+    with LedgerWriter(tmp_path / "ledger", "timeline") as tl:
+        tl.write(Kind.RUN_STARTED, run_id="r", name="empty", seed=0, duration_s=1)
+    assert main(["report", str(tmp_path)]) == 1
+    assert "breached: submitted" in capsys.readouterr().out
