@@ -95,10 +95,13 @@ class Kind(StrEnum):
     # run.started: run_id, name, seed, duration_s. run.ended: reason. run.phase: phase ("load",
     # "drain", "stop"). chaos.begin / chaos.end: name, what, params. probe: url, status, latency_s,
     # ok, value. action: what, target, ok, detail.
-    # Additive (runner): run.phase "load" has t0 (ns: intended time of the load's first arrival, the
-    # zero that chaos steps' at_s count from). chaos.begin / chaos.end have at_s (scheduled time, s
-    # from t0); "what" is esp_fault | esp_outage | target | network. probe has name and error (why a
-    # poll failed). action has started (ns: when it was issued; t is when it finished).
+    # Additive (runner): run.started's t is the run's zero: the intended time of the load's first
+    # arrival (written when the runner sees it, so dated slightly before it is written; absent when the
+    # run failed before the load began); its ``prepared`` (ns) is when the runner began starting the
+    # parts. run.phase "load" has t0 (ns: the same zero, that chaos steps' at_s count from).
+    # chaos.begin / chaos.end have at_s (scheduled time, s from t0); "what" is esp_fault | esp_outage
+    # | target | network. probe has name and error (why a poll failed). action has started (ns: when
+    # it was issued; t is when it finished); target is the target kind, or "esp" for an ESP crash.
     RUN_STARTED = "run.started"
     RUN_PHASE = "run.phase"
     RUN_ENDED = "run.ended"

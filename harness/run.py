@@ -222,9 +222,6 @@ class Run:
         }
         self._write_info()
         self._writer = LedgerWriter(self.ledger_dir, "timeline")
-        self._writer.write(
-            Kind.RUN_STARTED, run_id=run_id, name=sc.name, seed=sc.seed, duration_s=sc.duration
-        )
         self._tail = LedgerTail(self.ledger_dir)
         code: int | None = None  # set when the run's outcome, not the verdict, decides the exit code
         failure: str | None = None
@@ -407,6 +404,12 @@ class Run:
             time.sleep(TICK_S)  # the main loop's period
         t0_ns = self.stats.load_t0_ns
         self._t0 = time.monotonic() - (time.time_ns() - t0_ns) / 1e9
+        # run.started is the run's zero, the one the reports measure from, so it carries the load's zero
+        # as its time (written now, dated then); ``prepared`` says when the parts began to start.
+        sc = self.scenario
+        started = {"run_id": self.info["run_id"], "name": sc.name, "seed": sc.seed, "duration_s": sc.duration}
+        started |= {"prepared": self.info["started_ns"]}
+        writer.write_records([{"t": t0_ns, "k": str(Kind.RUN_STARTED), "src": writer.source, **started}])
         writer.write(Kind.RUN_PHASE, phase="load", t0=t0_ns)
         self.info["load_t0_ns"] = t0_ns
         self._write_info()
