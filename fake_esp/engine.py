@@ -31,6 +31,7 @@ Across processes. The control API's engine is the store; workers mirror it with 
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from collections import Counter
@@ -41,6 +42,8 @@ from typing import Any
 from fake_esp.faults import build
 from fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
 from fake_esp.spec import fault_to_dict, parse_fault
+
+log = logging.getLogger("fake_esp.engine")
 
 _NEVER = float("inf")
 
@@ -212,7 +215,8 @@ class Engine:
                 continue
             try:
                 act = e.fault.apply(ctx, e.state, self.rng, now)
-            except Exception:  # a fault never raises into a server (design: errors counted)
+            except Exception:  # a fault never raises into a server (design: errors logged and counted)
+                log.exception("fault %s failed at %s; skipped", e.id, phase)
                 self.fired[f"{e.id}:error"] += 1
                 continue
             if act is None:
