@@ -25,7 +25,7 @@ from harness.errors import ConfigError, MailstormError, UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525; 0 = any free)")
+    p.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525)")
     p.add_argument("--control-port", type=int, default=8025, help="control API port (default 8025)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (non-loopback needs --token)")
     p.add_argument("--token", help="bearer token every control API request must carry")

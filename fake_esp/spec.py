@@ -221,9 +221,10 @@ class EspSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bind: str = "127.0.0.1"
-    smtp_port: int = Field(default=2525, ge=0, le=65535)
+    # No port 0: N workers must agree on the port, and the caller must know it (EspProcess picks free ones).
+    smtp_port: int = Field(default=2525, ge=1, le=65535)
     http_port: int | None = Field(default=None, ge=0, le=65535)
-    control_port: int = Field(default=8025, ge=0, le=65535)
+    control_port: int = Field(default=8025, ge=1, le=65535)
     token: str | None = Field(default=None, min_length=8)
     profile: str | None = None
     ledger: Path | None = None
