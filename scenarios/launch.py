@@ -39,6 +39,7 @@ SPOOL_DIR_ENV = "MAILSTORM_SPOOL_DIR"  # a remote worker's local copy of the led
 LOCAL_WORKERS_WAIT_S = 60
 REMOTE_WORKERS_WAIT_S = 300
 _STOP_GRACE_S = 10.0
+_POLL_S = 0.1
 
 
 def locust_args(spec: LoadSpec, endpoints: list[Endpoint], *, run_id: str, seed: int) -> list[str]:
@@ -168,33 +169,54 @@ class LoadRun:
         self._started_mono = time.monotonic()
         return self
 
+    @property
+    def pids(self) -> dict[str, int]:
+        """Each Locust process this run started, by name (``locust``, or ``locust-master`` and
+        ``locust-worker-<n>``; their logs are ``<log_dir>/<name>.log``)."""
+        return {name: proc.pid for name, proc in self._procs}
+
+    def _failed_worker(self) -> tuple[str, int] | None:
+        for name, proc in self._procs[1:]:
+            code = proc.poll()
+            if code is not None and code != 0:
+                return name, code
+        return None
+
     def alive(self) -> bool:
-        """The master (or the standalone process) is still running."""
-        return bool(self._procs) and self._procs[0][1].poll() is None
+        """The load is running: the master (or standalone process) is up and no local worker failed."""
+        return bool(self._procs) and self._procs[0][1].poll() is None and self._failed_worker() is None
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the load to end by itself; return the master's (standalone's) exit code.
 
         Raises HarnessError if it has not ended within ``timeout`` seconds (it keeps running: call
-        ``stop()``), or if a worker failed.
+        ``stop()``), or if a local worker died: then the rest are stopped first, so their in-flight
+        submissions are recorded.
         """
         if not self._procs:
             raise HarnessError("LoadRun.wait() before start()")
         deadline = None if timeout is None else time.monotonic() + timeout
-        rc = 0
-        for name, proc in self._procs:
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        master = self._procs[0][1]
+        while (code := master.poll()) is None:
+            if failed := self._failed_worker():
+                self.stop()
+                name, wcode = failed
+                raise HarnessError(f"load: {name} exited with {wcode}; see {self.log_dir / name}.log")
+            if deadline is not None and time.monotonic() > deadline:
+                raise HarnessError(f"load: {self._procs[0][0]} still running after {timeout:g} s")
+            time.sleep(_POLL_S)  # the period of a check on child processes, not a stand-in for one
+        # The master has ended and told its workers to quit: they follow within moments.
+        for name, proc in self._procs[1:]:
             try:
-                code = proc.wait(left)
+                wcode = proc.wait(_STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                raise HarnessError(f"load: {name} still running after {timeout:g} s") from None
-            if code != 0 and rc == 0:
-                rc = code
-                if name != self._procs[0][0]:
-                    self._close_logs()
-                    raise HarnessError(f"load: {name} exited with {code}; see {self.log_dir / name}.log")
+                self.stop()
+                raise HarnessError(f"load: {name} still running after its master ended") from None
+            if wcode != 0:
+                self._close_logs()
+                raise HarnessError(f"load: {name} exited with {wcode}; see {self.log_dir / name}.log")
         self._close_logs()
-        return rc
+        return code
 
     def stop(self) -> None:
         """Stop every Locust process (SIGTERM, then SIGKILL after a grace period); idempotent."""

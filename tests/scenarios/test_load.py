@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import subprocess
 import sys
 import time
 
+import psutil
+import pytest
+
+from harness.errors import HarnessError
 from harness.ledger import Kind, LedgerReader
 from harness.ports import free_port
 from scenarios.launch import PROJECT_ROOT, LoadRun
@@ -181,3 +186,35 @@ def test_stop_mid_run_leaves_a_consistent_ledger(start_esp, tmp_path):
     assert any(r["phase"] == "stop" and r["code"] is None for r in submits)  # in flight at 300 ms each
     accepted = set(accepted_ids(esp))
     assert {r["id"] for r in submits if r["ok"]} <= accepted
+
+
+def test_a_dead_worker_ends_the_load_with_an_error_naming_it(esp, tmp_path):
+    """If a local worker dies mid-run (SIGKILL), alive() turns false and wait() stops the rest and
+    raises an error naming that worker; the surviving worker's in-flight submissions are recorded."""
+    spec = LoadSpec.model_validate({"shape": {"kind": "steady", "rate": 40}, "duration_s": 60, "workers": 2})
+    ledger = tmp_path / "ledger"
+    lr = LoadRun(spec, smtp_endpoint(esp), ledger, run_id="dw", seed=1, log_dir=tmp_path / "logs").start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and LedgerReader(ledger).count(Kind.LOAD_SUBMIT) < 20:
+            time.sleep(0.1)  # polling the ledger for progress
+        os.kill(lr.pids["locust-worker-1"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while lr.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the process state
+        assert not lr.alive()
+        with pytest.raises(HarnessError, match=r"locust-worker-1 exited with -9"):
+            lr.wait(30)
+        assert not any(_running(pid) for pid in lr.pids.values())
+    finally:
+        lr.stop()
+    ids = [r["id"] for r in LedgerReader(ledger).records([Kind.LOAD_SUBMIT])]
+    assert len(ids) == len(set(ids)) >= 20
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (psutil: the status the kernel reports)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
