@@ -1,0 +1,1 @@
+"""The JSON Schema of report.json, shipped as package data."""

@@ -1,0 +1,1 @@
+"""The report templates (jinja2), shipped as package data."""
