@@ -329,7 +329,7 @@ class Run:
         assert writer is not None
         esp = sc.esp
         http_port = None if esp.http_port is None else (esp.http_port or free_port())
-        self._esp = self._new_esp(esp.smtp_port or None, http_port, esp.control_port or None)
+        self._esp = self._new_esp(esp.smtp_port, http_port, esp.control_port)
         self._esp.start()
         relay_to = (self._esp.smtp_host, self._esp.smtp_port)
         if any(s.network is not None for s in sc.chaos):

@@ -10,7 +10,7 @@ cross-checks; every failure is one ``ConfigError`` line naming file, line and fi
 Conventions a scenario file follows (docs/scenarios.md is the reference):
 - durations are seconds or strings with a unit: ``90``, ``"1.5s"``, ``"500ms"``, ``"2m"``, ``"1h"``;
 - ``duration`` is the load phase; ``load.duration_s`` is filled from it (never given twice);
-- ESP ports unset or 0 are chosen free; a number fixes them (so an external SUT can relay there).
+- ESP ports unset are chosen free (http_port: 0 too); a number fixes them (an external SUT relays there).
 """
 
 from __future__ import annotations
@@ -220,8 +220,11 @@ class ProbeSpec(_Frozen):
 
 class EspSection(EspSpec):
     """The ``esp:`` section: the fake ESP's own spec, plus ``rate`` (messages/s: the sending quota that
-    overrides the profile's, as ``mailstorm esp --rate``)."""
+    overrides the profile's, as ``mailstorm esp --rate``). Unlike a standalone fake ESP, whose ports
+    default to 2525/8025, a run picks free ones unless the file fixes them (two runs never collide)."""
 
+    smtp_port: int | None = Field(default=None, ge=1, le=65535, description="unset: a free port")
+    control_port: int | None = Field(default=None, ge=1, le=65535, description="unset: a free port")
     rate: float | None = Field(default=None, gt=0, description="messages/s quota; overrides the profile's")
 
 
@@ -248,7 +251,7 @@ class Scenario(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _fill(cls, data: Any) -> Any:
-        """The load runs for the scenario's duration; unset ESP ports become 0 (free)."""
+        """The load runs for the scenario's duration."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -259,9 +262,6 @@ class Scenario(_Frozen):
                 seconds = None  # the top-level field reports it
             if isinstance(seconds, int | float) and seconds > 0:
                 data["load"] = {**data["load"], "duration_s": seconds}
-        esp = data.get("esp", {})
-        if isinstance(esp, dict):
-            data["esp"] = {"smtp_port": 0, "control_port": 0, **esp}
         return data
 
     @model_validator(mode="after")

@@ -115,9 +115,9 @@ def test_load_duration_comes_from_the_scenario():
 
 
 def test_esp_ports_are_free_unless_fixed():
-    """ESP ports not in the file are 0 (chosen free at run time); a fixed one is kept."""
+    """ESP ports not in the file are None (chosen free at run time); a fixed one is kept."""
     free = load_scenario_text(BASE)
-    assert (free.esp.smtp_port, free.esp.control_port, free.esp.http_port) == (0, 0, None)
+    assert (free.esp.smtp_port, free.esp.control_port, free.esp.http_port) == (None, None, None)
     fixed = load_scenario_text(BASE + "esp: {smtp_port: 2600, http_port: 0}\n")
     assert (fixed.esp.smtp_port, fixed.esp.http_port) == (2600, 0)
 
