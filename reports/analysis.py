@@ -179,6 +179,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             "esp_attempts_per_message": round(amplification, 4),
             "reordered": reordered,
             "reordered_pct": round(100.0 * reordered / got, 3) if got else 0.0,
+            "esp_replies": {code: int(a.sum()) for code, a in sorted(series.esp_replies.items())},
         },
         "latency_ms": {"e2e": e2e, "submit": submit},
         "throughput": {
