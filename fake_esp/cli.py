@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--processes", type=int, default=1, help="SMTP worker processes on one port (SO_REUSEPORT)"
     )
     p.add_argument("--max-message-size", type=int, help="bytes; larger messages get 552 (default 10 MiB)")
+    p.add_argument("--max-recipients", type=int, help="RCPT per message; past it 452 (default 1000)")
+    p.add_argument("--idle-timeout", type=float, help="s without a complete command before a session closes")
     p.add_argument("--store-bodies", type=Path, metavar="DIR", help="keep every accepted body in DIR")
     p.add_argument("--correlation-header", help="header carrying the correlation id (default X-Mailstorm-Id)")
     p.add_argument("--hostname", help="name in the banner and EHLO answer")
@@ -89,7 +91,7 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         "ledger": args.ledger,
         "store_bodies": args.store_bodies,
     }
-    for name in ("max_message_size", "correlation_header", "hostname"):
+    for name in ("max_message_size", "max_recipients", "idle_timeout", "correlation_header", "hostname"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.faults is not None:

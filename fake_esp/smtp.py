@@ -7,7 +7,8 @@ command, before the 354: ``smtp_DATA``), eod (after the final ".", before the an
 Ledger. Every record is written before the reply it describes is sent: esp.accepted before the 250 at
 eod (acked=false when the client is cut off or left hanging after the ESP kept the message), esp.replied
 before a fault's reply or cut, and before the 552 for a message over the size limit (aiosmtpd's own
-552 texts are replaced by harness.replies.MESSAGE_TOO_BIG), esp.fault for every fault that acted.
+552 texts are replaced by harness.replies.MESSAGE_TOO_BIG) and the 452 past ``max_recipients``,
+esp.fault for every fault that acted.
 
 Outage. A ticker (every 20 ms) asks the engine whether an outage is in force: mode refuse closes the
 listener and cuts every open session (the kernel then refuses connections), mode hang leaves the
@@ -32,12 +33,11 @@ from fake_esp.engine import Engine, Outage
 from fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
 from fake_esp.spec import EspSpec
 from harness.ledger import Kind, LedgerWriter
-from harness.replies import MESSAGE_TOO_BIG, OK_QUEUED, Reply
+from harness.replies import MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
 
 log = logging.getLogger("fake_esp.smtp")
 
 TICK_S = 0.02
-IDLE_TIMEOUT_S = 300.0  # RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for a command
 _QUEUED = str(OK_QUEUED)
 _TOO_BIG = str(MESSAGE_TOO_BIG).encode()
 _AIOSMTPD_552 = b"552 Error"  # aiosmtpd's own size refusals (MAIL SIZE= and too much DATA)
@@ -177,7 +177,7 @@ class EspSMTP(SMTP):
             enable_SMTPUTF8=True,
             hostname=service.spec.hostname,
             ident="mailstorm fake ESP",
-            timeout=IDLE_TIMEOUT_S,
+            timeout=service.spec.idle_timeout,
             auth_require_tls=False,
             auth_callback=_accept_any,
             loop=loop,
@@ -198,6 +198,13 @@ class EspSMTP(SMTP):
             self.svc.sessions.discard(self)
             self.svc.counters.open_sessions -= 1
         super().connection_lost(error)
+
+    def eof_received(self) -> bool:
+        # The client ended its stream: aiosmtpd cancels the session task, whose clean-up closes the
+        # connection -- unless the task had not started yet (EOF right after connect), which left the
+        # half-open connection holding a session until the idle timeout. Close it here in every case.
+        super().eof_received()
+        return False
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -344,6 +351,12 @@ class Handler:
 
     async def handle_RCPT(self, server: EspSMTP, session, envelope, address: str, options: list[str]):
         ctx = server.ctx
+        if len(envelope.rcpt_tos) >= server.svc.spec.max_recipients:
+            server.svc.ledger.write(
+                Kind.ESP_REPLIED, proto="smtp", phase="rcpt", code=TOO_MANY_RECIPIENTS.code,
+                text=str(TOO_MANY_RECIPIENTS), fault=None, session=ctx.session, id=None, peer=ctx.peer,
+            )  # fmt: skip
+            return str(TOO_MANY_RECIPIENTS)
         ctx.rcpt, ctx.rcpts = address, len(envelope.rcpt_tos) + 1
         act = server.decide("rcpt")
         if act is not PASS_ACTION:

@@ -233,6 +233,12 @@ class EspSpec(BaseModel):
     processes: int = Field(default=1, ge=1, le=64)
     correlation_header: str = Field(default=CORRELATION_HEADER, pattern=r"^[!-9;-~]+$")
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, ge=1024)
+    # RFC 5321 4.5.3.1.8: a server must take at least 100 recipients; past the limit, 452 (4.5.3.1.10).
+    # Without one, 10,000 RCPT commands grow one envelope without bound.
+    max_recipients: int = Field(default=1000, ge=100)
+    # Seconds a session may go without a complete valid command before it is closed (RFC 5321
+    # 4.5.3.2.7 asks for 5 minutes): what stops a slowloris client holding a session forever.
+    idle_timeout: float = Field(default=300.0, gt=0)
     store_bodies: Path | None = None
     hostname: str = "fake-esp.mailstorm.test"
     # Event webhooks posted for accepted messages (issue 3: fake_esp.webhooks); None = none.

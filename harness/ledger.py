@@ -127,6 +127,13 @@ class LedgerWriter:
         self._lock = threading.Lock()
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.records_written = 0
+        # A restart after a kill mid-write: end the torn line, or our first record would be glued to it
+        # and skipped with it.
+        with self.path.open("rb") as fh:
+            if fh.seek(0, os.SEEK_END) > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    os.write(self._fd, b"\n")
 
     def write(self, kind: str, /, **fields: Any) -> int:
         """Write one record now and return its timestamp (ns). Fields must be JSON-serialisable."""
@@ -189,7 +196,7 @@ class LedgerReader:
                 try:
                     rec = orjson.loads(raw)
                 except orjson.JSONDecodeError:
-                    # Only a kill in the middle of a write produces this, and only on the last line.
+                    # Only a kill in the middle of a write makes this: the last line a writer process wrote.
                     self.torn_lines += 1
                     continue
                 if wanted is None or rec.get("k") in wanted:

@@ -85,3 +85,44 @@ open_shapes = st.one_of(
         }
     ),
 )
+
+
+# -- hardening: raw SMTP sessions a broken or hostile client sends (tests/hardening/fuzz.py plays them) ---
+# A session is a list of steps: ("send", bytes) writes the bytes in one go (several command lines in one
+# write is pipelining), ("half_close", b"") shuts the client's sending side and waits for the server.
+_valid_commands = st.sampled_from(
+    [
+        b"EHLO client.test", b"HELO client.test", b"ehlo client.test", b"MAIL FROM:<s@sender.test>",
+        b"MAIL FROM:<s@sender.test> SIZE=1000 BODY=8BITMIME", b"MAIL FROM:<>", b"RCPT TO:<r@rcpt.test>",
+        b"RCPT TO:<postmaster>", b"RSET", b"NOOP", b"VRFY r@rcpt.test", b"EXPN list", b"HELP", b"QUIT",
+        b"STARTTLS", b"AUTH PLAIN AHVzZXIAcGFzcw==", b"AUTH LOGIN", b"AUTH CRAM-MD5", b"BDAT 10 LAST",
+        b"DATA", b"MAIL FROM:<s@sender.test> SIZE=99999999999", b"XCLIENT ADDR=1.2.3.4",
+    ]
+)  # fmt: skip
+_verbs = st.sampled_from([b"EHLO", b"HELO", b"MAIL FROM:", b"RCPT TO:", b"VRFY", b"AUTH", b"NOOP", b"MaIl"])
+_junk = st.binary(max_size=200)
+_long_lines = st.tuples(_verbs, st.integers(10_000, 20_000), st.sampled_from([b"x", b"\x00", b"\xff", b"<"]))
+_command_lines = st.one_of(
+    _valid_commands,
+    st.tuples(_verbs, _junk).map(lambda t: t[0] + b" " + t[1]),  # a known verb, a junk argument (NULs...)
+    _junk,
+    _long_lines.map(lambda t: t[0] + b" " + t[2] * t[1]),  # 10k+ characters
+)
+_terminators = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n", b""])  # bare LF/CR
+_lines = st.tuples(_command_lines, _terminators).map(lambda t: t[0] + t[1])
+_body_lines = st.one_of(
+    st.sampled_from([b"Subject: fuzz", b"", b".", b"..", b". ", b"X-Mailstorm-Id: fuzz-body", b"\x00\x00"]),
+    _junk,
+    st.integers(10_000, 30_000).map(lambda n: b"y" * n),
+)
+_bodies = st.lists(st.tuples(_body_lines, _terminators), max_size=12).map(
+    lambda ls: b"".join(a + b for a, b in ls)
+)
+smtp_session_steps = st.one_of(
+    _lines.map(lambda b: ("send", b)),
+    st.lists(_lines, min_size=2, max_size=10).map(lambda ls: ("send", b"".join(ls))),  # pipelining
+    _bodies.map(lambda b: ("send", b"DATA\r\n" + b + b"\r\n.\r\n")),
+    st.lists(_lines, max_size=4).map(lambda ls: ("send", b"QUIT\r\n" + b"".join(ls))),  # after QUIT
+    st.just(("half_close", b"")),
+)
+smtp_sessions = st.lists(smtp_session_steps, min_size=1, max_size=10)

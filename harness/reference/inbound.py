@@ -13,6 +13,8 @@ import logging
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from aiosmtpd.smtp import SMTP
+
 from harness import replies
 from harness.ledger import CORRELATION_HEADER, Kind, LedgerWriter
 from harness.reference.store import Store
@@ -26,6 +28,16 @@ def correlation_id(data: bytes) -> str:
     msg = _headers.parsebytes(data, headersonly=True)
     value = msg.get(CORRELATION_HEADER) or msg.get("Message-ID") or ""
     return str(value).strip()
+
+
+class InboundSMTP(SMTP):
+    """aiosmtpd's session, closed when the client ends its stream. aiosmtpd cancels the session task on
+    EOF and its clean-up closes the connection -- unless the task had not started yet (EOF right after
+    connect), which left a half-open connection until the idle timeout (5 minutes)."""
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False
 
 
 class InboundHandler:

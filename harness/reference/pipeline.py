@@ -8,12 +8,10 @@ import asyncio
 import logging
 import signal
 
-from aiosmtpd.smtp import SMTP
-
 from harness.ledger import Kind, LedgerWriter
 from harness.reference.config import PipelineConfig
 from harness.reference.delivery import Deliverer
-from harness.reference.inbound import InboundHandler
+from harness.reference.inbound import InboundHandler, InboundSMTP
 from harness.reference.monitor import Monitor
 from harness.reference.relay import HttpRelay, SmtpRelay
 from harness.reference.store import Store
@@ -66,7 +64,7 @@ class Pipeline:
         if cfg.http_port is not None:
             await self.monitor.serve(cfg.listen_host, cfg.http_port)
         server = await loop.create_server(
-            lambda: SMTP(
+            lambda: InboundSMTP(
                 self.inbound,
                 hostname="reference.mailstorm.test",
                 ident="mailstorm reference pipeline",

@@ -1,0 +1,89 @@
+"""Fuzzed SMTP sessions against the fake ESP and the reference pipeline: valid and invalid commands,
+pipelining, binary junk, 10k+ character lines, NULs, bare LF and CR, commands after QUIT, half-closed
+sockets, junk DATA bodies. Each session ends (the server closes after the client's QUIT and end of stream)
+within its deadline, the server sends nothing but SMTP replies, the process lives on, a well-behaved
+client is served between sessions and after them, and every message it sent is kept (ESP) or relayed
+(reference). MAILSTORM_FUZZ_LONG=1 plays 10,000 sessions per server."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import HealthCheck, given, settings
+
+from harness.ledger import Kind, LedgerReader
+from tests.hardening.fuzz import play
+from tests.hardening.support import LONG, clean_transaction, record, wait_until
+from tests.strategies import smtp_sessions
+
+SESSIONS = 10_000 if LONG else 300
+DEADLINE_S = 10.0  # per session: the server answers within ms; 10 s is a hang
+CLEAN_EVERY = 10  # a well-behaved client between fuzzed sessions, every this many
+
+
+def fuzz(port: int, alive, label: str) -> tuple[int, list[str], float]:
+    """Play SESSIONS fuzzed sessions; returns (sessions played, clean ids served, seconds)."""
+    played = 0
+    clean: list[str] = []
+    t0 = time.monotonic()
+
+    @settings(
+        max_examples=SESSIONS,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
+    @given(steps=smtp_sessions)
+    def session(steps):
+        nonlocal played
+        result = play(port, steps, DEADLINE_S)
+        played += 1
+        assert not result.hung, f"{label}: session still open after {DEADLINE_S} s: {steps!r}"[:3000]
+        assert result.bad_lines() == [], f"{label}: not SMTP replies {result.bad_lines()[:3]}"
+        # The banner comes first; only a client that ended its stream at once may leave before it.
+        left_early = steps[0][0] == "half_close" and not result.received
+        assert left_early or result.received.startswith(b"220"), result.received[:200]
+        assert alive(), f"{label} died after {steps!r}"[:3000]
+        if played % CLEAN_EVERY == 0:
+            cid = f"clean-{label}-{played}"
+            clean_transaction(port, cid)
+            clean.append(cid)
+
+    session()
+    cid = f"clean-{label}-after"
+    clean_transaction(port, cid)
+    clean.append(cid)
+    return played, clean, time.monotonic() - t0
+
+
+def test_fake_esp_survives_fuzzed_sessions(esp):
+    """Fuzzed sessions never crash or hang the fake ESP; clean clients are served and recorded."""
+    played, clean, seconds = fuzz(esp.smtp_port, esp.alive, "esp")
+    assert played >= SESSIONS * 0.9  # Hypothesis may stop a little short when it exhausts a space
+    kept = {r["id"] for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED])}
+    assert set(clean) <= kept
+    record(
+        "fuzz.esp", sessions=played, crashes=0, hangs=0, clean_served=len(clean), seconds=round(seconds, 1)
+    )
+
+
+def test_reference_pipeline_survives_fuzzed_sessions(reference, esp):
+    """Fuzzed sessions never crash or hang the reference pipeline; the clean clients' messages it
+    accepted between them all reach the fake ESP."""
+    played, clean, seconds = fuzz(reference.port, reference.alive, "reference")
+    assert played >= SESSIONS * 0.9
+
+    def relayed() -> bool:
+        kept = {r["id"] for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED])}
+        return set(clean) <= kept
+
+    wait_until(relayed, 60, "the clean messages at the ESP")
+    record(
+        "fuzz.reference", sessions=played, crashes=0, hangs=0, clean_served=len(clean),
+        seconds=round(seconds, 1),
+    )  # fmt: skip
