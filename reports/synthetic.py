@@ -59,7 +59,6 @@ def synthesize(
     shape: dict[str, Any] | None = None,
     slo: SloSpec | None = None,
     bulk: bool = False,
-    drain_s: float = 30.0,
     generator_lag_ms: float = 0.0,
 ) -> Truth:
     """Write a run directory (ledger/, run.json, slo.json, scenario.yaml) and return its truth.
@@ -67,8 +66,8 @@ def synthesize(
     ``rates[i]`` messages are intended during second ``i``; the relay forwards at most ``capacity``
     msg/s after ``latency_ms`` (a mean, or one mean per second); during ``outage`` (start_s, end_s)
     the ESP refuses with 451 and the relay delivers the held mail after it; ``generator_lag_ms`` makes
-    the load generator start every send that late. ``bulk`` writes the files
-    directly (same format, much faster) instead of record by record through ``LedgerWriter``.
+    the load generator start every send that late. ``bulk`` writes the files directly (same format,
+    much faster) instead of record by record through ``LedgerWriter``.
     """
     rng = np.random.default_rng(seed)
     run_dir = Path(run_dir)
@@ -217,8 +216,9 @@ def synthesize(
         ]
         out.write("timeline", Kind.PROBE, probes)
     out.write("timeline", Kind.RUN_PHASE, [{"t": load_end, "phase": "drain"}])
-    out.write("timeline", Kind.RUN_PHASE, [{"t": last + int(drain_s * _NS / 10), "phase": "stop"}])
-    out.write("timeline", Kind.RUN_ENDED, [{"t": last + int(drain_s * _NS / 10) + 1, "reason": "done"}])
+    # The drain ends a second after the last delivery, as a runner's drain would when its queue empties.
+    out.write("timeline", Kind.RUN_PHASE, [{"t": last + _NS, "phase": "stop"}])
+    out.write("timeline", Kind.RUN_ENDED, [{"t": last + _NS + 1, "reason": "drained"}])
     out.close()
 
     run_json = {"run_id": run_id, "name": "synthetic", "seed": seed, "started_ns": T0_NS, "endpoints": 1}
@@ -226,12 +226,11 @@ def synthesize(
     (run_dir / "slo.json").write_text((slo or SloSpec()).model_dump_json(indent=2))
     load = {"duration_s": len(counts), "shape": shape or {"kind": "steady", "rate": float(np.mean(rates))}}
     (run_dir / "scenario.yaml").write_text(json.dumps({"name": "synthetic", "seed": seed, "load": load}))
-    dup_n = duplicated
     return Truth(
         submitted=n,
         rejected=rejected,
-        delivered=n - rejected - lost - dup_n - bounced - pending,
-        duplicated=dup_n,
+        delivered=n - rejected - lost - duplicated - bounced - pending,
+        duplicated=duplicated,
         bounced=bounced,
         lost=lost,
         pending=pending,
