@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from harness.ledger import Kind, LedgerReader
-from harness.ports import free_port
+from harness.ports import free_port, wait_for_port
 from scenarios.messages import MessageFactory
 from scenarios.model import LoadSpec, SmtpOptions
 from scenarios.submit import SmtpSubmitter
@@ -102,3 +105,64 @@ def test_lines_starting_with_a_dot_arrive_intact(esp, factory):
     sub.close()
     (acc,) = list(LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED]))
     assert acc["sha"] == hashlib.sha256(raw).hexdigest()
+
+
+@pytest.fixture
+def tls_sink(tmp_path):
+    """A STARTTLS-only, AUTH-required aiosmtpd server in its own process, with a self-signed cert."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("tls_sink.py")), str(port), str(cert), str(key)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, what="TLS sink", alive=lambda: proc.poll() is None)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_starttls_and_auth(tls_sink, factory):
+    """With starttls and auth set, the session is encrypted and authenticated before MAIL (the sink
+    accepts nothing otherwise); without them the same sink refuses the message at MAIL."""
+    opts = SmtpOptions(starttls=True, auth={"user": "loaduser", "password": "s3cret"})
+    sub = SmtpSubmitter("127.0.0.1", tls_sink, opts, msgs_per_connection=5, timeout_s=5)
+    results = [sub.submit(factory.next()) for _ in range(3)]
+    sub.close()
+    assert all(r.ok and r.text.endswith("OK tls+auth") for r in results), results
+    plain = SmtpSubmitter("127.0.0.1", tls_sink, SmtpOptions(), msgs_per_connection=5, timeout_s=5)
+    refused = plain.submit(factory.next())
+    plain.close()
+    assert (refused.ok, refused.code, refused.phase) == (False, 530, "mail")
+    wrong = SmtpSubmitter(
+        "127.0.0.1",
+        tls_sink,
+        SmtpOptions(starttls=True, auth={"user": "loaduser", "password": "nope"}),
+        msgs_per_connection=5,
+        timeout_s=5,
+    )
+    bad = wrong.submit(factory.next())
+    assert (bad.ok, bad.code, bad.phase) == (False, 535, "auth"), bad
