@@ -284,10 +284,6 @@ class Scenario(_Frozen):
                 )
         return self
 
-    @property
-    def target_kind(self) -> str:
-        return self.target.kind
-
     def resolved(self) -> dict[str, Any]:
         """The scenario as JSON-able data with every default filled in (what ``scenario.yaml`` holds)."""
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
