@@ -145,6 +145,12 @@ class Run:
         self._phase = "start"
         self._t0 = time.monotonic()
         self._endpoints: list[Endpoint] = []
+        esp = scenario.esp
+        # What the ESP does from the start, shown beside the timeline's windows as they open and close.
+        self._standing_faults = [f"esp:{f.name or f.type}" for f in esp.faults]
+        if esp.profile is not None or esp.rate is not None:
+            rate = f" {esp.rate:g}/s" if esp.rate is not None else ""
+            self._standing_faults.insert(0, f"profile {esp.profile or 'generic-smtp'}{rate}")
 
     # -- checks before anything starts -----------------------------------------------------------------
 
@@ -473,7 +479,8 @@ class Run:
     def _tick(self, progress: Progress) -> None:
         self.stats.feed(self._tail.poll())
         self._scan_descendants()
-        faults = self._timeline.active() if self._timeline is not None else []
+        faults = list(self._standing_faults)
+        faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
         self._watchdog()
 
