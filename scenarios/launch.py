@@ -251,7 +251,8 @@ class LoadRun:
         if self._started_mono is None or self.spec.closed:
             return None
         elapsed = time.monotonic() - self._started_mono
-        return int(expected_count(self.spec.shape, self.spec.duration_s, elapsed))  # type: ignore[arg-type]
+        # Uniform arrivals sit where the integral reaches n - 0.5: rounding it counts them exactly.
+        return round(expected_count(self.spec.shape, self.spec.duration_s, elapsed))  # type: ignore[arg-type]
 
 
 def _url_host(url: str) -> str:

@@ -50,6 +50,7 @@ class LoadResult:
     submits: list[dict[str, Any]]
     dropped: list[dict[str, Any]]
     started: list[dict[str, Any]]
+    offered: int | None  # LoadRun.offered_so_far() once it ended
 
     @property
     def dropped_count(self) -> int:
@@ -85,6 +86,7 @@ def run_load(tmp_path: Path) -> Callable[..., LoadResult]:
             submits=list(reader.records([Kind.LOAD_SUBMIT])),
             dropped=list(reader.records([Kind.LOAD_DROPPED])),
             started=list(reader.records([Kind.LOAD_STARTED])),
+            offered=lr.offered_so_far(),
         )
 
     return run

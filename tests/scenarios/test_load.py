@@ -38,6 +38,7 @@ def test_steady_rate_is_achieved_within_five_percent(esp, run_load):
     ok = {r["id"] for r in res.submits if r["ok"]}
     assert len(ok) == len(res.submits) == 4000
     assert [(r["planned"], r["shape"]) for r in res.started] == [(4000, "steady")]
+    assert res.offered == 4000
     assert set(accepted_ids(esp)) == ok
 
 
@@ -152,17 +153,20 @@ def test_remote_worker_ships_its_ledger_to_the_master(esp, tmp_path):
     assert sorted(accepted_ids(esp)) == sorted(r["id"] for r in submits if r["ok"])
 
 
-def test_closed_model_users_send_and_wait(esp, run_load):
+def test_closed_model_users_send_and_wait_over_two_endpoints(start_esp, run_load):
     """The closed model: 3 users, 0.1 s wait, 2 s: each user's submissions follow one another (intended
-    is its own start), bounded by the duration, all accepted."""
-    res = run_load(
-        {"shape": {"kind": "closed", "users": 3, "wait_s": 0.1}, "duration_s": 2}, smtp_endpoint(esp)
-    )
-    assert res.rc == 0 and res.dropped_count == 0
+    is its own start), bounded by the duration, all accepted; the users' connections are spread
+    round-robin over the two endpoints given (two fake ESPs here)."""
+    a, b = start_esp(), start_esp()
+    endpoints = smtp_endpoint(a) + smtp_endpoint(b)
+    res = run_load({"shape": {"kind": "closed", "users": 3, "wait_s": 0.1}, "duration_s": 2}, endpoints)
+    assert res.rc == 0 and res.dropped_count == 0 and res.offered is None
     assert all(r["intended"] == r["start"] for r in res.submits)
     # ~20 per user at most (2 s / 0.1 s wait), at least a handful each even on a busy machine
     assert 15 <= len(res.submits) <= 66, len(res.submits)
-    assert sorted(accepted_ids(esp)) == sorted(r["id"] for r in res.submits)
+    by_target = collections.Counter(r["target"] for r in res.submits)
+    assert set(by_target) == {f"127.0.0.1:{a.smtp_port}", f"127.0.0.1:{b.smtp_port}"}
+    assert sorted(accepted_ids(a) + accepted_ids(b)) == sorted(r["id"] for r in res.submits)
 
 
 def test_stop_mid_run_leaves_a_consistent_ledger(start_esp, tmp_path):
