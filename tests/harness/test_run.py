@@ -240,6 +240,7 @@ def test_a_dead_esp_fails_the_run_with_exit_3(tmp_path):
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1200)  # soak: 10 min of load, 2 min of drain deadline
 @pytest.mark.parametrize(
     "name", ["demo", "esp-outage", "spike", "slow-esp", "esp-throttling", "campaign", "capacity-ramp", "soak"]
 )
