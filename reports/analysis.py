@@ -125,7 +125,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     load_start, load_end = _load_phase(cols.timeline, msgs, t0)
     load_s = max((load_end - load_start) / _NS, 1e-9)
     in_load = (msgs.intended >= load_start) & (msgs.intended <= load_end)
-    delivered_in_load = int((in_load & (msgs.first_esp != NEVER)).sum())
+    # Deliveries that happened during the load phase: what the pipeline sustained while loaded (mail
+    # still draining afterwards was not delivered at that rate).
+    delivered_in_load = int(((msgs.first_esp >= load_start) & (msgs.first_esp <= load_end)).sum())
     throughput = round(delivered_in_load / load_s, 3) if counts["submitted"] else None
 
     windows = fault_windows(cols.timeline, info, t0, len(series))
@@ -146,6 +148,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             endpoints=n_endpoints,
             amplification=amplification,
             esp_limits=info.get("esp_limits"),
+            esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
     results = judge(
         slo,

@@ -53,6 +53,7 @@ def size(
     endpoints: int,
     amplification: float,
     esp_limits: dict[str, Any] | None,
+    esp_refusals: int = 0,
 ) -> Sizing:
     target_rate = spec.messages / spec.period_s
     required = target_rate * (1 + spec.headroom)
@@ -73,6 +74,11 @@ def size(
         assumptions.append("the run did not find the SUT's limit, so the instance count is an upper bound")
     else:
         total, source = None, "no delivered throughput measured"
+    if esp_refusals:
+        assumptions.append(
+            f"the ESP refused {esp_refusals:,} attempts with 4xx during the run: the measured rate may be"
+            " the ESP's limit rather than the SUT's"
+        )
     per_instance = total / endpoints if total else None
     instances = None
     if per_instance:

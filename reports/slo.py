@@ -4,8 +4,8 @@ Every judged SLO becomes one ``SloResult`` (one JUnit test case). ``max_lost`` i
 latency objectives are judged on the end-to-end percentiles of delivered messages (a lost message has
 no latency; it is judged by ``max_lost``). ``max_recovery_s`` is judged on the slowest fault window; a
 window that never recovered fails it; a run with no fault window passes it and says so.
-``min_throughput`` is judged on delivered messages per second over the load phase. A run that submitted
-no message at all fails (an extra ``submitted`` result): it tested nothing.
+``min_throughput`` is judged on the messages first delivered during the load phase, per second of it.
+A run that submitted no message at all fails (an extra ``submitted`` result): it tested nothing.
 """
 
 from __future__ import annotations

@@ -85,3 +85,11 @@ def test_a_run_that_sent_nothing_fails(tmp_path, capsys):
         tl.write(Kind.RUN_STARTED, run_id="r", name="empty", seed=0, duration_s=1)
     assert main(["report", str(tmp_path)]) == 1
     assert "breached: submitted" in capsys.readouterr().out
+
+
+def test_sizing_warns_when_the_esp_limited_the_run(outage_run, capsys):
+    """Sizing from a run whose ESP refused attempts with 4xx says the rate may be the ESP's, not the SUT's."""
+    assert main(["sizing", str(outage_run[0]), "--target", "100000/1h", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert any(a.startswith("the ESP refused 1,000 attempts with 4xx") for a in s["assumptions"])
+    assert s["per_instance_source"].startswith("throughput delivered during the load")
