@@ -11,7 +11,8 @@ record; ``submitted`` counts those ids. Each gets exactly one outcome, decided i
 - ``bounced``: never accepted by the ESP, and refused permanently: an ``esp.replied`` with a 5xx code
   carrying its id, or a ``sut.bounced`` record for it;
 - ``pending``: never accepted, not bounced, accepted by the SUT, and the SUT's ledger shows it still
-  held for a later retry (a ``sut.deferred`` record): it is in a queue at the deadline, not lost;
+  held for a later retry (a ``sut.deferred`` record and no ``sut.relayed`` with a 2xx code): it is in
+  a queue at the deadline, not lost;
 - ``lost``: never accepted, not bounced, not known to be held, yet the SUT accepted it (a ``load.submit``
   with ``ok=true``, or a ``sut.accepted`` record);
 - ``rejected``: none of the above: every submission attempt failed and nothing downstream ever saw it
@@ -119,6 +120,11 @@ def classify(cols: Columns) -> Messages:
     held = np.zeros(n, dtype=bool)
     dm, dk = per_message(Kind.SUT_DEFERRED)
     held[dm[dk]] = True
+    # A message the SUT says it relayed (2xx) is no longer held, whatever it deferred before.
+    rel = cols.table(Kind.SUT_RELAYED)
+    lm, lk = per_message(Kind.SUT_RELAYED)
+    done = lk & (rel["code"] >= 200) & (rel["code"] < 300)
+    held[lm[done]] = False
 
     outcome = np.full(n, REJECTED, dtype=np.int8)
     sut_took = sut_in != NEVER

@@ -78,6 +78,10 @@ def test_edge_cases(tmp_path):
         sut.write(Kind.SUT_DEFERRED, id="held", attempt=3, code=451, text="later", retry_in_s=600)
         # accepted and then nothing: lost.
         _submit(load, "vanished", 8, True, 250)
+        # deferred once, then relayed with a 250 the ESP never recorded: lost, not pending.
+        _submit(load, "relayed-into-void", 11, True, 250)
+        sut.write(Kind.SUT_DEFERRED, id="relayed-into-void", attempt=1, code=451, text="later", retry_in_s=1)
+        sut.write(Kind.SUT_RELAYED, id="relayed-into-void", attempt=2, code=250)
         # the sender saw a timeout but the SUT logged the acceptance; nothing at the ESP: lost, not rejected.
         _submit(load, "sut-took-it", 9, False, None)
         sut.write(Kind.SUT_ACCEPTED, id="sut-took-it", queue_id="q1")
@@ -95,17 +99,17 @@ def test_edge_cases(tmp_path):
     msgs = classify(cols)
     assert cols.torn_lines == 2
     assert msgs.counts() == {
-        "submitted": 11,
+        "submitted": 12,
         "delivered": 4,
         "duplicated": 1,
         "bounced": 2,
         "pending": 1,
-        "lost": 2,
+        "lost": 3,
         "rejected": 1,
     }
     assert msgs.esp_unmatched == 2  # "stray" and "x"
     assert msgs.unacked == 2
-    assert int(msgs.submit_attempts.sum()) == 13
+    assert int(msgs.submit_attempts.sum()) == 14
 
 
 def _write_fates(ledger: Path, fates: list[dict]) -> None:
