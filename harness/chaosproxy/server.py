@@ -176,10 +176,18 @@ class ProxyServer:
                 _rst(c_writer)
                 return
             conn.writers.append(u_writer)
-            await asyncio.gather(
-                self._pump(c_reader, u_writer, _Link(conn, "upstream"), "bytes_up"),
-                self._pump(u_reader, c_writer, _Link(conn, "downstream"), "bytes_down"),
-            )
+            pumps = [
+                asyncio.create_task(self._pump(c_reader, u_writer, _Link(conn, "upstream"), "bytes_up")),
+                asyncio.create_task(self._pump(u_reader, c_writer, _Link(conn, "downstream"), "bytes_down")),
+            ]
+            try:
+                # Both directions run until each has seen EOF (half-closes pass through); a broken socket
+                # on either side ends the connection.
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
         except (asyncio.CancelledError, ConnectionError, OSError):
             pass
         finally:
