@@ -38,12 +38,16 @@ class Document:
         """
         node: Any = self.data
         path: list[str | int] = []
+        tag_skipped: Any = None  # the mapping whose union tag was skipped (a tag comes once per mapping)
         for step in loc:
             in_list = isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)
-            if (isinstance(node, dict) and step in node) or in_list:
+            if isinstance(node, dict) and node is not tag_skipped and _is_tag(step, node):
+                # The tag first: {type: reply, reply: ...} has a field named like its tag.
+                tag_skipped = node
+            elif (isinstance(node, dict) and step in node) or in_list:
                 node = node[step]
                 path.append(step)
-            elif isinstance(node, dict) and isinstance(step, str) and not _is_tag(step, node):
+            elif isinstance(node, dict) and isinstance(step, str):
                 # A missing or unknown-in-union key: report it by name, on its parent's line.
                 path.append(step)
                 break
@@ -136,9 +140,9 @@ def _record(
             _record(loader, item, (*path, i), lines, name)
 
 
-def _is_tag(step: str, node: dict) -> bool:
+def _is_tag(step: str | int, node: dict) -> bool:
     """True when ``step`` is a union tag pydantic put in the location (the value of ``type``/``kind``)."""
-    return any(node.get(k) == step for k in ("type", "kind", "dist"))
+    return isinstance(step, str) and any(node.get(k) == step for k in ("type", "kind"))
 
 
 def _message(err: dict[str, Any]) -> str:
