@@ -103,6 +103,7 @@ class SmtpRelay:
             return Outcome("permanent", None, f"{type(exc).__name__}: {exc}")
         retry = [(r, resp.code, resp.message) for r, resp in errors.items() if _transient(resp.code)]
         refused = [(r, resp.code, resp.message) for r, resp in errors.items() if not _transient(resp.code)]
+        # aiosmtplib's data() raises for anything but 250, so reaching here means exactly 250.
         return Outcome("delivered", 250, text, retry=retry, refused=refused)
 
 

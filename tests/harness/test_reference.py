@@ -143,7 +143,8 @@ def health(url: str) -> int:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
-        return exc.code
+        with exc:  # an HTTPError holds the open response
+            return exc.code
 
 
 def test_accepted_messages_reach_the_esp_with_the_correlation_header_intact(esp, start_reference, tmp_path):
