@@ -178,6 +178,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             "submit_attempts": int(msgs.submit_attempts.sum()),
             "dropped_by_generator": int(series.dropped.sum()),
             "esp_unacked": msgs.unacked,
+            "rejected_at_stop": msgs.rejected_at_stop,
             "esp_unmatched": msgs.esp_unmatched,
             "esp_attempts_per_message": round(amplification, 4),
             "reordered": reordered,

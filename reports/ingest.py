@@ -32,7 +32,7 @@ _TIMELINE_KINDS = {
 }
 # kind -> the fields kept, in column order; "id" becomes an interned integer.
 _FIELDS: dict[str, tuple[str, ...]] = {
-    Kind.LOAD_SUBMIT: ("t", "id", "intended", "start", "end", "ok", "code"),
+    Kind.LOAD_SUBMIT: ("t", "id", "intended", "start", "end", "ok", "code", "phase"),
     Kind.LOAD_DROPPED: ("t", "intended", "count"),
     Kind.ESP_ACCEPTED: ("t", "id", "acked"),
     Kind.ESP_REPLIED: ("t", "id", "code"),
@@ -43,7 +43,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     Kind.SUT_QUEUE: ("t", "depth"),
 }
 _NO_CODE = -1  # a cut connection / timeout: code null in the ledger
-_BOOLS = ("ok", "acked")
+_BOOLS = ("ok", "acked", "phase")  # phase is kept as one bool: "stop" (the generator was stopped)
 
 
 @dataclass
@@ -138,6 +138,8 @@ def _column(name: str, values: list[Any], interner: dict[str, int]) -> np.ndarra
     if name == "id":
         setdefault = interner.setdefault
         return np.array([-1 if v is None else setdefault(v, len(interner)) for v in values], dtype=np.int64)
+    if name == "phase":
+        return np.array([v == "stop" for v in values], dtype=bool)
     if name in _BOOLS:
         if None in values:  # acked defaults to true: only a cut-off client makes it false
             default = name == "acked"

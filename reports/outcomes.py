@@ -16,7 +16,8 @@ record; ``submitted`` counts those ids. Each gets exactly one outcome, decided i
 - ``lost``: never accepted, not bounced, not known to be held, yet the SUT accepted it (a ``load.submit``
   with ``ok=true``, or a ``sut.accepted`` record);
 - ``rejected``: none of the above: every submission attempt failed and nothing downstream ever saw it
-  (the sender knows; it is the sender's to retry).
+  (the sender knows; it is the sender's to retry). This includes a submission the generator itself
+  abandoned when it was stopped (``phase: "stop"``), counted apart as ``rejected_at_stop``.
 
 Several ``load.submit`` attempts for one id are one message: its intended time is the earliest
 attempt's, and it was accepted by the SUT if any attempt was. ESP records whose id was never submitted
@@ -56,6 +57,7 @@ class Messages:
     submit_attempts: np.ndarray  # load.submit records per message
     esp_attempts: np.ndarray  # ESP records carrying its id (acceptances + replies): retry amplification
     unacked: int  # esp.accepted records with acked=false
+    rejected_at_stop: int  # rejected messages with an attempt the generator abandoned when it stopped
     esp_unmatched: int  # ESP acceptances of ids never submitted
 
     def counts(self) -> dict[str, int]:
@@ -148,6 +150,7 @@ def classify(cols: Columns) -> Messages:
         submit_attempts=submit_attempts,
         esp_attempts=esp_attempts,
         unacked=int((~esp["acked"]).sum()),
+        rejected_at_stop=int(np.isin(np.flatnonzero(outcome == REJECTED), sm[sk & sub["phase"]]).sum()),
         esp_unmatched=int((~ek).sum()),
     )
 

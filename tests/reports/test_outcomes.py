@@ -88,6 +88,9 @@ def test_edge_cases(tmp_path):
         # refused by the SUT twice: one rejected message.
         _submit(load, "refused", 10, False, 550)
         _submit(load, "refused", 10, False, 550, attempt=1)
+        # abandoned by the generator when it was stopped, never seen downstream: rejected, counted apart.
+        load.write(Kind.LOAD_SUBMIT, id="stopped", intended=T0, start=T0, end=T0 + 1, ok=False, code=None,
+                   phase="stop")  # fmt: skip
         # the ESP accepted something nobody submitted: not an outcome.
         esp.write(Kind.ESP_ACCEPTED, id="stray", acked=True)
     with (ledger / "esp-smtp-0.jsonl").open("ab") as fh:
@@ -99,17 +102,18 @@ def test_edge_cases(tmp_path):
     msgs = classify(cols)
     assert cols.torn_lines == 2
     assert msgs.counts() == {
-        "submitted": 12,
+        "submitted": 13,
         "delivered": 4,
         "duplicated": 1,
         "bounced": 2,
         "pending": 1,
         "lost": 3,
-        "rejected": 1,
+        "rejected": 2,
     }
+    assert msgs.rejected_at_stop == 1
     assert msgs.esp_unmatched == 2  # "stray" and "x"
     assert msgs.unacked == 2
-    assert int(msgs.submit_attempts.sum()) == 14
+    assert int(msgs.submit_attempts.sum()) == 15
 
 
 def _write_fates(ledger: Path, fates: list[dict]) -> None:
