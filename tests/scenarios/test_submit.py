@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,65 @@ def test_starttls_and_auth(tls_sink, factory):
     )
     bad = wrong.submit(factory.next())
     assert (bad.ok, bad.code, bad.phase) == (False, 535, "auth"), bad
+
+
+def _server(script_args: list[str], what: str):
+    port = free_port()
+    proc = subprocess.Popen(
+        # smtp-sink takes [host]:port and a listen backlog; the test scripts just a port
+        [*script_args, *([f"127.0.0.1:{port}", "64"] if what == "smtp-sink" else [str(port)])],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port("127.0.0.1", port, what=what, alive=lambda: proc.poll() is None)
+    return port, proc
+
+
+@pytest.fixture
+def pipelining_sink():
+    """An aiosmtpd server (own process) that offers PIPELINING and refuses on cue (see the script)."""
+    script = Path(__file__).with_name("pipelining_sink.py")
+    port, proc = _server([sys.executable, str(script)], "pipelining sink")
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_pipelined_envelope_reports_each_refusal_at_its_phase(pipelining_sink, factory):
+    """With PIPELINING offered, MAIL/RCPT/DATA go in one write; a partly refused recipient list still
+    delivers, an all-refused one is reported at rcpt, a refused sender at mail, and the session stays
+    in step for the next message (each reply read in order)."""
+    sub = SmtpSubmitter("127.0.0.1", pipelining_sink, SmtpOptions(), msgs_per_connection=100, timeout_s=5)
+    base = factory.next()
+    partly = sub.submit(dataclasses.replace(base, recipients=("busy1@x.test", "ok1@x.test", "ok2@x.test")))
+    assert sub.pipelining
+    none = sub.submit(dataclasses.replace(factory.next(), recipients=("busy2@x.test", "busy3@x.test")))
+    sender = sub.submit(dataclasses.replace(factory.next(), sender="refuse@shop.test"))
+    after = sub.submit(factory.next())
+    sub.close()
+    assert partly.ok and partly.text.endswith("queued 1 rcpts=2")
+    assert (none.ok, none.code, none.phase, none.text) == (False, 450, "rcpt", "4.2.1 Mailbox busy")
+    assert (sender.ok, sender.code, sender.phase) == (False, 550, "mail")
+    assert after.ok and after.text.endswith("queued 2 rcpts=1") and sub.connections == 1
+
+
+def test_pipelined_submission_to_postfix_smtp_sink(factory):
+    """Against Postfix's smtp-sink (offers PIPELINING): many messages, several recipients each, all
+    accepted on reused sessions; a disconnect after DATA is a cut at phase data."""
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    port, proc = _server(["/usr/sbin/smtp-sink", *user], "smtp-sink")
+    cut_port, cut_proc = _server(["/usr/sbin/smtp-sink", *user, "-q", "DATA"], "smtp-sink")
+    try:
+        sub = SmtpSubmitter("127.0.0.1", port, SmtpOptions(), msgs_per_connection=10, timeout_s=5)
+        msgs = [dataclasses.replace(factory.next(), recipients=("a@x.test", "b@x.test")) for _ in range(25)]
+        results = [sub.submit(m) for m in msgs]
+        sub.close()
+        assert sub.pipelining and sub.connections == 3
+        assert all(r.ok and r.code == 250 for r in results)
+        cut = SmtpSubmitter("127.0.0.1", cut_port, SmtpOptions(), msgs_per_connection=10, timeout_s=5)
+        res = cut.submit(factory.next())
+        assert (res.ok, res.code, res.phase) == (False, None, "data")
+    finally:
+        for p in (proc, cut_proc):
+            p.kill()
+            p.wait()
