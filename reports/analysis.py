@@ -147,7 +147,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             observed_rate=throughput,
             endpoints=n_endpoints,
             amplification=amplification,
-            esp_limits=info.get("esp_limits"),
+            esp_limits=_esp_limits(spec.sizing.esp_profile, info),
             esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
     results = judge(
@@ -209,6 +209,15 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "series": {"t0_ns": t0, **series.as_dict()},
     }
     return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures)
+
+
+def _esp_limits(profile: str | None, info: dict[str, Any]) -> dict[str, Any] | None:
+    """The ESP limits to size against: a named profile's, else the run's (run.json esp_limits)."""
+    if profile is None:
+        return info.get("esp_limits")
+    from fake_esp.profiles import load_profile  # only when asked: the reports need no ESP otherwise
+
+    return {**load_profile(profile).limits.model_dump(), "source": f"ESP profile {profile}"}
 
 
 def _load_phase(timeline: list[dict[str, Any]], msgs: Messages, t0: int) -> tuple[int, int]:

@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="messages per period, e.g. 1000000/1h")
     p.add_argument("--headroom", default="30%", help="spare capacity on top of the target (default 30%%)")
     p.add_argument("--esp-rate", type=float, help="ESP sending-rate limit in msg/s (overrides the profile)")
+    p.add_argument("--esp-profile", help="size against this ESP profile's limits (ses, sendgrid, ...)")
     p.add_argument("--json", action="store_true", help="print the sizing as JSON")
     p.set_defaults(func=cmd_sizing)
 
@@ -188,7 +189,9 @@ def cmd_sizing(args: argparse.Namespace) -> int:
     from reports.analysis import analyze
 
     try:
-        spec = SizingSpec(target=args.target, headroom=args.headroom, esp_rate=args.esp_rate)
+        spec = SizingSpec(
+            target=args.target, headroom=args.headroom, esp_rate=args.esp_rate, esp_profile=args.esp_profile
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         field = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "sizing"

@@ -138,5 +138,6 @@ def _esp_limit(spec: SizingSpec, esp_limits: dict[str, Any] | None) -> tuple[flo
         return spec.esp_rate, "--esp-rate"
     rate = (esp_limits or {}).get("rate")
     if rate:
-        return float(rate), "ESP profile limits (run.json esp_limits.rate)"
+        where = (esp_limits or {}).get("source") or "the run's ESP profile (run.json esp_limits)"
+        return float(rate), f"{where}, limits.rate"
     return None, None

@@ -50,11 +50,23 @@ class SizingSpec(_Frozen):
     esp_rate: float | None = Field(
         None, gt=0, description="ESP sending-rate limit (msg/s), overriding the ESP profile's limits"
     )
+    esp_profile: str | None = Field(
+        None, description="size against this ESP profile's limits (fake_esp/profiles) instead of the run's"
+    )
 
     @field_validator("target")
     @classmethod
     def _check_target(cls, value: str) -> str:
         parse_target(value)
+        return value
+
+    @field_validator("esp_profile")
+    @classmethod
+    def _known_profile(cls, value: str | None) -> str | None:
+        from fake_esp.profiles import PROFILE_NAMES  # checked here so a scenario file fails at parse time
+
+        if value is not None and value not in PROFILE_NAMES:
+            raise ValueError(f"unknown ESP profile {value!r}; known: {', '.join(PROFILE_NAMES)}")
         return value
 
     @field_validator("headroom", mode="before")

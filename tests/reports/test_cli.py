@@ -69,14 +69,20 @@ def test_sizing_with_profile_limits_and_override(clean_run, capsys):
     )
     out = capsys.readouterr().out
     assert "instances = ceil(13.89 / " in out and "ESP limit 20.00 msg/s vs 13.89 msg/s needed: enough" in out
+    assert main(["sizing", str(clean_run), "--target", "1000/1h", "--esp-profile", "ses", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["esp_rate_limit"], s["daily_quota"]) == (1.0, 200)  # the SES sandbox's published limits
+    assert s["esp_limit_source"].startswith("ESP profile ses")
 
 
 def test_sizing_bad_target_is_one_line(clean_run, capsys):
     """A malformed target or headroom names the flag, one line, exit 2."""
     assert main(["sizing", str(clean_run), "--target", "lots"]) == 2
     assert main(["sizing", str(clean_run), "--target", "10/1h", "--headroom", "much"]) == 2
+    assert main(["sizing", str(clean_run), "--target", "10/1h", "--esp-profile", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and err[0].startswith("mailstorm: --target:") and "--headroom" in err[1]
+    assert len(err) == 3 and err[0].startswith("mailstorm: --target:") and "--headroom" in err[1]
+    assert "nope" in err[2]
 
 
 def test_a_run_that_sent_nothing_fails(tmp_path, capsys):
