@@ -12,7 +12,9 @@ as pytest's tmp dirs, forbids that). Retry timing is the spec's (Postfix's own d
 make recovery take minutes; a user may want exactly that).
 
 Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message), sampled every
-``queue_sample_s`` onto the ledger as ``sut.queue`` records (source ``postfix``). Actions: ``stop`` (postfix
+``queue_sample_s`` onto the ledger as ``sut.queue`` records (source ``postfix``); with
+``follow_maillog`` the maillog becomes ``sut.accepted/relayed/deferred/bounced`` records too
+(``postfix_maillog``). Actions: ``stop`` (postfix
 stop), ``start``, ``restart``, ``kill`` (SIGKILL to the master; its children exit by themselves),
 ``flush`` (``postqueue -f``: retry now, revive a destination marked dead). ``stop()`` leaves no process
 of *this* instance: after ``postfix stop`` it SIGKILLs whatever still runs with this instance's
@@ -41,6 +43,7 @@ from harness.ledger import Kind, LedgerWriter
 from harness.netguard import check_address
 from harness.ports import free_port, port_open
 from harness.targets.base import Endpoint, TargetContext, register
+from harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
 from harness.targets.process import wait_ready
 
 ACTIONS = frozenset({"stop", "start", "restart", "kill", "flush"})
@@ -83,6 +86,9 @@ class PostfixSpec(BaseModel):
     queue_sample_s: float = Field(
         1.0, ge=0, description="write the queue depth (sut.queue) this often; 0 = never"
     )
+    follow_maillog: bool = Field(
+        True, description="write sut.accepted/relayed/deferred/bounced records from the maillog"
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> PostfixSpec:
@@ -108,6 +114,8 @@ class PostfixTarget:
         self.port = 0
         self._atexit = False
         self._sampler: threading.Thread | None = None
+        self._writer: LedgerWriter | None = None
+        self._follower: MaillogFollower | None = None
         self._sampling = threading.Event()
 
     # -- paths ----------------------------------------------------------------------------------------
@@ -144,9 +152,12 @@ class PostfixTarget:
         if not self._atexit:
             atexit.register(self.stop)  # an interrupted runner still leaves no Postfix behind
             self._atexit = True
+        self._writer = LedgerWriter(ctx.ledger_dir, "postfix")
+        if self.spec.follow_maillog:
+            self._follower = MaillogFollower(self.maillog, self._writer).start()
         self._start()
         if self.spec.queue_sample_s > 0:
-            self._start_sampler(ctx.ledger_dir)
+            self._start_sampler()
         return [Endpoint("smtp", "127.0.0.1", self.port)]
 
     def stop(self) -> None:
@@ -155,6 +166,12 @@ class PostfixTarget:
         if self.root is None or not self.conf_dir.exists():
             return
         self._halt()
+        if self._follower is not None:  # after the halt: it reads the last lines Postfix logged
+            self._follower.stop()
+            self._follower = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self.spool_link.is_symlink():  # the private queue/data directory goes with the instance
             shutil.rmtree(self.spool_link.resolve(), ignore_errors=True)
             self.spool_link.unlink()
@@ -178,21 +195,19 @@ class PostfixTarget:
             return None
         return sum(1 for line in out.splitlines() if line.strip())
 
-    def _start_sampler(self, ledger_dir: Path) -> None:
+    def _start_sampler(self) -> None:
         """Postfix has no ledger of its own: a thread writes its sampled queue depth onto the run's ledger
         (source ``postfix``), as the reference pipeline does for its queue."""
-        writer = LedgerWriter(ledger_dir, "postfix")
+        writer = self._writer
+        assert writer is not None
         self._sampling.clear()
 
         def sample() -> None:
-            try:
-                while not self._sampling.is_set():
-                    depth = self.queue_depth()
-                    if depth is not None:
-                        writer.write(Kind.SUT_QUEUE, depth=depth)
-                    self._sampling.wait(self.spec.queue_sample_s)
-            finally:
-                writer.close()
+            while not self._sampling.is_set():
+                depth = self.queue_depth()
+                if depth is not None:
+                    writer.write(Kind.SUT_QUEUE, depth=depth)
+                self._sampling.wait(self.spec.queue_sample_s)
 
         self._sampler = threading.Thread(target=sample, name="postfix-queue", daemon=True)
         self._sampler.start()
@@ -294,8 +309,11 @@ class PostfixTarget:
             d.mkdir(exist_ok=True)
         # master.lock lives in data_directory and is opened as postfix: "Permission denied" otherwise.
         shutil.chown(data_dir, "postfix", "postfix")
+        (conf / "mailstorm_header_checks").write_text(HEADER_CHECK)
         settings = {
             **_FIXED,
+            # Logs each message's correlation id with its queue id (postfix_maillog reads it back).
+            "header_checks": f"regexp:{conf / 'mailstorm_header_checks'}",
             "queue_directory": str(self.queue_dir),
             "data_directory": str(data_dir),
             "relayhost": f"[{esp_host}]:{esp_port}",

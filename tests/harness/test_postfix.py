@@ -79,14 +79,21 @@ def test_registered_with_its_abilities():
     assert t.actions() == {"stop", "start", "restart", "kill", "flush"}
 
 
-def test_smoke_relays_to_the_esp(postfix, sink):
-    """Messages submitted to the instance are relayed to the ESP and the queue ends empty."""
+def test_smoke_relays_to_the_esp(postfix, sink, tmp_path):
+    """Messages submitted to the instance are relayed to the ESP, the queue ends empty, and the maillog
+    gives each one a sut.accepted and a sut.relayed (250) record."""
     t, ep = postfix
     sub = Submitter(ep.host, ep.port, count=20, interval=0.0, prefix="smoke").start()
     sub.join(60)
     assert len(sub.accepted) == 20
     assert sink.wait_for(set(sub.accepted), timeout=30) == set()
     assert wait_depth(t, lambda d: d == 0, 10) == 0
+    ledger = tmp_path / "ledger"
+    t.stop()  # the maillog follower reads the last lines when the instance stops
+    reader = LedgerReader(ledger)
+    assert sorted(r["id"] for r in reader.records([Kind.SUT_ACCEPTED])) == sorted(sub.accepted)
+    relayed = list(reader.records([Kind.SUT_RELAYED]))
+    assert sorted(r["id"] for r in relayed) == sorted(sub.accepted) and {r["code"] for r in relayed} == {250}
     main_cf = (t.conf_dir / "main.cf").read_text()
     assert f"relayhost = [{sink.host}]:{sink.port}" in main_cf
     assert "minimal_backoff_time = 1s" in main_cf
@@ -124,6 +131,8 @@ def test_esp_outage_queue_rises_then_drains_nothing_lost(tmp_path, sink):
     assert during == sorted(during) and during[0] < during[-1] == 60, f"not seen rising to 60: {during}"
     assert after[-1] == 0
     assert all(r["src"] == "postfix" for r in LedgerReader(ctx.ledger_dir).records([Kind.SUT_QUEUE]))
+    deferred = {r["id"] for r in LedgerReader(ctx.ledger_dir).records([Kind.SUT_DEFERRED])}
+    assert deferred and deferred <= set(sub.accepted)  # refused connections: deferred, code null
     assert len(sink.ids) >= 60  # Postfix may only ever duplicate, never lose
 
 
