@@ -130,8 +130,13 @@ class ChildTarget(Target):
 
     def start(self) -> int:
         port = free_port()
+        # Own session, as EspProcess starts the fake ESP: with the kernel's autogroup scheduling each
+        # session is one group with one fair share of the CPUs, so every server competes alike.
         self.proc = subprocess.Popen(
-            self.argv_for_port(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.argv_for_port(port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for_port("127.0.0.1", port, 15, what=self.name, alive=lambda: self.proc.poll() is None)
         return port
