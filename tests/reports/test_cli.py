@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from fake_esp.profiles import load_profile
 from harness.cli import main
 from harness.ledger import Kind, LedgerWriter
 from reports.spec import SloSpec
@@ -71,7 +72,8 @@ def test_sizing_with_profile_limits_and_override(clean_run, capsys):
     assert "instances = ceil(13.89 / " in out and "ESP limit 20.00 msg/s vs 13.89 msg/s needed: enough" in out
     assert main(["sizing", str(clean_run), "--target", "1000/1h", "--esp-profile", "ses", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert (s["esp_rate_limit"], s["daily_quota"]) == (1.0, 200)  # the SES sandbox's published limits
+    ses = load_profile("ses").limits
+    assert (s["esp_rate_limit"], s["daily_quota"]) == (ses.rate, ses.daily_quota)
     assert s["esp_limit_source"].startswith("ESP profile ses")
 
 
