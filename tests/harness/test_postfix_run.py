@@ -4,6 +4,7 @@ Postfix process; the library's Postfix scenarios (long)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,3 +111,31 @@ def test_library_postfix_scenarios_pass(tmp_path, name):
     assert lost == set() and accepted > 0
     assert max(d for _, d in queue_depths(run_dir)) > 0
     assert postfix_processes_under(run_dir) == []
+
+
+SLOW_RETRY = """\
+name: postfix-slow-retry
+seed: 5
+duration: 12s
+drain_deadline: 5s
+target: {kind: postfix, minimal_backoff_s: 300, maximal_backoff_s: 4000, queue_run_delay_s: 300}
+load:
+  shape: {kind: steady, rate: 20}
+chaos:
+  - {at: 3s, for: 4s, name: esp-down, esp_outage: {mode: refuse}}
+slo:
+  max_lost: 0
+"""
+
+
+@pytest.mark.long
+def test_postfix_default_retry_timing_leaves_mail_pending_not_lost(tmp_path):
+    """With Postfix's own slow retries, mail queued by an ESP outage is still queued at the drain deadline:
+    the maillog's sut.deferred records make it pending in the report, and nothing counts as lost."""
+    path = tmp_path / "slow.yaml"
+    path.write_text(SLOW_RETRY)
+    code, run_dir, err = run_cli(path, tmp_path / "runs")
+    assert code == 0, err
+    outcomes = json.loads((run_dir / "report.json").read_text())["outcomes"]
+    assert outcomes["lost"] == 0 and outcomes["pending"] > 0
+    assert outcomes["pending"] + outcomes["delivered"] == outcomes["submitted"]
