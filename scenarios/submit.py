@@ -4,6 +4,8 @@
 opens a new one; it reconnects after a 421 (which closes the channel, RFC 5321 3.8) or a cut
 connection. Every call ends in a ``Result``: accepted or not, the SUT's reply code and text (None for a
 cut or refused connection) and the phase it ended in, so the ledger can say where a submission failed.
+When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go out in one write and the replies
+are read back in order, saving two round trips per message with the same per-phase results.
 
 smtplib is plain blocking socket code, which gevent's monkey-patching makes cooperative inside Locust;
 this module imports neither gevent nor locust, so tests can drive it directly.
@@ -33,7 +35,7 @@ class Result:
 
     @property
     def outcome(self) -> str:
-        """A short name for Locust's stats table: accepted, 4xx, 5xx, cut."""
+        """A short name for Locust's stats table: ``accepted``, ``451@rcpt``, ``cut@eod``..."""
         if self.ok:
             return "accepted"
         if self.code is None:
