@@ -6,6 +6,11 @@ limit towards the ESP. A transient failure (4yz, cut connection, timeout) resche
 ``min(backoff_max, backoff_base * 2**(attempt-1))`` scaled by a seeded jitter in [0.5, 1) (AWS's "equal
 jitter": spread retries of a burst, never retry sooner than half the step); a permanent failure (5yz),
 or a transient one on the last allowed attempt, bounces it once.
+
+A connection failure (refused, cut, timed out: no reply at all) also closes a destination gate, as
+Postfix marks a dead destination: no worker tries the ESP again until the gate reopens (same backoff,
+counted per failed round), so an outage costs about ``concurrency`` attempts per backoff period instead
+of one failed attempt per queued message, and the first round after it ends finds the ESP back.
 """
 
 from __future__ import annotations
@@ -58,6 +63,28 @@ class Schedule:
         return None
 
 
+class Gate:
+    """Destination-level backoff after connection failures; see the module docstring."""
+
+    def __init__(self, backoff: Callable[[int], float]) -> None:
+        self._backoff = backoff
+        self.until = 0.0  # monotonic
+        self.failures = 0
+
+    async def wait(self) -> None:
+        while (delay := self.until - time.monotonic()) > 0:
+            await asyncio.sleep(delay)  # the gate's own backoff period
+
+    def failed(self) -> None:
+        if time.monotonic() >= self.until:  # one step per round, not one per worker of the round
+            self.failures += 1
+            self.until = time.monotonic() + self._backoff(self.failures)
+
+    def reopened(self) -> None:
+        self.failures = 0
+        self.until = 0.0
+
+
 class Deliverer:
     """Runs the relay workers and settles every attempt in the queue and the ledger."""
 
@@ -82,6 +109,7 @@ class Deliverer:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._rng = random.Random(seed)
+        self.gate = Gate(self.backoff)
         self._workers: list[asyncio.Task] = []
         self._relays: list = []
         self.counts = {"relayed": 0, "deferred": 0, "bounced": 0}
@@ -113,10 +141,15 @@ class Deliverer:
     async def _work(self, relay) -> None:
         while (qid := await self.schedule.get()) is not None:
             try:
+                await self.gate.wait()
                 row = await self.store.load(qid)
                 if row is None:
                     continue
                 outcome = await relay.send(row.mail_from, row.rcpts, row.data)
+                if outcome.status == "transient" and outcome.code is None:
+                    self.gate.failed()
+                elif outcome.code is not None:
+                    self.gate.reopened()  # the ESP answered: it is there, whatever it said
                 await self._settle(row, outcome)
             except asyncio.CancelledError:
                 raise

@@ -261,6 +261,22 @@ def test_an_esp_outage_of_5s_loses_nothing_and_health_reports_it(esp, start_refe
     assert max(depths) == len(ids)
 
 
+def test_an_outage_costs_a_few_probes_per_round_not_an_attempt_per_message(esp, start_reference, tmp_path):
+    """With the ESP refusing connections for 3 s and 300 messages queued, the destination gate keeps the
+    failed attempts to about ``concurrency`` per backoff round: fewer than one per queued message in
+    all (without it, each message would fail several times); all 300 arrive after the outage."""
+    _, port = start_reference(esp, concurrency=5, backoff_base_s=0.1, backoff_max_s=1.0)
+    esp.down()
+    began = time.monotonic()
+    ids = [f"gate-{n}" for n in range(300)]
+    assert submit(port, ids) == ids
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - began)))  # the outage itself lasts 3 s
+    failed_during_outage = len(ledger(tmp_path, Kind.SUT_DEFERRED))
+    esp.up()
+    wait_until(lambda: set(esp.ids) == set(ids), 20, "every message after the outage")
+    assert 0 < failed_during_outage < len(ids)
+
+
 def test_sigkill_mid_load_then_restart_delivers_every_acknowledged_message(esp, start_reference, tmp_path):
     """600 messages from 4 connections; the pipeline is SIGKILLed after ~200 acceptances and restarted:
     every message that got a 250 (>= 500) reaches the ESP; duplicates may happen and are counted."""
