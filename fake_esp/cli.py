@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,9 +58,11 @@ def register(subparsers: Any) -> None:
 
 def load_faults_file(path: Path) -> list[Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--faults {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--faults {path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -111,8 +114,22 @@ def spec_from_args(args: argparse.Namespace) -> EspSpec:
         raise
 
 
+def make_dirs(spec: EspSpec, default_ledger: Path) -> None:
+    """Make the ledger and bodies directories before anything listens: a path that cannot be written is
+    the user's to fix (one line, exit 2), not a crash of a worker."""
+    for flag, path in (("--ledger", spec.ledger or default_ledger), ("--store-bodies", spec.store_bodies)):
+        if path is None:
+            continue
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{flag} {path}: cannot make the directory: {exc.strerror or exc}") from None
+        if not os.access(path, os.W_OK):
+            raise UserError(f"{flag} {path}: the directory is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
-    from fake_esp.server import serve  # the server stack is only imported when it runs
+    from fake_esp.server import DEFAULT_LEDGER, serve  # the server stack is only imported when it runs
 
     if args.list_profiles:
         print(profile_options.profiles_table())
@@ -124,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.verbose:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every session at INFO
-    return serve(spec_from_args(args))
+    spec = spec_from_args(args)
+    make_dirs(spec, DEFAULT_LEDGER)
+    return serve(spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

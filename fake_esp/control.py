@@ -65,7 +65,7 @@ def make_app(backend: Backend, token: str | None = None) -> web.Application:
     async def read_spec(request: web.Request):
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's depth
             raise _bad("body: not valid JSON") from None
         try:
             return parse_fault(body)

@@ -65,7 +65,8 @@ def _check_reply(value: str) -> str:
 
 
 class _Fault(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity: a ttl of 1e400 never expires and would be answered as non-standard JSON.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     phase: Phase | tuple[Phase, ...]

@@ -40,6 +40,9 @@ def parse_reply(text: str) -> Reply:
         raise ValueError(f"an SMTP reply must start with a 3-digit code, got {text!r}") from None
     if not 200 <= code <= 599:
         raise ValueError(f"SMTP reply code {code} is outside 200-599")
+    # RFC 5321 4.2: a reply line is text (HT, SP, printable); a CR or LF would inject another reply.
+    if any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in text.strip()):
+        raise ValueError(f"an SMTP reply is one line of text, without CR, LF or control characters: {text!r}")
     status = ""
     rest = parts[1:]
     if rest and _looks_like_status(rest[0]):

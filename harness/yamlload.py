@@ -118,9 +118,19 @@ def parse_yaml(text: str, *, name: str = "<string>") -> Document:
     return Document(name=name, data=data, lines=lines)
 
 
+# A scenario has hundreds of keys and items; aliases of aliases can make a few lines into billions
+# ("billion laughs"), which would hang validation and eat the machine's memory.
+MAX_NODES = 100_000
+
+
 def _record(
     loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str
 ) -> None:
+    if len(lines) > MAX_NODES:
+        raise ConfigError(
+            f"{name}:{node.start_mark.line + 1}: {dotted(path) or 'file'}: more than {MAX_NODES:,} keys and "
+            "items once its aliases are expanded (an alias bomb?)"
+        )
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:

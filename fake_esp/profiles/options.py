@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ def apply(args: argparse.Namespace, fields: dict[str, Any]) -> None:
     """Add the http_port, profile (its faults first) and webhooks fields to an EspSpec field dict."""
     if args.http_port is not None:
         fields["http_port"] = args.http_port
-    if args.rate is not None and args.rate <= 0:
-        raise ConfigError(f"--rate: must be > 0 messages/s, got {args.rate:g}")
+    if args.rate is not None and not 0 < args.rate < math.inf:  # NaN fails too
+        raise ConfigError(f"--rate: must be a finite number > 0 (messages/s), got {args.rate:g}")
     if args.profile is not None or args.rate is not None:
         try:
             profile = load_profile(args.profile or "generic-smtp")
@@ -56,12 +57,14 @@ def _webhooks(args: argparse.Namespace) -> dict[str, Any] | None:
     data: dict[str, Any] | None = None
     if args.webhooks is not None:
         try:
-            text = args.webhooks.read_text()
+            text = args.webhooks.read_text(encoding="utf-8")
         except OSError as exc:
             raise UserError(f"--webhooks {args.webhooks}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--webhooks {args.webhooks}: not UTF-8 text (byte {exc.start})") from None
         from fake_esp.webhooks.spec import parse_webhook_spec
 
-        data = parse_webhook_spec(text, where=f"--webhooks {args.webhooks}").model_dump()
+        data = parse_webhook_spec(text, where=f"--webhooks {args.webhooks}: webhooks").model_dump()
     if args.webhook_url is not None:
         data = {**(data or {}), "url": args.webhook_url}
     return data

@@ -70,8 +70,11 @@ def parse_webhook_spec(data: Any, *, where: str = "webhooks") -> WebhookSpec:
     if isinstance(data, str):
         try:
             data = yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # its text spans lines: keep the error one line
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            why = getattr(exc, "problem", None) or exc
+            raise ConfigError(f"{where}:{line} not valid YAML ({why})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: must be a mapping with at least url")
     try:
