@@ -211,8 +211,9 @@ class DockerTarget:
             "esp_host": esp_host,
             "esp_port": str(esp_port),
             "esp_http": esp_http,
-            "ledger_dir": str(ctx.ledger_dir),
-            "run_dir": str(ctx.run_dir),
+            # Absolute: the SUT may run in another cwd (spec.cwd) or a container (bind mounts need it).
+            "ledger_dir": str(Path(ctx.ledger_dir).resolve()),
+            "run_dir": str(Path(ctx.run_dir).resolve()),
             "seed": str(ctx.seed),
         }
         volumes: dict[str, dict[str, str]] = {}

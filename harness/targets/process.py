@@ -121,8 +121,9 @@ class ProcessTarget:
             "esp_host": ctx.esp_smtp[0],
             "esp_port": str(ctx.esp_smtp[1]),
             "esp_http": ctx.esp_http or "",
-            "ledger_dir": str(ctx.ledger_dir),
-            "run_dir": str(ctx.run_dir),
+            # Absolute: the SUT may run in another cwd (spec.cwd) or a container (bind mounts need it).
+            "ledger_dir": str(Path(ctx.ledger_dir).resolve()),
+            "run_dir": str(Path(ctx.run_dir).resolve()),
             "seed": str(ctx.seed),
         }
         self._env = {
