@@ -10,9 +10,9 @@ container shares the host's loopback and the ESP is used directly.
 
 Placeholders in ``command``, ``env`` and ``volumes``: ``{port}`` (the container-side SUT port),
 ``{esp_host}``, ``{esp_port}``, ``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and
-``{python}``, ``{python_prefix}``, ``{mailstorm_root}`` (mailstorm's interpreter, its installation and
-checkout: bind-mounted into the ``mailstorm-pyhost`` image, they run mailstorm's own reference pipeline
-in a container; see docker/build_pyhost_image.py).
+``{python}``, ``{python_prefix}``, ``{python_env}``, ``{mailstorm_root}`` (mailstorm's interpreter, its
+installation, its venv and checkout: bind-mounted into the ``mailstorm-pyhost`` image, they run
+mailstorm's own reference pipeline in a container; see docker/build_pyhost_image.py).
 
 Readiness: the published port alone proves nothing (docker-proxy accepts before the SUT listens), so
 an SMTP SUT is ready when it sends its 220 greeting, an HTTP one when ``ready_url`` answers 2xx.

@@ -4,7 +4,8 @@ HTTP check, and broken on the timeline: kill -9, SIGSTOP/SIGCONT (a stalled host
 The command and its environment may name run values as placeholders, substituted at start:
 ``{port}`` (the SUT's port, chosen free when the spec says 0), ``{host}``, ``{esp_host}``, ``{esp_port}``,
 ``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and ``{python}`` (mailstorm's own
-interpreter), ``{python_prefix}`` (its installation), ``{mailstorm_root}`` (the directory holding
+interpreter), ``{python_prefix}`` (its installation), ``{python_env}`` (its venv, if any),
+``{mailstorm_root}`` (the directory holding
 ``harness/``). So the reference pipeline, or any relay, can be started pointed at this run's fake ESP.
 Output goes to ``<run>/logs/<log_name>.log`` (appended across restarts). Signals go to the whole
 group, so a SUT that forks workers is killed/stalled whole.
@@ -33,7 +34,7 @@ from harness.ports import free_port, port_open
 from harness.targets.base import Endpoint, TargetContext, register
 
 _PLACEHOLDER = re.compile(
-    r"\{(port|host|esp_host|esp_port|esp_http|ledger_dir|run_dir|seed|python|python_prefix|mailstorm_root)\}"
+    r"\{(port|host|esp_host|esp_port|esp_http|ledger_dir|run_dir|seed|python|python_prefix|python_env|mailstorm_root)\}"
 )
 MAILSTORM_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or install) holding harness/
 # Each action name, with the aliases the timeline's inverse actions use (pause <-> resume, sigstop...).
@@ -70,6 +71,7 @@ def substitute(text: str, values: dict[str, str]) -> str:
     known = {
         "python": sys.executable,
         "python_prefix": str(Path(sys.base_prefix).resolve()),
+        "python_env": str(Path(sys.prefix).resolve()),  # a venv's own directory (= python_prefix without one)
         "mailstorm_root": str(MAILSTORM_ROOT),
         **values,
     }

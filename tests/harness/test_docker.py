@@ -21,7 +21,8 @@ from tests.harness.sut_support import Sink, Submitter
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = str(Path(sys.base_prefix).resolve())
-PYTHON = str(Path(os.path.realpath(sys.executable)))
+ENV = str(Path(sys.prefix).resolve())  # a venv (the same as PREFIX without one)
+PYTHON = sys.executable  # not resolved: a venv interpreter finds its site-packages through its own path
 
 
 def _client_or_reason():
@@ -57,7 +58,12 @@ def reference_spec(image: str, **extra) -> DockerSpec:
         image=image,
         command=command,
         port=2525,
-        volumes={PREFIX: f"{PREFIX}:ro", str(REPO): f"{REPO}:ro", "{run_dir}": "{run_dir}"},
+        volumes={
+            "{python_prefix}": "{python_prefix}:ro",
+            "{python_env}": "{python_env}:ro",
+            "{mailstorm_root}": "{mailstorm_root}:ro",
+            "{run_dir}": "{run_dir}",
+        },
         working_dir=str(REPO),
         **extra,
     )
@@ -169,8 +175,10 @@ def test_adopted_container_is_restored_not_removed(image, tmp_path, sink):
     name = f"mailstorm-adopt-{os.getpid()}"
     user_container = CLIENT.containers.run(
         image, command, detach=True, name=name, network_mode="host", working_dir=str(REPO),
-        volumes={PREFIX: {"bind": PREFIX, "mode": "ro"}, str(REPO): {"bind": str(REPO), "mode": "ro"},
-                 str(run_dir): {"bind": str(run_dir), "mode": "rw"}},
+        volumes={
+            **{d: {"bind": d, "mode": "ro"} for d in (PREFIX, ENV, str(REPO))},
+            str(run_dir): {"bind": str(run_dir), "mode": "rw"},
+        },
     )  # fmt: skip
     try:
         t = DockerTarget(DockerSpec(container=name, network="host", port=25))
