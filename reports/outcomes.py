@@ -93,13 +93,17 @@ def classify(cols: Columns) -> Messages:
 
     sm, sk = per_message(Kind.LOAD_SUBMIT)
     intended = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(intended, sm[sk], sub["intended"][sk])
+    # A writer that leaves out intended/start/end (0 once ingested) falls back on what it did record.
+    end_t = np.where(sub["end"] > 0, sub["end"], sub["t"])
+    start_t = np.where(sub["start"] > 0, sub["start"], end_t)
+    intended_t = np.where(sub["intended"] > 0, sub["intended"], start_t)
+    np.minimum.at(intended, sm[sk], intended_t[sk])
     submit_attempts = np.bincount(sm[sk], minlength=n)
     first_start = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(first_start, sm[sk], sub["start"][sk])
+    np.minimum.at(first_start, sm[sk], start_t[sk])
     ok = sk & sub["ok"]
     submit_ok_end = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(submit_ok_end, sm[ok], sub["end"][ok])
+    np.minimum.at(submit_ok_end, sm[ok], end_t[ok])
 
     sut_in = submit_ok_end.copy()
     am, ak = per_message(Kind.SUT_ACCEPTED)

@@ -91,6 +91,9 @@ def test_edge_cases(tmp_path):
         # abandoned by the generator when it was stopped, never seen downstream: rejected, counted apart.
         load.write(Kind.LOAD_SUBMIT, id="stopped", intended=T0, start=T0, end=T0 + 1, ok=False, code=None,
                    phase="stop")  # fmt: skip
+        # a writer that recorded no intended/start/end: its own timestamp stands in for them.
+        load.write(Kind.LOAD_SUBMIT, t=T0 + 12 * NS, id="bare", ok=True, code=250)
+        esp.write(Kind.ESP_ACCEPTED, t=T0 + 12 * NS + 7_000_000, id="bare", acked=True)
         # the ESP accepted something nobody submitted: not an outcome.
         esp.write(Kind.ESP_ACCEPTED, id="stray", acked=True)
     with (ledger / "esp-smtp-0.jsonl").open("ab") as fh:
@@ -102,8 +105,8 @@ def test_edge_cases(tmp_path):
     msgs = classify(cols)
     assert cols.torn_lines == 2
     assert msgs.counts() == {
-        "submitted": 13,
-        "delivered": 4,
+        "submitted": 14,
+        "delivered": 5,
         "duplicated": 1,
         "bounced": 2,
         "pending": 1,
@@ -113,7 +116,8 @@ def test_edge_cases(tmp_path):
     assert msgs.rejected_at_stop == 1
     assert msgs.esp_unmatched == 2  # "stray" and "x"
     assert msgs.unacked == 2
-    assert int(msgs.submit_attempts.sum()) == 15
+    assert int(msgs.submit_attempts.sum()) == 16
+    assert 7.0 in msgs.e2e_ms().tolist()  # "bare": 7 ms from its own timestamp, not from the epoch
 
 
 def _write_fates(ledger: Path, fates: list[dict]) -> None:
