@@ -255,7 +255,7 @@ def write_docs(lines: list[str]) -> None:
     if SECTION in text:
         head, _, rest = text.partition(SECTION)
         nxt = rest.find("\n## ")
-        text = head + block + (rest[nxt + 1 :] if nxt >= 0 else "")
+        text = head + block + ("\n" + rest[nxt + 1 :] if nxt >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     DOC.write_text(text)
@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         "On a busy machine msg/s measures each server's share of the CPUs as much as its cost: the "
         "server CPU column (user + system time of the server's processes, per 1,000 messages) is the "
         "comparison that does not depend on the load. Two processes can only beat one when a second "
-        "core is free for them.",
+        "core is free for them: each server runs in its own session, and with the kernel's autogroup "
+        "scheduling a session (however many processes) gets one group's share of a busy machine.",
     ]
     print("\n".join(lines))
     if args.write_docs and not args.smoke:
