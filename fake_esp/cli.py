@@ -71,6 +71,8 @@ def load_faults_file(path: Path) -> list[Any]:
         raise ConfigError(
             f"--faults {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
         ) from None
+    except RecursionError:  # "[[[[..." thousands deep: the parser recurses once per level
+        raise ConfigError(f"--faults {path}: not valid YAML (nested too deeply)") from None
     if isinstance(data, dict) and set(data) <= {"faults"}:
         data = data.get("faults")
     if data is None:

@@ -110,6 +110,20 @@ def make_run_dir(out: Path, name: str, now: datetime | None = None) -> Path:
     raise HarnessError(f"cannot make a run directory under {out}")
 
 
+def _target_hosts(spec: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """Every address a target spec names (its ``host``, its ``endpoints`` as HOST:PORT or URLs), so the
+    loopback check runs before anything starts, in ``validate`` too, not only when the target starts."""
+    out: list[tuple[tuple[str | int, ...], str, str]] = []
+    host = getattr(spec, "host", None)
+    if isinstance(host, str):
+        out.append((("target", "host"), host, "target address"))
+    for i, endpoint in enumerate(getattr(spec, "endpoints", None) or ()):
+        text = str(endpoint)
+        name = urlsplit(text).hostname if "://" in text else text.rpartition(":")[0].strip("[]")
+        out.append((("target", "endpoints", i), name or "", "target address"))
+    return out
+
+
 class Run:
     """Carries out ``scenario``; ``execute()`` returns the exit code and leaves ``run_dir`` complete."""
 
@@ -163,6 +177,7 @@ class Run:
             for i, p in enumerate(sc.probes)
             if p.url
         ]
+        hosts += _target_hosts(sc.target)
         for loc, host, what in hosts:
             try:
                 check_address(host, allow_remote=self.allow_remote, what=what)

@@ -98,7 +98,11 @@ def load_yaml(path: str | Path) -> Document:
 
 
 def parse_yaml(text: str, *, name: str = "<string>") -> Document:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # the reader refuses control characters before any parsing
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{name}:{line}: not valid YAML: {exc.reason} (#x{exc.character:04x})") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -112,7 +116,9 @@ def parse_yaml(text: str, *, name: str = "<string>") -> Document:
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         raise ConfigError(f"{name}:{line}: not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{name}:1: not valid YAML: {exc}") from None
+        raise ConfigError(f"{name}:1: not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # "[[[[..." thousands deep: the parser recurses once per level
+        raise ConfigError(f"{name}:1: not valid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     return Document(name=name, data=data, lines=lines)

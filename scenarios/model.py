@@ -28,7 +28,8 @@ from scenarios.shapes import Closed, Shape, Steady
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity in a load (a size, a wait, a lag of 1e999 is a mistake, not a setting).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class MessageClass(_Frozen):

@@ -1,7 +1,7 @@
 """Load shapes: how many messages per second the open model offers at each moment of a run.
 
 Each shape is a frozen pydantic model (one ``kind`` each, so a scenario file picks one by name) with a
-pure ``rate_at(t, duration_s)`` in messages per second. ``arrival_times`` turns any shape into the exact,
+pure ``rate_at(t, duration_s)`` in messages per second. ``iter_arrivals`` turns any shape into the exact,
 deterministic list of intended send times that the load processes share out between themselves. The
 closed model (users that send, wait, send again) is a shape of its own with no rate: its load depends on
 the SUT's speed, which is what makes it hide overload (coordinated omission), so it is opt-in.
@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 class _Shape(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity: a rate of 1e999 is no schedule a load can keep.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Steady(_Shape):
@@ -123,17 +125,17 @@ Shape = Annotated[OpenShape | Closed, Field(discriminator="kind")]
 _DT = 0.01
 
 
-def arrival_times(
+def iter_arrivals(
     shape: OpenShape, duration_s: float, *, poisson: bool = False, seed: int = 0
-) -> list[float]:
-    """Every intended send time (seconds from the start, ascending, all < duration_s) for ``shape``.
+) -> Iterator[float]:
+    """Every intended send time (seconds from the start, ascending, all < duration_s) for ``shape``,
+    generated as needed, so a day-long soak costs no memory for its schedule.
 
     Uniform arrivals put the n-th message where the integral of the rate reaches n - 0.5 (so a steady
     200/s gives exactly 200 per second). Poisson arrivals draw exponential gaps in "integrated rate"
     space from a seeded RNG (time-rescaling), so the same seed gives the same times.
     """
     rng = random.Random(seed)
-    times: list[float] = []
     next_at = rng.expovariate(1.0) if poisson else 0.5
     acc = 0.0
     t = 0.0
@@ -145,12 +147,18 @@ def arrival_times(
             # Linear within the step: place the arrival where the running integral crosses next_at.
             at = t + (next_at - acc) / r
             if at >= duration_s:  # float rounding on the run's last step: outside the run
-                return times
-            times.append(at)
+                return
+            yield at
             next_at += rng.expovariate(1.0) if poisson else 1.0
         acc = acc_end
         t += step
-    return times
+
+
+def arrival_times(
+    shape: OpenShape, duration_s: float, *, poisson: bool = False, seed: int = 0
+) -> list[float]:
+    """The whole schedule of ``iter_arrivals`` as a list (for analysis and tests)."""
+    return list(iter_arrivals(shape, duration_s, poisson=poisson, seed=seed))
 
 
 def expected_count(shape: OpenShape, duration_s: float, until_s: float | None = None) -> float:

@@ -75,6 +75,8 @@ def parse_webhook_spec(data: Any, *, where: str = "webhooks") -> WebhookSpec:
             line = f" line {mark.line + 1}" if mark is not None else ""
             why = getattr(exc, "problem", None) or exc
             raise ConfigError(f"{where}:{line} not valid YAML ({why})") from None
+        except RecursionError:  # "[[[[..." thousands deep: the parser recurses once per level
+            raise ConfigError(f"{where}: not valid YAML (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: must be a mapping with at least url")
     try:
