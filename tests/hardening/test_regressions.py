@@ -1,0 +1,46 @@
+"""Regression tests for bugs the hardening work found that no other test here pins down by itself.
+
+(The other fixes are pinned by the broken-input corpus, the attack tests and the security tests.)
+"""
+
+from __future__ import annotations
+
+import socket
+
+from harness.ledger import LedgerReader, LedgerWriter
+
+
+def half_close_at_once(port: int) -> bytes:
+    """Connect, end the sending side at once, read until the server closes (5 s: a hang fails)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(4096):  # socket.timeout here is the bug: the server kept it open
+            got += chunk
+        return got
+
+
+def test_fake_esp_closes_a_connection_half_closed_at_once(esp):
+    """A client that ends its stream right after connecting is closed at once (it was held until the
+    idle timeout, 5 minutes, because aiosmtpd's session task was cancelled before it started)."""
+    for _ in range(20):
+        half_close_at_once(esp.smtp_port)
+    assert esp.control.counters()["open_sessions"] == 0
+
+
+def test_reference_pipeline_closes_a_connection_half_closed_at_once(reference):
+    """The same for the reference pipeline (the same aiosmtpd behaviour)."""
+    for _ in range(20):
+        half_close_at_once(reference.port)
+
+
+def test_a_restarted_ledger_writer_ends_a_torn_line_first(tmp_path):
+    """After a kill in the middle of a write, the restarted writer's first record is not glued to the
+    torn line (it was, and was skipped with it)."""
+    path = tmp_path / "esp-smtp-0.jsonl"
+    path.write_bytes(b'{"t":1,"k":"esp.accepted","src":"esp-smtp-0","id":"a"}\n{"t":2,"k":"esp.acc')
+    with LedgerWriter(tmp_path, "esp-smtp-0") as w:
+        w.write("esp.accepted", id="b")
+    reader = LedgerReader(tmp_path)
+    assert [r["id"] for r in reader.records()] == ["a", "b"]
+    assert reader.torn_lines == 1

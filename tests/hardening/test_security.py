@@ -1,0 +1,168 @@
+"""Security defaults, each checked on real sockets (192.0.2.2 is this machine's non-loopback address):
+
+- the fake ESP's control API and SMTP listener, and the reference pipeline, listen on loopback only
+  unless told otherwise;
+- off loopback, the control API answers only requests that carry the token;
+- off loopback, the reference pipeline is no open relay: a peer outside its relay networks gets 554 at
+  RCPT and nothing is queued;
+- a non-loopback load target is refused unless both the scenario file and the command line allow it,
+  before anything starts.
+
+Covered elsewhere (not repeated): the ESP refuses a non-loopback --bind without a token and asks for the
+token on loopback too (tests/fake_esp/test_control.py); the reference pipeline refuses a non-loopback
+--listen/--relay without --allow-remote and refuses relaying to 127.0.0.2 when only 127.0.0.1/32 may
+(tests/harness/test_reference.py); probe URLs need the file and the flag (test_scenario_broken.py).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+from fake_esp.launch import EspProcess
+from harness import replies
+from harness.ledger import Kind, LedgerReader
+from harness.netguard import is_loopback
+from harness.ports import free_port, wait_for_port
+from harness.targets.base import TargetContext
+from harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from tests.hardening.support import ROOT, message
+
+
+def outside_address() -> str:
+    """A non-loopback IPv4 address of this machine (skip when it has none)."""
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not is_loopback(a.address):
+                return a.address
+    pytest.skip("this machine has no non-loopback IPv4 address")
+
+
+def listening(pids: list[int]) -> set[str]:
+    """The addresses the processes (and their children) listen on."""
+    procs = [psutil.Process(p) for p in pids]
+    procs += [c for p in list(procs) for c in p.children(recursive=True)]
+    return {c.laddr.ip for p in procs for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def http_status(url: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_fake_esp_listens_on_loopback_only_by_default(tmp_path):
+    """Started without --bind, every listening socket of the fake ESP (SMTP, control, HTTP APIs) is on
+    127.0.0.1, and its ports refuse connections on the machine's outside address."""
+    outside = outside_address()
+    with EspProcess(tmp_path / "ledger", http_port=free_port(), log_path=tmp_path / "esp.log") as esp:
+        assert listening([esp.pid]) == {"127.0.0.1"}
+        for port in (esp.smtp_port, esp.control_port, esp.http_port):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((outside, port), timeout=5).close()
+
+
+def test_reference_pipeline_listens_on_loopback_only_by_default(tmp_path):
+    """The reference target (as a scenario's default SUT) listens on 127.0.0.1 only: SMTP and health."""
+    outside = outside_address()
+    target = ReferenceTarget(ReferenceTargetSpec())
+    ctx = TargetContext(tmp_path / "run", tmp_path / "run" / "ledger", 1, esp_smtp=("127.0.0.1", free_port()))
+    (endpoint,) = target.start(ctx)
+    try:
+        assert listening(list(target.pids)) == {"127.0.0.1"}
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((outside, endpoint.port), timeout=5).close()
+    finally:
+        target.stop()
+
+
+def test_control_api_off_loopback_needs_the_token(tmp_path):
+    """Bound to the outside address, the control API answers 401 without the token (or with a wrong one)
+    and 200 with it; the SMTP listener serves there."""
+    outside = outside_address()
+    token = "hardening-token-1"
+    smtp_port, control_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "fake_esp", "--bind", outside, "--token", token, "--ledger", str(tmp_path)]
+    cmd += ["--smtp-port", str(smtp_port), "--control-port", str(control_port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    url = f"http://{outside}:{control_port}"
+    try:
+        wait_for_port(outside, control_port, 20, what="control API", alive=lambda: proc.poll() is None)
+        assert listening([proc.pid]) == {outside}
+        assert http_status(f"{url}/health") == 401
+        assert http_status(f"{url}/faults", "wrong-token-x") == 401
+        assert http_status(f"{url}/health", token) == 200
+        wait_for_port(outside, smtp_port, 20, what="fake ESP SMTP", alive=lambda: proc.poll() is None)
+        with smtplib.SMTP(outside, smtp_port, timeout=10) as s:
+            assert s.noop()[0] == 250
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_reference_pipeline_off_loopback_is_no_open_relay(tmp_path):
+    """Listening on the outside address (--allow-remote), the pipeline refuses a peer from that address
+    at RCPT with 554 5.7.1 (default relay networks: loopback), and queues nothing."""
+    outside = outside_address()
+    port = free_port()
+    cmd = [sys.executable, "-m", "harness.reference", "--listen", f"{outside}:{port}", "--allow-remote"]
+    cmd += ["--queue", str(tmp_path / "q.sqlite"), "--relay", f"smtp://127.0.0.1:{free_port()}"]
+    cmd += ["--ledger", str(tmp_path / "ledger")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        wait_for_port(outside, port, 20, what="reference pipeline", alive=lambda: proc.poll() is None)
+        with smtplib.SMTP(outside, port, timeout=10, source_address=(outside, 0)) as s:
+            s.ehlo("outsider.test")
+            assert s.mail("spammer@outsider.test")[0] == 250
+            code, text = s.rcpt("victim@example.test")
+            assert (code, text.decode()) == (replies.RELAY_DENIED.code, str(replies.RELAY_DENIED)[4:])
+            with pytest.raises(smtplib.SMTPException):
+                s.sendmail("spammer@outsider.test", ["victim@example.test"], message("open-relay"))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert list(LedgerReader(tmp_path / "ledger").records([Kind.SUT_ACCEPTED])) == []
+
+
+REMOTE_TARGET = """name: remote-target
+duration: 10s
+load: {shape: {kind: steady, rate: 5}}
+target: {kind: smtp, endpoints: ["192.0.2.10:25"]}
+"""
+
+
+def mailstorm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+@pytest.mark.parametrize(("in_file", "flag"), [(False, False), (True, False), (False, True)])
+def test_a_remote_load_target_needs_the_file_and_the_flag(tmp_path, in_file, flag):
+    """`mailstorm run` refuses a non-loopback load target, in one line naming it, before it makes a run
+    directory or starts anything, unless the file says allow_remote: true AND --allow-remote is given."""
+    path = tmp_path / "remote.yaml"
+    path.write_text(REMOTE_TARGET + ("allow_remote: true\n" if in_file else ""))
+    out = mailstorm("run", str(path), "--out", str(tmp_path / "runs"), *(["--allow-remote"] if flag else []))
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.splitlines()
+    assert f"{path}:4: target.endpoints[0]: " in line and "192.0.2.10" in line and "loopback" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_remote_load_target_allowed_twice_validates(tmp_path):
+    """With allow_remote: true in the file and --allow-remote, the same scenario validates."""
+    path = tmp_path / "remote.yaml"
+    path.write_text(REMOTE_TARGET + "allow_remote: true\n")
+    out = mailstorm("validate", str(path), "--allow-remote")
+    assert out.returncode == 0, out.stderr
