@@ -76,7 +76,8 @@ class Kind(StrEnum):
     LOAD_DROPPED = "load.dropped"
     # A load process began its schedule (written once, before its first submission): worker, t0 (ns:
     # the schedule's zero, from which the shape's times count; the first arrival is a little after
-    # it), planned (arrivals this process will offer; null for the closed model), shape (its kind).
+    # it), planned (arrivals this process will offer: exact for uniform arrivals, the mean for Poisson;
+    # null for the closed model), shape (its kind).
     LOAD_STARTED = "load.started"
 
     # -- system under test (reference pipeline, or sampled from a real one) -----------------------
