@@ -1,7 +1,7 @@
 """The workload models inside one Locust process: open (arrival rate) and closed (users + wait).
 
-Open model. The shape's arrival times are computed once (``scenarios.shapes.arrival_times``); load
-process ``i`` of ``n`` takes arrivals ``i, i+n, i+2n...``, so the processes together offer exactly the
+Open model. The shape's arrival times are generated as the run goes (``scenarios.shapes.iter_arrivals``);
+load process ``i`` of ``n`` takes arrivals ``i, i+n, i+2n...``, so the processes together offer exactly the
 schedule and their ids never collide. A scheduler greenlet releases each arrival at its intended time,
 whatever the SUT is doing; sender greenlets (one SMTP session or HTTP connection each, at most this
 process's share of ``max_connections``) pick arrivals up. An arrival that no sender could start within
@@ -17,6 +17,7 @@ Runs only inside Locust processes (gevent): never import this from pytest, the r
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -28,7 +29,7 @@ from gevent.queue import Queue
 from harness.ledger import Kind
 from scenarios.messages import Message, MessageFactory
 from scenarios.model import LoadSpec
-from scenarios.shapes import Closed, arrival_times, share
+from scenarios.shapes import Closed, expected_count, iter_arrivals, share
 from scenarios.submit import Result
 
 # Gaps between arrivals longer than this are slept on the stop event (abort wakes them); shorter ones
@@ -141,8 +142,10 @@ class OpenDriver(_Driver):
         assert not isinstance(spec.shape, Closed)
         super().__init__()
         self._spec = spec
-        everything = arrival_times(spec.shape, spec.duration_s, poisson=spec.arrivals == "poisson", seed=seed)
-        self.times = everything[index::processes]
+        everything = iter_arrivals(spec.shape, spec.duration_s, poisson=spec.arrivals == "poisson", seed=seed)
+        self._arrivals = itertools.islice(everything, index, None, processes)
+        # Uniform arrivals number the integral of the rate, rounded; Poisson ones are that on average.
+        self.planned = share(round(expected_count(spec.shape, spec.duration_s)), index, processes)
         self._max_senders = max(share(spec.max_connections, index, processes), 1)
         self._factory = factory
         self._submitters = submitters
@@ -160,9 +163,9 @@ class OpenDriver(_Driver):
     def run(self) -> None:
         """Offer every arrival, then let in-flight submissions finish (bounded); record what is left."""
         self._t0_mono, self._t0_ns = time.monotonic(), time.time_ns()
-        self._rec.started(self._t0_ns, len(self.times), self._spec.shape.kind)
+        self._rec.started(self._t0_ns, self.planned, self._spec.shape.kind)
         try:
-            for at in self.times:
+            for at in self._arrivals:
                 delay = self._t0_mono + at - time.monotonic()
                 if delay > _INTERRUPTIBLE_S:
                     self._stop.wait(delay)  # a long gap: wake early if aborted

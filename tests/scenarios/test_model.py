@@ -72,3 +72,18 @@ def test_bad_input_is_refused_naming_the_field(doc, names):
     with pytest.raises(ValidationError) as err:
         LoadSpec.model_validate(doc)
     assert names in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"duration_s": float("inf")},
+        {"shape": {"kind": "steady", "rate": float("inf")}},
+        {"shape": {"kind": "spike", "base_rate": 1, "factor": float("nan"), "at_s": 1, "for_s": 1}},
+        {"max_lag_s": float("nan")},
+    ],
+)
+def test_infinity_and_nan_are_refused(doc):
+    """No rate, duration or lag may be infinite or NaN: no schedule could keep it."""
+    with pytest.raises(ValidationError, match="finite"):
+        LoadSpec.model_validate(doc)

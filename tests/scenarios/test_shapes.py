@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import collections
+import itertools
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from scenarios.shapes import Shape, arrival_times, expected_count, share
+from scenarios.shapes import Shape, arrival_times, expected_count, iter_arrivals, share
 from tests.strategies import open_shapes
 
 SHAPE = TypeAdapter(Shape)
@@ -88,3 +90,12 @@ def test_shares_add_up_and_differ_by_at_most_one(total, processes):
     parts = [share(total, i, processes) for i in range(processes)]
     assert sum(parts) == total
     assert max(parts) - min(parts) <= 1
+
+
+def test_the_schedule_is_generated_lazily():
+    """A day-long soak at 1,000/s (86 million arrivals) yields its first ones at once: the schedule is
+    generated as it is taken, and a load process's stride takes every n-th."""
+    t = time.perf_counter()
+    taken = list(itertools.islice(iter_arrivals(shape(kind="soak", rate=1000), 86_400), 3, 9, 2))
+    assert taken == pytest.approx([0.0035, 0.0055, 0.0075])
+    assert time.perf_counter() - t < 1.0  # microseconds of work; a materialised list would take minutes
