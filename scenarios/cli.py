@@ -17,7 +17,7 @@ import sys
 
 from harness.errors import UserError
 from harness.netguard import check_address
-from scenarios.launch import LEDGER_DIR_ENV, LOCUSTFILE, PROJECT_ROOT, SPOOL_DIR_ENV
+from scenarios.launch import ALLOW_REMOTE_ENV, LEDGER_DIR_ENV, LOCUSTFILE, PROJECT_ROOT, SPOOL_DIR_ENV
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +43,7 @@ def _worker(args: argparse.Namespace) -> int:
     check_address(args.master, allow_remote=args.allow_remote, what="--master")
     env = {k: v for k, v in os.environ.items() if k != LEDGER_DIR_ENV}  # ship mode, not a shared dir
     env[SPOOL_DIR_ENV] = os.path.abspath(args.spool)
+    env[ALLOW_REMOTE_ENV] = "1" if args.allow_remote else "0"  # the targets the master sends are checked too
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     cmd = [
         sys.executable,

@@ -35,6 +35,9 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LEDGER_DIR_ENV = "MAILSTORM_LEDGER_DIR"  # where a load process started here writes its ledger
 SPOOL_DIR_ENV = "MAILSTORM_SPOOL_DIR"  # a remote worker's local copy of the ledger it ships
+# "1" when the user allowed traffic off loopback: every load process checks the endpoints it is sent
+# (a remote worker gets them from the master, so it applies its own --allow-remote, not the master's).
+ALLOW_REMOTE_ENV = "MAILSTORM_ALLOW_REMOTE"
 # How long the master waits for its workers to connect before giving up.
 LOCAL_WORKERS_WAIT_S = 60
 REMOTE_WORKERS_WAIT_S = 300
@@ -83,12 +86,11 @@ class LoadRun:
                 raise UserError(f"load.protocol is {spec.protocol!r} but endpoint {ep} is {ep.kind!r}")
             if ep.kind == "http" and not ep.url:
                 raise UserError(f"load: http endpoint {ep} has no url")
-            check_address(
-                ep.host if ep.kind == "smtp" else _url_host(ep.url or ""), allow_remote=allow_remote
-            )
+            check_address(endpoint_host(ep), allow_remote=allow_remote)
         if spec.remote_workers:
             check_address(spec.master_bind, allow_remote=allow_remote, what="load master bind address")
         self.spec = spec
+        self.allow_remote = allow_remote
         self.endpoints = list(endpoints)
         self.ledger_dir = Path(ledger_dir)
         self.run_id = run_id
@@ -106,6 +108,7 @@ class LoadRun:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env[LEDGER_DIR_ENV] = str(self.ledger_dir)
+        env[ALLOW_REMOTE_ENV] = "1" if self.allow_remote else "0"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
@@ -255,8 +258,11 @@ class LoadRun:
         return round(expected_count(self.spec.shape, self.spec.duration_s, elapsed))  # type: ignore[arg-type]
 
 
-def _url_host(url: str) -> str:
-    host = urlsplit(url).hostname
+def endpoint_host(ep: Endpoint) -> str:
+    """The host an endpoint sends traffic to (for the loopback guard)."""
+    if ep.kind == "smtp":
+        return ep.host
+    host = urlsplit(ep.url or "").hostname
     if not host:
-        raise UserError(f"load: endpoint url {url!r} has no host")
+        raise UserError(f"load: endpoint url {ep.url!r} has no host")
     return host

@@ -34,10 +34,11 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from harness.errors import EXIT_HARNESS_FAILED
 from harness.ledger import LedgerWriter
+from harness.netguard import check_address
 from harness.targets.base import Endpoint
 from scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
 from scenarios.http_submit import HttpSubmitter
-from scenarios.launch import LEDGER_DIR_ENV, SPOOL_DIR_ENV
+from scenarios.launch import ALLOW_REMOTE_ENV, LEDGER_DIR_ENV, SPOOL_DIR_ENV, endpoint_host
 from scenarios.messages import MessageFactory
 from scenarios.model import LoadSpec
 from scenarios.submit import SmtpSubmitter
@@ -193,6 +194,9 @@ class MailstormDriver(User):
         opts = env.parsed_options
         spec = LoadSpec.model_validate_json(opts.mailstorm_spec)
         endpoints = [Endpoint(**e) for e in orjson.loads(opts.mailstorm_endpoints)]
+        allow_remote = os.environ.get(ALLOW_REMOTE_ENV) == "1"
+        for ep in endpoints:  # this process sends the traffic: the loopback guard applies here too
+            check_address(endpoint_host(ep), allow_remote=allow_remote, what="load target")
         processes = spec.processes if processes_known else 1
         sink = self._sink(index)
         try:
