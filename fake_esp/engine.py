@@ -87,7 +87,6 @@ class Engine:
         self._by_phase: dict[str, list[Entry]] = {}
         self._next_change = _NEVER  # earliest active_from/expires_at still ahead: when to re-index
         self._ids = itertools.count(1)
-        self.version = 0  # bumps on every change (the server re-reads outage state then)
         self.fired: Counter[str] = Counter()  # per fault id, cumulative over the process's life
 
     # -- installing ------------------------------------------------------------------------------
@@ -162,7 +161,6 @@ class Engine:
 
     # -- time ----------------------------------------------------------------------------------------
     def _changed(self) -> None:
-        self.version += 1
         self._reindex(self.clock())
 
     def _reindex(self, now: float) -> None:
@@ -184,10 +182,7 @@ class Engine:
         """Apply due activations and expiries now (decide does it lazily; the server's ticker too)."""
         now = self.clock()
         if now >= self._next_change:
-            before = len(self._entries)
             self._reindex(now)
-            if len(self._entries) != before:
-                self.version += 1
 
     def outage(self) -> Outage | None:
         """The outage in force now, if any (the server closes or reopens its listener on this)."""
