@@ -196,9 +196,6 @@ class EspProcess:
             self._faults_file = None
         return code
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path is not None else ""
-
     def __enter__(self) -> EspProcess:
         return self.start()
 

@@ -73,10 +73,6 @@ class SmtpService:
             Path(spec.store_bodies).mkdir(parents=True, exist_ok=True)
 
     @property
-    def listening(self) -> bool:
-        return self._server is not None
-
-    @property
     def ready(self) -> bool:
         """Listening, or deliberately not (an outage in refuse mode)."""
         return self._server is not None or self._outage is not None

@@ -51,7 +51,6 @@ from harness.replies import (
 
 Phase = Literal["connect", "ehlo", "mail", "rcpt", "data", "eod", "http"]
 SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "mail", "rcpt", "data", "eod")
-PHASES: tuple[str, ...] = (*SMTP_PHASES, "http")
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 
