@@ -142,11 +142,21 @@ def test_pipeline_killed_and_restarted_by_the_timeline_loses_nothing(tmp_path):
 
 
 def test_an_impossible_slo_exits_1(tmp_path):
-    """A p95 end-to-end latency target no pipeline can meet makes the verdict fail: exit 1."""
-    path = scenario_file(tmp_path, "impossible", "slo: {max_lost: 0, p95_e2e_ms: 0.001}\n", duration="6s")
+    """A p95 end-to-end latency target no pipeline can meet makes the verdict fail: exit 1. (The run also
+    probes the pipeline's own health and metrics URLs onto the timeline.)"""
+    probes = "probes:\n  - {target: health, every: 0.5s}\n"
+    probes += "  - {target: metrics, metric: mailstorm_sut_accepted}\n"
+    path = scenario_file(
+        tmp_path, "impossible", "slo: {max_lost: 0, p95_e2e_ms: 0.001}\n" + probes, duration="6s"
+    )
     code, run_dir, err = run(path, tmp_path)
     assert code == 1, err
     assert json.loads((run_dir / "run.json").read_text())["verdict"] == "fail"
+    polls = list(LedgerReader(run_dir / "ledger").records([Kind.PROBE]))
+    health = [p for p in polls if p["name"] == "reference-health"]
+    metrics = [p for p in polls if p["name"] == "reference-metrics"]
+    assert len(health) >= 8 and all(p["ok"] for p in health)
+    assert metrics and metrics[-1]["value"] > 0  # the pipeline's own count of what it accepted
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
