@@ -392,6 +392,7 @@ class Run:
             run_id=run_id,
             seed=derive_seed(sc.seed, "load"),
             log_dir=self.logs_dir,
+            allow_remote=self.allow_remote,
         )
         self._t0 = time.monotonic()
         self._load.start()
