@@ -20,6 +20,9 @@ from harness.ledger import CORRELATION_HEADER, Kind, LedgerWriter
 from harness.reference.store import Store
 
 log = logging.getLogger("mailstorm.reference")
+# Recipients per message, as Postfix's smtpd_recipient_limit; past it 452 (RFC 5321 4.5.3.1.10), so one
+# session cannot grow an envelope without bound.
+MAX_RECIPIENTS = 1000
 _headers = BytesHeaderParser(policy=compat32)
 
 
@@ -63,6 +66,8 @@ class InboundHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if not self._may_relay(session.peer):
             return str(replies.RELAY_DENIED)
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return str(replies.TOO_MANY_RECIPIENTS)
         envelope.rcpt_tos.append(address)
         return str(replies.OK)
 

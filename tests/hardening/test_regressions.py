@@ -8,6 +8,8 @@ from __future__ import annotations
 import socket
 
 from harness.ledger import LedgerReader, LedgerWriter
+from harness.replies import TOO_MANY_RECIPIENTS
+from tests.hardening import attacks
 
 
 def half_close_at_once(port: int) -> bytes:
@@ -44,3 +46,9 @@ def test_a_restarted_ledger_writer_ends_a_torn_line_first(tmp_path):
     reader = LedgerReader(tmp_path)
     assert [r["id"] for r in reader.records()] == ["a", "b"]
     assert reader.torn_lines == 1
+
+
+def test_reference_pipeline_limits_recipients(reference):
+    """10,000 RCPT in one envelope: the reference pipeline takes 1,000 (as Postfix's default limit)
+    and answers 452 4.5.3 to the rest (it took them all)."""
+    assert attacks.many_recipients(reference.port, 10_000) == {250: 1000, TOO_MANY_RECIPIENTS.code: 9000}
