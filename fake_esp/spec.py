@@ -240,7 +240,7 @@ class EspSpec(BaseModel):
     # 4.5.3.2.7 asks for 5 minutes): what stops a slowloris client holding a session forever.
     idle_timeout: float = Field(default=300.0, gt=0)
     store_bodies: Path | None = None
-    hostname: str = "fake-esp.mailstorm.test"
+    hostname: str = Field(default="fake-esp.mailstorm.test", min_length=1, pattern=r"^[!-~]+$")  # one word
     # Event webhooks posted for accepted messages (issue 3: fake_esp.webhooks); None = none.
     webhooks: WebhookSpec | None = None
 

@@ -40,7 +40,7 @@ def apply(args: argparse.Namespace, fields: dict[str, Any]) -> None:
         raise ConfigError(f"--rate: must be a finite number > 0 (messages/s), got {args.rate:g}")
     if args.profile is not None or args.rate is not None:
         try:
-            profile = load_profile(args.profile or "generic-smtp")
+            profile = load_profile("generic-smtp" if args.profile is None else args.profile)
         except ConfigError as exc:
             raise ConfigError(f"--profile: {exc}") from None
         if args.profile is not None:
