@@ -58,7 +58,13 @@ def make_app(backend: Backend, token: str | None = None) -> web.Application:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or exc.content_type == "application/json":
+                raise
+            # aiohttp's own answers (unknown route 404, wrong method 405) in the API's JSON shape too.
+            return _error(exc.status, f"{request.method} {request.path}: {exc.reason}")
 
     engine = backend.engine
 

@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.error
+import urllib.request
+
+import pytest
 
 from harness.ledger import LedgerReader, LedgerWriter
 from harness.replies import TOO_MANY_RECIPIENTS
@@ -52,3 +57,13 @@ def test_reference_pipeline_limits_recipients(reference):
     """10,000 RCPT in one envelope: the reference pipeline takes 1,000 (as Postfix's default limit)
     and answers 452 4.5.3 to the rest (it took them all)."""
     assert attacks.many_recipients(reference.port, 10_000) == {250: 1000, TOO_MANY_RECIPIENTS.code: 9000}
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/nope", 404), ("PATCH", "/faults", 405)])
+def test_control_api_answers_unknown_routes_in_json(esp, method, path, status):
+    """An unknown route or method gets its 404/405 as the API's one-line JSON error (was aiohttp's text)."""
+    req = urllib.request.Request(esp.control_url + path, data=b"{}", method=method)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == status
+    assert json.loads(err.value.read()) == {"error": f"{method} {path}: {err.value.reason}"}
