@@ -282,7 +282,9 @@ class EspSMTP(SMTP):
 
     # -- writing replies ----------------------------------------------------------------------------------
     async def push(self, status: str | bytes) -> None:
-        data = status.encode("utf-8") if isinstance(status, str) else status
+        # "replace": aiosmtpd echoes arguments it decoded with surrogateescape (VRFY <junk bytes>); a
+        # strict encode raised in the middle of the session.
+        data = status.encode("utf-8", "replace") if isinstance(status, str) else status
         if data.startswith(_AIOSMTPD_552):
             self.svc.ledger.write(
                 Kind.ESP_REPLIED, proto="smtp", phase="eod" if self.envelope.rcpt_tos else "mail",

@@ -20,7 +20,7 @@ from collections import Counter
 HOST = "127.0.0.1"
 
 
-def _read_reply(sock: socket.socket, buf: bytearray) -> bytes:
+def read_reply(sock: socket.socket, buf: bytearray) -> bytes:
     """One whole (multi-line) reply; b"" when the server closed first."""
     while True:
         lines = bytes(buf).split(b"\r\n")
@@ -35,15 +35,15 @@ def _read_reply(sock: socket.socket, buf: bytearray) -> bytes:
         buf += chunk
 
 
-def _command(sock: socket.socket, buf: bytearray, line: bytes) -> bytes:
+def command(sock: socket.socket, buf: bytearray, line: bytes) -> bytes:
     sock.sendall(line + b"\r\n")
-    return _read_reply(sock, buf)
+    return read_reply(sock, buf)
 
 
 def _open_envelope(sock: socket.socket, buf: bytearray) -> None:
     """EHLO, MAIL, one RCPT; asserts each is accepted."""
     for line in (b"EHLO attacker.test", b"MAIL FROM:<a@attacker.test>", b"RCPT TO:<r@rcpt.test>"):
-        reply = _command(sock, buf, line)
+        reply = command(sock, buf, line)
         assert reply.startswith(b"250"), (line, reply)
 
 
@@ -57,10 +57,10 @@ def slowloris(port: int, connections: int, *, in_data: bool = False, limit_s: fl
         for _ in range(connections):
             s = socket.create_connection((HOST, port), timeout=10)
             buf = bytearray()
-            assert _read_reply(s, buf).startswith(b"220")
+            assert read_reply(s, buf).startswith(b"220")
             if in_data:
                 _open_envelope(s, buf)
-                assert _command(s, buf, b"DATA").startswith(b"354")
+                assert command(s, buf, b"DATA").startswith(b"354")
             s.setblocking(False)
             socks[s] = time.monotonic()
         t0 = time.monotonic()
@@ -94,9 +94,9 @@ def big_message(port: int, size: int, *, timeout: float = 120.0) -> bytes:
     """Stream one message of ``size`` bytes (998-character lines), no SIZE=; the reply to its end."""
     with socket.create_connection((HOST, port), timeout=timeout) as s:
         buf = bytearray()
-        assert _read_reply(s, buf).startswith(b"220")
+        assert read_reply(s, buf).startswith(b"220")
         _open_envelope(s, buf)
-        assert _command(s, buf, b"DATA").startswith(b"354")
+        assert command(s, buf, b"DATA").startswith(b"354")
         line = b"x" * 998 + b"\r\n"
         chunk = b"Subject: big\r\n\r\n" + line * 1000  # ~1 MB per write
         sent = 0
@@ -104,7 +104,7 @@ def big_message(port: int, size: int, *, timeout: float = 120.0) -> bytes:
             s.sendall(chunk)
             sent += len(chunk)
         s.sendall(b".\r\n")
-        return _read_reply(s, buf)
+        return read_reply(s, buf)
 
 
 def many_recipients(port: int, count: int, *, batch: int = 500) -> Counter[int]:
@@ -112,16 +112,16 @@ def many_recipients(port: int, count: int, *, batch: int = 500) -> Counter[int]:
     codes: Counter[int] = Counter()
     with socket.create_connection((HOST, port), timeout=30) as s:
         buf = bytearray()
-        assert _read_reply(s, buf).startswith(b"220")
-        assert _command(s, buf, b"EHLO attacker.test").startswith(b"250")
-        assert _command(s, buf, b"MAIL FROM:<a@attacker.test>").startswith(b"250")
+        assert read_reply(s, buf).startswith(b"220")
+        assert command(s, buf, b"EHLO attacker.test").startswith(b"250")
+        assert command(s, buf, b"MAIL FROM:<a@attacker.test>").startswith(b"250")
         for start in range(0, count, batch):
             n = min(batch, count - start)
             s.sendall(b"".join(b"RCPT TO:<r%d@rcpt.test>\r\n" % (start + i) for i in range(n)))
             for _ in range(n):
-                reply = _read_reply(s, buf)
+                reply = read_reply(s, buf)
                 codes[int(reply[:3]) if reply else 0] += 1
-        _command(s, buf, b"QUIT")
+        command(s, buf, b"QUIT")
     return codes
 
 
@@ -140,7 +140,7 @@ def many_connections(port: int, count: int, *, timeout: float = 30.0) -> Counter
         for s in socks:
             s.settimeout(max(0.1, deadline - time.monotonic()))
             try:
-                reply = _read_reply(s, bytearray())
+                reply = read_reply(s, bytearray())
             except OSError:
                 reply = b""
             codes[int(reply[:3]) if reply else 0] += 1

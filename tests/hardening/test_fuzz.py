@@ -68,6 +68,7 @@ def test_fake_esp_survives_fuzzed_sessions(esp):
     assert played >= SESSIONS * 0.9  # Hypothesis may stop a little short when it exhausts a space
     kept = {r["id"] for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED])}
     assert set(clean) <= kept
+    assert "Traceback" not in esp.log_path.read_text(errors="replace")  # nor a session exception
     record(
         "fuzz.esp", sessions=played, crashes=0, hangs=0, clean_served=len(clean), seconds=round(seconds, 1)
     )
@@ -84,6 +85,8 @@ def test_reference_pipeline_survives_fuzzed_sessions(reference, esp):
         return set(clean) <= kept
 
     wait_until(relayed, 60, "the clean messages at the ESP")
+    logs = "".join(p.read_text(errors="replace") for p in reference.workdir.glob("reference-*.log"))
+    assert "Traceback" not in logs  # no session ended in an exception either
     record(
         "fuzz.reference", sessions=played, crashes=0, hangs=0, clean_served=len(clean),
         seconds=round(seconds, 1),

@@ -67,3 +67,14 @@ def test_control_api_answers_unknown_routes_in_json(esp, method, path, status):
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == status
     assert json.loads(err.value.read()) == {"error": f"{method} {path}: {err.value.reason}"}
+
+
+def test_fake_esp_answers_vrfy_with_junk_bytes_without_an_exception(esp):
+    """VRFY with an unparsable address in bytes that are not UTF-8 gets aiosmtpd's 502 echoing it (the
+    junk replaced), not a session exception (the strict UTF-8 encode of the echo raised)."""
+    with socket.create_connection(("127.0.0.1", esp.smtp_port), timeout=5) as s:
+        buf = bytearray()
+        assert attacks.read_reply(s, buf).startswith(b"220")
+        assert attacks.command(s, buf, b"EHLO c.test").startswith(b"250")
+        assert attacks.command(s, buf, b"VRFY @\xad\xfe").startswith(b"502 ")
+    assert "Traceback" not in esp.log_path.read_text(errors="replace")
