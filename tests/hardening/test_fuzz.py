@@ -3,7 +3,8 @@ pipelining, binary junk, 10k+ character lines, NULs, bare LF and CR, commands af
 sockets, junk DATA bodies. Each session ends (the server closes after the client's QUIT and end of stream)
 within its deadline, the server sends nothing but SMTP replies, the process lives on, a well-behaved
 client is served between sessions and after them, and every message it sent is kept (ESP) or relayed
-(reference). MAILSTORM_FUZZ_LONG=1 plays 10,000 sessions per server."""
+(reference). The fake ESP is fuzzed once more with two worker processes and random faults installed.
+MAILSTORM_FUZZ_LONG=1 plays 10,000 sessions per server (2,000 with faults)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 
+from fake_esp.launch import EspProcess
 from harness.ledger import Kind, LedgerReader
 from tests.hardening.fuzz import play
 from tests.hardening.support import LONG, clean_transaction, record, wait_until
-from tests.strategies import smtp_sessions
+from tests.strategies import smtp_fault_mixes, smtp_sessions
 
 SESSIONS = 10_000 if LONG else 300
+FAULTED_SESSIONS = 2_000 if LONG else 100
 DEADLINE_S = 10.0  # per session: the server answers within ms; 10 s is a hang
 CLEAN_EVERY = 10  # a well-behaved client between fuzzed sessions, every this many
 
@@ -91,3 +94,39 @@ def test_reference_pipeline_survives_fuzzed_sessions(reference, esp):
         "fuzz.reference", sessions=played, crashes=0, hangs=0, clean_served=len(clean),
         seconds=round(seconds, 1),
     )  # fmt: skip
+
+
+def test_fake_esp_with_random_faults_survives_fuzzed_sessions(tmp_path):
+    """Fuzzed sessions against a fake ESP with two worker processes and a random mix of faults installed
+    for each (replies, cuts, tarpits, throttles, greylisting, caps, concurrency limits): none hangs,
+    every byte is an SMTP reply, the ESP lives on, logs no traceback, and serves a clean client after."""
+    played = 0
+    with EspProcess(tmp_path / "ledger", seed=4, processes=2, log_path=tmp_path / "esp.log") as esp:
+
+        @settings(
+            max_examples=FAULTED_SESSIONS,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(steps=smtp_sessions, faults=smtp_fault_mixes)
+        def session(steps, faults):
+            nonlocal played
+            esp.control.reset()
+            for fault in faults:
+                esp.control.add_fault(fault)
+            result = play(esp.smtp_port, steps, DEADLINE_S * 2)  # a tarpit slows every reply
+            played += 1
+            assert not result.hung, f"session still open: {steps!r} with {faults!r}"[:3000]
+            assert result.bad_lines() == [], (result.bad_lines()[:3], faults)
+            assert esp.alive()
+
+        session()
+        esp.control.reset()
+        clean_transaction(esp.smtp_port, "clean-after-faults")
+        log = esp.log_path.read_text(errors="replace")
+    assert "Traceback" not in log
+    kept = {r["id"] for r in LedgerReader(tmp_path / "ledger").records([Kind.ESP_ACCEPTED])}
+    assert "clean-after-faults" in kept
+    record("fuzz.esp_with_faults", sessions=played, processes=2, crashes=0, hangs=0)
