@@ -53,8 +53,11 @@ def needed_libraries(executable: Path, dirs: list[Path]) -> list[str]:
                 libs.add(parts[2])
             elif parts and parts[0].startswith("/") and "ld-linux" in parts[0]:
                 libs.add(parts[0])
-    inside = str(Path(sys.base_prefix).resolve())
-    return sorted(lib for lib in libs if inside == "/usr" or not lib.startswith(inside + "/"))
+    # Libraries inside the Python install or the active venv come with their bind mounts; a venv's
+    # wheels name theirs with ".." (site-packages/PIL/../pillow.libs), so compare normalised paths.
+    insides = {str(Path(p).resolve()) for p in (sys.base_prefix, sys.prefix)}
+    libs = {os.path.normpath(lib) for lib in libs}
+    return sorted(lib for lib in libs if not any(i != "/usr" and lib.startswith(i + "/") for i in insides))
 
 
 def image_tag(executable: Path, dirs: list[Path]) -> str:

@@ -185,9 +185,8 @@ def test_a_signal_mid_run_stops_every_child_and_keeps_the_run_readable(tmp_path,
     )
     try:
         deadline = time.monotonic() + 60
-        while not list(out.glob("*/ledger/load-*.jsonl")) or not any(
-            p.stat().st_size for p in out.glob("*/ledger/load-*.jsonl")
-        ):
+        # The first load record is load.started; wait for a submission, so the signal lands mid-load.
+        while not any(b'"k":"load.submit"' in p.read_bytes() for p in out.glob("*/ledger/load-*.jsonl")):
             assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
             assert time.monotonic() < deadline, "the load never started"
             time.sleep(0.1)  # polling the ledger for the load's first record
