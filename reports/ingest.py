@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from harness.errors import UserError
 from harness.ledger import LEDGER_SUFFIX, Kind
 
 _BLOCK = 4 << 20  # read buffer
@@ -123,15 +124,25 @@ def read_columns(ledger_dir: Path) -> Columns:
                 if rows is not None:
                     rows.append(rec)
                     if len(rows) >= _FLUSH:
-                        accs[kind].add(rows)
+                        _add(accs[kind], rows, path)
                         rows.clear()
                 elif kind in _TIMELINE_KINDS:
                     timeline.append(rec)
         for kind, rows in pending.items():
-            accs[kind].add(rows)
+            _add(accs[kind], rows, path)
     tables = {kind: acc.table() for kind, acc in accs.items()}
     timeline.sort(key=lambda r: r.get("t", 0))
     return Columns(tables=tables, ids=list(interner), timeline=timeline, torn_lines=torn, files=len(files))
+
+
+def _add(acc: _Acc, rows: list[dict[str, Any]], path: Path) -> None:
+    """``acc.add(rows)``; a value of the wrong type (a damaged or hand-edited ledger) is the user's to
+    see as one line naming the file, not an internal error."""
+    try:
+        acc.add(rows)
+    except (ValueError, TypeError, OverflowError) as exc:
+        kind = rows[0].get("k") if rows else "?"
+        raise UserError(f"{path}: {kind} records: a value of the wrong type ({exc})") from None
 
 
 def _column(name: str, values: list[Any], interner: dict[str, int]) -> np.ndarray:

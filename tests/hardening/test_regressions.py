@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -15,6 +17,7 @@ import pytest
 from harness.ledger import LedgerReader, LedgerWriter
 from harness.replies import TOO_MANY_RECIPIENTS
 from tests.hardening import attacks
+from tests.hardening.support import ROOT
 
 
 def half_close_at_once(port: int) -> bytes:
@@ -78,3 +81,19 @@ def test_fake_esp_answers_vrfy_with_junk_bytes_without_an_exception(esp):
         assert attacks.command(s, buf, b"EHLO c.test").startswith(b"250")
         assert attacks.command(s, buf, b"VRFY @\xad\xfe").startswith(b"502 ")
     assert "Traceback" not in esp.log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("t", ['"soon"', "1e300"])
+def test_report_on_a_ledger_with_a_wrongly_typed_value_is_one_line(tmp_path, t):
+    """`mailstorm report` on a damaged ledger (a timestamp that is text, or too big) exits 2 with one line
+    naming the file (it was an internal error, exit 3)."""
+    (tmp_path / "ledger").mkdir()
+    bad = tmp_path / "ledger" / "load-0.jsonl"
+    bad.write_text(f'{{"t":{t},"k":"load.submit","src":"load-0","id":"a","ok":true}}\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.splitlines()
+    assert str(bad) in line and "load.submit" in line
