@@ -1,4 +1,10 @@
-"""Security defaults, each checked on real sockets (192.0.2.2 is this machine's non-loopback address):
+"""Security defaults, each checked on real sockets.
+
+The off-loopback checks need an address that is not loopback. Traffic may only go to loopback or to
+network namespaces we make, so those tests run inside a network namespace this module creates, holding
+a veth pair (both ends inside it) with a TEST-NET-2 address:
+`test_off_loopback_checks_in_a_network_namespace` re-runs them there (they skip, saying so, when run
+outside it). What is checked:
 
 - the fake ESP's control API and SMTP listener, and the reference pipeline, listen on loopback only
   unless told otherwise;
@@ -16,6 +22,8 @@ token on loopback too (tests/fake_esp/test_control.py); the reference pipeline r
 
 from __future__ import annotations
 
+import os
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -35,14 +43,55 @@ from harness.targets.base import TargetContext
 from harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
 from tests.hardening.support import ROOT, message
 
+NETNS_ENV = "MAILSTORM_TEST_NETNS"  # set inside the namespace: the off-loopback tests run for real there
+NETNS_ADDRESS = "198.51.100.7"  # TEST-NET-2 (RFC 5737), on a veth inside our own namespace
+in_netns = pytest.mark.skipif(
+    not os.environ.get(NETNS_ENV),
+    reason="runs inside the network namespace made by test_off_loopback_checks_in_a_network_namespace",
+)
+
 
 def outside_address() -> str:
-    """A non-loopback IPv4 address of this machine (skip when it has none)."""
+    """The namespace's non-loopback IPv4 address."""
     for addrs in psutil.net_if_addrs().values():
         for a in addrs:
             if a.family == socket.AF_INET and not is_loopback(a.address):
                 return a.address
-    pytest.skip("this machine has no non-loopback IPv4 address")
+    raise AssertionError("the test namespace has no non-loopback IPv4 address")
+
+
+@pytest.mark.skipif(os.environ.get(NETNS_ENV) is not None, reason="already inside the namespace")
+def test_off_loopback_checks_in_a_network_namespace(tmp_path):
+    """The off-loopback tests below pass inside a fresh network namespace (lo up, a veth pair with a
+    non-loopback address): no traffic leaves for any address outside it."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("making a network namespace needs root and iproute2's ip")
+    ns = f"mailstorm-sec-{os.getpid()}"
+    setup = [
+        ["ip", "netns", "add", ns],
+        ["ip", "-n", ns, "link", "set", "lo", "up"],
+        ["ip", "-n", ns, "link", "add", "ms0", "type", "veth", "peer", "name", "ms1"],  # no dummy module here
+        ["ip", "-n", ns, "addr", "add", f"{NETNS_ADDRESS}/24", "dev", "ms0"],
+        ["ip", "-n", ns, "link", "set", "ms0", "up"],
+        ["ip", "-n", ns, "link", "set", "ms1", "up"],
+    ]
+    try:
+        for cmd in setup:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+        inner = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k", "in_netns"]
+        env = {**os.environ, NETNS_ENV: "1"}
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, *inner],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=ROOT,
+            env=env,
+        )
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+        assert "4 passed" in out.stdout, out.stdout[-2000:]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
 def listening(pids: list[int]) -> set[str]:
@@ -61,7 +110,8 @@ def http_status(url: str, token: str | None = None) -> int:
         return err.code
 
 
-def test_fake_esp_listens_on_loopback_only_by_default(tmp_path):
+@in_netns
+def test_in_netns_fake_esp_listens_on_loopback_only_by_default(tmp_path):
     """Started without --bind, every listening socket of the fake ESP (SMTP, control, HTTP APIs) is on
     127.0.0.1, and its ports refuse connections on the machine's outside address."""
     outside = outside_address()
@@ -72,7 +122,8 @@ def test_fake_esp_listens_on_loopback_only_by_default(tmp_path):
                 socket.create_connection((outside, port), timeout=5).close()
 
 
-def test_reference_pipeline_listens_on_loopback_only_by_default(tmp_path):
+@in_netns
+def test_in_netns_reference_pipeline_listens_on_loopback_only_by_default(tmp_path):
     """The reference target (as a scenario's default SUT) listens on 127.0.0.1 only: SMTP and health."""
     outside = outside_address()
     target = ReferenceTarget(ReferenceTargetSpec())
@@ -86,7 +137,8 @@ def test_reference_pipeline_listens_on_loopback_only_by_default(tmp_path):
         target.stop()
 
 
-def test_control_api_off_loopback_needs_the_token(tmp_path):
+@in_netns
+def test_in_netns_control_api_off_loopback_needs_the_token(tmp_path):
     """Bound to the outside address, the control API answers 401 without the token (or with a wrong one)
     and 200 with it; the SMTP listener serves there."""
     outside = outside_address()
@@ -110,7 +162,8 @@ def test_control_api_off_loopback_needs_the_token(tmp_path):
         proc.wait(15)
 
 
-def test_reference_pipeline_off_loopback_is_no_open_relay(tmp_path):
+@in_netns
+def test_in_netns_reference_pipeline_off_loopback_is_no_open_relay(tmp_path):
     """Listening on the outside address (--allow-remote), the pipeline refuses a peer from that address
     at RCPT with 554 5.7.1 (default relay networks: loopback), and queues nothing."""
     outside = outside_address()
