@@ -167,6 +167,9 @@ def test_adopted_container_is_restored_not_removed(image, tmp_path, sink):
         "{esp_host}": sink.host,
         "{esp_port}": str(sink.port),
     }
+    # On the host's network the container must stay on loopback: no listener on the machine's other
+    # addresses, and no relaying for anyone but loopback peers.
+    values |= {"0.0.0.0:": "127.0.0.1:", "0.0.0.0/0": "127.0.0.0/8"}
     command = []
     for part in reference_spec(image).command:  # the same pipeline, started by the user, not by mailstorm
         for key, value in values.items():
