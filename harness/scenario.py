@@ -262,7 +262,7 @@ class Scenario(_Frozen):
                 seconds = None  # the top-level field reports it
             if isinstance(seconds, int | float) and seconds > 0:
                 data["load"] = {**data["load"], "duration_s": seconds}
-        return data
+        return _smtp_target_options_to_load(data)
 
     @model_validator(mode="after")
     def _timeline_fits(self) -> Scenario:
@@ -291,6 +291,27 @@ class Scenario(_Frozen):
         data["load"].pop("duration_s", None)
         data["esp"].pop("seed", None)
         return data
+
+
+def _smtp_target_options_to_load(data: dict[str, Any]) -> dict[str, Any]:
+    """An smtp target's STARTTLS and AUTH are said once, on the target: the start-up check uses them and
+    so does the load (unless ``load.smtp`` sets its own). Saying them only on the target used to check
+    the SUT with them and then submit without them."""
+    target, load = data.get("target"), data.get("load")
+    if not (isinstance(target, dict) and target.get("kind") == "smtp" and isinstance(load, dict)):
+        return data
+    smtp = dict(load.get("smtp") or {}) if isinstance(load.get("smtp") or {}, dict) else None
+    if smtp is None:
+        return data  # the load's own validation names the problem
+    if target.get("starttls") and "starttls" not in smtp:
+        smtp["starttls"] = True
+    auth = target.get("auth")
+    if isinstance(auth, dict) and "auth" not in smtp:
+        # The target's check logs in as configured (plain text on loopback when no STARTTLS is asked).
+        smtp["auth"] = {**auth, "allow_plaintext": not smtp.get("starttls", False)}
+    if smtp:
+        data = {**data, "load": {**load, "smtp": smtp}}
+    return data
 
 
 class _At(ValueError):

@@ -46,8 +46,12 @@ class SmtpTargetSpec(_Frozen):
 
     kind: Literal["smtp"] = "smtp"
     endpoints: tuple[str, ...] = Field(min_length=1, description="HOST:PORT of each instance")
-    starttls: bool = Field(False, description="the SUT must offer STARTTLS (checked at start)")
-    auth: SmtpAuthSpec | None = Field(None, description="credentials the SUT must accept (checked at start)")
+    starttls: bool = Field(
+        False, description="the SUT must offer STARTTLS (checked at start; the load uses it)"
+    )
+    auth: SmtpAuthSpec | None = Field(
+        None, description="credentials the SUT must accept (checked at start; the load logs in with them)"
+    )
     connect_timeout_s: float = Field(5.0, gt=0)
 
     @field_validator("endpoints")
@@ -62,14 +66,12 @@ class SmtpTargetSpec(_Frozen):
 
 
 class HttpTargetSpec(_Frozen):
-    """An HTTP service under test: ``endpoints`` are full URLs (the load posts to each in turn)."""
+    """An HTTP service under test: ``endpoints`` are full URLs (the load posts to each in turn).
+
+    The request itself (body template, headers, API shape) is the load's: ``load.http``."""
 
     kind: Literal["http"] = "http"
     endpoints: tuple[str, ...] = Field(min_length=1, description="http(s)://HOST:PORT/PATH of each instance")
-    body_template: str | None = Field(
-        None, description="Jinja2 request body (load.http.body_template's variables); null: the load's own"
-    )
-    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     connect_timeout_s: float = Field(5.0, gt=0)
 
     @field_validator("endpoints")

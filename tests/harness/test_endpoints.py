@@ -126,7 +126,7 @@ def test_http_target_returns_url_endpoints_and_names_the_unreachable_one(http_se
     """Live URLs become HTTP endpoints carrying the URL; a closed port is named by index and URL."""
     port = http_server.server_address[1]
     live = f"http://{HOST}:{port}/v3/mail/send"
-    spec = HttpTargetSpec(endpoints=(live,), body_template='{"id": "{{ id }}"}')
+    spec = HttpTargetSpec(endpoints=(live,))
     assert HttpTarget(spec).start(ctx(tmp_path)) == [Endpoint("http", HOST, port, url=live)]
     dead = f"http://{HOST}:{free_port()}/send"
     with pytest.raises(UserError, match=rf"target\.endpoints\[1\] {dead} is not reachable"):

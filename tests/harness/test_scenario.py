@@ -188,3 +188,18 @@ def test_a_step_is_valid_exactly_when_it_fits_in_the_load(duration, at, length):
     except ValidationError:
         valid = False
     assert valid == fits
+
+
+def test_smtp_target_starttls_and_auth_reach_the_load():
+    """STARTTLS and AUTH said on an smtp target are used by the load too, unless load.smtp says its own."""
+    text = (
+        "name: t\nduration: 10s\n"
+        "target: {kind: smtp, endpoints: ['127.0.0.1:2525'], starttls: true, auth: {user: u, password: p}}\n"
+        "load: {shape: {kind: steady, rate: 1}}\n"
+    )
+    sc = load_scenario_text(text)
+    assert sc.load.smtp.starttls is True
+    assert (sc.load.smtp.auth.user, sc.load.smtp.auth.password) == ("u", "p")
+    own_smtp = "smtp: {starttls: false, auth: {user: v, password: q, allow_plaintext: true}}"
+    sc = load_scenario_text(text.replace("rate: 1}}", "rate: 1}, " + own_smtp + "}"))
+    assert sc.load.smtp.starttls is False and sc.load.smtp.auth.user == "v"
