@@ -104,11 +104,17 @@ def test_ctrl_c_of_a_postfix_run_leaves_no_postfix(tmp_path):
 @pytest.mark.long
 @pytest.mark.parametrize("name", ["postfix-esp-outage", "postfix-throttled"])
 def test_library_postfix_scenarios_pass(tmp_path, name):
-    """The library's Postfix scenarios run unedited, pass, and lose nothing."""
+    """The library's Postfix scenarios run unedited, pass, and lose nothing: a message not at the ESP by
+    the drain deadline is one Postfix still holds (deferred), and the report counts it pending, not lost.
+    (Seen once in postfix-throttled: qmgr logged "skipped, still being delivered" for 3 throttled
+    messages with 1 s backoff and queue_run_delay, and held them past the 90 s deadline.)"""
     code, run_dir, err = run_cli(LIBRARY / f"{name}.yaml", tmp_path / "runs", timeout=600)
     assert code == 0, err
-    lost, accepted, _ = lost_and_counts(run_dir)
-    assert lost == set() and accepted > 0
+    not_at_esp, accepted, _ = lost_and_counts(run_dir)
+    outcomes = json.loads((run_dir / "report.json").read_text())["outcomes"]
+    deferred = {r["id"] for r in LedgerReader(run_dir / "ledger").records([Kind.SUT_DEFERRED])}
+    assert accepted > 0 and outcomes["lost"] == 0
+    assert not_at_esp <= deferred and outcomes["pending"] == len(not_at_esp)
     assert max(d for _, d in queue_depths(run_dir)) > 0
     assert postfix_processes_under(run_dir) == []
 
