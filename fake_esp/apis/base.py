@@ -11,6 +11,8 @@ Register an API with ``@register``; ``API_REGISTRY`` maps its name to the class.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
 from abc import ABC, abstractmethod
@@ -52,6 +54,19 @@ class RateInfo:
     remaining: int
     reset: int
     retry_after_s: int
+
+    def retry_after(self) -> dict[str, str]:
+        """Retry-After alone: what an ESP that publishes no rate-limit headers gets from the fake."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+    def x_ratelimit(self) -> dict[str, str]:
+        """The ``X-RateLimit-*`` trio (SendGrid, Mailgun) plus Retry-After."""
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+            **self.retry_after(),
+        }
 
 
 class BadRequest(Exception):
@@ -127,6 +142,17 @@ def _name_value_pairs(pairs: Any) -> list[tuple[Any, Any]]:
     if not isinstance(pairs, list):
         return []
     return [(p.get("Name"), p.get("Value")) for p in pairs if isinstance(p, dict)]
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic`` header, or None when it is absent or malformed."""
+    if not header.startswith("Basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    return user, password
 
 
 def sha256_hex(data: bytes) -> str:

@@ -136,6 +136,6 @@ class BrevoApi(EspApi):
                 "x-sib-ratelimit-remaining": str(rate.remaining),
                 # Brevo's reset is "in the same granularity unit as the rate limit": seconds from now.
                 "x-sib-ratelimit-reset": str(rate.retry_after_s),
-                "Retry-After": str(rate.retry_after_s),
+                **rate.retry_after(),
             }
         return json_response(status, {"code": err, "message": message}, headers)

@@ -94,5 +94,5 @@ class ElasticEmailApi(EspApi):
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
     ) -> web.Response:
-        headers = {"Retry-After": str(rate.retry_after_s)} if rate is not None else None
+        headers = rate.retry_after() if rate is not None else None
         return json_response(status, {"Error": message}, headers)

@@ -11,8 +11,6 @@ Reference: https://documentation.mailgun.com/docs/mailgun/api-reference/openapi-
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import secrets
 import time
@@ -27,6 +25,7 @@ from fake_esp.apis.base import (
     EspApi,
     RateInfo,
     Submission,
+    basic_credentials,
     json_response,
     register,
     sha256_hex,
@@ -106,25 +105,13 @@ class MailgunApi(EspApi):
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
     ) -> web.Response:
-        headers: dict[str, str] = {}
-        if rate is not None:
-            headers = {
-                "X-RateLimit-Limit": str(rate.limit),
-                "X-RateLimit-Remaining": str(rate.remaining),
-                "X-RateLimit-Reset": str(rate.reset),
-                "Retry-After": str(rate.retry_after_s),
-            }
+        headers = rate.x_ratelimit() if rate is not None else None
         return json_response(status, {"message": message}, headers)
 
 
 def _basic_key(header: str) -> str | None:
-    if not header.startswith("Basic "):
-        return None
-    try:
-        user, _, key = base64.b64decode(header[6:], validate=True).decode().partition(":")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-    return key if user == "api" and key else None
+    creds = basic_credentials(header)
+    return creds[1] if creds and creds[0] == "api" and creds[1] else None
 
 
 def _str(value: object) -> str | None:

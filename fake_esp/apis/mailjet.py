@@ -18,8 +18,6 @@ https://dev.mailjet.com/docs/email-api/email_api_overview/status_codes
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 import uuid
 from typing import Any
@@ -33,6 +31,7 @@ from fake_esp.apis.base import (
     EspApi,
     RateInfo,
     Submission,
+    basic_credentials,
     json_response,
     load_json,
     register,
@@ -154,7 +153,7 @@ class MailjetApi(EspApi):
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
     ) -> web.Response:
-        headers = {"Retry-After": str(rate.retry_after_s)} if rate is not None else None
+        headers = rate.retry_after() if rate is not None else None
         return json_response(
             status, self._global(status, None if code is None else str(code), message), headers
         )
@@ -162,10 +161,5 @@ class MailjetApi(EspApi):
 
 def _basic_user(header: str) -> str | None:
     """The API key (the Basic user name) when both key and secret are there, else None."""
-    if not header.startswith("Basic "):
-        return None
-    try:
-        user, _, secret = base64.b64decode(header[6:], validate=True).decode().partition(":")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-    return user if user and secret else None
+    creds = basic_credentials(header)
+    return creds[0] if creds and creds[0] and creds[1] else None

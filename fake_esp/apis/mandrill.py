@@ -105,7 +105,7 @@ class MandrillApi(EspApi):
     ) -> web.Response:
         name = str(code) if code is not None else _DEFAULT_NAMES.get(status, "GeneralError")
         body = {"status": "error", "code": _CODES.get(name, -1), "name": name, "message": message}
-        headers = {"Retry-After": str(rate.retry_after_s)} if rate is not None else None
+        headers = rate.retry_after() if rate is not None else None
         return json_response(status, body, headers)
 
 

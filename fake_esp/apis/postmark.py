@@ -123,7 +123,7 @@ class PostmarkApi(EspApi):
     ) -> web.Response:
         # postmarker reads ErrorCode from every error body, so every error has one.
         err = code if isinstance(code, int) else _DEFAULT_CODES.get(status, status)
-        headers = {"Retry-After": str(rate.retry_after_s)} if rate is not None else None
+        headers = rate.retry_after() if rate is not None else None
         return json_response(status, {"ErrorCode": err, "Message": message}, headers)
 
 

@@ -142,14 +142,7 @@ class SendGridApi(EspApi):
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
     ) -> web.Response:
-        headers: dict[str, str] = {}
-        if rate is not None:
-            headers = {
-                "X-RateLimit-Limit": str(rate.limit),
-                "X-RateLimit-Remaining": str(rate.remaining),
-                "X-RateLimit-Reset": str(rate.reset),
-                "Retry-After": str(rate.retry_after_s),
-            }
+        headers = rate.x_ratelimit() if rate is not None else None
         return json_response(status, {"errors": [{"field": None, "message": message}]}, headers)
 
 

@@ -126,7 +126,7 @@ class SendPulseApi(EspApi):
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
     ) -> web.Response:
-        headers = {"Retry-After": str(rate.retry_after_s)} if rate is not None else None
+        headers = rate.retry_after() if rate is not None else None
         err = code if code is not None else status
         return json_response(status, {"error_code": err, "message": message}, headers)
 

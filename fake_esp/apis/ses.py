@@ -141,7 +141,7 @@ class SesApi(EspApi):
         headers = {"x-amzn-ErrorType": err, "x-amzn-RequestId": str(uuid.uuid4())}
         if rate is not None:
             # AWS publishes no rate-limit headers; Retry-After is the fake's addition (see the profile).
-            headers["Retry-After"] = str(rate.retry_after_s)
+            headers |= rate.retry_after()
         return json_response(status, {"message": message}, headers)
 
 
