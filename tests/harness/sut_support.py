@@ -15,32 +15,51 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
+from harness import replies
 from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from harness.ports import free_port
 
 
 class _Recorder:
+    """Keeps the correlation id of every message; answers ``reply`` after DATA (250 unless set) and
+    ``rcpt_replies[address]`` at RCPT."""
+
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.rcpts: list[tuple[str, list[str]]] = []  # (id, envelope recipients) of each kept message
+        self.reply: str | None = None
+        self.rcpt_replies: dict[str, str] = {}  # recipient -> refusal at RCPT
+        self.data_replies = 0
         self.lock = threading.Lock()
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return str(replies.OK)
+
     async def handle_DATA(self, server, session, envelope):
-        msg = email.message_from_bytes(envelope.original_content or envelope.content)
         with self.lock:
+            self.data_replies += 1
+            if self.reply is not None:
+                return self.reply
+            msg = email.message_from_bytes(envelope.original_content or envelope.content)
             self.ids.append(msg.get(CORRELATION_HEADER, ""))
-        return "250 2.0.0 Ok: kept"
+            self.rcpts.append((self.ids[-1], list(envelope.rcpt_tos)))
+        return str(replies.OK_QUEUED)
 
 
 class Sink:
-    """An aiosmtpd server on a fixed free loopback port; ``down()``/``up()`` make an outage."""
+    """A real aiosmtpd server on a fixed free loopback port standing in for the ESP: ``down()``/``up()``
+    make an outage, ``rec.reply`` / ``rec.rcpt_replies`` make it refuse."""
 
     def __init__(self) -> None:
         self.host, self.port = "127.0.0.1", free_port()
-        self._recorder = _Recorder()
+        self.rec = _Recorder()
         self._ctl: Controller | None = None
 
     def up(self) -> Sink:
-        self._ctl = Controller(self._recorder, hostname=self.host, port=self.port)
+        self._ctl = Controller(self.rec, hostname=self.host, port=self.port)
         self._ctl.start()
         return self
 
@@ -51,8 +70,8 @@ class Sink:
 
     @property
     def ids(self) -> list[str]:
-        with self._recorder.lock:
-            return list(self._recorder.ids)
+        with self.rec.lock:
+            return list(self.rec.ids)
 
     def wait_for(self, wanted: set[str], timeout: float) -> set[str]:
         """Poll until every id in ``wanted`` was received; return the ids still missing."""

@@ -4,7 +4,6 @@ actions, and the open-relay guards."""
 
 from __future__ import annotations
 
-import email
 import itertools
 import smtplib
 import subprocess
@@ -16,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from harness import replies
 from harness.errors import UserError
@@ -24,75 +22,24 @@ from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from harness.ports import free_port, port_open, wait_for_port
 from harness.targets.base import TargetContext
 from harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from tests.harness.sut_support import Sink
 
 HOST = "127.0.0.1"
 
 
-class _Recorder:
-    """Keeps the correlation id of every message; answers ``reply`` after DATA (250 unless set)."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.rcpts: list[tuple[str, list[str]]] = []  # (id, envelope recipients) of each kept message
-        self.reply: str | None = None
-        self.rcpt_replies: dict[str, str] = {}  # recipient -> refusal at RCPT
-        self.data_replies = 0
-        self.lock = threading.Lock()
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.rcpt_replies:
-            return self.rcpt_replies[address]
-        envelope.rcpt_tos.append(address)
-        return str(replies.OK)
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            self.data_replies += 1
-            if self.reply is not None:
-                return self.reply
-            msg = email.message_from_bytes(envelope.original_content or envelope.content)
-            self.ids.append(msg.get(CORRELATION_HEADER, ""))
-            self.rcpts.append((self.ids[-1], list(envelope.rcpt_tos)))
-        return str(replies.OK_QUEUED)
-
-
-class Esp:
-    """A real aiosmtpd server standing in for the ESP: switch it off and on, or make it answer a reply."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.rec = _Recorder()
-        self._ctl: Controller | None = None
-
-    def up(self) -> Esp:
-        self._ctl = Controller(self.rec, hostname=HOST, port=self.port)
-        self._ctl.start()
-        return self
-
-    def down(self) -> None:
-        if self._ctl is not None:
-            self._ctl.stop()
-            self._ctl = None
-
-    @property
-    def ids(self) -> list[str]:
-        with self.rec.lock:
-            return list(self.rec.ids)
-
-
 @pytest.fixture
 def esp():
-    e = Esp().up()
+    e = Sink().up()
     yield e
     e.down()
 
 
 @pytest.fixture
 def start_reference(tmp_path):
-    """Start a reference target relaying to an ``Esp``; stops it (and checks nothing is left) afterwards."""
+    """Start a reference target relaying to a ``Sink``; stops it (and checks nothing is left) afterwards."""
     started: list[ReferenceTarget] = []
 
-    def start(esp: Esp, **spec) -> tuple[ReferenceTarget, int]:
+    def start(esp: Sink, **spec) -> tuple[ReferenceTarget, int]:
         target = ReferenceTarget(ReferenceTargetSpec(**spec))
         ctx = TargetContext(
             run_dir=tmp_path / "run",
