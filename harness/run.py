@@ -8,9 +8,10 @@
     -> reports.build(run_dir) -> exit 0 (SLOs held) / 1 (breached)
 
 The same stop path runs on Ctrl-C, SIGTERM and when a part dies, so no child outlives the run and every
-ledger is closed. Children are tracked by pid and start time while the run goes (psutil), and whatever is
-still alive at the end is terminated, then killed: a launcher that forgot a grandchild does not leave it
-running. Exit codes: 0/1 from the verdict, 2 bad input, 3 the harness failed, 130/143 interrupted.
+ledger is closed. Children are tracked by pid and start time while the run goes (harness.descendants),
+and whatever is still alive at the end is terminated, then killed: a launcher that forgot a grandchild
+does not leave it running. Exit codes: 0/1 from the verdict, 2 bad input, 3 the harness failed, 130/143
+interrupted.
 """
 
 from __future__ import annotations
@@ -32,13 +33,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
 import yaml
 
 import reports
 from fake_esp.launch import EspProcess
-from fake_esp.profiles import load_profile
 from harness.chaosproxy.proxy import ChaosProxy
+from harness.descendants import Descendants
 from harness.errors import (
     EXIT_HARNESS_FAILED,
     EXIT_OK,
@@ -49,6 +49,7 @@ from harness.errors import (
     TargetNotAllowed,
     UserError,
 )
+from harness.esp_setup import esp_limits, esp_process
 from harness.ledger import Kind, LedgerWriter
 from harness.netguard import check_address
 from harness.ports import free_port
@@ -62,7 +63,6 @@ from scenarios.launch import LoadRun
 
 TICK_S = 0.25  # main loop period: progress, watchdog, drain check
 QUEUE_POLL_S = 1.0  # a target's queue depth may cost a subprocess (postqueue -j): not every tick
-DESCENDANT_SCAN_S = 1.0
 HURRY_S = 6.0  # after a signal: how long the parts get to stop by themselves before they are killed
 LOAD_GRACE_S = 30.0
 LOAD_START_TIMEOUT_S = 60.0  # Locust needs a few seconds to import and start; a minute means it is stuck
@@ -154,8 +154,7 @@ class Run:
         self._prober: Prober | None = None
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
-        self._descendants: dict[int, float] = {}
-        self._last_scan = 0.0
+        self._descendants = Descendants()
         self._phase = "start"
         self._t0 = time.monotonic()
         self._endpoints: list[Endpoint] = []
@@ -184,7 +183,7 @@ class Run:
             except TargetNotAllowed as exc:
                 raise self._config_error(loc, str(exc)) from None
         try:
-            self.esp_limits = self._esp_limits()
+            self.esp_limits = esp_limits(sc.esp)
         except ConfigError as exc:
             raise self._config_error(("esp", "profile"), str(exc)) from None
         target = REGISTRY[sc.target.kind](sc.target)
@@ -284,21 +283,13 @@ class Run:
         return code
 
     def _new_esp(self, smtp_port: int | None, http_port: int | None, control_port: int | None) -> EspProcess:
-        esp = self.scenario.esp
-        return EspProcess(
-            self.ledger_dir,
+        return esp_process(
+            self.scenario.esp,
             seed=derive_seed(self.scenario.seed, "esp"),
-            smtp_port=smtp_port,
-            http_port=http_port,
-            control_port=control_port,
-            faults=[f.model_dump(mode="json", exclude_none=True) for f in esp.faults],
-            profile=esp.profile,
-            processes=esp.processes,
+            run_dir=self.run_dir,
+            ledger_dir=self.ledger_dir,
             log_path=self.logs_dir / "esp.log",
-            token=esp.token,
-            max_message_size=esp.max_message_size,
-            store_bodies=esp.store_bodies,
-            extra_args=self._esp_args(),
+            ports=(smtp_port, http_port, control_port),
         )
 
     def _crash_esp(self) -> str:
@@ -315,35 +306,6 @@ class Run:
         self._esp.start()
         self.info["esp"]["pid"] = self._esp.pid
         return f"fake ESP restarted (pid {self._esp.pid})"
-
-    def _esp_args(self) -> list[str]:
-        """The ESP options EspProcess has no keyword for, as its command line takes them."""
-        esp = self.scenario.esp
-        args = [
-            "--bind",
-            esp.bind,
-            "--correlation-header",
-            esp.correlation_header,
-            "--hostname",
-            esp.hostname,
-        ]
-        if esp.rate is not None:
-            args += ["--rate", f"{esp.rate:g}"]
-        if esp.webhooks is not None:
-            path = self.run_dir / "esp-webhooks.yaml"
-            path.write_text(yaml.safe_dump(esp.webhooks.model_dump(mode="json"), sort_keys=False))
-            args += ["--webhooks", str(path)]
-        return args
-
-    def _esp_limits(self) -> dict[str, Any] | None:
-        """The ESP profile's limits (with the scenario's rate), for the sizing report."""
-        esp = self.scenario.esp
-        if esp.profile is None and esp.rate is None:
-            return None
-        limits = load_profile(esp.profile or "generic-smtp").limits.model_dump(mode="json")
-        if esp.rate is not None:
-            limits["rate"] = esp.rate
-        return limits
 
     def _start_parts(self, run_id: str) -> None:
         sc, writer = self.scenario, self._writer
@@ -383,7 +345,7 @@ class Run:
             check_address(host, allow_remote=self.allow_remote, what="target endpoint")
         self.info["endpoints"] = [str(e) for e in self._endpoints]
         self._write_info()
-        self._scan_descendants(force=True)
+        self._descendants.scan(force=True)
         self._phase = "load"
         self._load = LoadRun(
             sc.load,
@@ -494,7 +456,7 @@ class Run:
 
     def _tick(self, progress: Progress) -> None:
         self.stats.feed(self._tail.poll())
-        self._scan_descendants()
+        self._descendants.scan()
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
@@ -561,37 +523,11 @@ class Run:
             t.join(max(0.0, deadline - time.monotonic()))
         self._reap(grace_s=1.0)
 
-    def _scan_descendants(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_scan < DESCENDANT_SCAN_S:
-            return
-        self._last_scan = now
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process().children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    self._descendants.setdefault(child.pid, child.create_time())
-
     def _reap(self, *, grace_s: float) -> None:
-        """Terminate, then (after ``grace_s``) kill, every process this run started that is still alive."""
-        self._scan_descendants(force=True)
-        left: list[psutil.Process] = []
-        for pid, created in self._descendants.items():
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if proc.create_time() == created:  # the same process, not a reused pid
-                    left.append(proc)
-        if not left:
-            return
-        for proc in left:
-            with contextlib.suppress(psutil.Error):
-                proc.terminate()
-        _, alive = psutil.wait_procs(left, timeout=grace_s)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=3.0)
-        names = ", ".join(f"{p.pid}" for p in left)
-        sys.stderr.write(f"mailstorm: ended {len(left)} process(es) left behind by a part: {names}\n")
+        """End every process this run started that is still alive (a part left it behind)."""
+        if left := self._descendants.reap(grace_s=grace_s):
+            names = ", ".join(map(str, left))
+            sys.stderr.write(f"mailstorm: ended {len(left)} process(es) left behind by a part: {names}\n")
 
     def _finish_ledger(self) -> None:
         self.stats.feed(self._tail.poll())

@@ -1,0 +1,67 @@
+"""How a run's ``esp:`` section becomes a fake ESP process, and the ESP limits the sizing report reads.
+
+Pure translation from the scenario to ``fake_esp.launch.EspProcess`` arguments (the run starts, crashes and
+restarts the process itself); kept apart so the run lifecycle holds no ESP option plumbing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fake_esp.launch import EspProcess
+from fake_esp.profiles import load_profile
+from harness.scenario import EspSection
+
+
+def esp_process(
+    esp: EspSection,
+    *,
+    seed: int,
+    run_dir: Path,
+    ledger_dir: Path,
+    log_path: Path,
+    ports: tuple[int | None, int | None, int | None],
+) -> EspProcess:
+    """A (not yet started) fake ESP for ``esp`` on ``ports`` (smtp, http, control; None: free), seeded
+    with ``seed`` (the run derives it for the ESP)."""
+    smtp_port, http_port, control_port = ports
+    return EspProcess(
+        ledger_dir,
+        seed=seed,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        control_port=control_port,
+        faults=[f.model_dump(mode="json", exclude_none=True) for f in esp.faults],
+        profile=esp.profile,
+        processes=esp.processes,
+        log_path=log_path,
+        token=esp.token,
+        max_message_size=esp.max_message_size,
+        store_bodies=esp.store_bodies,
+        extra_args=_extra_args(esp, run_dir),
+    )
+
+
+def _extra_args(esp: EspSection, run_dir: Path) -> list[str]:
+    """The ESP options EspProcess has no keyword for, as its command line takes them."""
+    args = ["--bind", esp.bind, "--correlation-header", esp.correlation_header, "--hostname", esp.hostname]
+    if esp.rate is not None:
+        args += ["--rate", f"{esp.rate:g}"]
+    if esp.webhooks is not None:
+        path = run_dir / "esp-webhooks.yaml"
+        path.write_text(yaml.safe_dump(esp.webhooks.model_dump(mode="json"), sort_keys=False))
+        args += ["--webhooks", str(path)]
+    return args
+
+
+def esp_limits(esp: EspSection) -> dict[str, Any] | None:
+    """The ESP profile's limits (with the scenario's rate), for the sizing report; None without either."""
+    if esp.profile is None and esp.rate is None:
+        return None
+    limits = load_profile(esp.profile or "generic-smtp").limits.model_dump(mode="json")
+    if esp.rate is not None:
+        limits["rate"] = esp.rate
+    return limits
