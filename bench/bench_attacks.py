@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fake_esp.launch import EspProcess  # noqa: E402
+from mailstorm.fake_esp.launch import EspProcess  # noqa: E402
 from tests.hardening import attacks  # noqa: E402
 from tests.hardening.support import PeakMemory  # noqa: E402
 

@@ -4,7 +4,7 @@
     python bench/bench_http.py --smoke         # small counts, for CI: checks it all runs
     python bench/bench_http.py --write-docs    # also writes the table into docs/benchmarks.md
 
-The fake ESP runs as in production (``python -m fake_esp --http-port P``: ledger on, one process, no
+The fake ESP runs as in production (``python -m mailstorm.fake_esp --http-port P``: ledger on, one process, no
 profile, so no added latency). The client is aiohttp in its own process(es) (``--clients``), keeping
 ``--concurrency`` keep-alive connections each busy for ``--seconds``; each request is one message with a
 correlation id. Every API is measured ``--repeat`` times, interleaved, and the best run is kept (the
@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fake_esp.launch import EspProcess  # noqa: E402
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader  # noqa: E402
-from harness.ports import free_port  # noqa: E402
+from mailstorm.fake_esp.launch import EspProcess  # noqa: E402
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader  # noqa: E402
+from mailstorm.ports import free_port  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## HTTP APIs: accepted requests/s"

@@ -5,7 +5,8 @@
     python bench/bench_load.py --write-docs    # also writes the table into docs/benchmarks.md
 
 The server is Postfix's smtp-sink (C, ~33k msg/s here), on a free loopback port, so the generator is
-the bottleneck. The load runs exactly as in a scenario: ``scenarios.launch.LoadRun`` starting Locust in
+the bottleneck. The load runs exactly as in a scenario: ``mailstorm.scenarios.launch.LoadRun`` starting
+Locust in
 its own processes, every submission written to the load ledger. Two workloads:
 
 - closed: ``--users`` senders per process, no wait, ~2 KB messages, ``--per-conn`` messages per SMTP
@@ -33,11 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.ledger import Kind, LedgerReader  # noqa: E402
-from harness.ports import free_port, wait_for_port  # noqa: E402
-from harness.targets.base import Endpoint  # noqa: E402
-from scenarios.launch import LoadRun  # noqa: E402
-from scenarios.model import LoadSpec  # noqa: E402
+from mailstorm.harness.targets.base import Endpoint  # noqa: E402
+from mailstorm.ledger import Kind, LedgerReader  # noqa: E402
+from mailstorm.ports import free_port, wait_for_port  # noqa: E402
+from mailstorm.scenarios.launch import LoadRun  # noqa: E402
+from mailstorm.scenarios.model import LoadSpec  # noqa: E402
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -31,8 +31,8 @@ GOAL_MB = 1024.0
 
 
 def generate(run_dir: Path, messages: int) -> dict:
-    from reports.spec import SloSpec
-    from reports.synthetic import synthesize
+    from mailstorm.reports.spec import SloSpec
+    from mailstorm.reports.synthetic import synthesize
 
     steps, step_s = 10, 100
     base = messages / (steps * step_s)  # mean rate so that the steps add up to `messages`
@@ -63,8 +63,8 @@ def generate(run_dir: Path, messages: int) -> dict:
 
 def measure(run_dir: Path) -> None:
     """In the child: build every report and print the timings and peak RSS as JSON."""
-    from reports.analysis import analyze
-    from reports.builder import build
+    from mailstorm.reports.analysis import analyze
+    from mailstorm.reports.builder import build
 
     # Wall time is what a user waits; CPU time says how much of it was ours on a shared machine.
     t, c = time.perf_counter(), time.process_time()

@@ -36,8 +36,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fake_esp.launch import EspProcess  # noqa: E402
-from harness.ports import free_port, wait_for_port  # noqa: E402
+from mailstorm.fake_esp.launch import EspProcess  # noqa: E402
+from mailstorm.ports import free_port, wait_for_port  # noqa: E402
 
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"

@@ -3,7 +3,8 @@
 The image is a bare root filesystem holding only the shared libraries the host's Python needs (its
 interpreter and every extension module under its prefix, found with ``ldd``), plus a minimal /etc. The
 Python install itself and the mailstorm checkout are bind-mounted read-only at their host paths when a
-container runs, so the container runs exactly the code under test (e.g. ``python -m harness.reference``)
+container runs, so the container runs exactly the code under test (e.g. ``python -m
+mailstorm.harness.reference``)
 without copying 1 GB of site-packages into an image. ``docker import`` of a tarball: no Dockerfile, no
 base image, no network.
 

@@ -1,5 +1,5 @@
-"""``python -m fake_esp``: run a fake ESP (the same as ``mailstorm esp``)."""
+"""``python -m mailstorm.fake_esp``: run a fake ESP (the same as ``mailstorm esp``)."""
 
-from fake_esp.cli import main
+from mailstorm.fake_esp.cli import main
 
 raise SystemExit(main())

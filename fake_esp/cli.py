@@ -1,9 +1,10 @@
-"""``mailstorm esp`` (and ``python -m fake_esp``): run a fake ESP from the command line.
+"""``mailstorm esp`` (and ``python -m mailstorm.fake_esp``): run a fake ESP from the command line.
 
     mailstorm esp --smtp-port 2525 --control-port 8025 --ledger DIR --seed 1 --faults faults.yaml \\
                   --processes 2
 
-``--faults FILE`` is YAML: a list of fault specs, or a mapping with a ``faults`` list (fake_esp.spec).
+``--faults FILE`` is YAML: a list of fault specs, or a mapping with a ``faults`` list
+(mailstorm.fake_esp.spec).
 Command-line flags become an ``EspSpec`` in ``spec_from_args``; a listener that needs more flags (the
 HTTP APIs, profiles) adds them in ``add_arguments`` and its fields in ``spec_fields``.
 """
@@ -20,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from fake_esp.profiles import options as profile_options
-from fake_esp.spec import EspSpec, parse_esp_spec, parse_fault
-from harness.errors import ConfigError, MailstormError, UserError
+from mailstorm.errors import ConfigError, MailstormError, UserError
+from mailstorm.fake_esp.profiles import options as profile_options
+from mailstorm.fake_esp.spec import EspSpec, parse_esp_spec, parse_fault
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,7 +132,10 @@ def make_dirs(spec: EspSpec, default_ledger: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fake_esp.server import DEFAULT_LEDGER, serve  # the server stack is only imported when it runs
+    from mailstorm.fake_esp.server import (  # the server stack is only imported when it runs
+        DEFAULT_LEDGER,
+        serve,
+    )
 
     if args.list_profiles:
         print(profile_options.profiles_table())
@@ -149,10 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fake_esp``: the same command as ``mailstorm esp``, with the same one-line errors."""
-    from harness.cli import _Parser
+    """``python -m mailstorm.fake_esp``: the same command as ``mailstorm esp``, with the same one-line errors."""
+    from mailstorm.cli import _Parser
 
-    parser = _Parser(prog="python -m fake_esp", description="Run a fake ESP.")
+    parser = _Parser(prog="python -m mailstorm.fake_esp", description="Run a fake ESP.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     add_arguments(parser)
     args = parser.parse_args(argv)

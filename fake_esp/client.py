@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from harness.errors import ConfigError, HarnessError, UserError
+from mailstorm.errors import ConfigError, HarnessError, UserError
 
 TOKEN_HEADER = "Authorization"
 

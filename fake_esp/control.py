@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from fake_esp.engine import Engine
-from fake_esp.spec import parse_fault
-from harness.errors import ConfigError
+from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.engine import Engine
+from mailstorm.fake_esp.spec import parse_fault
 
 
 class Backend(Protocol):
@@ -123,7 +123,7 @@ def make_app(backend: Backend, token: str | None = None) -> web.Application:
         return web.json_response(await backend.counters())
 
     async def metrics(request: web.Request) -> web.Response:
-        from fake_esp.counters import prometheus_text
+        from mailstorm.fake_esp.counters import prometheus_text
 
         body = prometheus_text(await backend.counters())
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -1,12 +1,12 @@
 """The fault engine: which faults are installed, when they are active, and what each step gets.
 
-Servers (SMTP here, the HTTP APIs in fake_esp.http) ask one question per step:
+Servers (SMTP here, the HTTP APIs in mailstorm.fake_esp.http) ask one question per step:
 
     action = engine.decide(phase, ctx)      # phase: connect|ehlo|mail|rcpt|data|eod|http
-                                            # ctx: fake_esp.faults.base.Context (peer, session,
+                                            # ctx: mailstorm.fake_esp.faults.base.Context (peer, session,
                                             #      mail_from, rcpt, auth_user, api_key, messages, ...)
     # then: wait action.delay_s; then by action.kind:
-    #   "pass"/"delay" carry on; "reply" answer action.reply (a harness.replies.Reply; 421 closes);
+    #   "pass"/"delay" carry on; "reply" answer action.reply (a mailstorm.replies.Reply; 421 closes);
     #   "disconnect" cut the connection; "tarpit" write the answer one byte per action.byte_delay_s;
     #   "hang" never answer. action.fired lists every fault that acted (write one esp.fault record
     #   each); action.fault names the one that chose the kind.
@@ -39,11 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fake_esp.faults import build
-from fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
-from fake_esp.spec import fault_to_dict, parse_fault
+from mailstorm.fake_esp.faults import build
+from mailstorm.fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
+from mailstorm.fake_esp.spec import fault_to_dict, parse_fault
 
-log = logging.getLogger("fake_esp.engine")
+log = logging.getLogger("mailstorm.fake_esp.engine")
 
 _NEVER = float("inf")
 

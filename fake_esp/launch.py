@@ -1,4 +1,4 @@
-"""EspProcess: start a fake ESP as a child process (``python -m fake_esp``) and know when it is ready.
+"""EspProcess: start a fake ESP as a child process (``python -m mailstorm.fake_esp``) and know when it is ready.
 
 The runner, the pytest plugin and the benchmarks all start the fake ESP this way, so a SIGKILL of it is
 a real crash of a real process. ``start()`` returns once the control API answers and reports every
@@ -19,9 +19,9 @@ from typing import IO, Any
 
 import yaml
 
-from fake_esp.client import ControlClient
-from harness.errors import HarnessError, MailstormError
-from harness.ports import free_port, wait_for_port
+from mailstorm.errors import HarnessError, MailstormError
+from mailstorm.fake_esp.client import ControlClient
+from mailstorm.ports import free_port, wait_for_port
 
 
 class EspProcess:

@@ -7,7 +7,7 @@
 
 The fixture starts a real fake ESP process on free loopback ports (one per test), yields a
 ``FakeEsp`` with ``smtp_host``, ``smtp_port``, ``http_url`` (None unless HTTP APIs are served),
-``control`` (fake_esp.client.ControlClient), ``ledger`` (harness.ledger.LedgerReader) and
+``control`` (mailstorm.fake_esp.client.ControlClient), ``ledger`` (mailstorm.ledger.LedgerReader) and
 ``ledger_dir``, and stops the process afterwards. Options go through ``@pytest.mark.fake_esp(...)``
 with EspProcess's keyword arguments (seed, faults, processes, max_message_size, ...).
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_esp.client import ControlClient
-from fake_esp.launch import EspProcess
-from harness.ledger import LedgerReader
+from mailstorm.fake_esp.client import ControlClient
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import LedgerReader
 
 
 @dataclass

@@ -11,7 +11,8 @@ workers over a pipe (``("load", snapshot)``); counters are gathered from the wor
 worker exits when its pipe closes, so it never outlives a killed parent.
 
 Other listeners in a worker (the HTTP APIs of issue 3) start from ``start_worker`` with the same
-``WorkerContext``: a module ``fake_esp.http`` exposing ``async start(ctx) -> object with async close()``
+``WorkerContext``: a module ``mailstorm.fake_esp.http`` exposing ``async start(ctx) -> object with async
+close()``
 is started when ``spec.http_port`` is set.
 """
 
@@ -30,14 +31,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from fake_esp.control import make_app, start_control
-from fake_esp.counters import Counters, merge
-from fake_esp.engine import Engine
-from fake_esp.smtp import SmtpService
-from fake_esp.spec import EspSpec
-from harness.errors import HarnessError, UserError
-from harness.ledger import LedgerWriter
-from harness.netguard import is_loopback
+from mailstorm.errors import HarnessError, UserError
+from mailstorm.fake_esp.control import make_app, start_control
+from mailstorm.fake_esp.counters import Counters, merge
+from mailstorm.fake_esp.engine import Engine
+from mailstorm.fake_esp.smtp import SmtpService
+from mailstorm.fake_esp.spec import EspSpec
+from mailstorm.ledger import LedgerWriter
+from mailstorm.netguard import is_loopback
 
 log = logging.getLogger("fake_esp")
 
@@ -106,7 +107,7 @@ async def start_worker(spec: EspSpec, worker: int, engine: Engine) -> Worker:
     w = Worker(ctx, smtp)
     if spec.http_port is not None or spec.webhooks is not None:
         try:
-            http = importlib.import_module("fake_esp.http")
+            http = importlib.import_module("mailstorm.fake_esp.http")
         except ModuleNotFoundError:
             await w.close()
             raise UserError("--http-port: the HTTP APIs are not installed in this build") from None

@@ -7,7 +7,7 @@ command, before the 354: ``smtp_DATA``), eod (after the final ".", before the an
 Ledger. Every record is written before the reply it describes is sent: esp.accepted before the 250 at
 eod (acked=false when the client is cut off or left hanging after the ESP kept the message), esp.replied
 before a fault's reply or cut, and before the 552 for a message over the size limit (aiosmtpd's own
-552 texts are replaced by harness.replies.MESSAGE_TOO_BIG) and the 452 past ``max_recipients``,
+552 texts are replaced by mailstorm.replies.MESSAGE_TOO_BIG) and the 452 past ``max_recipients``,
 esp.fault for every fault that acted.
 
 Outage. A ticker (every 20 ms) asks the engine whether an outage is in force: mode refuse closes the
@@ -28,14 +28,14 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP
 
-from fake_esp.counters import Counters
-from fake_esp.engine import Engine, Outage
-from fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
-from fake_esp.spec import EspSpec
-from harness.ledger import Kind, LedgerWriter
-from harness.replies import MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
+from mailstorm.fake_esp.counters import Counters
+from mailstorm.fake_esp.engine import Engine, Outage
+from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.spec import EspSpec
+from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.replies import MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
 
-log = logging.getLogger("fake_esp.smtp")
+log = logging.getLogger("mailstorm.fake_esp.smtp")
 
 TICK_S = 0.02
 _QUEUED = str(OK_QUEUED)

@@ -37,10 +37,10 @@ from pydantic import (
     model_validator,
 )
 
-from fake_esp.webhooks.spec import WebhookSpec
-from harness.errors import ConfigError
-from harness.ledger import CORRELATION_HEADER
-from harness.replies import (
+from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.webhooks.spec import WebhookSpec
+from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.replies import (
     GREYLISTED,
     SES_THROTTLED,
     TOO_MANY_CONNECTIONS,
@@ -241,7 +241,7 @@ class EspSpec(BaseModel):
     idle_timeout: float = Field(default=300.0, gt=0)
     store_bodies: Path | None = None
     hostname: str = Field(default="fake-esp.mailstorm.test", min_length=1, pattern=r"^[!-~]+$")  # one word
-    # Event webhooks posted for accepted messages (issue 3: fake_esp.webhooks); None = none.
+    # Event webhooks posted for accepted messages (issue 3: mailstorm.fake_esp.webhooks); None = none.
     webhooks: WebhookSpec | None = None
 
 

@@ -2,7 +2,7 @@
 
 A scenario argument is a file path or the name of a ready scenario in ``scenarios/library`` (``smoke``,
 ``spike``...); ``mailstorm run`` with none runs the demo. Errors are ``UserError``s (one line, exit 2),
-printed by the dispatcher in ``harness.cli``.
+printed by the dispatcher in ``mailstorm.cli``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-import scenarios
-from harness.errors import EXIT_OK, UserError
-from harness.run import Run
-from harness.scenario import Scenario, check_overrides, json_schema, validate_document
-from harness.yamlload import load_yaml
+import mailstorm.scenarios
+from mailstorm.errors import EXIT_OK, UserError
+from mailstorm.harness.run import Run
+from mailstorm.harness.scenario import Scenario, check_overrides, json_schema, validate_document
+from mailstorm.yamlload import load_yaml
 
-LIBRARY = Path(scenarios.__file__).parent / "library"
+LIBRARY = Path(mailstorm.scenarios.__file__).parent / "library"
 DEMO = "demo"
 
 

@@ -1,6 +1,7 @@
 """How a run's ``esp:`` section becomes a fake ESP process, and the ESP limits the sizing report reads.
 
-Pure translation from the scenario to ``fake_esp.launch.EspProcess`` arguments (the run starts, crashes and
+Pure translation from the scenario to ``mailstorm.fake_esp.launch.EspProcess`` arguments (the run starts,
+crashes and
 restarts the process itself); kept apart so the run lifecycle holds no ESP option plumbing.
 """
 
@@ -11,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from fake_esp.launch import EspProcess
-from fake_esp.profiles import load_profile
-from harness.scenario import EspSection
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.harness.scenario import EspSection
 
 
 def esp_process(

@@ -17,9 +17,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.errors import UserError
-from harness.ledger import Kind, LedgerWriter
-from harness.scenario import ProbeSpec
+from mailstorm.errors import UserError
+from mailstorm.harness.scenario import ProbeSpec
+from mailstorm.ledger import Kind, LedgerWriter
 
 MAX_BODY = 4 * 1024 * 1024  # a metrics page bigger than this is not read whole
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from harness.ledger import LEDGER_SUFFIX, Kind
+from mailstorm.ledger import LEDGER_SUFFIX, Kind
 
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
 

@@ -5,10 +5,11 @@
     -> load (Locust, its own processes) + chaos timeline + probes, progress from the ledgers
     -> load done -> drain (every id the SUT accepted seen at the ESP, or its queue empty, or the deadline)
     -> stop in order: load, timeline, probes, target, proxy, ESP; then any descendant left (none should be)
-    -> reports.build(run_dir) -> exit 0 (SLOs held) / 1 (breached)
+    -> mailstorm.reports.build(run_dir) -> exit 0 (SLOs held) / 1 (breached)
 
 The same stop path runs on Ctrl-C, SIGTERM and when a part dies, so no child outlives the run and every
-ledger is closed. Children are tracked by pid and start time while the run goes (harness.descendants),
+ledger is closed. Children are tracked by pid and start time while the run goes
+(mailstorm.harness.descendants),
 and whatever is still alive at the end is terminated, then killed: a launcher that forgot a grandchild
 does not leave it running. Exit codes: 0/1 from the verdict, 2 bad input, 3 the harness failed, 130/143
 interrupted.
@@ -35,11 +36,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-import reports
-from fake_esp.launch import EspProcess
-from harness.chaosproxy.proxy import ChaosProxy
-from harness.descendants import Descendants
-from harness.errors import (
+import mailstorm.reports
+from mailstorm.errors import (
     EXIT_HARNESS_FAILED,
     EXIT_OK,
     EXIT_SLO_BREACHED,
@@ -49,17 +47,20 @@ from harness.errors import (
     TargetNotAllowed,
     UserError,
 )
-from harness.esp_setup import esp_limits, esp_process
-from harness.ledger import Kind, LedgerWriter
-from harness.netguard import check_address
-from harness.ports import free_port
-from harness.probes import Prober, resolve_probes
-from harness.progress import LedgerTail, LiveStats, Progress
-from harness.scenario import INVERSE_ACTIONS, Scenario
-from harness.targets.base import REGISTRY, Actionable, Alive, Endpoint, QueueSampler, TargetContext
-from harness.timeline import Timeline
-from harness.yamlload import Document
-from scenarios.launch import LoadRun
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.chaosproxy.proxy import ChaosProxy
+from mailstorm.harness.descendants import Descendants
+from mailstorm.harness.esp_setup import esp_limits, esp_process
+from mailstorm.harness.probes import Prober, resolve_probes
+from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
+from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
+from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, Endpoint, QueueSampler, TargetContext
+from mailstorm.harness.timeline import Timeline
+from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.netguard import check_address
+from mailstorm.ports import free_port
+from mailstorm.scenarios.launch import LoadRun
+from mailstorm.yamlload import Document
 
 TICK_S = 0.25  # main loop period: progress, watchdog, drain check
 QUEUE_POLL_S = 1.0  # a target's queue depth may cost a subprocess (postqueue -j): not every tick
@@ -545,7 +546,7 @@ class Run:
         """Build the reports and return the exit code of their verdict; print the summary. The reports of
         a run that did not complete are written (they show how far it got) but give no verdict."""
         print(self.summary(), file=sys.stderr)
-        self.verdict = reports.build(self.run_dir)
+        self.verdict = mailstorm.reports.build(self.run_dir)
         passed = self.verdict.passed
         if not complete:
             print(f"no verdict: the run did not complete - reports in {self.run_dir}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The scenario: one YAML file parsed once into a frozen ``Scenario`` that every part of a run reads.
 
-The model composes the other packages' own specs (``fake_esp.spec.EspSpec`` and ``FaultSpec``,
-``scenarios.model.LoadSpec``, ``reports.spec.SloSpec`` and ``ReportSpec``, the chaos proxy's
+The model composes the other packages' own specs (``mailstorm.fake_esp.spec.EspSpec`` and ``FaultSpec``,
+``mailstorm.scenarios.model.LoadSpec``, ``mailstorm.reports.spec.SloSpec`` and ``ReportSpec``, the chaos
+proxy's
 ``ToxicSpec``) with what only a run has: the target (a discriminated union on ``kind`` built from the
 target registry's ``spec_model``s, so a new target kind needs no edit here), the chaos timeline and the
 probes. ``load_scenario`` is the one entry point: YAML (with line numbers) -> overrides -> validation ->
@@ -31,14 +32,14 @@ from pydantic import (
     model_validator,
 )
 
-import harness.targets
-from fake_esp.spec import EspSpec, FaultSpec
-from harness.chaosproxy.spec import ToxicSpec
-from harness.errors import ConfigError
-from harness.targets.base import REGISTRY
-from harness.yamlload import Document, load_yaml, parse_yaml
-from reports.spec import ReportSpec, SloSpec
-from scenarios.model import LoadSpec
+import mailstorm.harness.targets
+from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.spec import EspSpec, FaultSpec
+from mailstorm.harness.chaosproxy.spec import ToxicSpec
+from mailstorm.harness.targets.base import REGISTRY
+from mailstorm.reports.spec import ReportSpec, SloSpec
+from mailstorm.scenarios.model import LoadSpec
+from mailstorm.yamlload import Document, load_yaml, parse_yaml
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)")
 _DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|min|m|h)\s*)+$")
@@ -81,10 +82,10 @@ class _Frozen(BaseModel):
 
 
 def _import_targets() -> None:
-    """Every module of ``harness.targets`` registers its target kinds when imported."""
-    for info in pkgutil.iter_modules(harness.targets.__path__):
+    """Every module of ``mailstorm.harness.targets`` registers its target kinds when imported."""
+    for info in pkgutil.iter_modules(mailstorm.harness.targets.__path__):
         if info.name != "base":
-            importlib.import_module(f"harness.targets.{info.name}")
+            importlib.import_module(f"mailstorm.harness.targets.{info.name}")
 
 
 _import_targets()

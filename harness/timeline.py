@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import HarnessError, MailstormError, UserError
-from harness.ledger import Kind, LedgerWriter
-from harness.scenario import INVERSE_ACTIONS, ChaosStep
+from mailstorm.errors import HarnessError, MailstormError, UserError
+from mailstorm.harness.scenario import INVERSE_ACTIONS, ChaosStep
+from mailstorm.ledger import Kind, LedgerWriter
 
 # Actions that take the target down on purpose, and those that bring it back.
 DOWN_ACTIONS = frozenset({"kill", "stop"})

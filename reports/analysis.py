@@ -18,16 +18,16 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.errors import ConfigError, UserError
-from harness.ledger import Kind
-from reports.capacity import Capacity, capacity, step_windows
-from reports.ingest import read_columns
-from reports.outcomes import NEVER, Messages, classify, percentiles
-from reports.recovery import Recovery, fault_windows, recoveries
-from reports.series import Series, build_series, start_ns
-from reports.sizing import Sizing, size
-from reports.slo import SloResult, judge
-from reports.spec import ReportSpec, SloSpec
+from mailstorm.errors import ConfigError, UserError
+from mailstorm.ledger import Kind
+from mailstorm.reports.capacity import Capacity, capacity, step_windows
+from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.outcomes import NEVER, Messages, classify, percentiles
+from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
+from mailstorm.reports.series import Series, build_series, start_ns
+from mailstorm.reports.sizing import Sizing, size
+from mailstorm.reports.slo import SloResult, judge
+from mailstorm.reports.spec import ReportSpec, SloSpec
 
 SCHEMA_VERSION = 1
 _NS = 1_000_000_000
@@ -215,7 +215,7 @@ def _esp_limits(profile: str | None, info: dict[str, Any]) -> dict[str, Any] | N
     """The ESP limits to size against: a named profile's, else the run's (run.json esp_limits)."""
     if profile is None:
         return info.get("esp_limits")
-    from fake_esp.profiles import load_profile  # only when asked: the reports need no ESP otherwise
+    from mailstorm.fake_esp.profiles import load_profile  # only when asked: the reports need no ESP otherwise
 
     return {**load_profile(profile).limits.model_dump(), "source": f"ESP profile {profile}"}
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports import render
-from reports.analysis import Analysis, analyze
-from reports.slo import SloResult
-from reports.spec import ReportSpec, SloSpec
+from mailstorm.reports import render
+from mailstorm.reports.analysis import Analysis, analyze
+from mailstorm.reports.slo import SloResult
+from mailstorm.reports.spec import ReportSpec, SloSpec
 
 FILES = {"html": "report.html", "md": "report.md", "json": "report.json", "junit": "junit.xml"}
 

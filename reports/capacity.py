@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from reports.outcomes import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
-from reports.series import Series
-from reports.spec import SloSpec
+from mailstorm.reports.outcomes import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
+from mailstorm.reports.series import Series
+from mailstorm.reports.spec import SloSpec
 
 KEEP_UP = 0.95
 _NS = 1_000_000_000

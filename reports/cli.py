@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import EXIT_OK, EXIT_SLO_BREACHED, UserError
-from reports.spec import ReportSpec, SizingSpec
+from mailstorm.errors import EXIT_OK, EXIT_SLO_BREACHED, UserError
+from mailstorm.reports.spec import ReportSpec, SizingSpec
 
 _FORMATS = ("html", "md", "json", "junit")
 # (label, path in report.json, unit, True when higher is better)
@@ -69,8 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports.analysis import load_run_info, report_spec
-    from reports.builder import build
+    from mailstorm.reports.analysis import load_run_info, report_spec
+    from mailstorm.reports.builder import build
 
     spec = report_spec(load_run_info(args.run_dir), None) if args.run_dir.is_dir() else None
     if args.formats:
@@ -102,7 +102,7 @@ def _one_line(f: dict[str, Any]) -> str:
 
 def figures_of(run_dir: Path) -> dict[str, Any]:
     """A run's figures: its report.json when it is current, else analysed from the ledgers."""
-    from reports.analysis import SCHEMA_VERSION, analyze
+    from mailstorm.reports.analysis import SCHEMA_VERSION, analyze
 
     path = run_dir / "report.json"
     if path.is_file():
@@ -162,7 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"a": str(args.run_a), "b": str(args.run_b), "rows": rows}, indent=2))
         return EXIT_OK
-    from reports.render import num
+    from mailstorm.reports.render import num
 
     table = Table(title=f"{args.run_a.name}  →  {args.run_b.name}")
     for col, justify in (
@@ -186,7 +186,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sizing(args: argparse.Namespace) -> int:
-    from reports.analysis import analyze
+    from mailstorm.reports.analysis import analyze
 
     try:
         spec = SizingSpec(

@@ -4,7 +4,7 @@ A million-message run has several million records, so this parses each line once
 only the fields the analysis uses (reducing parsed records to column lists every ``_FLUSH`` rows, which
 bounds memory), and interns correlation ids into dense integers (``Columns.ids``) so every
 later step is vectorised numpy. Unknown kinds and fields are ignored (the ledger contract allows them);
-a torn line (a writer killed mid-write) is skipped and counted, as ``harness.ledger.LedgerReader`` does.
+a torn line (a writer killed mid-write) is skipped and counted, as ``mailstorm.ledger.LedgerReader`` does.
 The timeline's few records (run.*, chaos.*, probe, action) are kept whole, as dicts.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from harness.errors import UserError
-from harness.ledger import LEDGER_SUFFIX, Kind
+from mailstorm.errors import UserError
+from mailstorm.ledger import LEDGER_SUFFIX, Kind
 
 _BLOCK = 4 << 20  # read buffer
 _FLUSH = 100_000  # parsed records held per kind before they are reduced to columns (bounds memory)

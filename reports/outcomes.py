@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.ledger import Kind
-from reports.ingest import Columns
+from mailstorm.ledger import Kind
+from mailstorm.reports.ingest import Columns
 
 OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected")
 DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED = range(len(OUTCOMES))

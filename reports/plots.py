@@ -14,8 +14,8 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports.analysis import Analysis
-from reports.capacity import usl
+from mailstorm.reports.analysis import Analysis
+from mailstorm.reports.capacity import usl
 
 _INK = "#1f2937"
 _GRID = "#e5e7eb"

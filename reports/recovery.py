@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.ledger import Kind
-from reports.outcomes import BOUNCED, DUPLICATED, LOST, NEVER, Messages
-from reports.series import Series
-from reports.spec import SloSpec
+from mailstorm.ledger import Kind
+from mailstorm.reports.outcomes import BOUNCED, DUPLICATED, LOST, NEVER, Messages
+from mailstorm.reports.series import Series
+from mailstorm.reports.spec import SloSpec
 
 _NS = 1_000_000_000
 _BASELINE_S = 30

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from reports import plots
-from reports.analysis import Analysis
-from reports.outcomes import OUTCOMES
+from mailstorm.reports import plots
+from mailstorm.reports.analysis import Analysis
+from mailstorm.reports.outcomes import OUTCOMES
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(

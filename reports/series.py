@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.ledger import Kind
-from reports.ingest import Columns
-from reports.outcomes import NEVER, Messages
+from mailstorm.ledger import Kind
+from mailstorm.reports.ingest import Columns
+from mailstorm.reports.outcomes import NEVER, Messages
 
 _NS = 1_000_000_000
 _MAX_SECONDS = 7 * 86_400  # a guard against a stray timestamp stretching the series to years

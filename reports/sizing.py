@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reports.spec import SizingSpec
+from mailstorm.reports.spec import SizingSpec
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from reports.spec import SloSpec
+from mailstorm.reports.spec import SloSpec
 
 
 @dataclass(frozen=True)

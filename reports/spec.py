@@ -63,7 +63,9 @@ class SizingSpec(_Frozen):
     @field_validator("esp_profile")
     @classmethod
     def _known_profile(cls, value: str | None) -> str | None:
-        from fake_esp.profiles import PROFILE_NAMES  # checked here so a scenario file fails at parse time
+        from mailstorm.fake_esp.profiles import (
+            PROFILE_NAMES,  # checked here so a scenario file fails at parse time
+        )
 
         if value is not None and value not in PROFILE_NAMES:
             raise ValueError(f"unknown ESP profile {value!r}; known: {', '.join(PROFILE_NAMES)}")

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from harness.ledger import LEDGER_SUFFIX, Kind, LedgerWriter
-from reports.spec import SloSpec
+from mailstorm.ledger import LEDGER_SUFFIX, Kind, LedgerWriter
+from mailstorm.reports.spec import SloSpec
 
 _NS = 1_000_000_000
 T0_NS = 1_800_000_000 * _NS  # a fixed epoch so synthetic runs are byte-for-byte reproducible

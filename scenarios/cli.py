@@ -15,9 +15,15 @@ import os
 import subprocess
 import sys
 
-from harness.errors import UserError
-from harness.netguard import check_address
-from scenarios.launch import ALLOW_REMOTE_ENV, LEDGER_DIR_ENV, LOCUSTFILE, PROJECT_ROOT, SPOOL_DIR_ENV
+from mailstorm.errors import UserError
+from mailstorm.netguard import check_address
+from mailstorm.scenarios.launch import (
+    ALLOW_REMOTE_ENV,
+    LEDGER_DIR_ENV,
+    LOCUSTFILE,
+    PROJECT_ROOT,
+    SPOOL_DIR_ENV,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

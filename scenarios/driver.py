@@ -1,6 +1,7 @@
 """The workload models inside one Locust process: open (arrival rate) and closed (users + wait).
 
-Open model. The shape's arrival times are generated as the run goes (``scenarios.shapes.iter_arrivals``);
+Open model. The shape's arrival times are generated as the run goes
+(``mailstorm.scenarios.shapes.iter_arrivals``);
 load process ``i`` of ``n`` takes arrivals ``i, i+n, i+2n...``, so the processes together offer exactly the
 schedule and their ids never collide. A scheduler greenlet releases each arrival at its intended time,
 whatever the SUT is doing; sender greenlets (one SMTP session or HTTP connection each, at most this
@@ -26,11 +27,11 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Queue
 
-from harness.ledger import Kind
-from scenarios.messages import Message, MessageFactory
-from scenarios.model import LoadSpec
-from scenarios.shapes import Closed, expected_count, iter_arrivals, share
-from scenarios.submit import Result
+from mailstorm.ledger import Kind
+from mailstorm.scenarios.messages import Message, MessageFactory
+from mailstorm.scenarios.model import LoadSpec
+from mailstorm.scenarios.shapes import Closed, expected_count, iter_arrivals, share
+from mailstorm.scenarios.submit import Result
 
 # Gaps between arrivals longer than this are slept on the stop event (abort wakes them); shorter ones
 # with a plain gevent.sleep, which costs less at thousands of arrivals a second.

@@ -16,10 +16,10 @@ from typing import Any
 import jinja2
 import requests
 
-from harness.ledger import CORRELATION_HEADER
-from scenarios.messages import Message
-from scenarios.model import HttpOptions
-from scenarios.submit import DONE, Result
+from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.scenarios.messages import Message
+from mailstorm.scenarios.model import HttpOptions
+from mailstorm.scenarios.submit import DONE, Result
 
 _TEXT_LIMIT = 200  # of a reply body kept in the ledger
 

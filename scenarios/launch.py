@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from harness.errors import HarnessError, UserError
-from harness.netguard import check_address
-from harness.ports import free_port
-from harness.targets.base import Endpoint
-from scenarios.model import LoadSpec
-from scenarios.shapes import expected_count
+from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.targets.base import Endpoint
+from mailstorm.netguard import check_address
+from mailstorm.ports import free_port
+from mailstorm.scenarios.model import LoadSpec
+from mailstorm.scenarios.shapes import expected_count
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,8 @@ def locust_args(spec: LoadSpec, endpoints: list[Endpoint], *, run_id: str, seed:
 
 
 def drain_bound_s(spec: LoadSpec) -> float:
-    """The longest a load process keeps going after duration_s (mirrors scenarios.driver's bound)."""
+    """The longest a load process keeps going after duration_s (mirrors mailstorm.scenarios.driver's
+    bound)."""
     return spec.max_lag_s + 4 * spec.timeout_s
 
 

@@ -1,14 +1,14 @@
 """The Locust side of the load: one driver user per load process, the ledger, and run completion.
 
 Locust provides the process model (standalone, or master + workers over its own protocol), the stats
-and the event hooks; the workload itself is ``scenarios.driver`` (open arrival schedule or closed
+and the event hooks; the workload itself is ``mailstorm.scenarios.driver`` (open arrival schedule or closed
 users) running inside a single ``MailstormDriver`` user per load process, because Locust's own
 users-per-second model is closed and would hide a slow SUT.
 
 Settings come as custom command-line options, which Locust forwards from the master to every worker
 with the spawn message, so a remote worker started with only ``--master HOST`` runs the same spec.
 
-Ledger. A process started by ``scenarios.launch.LoadRun`` has ``MAILSTORM_LEDGER_DIR`` and writes
+Ledger. A process started by ``mailstorm.scenarios.launch.LoadRun`` has ``MAILSTORM_LEDGER_DIR`` and writes
 ``load-<index>.jsonl`` there itself. A remote worker (``mailstorm worker``) has no access to the run
 directory: it writes its records to a local spool file (durable) and ships them in batches to the
 master as a Locust custom message, and the master appends them, with their original timestamps, to
@@ -32,16 +32,16 @@ from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.errors import EXIT_HARNESS_FAILED
-from harness.ledger import LedgerWriter
-from harness.netguard import check_address
-from harness.targets.base import Endpoint
-from scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
-from scenarios.http_submit import HttpSubmitter
-from scenarios.launch import ALLOW_REMOTE_ENV, LEDGER_DIR_ENV, SPOOL_DIR_ENV, endpoint_host
-from scenarios.messages import MessageFactory
-from scenarios.model import LoadSpec
-from scenarios.submit import SmtpSubmitter
+from mailstorm.errors import EXIT_HARNESS_FAILED
+from mailstorm.harness.targets.base import Endpoint
+from mailstorm.ledger import LedgerWriter
+from mailstorm.netguard import check_address
+from mailstorm.scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
+from mailstorm.scenarios.http_submit import HttpSubmitter
+from mailstorm.scenarios.launch import ALLOW_REMOTE_ENV, LEDGER_DIR_ENV, SPOOL_DIR_ENV, endpoint_host
+from mailstorm.scenarios.messages import MessageFactory
+from mailstorm.scenarios.model import LoadSpec
+from mailstorm.scenarios.submit import SmtpSubmitter
 
 MSG_LEDGER = "mailstorm_ledger"
 MSG_DONE = "mailstorm_done"

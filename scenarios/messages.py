@@ -20,8 +20,8 @@ from email.utils import formatdate
 
 from faker import Faker
 
-from harness.ledger import CORRELATION_HEADER
-from scenarios.model import LoadSpec, MessageClass
+from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.scenarios.model import LoadSpec, MessageClass
 
 # Bodies per class: enough variety that a content-hashing SUT does not see one message over and over,
 # few enough that start-up stays well under a second even for 500 KB attachments.

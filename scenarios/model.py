@@ -2,7 +2,7 @@
 
 ``LoadSpec`` is the ``load:`` section of a scenario file, parsed once at the edge (pydantic v2, frozen,
 extra fields rejected). It is also what the launcher hands to every Locust process (as JSON), so a
-remote worker gets the same spec as the local ones. Shapes live in ``scenarios.shapes``.
+remote worker gets the same spec as the local ones. Shapes live in ``mailstorm.scenarios.shapes``.
 
 This module must stay free of gevent/locust imports: the runner imports it.
 """
@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from scenarios.shapes import Closed, Shape, Steady
+from mailstorm.scenarios.shapes import Closed, Shape, Steady
 
 
 class _Frozen(BaseModel):

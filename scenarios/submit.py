@@ -18,8 +18,8 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 
-from scenarios.messages import Message
-from scenarios.model import SmtpOptions
+from mailstorm.scenarios.messages import Message
+from mailstorm.scenarios.model import SmtpOptions
 
 DONE = "done"
 

@@ -1,6 +1,7 @@
 """Shared test set-up: every test runs against real servers on free loopback ports.
 
-The fake ESP fixture itself ships with the package (fake_esp.pytest_plugin, loaded through the pytest11
+The fake ESP fixture itself ships with the package (mailstorm.fake_esp.pytest_plugin, loaded through the
+pytest11
 entry point), so users get the same fixture as these tests.
 """
 

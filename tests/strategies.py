@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-# -- fake ESP: fault specs (dicts in the shape of fake_esp.spec.FaultSpec) --------------------------------
+# -- fake ESP: fault specs (dicts in the shape of mailstorm.fake_esp.spec.FaultSpec)
 SMTP_PHASES = ("connect", "ehlo", "mail", "rcpt", "data", "eod")
 
 probabilities = st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]) | st.floats(0, 1, allow_nan=False)
@@ -51,7 +51,7 @@ message_fates = st.fixed_dictionaries(
 )
 
 
-# -- load side: open-model shapes (dicts in the shape of scenarios.shapes, as a scenario file has them) ----
+# -- load side: open-model shapes (dicts in the shape of mailstorm.scenarios.shapes, as a scenario file has th
 _rates = st.floats(0.5, 400, allow_nan=False)
 open_shapes = st.one_of(
     st.fixed_dictionaries({"kind": st.just("steady"), "rate": _rates}),

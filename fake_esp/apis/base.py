@@ -4,7 +4,7 @@ An API module turns one HTTP request into a ``Submission`` (API key + the messag
 with its correlation id, sender, recipients, size and sha256) or raises ``BadRequest`` carrying the ESP's
 own 4xx answer naming what is wrong. It also shapes the answers: success (``accepted``) and errors
 (``error``: any status, with that ESP's body and, for 429, its rate-limit headers and Retry-After). The
-HTTP server (fake_esp.http) owns everything else: faults, throttling, the ledger, webhooks.
+HTTP server (mailstorm.fake_esp.http) owns everything else: faults, throttling, the ledger, webhooks.
 
 Register an API with ``@register``; ``API_REGISTRY`` maps its name to the class.
 """
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from harness.ledger import CORRELATION_HEADER
+from mailstorm.ledger import CORRELATION_HEADER
 
 
 @dataclass(frozen=True, slots=True)

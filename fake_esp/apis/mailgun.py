@@ -19,7 +19,7 @@ from email.utils import getaddresses
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from fake_esp.apis.base import (
+from mailstorm.fake_esp.apis.base import (
     ApiMessage,
     BadRequest,
     EspApi,

@@ -1,13 +1,13 @@
 """The faults: one module per fault type, each registering its class under the spec's ``type``.
 
-``build(spec)`` makes the fault object for a validated spec (fake_esp.spec.FaultSpec).
+``build(spec)`` makes the fault object for a validated spec (mailstorm.fake_esp.spec.FaultSpec).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fake_esp.faults import (  # noqa: F401 - imported for their @register side effect
+from mailstorm.fake_esp.faults import (  # noqa: F401 - imported for their @register side effect
     concurrency,
     disconnect,
     greylist,
@@ -18,7 +18,7 @@ from fake_esp.faults import (  # noqa: F401 - imported for their @register side 
     tarpit,
     throttle,
 )
-from fake_esp.faults.base import REGISTRY, Fault
+from mailstorm.fake_esp.faults.base import REGISTRY, Fault
 
 
 def build(spec: Any) -> Fault:

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.replies import Reply
+from mailstorm.replies import Reply
 
 # Action kinds, as the ledger's esp.fault records name them.
 PASS = "pass"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from fake_esp.faults.base import REPLY, Action, Context, register
+from mailstorm.fake_esp.faults.base import REPLY, Action, Context, register
 
 
 @register("greylist")

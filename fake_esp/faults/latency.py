@@ -7,7 +7,7 @@ import math
 import random
 from typing import Any
 
-from fake_esp.faults.base import DELAY, Action, Context, register
+from mailstorm.fake_esp.faults.base import DELAY, Action, Context, register
 
 
 @register("latency")

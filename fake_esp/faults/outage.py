@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from fake_esp.faults.base import DISCONNECT, HANG, Action, Context, register
+from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, Action, Context, register
 
 
 @register("outage")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from fake_esp.faults.base import TARPIT, Action, Context, register
+from mailstorm.fake_esp.faults.base import TARPIT, Action, Context, register
 
 
 @register("tarpit")

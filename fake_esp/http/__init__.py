@@ -1,6 +1,6 @@
 """The fake ESP's HTTP side: the ESP APIs served by aiohttp in the fake ESP's event loop, and webhooks.
 
-``start(ctx)`` is what fake_esp.server calls in each worker (``ctx``: its WorkerContext, sharing the
+``start(ctx)`` is what mailstorm.fake_esp.server calls in each worker (``ctx``: its WorkerContext, sharing the
 worker's engine, ledger writer and counters) when ``--http-port`` or ``--webhook-url``/``--webhooks``
 is given: it serves every ESP API on ``spec.http_port`` and, when ``spec.webhooks`` is set, posts events
 for every message the worker accepts (SMTP or HTTP) through a WebhookPoster.
@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from fake_esp.http.server import HttpApiServer, http_status
-from fake_esp.profiles import load_profile
-from fake_esp.webhooks.poster import WebhookPoster
-from harness.errors import UserError
-from harness.netguard import check_address
+from mailstorm.errors import UserError
+from mailstorm.fake_esp.http.server import HttpApiServer, http_status
+from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.fake_esp.webhooks.poster import WebhookPoster
+from mailstorm.netguard import check_address
 
 
 class HttpSide:

@@ -1,4 +1,5 @@
-"""HttpApiServer: every registered ESP API (fake_esp.apis) on one aiohttp listener, behind the fault engine.
+"""HttpApiServer: every registered ESP API (mailstorm.fake_esp.apis) on one aiohttp listener, behind the
+fault engine.
 
 One request is one step of phase ``http``: the API parses it (a bad request gets that ESP's 4xx, never a
 500), then the engine decides (throttle per API key, latency, replies, cuts, outage), then the answer:
@@ -32,13 +33,13 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_esp.apis import API_REGISTRY, BadRequest, EspApi, RateInfo, Submission
-from fake_esp.engine import Engine
-from fake_esp.faults.base import DISCONNECT, HANG, REPLY, TARPIT, Action, Context
-from fake_esp.profiles import Profile, load_profile
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+from mailstorm.fake_esp.apis import API_REGISTRY, BadRequest, EspApi, RateInfo, Submission
+from mailstorm.fake_esp.engine import Engine
+from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.profiles import Profile, load_profile
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
 
-log = logging.getLogger("fake_esp.http")
+log = logging.getLogger("mailstorm.fake_esp.http")
 
 # Statuses ESP APIs answer with; a fault reply with one of these codes is sent as that HTTP status.
 HTTP_ERROR_STATUSES = frozenset({400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504})

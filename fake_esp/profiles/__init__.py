@@ -1,10 +1,11 @@
 """ESP profiles: each ESP's published limits, failure replies and latency as data (YAML), and their loader.
 
 A profile is the *base* a fake ESP starts from: ``Profile.faults(rate=...)`` turns its limits and latency
-into fault specs (dicts in the shape of ``fake_esp.spec.FaultSpec``, named ``profile.*``) that the engine
+into fault specs (dicts in the shape of ``mailstorm.fake_esp.spec.FaultSpec``, named ``profile.*``) that the
+engine
 installs first; faults from the command line or the scenario come after and win (same name replaces).
 ``Profile.http`` holds that ESP's HTTP answers for throttling, outage, auth failure and oversize, used by
-the HTTP APIs (fake_esp.apis) when a fault fires on the ``http`` phase.
+the HTTP APIs (mailstorm.fake_esp.apis) when a fault fires on the ``http`` phase.
 
 Every number in a YAML file carries a comment naming its source (a key of the file's ``sources`` map);
 ``tests/fake_esp/test_profiles.py`` checks that.
@@ -20,9 +21,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness import replies
-from harness.errors import ConfigError
-from harness.replies import parse_reply
+from mailstorm import replies
+from mailstorm.errors import ConfigError
+from mailstorm.replies import parse_reply
 
 PROFILE_NAMES: tuple[str, ...] = (
     "generic-smtp", "ses", "sendgrid", "mailgun", "postmark",
@@ -47,7 +48,7 @@ class Limits(_Frozen):
 
 
 class SmtpReplies(_Frozen):
-    """The SMTP replies this ESP gives; each must parse as an SMTP reply (harness.replies.parse_reply)."""
+    """The SMTP replies this ESP gives; each must parse as an SMTP reply (mailstorm.replies.parse_reply)."""
 
     throttle: str
     outage: str
@@ -60,7 +61,7 @@ class SmtpReplies(_Frozen):
     @field_validator("*")
     @classmethod
     def _is_reply(cls, v: str) -> str:
-        # A name of a harness.replies constant (the one place reply strings are spelled), or a literal.
+        # A name of a mailstorm.replies constant (the one place reply strings are spelled), or a literal.
         const = getattr(replies, v, None) if v.isidentifier() else None
         if isinstance(const, replies.Reply):
             return str(const)

@@ -6,9 +6,10 @@
 --rate N            messages/s (token bucket) instead of the profile's, over SMTP (key: client IP,
                     after DATA) and HTTP (key: API key); without --profile, generic-smtp's replies
 --http-port P       serve the ESP HTTP APIs (SendGrid, SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic
-                    Email, SendPulse, Mandrill: every API in fake_esp.apis) on port P
+                    Email, SendPulse, Mandrill: every API in mailstorm.fake_esp.apis) on port P
 --webhook-url URL   post event webhooks for every accepted message to URL (defaults otherwise)
---webhooks FILE     webhook settings as YAML (fake_esp.webhooks.spec.WebhookSpec); --webhook-url wins
+--webhooks FILE     webhook settings as YAML (mailstorm.fake_esp.webhooks.spec.WebhookSpec); --webhook-url
+wins
 --list-profiles     print the profiles and exit
 """
 
@@ -19,12 +20,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fake_esp.profiles import PROFILE_NAMES, list_profiles, load_profile
-from harness.errors import ConfigError, UserError
+from mailstorm.errors import ConfigError, UserError
+from mailstorm.fake_esp.profiles import PROFILE_NAMES, list_profiles, load_profile
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--http-port", type=int, help="serve the ESP HTTP APIs (every API in fake_esp.apis)")
+    p.add_argument(
+        "--http-port", type=int, help="serve the ESP HTTP APIs (every API in mailstorm.fake_esp.apis)"
+    )
     p.add_argument("--profile", help=f"ESP profile as the base: {', '.join(PROFILE_NAMES)}")
     p.add_argument("--rate", type=float, help="messages/s limit (overrides the profile's), SMTP and HTTP")
     p.add_argument("--webhook-url", help="POST event webhooks for accepted messages to this URL")
@@ -62,7 +65,7 @@ def _webhooks(args: argparse.Namespace) -> dict[str, Any] | None:
             raise UserError(f"--webhooks {args.webhooks}: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(f"--webhooks {args.webhooks}: not UTF-8 text (byte {exc.start})") from None
-        from fake_esp.webhooks.spec import parse_webhook_spec
+        from mailstorm.fake_esp.webhooks.spec import parse_webhook_spec
 
         data = parse_webhook_spec(text, where=f"--webhooks {args.webhooks}: webhooks").model_dump()
     if args.webhook_url is not None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from fake_esp.webhooks import more_formats  # Mailjet, Brevo, Elastic Email, SendPulse, Mandrill
+from mailstorm.fake_esp.webhooks import more_formats  # Mailjet, Brevo, Elastic Email, SendPulse, Mandrill
 
 EVENTS: tuple[str, ...] = ("delivered", "deferred", "bounce", "open", "click")
 FORMATS: tuple[str, ...] = ("sendgrid", "ses", "mailgun", "postmark", *more_formats.FORMATS)

@@ -1,6 +1,6 @@
 """Event webhook bodies for Mailjet, Brevo, Elastic Email, SendPulse and Mandrill, and their readers.
 
-The same canonical events as fake_esp.webhooks.formats (delivered, deferred, bounce, open, click),
+The same canonical events as mailstorm.fake_esp.webhooks.formats (delivered, deferred, bounce, open, click),
 registered by format name in ``RENDERERS`` / ``READERS``; ``formats.render`` and ``formats.read_events``
 hand these names over. On the wire:
 
@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlencode
 import orjson
 
 if TYPE_CHECKING:
-    from fake_esp.webhooks.formats import Event
+    from mailstorm.fake_esp.webhooks.formats import Event
 
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

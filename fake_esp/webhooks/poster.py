@@ -2,7 +2,7 @@
 
 ``notify(accepted)`` (called in the event loop for each esp.accepted record, SMTP or HTTP) draws the
 events for each recipient (WebhookSpec.events), applies the webhook faults (drop / duplicate / reorder /
-delay) and queues them. A dispatcher POSTs them in the ESP's format (fake_esp.webhooks.formats;
+delay) and queues them. A dispatcher POSTs them in the ESP's format (mailstorm.fake_esp.webhooks.formats;
 SendGrid batches up to the profile's ``batch_max`` events per POST) and retries a failed POST (connection
 error, timeout, non-2xx) on that ESP's published schedule (profile ``webhook.retry_schedule_s`` times
 ``retry_time_scale``), stopping at once on the statuses the ESP gives up on and never retrying events
@@ -29,12 +29,12 @@ from typing import Any
 
 import aiohttp
 
-from fake_esp.profiles import WebhookPolicy, load_profile
-from fake_esp.webhooks.formats import Event, render
-from fake_esp.webhooks.spec import WebhookSpec
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
+from mailstorm.fake_esp.webhooks.formats import Event, render
+from mailstorm.fake_esp.webhooks.spec import WebhookSpec
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
 
-log = logging.getLogger("fake_esp.webhooks")
+log = logging.getLogger("mailstorm.fake_esp.webhooks")
 REORDER_HOLD_S = 1.0
 MAX_IN_FLIGHT = 16  # concurrent POSTs: a real ESP spreads its posts; 16 keeps a small receiver busy
 

@@ -1,8 +1,9 @@
 """WebhookSpec: where and how the fake ESP posts events back (typed, frozen; parsed once at the edge).
 
-url               where to POST (loopback unless allowed: harness.netguard)
+url               where to POST (loopback unless allowed: mailstorm.netguard)
 format            sendgrid | ses | mailgun | postmark | mailjet | brevo | elasticemail | sendpulse |
-                  mandrill (fake_esp.webhooks.formats); default: the API the message came in by, else
+                  mandrill (mailstorm.fake_esp.webhooks.formats); default: the API the message came in by,
+                  else
                   the profile's API (SMTP acceptances); none of those: no webhooks for that message
 events            probabilities per accepted recipient: bounce (else delivered), deferred (a deferred
                   event before the outcome), open and click (after a delivery; click after an open)
@@ -21,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.errors import ConfigError
+from mailstorm.errors import ConfigError
 
 
 class _Frozen(BaseModel):

@@ -6,8 +6,8 @@ connection direction, switchable at run time through ``ChaosProxy`` (function AP
 loopback HTTP control (``control``).
 """
 
-from harness.chaosproxy.base import TOXICS
-from harness.chaosproxy.proxy import ChaosProxy
-from harness.chaosproxy.spec import ToxicSpec, parse_toxic
+from mailstorm.harness.chaosproxy.base import TOXICS
+from mailstorm.harness.chaosproxy.proxy import ChaosProxy
+from mailstorm.harness.chaosproxy.spec import ToxicSpec, parse_toxic
 
 __all__ = ["TOXICS", "ChaosProxy", "ToxicSpec", "parse_toxic"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from harness.chaosproxy.server import ProxyServer
-from harness.errors import UserError
+from mailstorm.errors import UserError
+from mailstorm.harness.chaosproxy.server import ProxyServer
 
 
 def build_app(proxy: ProxyServer) -> web.Application:

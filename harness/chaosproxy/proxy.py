@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from harness.chaosproxy.base import ToxicSpecBase
-from harness.chaosproxy.control import build_app
-from harness.chaosproxy.server import ProxyServer
-from harness.errors import HarnessError
-from harness.netguard import check_address
+from mailstorm.errors import HarnessError
+from mailstorm.harness.chaosproxy.base import ToxicSpecBase
+from mailstorm.harness.chaosproxy.control import build_app
+from mailstorm.harness.chaosproxy.server import ProxyServer
+from mailstorm.netguard import check_address
 
 CALL_TIMEOUT_S = 10.0
 

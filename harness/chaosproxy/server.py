@@ -19,9 +19,9 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from harness.chaosproxy.base import Send, ToxicSpecBase
-from harness.chaosproxy.spec import build_toxic, parse_toxic
-from harness.errors import ConfigError, UserError
+from mailstorm.errors import ConfigError, UserError
+from mailstorm.harness.chaosproxy.base import Send, ToxicSpecBase
+from mailstorm.harness.chaosproxy.spec import build_toxic, parse_toxic
 
 log = logging.getLogger(__name__)
 

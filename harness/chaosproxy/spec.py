@@ -11,9 +11,9 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-import harness.chaosproxy.toxics  # noqa: F401  (registers every toxic)
-from harness.chaosproxy.base import TOXICS, ToxicSpecBase
-from harness.errors import ConfigError
+import mailstorm.harness.chaosproxy.toxics  # noqa: F401  (registers every toxic)
+from mailstorm.errors import ConfigError
+from mailstorm.harness.chaosproxy.base import TOXICS, ToxicSpecBase
 
 ToxicSpec = Annotated[
     Union[tuple(cls.spec_model for cls in TOXICS.values())],  # noqa: UP007  (a runtime-built union)

@@ -6,6 +6,7 @@ API (aiohttp) with retry, exponential backoff and seeded jitter on 4xx and conne
 record on 5xx, a concurrency limit, and a restart that resumes the queue. Delivery is at-least-once: a
 crash between the ESP's 250 and the row's deletion relays that message again, and the ledger shows it.
 
-It runs as its own process (``python -m harness.reference --help``) so that a SIGKILL is a real crash;
-the ``reference`` target (harness.targets.reference) starts and acts on it.
+It runs as its own process (``python -m mailstorm.harness.reference --help``) so that a SIGKILL is a real
+crash;
+the ``reference`` target (mailstorm.harness.targets.reference) starts and acts on it.
 """

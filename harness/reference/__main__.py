@@ -1,4 +1,5 @@
-"""``python -m harness.reference``: the reference pipeline's command line (one process, one queue)."""
+"""``python -m mailstorm.harness.reference``: the reference pipeline's command line (one process, one
+queue)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from harness.errors import EXIT_HARNESS_FAILED, ConfigError, MailstormError
-from harness.reference.config import DEFAULT_RELAY_NETWORKS, PipelineConfig, RelayTarget, split_hostport
+from mailstorm.errors import EXIT_HARNESS_FAILED, ConfigError, MailstormError
+from mailstorm.harness.reference.config import (
+    DEFAULT_RELAY_NETWORKS,
+    PipelineConfig,
+    RelayTarget,
+    split_hostport,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.reference", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mailstorm.harness.reference", description=__doc__)
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="SMTP listener (loopback by default)")
     p.add_argument("--queue", required=True, type=Path, metavar="PATH", help="SQLite queue (resumed)")
     p.add_argument(
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every session at INFO
-    from harness.reference.pipeline import Pipeline
+    from mailstorm.harness.reference.pipeline import Pipeline
 
     try:
         import uvloop

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.errors import TargetNotAllowed, UserError
-from harness.netguard import check_address, is_loopback
+from mailstorm.errors import TargetNotAllowed, UserError
+from mailstorm.netguard import check_address, is_loopback
 
 # Peers allowed to relay through the pipeline unless told otherwise (Postfix's mynetworks idea).
 DEFAULT_RELAY_NETWORKS = ("127.0.0.0/8", "::1/128")
@@ -52,7 +52,8 @@ class RelayTarget(BaseModel):
 
 
 class PipelineConfig(BaseModel):
-    """Everything one reference pipeline process needs; see ``python -m harness.reference --help``."""
+    """Everything one reference pipeline process needs; see ``python -m mailstorm.harness.reference
+    --help``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -22,9 +22,9 @@ import random
 import time
 from collections.abc import Callable
 
-from harness.ledger import Kind, LedgerWriter
-from harness.reference.relay import Outcome
-from harness.reference.store import Row, Store
+from mailstorm.harness.reference.relay import Outcome
+from mailstorm.harness.reference.store import Row, Store
+from mailstorm.ledger import Kind, LedgerWriter
 
 log = logging.getLogger("mailstorm.reference")
 

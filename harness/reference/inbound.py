@@ -15,9 +15,9 @@ from email.policy import compat32
 
 from aiosmtpd.smtp import SMTP
 
-from harness import replies
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerWriter
-from harness.reference.store import Store
+from mailstorm import replies
+from mailstorm.harness.reference.store import Store
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
 
 log = logging.getLogger("mailstorm.reference")
 # Recipients per message, as Postfix's smtpd_recipient_limit; past it 452 (RFC 5321 4.5.3.1.10), so one

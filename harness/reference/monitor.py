@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from harness.ledger import Kind, LedgerWriter
+from mailstorm.ledger import Kind, LedgerWriter
 
 # One failed attempt is noise (a greylist, a blip); a second of nothing but failures is an incident.
 DEGRADED_AFTER_S = 1.0

@@ -8,13 +8,13 @@ import asyncio
 import logging
 import signal
 
-from harness.ledger import Kind, LedgerWriter
-from harness.reference.config import PipelineConfig
-from harness.reference.delivery import Deliverer
-from harness.reference.inbound import InboundHandler, InboundSMTP
-from harness.reference.monitor import Monitor
-from harness.reference.relay import HttpRelay, SmtpRelay
-from harness.reference.store import Store
+from mailstorm.harness.reference.config import PipelineConfig
+from mailstorm.harness.reference.delivery import Deliverer
+from mailstorm.harness.reference.inbound import InboundHandler, InboundSMTP
+from mailstorm.harness.reference.monitor import Monitor
+from mailstorm.harness.reference.relay import HttpRelay, SmtpRelay
+from mailstorm.harness.reference.store import Store
+from mailstorm.ledger import Kind, LedgerWriter
 
 log = logging.getLogger("mailstorm.reference")
 

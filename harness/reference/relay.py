@@ -18,8 +18,8 @@ from email.utils import getaddresses
 import aiohttp
 import aiosmtplib
 
-from harness.ledger import CORRELATION_HEADER
-from harness.reference.config import RelayTarget
+from mailstorm.harness.reference.config import RelayTarget
+from mailstorm.ledger import CORRELATION_HEADER
 
 # aiosmtplib raises these for a session that can no longer be trusted (RFC 5321 4.2.2: 421 closes it).
 _CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)

@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mailstorm.endpoint import Endpoint
 
-@dataclass(frozen=True)
-class Endpoint:
-    """One address the load submits to: SMTP host/port, or an HTTP URL."""
-
-    kind: str  # "smtp" | "http"
-    host: str = "127.0.0.1"
-    port: int = 0
-    url: str | None = None
-
-    def __str__(self) -> str:
-        return self.url if self.kind == "http" and self.url else f"{self.host}:{self.port}"
+__all__ = [
+    "REGISTRY",
+    "Actionable",
+    "Alive",
+    "Endpoint",
+    "QueueSampler",
+    "Target",
+    "TargetContext",
+    "register",
+]
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.chaosproxy import ChaosProxy
-from harness.errors import HarnessError, UserError
-from harness.ports import free_port
-from harness.targets.base import Endpoint, TargetContext, register
-from harness.targets.process import http_ok, substitute, wait_ready
+from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.chaosproxy import ChaosProxy
+from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.harness.targets.process import http_ok, substitute, wait_ready
+from mailstorm.ports import free_port
 
 ACTIONS = frozenset(
     {"kill", "pause", "unpause", "resume", "stop", "start", "restart", "disconnect", "connect"}

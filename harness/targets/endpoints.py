@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.errors import UserError
-from harness.netguard import check_address
-from harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.errors import UserError
+from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.netguard import check_address
 
 
 class _Frozen(BaseModel):

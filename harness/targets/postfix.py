@@ -38,13 +38,13 @@ from typing import Any, Literal
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.errors import ConfigError, HarnessError, UserError
-from harness.ledger import Kind, LedgerWriter
-from harness.netguard import check_address
-from harness.ports import free_port, port_open
-from harness.targets.base import Endpoint, TargetContext, register
-from harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
-from harness.targets.process import wait_ready
+from mailstorm.errors import ConfigError, HarnessError, UserError
+from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
+from mailstorm.harness.targets.process import wait_ready
+from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.netguard import check_address
+from mailstorm.ports import free_port, port_open
 
 ACTIONS = frozenset({"stop", "start", "restart", "kill", "flush"})
 CMD_TIMEOUT_S = 60.0

@@ -18,7 +18,7 @@ import re
 import threading
 from pathlib import Path
 
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
 
 POLL_S = 0.2
 INFO_TAG = "mailstorm-id="

@@ -28,10 +28,10 @@ from typing import Any, Literal
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.errors import HarnessError, UserError
-from harness.netguard import check_address
-from harness.ports import free_port, port_open
-from harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.netguard import check_address
+from mailstorm.ports import free_port, port_open
 
 _PLACEHOLDER = re.compile(
     r"\{(port|host|esp_host|esp_port|esp_http|ledger_dir|run_dir|seed|python|python_prefix|python_env|mailstorm_root)\}"

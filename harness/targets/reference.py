@@ -1,4 +1,5 @@
-"""The ``reference`` target: the embedded reference pipeline (harness.reference), one or more instances,
+"""The ``reference`` target: the embedded reference pipeline (mailstorm.harness.reference), one or more
+instances,
 each its own process relaying to the run's fake ESP, and each breakable on the chaos timeline.
 
 Each instance gets its own SMTP port, health/metrics port, SQLite queue (``<run>/reference/queue-N.sqlite``),
@@ -24,15 +25,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-import harness
-from harness.errors import HarnessError, UserError
-from harness.ports import free_port, wait_for_port
-from harness.reference.store import count_rows
-from harness.targets.base import Endpoint, TargetContext, register
+import mailstorm.harness
+from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.reference.store import count_rows
+from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.ports import free_port, wait_for_port
 
 HOST = "127.0.0.1"  # the pipeline is loopback only here; an off-machine relay is not what this target is for
 ACTIONS = frozenset({"kill", "stop", "pause", "sigstop", "resume", "sigcont", "start", "restart"})
-_PROJECT_ROOT = str(Path(harness.__file__).resolve().parents[1])
+_PROJECT_ROOT = str(Path(mailstorm.harness.__file__).resolve().parents[1])
 
 
 class ReferenceTargetSpec(BaseModel):
@@ -177,7 +178,7 @@ class ReferenceTarget:
     def _command(self, inst: _Instance, relay: str, ctx: TargetContext) -> list[str]:
         s = self.spec
         argv = [
-            sys.executable, "-m", "harness.reference",
+            sys.executable, "-m", "mailstorm.harness.reference",
             "--listen", f"{HOST}:{inst.port}",
             "--queue", str(inst.queue),
             "--relay", relay,

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import pytest
 
-import fake_esp.pytest_plugin as plugin
-from fake_esp.launch import EspProcess
-from harness.ledger import LedgerReader
+import mailstorm.fake_esp.pytest_plugin as plugin
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import LedgerReader
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.is_registered(plugin):
-        config.pluginmanager.register(plugin, "fake_esp.pytest_plugin")
+        config.pluginmanager.register(plugin, "mailstorm.fake_esp.pytest_plugin")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``python -m fake_esp`` / ``mailstorm esp``: bad input ends in one line naming what is wrong (exit 2)."""
+"""``python -m mailstorm.fake_esp`` / ``mailstorm esp``: bad input ends in one line naming what is wrong (exit 2)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from harness.ports import free_port
+from mailstorm.ports import free_port
 
 
 def esp_cli(*args: str, module: str = "fake_esp") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", module, *(["esp"] if module == "harness.cli" else []), *args]
+    cmd = [sys.executable, "-m", module, *(["esp"] if module == "mailstorm.cli" else []), *args]
     cmd += ["--smtp-port", str(free_port()), "--control-port", str(free_port())]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
 
@@ -50,7 +50,7 @@ def test_bad_faults_file_is_one_line(tmp_path, content, needle):
 )
 def test_bad_arguments_are_one_line(tmp_path, args, needle):
     """Bad flags exit 2 with one line naming the flag, from both entry points."""
-    for module in ("fake_esp", "harness.cli"):
+    for module in ("fake_esp", "mailstorm.cli"):
         out = esp_cli(*args, "--ledger", str(tmp_path / "l"), module=module)
         assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()
@@ -59,7 +59,15 @@ def test_bad_arguments_are_one_line(tmp_path, args, needle):
 
 def test_port_in_use_is_one_line(tmp_path, esp):
     """A port already taken is reported as such, naming the flag."""
-    cmd = [sys.executable, "-m", "fake_esp", "--smtp-port", str(esp.port), "--control-port", str(free_port())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mailstorm.fake_esp",
+        "--smtp-port",
+        str(esp.port),
+        "--control-port",
+        str(free_port()),
+    ]
     out = subprocess.run([*cmd, "--ledger", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()

@@ -11,10 +11,10 @@ import urllib.request
 
 import pytest
 
-from fake_esp.client import ControlClient
-from fake_esp.launch import EspProcess
-from harness.errors import ConfigError, UserError
-from harness.ports import free_port
+from mailstorm.errors import ConfigError, UserError
+from mailstorm.fake_esp.client import ControlClient
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ports import free_port
 from tests.fake_esp.clients import smtp_transaction, wait_until
 
 
@@ -126,7 +126,7 @@ def test_token_required_when_set(tmp_path):
 
 def test_non_loopback_bind_without_token_is_refused(tmp_path):
     """Asked to listen on a non-loopback address without a token, the ESP refuses in one line (exit 2)."""
-    cmd = [sys.executable, "-m", "fake_esp", "--bind", "0.0.0.0", "--ledger", str(tmp_path)]
+    cmd = [sys.executable, "-m", "mailstorm.fake_esp", "--bind", "0.0.0.0", "--ledger", str(tmp_path)]
     cmd += ["--smtp-port", str(free_port()), "--control-port", str(free_port())]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2

@@ -12,8 +12,8 @@ import smtplib
 import threading
 import time
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
 from tests.fake_esp.clients import message, smtp_transaction, wait_until
 
 CLIENTS = 4

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_esp.engine import Engine
-from fake_esp.faults.base import PASS_ACTION, Context
+from mailstorm.fake_esp.engine import Engine
+from mailstorm.fake_esp.faults.base import PASS_ACTION, Context
 from tests.strategies import SMTP_PHASES, smtp_fault_mixes
 
 

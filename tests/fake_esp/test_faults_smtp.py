@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.ledger import Kind
+from mailstorm.ledger import Kind
 from tests.fake_esp.clients import PHASES, message, needs_swaks, smtp_transaction, swaks, wait_until
 
 DELAY_S = 0.4

@@ -9,9 +9,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
-from harness.ports import free_port
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import free_port
 
 SG = {"Authorization": "Bearer SG.key", "Content-Type": "application/json"}
 SES = {

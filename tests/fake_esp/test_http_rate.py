@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
-from harness.ports import free_port
-from harness.replies import SES_THROTTLED
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import free_port
+from mailstorm.replies import SES_THROTTLED
 
 RATE = 14.0
 OFFERED = 3 * RATE

@@ -22,9 +22,9 @@ from python_http_client.exceptions import InternalServerError, ServiceUnavailabl
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
-from fake_esp.launch import EspProcess
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
-from harness.ports import free_port
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
+from mailstorm.ports import free_port
 
 DOMAIN = "mg.example.test"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import smtplib
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
 
 
 def body(headers: str) -> bytes:

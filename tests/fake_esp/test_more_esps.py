@@ -31,9 +31,9 @@ from mailjet_rest.client import ApiRateLimitError
 from mailjet_rest.errors import ApiError as MailjetError
 from pysendpulse.pysendpulse import PySendPulse
 
-from fake_esp.launch import EspProcess
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
-from harness.ports import free_port
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
+from mailstorm.ports import free_port
 
 THROTTLE = {"name": "t", "type": "throttle", "phase": "http", "rate": 0.05, "burst": 1, "key": "api_key"}
 OUTAGE = {"name": "down", "type": "reply", "phase": "http", "reply": "503 Service Unavailable"}

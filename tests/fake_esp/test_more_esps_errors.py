@@ -14,11 +14,11 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_esp.launch import EspProcess
-from fake_esp.profiles import load_profile
-from fake_esp.spec import parse_fault
-from harness.ledger import Kind, LedgerReader
-from harness.ports import free_port
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.fake_esp.spec import parse_fault
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import free_port
 
 MJ = {"Authorization": "Basic " + base64.b64encode(b"mj-key:mj-secret").decode()}
 BREVO = {"api-key": "xkeysib-test"}
@@ -215,7 +215,7 @@ def test_profile_loads_and_its_faults_are_valid(name):
 def test_list_profiles_shows_each_with_a_one_line_description():
     """`mailstorm esp --list-profiles` lists the five profiles, each on one line ending in its title."""
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "esp", "--list-profiles"],
+        [sys.executable, "-m", "mailstorm.cli", "esp", "--list-profiles"],
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs
 import orjson
 import requests
 
-from fake_esp.webhooks import read_events
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
+from mailstorm.fake_esp.webhooks import read_events
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from tests.fake_esp.test_webhooks import Receiver, start_esp, wait_until
 
 MORE = ("mailjet", "brevo", "elasticemail", "sendpulse", "mandrill")

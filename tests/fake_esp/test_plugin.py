@@ -6,7 +6,7 @@ import smtplib
 
 import pytest
 
-from harness.ledger import Kind
+from mailstorm.ledger import Kind
 from tests.fake_esp.clients import message
 
 

@@ -9,10 +9,10 @@ from importlib import resources
 
 import pytest
 
-from fake_esp.profiles import PROFILE_NAMES, load_profile, parse_profile
-from fake_esp.spec import parse_fault
-from harness.errors import ConfigError
-from harness.replies import SES_THROTTLED
+from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.profiles import PROFILE_NAMES, load_profile, parse_profile
+from mailstorm.fake_esp.spec import parse_fault
+from mailstorm.replies import SES_THROTTLED
 
 # A YAML line whose value is a number, a list/mapping of numbers, or null (a "no published number").
 _VALUE_LINE = re.compile(r"^\s*[\w-]+:\s*(-?\d|\[|\{|null\b)")
@@ -22,7 +22,7 @@ _SRC = re.compile(r"#\s*src:\s*([\w-]+(?:\s*,\s*[\w-]+)*)")
 @pytest.mark.parametrize("name", PROFILE_NAMES)
 def test_every_number_names_a_source_the_file_lists(name):
     """Each line holding a number (or null) carries '# src: key' and every key is in the file's sources."""
-    text = resources.files("fake_esp.profiles").joinpath(f"{name}.yaml").read_text()
+    text = resources.files("mailstorm.fake_esp.profiles").joinpath(f"{name}.yaml").read_text()
     sources = set(load_profile(name).sources)
     for n, line in enumerate(text.splitlines(), 1):
         if line.lstrip().startswith("#") or not _VALUE_LINE.match(line):
@@ -62,7 +62,7 @@ def test_postmark_connection_limit_becomes_a_concurrency_fault():
 
 def test_a_bad_profile_names_the_field():
     """A profile that fails validation raises ConfigError naming the field."""
-    text = resources.files("fake_esp.profiles").joinpath("ses.yaml").read_text()
+    text = resources.files("mailstorm.fake_esp.profiles").joinpath("ses.yaml").read_text()
     with pytest.raises(ConfigError, match=r"limits.rate"):
         parse_profile(text.replace("rate: 1 ", "rate: -3 ", 1), where="x.yaml")
     with pytest.raises(ConfigError, match=r"smtp.throttle"):
@@ -73,7 +73,11 @@ def test_a_bad_profile_names_the_field():
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fake_esp", *args], capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, "-m", "mailstorm.fake_esp", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 

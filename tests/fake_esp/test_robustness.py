@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.ledger import Kind
-from harness.replies import MESSAGE_TOO_BIG
+from mailstorm.ledger import Kind
+from mailstorm.replies import MESSAGE_TOO_BIG
 from tests.fake_esp.clients import message, smtp_transaction
 
 MAX = 64 * 1024  # the module ESP's --max-message-size (conftest)

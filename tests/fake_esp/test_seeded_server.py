@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
 from tests.fake_esp.clients import smtp_transaction
 
 FAULTS = [

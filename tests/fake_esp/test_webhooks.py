@@ -20,10 +20,10 @@ import requests
 import yaml
 from aiohttp import web
 
-from fake_esp.launch import EspProcess
-from fake_esp.webhooks import read_events
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
-from harness.ports import free_port
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.fake_esp.webhooks import read_events
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
+from mailstorm.ports import free_port
 
 SIGNING_KEY = "test-signing-key"
 

@@ -19,9 +19,9 @@ import smtplib
 
 from aiosmtpd.smtp import SMTP
 
-from harness import replies
-from harness.ledger import Kind, LedgerWriter
-from harness.reference.inbound import correlation_id
+from mailstorm import replies
+from mailstorm.harness.reference.inbound import correlation_id
+from mailstorm.ledger import Kind, LedgerWriter
 
 
 def numbers(text: str) -> set[int]:

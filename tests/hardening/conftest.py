@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fake_esp.launch import EspProcess
+from mailstorm.fake_esp.launch import EspProcess
 from tests.hardening.support import ReferenceProcess
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from harness.ledger import CORRELATION_HEADER
-from harness.ports import free_port, wait_for_port
+from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # MAILSTORM_FUZZ_LONG=1 turns the default tests' modest counts into the issue's full ones.
@@ -36,7 +36,8 @@ def clean_transaction(port: int, cid: str, timeout: float = 10) -> None:
 
 
 class ReferenceProcess:
-    """``python -m harness.reference`` relaying to ``esp_port``; ``kill()`` is SIGKILL, ``start()`` again
+    """``python -m mailstorm.harness.reference`` relaying to ``esp_port``; ``kill()`` is SIGKILL, ``start()``
+    again
     resumes the same queue on the same port."""
 
     def __init__(self, workdir: Path, esp_port: int, *, ledger_dir: Path | None = None) -> None:
@@ -49,7 +50,7 @@ class ReferenceProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "harness.reference", "--listen", f"127.0.0.1:{self.port}",
+            sys.executable, "-m", "mailstorm.harness.reference", "--listen", f"127.0.0.1:{self.port}",
             "--queue", str(self.workdir / "queue.sqlite"), "--relay", f"smtp://127.0.0.1:{self.esp_port}",
             "--ledger", str(self.ledger_dir), "--backoff-base", "0.05", "--backoff-max", "0.5",
             "--concurrency", "8",

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
-from harness.replies import MESSAGE_TOO_BIG, TOO_MANY_CONNECTIONS, TOO_MANY_RECIPIENTS
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.replies import MESSAGE_TOO_BIG, TOO_MANY_CONNECTIONS, TOO_MANY_RECIPIENTS
 from tests.hardening import attacks
 from tests.hardening.support import PeakMemory, clean_transaction, record
 

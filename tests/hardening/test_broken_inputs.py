@@ -3,7 +3,7 @@ control API requests and command lines. Each is refused with one clear line nami
 2 and exactly one line on stderr (CLI), or 400 with a one-line JSON error (API); never a traceback,
 never a crash or a hang. tests/harness/broken_scenarios/ holds 35 more scenario files (their own test).
 
-Every CLI case runs as a user runs it: ``python -m harness.cli ...`` in a subprocess.
+Every CLI case runs as a user runs it: ``python -m mailstorm.cli ...`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from fake_esp.launch import EspProcess
-from harness.ports import free_port
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ports import free_port
 from tests.hardening.support import ROOT
 
 BROKEN = Path(__file__).with_name("broken")
@@ -70,7 +70,11 @@ def mailstorm(args: list[str]) -> subprocess.CompletedProcess[str] | str:
     """The CLI as a subprocess; a string when it did not finish in time (a broken input must not run)."""
     try:
         return subprocess.run(
-            [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+            [sys.executable, "-m", "mailstorm.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
     except subprocess.TimeoutExpired:
         return f"still running after 60 s: {args}"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
 from tests.hardening.support import LONG, ReferenceProcess, message, record, wait_until
 
 SEED = 20261128

@@ -12,8 +12,8 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.ledger import Kind, LedgerReader
 from tests.hardening.fuzz import play
 from tests.hardening.support import LONG, clean_transaction, record, wait_until
 from tests.strategies import smtp_fault_mixes, smtp_sessions

@@ -14,8 +14,8 @@ import urllib.request
 
 import pytest
 
-from harness.ledger import LedgerReader, LedgerWriter
-from harness.replies import TOO_MANY_RECIPIENTS
+from mailstorm.ledger import LedgerReader, LedgerWriter
+from mailstorm.replies import TOO_MANY_RECIPIENTS
 from tests.hardening import attacks
 from tests.hardening.support import ROOT
 
@@ -91,7 +91,7 @@ def test_report_on_a_ledger_with_a_wrongly_typed_value_is_one_line(tmp_path, t):
     bad = tmp_path / "ledger" / "load-0.jsonl"
     bad.write_text(f'{{"t":{t},"k":"load.submit","src":"load-0","id":"a","ok":true}}\n')
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "report", str(tmp_path)],
+        [sys.executable, "-m", "mailstorm.cli", "report", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 2, out.stderr

@@ -34,13 +34,13 @@ import urllib.request
 import psutil
 import pytest
 
-from fake_esp.launch import EspProcess
-from harness import replies
-from harness.ledger import Kind, LedgerReader
-from harness.netguard import is_loopback
-from harness.ports import free_port, wait_for_port
-from harness.targets.base import TargetContext
-from harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from mailstorm import replies
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.targets.base import TargetContext
+from mailstorm.harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.netguard import is_loopback
+from mailstorm.ports import free_port, wait_for_port
 from tests.hardening.support import ROOT, message
 
 NETNS_ENV = "MAILSTORM_TEST_NETNS"  # set inside the namespace: the off-loopback tests run for real there
@@ -144,7 +144,17 @@ def test_in_netns_control_api_off_loopback_needs_the_token(tmp_path):
     outside = outside_address()
     token = "hardening-token-1"
     smtp_port, control_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "fake_esp", "--bind", outside, "--token", token, "--ledger", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mailstorm.fake_esp",
+        "--bind",
+        outside,
+        "--token",
+        token,
+        "--ledger",
+        str(tmp_path),
+    ]
     cmd += ["--smtp-port", str(smtp_port), "--control-port", str(control_port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     url = f"http://{outside}:{control_port}"
@@ -168,7 +178,14 @@ def test_in_netns_reference_pipeline_off_loopback_is_no_open_relay(tmp_path):
     at RCPT with 554 5.7.1 (default relay networks: loopback), and queues nothing."""
     outside = outside_address()
     port = free_port()
-    cmd = [sys.executable, "-m", "harness.reference", "--listen", f"{outside}:{port}", "--allow-remote"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mailstorm.harness.reference",
+        "--listen",
+        f"{outside}:{port}",
+        "--allow-remote",
+    ]
     cmd += ["--queue", str(tmp_path / "q.sqlite"), "--relay", f"smtp://127.0.0.1:{free_port()}"]
     cmd += ["--ledger", str(tmp_path / "ledger")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -196,7 +213,7 @@ target: {kind: smtp, endpoints: ["192.0.2.10:25"]}
 
 def mailstorm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-m", "mailstorm.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.ledger import Kind, LedgerReader
+from mailstorm.ledger import Kind, LedgerReader
 from tests.hardening.support import ROOT
 from tests.harness.sut_support import run_cli
 
@@ -109,7 +109,7 @@ def test_report_on_a_damaged_run_directory_reports_or_refuses_in_one_line(broken
     shutil.copytree(broken_run[1], copy)
     DAMAGE[damage](copy)
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "report", str(copy)],
+        [sys.executable, "-m", "mailstorm.cli", "report", str(copy)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert "Traceback" not in out.stderr + out.stdout

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from harness import replies
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
-from harness.ports import free_port
+from mailstorm import replies
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
+from mailstorm.ports import free_port
 
 
 class _Recorder:
@@ -135,7 +135,7 @@ LIBRARY = ROOT / "scenarios" / "library"
 def run_cli(scenario: Path, out: Path, *args: str, timeout: float = 300) -> tuple[int, Path, str]:
     """``mailstorm run`` as a user runs it (a subprocess); the exit code, the run directory, stderr."""
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out), "--quiet", *args],
+        [sys.executable, "-m", "mailstorm.cli", "run", str(scenario), "--out", str(out), "--quiet", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

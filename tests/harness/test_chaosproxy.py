@@ -17,9 +17,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
-from harness.chaosproxy import ChaosProxy, parse_toxic
-from harness.errors import ConfigError, UserError
-from harness.ports import free_port, port_open
+from mailstorm.errors import ConfigError, UserError
+from mailstorm.harness.chaosproxy import ChaosProxy, parse_toxic
+from mailstorm.ports import free_port, port_open
 
 
 class _Echo(socketserver.BaseRequestHandler):

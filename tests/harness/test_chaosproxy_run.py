@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from harness.ledger import Kind, LedgerReader
+from mailstorm.ledger import Kind, LedgerReader
 from tests.harness.sut_support import LIBRARY, chaos_window, lost_and_counts, run_cli
 
 LATENCY = """\

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
-from harness.targets.base import REGISTRY, Actionable, Alive, TargetContext
-from harness.targets.docker import LABEL, DockerSpec, DockerTarget, docker_client, smtp_greets
+from mailstorm.errors import UserError
+from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, TargetContext
+from mailstorm.harness.targets.docker import LABEL, DockerSpec, DockerTarget, docker_client, smtp_greets
 from tests.harness.sut_support import Sink, Submitter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def image() -> str:
 
 def reference_spec(image: str, **extra) -> DockerSpec:
     command = [
-        PYTHON, "-m", "harness.reference",
+        PYTHON, "-m", "mailstorm.harness.reference",
         "--listen", "0.0.0.0:{port}", "--allow-remote", "--relay-networks", "0.0.0.0/0",
         "--queue", "{run_dir}/docker-queue.sqlite",
         "--relay", "smtp://{esp_host}:{esp_port}",
@@ -213,8 +213,8 @@ def test_ctrl_c_of_the_runner_leaves_no_container(image, tmp_path, sink):
         f"""
         import time
         from pathlib import Path
-        from harness.targets.base import TargetContext
-        from harness.targets.docker import DockerTarget
+        from mailstorm.harness.targets.base import TargetContext
+        from mailstorm.harness.targets.docker import DockerTarget
         from tests.harness.test_docker import reference_spec
         t = DockerTarget(reference_spec({image!r}))
         run = Path({str(tmp_path)!r})

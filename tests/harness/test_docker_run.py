@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from harness.errors import UserError
-from harness.ledger import Kind, LedgerReader
-from harness.targets.docker import LABEL, docker_client
+from mailstorm.errors import UserError
+from mailstorm.harness.targets.docker import LABEL, docker_client
+from mailstorm.ledger import Kind, LedgerReader
 from tests.harness.sut_support import LIBRARY, ROOT, lost_and_counts, run_cli
 
 
@@ -48,7 +48,7 @@ def test_ctrl_c_of_a_docker_run_leaves_no_container(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "docker" / "build_pyhost_image.py")], check=True, timeout=300)
     out = tmp_path / "runs"
     scenario = str(LIBRARY / "docker-restart.yaml")
-    argv = [sys.executable, "-m", "harness.cli", "run", scenario, "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", "mailstorm.cli", "run", scenario, "--out", str(out), "--quiet"]
     pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
     with subprocess.Popen(argv, cwd=ROOT, **pipes) as run:
         try:

@@ -11,10 +11,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import ValidationError
 
-from harness.errors import TargetNotAllowed, UserError
-from harness.ports import free_port
-from harness.targets.base import REGISTRY, Endpoint, TargetContext
-from harness.targets.endpoints import HttpTarget, HttpTargetSpec, SmtpTarget, SmtpTargetSpec
+from mailstorm.errors import TargetNotAllowed, UserError
+from mailstorm.harness.targets.base import REGISTRY, Endpoint, TargetContext
+from mailstorm.harness.targets.endpoints import HttpTarget, HttpTargetSpec, SmtpTarget, SmtpTargetSpec
+from mailstorm.ports import free_port
 
 HOST = "127.0.0.1"
 

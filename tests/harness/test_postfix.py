@@ -15,11 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.errors import UserError
-from harness.ledger import Kind, LedgerReader
-from harness.ports import port_open
-from harness.targets.base import REGISTRY, Actionable, Alive, QueueSampler, TargetContext
-from harness.targets.postfix import PostfixSpec, PostfixTarget, postfix_installed
+from mailstorm.errors import UserError
+from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, QueueSampler, TargetContext
+from mailstorm.harness.targets.postfix import PostfixSpec, PostfixTarget, postfix_installed
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import port_open
 from tests.harness.sut_support import Sink, Submitter
 
 pytestmark = [
@@ -198,8 +198,8 @@ def test_ctrl_c_of_the_runner_leaves_no_postfix(tmp_path, sink):
         f"""
         import sys, time
         from pathlib import Path
-        from harness.targets.base import TargetContext
-        from harness.targets.postfix import PostfixSpec, PostfixTarget
+        from mailstorm.harness.targets.base import TargetContext
+        from mailstorm.harness.targets.postfix import PostfixSpec, PostfixTarget
         t = PostfixTarget(PostfixSpec())
         t.start(TargetContext(run_dir=Path({str(tmp_path)!r}), ledger_dir=Path({str(tmp_path)!r}),
                               seed=0, esp_smtp=({sink.host!r}, {sink.port})))

@@ -3,8 +3,8 @@ correlation id; sent, deferred (with and without an SMTP reply) and bounced line
 
 from __future__ import annotations
 
-from harness.ledger import Kind, LedgerReader, LedgerWriter
-from harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
+from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
+from mailstorm.ledger import Kind, LedgerReader, LedgerWriter
 
 LINES = """\
 Nov 28 00:43:59 sut postfix/smtpd[7090]: 647BA2124C2: client=localhost[127.0.0.1]

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.ledger import Kind, LedgerReader
-from harness.targets.postfix import postfix_installed
+from mailstorm.harness.targets.postfix import postfix_installed
+from mailstorm.ledger import Kind, LedgerReader
 from tests.harness.sut_support import LIBRARY, ROOT, chaos_window, lost_and_counts, run_cli
 
 pytestmark = [
@@ -84,7 +84,7 @@ def test_ctrl_c_of_a_postfix_run_leaves_no_postfix(tmp_path):
     path = tmp_path / "long.yaml"
     path.write_text(OUTAGE.replace("duration: 15s", "duration: 60s"))
     out = tmp_path / "runs"
-    argv = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", "mailstorm.cli", "run", str(path), "--out", str(out), "--quiet"]
     with subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     ) as run:

@@ -10,17 +10,17 @@ import time
 import psutil
 import pytest
 
-from harness.errors import HarnessError, UserError
-from harness.ledger import Kind, LedgerReader
-from harness.ports import port_open
-from harness.targets.base import REGISTRY, Actionable, Alive, TargetContext
-from harness.targets.process import ProcessSpec, ProcessTarget
+from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, TargetContext
+from mailstorm.harness.targets.process import ProcessSpec, ProcessTarget
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import port_open
 from tests.harness.sut_support import Sink, Submitter
 
 
 def reference_spec(**extra) -> ProcessSpec:
     command = [
-        sys.executable, "-m", "harness.reference",
+        sys.executable, "-m", "mailstorm.harness.reference",
         "--listen", "{host}:{port}",
         "--queue", "{run_dir}/sut-queue.sqlite",
         "--relay", "smtp://{esp_host}:{esp_port}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.ledger import Kind, LedgerReader
+from mailstorm.ledger import Kind, LedgerReader
 from tests.harness.sut_support import LIBRARY, chaos_window, lost_and_counts, run_cli
 
 CRASH = (LIBRARY / "sut-crash.yaml").read_text()

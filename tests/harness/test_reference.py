@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import replies
-from harness.errors import UserError
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
-from harness.ports import free_port, port_open, wait_for_port
-from harness.targets.base import TargetContext
-from harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from mailstorm import replies
+from mailstorm.errors import UserError
+from mailstorm.harness.targets.base import TargetContext
+from mailstorm.harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
+from mailstorm.ports import free_port, port_open, wait_for_port
 from tests.harness.sut_support import Sink
 
 HOST = "127.0.0.1"
@@ -311,7 +311,10 @@ def test_several_instances_each_get_their_own_port_queue_and_ledger(esp, start_r
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "harness.reference", *args], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "mailstorm.harness.reference", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -336,7 +339,7 @@ def test_peers_outside_relay_networks_are_refused_at_rcpt(esp, tmp_path):
     """Not an open relay: a peer outside --relay-networks (here 127.0.0.2 against 127.0.0.1/32) gets
     554 5.7.1 at RCPT and nothing is queued, while a peer inside may relay."""
     port = free_port()
-    cmd = [sys.executable, "-m", "harness.reference", "--listen", f"{HOST}:{port}"]
+    cmd = [sys.executable, "-m", "mailstorm.harness.reference", "--listen", f"{HOST}:{port}"]
     cmd += ["--queue", str(tmp_path / "q.sqlite"), "--relay", f"smtp://{HOST}:{esp.port}"]
     cmd += ["--ledger", str(tmp_path / "ledger"), "--relay-networks", "127.0.0.1/32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,12 +10,12 @@ from collections import Counter
 
 import pytest
 
-from fake_esp.launch import EspProcess
-from harness import replies
-from harness.ledger import CORRELATION_HEADER, Kind, LedgerReader
-from harness.ports import free_port
-from harness.targets.base import TargetContext
-from harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from mailstorm import replies
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.targets.base import TargetContext
+from mailstorm.harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
+from mailstorm.ports import free_port
 
 HOST = "127.0.0.1"
 

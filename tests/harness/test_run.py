@@ -19,13 +19,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.ledger import Kind, LedgerReader
-from harness.scenario import load_scenario
-from scenarios.shapes import arrival_times
+from mailstorm.harness.scenario import load_scenario
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.scenarios.shapes import arrival_times
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "scenarios" / "library"
-CLI = [sys.executable, "-m", "harness.cli"]
+CLI = [sys.executable, "-m", "mailstorm.cli"]
 
 
 def scenario_file(tmp_path: Path, name: str, body: str, *, duration: str = "12s", rate: int = 25) -> Path:

@@ -10,13 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader, LedgerWriter
-from harness.probes import Prober, poll_once
-from harness.progress import LedgerTail, LiveStats
-from harness.run import derive_seed, make_run_dir
-from harness.scenario import ChaosStep, ProbeSpec
-from harness.timeline import Timeline
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.probes import Prober, poll_once
+from mailstorm.harness.progress import LedgerTail, LiveStats
+from mailstorm.harness.run import derive_seed, make_run_dir
+from mailstorm.harness.scenario import ChaosStep, ProbeSpec
+from mailstorm.harness.timeline import Timeline
+from mailstorm.ledger import Kind, LedgerReader, LedgerWriter
 
 
 def test_tail_returns_only_new_records_and_waits_for_a_line_to_end(tmp_path):
@@ -108,7 +108,7 @@ def test_probe_reads_a_prometheus_metric_and_a_json_field(monitor):
 
 def test_probe_of_a_closed_port_records_the_failure():
     """An unreachable probe URL is a record with no status and the reason, not an exception."""
-    from harness.ports import free_port
+    from mailstorm.ports import free_port
 
     rec = poll_once(ProbeSpec(url=f"http://127.0.0.1:{free_port()}/health", timeout=0.5))
     assert rec["status"] is None and not rec["ok"] and rec["error"]

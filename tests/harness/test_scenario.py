@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from harness.commands import LIBRARY
-from harness.errors import ConfigError
-from harness.scenario import (
+from mailstorm.errors import ConfigError
+from mailstorm.harness.commands import LIBRARY
+from mailstorm.harness.scenario import (
     ChaosStep,
     Scenario,
     json_schema,
@@ -20,8 +20,8 @@ from harness.scenario import (
     parse_duration,
     validate_document,
 )
-from harness.timeline import schedule
-from harness.yamlload import parse_yaml
+from mailstorm.harness.timeline import schedule
+from mailstorm.yamlload import parse_yaml
 
 LIBRARY_FILES = sorted(LIBRARY.glob("*.yaml"))
 BASE = """\

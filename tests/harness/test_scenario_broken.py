@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def mailstorm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "mailstorm.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

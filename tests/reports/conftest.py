@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reports.spec import SloSpec
-from reports.synthetic import synthesize
+from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.synthetic import synthesize
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reports.analysis import analyze
-from reports.capacity import fit_usl, usl
-from reports.synthetic import synthesize
+from mailstorm.reports.analysis import analyze
+from mailstorm.reports.capacity import fit_usl, usl
+from mailstorm.reports.synthetic import synthesize
 
 
 def _step_shape(start: float, step: float, step_s: float, steps: int) -> dict:

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from fake_esp.profiles import load_profile
-from harness.cli import main
-from harness.ledger import Kind, LedgerWriter
-from reports.spec import SloSpec
-from reports.synthetic import synthesize
+from mailstorm.cli import main
+from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.synthetic import synthesize
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.ledger import Kind, LedgerWriter
-from reports.analysis import analyze
-from reports.ingest import read_columns
-from reports.outcomes import OUTCOMES, classify
+from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.reports.analysis import analyze
+from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.outcomes import OUTCOMES, classify
 from tests.strategies import message_fates
 
 NS = 1_000_000_000

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from harness.ledger import Kind, LedgerWriter
-from reports.analysis import analyze
-from reports.spec import SloSpec
-from reports.synthetic import T0_NS, synthesize
+from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.reports.analysis import analyze
+from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.synthetic import T0_NS, synthesize
 
 
 def test_outage_recovery_within_one_second_of_truth(outage_run):

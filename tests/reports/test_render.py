@@ -17,11 +17,11 @@ import pytest
 from junitparser import Failure, JUnitXml
 from matplotlib import image as mpimg
 
-import reports
-from reports.spec import ReportSpec, SizingSpec, SloSpec
-from reports.synthetic import synthesize
+import mailstorm.reports
+from mailstorm.reports.spec import ReportSpec, SizingSpec, SloSpec
+from mailstorm.reports.synthetic import synthesize
 
-SCHEMA = Path(reports.__file__).parent / "schema" / "report.schema.json"
+SCHEMA = Path(mailstorm.reports.__file__).parent / "schema" / "report.schema.json"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
@@ -50,7 +50,7 @@ def built(tmp_path_factory):
             min_throughput=10,
         ),
     )
-    verdict = reports.build(
+    verdict = mailstorm.reports.build(
         run_dir, report=ReportSpec(sizing=SizingSpec(target="1000000/1h", headroom="30%"))
     )
     return run_dir, verdict

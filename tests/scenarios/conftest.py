@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from fake_esp.launch import EspProcess
-from harness.ledger import Kind, LedgerReader
-from harness.ports import free_port
-from harness.targets.base import Endpoint
-from scenarios.launch import LoadRun
-from scenarios.model import LoadSpec
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.targets.base import Endpoint
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import free_port
+from mailstorm.scenarios.launch import LoadRun
+from mailstorm.scenarios.model import LoadSpec
 
 
 @pytest.fixture

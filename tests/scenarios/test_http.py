@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from harness.ledger import Kind, LedgerReader
-from harness.targets.base import Endpoint
-from scenarios.http_submit import HttpSubmitter
-from scenarios.messages import MessageFactory
-from scenarios.model import HttpOptions, LoadSpec
+from mailstorm.harness.targets.base import Endpoint
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.scenarios.http_submit import HttpSubmitter
+from mailstorm.scenarios.messages import MessageFactory
+from mailstorm.scenarios.model import HttpOptions, LoadSpec
 
 TEMPLATE = '{"ref": {{ id|tojson }}, "to": {{ recipients|tojson }}, "subject": {{ subject|tojson }}}'
 

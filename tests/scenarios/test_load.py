@@ -12,11 +12,11 @@ import time
 import psutil
 import pytest
 
-from harness.errors import HarnessError
-from harness.ledger import Kind, LedgerReader
-from harness.ports import free_port
-from scenarios.launch import PROJECT_ROOT, LoadRun
-from scenarios.model import LoadSpec
+from mailstorm.errors import HarnessError
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import free_port
+from mailstorm.scenarios.launch import PROJECT_ROOT, LoadRun
+from mailstorm.scenarios.model import LoadSpec
 from tests.scenarios.conftest import accepted_ids, smtp_endpoint
 
 
@@ -126,7 +126,16 @@ def test_remote_worker_ships_its_ledger_to_the_master(esp, tmp_path):
     spool = tmp_path / "spool"
     # As an installed `mailstorm` would find its packages, from anywhere (cwd is not the checkout).
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    cmd = [sys.executable, "-m", "harness.cli", "worker", "--master", "127.0.0.1", "--master-port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mailstorm.cli",
+        "worker",
+        "--master",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+    ]
     with (tmp_path / "remote-worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [*cmd, "--spool", str(spool)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT

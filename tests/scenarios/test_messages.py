@@ -6,8 +6,8 @@ import collections
 import email
 from email import policy
 
-from scenarios.messages import MessageFactory
-from scenarios.model import LoadSpec
+from mailstorm.scenarios.messages import MessageFactory
+from mailstorm.scenarios.model import LoadSpec
 
 MIX = LoadSpec.model_validate(
     {

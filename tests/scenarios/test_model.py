@@ -6,8 +6,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from scenarios.model import LoadSpec
-from scenarios.shapes import Spike, Steady
+from mailstorm.scenarios.model import LoadSpec
+from mailstorm.scenarios.shapes import Spike, Steady
 
 EXAMPLE = """
 protocol: smtp

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from scenarios.shapes import Shape, arrival_times, expected_count, iter_arrivals, share
+from mailstorm.scenarios.shapes import Shape, arrival_times, expected_count, iter_arrivals, share
 from tests.strategies import open_shapes
 
 SHAPE = TypeAdapter(Shape)

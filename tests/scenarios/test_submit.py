@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.ledger import Kind, LedgerReader
-from harness.ports import free_port, wait_for_port
-from scenarios.messages import MessageFactory
-from scenarios.model import LoadSpec, SmtpOptions
-from scenarios.submit import SmtpSubmitter
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import free_port, wait_for_port
+from mailstorm.scenarios.messages import MessageFactory
+from mailstorm.scenarios.model import LoadSpec, SmtpOptions
+from mailstorm.scenarios.submit import SmtpSubmitter
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The toxics, one per module; importing this package registers them all."""
 
-from harness.chaosproxy.toxics import bandwidth, blackhole, latency, reset, slicer
+from mailstorm.harness.chaosproxy.toxics import bandwidth, blackhole, latency, reset, slicer
 
 __all__ = ["bandwidth", "blackhole", "latency", "reset", "slicer"]

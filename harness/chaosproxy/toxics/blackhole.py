@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.chaosproxy.base import Link, Send, Stream, ToxicBase, ToxicSpecBase, register
+from mailstorm.harness.chaosproxy.base import Link, Send, Stream, ToxicBase, ToxicSpecBase, register
 
 
 class BlackholeSpec(ToxicSpecBase):

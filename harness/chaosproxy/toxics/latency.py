@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.chaosproxy.base import Link, Send, ToxicBase, ToxicSpecBase, register, sleep_until
+from mailstorm.harness.chaosproxy.base import Link, Send, ToxicBase, ToxicSpecBase, register, sleep_until
 
 
 class LatencySpec(ToxicSpecBase):

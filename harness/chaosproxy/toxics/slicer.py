@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from harness.chaosproxy.base import Link, Send, ToxicBase, ToxicSpecBase, register
+from mailstorm.harness.chaosproxy.base import Link, Send, ToxicBase, ToxicSpecBase, register
 
 
 class SlicerSpec(ToxicSpecBase):

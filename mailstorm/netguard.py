@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from harness.errors import TargetNotAllowed
+from mailstorm.errors import TargetNotAllowed
 
 
 def is_loopback(host: str) -> bool:

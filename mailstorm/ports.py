@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from harness.errors import HarnessError
+from mailstorm.errors import HarnessError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.errors import ConfigError
+from mailstorm.errors import ConfigError
 
 Path_ = tuple[str | int, ...]
 

@@ -12,14 +12,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from harness.errors import EXIT_BAD_INPUT, EXIT_HARNESS_FAILED, MailstormError
+from mailstorm.errors import EXIT_BAD_INPUT, EXIT_HARNESS_FAILED, MailstormError
 
 # Modules that own subcommands, in the order their commands are listed in --help.
 COMMAND_MODULES: tuple[str, ...] = (
-    "harness.commands",  # run, validate, schema
-    "fake_esp.cli",  # esp
-    "scenarios.cli",  # worker
-    "reports.cli",  # report, compare, sizing
+    "mailstorm.harness.commands",  # run, validate, schema
+    "mailstorm.fake_esp.cli",  # esp
+    "mailstorm.scenarios.cli",  # worker
+    "mailstorm.reports.cli",  # report, compare, sizing
 )
 
 
