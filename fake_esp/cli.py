@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mailstorm.fake_esp``: the same command as ``mailstorm esp``, with the same one-line errors."""
+    """``python -m mailstorm.fake_esp``: the same command as ``mailstorm esp``, with the same errors."""
     from mailstorm.cli import _Parser
 
     parser = _Parser(prog="python -m mailstorm.fake_esp", description="Run a fake ESP.")

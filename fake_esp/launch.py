@@ -1,4 +1,4 @@
-"""EspProcess: start a fake ESP as a child process (``python -m mailstorm.fake_esp``) and know when it is ready.
+"""EspProcess: start a fake ESP as a child process (``python -m mailstorm.fake_esp``), know when it is ready.
 
 The runner, the pytest plugin and the benchmarks all start the fake ESP this way, so a SIGKILL of it is
 a real crash of a real process. ``start()`` returns once the control API answers and reports every

@@ -1,4 +1,4 @@
-"""``python -m mailstorm.fake_esp`` / ``mailstorm esp``: bad input ends in one line naming what is wrong (exit 2)."""
+"""``python -m mailstorm.fake_esp`` / ``mailstorm esp``: bad input ends in one line naming what is wrong."""
 
 from __future__ import annotations
 
