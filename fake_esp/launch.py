@@ -78,7 +78,7 @@ class EspProcess:
         cmd = [
             sys.executable,
             "-m",
-            "fake_esp",
+            "mailstorm.fake_esp",
             "--smtp-port",
             str(self.smtp_port),
             "--control-port",
