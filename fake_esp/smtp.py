@@ -33,7 +33,7 @@ from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
 from mailstorm.fake_esp.spec import EspSpec
 from mailstorm.ledger import Kind, LedgerWriter
-from mailstorm.replies import MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
+from mailstorm.replies import AUTH_LINE_TOO_LONG, MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
 
 log = logging.getLogger("mailstorm.fake_esp.smtp")
 
@@ -158,6 +158,10 @@ class SmtpService:
             hook({"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos})
 
 
+class _AuthLineTooLong(Exception):
+    """A client's AUTH answer overran the line limit (answered 500 5.5.6 by smtp_AUTH)."""
+
+
 class EspSMTP(SMTP):
     """One SMTP session: aiosmtpd's state machine plus the connect and DATA-start phases, the fault
     actions (delay, reply, cut, tarpit, hang) and the ledger records."""
@@ -279,6 +283,22 @@ class EspSMTP(SMTP):
                     await self.push(str(reply))
                     return
         await super().smtp_DATA(arg)
+
+    # -- AUTH answers longer than a line ----------------------------------------------------------------
+    # aiosmtpd reads a client's AUTH answer with readline(), which raises ValueError on a line longer than
+    # the stream's limit instead of answering, and the session died with a traceback. RFC 4954 section 4
+    # answers such a line 500 5.5.6 and the session goes on.
+    async def challenge_auth(self, challenge: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().challenge_auth(challenge, *args, **kwargs)
+        except ValueError as exc:  # StreamReader.readline: "chunk is longer than limit"
+            raise _AuthLineTooLong from exc
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        try:
+            await super().smtp_AUTH(arg)
+        except _AuthLineTooLong:
+            await self.push(str(AUTH_LINE_TOO_LONG))
 
     # -- writing replies ----------------------------------------------------------------------------------
     async def push(self, status: str | bytes) -> None:

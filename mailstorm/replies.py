@@ -80,6 +80,7 @@ QUEUE_FULL = Reply(452, "4.3.1", "Queue full, try again later")
 # -- permanent (5yz): the client gives up ---------------------------------------------------------------
 SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error, command unrecognized")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication Exchange line is too long")  # RFC 4954 4
 BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
 MAILBOX_UNAVAILABLE = Reply(550, "5.1.1", "Mailbox unavailable")
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")

@@ -97,3 +97,30 @@ def test_report_on_a_ledger_with_a_wrongly_typed_value_is_one_line(tmp_path, t):
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.splitlines()
     assert str(bad) in line and "load.submit" in line
+
+
+def smtp_exchange(port: int, lines: list[bytes]) -> list[bytes]:
+    """Send each line after the previous reply; return every reply line (banner first)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        replies = [f.readline()]
+        for line in lines:
+            s.sendall(line + b"\r\n")
+            reply = f.readline()
+            while reply[3:4] == b"-":  # multi-line (EHLO)
+                reply = f.readline()
+            replies.append(reply)
+        return replies
+
+
+@pytest.mark.parametrize("mechanism", [b"AUTH LOGIN", b"AUTH PLAIN"])
+def test_fake_esp_answers_an_auth_line_longer_than_the_limit(esp, mechanism):
+    """An AUTH answer longer than the line limit is answered 500 5.5.6 (RFC 4954 4) and the session goes
+    on; aiosmtpd raised inside challenge_auth and the session died with a traceback (the long fuzz run
+    found it)."""
+    replies = smtp_exchange(esp.smtp_port, [b"EHLO fuzz", mechanism, b"A" * 5000, b"NOOP", b"QUIT"])
+    assert replies[2].startswith(b"334"), replies
+    assert replies[3].startswith(b"500 5.5.6"), replies
+    assert replies[4].startswith(b"250"), replies  # the session is still served
+    assert replies[5].startswith(b"221"), replies
+    assert "Traceback" not in esp.log_path.read_text(errors="replace")
