@@ -38,12 +38,14 @@ import yaml
 
 import mailstorm.reports
 from mailstorm.errors import (
-    EXIT_HARNESS_FAILED,
     EXIT_OK,
     EXIT_SLO_BREACHED,
     ConfigError,
     HarnessError,
+    Interrupted,
     MailstormError,
+    PartDied,
+    TargetDied,
     TargetNotAllowed,
     UserError,
 )
@@ -67,25 +69,6 @@ QUEUE_POLL_S = 1.0  # a target's queue depth may cost a subprocess (postqueue -j
 HURRY_S = 6.0  # after a signal: how long the parts get to stop by themselves before they are killed
 LOAD_GRACE_S = 30.0
 LOAD_START_TIMEOUT_S = 60.0  # Locust needs a few seconds to import and start; a minute means it is stuck
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread by the SIGINT/SIGTERM handler (a BaseException, like KeyboardInterrupt,
-    so no ``except Exception`` on the way swallows it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class PartDied(HarnessError):
-    """A part of the harness (ESP, load, proxy) stopped when it should not have: exit 3."""
-
-
-class TargetDied(MailstormError):
-    """The SUT died without the timeline killing it: a finding about the SUT, so the run fails (exit 1)
-    after its reports are built."""
 
 
 def derive_seed(seed: int, component: str) -> int:
@@ -246,6 +229,8 @@ class Run:
         self._tail = LedgerTail(self.ledger_dir)
         code: int | None = None  # set when the run's outcome, not the verdict, decides the exit code
         failure: str | None = None
+        finding: TargetDied | None = None  # a failure about the SUT: the code is the verdict's, at least
+        interrupted = False
         with self._signals(), self._progress() as progress:
             try:
                 self._start_parts(run_id)
@@ -253,18 +238,19 @@ class Run:
                 self._drain_phase(progress)
             except Interrupted as exc:
                 self.reason = f"interrupted ({exc})"
-                code = EXIT_INTERRUPTED.get(exc.signum, 130)
+                code, interrupted = exc.exit_code, True
             except TargetDied as exc:
                 self.reason = failure = str(exc)
+                finding = exc
             except MailstormError as exc:
                 self.reason = failure = f"failed: {exc}"
                 code = exc.exit_code
-            except Exception as exc:  # a bug in a part: stop everything, say what, exit 3
+            except Exception as exc:  # a bug in a part: stop everything, say what, exit as the harness
                 self.reason = failure = f"failed: {type(exc).__name__}: {exc}"
-                code = EXIT_HARNESS_FAILED
+                code = HarnessError.exit_code
             finally:
                 self._phase = "stop"
-                self._stop_all(hurry=code is not None and code in EXIT_INTERRUPTED.values())
+                self._stop_all(hurry=interrupted)
                 self._finish_ledger()
         try:
             verdict_code = self._report(complete=code is None and failure is None)
@@ -276,7 +262,7 @@ class Run:
             verdict_code = EXIT_SLO_BREACHED
         if code is None:
             # A target that died unexpectedly is a finding about the SUT: the run fails whatever the SLOs say.
-            code = max(verdict_code, EXIT_SLO_BREACHED) if failure is not None else verdict_code
+            code = max(verdict_code, finding.exit_code) if finding is not None else verdict_code
         self.info.update(status="done", exit_code=code)
         self._write_info()
         if failure is not None:

@@ -248,6 +248,39 @@ def test_a_dead_esp_fails_the_run_with_exit_3(tmp_path):
         err_file.close()
 
 
+def test_a_target_that_dies_unexpectedly_fails_the_run_with_exit_1(tmp_path):
+    """The reference pipeline SIGKILLed mid-run by someone else than the timeline is a finding about the
+    SUT (TargetDied): the run stops, builds its reports and exits 1, nothing left running."""
+    path = scenario_file(tmp_path, "sut-dies", "", duration="20s")
+    out = tmp_path / "runs"
+    err_file = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(
+        [*CLI, "run", str(path), "--out", str(out), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=err_file,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("*/ledger/load-*.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)  # polling for the load's ledger
+        children = _descendants(proc.pid)
+        (sut,) = [p for p in children if "mailstorm.harness.reference" in p.cmdline()]
+        sut.kill()
+        assert proc.wait(timeout=60) == 1
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+        assert "target 'reference' died unexpectedly" in (tmp_path / "stderr.txt").read_text()
+        assert (next(out.glob("*")) / "report.json").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        err_file.close()
+
+
 @pytest.mark.long
 @pytest.mark.timeout(1200)  # soak: 10 min of load, 2 min of drain deadline
 @pytest.mark.parametrize(
