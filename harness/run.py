@@ -56,7 +56,15 @@ from mailstorm.harness.esp_setup import esp_limits, esp_process
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
-from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, Endpoint, QueueSampler, TargetContext
+from mailstorm.harness.targets.base import (
+    REGISTRY,
+    Actionable,
+    Alive,
+    Endpoint,
+    QueueSampler,
+    Target,
+    TargetContext,
+)
 from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerWriter
 from mailstorm.netguard import check_address
@@ -94,20 +102,6 @@ def make_run_dir(out: Path, name: str, now: datetime | None = None) -> Path:
     raise HarnessError(f"cannot make a run directory under {out}")
 
 
-def _target_hosts(spec: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
-    """Every address a target spec names (its ``host``, its ``endpoints`` as HOST:PORT or URLs), so the
-    loopback check runs before anything starts, in ``validate`` too, not only when the target starts."""
-    out: list[tuple[tuple[str | int, ...], str, str]] = []
-    host = getattr(spec, "host", None)
-    if isinstance(host, str):
-        out.append((("target", "host"), host, "target address"))
-    for i, endpoint in enumerate(getattr(spec, "endpoints", None) or ()):
-        text = str(endpoint)
-        name = urlsplit(text).hostname if "://" in text else text.rpartition(":")[0].strip("[]")
-        out.append((("target", "endpoints", i), name or "", "target address"))
-    return out
-
-
 class Run:
     """Carries out ``scenario``; ``execute()`` returns the exit code and leaves ``run_dir`` complete."""
 
@@ -132,7 +126,7 @@ class Run:
         self.verdict: Any = None
         self._esp: EspProcess | None = None
         self._proxy: ChaosProxy | None = None
-        self._target: Any = None
+        self._target: Target | None = None
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
         self._prober: Prober | None = None
@@ -160,7 +154,14 @@ class Run:
             for i, p in enumerate(sc.probes)
             if p.url
         ]
-        hosts += _target_hosts(sc.target)
+        target = REGISTRY[sc.target.kind](sc.target)
+        if not isinstance(target, Target):
+            raise HarnessError(
+                f"target kind {sc.target.kind!r} does not implement the Target protocol "
+                "(kind, addresses, start, stop)"
+            )
+        # Whatever its fields are called, a target names the hosts its spec sends traffic to.
+        hosts += [(("target", *a.field), a.host, "target address") for a in target.addresses()]
         for loc, host, what in hosts:
             try:
                 check_address(host, allow_remote=self.allow_remote, what=what)
@@ -170,7 +171,6 @@ class Run:
             self.esp_limits = esp_limits(sc.esp)
         except ConfigError as exc:
             raise self._config_error(("esp", "profile"), str(exc)) from None
-        target = REGISTRY[sc.target.kind](sc.target)
         wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
         if wanted:
             known = target.actions() if isinstance(target, Actionable) else frozenset()
@@ -354,7 +354,8 @@ class Run:
             target_kind=sc.target.kind,
             proxy=self._proxy,
         )
-        self._prober = Prober(resolve_probes(sc.probes, self._target, sc.target.kind), writer)
+        probes = resolve_probes(sc.probes, self._target, sc.target.kind, allow_remote=self.allow_remote)
+        self._prober = Prober(probes, writer)
         self._prober.start()
 
     def _await_load(self, progress: Progress) -> None:

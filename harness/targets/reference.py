@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import mailstorm.harness
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.reference.store import count_rows
-from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.ports import free_port, wait_for_port
 
 HOST = "127.0.0.1"  # the pipeline is loopback only here; an off-machine relay is not what this target is for
@@ -137,6 +137,10 @@ class ReferenceTarget:
         self._atexit = False
 
     # -- Target -------------------------------------------------------------------------------------
+    def addresses(self) -> list[Address]:
+        """The pipeline listens on loopback (it relays to the run's own fake ESP)."""
+        return [Address(HOST)]
+
     def start(self, ctx: TargetContext) -> list[Endpoint]:
         spec = self.spec
         if spec.relay == "http":
