@@ -1,6 +1,7 @@
 """One run, from a validated scenario to an exit code: the lifecycle and nothing else.
 
-    make runs/<time>-<name>/ (scenario.yaml resolved, slo.json, run.json, ledger/, logs/)
+    make runs/<time>-<name>/ (scenario.yaml resolved, slo.json, run.json, ledger/, logs/, runner.lock)
+    -> watchdog (its own process: ends what the run started if the runner dies, SIGKILL included)
     -> fake ESP (its own process) -> [chaos proxy] -> target (the SUT, its own processes)
     -> load (Locust, its own processes) + chaos timeline + probes, progress from the ledgers
     -> load done -> drain (every id the SUT accepted seen at the ESP, or its queue empty, or the deadline)
@@ -9,10 +10,11 @@
 
 The same stop path runs on Ctrl-C, SIGTERM and when a part dies, so no child outlives the run and every
 ledger is closed. Children are tracked by pid and start time while the run goes
-(mailstorm.harness.descendants),
-and whatever is still alive at the end is terminated, then killed: a launcher that forgot a grandchild
-does not leave it running. Exit codes: 0/1 from the verdict, 2 bad input, 3 the harness failed, 130/143
-interrupted.
+(mailstorm.harness.descendants), and whatever is still alive at the end is terminated, then killed: a
+launcher that forgot a grandchild does not leave it running. When the runner itself is killed, its
+children get SIGTERM from the kernel (mailstorm.deathsig) and the watchdog ends the rest
+(mailstorm.harness.watchdog, mailstorm.harness.leftovers). Exit codes: mailstorm.errors (0/1 from the
+verdict, 2 bad input, 3 the harness failed, 130/143 interrupted).
 """
 
 from __future__ import annotations
@@ -66,13 +68,14 @@ from mailstorm.harness.targets.base import (
     TargetContext,
 )
 from mailstorm.harness.timeline import Timeline
+from mailstorm.harness.watchdog import Watchdog, lifeline
 from mailstorm.ledger import Kind, LedgerWriter
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
-TICK_S = 0.25  # main loop period: progress, watchdog, drain check
+TICK_S = 0.25  # main loop period: progress, parts alive, drain check
 QUEUE_POLL_S = 1.0  # a target's queue depth may cost a subprocess (postqueue -j): not every tick
 HURRY_S = 6.0  # after a signal: how long the parts get to stop by themselves before they are killed
 LOAD_GRACE_S = 30.0
@@ -133,6 +136,7 @@ class Run:
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
         self._descendants = Descendants()
+        self._watchdog: Watchdog | None = None
         self._phase = "start"
         self._t0 = time.monotonic()
         self._endpoints: list[Endpoint] = []
@@ -196,13 +200,20 @@ class Run:
 
     def execute(self) -> int:
         self.preflight()
+        self.run_dir = make_run_dir(self.out, self.scenario.name)
+        logs = self.run_dir / "logs"
+        logs.mkdir()
+        # Nothing of the run outlives the runner, however it ends (mailstorm.harness.watchdog).
+        with lifeline(self.run_dir, logs / "watchdog.log") as self._watchdog:
+            self._descendants.spare(self._watchdog.pid)  # it must outlive the runner's own reaping
+            return self._execute()
+
+    def _execute(self) -> int:
         sc = self.scenario
-        self.run_dir = make_run_dir(self.out, sc.name)
         run_id = self.run_dir.name
         self.ledger_dir = self.run_dir / "ledger"
         self.logs_dir = self.run_dir / "logs"
         self.ledger_dir.mkdir()
-        self.logs_dir.mkdir()
         (self.run_dir / "scenario.yaml").write_text(
             yaml.safe_dump(sc.resolved(), sort_keys=False, allow_unicode=True)
         )
@@ -251,6 +262,8 @@ class Run:
             finally:
                 self._phase = "stop"
                 self._stop_all(hurry=interrupted)
+                if self._watchdog is not None:  # every part is stopped: from here the runner leaves nothing
+                    self._watchdog.disarm()
                 self._finish_ledger()
         try:
             verdict_code = self._report(complete=code is None and failure is None)
@@ -448,9 +461,10 @@ class Run:
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
-        self._watchdog()
+        self._check_parts()
 
-    def _watchdog(self) -> None:
+    def _check_parts(self) -> None:
+        """A part that died (or a timeline that failed) ends the run."""
         if self._timeline is not None and self._timeline.errors:
             raise HarnessError(self._timeline.errors[0])
         esp_down = self._timeline is not None and self._timeline.esp_down

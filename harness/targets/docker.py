@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.chaosproxy import ChaosProxy
+from mailstorm.harness.leftovers import CONTAINER_LABEL
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.harness.targets.process import http_ok, ready_url_address, substitute, wait_ready
 from mailstorm.ports import free_port
@@ -42,7 +43,7 @@ from mailstorm.ports import free_port
 ACTIONS = frozenset(
     {"kill", "pause", "unpause", "resume", "stop", "start", "restart", "disconnect", "connect"}
 )
-LABEL = "mailstorm.instance"
+LABEL = CONTAINER_LABEL  # mailstorm.instance=<run dir>: how the watchdog and `mailstorm cleanup` find ours
 PUBLISH_HOST = "127.0.0.1"  # where the container's port is published for the load
 
 

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.netguard import check_address
@@ -223,6 +224,7 @@ class ProcessTarget:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: signals reach the SUT's children too
+                    **die_with_parent(),  # a runner killed with -9 takes the SUT along
                 )
             except OSError as exc:
                 raise UserError(f"process target: cannot run {command[0]!r}: {exc.strerror}") from None

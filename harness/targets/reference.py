@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import mailstorm.harness
+from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.reference.store import count_rows
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
@@ -91,6 +92,7 @@ class _Instance:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the runner's terminal reaches the runner, which stops us
+                **die_with_parent(),  # ...and a runner killed with -9 still takes us along
             )
         what = f"{self.name} (log {self.log})"
         try:

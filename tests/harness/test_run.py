@@ -22,6 +22,7 @@ import pytest
 from mailstorm.harness.scenario import load_scenario
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.scenarios.shapes import arrival_times
+from tests.harness.sut_support import start_run, wait_for_load
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "scenarios" / "library"
@@ -252,33 +253,22 @@ def test_a_target_that_dies_unexpectedly_fails_the_run_with_exit_1(tmp_path):
     """The reference pipeline SIGKILLed mid-run by someone else than the timeline is a finding about the
     SUT (TargetDied): the run stops, builds its reports and exits 1, nothing left running."""
     path = scenario_file(tmp_path, "sut-dies", "", duration="20s")
-    out = tmp_path / "runs"
-    err_file = (tmp_path / "stderr.txt").open("w")
-    proc = subprocess.Popen(
-        [*CLI, "run", str(path), "--out", str(out), "--quiet"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=err_file,
-        start_new_session=True,
-    )
+    out, err = tmp_path / "runs", tmp_path / "stderr.txt"
+    run = start_run(path, out, err)
     try:
-        deadline = time.monotonic() + 60
-        while not list(out.glob("*/ledger/load-*.jsonl")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)  # polling for the load's ledger
-        children = _descendants(proc.pid)
+        run_dir = wait_for_load(run, out, err)
+        children = _descendants(run.pid)
         (sut,) = [p for p in children if "mailstorm.harness.reference" in p.cmdline()]
         sut.kill()
-        assert proc.wait(timeout=60) == 1
+        assert run.wait(timeout=60) == 1
         _, alive = psutil.wait_procs(children, timeout=10)
         assert not alive
-        assert "target 'reference' died unexpectedly" in (tmp_path / "stderr.txt").read_text()
-        assert (next(out.glob("*")) / "report.json").exists()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        err_file.close()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert "target 'reference' died unexpectedly" in err.read_text()
+    assert (run_dir / "report.json").exists()
 
 
 @pytest.mark.long
