@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from mailstorm.errors import ConfigError, MailstormError, UserError
+from mailstorm.errors import EXIT_OK, EXIT_SIGNALLED, ConfigError, MailstormError, UserError
 from mailstorm.fake_esp.profiles import options as profile_options
 from mailstorm.fake_esp.spec import EspSpec, parse_esp_spec, parse_fault
 
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_profiles:
         print(profile_options.profiles_table())
-        return 0
+        return EXIT_OK
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -168,4 +169,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"fake_esp: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGNALLED + signal.SIGINT

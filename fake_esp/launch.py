@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import yaml
 
+from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, MailstormError
 from mailstorm.fake_esp.client import ControlClient
 from mailstorm.ports import free_port, wait_for_port
@@ -125,6 +126,7 @@ class EspProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            **die_with_parent(),  # a runner or test killed with -9 takes its fake ESP along
         )
         try:
             self._wait_ready()

@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from mailstorm.errors import HarnessError, UserError
+from mailstorm.errors import EXIT_OK, HarnessError, UserError
 from mailstorm.fake_esp.control import make_app, start_control
 from mailstorm.fake_esp.counters import Counters, merge
 from mailstorm.fake_esp.engine import Engine
@@ -185,7 +185,7 @@ async def _serve_single(spec: EspSpec) -> int:
     await stop.wait()
     await runner.cleanup()
     await worker.close()
-    return 0
+    return EXIT_OK
 
 
 async def _control(backend, spec: EspSpec):
@@ -340,4 +340,4 @@ async def _serve_parent(spec: EspSpec, store: Engine, conns: list[Connection], p
     if backend.failed.done():
         stopping.cancel()
         raise backend.failed.result()
-    return 0
+    return EXIT_OK

@@ -1,4 +1,4 @@
-"""The runner's subcommands: ``mailstorm run``, ``mailstorm validate``, ``mailstorm schema``.
+"""The runner's subcommands: ``mailstorm run``, ``validate``, ``schema`` and ``cleanup``.
 
 A scenario argument is a file path or the name of a ready scenario in ``scenarios/library`` (``smoke``,
 ``spike``...); ``mailstorm run`` with none runs the demo. Errors are ``UserError``s (one line, exit 2),
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mailstorm.scenarios
 from mailstorm.errors import EXIT_OK, UserError
+from mailstorm.harness.leftovers import end, find, show
 from mailstorm.harness.run import Run
 from mailstorm.harness.scenario import Scenario, check_overrides, json_schema, validate_document
 from mailstorm.yamlload import load_yaml
@@ -62,6 +63,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """End whatever killed runs under ``--out`` left running (mailstorm.harness.leftovers), one line each."""
+    found = find(Path(args.out))
+    lines = end(found)
+    for line in lines:
+        print(line)
+    for run in sorted(found.skipped):
+        print(f"skipped {show(run)}: its runner is still running")
+    if not lines:
+        print("nothing to clean up")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     json.dump(json_schema(), sys.stdout, indent=2 if args.indent else None)
     sys.stdout.write("\n")
@@ -101,6 +115,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("files", nargs="+", metavar="FILE", help="scenario file(s) or library names")
     validate.add_argument("--allow-remote", action="store_true", help="as for run")
     validate.set_defaults(func=cmd_validate)
+
+    cleanup = subparsers.add_parser(
+        "cleanup",
+        help="end what killed runs left running (processes, Postfix, containers)",
+        description="Find and end whatever runs under --out left running when their runner was killed: "
+        "processes marked with or naming a run directory, Postfix instances whose MAIL_CONFIG is in one, "
+        "containers labelled with one. Runs whose runner still lives are skipped. One line per thing ended.",
+    )
+    cleanup.add_argument("--out", default="runs", help="where run directories are (default: runs)")
+    cleanup.set_defaults(func=cmd_cleanup)
 
     schema = subparsers.add_parser("schema", help="print the JSON Schema of scenario files")
     schema.add_argument("--indent", action="store_true", help="pretty-print")

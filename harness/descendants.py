@@ -18,7 +18,13 @@ SCAN_INTERVAL_S = 1.0  # descendants appear at start-up and restarts; a scan a s
 class Descendants:
     def __init__(self) -> None:
         self._seen: dict[int, float] = {}  # pid -> create time
+        self._spared: set[int] = set()
         self._last_scan = 0.0
+
+    def spare(self, pid: int | None) -> None:
+        """Never reap ``pid`` (the run's watchdog: it must outlive the runner's own end)."""
+        if pid is not None:
+            self._spared.add(pid)
 
     def scan(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -27,6 +33,8 @@ class Descendants:
         self._last_scan = now
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process().children(recursive=True):
+                if child.pid in self._spared:
+                    continue
                 with contextlib.suppress(psutil.Error):
                     self._seen.setdefault(child.pid, child.create_time())
 

@@ -14,28 +14,40 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailstorm.errors import UserError
 from mailstorm.harness.scenario import ProbeSpec
+from mailstorm.harness.targets.base import Monitored
 from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.netguard import check_address
 
 MAX_BODY = 4 * 1024 * 1024  # a metrics page bigger than this is not read whole
 
 
-def resolve_probes(probes: tuple[ProbeSpec, ...], target: Any, kind: str) -> tuple[ProbeSpec, ...]:
+def resolve_probes(
+    probes: tuple[ProbeSpec, ...], target: object, kind: str, *, allow_remote: bool = False
+) -> tuple[ProbeSpec, ...]:
     """Probes with a ``url`` each: ``target: health`` becomes one probe per URL in the target's
-    ``health_urls`` (``metrics``: ``metrics_urls``), an optional ability of a target."""
+    ``health_urls`` (``metrics``: ``metrics_urls``), the ``Monitored`` ability of a target. Those URLs
+    pass the loopback guard here (the scenario's own were checked before the run started)."""
     out: list[ProbeSpec] = []
     for i, probe in enumerate(probes):
         if probe.url is not None:
             out.append(probe)
             continue
-        urls = list(getattr(target, f"{probe.target}_urls", None) or [])
+        urls: list[str] = []
+        if isinstance(target, Monitored):
+            urls = list(target.health_urls if probe.target == "health" else target.metrics_urls)
         if not urls:
             raise UserError(f"probes[{i}].target: target kind {kind!r} has no {probe.target} URL to probe")
         for n, url in enumerate(urls):
+            host = urlsplit(url).hostname or ""
+            check_address(
+                host, allow_remote=allow_remote, what=f"probes[{i}]: the target's {probe.target} URL"
+            )
             name = probe.name or f"{kind}-{probe.target}"
             name = name if len(urls) == 1 else f"{name}-{n}"
             out.append(probe.model_copy(update={"url": url, "target": None, "name": name}))

@@ -1,6 +1,7 @@
 """One run, from a validated scenario to an exit code: the lifecycle and nothing else.
 
-    make runs/<time>-<name>/ (scenario.yaml resolved, slo.json, run.json, ledger/, logs/)
+    make runs/<time>-<name>/ (scenario.yaml resolved, slo.json, run.json, ledger/, logs/, runner.lock)
+    -> watchdog (its own process: ends what the run started if the runner dies, SIGKILL included)
     -> fake ESP (its own process) -> [chaos proxy] -> target (the SUT, its own processes)
     -> load (Locust, its own processes) + chaos timeline + probes, progress from the ledgers
     -> load done -> drain (every id the SUT accepted seen at the ESP, or its queue empty, or the deadline)
@@ -9,10 +10,11 @@
 
 The same stop path runs on Ctrl-C, SIGTERM and when a part dies, so no child outlives the run and every
 ledger is closed. Children are tracked by pid and start time while the run goes
-(mailstorm.harness.descendants),
-and whatever is still alive at the end is terminated, then killed: a launcher that forgot a grandchild
-does not leave it running. Exit codes: 0/1 from the verdict, 2 bad input, 3 the harness failed, 130/143
-interrupted.
+(mailstorm.harness.descendants), and whatever is still alive at the end is terminated, then killed: a
+launcher that forgot a grandchild does not leave it running. When the runner itself is killed, its
+children get SIGTERM from the kernel (mailstorm.deathsig) and the watchdog ends the rest
+(mailstorm.harness.watchdog, mailstorm.harness.leftovers). Exit codes: mailstorm.errors (0/1 from the
+verdict, 2 bad input, 3 the harness failed, 130/143 interrupted).
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ import yaml
 
 import mailstorm.reports
 from mailstorm.errors import (
-    EXIT_HARNESS_FAILED,
     EXIT_OK,
     EXIT_SLO_BREACHED,
     ConfigError,
     HarnessError,
+    Interrupted,
     MailstormError,
+    PartDied,
+    TargetDied,
     TargetNotAllowed,
     UserError,
 )
@@ -54,38 +58,28 @@ from mailstorm.harness.esp_setup import esp_limits, esp_process
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
-from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, Endpoint, QueueSampler, TargetContext
+from mailstorm.harness.targets.base import (
+    REGISTRY,
+    Actionable,
+    Alive,
+    Endpoint,
+    QueueSampler,
+    Target,
+    TargetContext,
+)
 from mailstorm.harness.timeline import Timeline
+from mailstorm.harness.watchdog import Watchdog, lifeline
 from mailstorm.ledger import Kind, LedgerWriter
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
-TICK_S = 0.25  # main loop period: progress, watchdog, drain check
+TICK_S = 0.25  # main loop period: progress, parts alive, drain check
 QUEUE_POLL_S = 1.0  # a target's queue depth may cost a subprocess (postqueue -j): not every tick
 HURRY_S = 6.0  # after a signal: how long the parts get to stop by themselves before they are killed
 LOAD_GRACE_S = 30.0
 LOAD_START_TIMEOUT_S = 60.0  # Locust needs a few seconds to import and start; a minute means it is stuck
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread by the SIGINT/SIGTERM handler (a BaseException, like KeyboardInterrupt,
-    so no ``except Exception`` on the way swallows it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class PartDied(HarnessError):
-    """A part of the harness (ESP, load, proxy) stopped when it should not have: exit 3."""
-
-
-class TargetDied(MailstormError):
-    """The SUT died without the timeline killing it: a finding about the SUT, so the run fails (exit 1)
-    after its reports are built."""
 
 
 def derive_seed(seed: int, component: str) -> int:
@@ -109,20 +103,6 @@ def make_run_dir(out: Path, name: str, now: datetime | None = None) -> Path:
             raise UserError(f"--out {out}: cannot make the run directory: {exc.strerror or exc}") from None
         return candidate
     raise HarnessError(f"cannot make a run directory under {out}")
-
-
-def _target_hosts(spec: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
-    """Every address a target spec names (its ``host``, its ``endpoints`` as HOST:PORT or URLs), so the
-    loopback check runs before anything starts, in ``validate`` too, not only when the target starts."""
-    out: list[tuple[tuple[str | int, ...], str, str]] = []
-    host = getattr(spec, "host", None)
-    if isinstance(host, str):
-        out.append((("target", "host"), host, "target address"))
-    for i, endpoint in enumerate(getattr(spec, "endpoints", None) or ()):
-        text = str(endpoint)
-        name = urlsplit(text).hostname if "://" in text else text.rpartition(":")[0].strip("[]")
-        out.append((("target", "endpoints", i), name or "", "target address"))
-    return out
 
 
 class Run:
@@ -149,13 +129,14 @@ class Run:
         self.verdict: Any = None
         self._esp: EspProcess | None = None
         self._proxy: ChaosProxy | None = None
-        self._target: Any = None
+        self._target: Target | None = None
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
         self._prober: Prober | None = None
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
         self._descendants = Descendants()
+        self._watchdog: Watchdog | None = None
         self._phase = "start"
         self._t0 = time.monotonic()
         self._endpoints: list[Endpoint] = []
@@ -177,7 +158,14 @@ class Run:
             for i, p in enumerate(sc.probes)
             if p.url
         ]
-        hosts += _target_hosts(sc.target)
+        target = REGISTRY[sc.target.kind](sc.target)
+        if not isinstance(target, Target):
+            raise HarnessError(
+                f"target kind {sc.target.kind!r} does not implement the Target protocol "
+                "(kind, addresses, start, stop)"
+            )
+        # Whatever its fields are called, a target names the hosts its spec sends traffic to.
+        hosts += [(("target", *a.field), a.host, "target address") for a in target.addresses()]
         for loc, host, what in hosts:
             try:
                 check_address(host, allow_remote=self.allow_remote, what=what)
@@ -187,7 +175,6 @@ class Run:
             self.esp_limits = esp_limits(sc.esp)
         except ConfigError as exc:
             raise self._config_error(("esp", "profile"), str(exc)) from None
-        target = REGISTRY[sc.target.kind](sc.target)
         wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
         if wanted:
             known = target.actions() if isinstance(target, Actionable) else frozenset()
@@ -213,13 +200,20 @@ class Run:
 
     def execute(self) -> int:
         self.preflight()
+        self.run_dir = make_run_dir(self.out, self.scenario.name)
+        logs = self.run_dir / "logs"
+        logs.mkdir()
+        # Nothing of the run outlives the runner, however it ends (mailstorm.harness.watchdog).
+        with lifeline(self.run_dir, logs / "watchdog.log") as self._watchdog:
+            self._descendants.spare(self._watchdog.pid)  # it must outlive the runner's own reaping
+            return self._execute()
+
+    def _execute(self) -> int:
         sc = self.scenario
-        self.run_dir = make_run_dir(self.out, sc.name)
         run_id = self.run_dir.name
         self.ledger_dir = self.run_dir / "ledger"
         self.logs_dir = self.run_dir / "logs"
         self.ledger_dir.mkdir()
-        self.logs_dir.mkdir()
         (self.run_dir / "scenario.yaml").write_text(
             yaml.safe_dump(sc.resolved(), sort_keys=False, allow_unicode=True)
         )
@@ -246,6 +240,8 @@ class Run:
         self._tail = LedgerTail(self.ledger_dir)
         code: int | None = None  # set when the run's outcome, not the verdict, decides the exit code
         failure: str | None = None
+        finding: TargetDied | None = None  # a failure about the SUT: the code is the verdict's, at least
+        interrupted = False
         with self._signals(), self._progress() as progress:
             try:
                 self._start_parts(run_id)
@@ -253,18 +249,21 @@ class Run:
                 self._drain_phase(progress)
             except Interrupted as exc:
                 self.reason = f"interrupted ({exc})"
-                code = EXIT_INTERRUPTED.get(exc.signum, 130)
+                code, interrupted = exc.exit_code, True
             except TargetDied as exc:
                 self.reason = failure = str(exc)
+                finding = exc
             except MailstormError as exc:
                 self.reason = failure = f"failed: {exc}"
                 code = exc.exit_code
-            except Exception as exc:  # a bug in a part: stop everything, say what, exit 3
+            except Exception as exc:  # a bug in a part: stop everything, say what, exit as the harness
                 self.reason = failure = f"failed: {type(exc).__name__}: {exc}"
-                code = EXIT_HARNESS_FAILED
+                code = HarnessError.exit_code
             finally:
                 self._phase = "stop"
-                self._stop_all(hurry=code is not None and code in EXIT_INTERRUPTED.values())
+                self._stop_all(hurry=interrupted)
+                if self._watchdog is not None:  # every part is stopped: from here the runner leaves nothing
+                    self._watchdog.disarm()
                 self._finish_ledger()
         try:
             verdict_code = self._report(complete=code is None and failure is None)
@@ -276,7 +275,7 @@ class Run:
             verdict_code = EXIT_SLO_BREACHED
         if code is None:
             # A target that died unexpectedly is a finding about the SUT: the run fails whatever the SLOs say.
-            code = max(verdict_code, EXIT_SLO_BREACHED) if failure is not None else verdict_code
+            code = max(verdict_code, finding.exit_code) if finding is not None else verdict_code
         self.info.update(status="done", exit_code=code)
         self._write_info()
         if failure is not None:
@@ -368,7 +367,8 @@ class Run:
             target_kind=sc.target.kind,
             proxy=self._proxy,
         )
-        self._prober = Prober(resolve_probes(sc.probes, self._target, sc.target.kind), writer)
+        probes = resolve_probes(sc.probes, self._target, sc.target.kind, allow_remote=self.allow_remote)
+        self._prober = Prober(probes, writer)
         self._prober.start()
 
     def _await_load(self, progress: Progress) -> None:
@@ -461,9 +461,10 @@ class Run:
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
-        self._watchdog()
+        self._check_parts()
 
-    def _watchdog(self) -> None:
+    def _check_parts(self) -> None:
+        """A part that died (or a timeline that failed) ends the run."""
         if self._timeline is not None and self._timeline.errors:
             raise HarnessError(self._timeline.errors[0])
         esp_down = self._timeline is not None and self._timeline.esp_down

@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 import mailstorm.harness.targets
-from mailstorm.errors import ConfigError
+from mailstorm.errors import ConfigError, FieldError
 from mailstorm.fake_esp.spec import EspSpec, FaultSpec
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
 from mailstorm.harness.targets.base import REGISTRY
@@ -271,15 +271,15 @@ class Scenario(_Frozen):
         for i, step in enumerate(self.chaos):
             label = step.label(i)
             if label in labels:
-                raise _At(("chaos", i, "name"), f"name {label!r} is used twice on the timeline")
+                raise FieldError(("chaos", i, "name"), f"name {label!r} is used twice on the timeline")
             labels.add(label)
             if step.at >= self.duration:
-                raise _At(
+                raise FieldError(
                     ("chaos", i, "at"),
                     f"starts at {fmt_s(step.at)}, not before the end of the load ({fmt_s(self.duration)})",
                 )
             if step.end is not None and step.end > self.duration + 1e-9:
-                raise _At(
+                raise FieldError(
                     ("chaos", i, "for"),
                     f"ends at {fmt_s(step.end)}, past the end of the load (duration {fmt_s(self.duration)})",
                 )
@@ -315,14 +315,6 @@ def _smtp_target_options_to_load(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class _At(ValueError):
-    """A cross-field error that knows the path of the field it is about."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-
-
 # Reserved: the run decides these, a file setting them would be silently ignored otherwise.
 _RUN_OWNED = {
     ("esp", "seed"): "the ESP's seed is derived from the scenario's seed",
@@ -353,10 +345,10 @@ def validate_document(doc: Document, *, seed: int | None = None, duration: float
         raise doc.error(exc) from None
 
 
-def _cross_field(exc: ValidationError) -> _At | None:
+def _cross_field(exc: ValidationError) -> FieldError | None:
     for err in exc.errors(include_url=False):
         ctx_error = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, _At):
+        if isinstance(ctx_error, FieldError):
             return ctx_error
     return None
 

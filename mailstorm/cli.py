@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
-from mailstorm.errors import EXIT_BAD_INPUT, EXIT_HARNESS_FAILED, MailstormError
+from mailstorm.errors import EXIT_BAD_INPUT, EXIT_HARNESS_FAILED, EXIT_SIGNALLED, MailstormError
 
 # Modules that own subcommands, in the order their commands are listed in --help.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("mailstorm: interrupted\n")
-        return 130
+        return EXIT_SIGNALLED + signal.SIGINT
     except Exception as exc:  # the last line of defence: never a traceback to a user
         if args.debug:
             raise

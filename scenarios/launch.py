@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.targets.base import Endpoint
 from mailstorm.netguard import check_address
@@ -114,7 +115,14 @@ class LoadRun:
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            **die_with_parent(),  # the load ends with whoever started it, SIGKILL included
+        )
         self._procs.append((name, proc))
         return proc
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
+from mailstorm.errors import BadRequest as BadRequest  # each API raises it from here; it lives in the tree
 from mailstorm.ledger import CORRELATION_HEADER
 
 
@@ -67,15 +68,6 @@ class RateInfo:
             "X-RateLimit-Reset": str(self.reset),
             **self.retry_after(),
         }
-
-
-class BadRequest(Exception):
-    """A request the ESP refuses before sending anything; ``response`` is that ESP's answer."""
-
-    def __init__(self, response: web.Response, reason: str) -> None:
-        super().__init__(reason)
-        self.response = response
-        self.reason = reason
 
 
 class EspApi(ABC):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mailstorm.errors import EXIT_HARNESS_FAILED, ConfigError, MailstormError
+from mailstorm.errors import EXIT_HARNESS_FAILED, EXIT_OK, ConfigError, MailstormError
 from mailstorm.harness.reference.config import (
     DEFAULT_RELAY_NETWORKS,
     PipelineConfig,
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the port is taken, the queue directory is not writable...
         sys.stderr.write(f"reference: {exc}\n")
         return EXIT_HARNESS_FAILED
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""The target extension point: one required pair of methods, optional abilities, and a name registry.
+"""The target extension point: the ``Target`` protocol the runner holds, optional abilities, a registry.
 
-The runner gives every target a ``TargetContext`` (where the fake ESP listens, the run directory, the
-seed) and gets back the endpoints the load should hit. Targets run the SUT in processes of their own
-(never inside the runner), so a SIGKILL of the SUT is a real crash.
+A target says which addresses its spec sends traffic to (``addresses``: the runner passes every one
+through the loopback guard before anything starts, in ``mailstorm validate`` too, whatever the spec's
+fields are called), starts its SUT given a ``TargetContext`` (where the fake ESP listens, the run
+directory, the seed) and returns the endpoints the load should hit (checked again by the runner), and
+stops it. Targets run the SUT in processes of their own (never inside the runner), so a SIGKILL of the
+SUT is a real crash. Abilities beyond that are Protocols of their own, checked by type.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from mailstorm.endpoint import Endpoint
 __all__ = [
     "REGISTRY",
     "Actionable",
+    "Address",
     "Alive",
     "Endpoint",
+    "Monitored",
     "QueueSampler",
     "Target",
     "TargetContext",
@@ -38,10 +43,26 @@ class TargetContext:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Address:
+    """A host that traffic of the run goes to because of a target's spec, and the spec field naming it
+    (its path under ``target``; empty for a host the target fixes itself), so a refusal names the field
+    and its line."""
+
+    host: str
+    field: tuple[str | int, ...] = ()
+
+
+@runtime_checkable
 class Target(Protocol):
     """A system under test. ``start`` blocks until the SUT is ready; ``stop`` leaves nothing behind."""
 
     kind: str
+
+    def addresses(self) -> list[Address]:
+        """Every host the load, a readiness check or the SUT itself will send traffic to because of this
+        target's spec (endpoints, listen host, ready URLs...), known before ``start``."""
+        ...
 
     def start(self, ctx: TargetContext) -> list[Endpoint]: ...
 
@@ -65,6 +86,18 @@ class QueueSampler(Protocol):
     """A target that can report its queue depth (messages accepted, not yet relayed)."""
 
     def queue_depth(self) -> int | None: ...
+
+
+@runtime_checkable
+class Monitored(Protocol):
+    """A target whose SUT serves health and metrics pages (what probes with ``target: health|metrics``
+    poll; the runner checks each URL's host like any other address)."""
+
+    @property
+    def health_urls(self) -> list[str]: ...
+
+    @property
+    def metrics_urls(self) -> list[str]: ...
 
 
 @runtime_checkable

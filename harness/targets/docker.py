@@ -35,14 +35,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.chaosproxy import ChaosProxy
-from mailstorm.harness.targets.base import Endpoint, TargetContext, register
-from mailstorm.harness.targets.process import http_ok, substitute, wait_ready
+from mailstorm.harness.leftovers import CONTAINER_LABEL
+from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
+from mailstorm.harness.targets.process import http_ok, ready_url_address, substitute, wait_ready
 from mailstorm.ports import free_port
 
 ACTIONS = frozenset(
     {"kill", "pause", "unpause", "resume", "stop", "start", "restart", "disconnect", "connect"}
 )
-LABEL = "mailstorm.instance"
+LABEL = CONTAINER_LABEL  # mailstorm.instance=<run dir>: how the watchdog and `mailstorm cleanup` find ours
+PUBLISH_HOST = "127.0.0.1"  # where the container's port is published for the load
 
 
 class DockerSpec(BaseModel):
@@ -120,6 +122,10 @@ class DockerTarget:
         self._atexit = False
 
     # -- Target ---------------------------------------------------------------------------------------
+    def addresses(self) -> list[Address]:
+        """The SUT's port is published on loopback (or, with network host, is on it)."""
+        return [Address(PUBLISH_HOST), *ready_url_address(self.spec.ready_url, PUBLISH_HOST)]
+
     def start(self, ctx: TargetContext) -> list[Endpoint]:
         self._client = docker_client()
         self._instance = str(Path(ctx.run_dir).resolve())
@@ -233,7 +239,7 @@ class DockerTarget:
         else:
             host_port = spec.host_port or free_port()
             kwargs["network"] = spec.network
-            kwargs["ports"] = {f"{port}/tcp": ("127.0.0.1", host_port)}
+            kwargs["ports"] = {f"{port}/tcp": (PUBLISH_HOST, host_port)}
         command = [substitute(part, values) for part in spec.command] if spec.command else None
         self.stop_leftovers()
         self._owned = True
@@ -241,7 +247,7 @@ class DockerTarget:
             self._container = self._client.containers.run(spec.image, command, **kwargs)
         except Exception as exc:  # ImageNotFound, APIError: name the image and docker's reason
             raise UserError(f"target docker: cannot run image {spec.image!r}: {_explain(exc)}") from None
-        self._set_endpoint("127.0.0.1", host_port)
+        self._set_endpoint(PUBLISH_HOST, host_port)
 
     def stop_leftovers(self) -> None:
         """Remove containers of this run's instance left by an earlier, interrupted attempt."""
@@ -259,14 +265,14 @@ class DockerTarget:
         if (status := self._status()) != "running":
             raise UserError(f"target docker: container {name!r} is {status}, not running")
         if self.spec.network == "host":
-            self._set_endpoint("127.0.0.1", self.spec.port)
+            self._set_endpoint(PUBLISH_HOST, self.spec.port)
             return
         ports = (self._container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{self.spec.port}/tcp") or []
         if not ports:
             raise UserError(
                 f"target docker: container {name!r} publishes no host port for {self.spec.port}/tcp"
             )
-        self._set_endpoint("127.0.0.1", int(ports[0]["HostPort"]))
+        self._set_endpoint(PUBLISH_HOST, int(ports[0]["HostPort"]))
 
     def _restore_adopted(self) -> None:
         c = self._container

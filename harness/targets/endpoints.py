@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mailstorm.errors import UserError
-from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.netguard import check_address
 
 
@@ -101,6 +101,9 @@ class SmtpTarget:
     def __init__(self, spec: SmtpTargetSpec) -> None:
         self.spec = spec
 
+    def addresses(self) -> list[Address]:
+        return [Address(host, ("endpoints", i)) for i, (host, _) in enumerate(self.spec.addresses())]
+
     def start(self, ctx: TargetContext) -> list[Endpoint]:
         addresses = self.spec.addresses()
         for i, (host, _) in enumerate(addresses):
@@ -154,6 +157,10 @@ class HttpTarget:
 
     def __init__(self, spec: HttpTargetSpec) -> None:
         self.spec = spec
+
+    def addresses(self) -> list[Address]:
+        hosts = [urlsplit(url).hostname or "" for url in self.spec.endpoints]
+        return [Address(host, ("endpoints", i)) for i, host in enumerate(hosts)]
 
     def start(self, ctx: TargetContext) -> list[Endpoint]:
         endpoints = []

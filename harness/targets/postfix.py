@@ -39,7 +39,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import ConfigError, HarnessError, UserError
-from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
 from mailstorm.harness.targets.process import wait_ready
 from mailstorm.ledger import Kind, LedgerWriter
@@ -47,12 +47,13 @@ from mailstorm.netguard import check_address
 from mailstorm.ports import free_port, port_open
 
 ACTIONS = frozenset({"stop", "start", "restart", "kill", "flush"})
+LISTEN_HOST = "127.0.0.1"  # the instance's only listener (inet_interfaces)
 CMD_TIMEOUT_S = 60.0
 # Settings of the throwaway instance that make it one (the rest comes from the spec).
 _FIXED = {
     "myhostname": "sut.test",
     "mydestination": "",
-    "inet_interfaces": "127.0.0.1",
+    "inet_interfaces": LISTEN_HOST,
     "inet_protocols": "ipv4",
     "mynetworks": "127.0.0.0/8",
     "default_transport": "smtp",
@@ -139,6 +140,10 @@ class PostfixTarget:
         return self.root / "maillog"
 
     # -- Target ---------------------------------------------------------------------------------------
+    def addresses(self) -> list[Address]:
+        """The instance listens on loopback (it relays to the run's own fake ESP)."""
+        return [Address(LISTEN_HOST)]
+
     def start(self, ctx: TargetContext) -> list[Endpoint]:
         binary = postfix_installed()
         if binary is None:
@@ -158,7 +163,7 @@ class PostfixTarget:
         self._start()
         if self.spec.queue_sample_s > 0:
             self._start_sampler()
-        return [Endpoint("smtp", "127.0.0.1", self.port)]
+        return [Endpoint("smtp", LISTEN_HOST, self.port)]
 
     def stop(self) -> None:
         """``postfix stop``, then SIGKILL to anything of this instance still running; idempotent."""
@@ -329,9 +334,8 @@ class PostfixTarget:
         }
         postconf = str(self._sbin / "postconf")
         self._run([postconf, "-c", str(conf), "-e", *(f"{k} = {v}" for k, v in settings.items())])
-        self._run(
-            [postconf, "-c", str(conf), "-M", "-e", f"smtp/inet=127.0.0.1:{self.port} inet n - n - - smtpd"]
-        )
+        listener = f"smtp/inet={LISTEN_HOST}:{self.port} inet n - n - - smtpd"
+        self._run([postconf, "-c", str(conf), "-M", "-e", listener])
         self._run([postconf, "-c", str(conf), "-F", "-e", "*/*/chroot = n"])
         self._postfix("set-permissions")
 
@@ -349,7 +353,7 @@ class PostfixTarget:
         self._postfix("start")
         try:
             wait_ready(
-                lambda: port_open("127.0.0.1", self.port),
+                lambda: port_open(LISTEN_HOST, self.port),
                 timeout=self.spec.ready_timeout_s,
                 alive=self.alive,
                 what=f"postfix (log {self.maillog})",

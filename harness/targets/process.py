@@ -24,12 +24,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
-from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port, port_open
 
@@ -91,6 +93,15 @@ def wait_ready(check, *, timeout: float, alive, what: str) -> None:
         delay = min(delay * 2, 0.2)
 
 
+def ready_url_address(url: str | None, host: str) -> list[Address]:
+    """The host a ``ready_url`` polls, as far as the spec says it (``{host}`` is the spec's host; a host
+    that is another run value, ``{esp_host}``, is the run's own fake ESP, checked as ``esp.bind``)."""
+    if url is None:
+        return []
+    name = urlsplit(url.replace("{host}", host)).hostname or ""
+    return [] if "{" in name else [Address(name, ("ready_url",))]
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as resp:
@@ -112,10 +123,15 @@ class ProcessTarget:
         self._log: Path | None = None
         self._paused = False
         self._atexit = False
+        self._allow_remote = False
 
     # -- Target ---------------------------------------------------------------------------------------
+    def addresses(self) -> list[Address]:
+        return [Address(self.spec.host, ("host",)), *ready_url_address(self.spec.ready_url, self.spec.host)]
+
     def start(self, ctx: TargetContext) -> list[Endpoint]:
         check_address(self.spec.host, allow_remote=ctx.allow_remote, what="process target host")
+        self._allow_remote = ctx.allow_remote
         port = self.spec.port or free_port(self.spec.host)
         self._values = {
             "port": str(port),
@@ -195,6 +211,9 @@ class ProcessTarget:
         command = [substitute(part, self._values) for part in self.spec.command]
         cwd = self.spec.cwd and substitute(self.spec.cwd, self._values)
         assert self._log is not None, "start() first"
+        if self.spec.ready_url:  # polled from here: its host must pass the guard with its run values in
+            host = urlsplit(substitute(self.spec.ready_url, self._values)).hostname or ""
+            check_address(host, allow_remote=self._allow_remote, what="process target ready_url")
         with self._log.open("ab") as log:
             try:
                 self._proc = subprocess.Popen(
@@ -205,6 +224,7 @@ class ProcessTarget:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: signals reach the SUT's children too
+                    **die_with_parent(),  # a runner killed with -9 takes the SUT along
                 )
             except OSError as exc:
                 raise UserError(f"process target: cannot run {command[0]!r}: {exc.strerror}") from None

@@ -26,9 +26,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import mailstorm.harness
+from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.reference.store import count_rows
-from mailstorm.harness.targets.base import Endpoint, TargetContext, register
+from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.ports import free_port, wait_for_port
 
 HOST = "127.0.0.1"  # the pipeline is loopback only here; an off-machine relay is not what this target is for
@@ -91,6 +92,7 @@ class _Instance:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the runner's terminal reaches the runner, which stops us
+                **die_with_parent(),  # ...and a runner killed with -9 still takes us along
             )
         what = f"{self.name} (log {self.log})"
         try:
@@ -137,6 +139,10 @@ class ReferenceTarget:
         self._atexit = False
 
     # -- Target -------------------------------------------------------------------------------------
+    def addresses(self) -> list[Address]:
+        """The pipeline listens on loopback (it relays to the run's own fake ESP)."""
+        return [Address(HOST)]
+
     def start(self, ctx: TargetContext) -> list[Endpoint]:
         spec = self.spec
         if spec.relay == "http":

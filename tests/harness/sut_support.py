@@ -1,6 +1,6 @@
 """Test helpers for the SUT targets: a real SMTP sink that records the correlation id of every message it
-receives (stands in for the ESP where a test needs to switch it off and on), a bounded submitter, and
-``mailstorm run`` as a subprocess with the checks its run directory needs."""
+receives (stands in for the ESP where a test needs to switch it off and on), a bounded submitter,
+``mailstorm run`` as a subprocess with the checks its run directory needs, and what a killed run left."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from aiosmtpd.controller import Controller
 
 from mailstorm import replies
@@ -160,3 +161,61 @@ def chaos_window(run_dir: Path, name: str) -> tuple[int, int]:
     begin = next(r["t"] for r in timeline if r["k"] == Kind.CHAOS_BEGIN and r["name"] == name)
     end = next(r["t"] for r in timeline if r["k"] == Kind.CHAOS_END and r["name"] == name)
     return begin, end
+
+
+def start_run(scenario: Path, out: Path, stderr: Path) -> subprocess.Popen[bytes]:
+    """``mailstorm run`` in a session of its own (so a signal can be aimed at the runner alone)."""
+    with stderr.open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mailstorm.cli", "run", str(scenario), "--out", str(out), "--quiet"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+
+
+def wait_for_load(run: subprocess.Popen[bytes], out: Path, stderr: Path, timeout: float = 90) -> Path:
+    """The run directory, once the load has submitted a message (the parts are all up)."""
+    deadline = time.monotonic() + timeout
+    while not any(b'"k":"load.submit"' in p.read_bytes() for p in out.glob("*/ledger/load-*.jsonl")):
+        assert run.poll() is None, stderr.read_text()
+        assert time.monotonic() < deadline, "the run did not get to its load phase"
+        time.sleep(0.1)  # polling the ledger for the load's first submission
+    (run_dir,) = out.glob("*")
+    return run_dir
+
+
+def processes_of(root: Path) -> list[psutil.Process]:
+    """Live processes whose command line or environment names ``root`` or a path under it."""
+    needle = str(root.resolve())
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            texts = [*proc.cmdline(), *proc.environ().values()]
+            if any(needle in t for t in texts):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def gone_within(root: Path, seconds: float) -> list[psutil.Process]:
+    """Poll until no process names ``root``; return those still there after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (left := processes_of(root)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling the process table
+    return left
+
+
+def cleanup(out: Path) -> subprocess.CompletedProcess[str]:
+    """``mailstorm cleanup --out OUT`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mailstorm.cli", "cleanup", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )

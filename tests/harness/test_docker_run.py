@@ -1,6 +1,6 @@
-"""The docker target end to end through ``mailstorm run`` (long): the library's docker-restart scenario,
-the reference pipeline in a container paused and restarted by the timeline, loses nothing and leaves no
-container behind, also when the run is interrupted with Ctrl-C."""
+"""The docker target end to end through ``mailstorm run``: the library's docker-restart scenario, the
+reference pipeline in a container paused and restarted by the timeline, loses nothing and leaves no
+container behind, also when the run is interrupted with Ctrl-C (long), or SIGKILLed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ import pytest
 from mailstorm.errors import UserError
 from mailstorm.harness.targets.docker import LABEL, docker_client
 from mailstorm.ledger import Kind, LedgerReader
-from tests.harness.sut_support import LIBRARY, ROOT, lost_and_counts, run_cli
+from tests.harness.sut_support import (
+    LIBRARY,
+    ROOT,
+    cleanup,
+    lost_and_counts,
+    processes_of,
+    run_cli,
+    start_run,
+    wait_for_load,
+)
 
 
 def _client_or_reason():
@@ -64,3 +73,32 @@ def test_ctrl_c_of_a_docker_run_leaves_no_container(tmp_path):
         finally:
             run.kill()
     assert CLIENT.containers.list(all=True, filters={"label": f"{LABEL}={run_dir.resolve()}"}) == []
+
+
+def test_a_sigkilled_runner_leaves_no_container_within_10_s(tmp_path):
+    """SIGKILL to mailstorm run mid-load: a container is no process of the runner, so the watchdog removes
+    it: within 10 s no container with the run's label and no process of the run is left."""
+    subprocess.run([sys.executable, str(ROOT / "docker" / "build_pyhost_image.py")], check=True, timeout=300)
+    out, err = tmp_path / "runs", tmp_path / "stderr.txt"
+    run = start_run(LIBRARY / "docker-restart.yaml", out, err)
+    try:
+        run_dir = wait_for_load(run, out, err, timeout=120)
+        label = {"label": f"{LABEL}={run_dir.resolve()}"}
+        assert CLIENT.containers.list(filters=label)
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 10
+        while (CLIENT.containers.list(all=True, filters=label) or processes_of(out)) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)  # polling dockerd and the process table
+        assert CLIENT.containers.list(all=True, filters=label) == [] and processes_of(out) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for c in CLIENT.containers.list(all=True, filters={"label": LABEL}):
+            if c.labels[LABEL].startswith(str(out.resolve())):  # this test's only: never another's
+                c.remove(force=True)
+    assert "removed container" in (run_dir / "logs" / "watchdog.log").read_text()
+    assert cleanup(out).stdout == "nothing to clean up\n"

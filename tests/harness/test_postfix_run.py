@@ -1,6 +1,6 @@
 """Postfix end to end through ``mailstorm run``: an ESP outage with Postfix as the SUT loses nothing and
-its queue depth on the timeline rises during the outage and drains after; Ctrl-C of the run leaves no
-Postfix process; the library's Postfix scenarios (long)."""
+its queue depth on the timeline rises during the outage and drains after; Ctrl-C or SIGKILL of the run
+leaves no Postfix process; the library's Postfix scenarios (long)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,17 @@ import pytest
 
 from mailstorm.harness.targets.postfix import postfix_installed
 from mailstorm.ledger import Kind, LedgerReader
-from tests.harness.sut_support import LIBRARY, ROOT, chaos_window, lost_and_counts, run_cli
+from tests.harness.sut_support import (
+    LIBRARY,
+    ROOT,
+    chaos_window,
+    cleanup,
+    lost_and_counts,
+    processes_of,
+    run_cli,
+    start_run,
+    wait_for_load,
+)
 
 pytestmark = [
     pytest.mark.postfix,
@@ -99,6 +109,34 @@ def test_ctrl_c_of_a_postfix_run_leaves_no_postfix(tmp_path):
         finally:
             run.kill()
     assert postfix_processes_under(out) == []
+
+
+def test_a_sigkilled_runner_leaves_no_postfix_within_10_s(tmp_path):
+    """SIGKILL to mailstorm run mid-load: Postfix's master is no child of the runner (it detaches), so the
+    watchdog ends it: within 10 s no process of the instance or of the run is left, and its private spool
+    in /tmp is gone."""
+    path = tmp_path / "long.yaml"
+    path.write_text(OUTAGE.replace("duration: 15s", "duration: 60s"))
+    out, err = tmp_path / "runs", tmp_path / "stderr.txt"
+    run = start_run(path, out, err)
+    try:
+        run_dir = wait_for_load(run, out, err)
+        assert postfix_processes_under(out)
+        spool = (run_dir / "postfix" / "spool").resolve()
+        assert spool.is_dir()
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 10
+        while (postfix_processes_under(out) or processes_of(out)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the process table
+        assert postfix_processes_under(out) == [] and processes_of(out) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert not spool.exists()
+    assert "ended Postfix instance" in (run_dir / "logs" / "watchdog.log").read_text()
+    assert cleanup(out).stdout == "nothing to clean up\n"
 
 
 @pytest.mark.long

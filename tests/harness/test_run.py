@@ -22,6 +22,7 @@ import pytest
 from mailstorm.harness.scenario import load_scenario
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.scenarios.shapes import arrival_times
+from tests.harness.sut_support import start_run, wait_for_load
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "scenarios" / "library"
@@ -246,6 +247,28 @@ def test_a_dead_esp_fails_the_run_with_exit_3(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         err_file.close()
+
+
+def test_a_target_that_dies_unexpectedly_fails_the_run_with_exit_1(tmp_path):
+    """The reference pipeline SIGKILLed mid-run by someone else than the timeline is a finding about the
+    SUT (TargetDied): the run stops, builds its reports and exits 1, nothing left running."""
+    path = scenario_file(tmp_path, "sut-dies", "", duration="20s")
+    out, err = tmp_path / "runs", tmp_path / "stderr.txt"
+    run = start_run(path, out, err)
+    try:
+        run_dir = wait_for_load(run, out, err)
+        children = _descendants(run.pid)
+        (sut,) = [p for p in children if "mailstorm.harness.reference" in p.cmdline()]
+        sut.kill()
+        assert run.wait(timeout=60) == 1
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert "target 'reference' died unexpectedly" in err.read_text()
+    assert (run_dir / "report.json").exists()
 
 
 @pytest.mark.long
