@@ -24,24 +24,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class EspLimits(_Model):
-    """The ESP profile's limits the run had (the scenario's ``esp.rate`` overriding the profile's), which
-    the sizing report compares a target against."""
+class EspLimits(BaseModel):
+    """The ESP profile's limits the run had (``mailstorm.fake_esp.profiles.Limits``, the scenario's
+    ``esp.rate`` overriding the profile's), which the sizing report compares a target against. The
+    profile's other limits (burst, connections...) are kept as they are, for a person reading run.json."""
+
+    model_config = ConfigDict(extra="allow")
 
     rate: float | None = None
     """Messages per second the ESP accepts."""
-    burst: int | None = None
-    """Its token bucket's depth."""
     daily_quota: int | None = None
     """Messages per day."""
-    max_connections: int | None = None
-    """Concurrent SMTP connections."""
-    messages_per_connection: int | None = None
-    """Messages one SMTP connection may carry."""
-    max_message_size: int | None = None
-    """Bytes."""
-    max_recipients: int | None = None
-    """Recipients per message."""
     source: str | None = None
     """Where the limits come from, when not the run's own profile (``ESP profile ses``)."""
 

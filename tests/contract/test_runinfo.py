@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.profiles import Limits
 from mailstorm.runinfo import EspInfo, EspLimits, RunInfo, load_run_info
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,9 +22,8 @@ def test_every_field_is_written_by_the_runner():
     for model in (RunInfo, EspInfo):
         for name in model.model_fields:
             assert re.search(rf"\b{name}=|\.{name}\b", source), f"the runner never writes run.json {name}"
-    # The ESP limits are the profile's own model, dumped whole (and "source" when sizing names a profile).
-    profile_limits = set(__import__("mailstorm.fake_esp.profiles", fromlist=["Limits"]).Limits.model_fields)
-    assert set(EspLimits.model_fields) - profile_limits == {"source"}
+    # The ESP limits are the profile's own, dumped whole (and "source" when sizing names a profile).
+    assert set(EspLimits.model_fields) - set(Limits.model_fields) == {"source"}
 
 
 def test_the_reports_read_run_json_only_through_the_model():
@@ -36,10 +36,13 @@ def test_the_reports_read_run_json_only_through_the_model():
 
 def test_a_run_json_round_trips_and_leaves_unknown_values_out(tmp_path):
     """What the runner writes loads back equal; fields not known yet are not written as null."""
+    limits = EspLimits.model_validate({"rate": 14.0, "burst": 3})
     info = RunInfo(run_id="r1", name="n", seed=3, started_ns=5, esp=EspInfo(smtp="127.0.0.1:1", pid=9))
+    info.esp_limits = limits
     info.endpoints = ["smtp://127.0.0.1:2"]
     info.write(tmp_path)
     assert load_run_info(tmp_path) == info
+    assert load_run_info(tmp_path).esp_limits.model_dump(exclude_none=True) == {"rate": 14.0, "burst": 3}
     text = (tmp_path / "run.json").read_text()
     assert "verdict" not in text and '"http"' not in text and not list(tmp_path.glob("*.tmp"))
 
