@@ -36,7 +36,6 @@ from mailstorm.ledger import (
     SutBounced,
     SutDeferred,
     encode_line,
-    source_json,
 )
 from mailstorm.reports.spec import SloSpec
 from mailstorm.runinfo import RunInfo
@@ -310,10 +309,9 @@ class _Out:
             )
         w = self._writers[source]
         if self.bulk:
-            src = source_json(source)
             buf = []
             for t, rec in rows:
-                buf.append(encode_line(rec, t=t, src=src))
+                buf.append(encode_line(rec, t=t, src=source))
                 self.count += 1
                 if len(buf) >= 100_000:
                     w.write(b"".join(buf))

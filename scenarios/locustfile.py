@@ -35,7 +35,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from mailstorm.errors import EXIT_HARNESS_FAILED
 from mailstorm.harness.targets.base import Endpoint
-from mailstorm.ledger import LedgerWriter, Record, encode_line, source_json
+from mailstorm.ledger import LedgerWriter, Record, encode_line
 from mailstorm.netguard import check_address
 from mailstorm.scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
 from mailstorm.scenarios.http_submit import HttpSubmitter
@@ -65,13 +65,12 @@ class Shipper:
     def __init__(self, runner: WorkerRunner, spool: LedgerWriter) -> None:
         self._runner = runner
         self._spool = spool
-        self._src = source_json(spool.source)
         self._batch: list[bytes] = []
         self._loop = gevent.spawn(self._every)
 
     def write(self, record: Record, /) -> int:
         t = time.time_ns()
-        line = encode_line(record, t=t, src=self._src)
+        line = encode_line(record, t=t, src=self._spool.source)
         self._spool.write_lines((line,))
         self._batch.append(line)
         return t

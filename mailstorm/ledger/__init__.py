@@ -12,7 +12,6 @@ from mailstorm.ledger.io import (
     LedgerWriter,
     decode,
     encode_line,
-    source_json,
 )
 from mailstorm.ledger.records import (
     CORRELATION_HEADER,
@@ -74,5 +73,4 @@ __all__ = [
     "encode_line",
     "field_types",
     "key",
-    "source_json",
 ]

@@ -6,9 +6,9 @@ hands it to ``LedgerWriter.write``, and the readers (the reports' ingest, the li
 name fields through them. As Locust's ``Events`` catalogue documents each event where it is declared,
 each field here carries its documentation under its declaration.
 
-On disk (JSON Lines, one object a line) a record is its fields under the names declared here, after three
-envelope keys that every record has: ``t`` (UTC nanoseconds since the epoch, stamped by the writer), ``k``
-(the kind, ``Kind``) and ``src`` (the source, i.e. the ledger file's name, stamped by the writer). A field
+On disk (JSON Lines, one object a line) a record is its fields under the names declared here, with three
+envelope keys that every record has: ``k`` (the kind, ``Kind``), ``t`` (UTC nanoseconds since the epoch,
+stamped by the writer) and ``src`` (the source, i.e. the ledger file's name, stamped by the writer). A field
 with a default is *optional*: it is left out of the line while it has its default value (as the writers
 always did: an SMTP acceptance has no ``esp_id`` key at all), and a reader meets it absent in older lines.
 A field without a default is always written, ``null`` included. Readers ignore keys they do not know, so a
@@ -63,7 +63,7 @@ def _kind_of(class_name: str) -> str:
 
 class Record(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, tag_field="k", tag=_kind_of):
     """What every record has. ``t`` and ``src`` are the writer's to stamp: a record a process constructs
-    leaves them at their defaults, and ``LedgerWriter.write`` puts them first on the line, with ``k``."""
+    leaves them at their defaults, and ``LedgerWriter.write`` sets them on the line it writes."""
 
     kind: ClassVar[Kind]
     """The record's kind (the ``k`` key on disk)."""

@@ -17,7 +17,7 @@ from mailstorm.harness.progress import LedgerTail, LiveStats
 from mailstorm.harness.run import derive_seed, make_run_dir
 from mailstorm.harness.scenario import ChaosStep, ProbeSpec
 from mailstorm.harness.timeline import Timeline
-from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, Record, encode_line, source_json
+from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, Record, encode_line
 from tests.records import accepted, bounced, loose, submit
 
 
@@ -29,7 +29,7 @@ def test_tail_returns_only_new_records_and_waits_for_a_line_to_end(tmp_path):
         assert [r.id for r in tail.poll()] == ["1"]
         assert list(tail.poll()) == []
         a.write(submit("2", intended=1))
-    line = encode_line(submit("3", intended=1, ok=False), t=1, src=source_json("a"))
+    line = encode_line(submit("3", intended=1, ok=False), t=1, src="a")
     with (tmp_path / "a.jsonl").open("ab") as fh:
         fh.write(line[:30])
         fh.flush()
