@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 SUBPACKAGES = ("harness", "fake_esp", "scenarios", "reports")
 
-packages = ["mailstorm"]
+packages = ["mailstorm", *(f"mailstorm.{sub}" for sub in find_packages("mailstorm"))]
 package_dir = {"mailstorm": "mailstorm"}
 for root in SUBPACKAGES:
     package_dir[f"mailstorm.{root}"] = root

@@ -32,7 +32,7 @@ from mailstorm.fake_esp.counters import Counters
 from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
 from mailstorm.fake_esp.spec import EspSpec
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import EspAccepted, EspFault, EspReplied, LedgerWriter
 from mailstorm.replies import AUTH_LINE_TOO_LONG, MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
 
 log = logging.getLogger("mailstorm.fake_esp.smtp")
@@ -115,8 +115,10 @@ class SmtpService:
         if outage is not None and self._outage is None:
             self._outage = outage
             self.ledger.write(
-                Kind.ESP_FAULT, fault=outage.fault, ftype="outage", phase="listener", action=outage.mode,
-                state="begin", session=None, delay_s=0.0,
+                EspFault(
+                    fault=outage.fault, ftype="outage", phase="listener", action=outage.mode, delay_s=0.0,
+                    session=None, state="begin",
+                )
             )  # fmt: skip
             if outage.mode == "refuse" and self._server is not None:
                 self._server.close()
@@ -128,8 +130,10 @@ class SmtpService:
             if self._server is None:
                 await self._listen()
             self.ledger.write(
-                Kind.ESP_FAULT, fault=ended.fault, ftype="outage", phase="listener", action=ended.mode,
-                state="end", session=None, delay_s=0.0,
+                EspFault(
+                    fault=ended.fault, ftype="outage", phase="listener", action=ended.mode, delay_s=0.0,
+                    session=None, state="end",
+                )
             )  # fmt: skip
 
     def ids(self, content: bytes) -> tuple[str | None, str | None]:
@@ -149,17 +153,15 @@ class SmtpService:
         if self.spec.store_bodies is not None:
             Path(self.spec.store_bodies, f"{sha}.eml").write_bytes(content)
         self.ledger.write(
-            Kind.ESP_ACCEPTED, id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha,
-            proto="smtp", api=None, peer=session.ctx.peer, session=session.ctx.session,
-            key=session.ctx.auth_user, acked=acked,
+            EspAccepted(
+                id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha, proto="smtp",
+                api=None, peer=session.ctx.peer, session=session.ctx.session, key=session.ctx.auth_user,
+                acked=acked,
+            )
         )  # fmt: skip
         self.counters.accepted += 1
         for hook in self.accepted_hooks:
             hook({"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos})
-
-
-class _AuthLineTooLong(Exception):
-    """A client's AUTH answer overran the line limit (answered 500 5.5.6 by smtp_AUTH)."""
 
 
 class EspSMTP(SMTP):
@@ -222,8 +224,10 @@ class EspSMTP(SMTP):
 
     def _record_cut(self, phase: str, fault: str | None, msg_id: str | None) -> None:
         self.svc.ledger.write(
-            Kind.ESP_REPLIED, proto="smtp", phase=phase, code=None, text=None, fault=fault,
-            session=self.ctx.session, id=msg_id, peer=self.ctx.peer,
+            EspReplied(
+                proto="smtp", phase=phase, code=None, text=None, fault=fault, session=self.ctx.session,
+                id=msg_id, peer=self.ctx.peer,
+            )
         )  # fmt: skip
         self.svc.counters.cut += 1
 
@@ -236,16 +240,20 @@ class EspSMTP(SMTP):
         ledger, ctx = self.svc.ledger, self.ctx
         for f in act.fired:
             ledger.write(
-                Kind.ESP_FAULT, fault=f.fault, ftype=f.ftype, phase=phase, action=f.action,
-                delay_s=f.delay_s, session=ctx.session,
+                EspFault(
+                    fault=f.fault, ftype=f.ftype, phase=phase, action=f.action, delay_s=f.delay_s,
+                    session=ctx.session,
+                )
             )  # fmt: skip
         if act.delay_s > 0:
             await asyncio.sleep(act.delay_s)
         if act.kind == REPLY or (act.kind == TARPIT and act.reply is not None):
             reply = act.reply
             ledger.write(
-                Kind.ESP_REPLIED, proto="smtp", phase=phase, code=reply.code, text=str(reply),
-                fault=act.fault, session=ctx.session, id=msg_id, peer=ctx.peer,
+                EspReplied(
+                    proto="smtp", phase=phase, code=reply.code, text=str(reply), fault=act.fault,
+                    session=ctx.session, id=msg_id, peer=ctx.peer,
+                )
             )  # fmt: skip
             self._close_after_reply = act.closes
             self._tarpit_s = act.byte_delay_s
@@ -287,18 +295,14 @@ class EspSMTP(SMTP):
     # -- AUTH answers longer than a line ----------------------------------------------------------------
     # aiosmtpd reads a client's AUTH answer with readline(), which raises ValueError on a line longer than
     # the stream's limit instead of answering, and the session died with a traceback. RFC 4954 section 4
-    # answers such a line 500 5.5.6 and the session goes on.
+    # answers such a line 500 5.5.6 and the session goes on; MISSING ends the exchange with nothing more
+    # said, as aiosmtpd's own client abort ("*", answered 501) does.
     async def challenge_auth(self, challenge: str | bytes, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().challenge_auth(challenge, *args, **kwargs)
-        except ValueError as exc:  # StreamReader.readline: "chunk is longer than limit"
-            raise _AuthLineTooLong from exc
-
-    async def smtp_AUTH(self, arg: str) -> None:
-        try:
-            await super().smtp_AUTH(arg)
-        except _AuthLineTooLong:
+        except ValueError:  # StreamReader.readline: "chunk is longer than limit"
             await self.push(str(AUTH_LINE_TOO_LONG))
+            return MISSING
 
     # -- writing replies ----------------------------------------------------------------------------------
     async def push(self, status: str | bytes) -> None:
@@ -307,9 +311,11 @@ class EspSMTP(SMTP):
         data = status.encode("utf-8", "replace") if isinstance(status, str) else status
         if data.startswith(_AIOSMTPD_552):
             self.svc.ledger.write(
-                Kind.ESP_REPLIED, proto="smtp", phase="eod" if self.envelope.rcpt_tos else "mail",
-                code=MESSAGE_TOO_BIG.code, text=str(MESSAGE_TOO_BIG), fault=None,
-                session=self.ctx.session, id=None, peer=self.ctx.peer,
+                EspReplied(
+                    proto="smtp", phase="eod" if self.envelope.rcpt_tos else "mail",
+                    code=MESSAGE_TOO_BIG.code, text=str(MESSAGE_TOO_BIG), fault=None,
+                    session=self.ctx.session, id=None, peer=self.ctx.peer,
+                )
             )  # fmt: skip
             data = _TOO_BIG
         final = data[3:4] != b"-"  # the last line of a (multi-line) reply
@@ -371,8 +377,10 @@ class Handler:
         ctx = server.ctx
         if len(envelope.rcpt_tos) >= server.svc.spec.max_recipients:
             server.svc.ledger.write(
-                Kind.ESP_REPLIED, proto="smtp", phase="rcpt", code=TOO_MANY_RECIPIENTS.code,
-                text=str(TOO_MANY_RECIPIENTS), fault=None, session=ctx.session, id=None, peer=ctx.peer,
+                EspReplied(
+                    proto="smtp", phase="rcpt", code=TOO_MANY_RECIPIENTS.code, text=str(TOO_MANY_RECIPIENTS),
+                    fault=None, session=ctx.session, id=None, peer=ctx.peer,
+                )
             )  # fmt: skip
             return str(TOO_MANY_RECIPIENTS)
         ctx.rcpt, ctx.rcpts = address, len(envelope.rcpt_tos) + 1

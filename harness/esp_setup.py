@@ -8,13 +8,13 @@ restarts the process itself); kept apart so the run lifecycle holds no ESP optio
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.harness.scenario import EspSection
+from mailstorm.runinfo import EspLimits
 
 
 def esp_process(
@@ -58,11 +58,11 @@ def _extra_args(esp: EspSection, run_dir: Path) -> list[str]:
     return args
 
 
-def esp_limits(esp: EspSection) -> dict[str, Any] | None:
+def esp_limits(esp: EspSection) -> EspLimits | None:
     """The ESP profile's limits (with the scenario's rate), for the sizing report; None without either."""
     if esp.profile is None and esp.rate is None:
         return None
     limits = load_profile(esp.profile or "generic-smtp").limits.model_dump(mode="json")
     if esp.rate is not None:
         limits["rate"] = esp.rate
-    return limits
+    return EspLimits.model_validate(limits)

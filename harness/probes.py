@@ -2,8 +2,8 @@
 
 A report can then show when the SUT's monitoring noticed a fault, beside when the fault began. One
 thread polls every probe at its own interval (urllib: no event loop, nothing shared with the runner's
-main loop); each poll is one ``probe`` record: url, name, status (null when no answer), latency_s, ok
-(a 2xx answer), value (the metric or JSON field asked for, when found) and error (why it failed).
+main loop); each poll is one ``mailstorm.ledger.Probe`` record (status, latency, the value asked for, why
+it failed).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mailstorm.errors import UserError
 from mailstorm.harness.scenario import ProbeSpec
 from mailstorm.harness.targets.base import Monitored
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, Probe
 from mailstorm.netguard import check_address
 
 MAX_BODY = 4 * 1024 * 1024  # a metrics page bigger than this is not read whole
@@ -54,31 +54,37 @@ def resolve_probes(
     return tuple(out)
 
 
-def poll_once(probe: ProbeSpec) -> dict[str, Any]:
-    """One request to ``probe.url``: the fields of its ``probe`` record."""
-    record: dict[str, Any] = {"url": probe.url, "name": probe.name or probe.url, "status": None}
+def poll_once(probe: ProbeSpec) -> Probe:
+    """One request to ``probe.url``: its ``probe`` record."""
+    assert probe.url is not None  # resolve_probes gave every probe its URL
+    status: int | None = None
+    error: str | None = None
+    value = None
     start = time.perf_counter()
     body = b""
     try:
         with urllib.request.urlopen(probe.url, timeout=probe.timeout) as resp:
-            record["status"] = resp.status
+            status = resp.status
             body = resp.read(MAX_BODY)
     except urllib.error.HTTPError as exc:
         # A failing health check often says why in its body (a 503 with the queue depth): keep reading.
-        record["status"] = exc.code
-        record["error"] = f"HTTP {exc.code}"
+        status = exc.code
+        error = f"HTTP {exc.code}"
         with exc:
             body = exc.read(MAX_BODY)
     except (urllib.error.URLError, OSError) as exc:
-        record["error"] = str(getattr(exc, "reason", exc))
-    record["latency_s"] = round(time.perf_counter() - start, 6)
-    record["ok"] = record["status"] is not None and 200 <= record["status"] < 300
+        error = str(getattr(exc, "reason", exc))
+    latency_s = round(time.perf_counter() - start, 6)
     if body and (probe.metric or probe.json_path):
         try:
-            record["value"] = extract(probe, body)
+            value = extract(probe, body)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            record["error"] = f"value not found: {exc}"
-    return record
+            error = f"value not found: {exc}"
+    ok = status is not None and 200 <= status < 300
+    name = probe.name or probe.url
+    return Probe(
+        url=probe.url, name=name, status=status, latency_s=latency_s, ok=ok, value=value, error=error
+    )
 
 
 def extract(probe: ProbeSpec, body: bytes) -> float | str | bool | None:
@@ -109,7 +115,6 @@ class Prober:
         self._writer = writer
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last: dict[str, dict[str, Any]] = {}  # name -> last record, for the live progress
 
     def start(self) -> None:
         if not self.probes:
@@ -128,8 +133,6 @@ class Prober:
             i = min(range(len(due)), key=due.__getitem__)
             if self._stop.wait(max(0.0, due[i] - time.monotonic())):
                 return
-            record = poll_once(self.probes[i])
-            self._writer.write(Kind.PROBE, **record)
-            self.last[record["name"]] = record
+            self._writer.write(poll_once(self.probes[i]))
             # Keep the cadence: the next poll is due one interval after this one was, not after it ended.
             due[i] = max(due[i] + self.probes[i].every, time.monotonic())

@@ -1,7 +1,8 @@
 """What a run is doing right now: counters tailed from the ledgers, and their live rendering (rich).
 
 ``LedgerTail`` reads only the bytes appended to each ledger file since the last poll (a torn last line
-waits for its end), so following a long run costs as much as the records it adds. ``LiveStats`` folds
+waits for its end), so following a long run costs as much as the records it adds, and yields them as
+their declared record classes (``mailstorm.ledger``; a line of no known kind is skipped). ``LiveStats`` folds
 those records into the figures a person watching wants (offered, accepted and delivered per second, the
 backlog, ESP refusals) and into the set the drain waits on: ids the SUT accepted that the ESP has not.
 ``Progress`` draws them: a rich live panel on a terminal, a plain line every few seconds otherwise.
@@ -14,14 +15,23 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from mailstorm.ledger import LEDGER_SUFFIX, Kind
+from mailstorm.ledger import (
+    LEDGER_SUFFIX,
+    EspAccepted,
+    EspReplied,
+    InvalidRecord,
+    LoadDropped,
+    LoadSubmit,
+    Record,
+    SutBounced,
+    SutQueue,
+    decode,
+)
 
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
 
@@ -34,7 +44,7 @@ class LedgerTail:
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, bytes] = {}
 
-    def poll(self) -> Iterator[dict[str, Any]]:
+    def poll(self) -> Iterator[Record]:
         for path in sorted(self.directory.glob(f"*{LEDGER_SUFFIX}")):
             offset = self._offsets.get(path, 0)
             try:
@@ -52,9 +62,9 @@ class LedgerTail:
                 self._partial[path] = lines[-1]  # no newline yet: the writer is mid-line
             for raw in lines[:-1]:
                 try:
-                    yield orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue  # a torn line from a killed writer; the reports count those
+                    yield decode(raw)
+                except InvalidRecord:
+                    continue  # a torn line from a killed writer (the reports count those), or a foreign one
 
 
 class LiveStats:
@@ -79,51 +89,48 @@ class LiveStats:
         self._per_second["delivered"] = Counter()
         self._seconds: deque[int] = deque()
 
-    def feed(self, records: Iterator[dict[str, Any]]) -> int:
+    def feed(self, records: Iterator[Record]) -> int:
         n = 0
         for rec in records:
             n += 1
-            kind = rec.get("k")
-            if kind == Kind.LOAD_SUBMIT:
+            if isinstance(rec, LoadSubmit):
                 self._submit(rec)
-            elif kind == Kind.ESP_ACCEPTED:
+            elif isinstance(rec, EspAccepted):
                 self._esp_accepted(rec)
-            elif kind == Kind.LOAD_DROPPED:
-                self._first_intended(rec)
-                self.dropped += int(rec.get("count", 1))
-            elif kind == Kind.ESP_REPLIED:
+            elif isinstance(rec, LoadDropped):
+                self._first_intended(rec.intended)
+                self.dropped += rec.count
+            elif isinstance(rec, EspReplied):
                 self.esp_refusals += 1
-            elif kind == Kind.SUT_BOUNCED:
-                mid = rec.get("id")
-                if mid:
-                    self._bounced_ids.add(mid)
-                    self.pending.discard(mid)
+            elif isinstance(rec, SutBounced):
+                if rec.id:
+                    self._bounced_ids.add(rec.id)
+                    self.pending.discard(rec.id)
                 self.bounced += 1
-            elif kind == Kind.SUT_QUEUE:
-                self.sut_queue = rec.get("depth")
+            elif isinstance(rec, SutQueue):
+                self.sut_queue = rec.depth
         return n
 
-    def _first_intended(self, rec: dict[str, Any]) -> None:
-        intended = rec.get("intended")
-        if isinstance(intended, int) and (self.load_t0_ns is None or intended < self.load_t0_ns):
+    def _first_intended(self, intended: int) -> None:
+        if self.load_t0_ns is None or intended < self.load_t0_ns:
             self.load_t0_ns = intended
 
-    def _submit(self, rec: dict[str, Any]) -> None:
-        self._first_intended(rec)
+    def _submit(self, rec: LoadSubmit) -> None:
+        self._first_intended(rec.intended)
         self.offered += 1
-        self._tick("offered", rec["t"])
-        if not rec.get("ok"):
+        self._tick("offered", rec.t)
+        if not rec.ok:
             self.rejected += 1
             return
         self.accepted += 1
-        self._tick("accepted", rec["t"])
-        mid = rec.get("id")
+        self._tick("accepted", rec.t)
+        mid = rec.id
         # The ESP may have the message before the load process wrote that the SUT took it.
         if mid and mid not in self._delivered_ids and mid not in self._bounced_ids:
             self.pending.add(mid)
 
-    def _esp_accepted(self, rec: dict[str, Any]) -> None:
-        mid = rec.get("id")
+    def _esp_accepted(self, rec: EspAccepted) -> None:
+        mid = rec.id
         if mid in self._delivered_ids:
             self.duplicates += 1
             return
@@ -131,8 +138,8 @@ class LiveStats:
             self._delivered_ids.add(mid)
             self.pending.discard(mid)
         self.delivered += 1
-        self.last_delivery_ns = max(self.last_delivery_ns, rec["t"])
-        self._tick("delivered", rec["t"])
+        self.last_delivery_ns = max(self.last_delivery_ns, rec.t)
+        self._tick("delivered", rec.t)
 
     def _tick(self, what: str, t_ns: int) -> None:
         self._per_second[what][t_ns // 1_000_000_000] += 1

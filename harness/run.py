@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
-import json
 import os
 import platform
 import signal
@@ -69,9 +68,10 @@ from mailstorm.harness.targets.base import (
 )
 from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port
+from mailstorm.runinfo import EspInfo, RunInfo
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
@@ -218,23 +218,23 @@ class Run:
             yaml.safe_dump(sc.resolved(), sort_keys=False, allow_unicode=True)
         )
         (self.run_dir / "slo.json").write_text(sc.slo.model_dump_json(indent=2) + "\n")
-        self.info: dict[str, Any] = {
-            "run_id": run_id,
-            "name": sc.name,
-            "seed": sc.seed,
-            "started_ns": time.time_ns(),
-            "duration_s": sc.duration,
-            "drain_deadline_s": sc.drain_deadline,
-            "target": sc.target.kind,
-            "report": sc.reports.model_dump(mode="json"),
-            "esp_limits": self.esp_limits,
-            "status": "running",
-            "argv": sys.argv,
-            "host": socket.gethostname(),
-            "user": getpass.getuser(),
-            "python": platform.python_version(),
-            "pid": os.getpid(),
-        }
+        self.info = RunInfo(
+            run_id=run_id,
+            name=sc.name,
+            seed=sc.seed,
+            started_ns=time.time_ns(),
+            duration_s=sc.duration,
+            drain_deadline_s=sc.drain_deadline,
+            target=sc.target.kind,
+            report=sc.reports.model_dump(mode="json"),
+            esp_limits=self.esp_limits,
+            status="running",
+            argv=sys.argv,
+            host=socket.gethostname(),
+            user=getpass.getuser(),
+            python=platform.python_version(),
+            pid=os.getpid(),
+        )
         self._write_info()
         self._writer = LedgerWriter(self.ledger_dir, "timeline")
         self._tail = LedgerTail(self.ledger_dir)
@@ -276,7 +276,7 @@ class Run:
         if code is None:
             # A target that died unexpectedly is a finding about the SUT: the run fails whatever the SLOs say.
             code = max(verdict_code, finding.exit_code) if finding is not None else verdict_code
-        self.info.update(status="done", exit_code=code)
+        self.info.status, self.info.exit_code = "done", code
         self._write_info()
         if failure is not None:
             sys.stderr.write(f"mailstorm: {self.reason}\n")
@@ -304,7 +304,8 @@ class Run:
         old = self._esp
         self._esp = self._new_esp(old.smtp_port, old.http_port, old.control_port)
         self._esp.start()
-        self.info["esp"]["pid"] = self._esp.pid
+        assert self.info.esp is not None
+        self.info.esp.pid = self._esp.pid
         return f"fake ESP restarted (pid {self._esp.pid})"
 
     def _start_parts(self, run_id: str) -> None:
@@ -320,14 +321,14 @@ class Run:
                 relay_to, seed=derive_seed(sc.seed, "proxy"), allow_remote=self.allow_remote
             ).start()
             relay_to = (self._proxy.host, self._proxy.port)
-        self.info["esp"] = {
-            "smtp": f"{self._esp.smtp_host}:{self._esp.smtp_port}",
-            "http": self._esp.http_url,
-            "control": self._esp.control_url,
-            "pid": self._esp.pid,
-        }
+        self.info.esp = EspInfo(
+            smtp=f"{self._esp.smtp_host}:{self._esp.smtp_port}",
+            http=self._esp.http_url,
+            control=self._esp.control_url,
+            pid=self._esp.pid,
+        )
         if self._proxy is not None:
-            self.info["proxy"] = f"{self._proxy.host}:{self._proxy.port}"
+            self.info.proxy = f"{self._proxy.host}:{self._proxy.port}"
         self._write_info()
         ctx = TargetContext(
             run_dir=self.run_dir,
@@ -343,7 +344,7 @@ class Run:
         for ep in self._endpoints:
             host = ep.host if ep.kind == "smtp" else (urlsplit(ep.url or "").hostname or ep.host)
             check_address(host, allow_remote=self.allow_remote, what="target endpoint")
-        self.info["endpoints"] = [str(e) for e in self._endpoints]
+        self.info.endpoints = [str(e) for e in self._endpoints]
         self._write_info()
         self._descendants.scan(force=True)
         self._phase = "load"
@@ -391,12 +392,13 @@ class Run:
         self._t0 = time.monotonic() - (time.time_ns() - t0_ns) / 1e9
         # run.started is the run's zero, the one the reports measure from, so it carries the load's zero
         # as its time (written now, dated then); ``prepared`` says when the parts began to start.
-        sc = self.scenario
-        started = {"run_id": self.info["run_id"], "name": sc.name, "seed": sc.seed, "duration_s": sc.duration}
-        started |= {"prepared": self.info["started_ns"]}
-        writer.write_records([{"t": t0_ns, "k": str(Kind.RUN_STARTED), "src": writer.source, **started}])
-        writer.write(Kind.RUN_PHASE, phase="load", t0=t0_ns)
-        self.info["load_t0_ns"] = t0_ns
+        sc, info = self.scenario, self.info
+        started = RunStarted(
+            run_id=info.run_id, name=sc.name, seed=sc.seed, duration_s=sc.duration, prepared=info.started_ns
+        )
+        writer.write(started, t=t0_ns)
+        writer.write(RunPhase(phase="load", t0=t0_ns))
+        self.info.load_t0_ns = t0_ns
         self._write_info()
         self._timeline.start(self._t0)
 
@@ -427,7 +429,7 @@ class Run:
 
     def _drain_phase(self, progress: Progress) -> None:
         sc = self.scenario
-        self._writer.write(Kind.RUN_PHASE, phase="drain")
+        self._writer.write(RunPhase(phase="drain"))
         self._phase = "drain"
         deadline = time.monotonic() + sc.drain_deadline
         empty_polls = 0
@@ -502,7 +504,7 @@ class Run:
             ("esp", lambda: self._esp.stop() if self._esp is not None else None),
         ]
         if self._writer is not None:
-            self._writer.write(Kind.RUN_PHASE, phase="stop")
+            self._writer.write(RunPhase(phase="stop"))
         # Signals during the stop are not raised: the stop itself is the answer to them.
         self._stopping = True
 
@@ -533,11 +535,15 @@ class Run:
 
     def _finish_ledger(self) -> None:
         self.stats.feed(self._tail.poll())
-        self._writer.write(Kind.RUN_ENDED, reason=self.reason)
+        self._writer.write(RunEnded(reason=self.reason))
         self._writer.close()
         failed = self._timeline.action_failures if self._timeline is not None else []
-        self.info.update(
-            ended_ns=time.time_ns(), reason=self.reason, pending=self.stats.backlog, action_failures=failed
+        info = self.info
+        info.ended_ns, info.reason, info.pending, info.action_failures = (
+            time.time_ns(),
+            self.reason,
+            self.stats.backlog,
+            failed,
         )
         self._write_info()
 
@@ -552,7 +558,7 @@ class Run:
         if not complete:
             print(f"no verdict: the run did not complete - reports in {self.run_dir}", file=sys.stderr)
             return EXIT_SLO_BREACHED
-        self.info["verdict"] = "pass" if passed else "fail"
+        self.info.verdict = "pass" if passed else "fail"
         for slo in self.verdict.slo:
             actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
             mark = "ok  " if slo.passed else "FAIL"
@@ -576,10 +582,7 @@ class Run:
     # -- plumbing -----------------------------------------------------------------------------------------
 
     def _write_info(self) -> None:
-        path = self.run_dir / "run.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.info, indent=2, default=str) + "\n")
-        os.replace(tmp, path)  # a reader never sees half a run.json
+        self.info.write(self.run_dir)
 
     @contextlib.contextmanager
     def _progress(self) -> Iterator[Progress]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from mailstorm.errors import HarnessError, MailstormError, UserError
 from mailstorm.harness.scenario import INVERSE_ACTIONS, ChaosStep
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import Action, ChaosBegin, ChaosEnd, LedgerWriter
 
 # Actions that take the target down on purpose, and those that bring it back.
 DOWN_ACTIONS = frozenset({"kill", "stop"})
@@ -119,19 +119,20 @@ class Timeline:
     def _fire(self, event: Event) -> None:
         step, label = event.step, event.label
         params = step.params()
-        record = {"name": label, "what": step.what, "params": params, "at_s": event.at}
+        begin = ChaosBegin(name=label, what=step.what, params=params, at_s=event.at)
+        end = ChaosEnd(name=label, what=step.what, params=params, at_s=event.at)
         if event.begin:
-            self._writer.write(Kind.CHAOS_BEGIN, **record)
+            self._writer.write(begin)
             with self._lock:
                 self._active[event.index] = label
             self._begin(event, params)
             if step.end is None and step.what == "target":
                 # A bare action is a window as long as the action took, not one open to the end of the run.
-                self._writer.write(Kind.CHAOS_END, **record)
+                self._writer.write(end)
                 with self._lock:
                     self._active.pop(event.index, None)
         else:
-            self._writer.write(Kind.CHAOS_END, **record)
+            self._writer.write(end)
             try:
                 self._end(event)
             finally:
@@ -196,7 +197,7 @@ class Timeline:
         except Exception as exc:
             detail, ok = _why(exc), False
             self.action_failures.append(f"{what}: {detail}")
-        self._writer.write(Kind.ACTION, what=what, target=on, ok=ok, detail=detail, started=started)
+        self._writer.write(Action(what=what, target=on, ok=ok, detail=detail, started=started))
         return ok
 
 

@@ -1,15 +1,14 @@
 """One run directory -> every figure the reports show (pure: reads files, writes nothing).
 
-Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``run_id``, ``name``,
-``seed``, ``started_ns``; optional ``endpoints`` (count or list), ``esp_limits`` (the ESP profile's
-``limits``), ``faults``, ``report`` (a ``ReportSpec``)), ``scenario.yaml`` (only its
-``load`` section: the shape, for capacity) and ``ledger/*.jsonl``, and assembles ``Analysis``: the
-figures as one JSON-ready dict (``figures``, the shape of ``report.json``) plus the arrays the plots use.
+Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``mailstorm.runinfo.RunInfo``:
+``run_id``, ``name``, ``seed``, ``started_ns``, ``endpoints``, ``esp_limits``, ``report`` (a
+``ReportSpec``)), ``scenario.yaml`` (only its ``load`` section: the shape, for capacity) and
+``ledger/*.jsonl``, and assembles ``Analysis``: the figures as one JSON-ready dict (``figures``, the shape
+of ``report.json``) plus the arrays the plots use.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
-from mailstorm.ledger import Kind
+from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.ingest import read_columns
 from mailstorm.reports.outcomes import NEVER, Messages, classify, percentiles
@@ -28,6 +27,7 @@ from mailstorm.reports.series import Series, build_series, start_ns
 from mailstorm.reports.sizing import Sizing, size
 from mailstorm.reports.slo import SloResult, judge
 from mailstorm.reports.spec import ReportSpec, SloSpec
+from mailstorm.runinfo import EspLimits, RunInfo, load_run_info
 
 SCHEMA_VERSION = 1
 _NS = 1_000_000_000
@@ -63,22 +63,7 @@ def load_slo(run_dir: Path) -> SloSpec:
         raise ConfigError(f"{path}: {where}: {err['msg']}") from None
 
 
-def load_run_info(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    if not path.exists():
-        return {}
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return info
-
-
-def _load_section(run_dir: Path, info: dict[str, Any]) -> dict[str, Any] | None:
-    if isinstance(info.get("load"), dict):
-        return info["load"]
+def _load_section(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "scenario.yaml"
     if not path.exists():
         return None
@@ -89,10 +74,10 @@ def _load_section(run_dir: Path, info: dict[str, Any]) -> dict[str, Any] | None:
     return scenario.get("load") if isinstance(scenario, dict) else None
 
 
-def report_spec(info: dict[str, Any], override: ReportSpec | None) -> ReportSpec:
+def report_spec(info: RunInfo, override: ReportSpec | None) -> ReportSpec:
     if override is not None:
         return override
-    raw = info.get("report")
+    raw = info.report
     if raw is None:
         return ReportSpec()
     try:
@@ -115,8 +100,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     cols = read_columns(ledger)
     msgs = classify(cols)
     # The run's zero: the timeline's run.started, else run.json's started_ns, else the first intended send.
-    has_start = any(r.get("k") == Kind.RUN_STARTED for r in cols.timeline)
-    t0 = start_ns(cols, msgs) if has_start else int(info.get("started_ns") or 0) or start_ns(cols, msgs)
+    has_start = any(isinstance(r, RunStarted) for r in cols.timeline)
+    t0 = start_ns(cols, msgs) if has_start else info.started_ns or start_ns(cols, msgs)
     series = build_series(cols, msgs, t0)
     counts = msgs.counts()
     e2e = percentiles(msgs.e2e_ms())
@@ -130,15 +115,14 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     delivered_in_load = int(((msgs.first_esp >= load_start) & (msgs.first_esp <= load_end)).sum())
     throughput = round(delivered_in_load / load_s, 3) if counts["submitted"] else None
 
-    windows = fault_windows(cols.timeline, info, t0, len(series))
+    windows = fault_windows(cols.timeline, t0, len(series))
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
-    steps = step_windows(_load_section(run_dir, info))
+    steps = step_windows(_load_section(run_dir))
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
     cap = capacity(steps, series, msgs, slo, faults=spans) if steps else None
     reached = msgs.esp_attempts > 0
     amplification = float(msgs.esp_attempts[reached].mean()) if reached.any() else 1.0
-    endpoints = info.get("endpoints")
-    n_endpoints = len(endpoints) if isinstance(endpoints, list) else int(endpoints or 1)
+    n_endpoints = info.endpoint_count
     sizing = None
     if spec.sizing is not None:
         sizing = size(
@@ -162,9 +146,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     figures: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run": {
-            "run_id": info.get("run_id"),
-            "name": info.get("name"),
-            "seed": info.get("seed"),
+            "run_id": info.run_id,
+            "name": info.name,
+            "seed": info.seed,
             "started_ns": t0,
             "dir": str(run_dir),
             "ledger_files": cols.files,
@@ -198,39 +182,36 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "slo": [r.as_dict() for r in results],
         "slo_settings": slo.model_dump(),
         "probes": [
-            {
-                "t_s": round((r["t"] - t0) / _NS, 3),
-                "ok": bool(r.get("ok", True)),
-                "name": r.get("name") or r.get("url"),
-            }
+            {"t_s": round((r.t - t0) / _NS, 3), "ok": r.ok, "name": r.name or r.url}
             for r in cols.timeline
-            if r.get("k") == Kind.PROBE and "t" in r
+            if isinstance(r, Probe)
         ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
     return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures)
 
 
-def _esp_limits(profile: str | None, info: dict[str, Any]) -> dict[str, Any] | None:
+def _esp_limits(profile: str | None, info: RunInfo) -> EspLimits | None:
     """The ESP limits to size against: a named profile's, else the run's (run.json esp_limits)."""
     if profile is None:
-        return info.get("esp_limits")
+        return info.esp_limits
     from mailstorm.fake_esp.profiles import load_profile  # only when asked: the reports need no ESP otherwise
 
-    return {**load_profile(profile).limits.model_dump(), "source": f"ESP profile {profile}"}
+    limits = load_profile(profile).limits.model_dump()
+    return EspLimits.model_validate({**limits, "source": f"ESP profile {profile}"})
 
 
-def _load_phase(timeline: list[dict[str, Any]], msgs: Messages, t0: int) -> tuple[int, int]:
+def _load_phase(timeline: list[Record], msgs: Messages, t0: int) -> tuple[int, int]:
     """The load phase: from run.phase "load" (its t0 field when given) to the next phase, else the span
     of intended send times."""
     start = end = None
     for rec in timeline:
-        if rec.get("k") != Kind.RUN_PHASE:
+        if not isinstance(rec, RunPhase):
             continue
-        if rec.get("phase") == "load" and start is None:
-            start = int(rec.get("t0") or rec["t"])
-        elif start is not None and end is None and rec.get("phase") != "load":
-            end = int(rec["t"])
+        if rec.phase == "load" and start is None:
+            start = rec.t0 or rec.t
+        elif start is not None and end is None and rec.phase != "load":
+            end = rec.t
     if len(msgs.intended):
         start = start if start is not None else int(msgs.intended.min())
         end = end if end is not None else int(msgs.intended.max())

@@ -69,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mailstorm.reports.analysis import load_run_info, report_spec
+    from mailstorm.reports.analysis import report_spec
     from mailstorm.reports.builder import build
+    from mailstorm.runinfo import load_run_info
 
     spec = report_spec(load_run_info(args.run_dir), None) if args.run_dir.is_dir() else None
     if args.formats:

@@ -1,16 +1,23 @@
 """Ledger files -> columns: the one place that parses a run's JSON Lines into numpy arrays.
 
-A million-message run has several million records, so this parses each line once with orjson, keeps
-only the fields the analysis uses (reducing parsed records to column lists every ``_FLUSH`` rows, which
-bounds memory), and interns correlation ids into dense integers (``Columns.ids``) so every
-later step is vectorised numpy. Unknown kinds and fields are ignored (the ledger contract allows them);
-a torn line (a writer killed mid-write) is skipped and counted, as ``mailstorm.ledger.LedgerReader`` does.
-The timeline's few records (run.*, chaos.*, probe, action) are kept whole, as dicts.
+A million-message run has several million records, so this decodes each line once, straight into its
+declared record class (``mailstorm.ledger.decode``: msgspec, in C, faster than a parse into a dict),
+keeps only the fields the analysis uses, named through those classes (``_COLUMNS``), reducing them to
+column lists every ``_FLUSH`` rows (which bounds memory), and interns correlation ids into dense integers
+(``Columns.ids``) so every later step is vectorised numpy. The timeline's few records (run.*, chaos.*,
+probe, action) are kept whole, as their record classes.
+
+Lines as today's and older ledgers hold them are all read: unknown kinds and keys are ignored (the ledger
+contract allows them); a torn line (a writer killed mid-write) is skipped and counted, as
+``mailstorm.ledger.LedgerReader`` does; a line of a known kind that does not fit its declaration (a
+field missing or null, a damaged or hand-edited ledger) is read field by field from its JSON, missing
+fields taking the defaults below, and a value of the wrong type is a one-line error naming the file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +25,60 @@ import numpy as np
 import orjson
 
 from mailstorm.errors import UserError
-from mailstorm.ledger import LEDGER_SUFFIX, Kind
+from mailstorm.ledger import (
+    LEDGER_SUFFIX,
+    Action,
+    ChaosBegin,
+    ChaosEnd,
+    EspAccepted,
+    EspReplied,
+    InvalidRecord,
+    Kind,
+    LoadDropped,
+    LoadSubmit,
+    Probe,
+    Record,
+    RunEnded,
+    RunPhase,
+    RunStarted,
+    SutAccepted,
+    SutBounced,
+    SutDeferred,
+    SutQueue,
+    SutRelayed,
+    decode,
+    field_types,
+    key,
+)
 
 _BLOCK = 4 << 20  # read buffer
-_FLUSH = 100_000  # parsed records held per kind before they are reduced to columns (bounds memory)
-_TIMELINE_KINDS = {
-    Kind.RUN_STARTED,
-    Kind.RUN_PHASE,
-    Kind.RUN_ENDED,
-    Kind.CHAOS_BEGIN,
-    Kind.CHAOS_END,
-    Kind.PROBE,
-    Kind.ACTION,
-}
-# kind -> the fields kept, in column order; "id" becomes an interned integer.
-_FIELDS: dict[str, tuple[str, ...]] = {
-    Kind.LOAD_SUBMIT: ("t", "id", "intended", "start", "end", "ok", "code", "phase"),
-    Kind.LOAD_DROPPED: ("t", "intended", "count"),
-    Kind.ESP_ACCEPTED: ("t", "id", "acked"),
-    Kind.ESP_REPLIED: ("t", "id", "code"),
-    Kind.SUT_ACCEPTED: ("t", "id"),
-    Kind.SUT_DEFERRED: ("t", "id"),
-    Kind.SUT_BOUNCED: ("t", "id"),
-    Kind.SUT_RELAYED: ("t", "id", "code"),
-    Kind.SUT_QUEUE: ("t", "depth"),
-}
-_NO_CODE = -1  # a cut connection / timeout: code null in the ledger
-_BOOLS = ("ok", "acked", "phase")  # phase is kept as one bool: "stop" (the generator was stopped)
+_FLUSH = 100_000  # rows held per kind before they are reduced to columns (bounds memory)
+_TIMELINE: tuple[type[Record], ...] = (RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action)
+# The fields kept per kind, in column order; "id" becomes an interned integer.
+_COLUMNS: dict[type[Record], tuple[str, ...]] = {
+    cls: tuple(map(key, (Record.t, *fields)))
+    for cls, fields in (
+        (LoadSubmit, (LoadSubmit.id, LoadSubmit.intended, LoadSubmit.start, LoadSubmit.end, LoadSubmit.ok,
+                      LoadSubmit.code, LoadSubmit.phase)),
+        (LoadDropped, (LoadDropped.intended, LoadDropped.count)),
+        (EspAccepted, (EspAccepted.id, EspAccepted.acked)),
+        (EspReplied, (EspReplied.id, EspReplied.code)),
+        (SutAccepted, (SutAccepted.id,)),
+        (SutDeferred, (SutDeferred.id,)),
+        (SutBounced, (SutBounced.id,)),
+        (SutRelayed, (SutRelayed.id, SutRelayed.code)),
+        (SutQueue, (SutQueue.depth,)),
+    )
+}  # fmt: skip
+_ID = key(LoadSubmit.id)  # every kind's correlation id is "id"
+_CODE = key(EspReplied.code)  # a reply code: null (a cut connection, a timeout) becomes _NO_CODE
+_STOPPED = key(LoadSubmit.phase)  # kept as one bool: the generator was stopped mid-submission
+_STOP = "stop"
+_ACKED = key(EspAccepted.acked)  # a line without it was acked: only a cut-off client makes it false
+_NO_CODE = -1
+_BOOLS = {name for cls, names in _COLUMNS.items() for name in names if field_types(cls)[name] is bool}
+_BOOLS.add(_STOPPED)
+_TIMELINE_KINDS = {cls.kind for cls in _TIMELINE}
 
 
 @dataclass
@@ -66,29 +100,28 @@ class Columns:
 
     tables: dict[str, Table]
     ids: list[str]  # interned correlation ids: tables' "id" columns index into this (-1: no id)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[Record] = field(default_factory=list)
     torn_lines: int = 0
     files: int = 0
+    skipped: int = 0  # timeline lines that do not fit their declaration (a damaged or foreign ledger)
 
     def table(self, kind: str) -> Table:
         return self.tables[str(kind)]
 
 
 class _Acc:
-    """Reduces one kind's parsed records to numpy column chunks as they come (bounded memory)."""
+    """Reduces one kind's rows (tuples of its column values) to numpy column chunks as they come."""
 
     def __init__(self, names: tuple[str, ...], interner: dict[str, int]) -> None:
         self.names = names
         self.interner = interner
         self.chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
 
-    def add(self, recs: list[dict[str, Any]]) -> None:
-        for name in self.names:
-            try:
-                values = [r[name] for r in recs]  # the common case: every record has the field
-            except KeyError:
-                values = [r.get(name) for r in recs]
-            self.chunks[name].append(_column(name, values, self.interner))
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        for name, values in zip(self.names, zip(*rows, strict=True), strict=True):
+            self.chunks[name].append(_column(name, list(values), self.interner))
 
     def table(self) -> Table:
         return Table(
@@ -102,61 +135,87 @@ class _Acc:
 def read_columns(ledger_dir: Path) -> Columns:
     """Parse every ``*.jsonl`` under ``ledger_dir`` into ``Columns``."""
     interner: dict[str, int] = {}
-    accs = {k: _Acc(f, interner) for k, f in _FIELDS.items()}
-    timeline: list[dict[str, Any]] = []
-    torn = 0
+    accs = {cls: _Acc(names, interner) for cls, names in _COLUMNS.items()}
+    getters = {cls: attrgetter(*names) for cls, names in _COLUMNS.items()}
+    by_kind = {cls.kind: cls for cls in _COLUMNS}
+    timeline: list[Record] = []
+    torn = skipped = 0
     files = sorted(Path(ledger_dir).glob(f"*{LEDGER_SUFFIX}"))
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for path in files:
-        pending: dict[str, list[dict[str, Any]]] = {k: [] for k in accs}
+        pending: dict[type[Record], list[tuple[Any, ...]]] = {cls: [] for cls in accs}
         with path.open("rb", buffering=_BLOCK) as fh:
             for raw in fh:
-                # Every line is parsed: orjson reads a short record faster than Python can find its
-                # kind in the bytes to skip it (measured: 0.35 us vs 0.5 us a line).
                 try:
-                    rec = loads(raw)
-                    kind = rec["k"]
-                except (decode_error, TypeError, KeyError):
-                    # Only a kill in the middle of a write produces this (or a blank line).
-                    torn += bool(raw.strip())
+                    rec = decode(raw)
+                except InvalidRecord:
+                    # Not a declared record: torn, foreign, or a known kind that lacks a field.
+                    loose = _loose(raw)
+                    if loose is None:
+                        torn += bool(raw.strip())
+                        continue
+                    kind = loose["k"]
+                    if not isinstance(kind, str):
+                        continue
+                    cls = by_kind.get(kind)
+                    if cls is not None:
+                        pending[cls].append(tuple(loose.get(n) for n in _COLUMNS[cls]))
+                    elif kind in _TIMELINE_KINDS:
+                        skipped += 1
                     continue
-                rows = pending.get(kind)
+                cls = type(rec)
+                rows = pending.get(cls)
                 if rows is not None:
-                    rows.append(rec)
+                    rows.append(getters[cls](rec))
                     if len(rows) >= _FLUSH:
-                        _add(accs[kind], rows, path)
+                        _add(accs[cls], rows, path, cls.kind)
                         rows.clear()
-                elif kind in _TIMELINE_KINDS:
+                elif cls in _TIMELINE:
                     timeline.append(rec)
-        for kind, rows in pending.items():
-            _add(accs[kind], rows, path)
-    tables = {kind: acc.table() for kind, acc in accs.items()}
-    timeline.sort(key=lambda r: r.get("t", 0))
-    return Columns(tables=tables, ids=list(interner), timeline=timeline, torn_lines=torn, files=len(files))
+        for cls, rows in pending.items():
+            _add(accs[cls], rows, path, cls.kind)
+    tables = {str(cls.kind): acc.table() for cls, acc in accs.items()}
+    timeline.sort(key=lambda r: r.t)
+    return Columns(
+        tables=tables,
+        ids=list(interner),
+        timeline=timeline,
+        torn_lines=torn,
+        files=len(files),
+        skipped=skipped,
+    )
 
 
-def _add(acc: _Acc, rows: list[dict[str, Any]], path: Path) -> None:
+def _loose(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object on a line that is not a declared record; None for a torn or non-object line."""
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Only a kill in the middle of a write produces this (or a blank line).
+        return None
+    return rec if isinstance(rec, dict) and "k" in rec else None
+
+
+def _add(acc: _Acc, rows: list[tuple[Any, ...]], path: Path, kind: Kind) -> None:
     """``acc.add(rows)``; a value of the wrong type (a damaged or hand-edited ledger) is the user's to
     see as one line naming the file, not an internal error."""
     try:
         acc.add(rows)
     except (ValueError, TypeError, OverflowError) as exc:
-        kind = rows[0].get("k") if rows else "?"
         raise UserError(f"{path}: {kind} records: a value of the wrong type ({exc})") from None
 
 
 def _column(name: str, values: list[Any], interner: dict[str, int]) -> np.ndarray:
-    if name == "id":
+    if name == _ID:
         setdefault = interner.setdefault
         return np.array([-1 if v is None else setdefault(v, len(interner)) for v in values], dtype=np.int64)
-    if name == "phase":
-        return np.array([v == "stop" for v in values], dtype=bool)
+    if name == _STOPPED:
+        return np.array([v == _STOP for v in values], dtype=bool)
     if name in _BOOLS:
-        if None in values:  # acked defaults to true: only a cut-off client makes it false
-            default = name == "acked"
+        if None in values:
+            default = name == _ACKED
             values = [default if v is None else v for v in values]
         return np.array(values, dtype=bool)
     if None in values:
-        fill = _NO_CODE if name == "code" else 0
+        fill = _NO_CODE if name == _CODE else 0
         values = [fill if v is None else v for v in values]
     return np.array(values, dtype=np.int64)

@@ -1,8 +1,8 @@
 """Recovery per fault window: when it hurt, when it healed, and what it cost.
 
-Windows come from the timeline (``chaos.begin``/``chaos.end`` paired by name, in order; a begin with no
-end lasts to the end of the run) and from ``run.json``'s optional ``faults`` list
-(``{name, start_s, end_s}`` in seconds from the run's start), for faults the timeline did not record.
+Windows come from the ledgers' ``chaos.begin``/``chaos.end`` records (paired by name, in order; a begin
+with no end lasts to the end of the run), the runner's timeline or any other ledger file (how a run
+directory put together by hand records its faults).
 
 Judging a second. The *baseline* is up to 30 seconds before the fault, skipping the run's first 2 s
 (warm-up) and any earlier fault and its recovery; failing that, every second outside all faults. Its
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mailstorm.ledger import Kind
+from mailstorm.ledger import ChaosBegin, ChaosEnd, Probe, Record
 from mailstorm.reports.outcomes import BOUNCED, DUPLICATED, LOST, NEVER, Messages
 from mailstorm.reports.series import Series
 from mailstorm.reports.spec import SloSpec
@@ -75,34 +75,26 @@ class Recovery:
         return asdict(self)
 
 
-def fault_windows(
-    timeline: list[dict[str, Any]], run_info: dict[str, Any], t0_ns: int, end_s: float
-) -> list[Window]:
-    """Pair chaos.begin/chaos.end by name; add run.json faults the timeline lacks."""
-    open_: dict[str, list[dict[str, Any]]] = {}
+def fault_windows(timeline: list[Record], t0_ns: int, end_s: float) -> list[Window]:
+    """Pair chaos.begin/chaos.end by name, in order."""
+    open_: dict[str, list[ChaosBegin]] = {}
     found: list[Window] = []
     for rec in timeline:
-        name = str(rec.get("name") or rec.get("what") or "fault")
-        if rec.get("k") == Kind.CHAOS_BEGIN:
+        if not isinstance(rec, ChaosBegin | ChaosEnd):
+            continue
+        name = rec.name or rec.what or "fault"
+        if isinstance(rec, ChaosBegin):
             open_.setdefault(name, []).append(rec)
-        elif rec.get("k") == Kind.CHAOS_END and open_.get(name):
+        elif open_.get(name):
             b = open_[name].pop(0)
-            found.append(Window(name, (b["t"] - t0_ns) / _NS, (rec["t"] - t0_ns) / _NS, b.get("what")))
+            found.append(Window(name, (b.t - t0_ns) / _NS, (rec.t - t0_ns) / _NS, b.what))
     for name, begins in open_.items():
-        found.extend(Window(name, (b["t"] - t0_ns) / _NS, end_s, b.get("what")) for b in begins)
-    known = {w.name for w in found}
-    for f in run_info.get("faults") or []:
-        if isinstance(f, dict) and f.get("name") not in known and "start_s" in f:
-            start = float(f["start_s"])
-            stop = (
-                float(f["end_s"]) if f.get("end_s") is not None else start + float(f.get("duration_s") or 0)
-            )
-            found.append(Window(str(f.get("name") or f.get("type") or "fault"), start, stop, f.get("type")))
+        found.extend(Window(name, (b.t - t0_ns) / _NS, end_s, b.what) for b in begins)
     return sorted(found, key=lambda w: (w.start_s, w.end_s))
 
 
 def recoveries(
-    windows: list[Window], series: Series, msgs: Messages, timeline: list[dict[str, Any]], slo: SloSpec
+    windows: list[Window], series: Series, msgs: Messages, timeline: list[Record], slo: SloSpec
 ) -> list[Recovery]:
     n = len(series)
     busy = np.zeros(n, dtype=bool)  # seconds inside a fault or its recovery: never a baseline
@@ -192,11 +184,11 @@ def _first_run(healthy: np.ndarray, start: int, k: int) -> int | None:
     return len(healthy) - run if run else None
 
 
-def _probes(timeline: list[dict[str, Any]], begin_ns: int, end_ns: int) -> tuple[float | None, float | None]:
-    probes = [r for r in timeline if r.get("k") == Kind.PROBE and r.get("t", 0) >= begin_ns]
-    bad = next((r for r in probes if not r.get("ok", True)), None)
+def _probes(timeline: list[Record], begin_ns: int, end_ns: int) -> tuple[float | None, float | None]:
+    probes = [r for r in timeline if isinstance(r, Probe) and r.t >= begin_ns]
+    bad = next((r for r in probes if not r.ok), None)
     if bad is None:
         return None, None
-    good = next((r for r in probes if r["t"] > max(bad["t"], end_ns) and r.get("ok", True)), None)
-    noticed = round((bad["t"] - begin_ns) / _NS, 3)
-    return noticed, None if good is None else round((good["t"] - end_ns) / _NS, 3)
+    good = next((r for r in probes if r.t > max(bad.t, end_ns) and r.ok), None)
+    noticed = round((bad.t - begin_ns) / _NS, 3)
+    return noticed, None if good is None else round((good.t - end_ns) / _NS, 3)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mailstorm.ledger import Kind
+from mailstorm.ledger import Kind, RunStarted
 from mailstorm.reports.ingest import Columns
 from mailstorm.reports.outcomes import NEVER, Messages
 
@@ -64,8 +64,8 @@ class Series:
 
 def start_ns(cols: Columns, msgs: Messages) -> int:
     for rec in cols.timeline:
-        if rec.get("k") == Kind.RUN_STARTED:
-            return int(rec["t"])
+        if isinstance(rec, RunStarted):
+            return rec.t
     return int(msgs.intended.min()) if len(msgs.intended) else 0
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mailstorm.reports.spec import SizingSpec
+from mailstorm.runinfo import EspLimits
 
 
 @dataclass
@@ -52,7 +53,7 @@ def size(
     observed_rate: float | None,
     endpoints: int,
     amplification: float,
-    esp_limits: dict[str, Any] | None,
+    esp_limits: EspLimits | None,
     esp_refusals: int = 0,
 ) -> Sizing:
     target_rate = spec.messages / spec.period_s
@@ -99,7 +100,7 @@ def size(
         lines.append(f"ESP limit {limit:,.2f} msg/s vs {required:,.2f} msg/s needed: {verdict}")
         if not esp_ok:
             lines.append(f"at {limit:,.2f} msg/s the target takes {spec.messages / limit:,.0f} s")
-    daily = (esp_limits or {}).get("daily_quota")
+    daily = esp_limits.daily_quota if esp_limits is not None else None
     daily_ok = None
     if daily:
         daily_ok = int(daily) >= spec.messages
@@ -133,11 +134,10 @@ def size(
     )
 
 
-def _esp_limit(spec: SizingSpec, esp_limits: dict[str, Any] | None) -> tuple[float | None, str | None]:
+def _esp_limit(spec: SizingSpec, esp_limits: EspLimits | None) -> tuple[float | None, str | None]:
     if spec.esp_rate is not None:
         return spec.esp_rate, "--esp-rate"
-    rate = (esp_limits or {}).get("rate")
-    if rate:
-        where = (esp_limits or {}).get("source") or "the run's ESP profile (run.json esp_limits)"
-        return float(rate), f"{where}, limits.rate"
+    if esp_limits is not None and esp_limits.rate:
+        where = esp_limits.source or "the run's ESP profile (run.json esp_limits)"
+        return esp_limits.rate, f"{where}, limits.rate"
     return None, None

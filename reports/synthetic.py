@@ -18,13 +18,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from mailstorm.ledger import LEDGER_SUFFIX, Kind, LedgerWriter
+from mailstorm.ledger import (
+    LEDGER_SUFFIX,
+    ChaosBegin,
+    ChaosEnd,
+    EspAccepted,
+    EspReplied,
+    LedgerWriter,
+    LoadSubmit,
+    Probe,
+    Record,
+    RunEnded,
+    RunPhase,
+    RunStarted,
+    SutAccepted,
+    SutBounced,
+    SutDeferred,
+    encode_line,
+)
 from mailstorm.reports.spec import SloSpec
+from mailstorm.runinfo import RunInfo
 
 _NS = 1_000_000_000
 T0_NS = 1_800_000_000 * _NS  # a fixed epoch so synthetic runs are byte-for-byte reproducible
+_SHA = "0" * 64  # the body's sha256 an acceptance carries (no body here)
 
 
 @dataclass(frozen=True)
@@ -120,109 +138,92 @@ def synthesize(
     retry_first = np.flatnonzero(fate == 0)[:: max(n // 50, 1)][:5]
     timeout_through = np.flatnonzero(fate == 0)[1 :: max(n // 40, 1)][:3]
     timeout_through = np.setdiff1d(timeout_through, retry_first)
-    rows = []
-    for i in retry_first:
-        rows.append(_submit(ids[i], intended[i], start[i] - 2_000_000, start[i] - 1_000_000, False, 451))
-    out.write("load-1", Kind.LOAD_SUBMIT, rows)
+    rows = [
+        (
+            int(start[i]) - 1_000_000,
+            _submit(ids[i], intended[i], start[i] - 2_000_000, start[i] - 1_000_000, False, 451),
+        )
+        for i in retry_first
+    ]
+    out.write("load-1", rows)
     tt = set(timeout_through.tolist())
     codes = np.where(ok, 250, 550)
     out.write(
         "load-1",
-        Kind.LOAD_SUBMIT,
         (
-            _submit(
-                ids[i],
-                intended[i],
-                start[i],
-                end[i],
-                bool(ok[i]) and i not in tt,
-                None if i in tt else codes[i],
+            (
+                int(end[i]),
+                _submit(
+                    ids[i],
+                    intended[i],
+                    start[i],
+                    end[i],
+                    bool(ok[i]) and i not in tt,
+                    None if i in tt else codes[i],
+                ),
             )
             for i in range(n)
         ),
     )
     # -- SUT: accepted what it acked; bounced and deferred where told.
     sut_ok = np.flatnonzero(ok)
-    out.write("sut", Kind.SUT_ACCEPTED, ({"t": int(end[i]) - 1000, "id": ids[i]} for i in sut_ok))
+    out.write("sut", ((int(end[i]) - 1000, SutAccepted(id=ids[i], queue_id=int(i) + 1)) for i in sut_ok))
     pend = np.flatnonzero(fate == 5)
     out.write(
         "sut",
-        Kind.SUT_DEFERRED,
-        ({"t": int(ready[i]), "id": ids[i], "attempt": 1, "code": 451, "retry_in_s": 3600} for i in pend),
+        (
+            (int(ready[i]), SutDeferred(id=ids[i], attempt=1, code=451, text="4.3.0 later", retry_in_s=3600))
+            for i in pend
+        ),
     )
     bnc = np.flatnonzero(fate == 4)
     out.write(
         "sut",
-        Kind.SUT_BOUNCED,
-        ({"t": int(ready[i]) + 1000, "id": ids[i], "code": 550, "text": "5.1.1 no such user"} for i in bnc),
+        ((int(ready[i]) + 1000, SutBounced(id=ids[i], code=550, text="5.1.1 no such user")) for i in bnc),
     )
     # -- ESP: refusals during the outage (one per held message), permanent refusals, acceptances.
     out.write(
         "esp-smtp-0",
-        Kind.ESP_REPLIED,
-        (
-            {
-                "t": int(end[i]) + 1,
-                "id": ids[i],
-                "code": 451,
-                "phase": "eod",
-                "proto": "smtp",
-                "fault": "outage",
-            }
-            for i in np.flatnonzero(deferred & ok)
-        ),
+        ((int(end[i]) + 1, _replied(ids[i], 451, "outage")) for i in np.flatnonzero(deferred & ok)),
     )
-    out.write(
-        "esp-smtp-0",
-        Kind.ESP_REPLIED,
-        ({"t": int(ready[i]), "id": ids[i], "code": 550, "phase": "eod", "proto": "smtp"} for i in bnc),
-    )
+    out.write("esp-smtp-0", ((int(ready[i]), _replied(ids[i], 550, None)) for i in bnc))
     sent = np.flatnonzero((fate == 0) | (fate == 3))
-    out.write(
-        "esp-smtp-0",
-        Kind.ESP_ACCEPTED,
-        (_accepted(ids[i], delivered_at[i], acked=fate[i] != 3) for i in sent),
-    )
+    out.write("esp-smtp-0", ((int(delivered_at[i]), _accepted(ids[i], acked=fate[i] != 3)) for i in sent))
     dup = np.flatnonzero(fate == 3)
-    out.write("esp-smtp-0", Kind.ESP_ACCEPTED, (_accepted(ids[i], delivered_at[i] + 2 * _NS) for i in dup))
+    out.write("esp-smtp-0", ((int(delivered_at[i]) + 2 * _NS, _accepted(ids[i])) for i in dup))
     # -- timeline
     load_end = T0_NS + len(counts) * _NS
     last = int(max(delivered_at.max(initial=load_end), load_end))
-    tl = [
-        {"t": T0_NS, "run_id": run_id, "name": "synthetic", "seed": seed, "duration_s": len(counts)},
-    ]
-    out.write("timeline", Kind.RUN_STARTED, tl)
-    out.write("timeline", Kind.RUN_PHASE, [{"t": T0_NS, "phase": "load"}])
+    started = RunStarted(run_id=run_id, name="synthetic", seed=seed, duration_s=len(counts))
+    out.write("timeline", [(T0_NS, started), (T0_NS, RunPhase(phase="load"))])
     if outage is not None:
         params = {"type": "outage", "duration_s": outage[1] - outage[0]}
-        out.write(
-            "timeline",
-            Kind.CHAOS_BEGIN,
-            [{"t": o_start, "name": "esp-outage", "what": "esp", "params": params}],
-        )
-        out.write(
-            "timeline", Kind.CHAOS_END, [{"t": o_end, "name": "esp-outage", "what": "esp", "params": params}]
-        )
+        begin = ChaosBegin(name="esp-outage", what="esp_outage", params=params)
+        end_ = ChaosEnd(name="esp-outage", what="esp_outage", params=params)
+        out.write("timeline", [(o_start, begin), (o_end, end_)])
+        health = "http://127.0.0.1/health"
         probes = [
-            {
-                "t": T0_NS + s * _NS + 500_000_000,
-                "url": "http://127.0.0.1/health",
-                "status": 200,
-                "latency_s": 0.001,
-                "ok": not (o_start + 2 * _NS <= T0_NS + s * _NS < o_end + _NS),
-                "value": None,
-            }
+            (
+                T0_NS + s * _NS + 500_000_000,
+                Probe(
+                    url=health,
+                    name=health,
+                    status=200,
+                    latency_s=0.001,
+                    ok=not (o_start + 2 * _NS <= T0_NS + s * _NS < o_end + _NS),
+                ),
+            )
             for s in range(len(counts))
         ]
-        out.write("timeline", Kind.PROBE, probes)
-    out.write("timeline", Kind.RUN_PHASE, [{"t": load_end, "phase": "drain"}])
+        out.write("timeline", probes)
+    out.write("timeline", [(load_end, RunPhase(phase="drain"))])
     # The drain ends a second after the last delivery, as a runner's drain would when its queue empties.
-    out.write("timeline", Kind.RUN_PHASE, [{"t": last + _NS, "phase": "stop"}])
-    out.write("timeline", Kind.RUN_ENDED, [{"t": last + _NS + 1, "reason": "drained"}])
+    out.write(
+        "timeline", [(last + _NS, RunPhase(phase="stop")), (last + _NS + 1, RunEnded(reason="drained"))]
+    )
     out.close()
 
-    run_json = {"run_id": run_id, "name": "synthetic", "seed": seed, "started_ns": T0_NS, "endpoints": 1}
-    (run_dir / "run.json").write_text(json.dumps(run_json, indent=2))
+    RunInfo(run_id=run_id, name="synthetic", seed=seed, started_ns=T0_NS, endpoints=1).write(run_dir)
     (run_dir / "slo.json").write_text((slo or SloSpec()).model_dump_json(indent=2))
     load = {"duration_s": len(counts), "shape": shape or {"kind": "steady", "rate": float(np.mean(rates))}}
     (run_dir / "scenario.yaml").write_text(json.dumps({"name": "synthetic", "seed": seed, "load": load}))
@@ -250,36 +251,45 @@ def _pick(rng: np.random.Generator, intended: np.ndarray, outage, k: int) -> np.
     return rng.choice(pool, size=k, replace=False)
 
 
-def _submit(mid: str, intended, start, end, ok: bool, code) -> dict[str, Any]:
-    return {
-        "t": int(end),
-        "id": mid,
-        "intended": int(intended),
-        "start": int(start),
-        "end": int(end),
-        "ok": ok,
-        "code": None if code is None else int(code),
-        "text": "2.0.0 Ok" if ok else "timeout" if code is None else "refused",
-        "phase": "done" if ok else "data",
-        "target": "127.0.0.1:2525",
-        "worker": 1,
-    }
+def _submit(mid: str, intended, start, end, ok: bool, code) -> LoadSubmit:
+    return LoadSubmit(
+        id=mid,
+        intended=int(intended),
+        start=int(start),
+        end=int(end),
+        ok=ok,
+        code=None if code is None else int(code),
+        text="2.0.0 Ok" if ok else "timeout" if code is None else "refused",
+        phase="done" if ok else "data",
+        target="127.0.0.1:2525",
+        worker=1,
+        cls="default",
+        size=2048,
+        rcpts=1,
+    )
 
 
-def _accepted(mid: str, t, acked: bool = True) -> dict[str, Any]:
-    return {
-        "t": int(t),
-        "id": mid,
-        "mid": f"<{mid}@synth>",
-        "size": 2048,
-        "rcpts": 1,
-        "proto": "smtp",
-        "api": None,
-        "peer": "127.0.0.1",
-        "session": "s",
-        "key": None,
-        "acked": bool(acked),
-    }
+def _accepted(mid: str, acked: bool = True) -> EspAccepted:
+    return EspAccepted(
+        id=mid,
+        mid=f"<{mid}@synth>",
+        size=2048,
+        rcpts=1,
+        sha=_SHA,
+        proto="smtp",
+        api=None,
+        peer="127.0.0.1",
+        session="s",
+        key=None,
+        acked=bool(acked),
+    )
+
+
+def _replied(mid: str, code: int, fault: str | None) -> EspReplied:
+    text = "4.3.0 try again later" if code < 500 else "5.1.1 no such user"
+    return EspReplied(
+        proto="smtp", phase="eod", code=code, text=text, fault=fault, session="s", id=mid, peer="127.0.0.1"
+    )
 
 
 class _Out:
@@ -289,7 +299,8 @@ class _Out:
         self.ledger, self.bulk, self.count = ledger, bulk, 0
         self._writers: dict[str, Any] = {}
 
-    def write(self, source: str, kind: str, rows: Iterable[dict[str, Any]]) -> None:
+    def write(self, source: str, rows: Iterable[tuple[int, Record]]) -> None:
+        """Write each (t, record) of ``rows`` to ``source``'s ledger, dated ``t``."""
         if source not in self._writers:
             self._writers[source] = (
                 (self.ledger / f"{source}{LEDGER_SUFFIX}").open("ab")
@@ -299,18 +310,17 @@ class _Out:
         w = self._writers[source]
         if self.bulk:
             buf = []
-            for row in rows:
-                buf.append(orjson.dumps({"t": row.pop("t"), "k": str(kind), "src": source, **row}))
+            for t, rec in rows:
+                buf.append(encode_line(rec, t=t, src=source))
                 self.count += 1
                 if len(buf) >= 100_000:
-                    w.write(b"\n".join(buf) + b"\n")
+                    w.write(b"".join(buf))
                     buf.clear()
             if buf:
-                w.write(b"\n".join(buf) + b"\n")
+                w.write(b"".join(buf))
         else:
-            for row in rows:
-                # LedgerWriter stamps t itself; a field named t overrides it (the dict literal's later key).
-                w.write(kind, **row)
+            for t, rec in rows:
+                w.write(rec, t=t)
                 self.count += 1
 
     def close(self) -> None:

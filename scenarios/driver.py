@@ -21,13 +21,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import gevent
 from gevent.event import Event
 from gevent.queue import Queue
 
-from mailstorm.ledger import Kind
+from mailstorm.ledger import LoadDropped, LoadStarted, LoadSubmit, Record
 from mailstorm.scenarios.messages import Message, MessageFactory
 from mailstorm.scenarios.model import LoadSpec
 from mailstorm.scenarios.shapes import Closed, expected_count, iter_arrivals, share
@@ -48,7 +48,7 @@ class Submitter(Protocol):
 
 
 class LedgerSink(Protocol):
-    def write(self, kind: str, /, **fields: Any) -> int: ...
+    def write(self, record: Record, /) -> int: ...
 
 
 class Recorder:
@@ -65,20 +65,21 @@ class Recorder:
 
     def submit(self, msg: Message, intended: int, start: int, end: int, res: Result, target: str) -> None:
         self._sink.write(
-            Kind.LOAD_SUBMIT,
-            id=msg.id,
-            intended=intended,
-            start=start,
-            end=end,
-            ok=res.ok,
-            code=res.code,
-            text=res.text,
-            phase=res.phase,
-            target=target,
-            worker=self._worker,
-            cls=msg.cls,
-            size=len(msg.raw),
-            rcpts=len(msg.recipients),
+            LoadSubmit(
+                id=msg.id,
+                intended=intended,
+                start=start,
+                end=end,
+                ok=res.ok,
+                code=res.code,
+                text=res.text,
+                phase=res.phase,
+                target=target,
+                worker=self._worker,
+                cls=msg.cls,
+                size=len(msg.raw),
+                rcpts=len(msg.recipients),
+            )
         )
         self.submitted += 1
         self.accepted += res.ok
@@ -92,14 +93,14 @@ class Recorder:
         )
 
     def started(self, t0: int, planned: int | None, shape: str) -> None:
-        self._sink.write(Kind.LOAD_STARTED, worker=self._worker, t0=t0, planned=planned, shape=shape)
+        self._sink.write(LoadStarted(worker=self._worker, t0=t0, planned=planned, shape=shape))
 
     def abort(self, msg: Message, intended: int, start: int, target: str) -> None:
         """Stopped mid-submission: the SUT's answer (if any) is unknown; say so rather than lose it."""
         self.submit(msg, intended, start, time.time_ns(), Result(False, None, ABORTED, "stop"), target)
 
     def drop(self, intended: int, count: int) -> None:
-        self._sink.write(Kind.LOAD_DROPPED, intended=intended, count=count, worker=self._worker)
+        self._sink.write(LoadDropped(intended=intended, count=count, worker=self._worker))
         self.dropped += count
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import gevent
@@ -34,7 +35,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from mailstorm.errors import EXIT_HARNESS_FAILED
 from mailstorm.harness.targets.base import Endpoint
-from mailstorm.ledger import LedgerWriter
+from mailstorm.ledger import LedgerWriter, Record, encode_line
 from mailstorm.netguard import check_address
 from mailstorm.scenarios.driver import ClosedDriver, OpenDriver, Recorder, Submitter
 from mailstorm.scenarios.http_submit import HttpSubmitter
@@ -64,18 +65,20 @@ class Shipper:
     def __init__(self, runner: WorkerRunner, spool: LedgerWriter) -> None:
         self._runner = runner
         self._spool = spool
-        self._batch: list[dict[str, Any]] = []
+        self._batch: list[bytes] = []
         self._loop = gevent.spawn(self._every)
 
-    def write(self, kind: str, /, **fields: Any) -> int:
-        t = self._spool.write(kind, **fields)
-        self._batch.append({"t": t, "k": str(kind), "src": self._spool.source, **fields})
+    def write(self, record: Record, /) -> int:
+        t = time.time_ns()
+        line = encode_line(record, t=t, src=self._spool.source)
+        self._spool.write_lines((line,))
+        self._batch.append(line)
         return t
 
     def flush(self) -> None:
         if self._batch:
             batch, self._batch = self._batch, []
-            self._runner.send_message(MSG_LEDGER, {"src": self._spool.source, "records": batch})
+            self._runner.send_message(MSG_LEDGER, {"src": self._spool.source, "lines": batch})
 
     def _every(self) -> None:
         while True:
@@ -99,7 +102,7 @@ class _Gatherer:
         src = msg.data["src"]
         if src not in self._writers:
             self._writers[src] = LedgerWriter(self._dir, src)
-        self._writers[src].write_records(msg.data["records"])
+        self._writers[src].write_lines(msg.data["lines"])
 
 
 class _Completion:

@@ -37,7 +37,7 @@ from mailstorm.fake_esp.apis import API_REGISTRY, BadRequest, EspApi, RateInfo, 
 from mailstorm.fake_esp.engine import Engine
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, REPLY, TARPIT, Action, Context
 from mailstorm.fake_esp.profiles import Profile, load_profile
-from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.http")
 
@@ -142,15 +142,16 @@ class HttpApiServer:
         action = self.engine.decide("http", ctx)
         for f in action.fired:
             self.ledger.write(
-                Kind.ESP_FAULT,
-                fault=f.fault,
-                ftype=f.ftype,
-                phase="http",
-                action=f.action,
-                delay_s=f.delay_s,
-                session=session,
-                proto="http",
-                api=api.name,
+                EspFault(
+                    fault=f.fault,
+                    ftype=f.ftype,
+                    phase="http",
+                    action=f.action,
+                    delay_s=f.delay_s,
+                    session=session,
+                    proto="http",
+                    api=api.name,
+                )
             )
         if action.delay_s > 0:
             await asyncio.sleep(action.delay_s)
@@ -206,24 +207,26 @@ class HttpApiServer:
     def _accept(self, api: EspApi, request: web.Request, sub: Submission, session: str, peer: str):
         esp_ids = [api.new_message_id() for _ in sub.messages]
         for m, esp_id in zip(sub.messages, esp_ids, strict=True):
-            rec = {
-                "id": m.id,
-                "mid": m.mid,
-                "size": m.size,
-                "rcpts": len(m.rcpts),
-                "sha": m.sha,
-                "proto": "http",
-                "api": api.name,
-                "peer": peer,
-                "session": session,
-                "key": sub.key,
-                "acked": True,
-                "esp_id": esp_id,
-            }
-            # Written before the answer leaves (ledger durability rule); the webhook poster reads it too.
-            self.ledger.write(Kind.ESP_ACCEPTED, **rec)
+            # Written before the answer leaves (ledger durability rule).
+            self.ledger.write(
+                EspAccepted(
+                    id=m.id,
+                    mid=m.mid,
+                    size=m.size,
+                    rcpts=len(m.rcpts),
+                    sha=m.sha,
+                    proto="http",
+                    api=api.name,
+                    peer=peer,
+                    session=session,
+                    key=sub.key,
+                    acked=True,
+                    esp_id=esp_id,
+                )
+            )
             if self.on_accepted is not None:
-                self.on_accepted({**rec, "sender": m.sender, "to": list(m.rcpts)})
+                kept = {"id": m.id, "mid": m.mid, "api": api.name, "esp_id": esp_id}
+                self.on_accepted({**kept, "sender": m.sender, "to": list(m.rcpts)})
         resp = api.accepted(request, sub, esp_ids)
         if self.counters is not None:
             self.counters.accepted += len(esp_ids)
@@ -241,16 +244,17 @@ class HttpApiServer:
         corr: str | None,
     ) -> web.Response:
         self.ledger.write(
-            Kind.ESP_REPLIED,
-            proto="http",
-            api=api.name,
-            phase="http",
-            code=resp.status,
-            text=text,
-            fault=fault,
-            session=session,
-            id=corr,
-            peer=peer,
+            EspReplied(
+                proto="http",
+                api=api.name,
+                phase="http",
+                code=resp.status,
+                text=text,
+                fault=fault,
+                session=session,
+                id=corr,
+                peer=peer,
+            )
         )
         if self.counters is not None:
             self.counters.replies[f"http-{resp.status}"] += 1  # apart from SMTP codes
@@ -258,16 +262,17 @@ class HttpApiServer:
 
     def _cut(self, api: EspApi, session: str, peer: str, fault: str | None, corr: str | None, how: str):
         self.ledger.write(
-            Kind.ESP_REPLIED,
-            proto="http",
-            api=api.name,
-            phase="http",
-            code=None,
-            text=how,
-            fault=fault,
-            session=session,
-            id=corr,
-            peer=peer,
+            EspReplied(
+                proto="http",
+                api=api.name,
+                phase="http",
+                code=None,
+                text=how,
+                fault=fault,
+                session=session,
+                id=corr,
+                peer=peer,
+            )
         )
         if self.counters is not None:
             self.counters.cut += 1

@@ -32,7 +32,7 @@ import aiohttp
 from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
 from mailstorm.fake_esp.webhooks.formats import Event, render
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
-from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+from mailstorm.ledger import CORRELATION_HEADER, EspWebhook, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.webhooks")
 REORDER_HOLD_S = 1.0
@@ -219,21 +219,22 @@ class WebhookPoster:
     ) -> None:
         ev = item.event
         self.ledger.write(
-            Kind.ESP_WEBHOOK,
-            api=item.fmt,
-            event=ev.event,
-            id=ev.id,
-            esp_id=ev.esp_id,
-            rcpt=ev.rcpt,
-            event_id=ev.event_id,
-            url=self.spec.url,
-            status=status,
-            attempt=attempt,
-            fault=item.fault,
-            copy=item.copy,
-            final=final,
-            ok=ok,
-            error=error,
+            EspWebhook(
+                api=item.fmt,
+                event=ev.event,
+                id=ev.id,
+                esp_id=ev.esp_id,
+                rcpt=ev.rcpt,
+                event_id=ev.event_id,
+                url=self.spec.url,
+                status=status,
+                attempt=attempt,
+                fault=item.fault,
+                copy=item.copy,
+                final=final,
+                ok=ok,
+                error=error,
+            )
         )
 
 

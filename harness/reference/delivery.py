@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from mailstorm.harness.reference.relay import Outcome
 from mailstorm.harness.reference.store import Row, Store
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, SutBounced, SutDeferred, SutRelayed
 
 log = logging.getLogger("mailstorm.reference")
 
@@ -160,16 +160,16 @@ class Deliverer:
     async def _settle(self, row: Row, out: Outcome) -> None:
         attempt = row.attempts + 1
         for rcpt, code, text in out.refused:
-            self.ledger.write(Kind.SUT_BOUNCED, id=row.corr, code=code, text=text, rcpts=[rcpt], partial=True)
+            self.ledger.write(SutBounced(id=row.corr, code=code, text=text, rcpts=[rcpt], partial=True))
             self.counts["bounced"] += 1
         if out.status == "permanent":
-            self.ledger.write(Kind.SUT_BOUNCED, id=row.corr, code=out.code, text=out.text, attempt=attempt)
+            self.ledger.write(SutBounced(id=row.corr, code=out.code, text=out.text, attempt=attempt))
             self.counts["bounced"] += 1
             await self.store.remove(row.id)
             return
         if out.status == "delivered":
             self.failing_since = None
-            self.ledger.write(Kind.SUT_RELAYED, id=row.corr, attempt=attempt, code=out.code)
+            self.ledger.write(SutRelayed(id=row.corr, attempt=attempt, code=out.code))
             self.counts["relayed"] += 1
             if not out.retry:
                 await self.store.remove(row.id)
@@ -185,18 +185,15 @@ class Deliverer:
         rcpts = [r for r, _, _ in out.retry] or None  # None: every recipient is still owed
         if attempt >= self.max_attempts:
             text = f"gave up after {attempt} attempts: {out.text}"
-            self.ledger.write(Kind.SUT_BOUNCED, id=row.corr, code=out.code, text=text, attempt=attempt)
+            self.ledger.write(SutBounced(id=row.corr, code=out.code, text=text, attempt=attempt))
             self.counts["bounced"] += 1
             await self.store.remove(row.id)
             return
         delay = self.backoff(attempt)
         self.ledger.write(
-            Kind.SUT_DEFERRED,
-            id=row.corr,
-            attempt=attempt,
-            code=out.code,
-            text=out.text,
-            retry_in_s=round(delay, 3),
+            SutDeferred(
+                id=row.corr, attempt=attempt, code=out.code, text=out.text, retry_in_s=round(delay, 3)
+            )
         )
         self.counts["deferred"] += 1
         due = time.time() + delay

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 
 from mailstorm import replies
 from mailstorm.harness.reference.store import Store
-from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+from mailstorm.ledger import CORRELATION_HEADER, LedgerWriter, SutAccepted
 
 log = logging.getLogger("mailstorm.reference")
 # Recipients per message, as Postfix's smtpd_recipient_limit; past it 452 (RFC 5321 4.5.3.1.10), so one
@@ -79,7 +79,7 @@ class InboundHandler:
         except Exception as exc:  # a full disk or a broken file: the client keeps the message (4yz)
             log.error("queue write failed, answering %s: %s", replies.INSUFFICIENT_STORAGE.code, exc)
             return str(replies.INSUFFICIENT_STORAGE)
-        self.ledger.write(Kind.SUT_ACCEPTED, id=corr, queue_id=qid)
+        self.ledger.write(SutAccepted(id=corr, queue_id=qid))
         self.accepted += 1
         if self.on_accept is not None:
             self.on_accept(qid)

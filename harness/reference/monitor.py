@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, SutQueue
 
 # One failed attempt is noise (a greylist, a blip); a second of nothing but failures is an incident.
 DEGRADED_AFTER_S = 1.0
@@ -49,7 +49,7 @@ class Monitor:
 
     async def sample_forever(self) -> None:
         while True:
-            self.ledger.write(Kind.SUT_QUEUE, depth=self.pipeline.store.depth)
+            self.ledger.write(SutQueue(depth=self.pipeline.store.depth))
             await asyncio.sleep(self.interval_s)  # the sampling period itself
 
     async def serve(self, host: str, port: int) -> None:

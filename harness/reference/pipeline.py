@@ -14,7 +14,7 @@ from mailstorm.harness.reference.inbound import InboundHandler, InboundSMTP
 from mailstorm.harness.reference.monitor import Monitor
 from mailstorm.harness.reference.relay import HttpRelay, SmtpRelay
 from mailstorm.harness.reference.store import Store
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, SutQueue
 
 log = logging.getLogger("mailstorm.reference")
 
@@ -91,5 +91,5 @@ class Pipeline:
         await asyncio.gather(sampler, return_exceptions=True)
         await self.monitor.close()
         await self.store.close()
-        self.ledger.write(Kind.SUT_QUEUE, depth=self.store.depth)
+        self.ledger.write(SutQueue(depth=self.store.depth))
         self.ledger.close()

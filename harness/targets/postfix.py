@@ -42,7 +42,7 @@ from mailstorm.errors import ConfigError, HarnessError, UserError
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
 from mailstorm.harness.targets.process import wait_ready
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, SutQueue
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port, port_open
 
@@ -211,7 +211,7 @@ class PostfixTarget:
             while not self._sampling.is_set():
                 depth = self.queue_depth()
                 if depth is not None:
-                    writer.write(Kind.SUT_QUEUE, depth=depth)
+                    writer.write(SutQueue(depth=depth))
                 self._sampling.wait(self.spec.queue_sample_s)
 
         self._sampler = threading.Thread(target=sample, name="postfix-queue", daemon=True)

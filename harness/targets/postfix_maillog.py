@@ -18,7 +18,14 @@ import re
 import threading
 from pathlib import Path
 
-from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerWriter
+from mailstorm.ledger import (
+    CORRELATION_HEADER,
+    LedgerWriter,
+    SutAccepted,
+    SutBounced,
+    SutDeferred,
+    SutRelayed,
+)
 
 POLL_S = 0.2
 INFO_TAG = "mailstorm-id="
@@ -78,7 +85,7 @@ class MaillogFollower:
         if m := _INFO.search(line):
             qid, cid = m["qid"], m["id"]
             self._ids[qid] = cid
-            self._writer.write(Kind.SUT_ACCEPTED, id=cid, queue_id=qid)
+            self._writer.write(SutAccepted(id=cid, queue_id=qid))
             return
         m = _STATUS.search(line)
         if m is None or m["qid"] not in self._ids:
@@ -90,18 +97,12 @@ class MaillogFollower:
         if status == "sent":
             sent = _SENT_CODE.match(text)
             code = int(sent[1]) if sent else 250
-            self._writer.write(Kind.SUT_RELAYED, id=cid, queue_id=qid, attempt=attempt, code=code)
+            self._writer.write(SutRelayed(id=cid, queue_id=qid, attempt=attempt, code=code))
         elif status == "deferred":
             code = int(said[1]) if said else None
             self._writer.write(
-                Kind.SUT_DEFERRED,
-                id=cid,
-                queue_id=qid,
-                attempt=attempt,
-                code=code,
-                text=text,
-                retry_in_s=None,
+                SutDeferred(id=cid, queue_id=qid, attempt=attempt, code=code, text=text, retry_in_s=None)
             )
         else:
             code = int(said[1]) if said else None
-            self._writer.write(Kind.SUT_BOUNCED, id=cid, queue_id=qid, code=code, text=text)
+            self._writer.write(SutBounced(id=cid, queue_id=qid, code=code, text=text))

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP
 
 from mailstorm import replies
 from mailstorm.harness.reference.inbound import correlation_id
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, SutAccepted, SutDeferred, SutRelayed
 
 
 def numbers(text: str) -> set[int]:
@@ -47,13 +47,13 @@ class BrokenRelay:
         n = self.arrivals
         data = envelope.original_content
         cid = correlation_id(data)
-        self.ledger.write(Kind.SUT_ACCEPTED, id=cid, queue_id=n)
+        self.ledger.write(SutAccepted(id=cid, queue_id=n))
         if n in self.hold:
-            self.ledger.write(Kind.SUT_DEFERRED, id=cid, attempt=1, code=None, text="held", retry_in_s=1e9)
+            self.ledger.write(SutDeferred(id=cid, attempt=1, code=None, text="held", retry_in_s=1e9))
         elif n not in self.drop:
             for attempt in range(1, 3 if n in self.dup else 2):
                 await asyncio.to_thread(self._relay, envelope.mail_from, list(envelope.rcpt_tos), data)
-                self.ledger.write(Kind.SUT_RELAYED, id=cid, attempt=attempt, code=250)
+                self.ledger.write(SutRelayed(id=cid, attempt=attempt, code=250))
         return str(replies.OK_QUEUED)
 
 

@@ -18,6 +18,7 @@ from mailstorm.ledger import LedgerReader, LedgerWriter
 from mailstorm.replies import TOO_MANY_RECIPIENTS
 from tests.hardening import attacks
 from tests.hardening.support import ROOT
+from tests.records import accepted
 
 
 def half_close_at_once(port: int) -> bytes:
@@ -50,7 +51,7 @@ def test_a_restarted_ledger_writer_ends_a_torn_line_first(tmp_path):
     path = tmp_path / "esp-smtp-0.jsonl"
     path.write_bytes(b'{"t":1,"k":"esp.accepted","src":"esp-smtp-0","id":"a"}\n{"t":2,"k":"esp.acc')
     with LedgerWriter(tmp_path, "esp-smtp-0") as w:
-        w.write("esp.accepted", id="b")
+        w.write(accepted("b"))
     reader = LedgerReader(tmp_path)
     assert [r["id"] for r in reader.records()] == ["a", "b"]
     assert reader.torn_lines == 1

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import msgspec
 import pytest
 
 from mailstorm.fake_esp.launch import EspProcess
@@ -16,27 +17,44 @@ from mailstorm.harness.progress import LedgerTail, LiveStats
 from mailstorm.harness.run import derive_seed, make_run_dir
 from mailstorm.harness.scenario import ChaosStep, ProbeSpec
 from mailstorm.harness.timeline import Timeline
-from mailstorm.ledger import Kind, LedgerReader, LedgerWriter
+from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, Record, encode_line
+from tests.records import accepted, bounced, loose, submit
 
 
 def test_tail_returns_only_new_records_and_waits_for_a_line_to_end(tmp_path):
     """Each poll yields what was appended since the last one; a half-written line waits for its end."""
     tail = LedgerTail(tmp_path)
     with LedgerWriter(tmp_path, "a") as a:
-        a.write(Kind.LOAD_SUBMIT, id="1", ok=True)
-        assert [r["id"] for r in tail.poll()] == ["1"]
+        a.write(submit("1", intended=1))
+        assert [r.id for r in tail.poll()] == ["1"]
         assert list(tail.poll()) == []
-        a.write(Kind.LOAD_SUBMIT, id="2", ok=True)
+        a.write(submit("2", intended=1))
+    line = encode_line(submit("3", intended=1, ok=False), t=1, src="a")
     with (tmp_path / "a.jsonl").open("ab") as fh:
-        fh.write(b'{"t":1,"k":"load.submit","id":"3"')
+        fh.write(line[:30])
         fh.flush()
-        assert [r["id"] for r in tail.poll()] == ["2"]
-        fh.write(b',"ok":false}\n')
-    assert [r["id"] for r in tail.poll()] == ["3"]
+        assert [r.id for r in tail.poll()] == ["2"]
+        fh.write(line[30:])
+    assert [(r.id, r.ok) for r in tail.poll()] == [("3", False)]
 
 
-def _submit(mid: str, ok: bool = True, t: int = 1_000_000_000) -> dict:
-    return {"k": Kind.LOAD_SUBMIT, "t": t, "id": mid, "ok": ok, "intended": t - 5}
+def test_tail_skips_lines_of_no_declared_record(tmp_path):
+    """A line of an unknown kind, or one lacking a declared field, is skipped by the live view."""
+    tail = LedgerTail(tmp_path)
+    with LedgerWriter(tmp_path, "a") as a:
+        loose(a, "sut.exploded", id="1")
+        loose(a, Kind.LOAD_SUBMIT, id="2", ok=True)
+        a.write(submit("3", intended=1))
+    assert [r.id for r in tail.poll()] == ["3"]
+
+
+def _at(t: int, rec: Record) -> Record:
+    """``rec`` as read back from a ledger: dated ``t``."""
+    return msgspec.structs.replace(rec, t=t)
+
+
+def _submit(mid: str, ok: bool = True, t: int = 1_000_000_000) -> Record:
+    return _at(t, submit(mid, intended=t - 5, ok=ok))
 
 
 def test_live_stats_backlog_follows_ids_whatever_order_the_ledgers_arrive_in():
@@ -45,13 +63,13 @@ def test_live_stats_backlog_follows_ids_whatever_order_the_ledgers_arrive_in():
     stats.feed(
         iter(
             [
-                {"k": Kind.ESP_ACCEPTED, "t": 3, "id": "b"},  # the ESP's record seen before the load's
+                _at(3, accepted("b")),  # the ESP's record seen before the load's
                 _submit("a"),
                 _submit("b"),
                 _submit("c", ok=False),
                 _submit("d"),
-                {"k": Kind.SUT_BOUNCED, "t": 4, "id": "d"},
-                {"k": Kind.ESP_ACCEPTED, "t": 5, "id": "b"},
+                _at(4, bounced("d")),
+                _at(5, accepted("b")),
             ]
         )
     )
@@ -100,10 +118,10 @@ def monitor():
 def test_probe_reads_a_prometheus_metric_and_a_json_field(monitor):
     """A probe records status, latency and the value asked for (metric summed over labels, or a JSON path)."""
     metric = poll_once(ProbeSpec(url=f"{monitor}/metrics", metric="q"))
-    assert metric["status"] == 200 and metric["ok"] and metric["value"] == 7
+    assert metric.status == 200 and metric.ok and metric.value == 7
     health = poll_once(ProbeSpec(url=f"{monitor}/health", json="queue.depth"))
-    assert health["status"] == 503 and not health["ok"] and health["value"] == 7
-    assert health["latency_s"] >= 0
+    assert health.status == 503 and not health.ok and health.value == 7
+    assert health.latency_s >= 0
 
 
 def test_probe_of_a_closed_port_records_the_failure():
@@ -111,7 +129,7 @@ def test_probe_of_a_closed_port_records_the_failure():
     from mailstorm.ports import free_port
 
     rec = poll_once(ProbeSpec(url=f"http://127.0.0.1:{free_port()}/health", timeout=0.5))
-    assert rec["status"] is None and not rec["ok"] and rec["error"]
+    assert rec.status is None and not rec.ok and rec.error
 
 
 def test_prober_polls_at_its_interval_until_stopped(tmp_path, monitor):

@@ -8,7 +8,7 @@ import pytest
 
 from mailstorm.cli import main
 from mailstorm.fake_esp.profiles import load_profile
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import LedgerWriter, RunStarted
 from mailstorm.reports.spec import SloSpec
 from mailstorm.reports.synthetic import synthesize
 
@@ -90,7 +90,7 @@ def test_sizing_bad_target_is_one_line(clean_run, capsys):
 def test_a_run_that_sent_nothing_fails(tmp_path, capsys):
     """A run directory whose ledgers hold no submission fails: nothing was tested."""
     with LedgerWriter(tmp_path / "ledger", "timeline") as tl:
-        tl.write(Kind.RUN_STARTED, run_id="r", name="empty", seed=0, duration_s=1)
+        tl.write(RunStarted(run_id="r", name="empty", seed=0, duration_s=1))
     assert main(["report", str(tmp_path)]) == 1
     assert "breached: submitted" in capsys.readouterr().out
 

@@ -12,6 +12,7 @@ from mailstorm.ledger import Kind, LedgerWriter
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.ingest import read_columns
 from mailstorm.reports.outcomes import OUTCOMES, classify
+from tests.records import accepted, bounced, deferred, loose, relayed, replied, submit, sut_accepted
 from tests.strategies import message_fates
 
 NS = 1_000_000_000
@@ -37,8 +38,7 @@ def test_ground_truth_counts(outage_run):
 def _submit(w: LedgerWriter, mid: str, i: int, ok: bool, code: int | None, attempt: int = 0) -> None:
     intended = T0 + i * NS // 10
     start = intended + attempt * NS
-    w.write(Kind.LOAD_SUBMIT, id=mid, intended=intended, start=start, end=start + 5_000_000, ok=ok, code=code,
-            text="", phase="done" if ok else "data", target="127.0.0.1:1", worker=0)  # fmt: skip
+    w.write(submit(mid, intended=intended, start=start, ok=ok, code=code))
 
 
 def test_edge_cases(tmp_path):
@@ -51,51 +51,50 @@ def test_edge_cases(tmp_path):
     ):
         # timed out after DATA (ok=false, no code), yet the ESP has it: delivered.
         _submit(load, "timeout-through", 0, False, None)
-        esp.write(Kind.ESP_ACCEPTED, id="timeout-through", acked=True)
+        esp.write(accepted("timeout-through"))
         # refused once (451), accepted on the second attempt: one message, delivered.
         _submit(load, "retried", 1, False, 451)
         _submit(load, "retried", 1, True, 250, attempt=1)
-        esp.write(Kind.ESP_ACCEPTED, id="retried", acked=True)
+        esp.write(accepted("retried"))
         # the ESP kept it but the client was cut off (acked=false), then the relay sent it again: duplicated.
         _submit(load, "unacked-resent", 2, True, 250)
-        esp.write(Kind.ESP_ACCEPTED, id="unacked-resent", acked=False)
-        esp.write(Kind.ESP_ACCEPTED, id="unacked-resent", acked=True)
+        esp.write(accepted("unacked-resent", acked=False))
+        esp.write(accepted("unacked-resent"))
         # kept with acked=false and never resent: the ESP has it once, delivered.
         _submit(load, "unacked-once", 3, True, 250)
-        esp.write(Kind.ESP_ACCEPTED, id="unacked-once", acked=False)
+        esp.write(accepted("unacked-once", acked=False))
         # refused permanently by the ESP: bounced.
         _submit(load, "hard-5xx", 4, True, 250)
-        esp.write(Kind.ESP_REPLIED, id="hard-5xx", code=550, phase="eod")
+        esp.write(replied("hard-5xx", 550))
         # a 5xx, then accepted after all: the acceptance wins, delivered.
         _submit(load, "5xx-then-ok", 5, True, 250)
-        esp.write(Kind.ESP_REPLIED, id="5xx-then-ok", code=554, phase="eod")
-        esp.write(Kind.ESP_ACCEPTED, id="5xx-then-ok", acked=True)
+        esp.write(replied("5xx-then-ok", 554))
+        esp.write(accepted("5xx-then-ok"))
         # the SUT bounced it itself: bounced.
         _submit(load, "sut-bounce", 6, True, 250)
-        sut.write(Kind.SUT_BOUNCED, id="sut-bounce", code=550, text="no")
+        sut.write(bounced("sut-bounce"))
         # still deferred in the SUT's queue at the deadline: pending.
         _submit(load, "held", 7, True, 250)
-        sut.write(Kind.SUT_DEFERRED, id="held", attempt=3, code=451, text="later", retry_in_s=600)
+        sut.write(deferred("held", attempt=3, retry_in_s=600))
         # accepted and then nothing: lost.
         _submit(load, "vanished", 8, True, 250)
         # deferred once, then relayed with a 250 the ESP never recorded: lost, not pending.
         _submit(load, "relayed-into-void", 11, True, 250)
-        sut.write(Kind.SUT_DEFERRED, id="relayed-into-void", attempt=1, code=451, text="later", retry_in_s=1)
-        sut.write(Kind.SUT_RELAYED, id="relayed-into-void", attempt=2, code=250)
+        sut.write(deferred("relayed-into-void", retry_in_s=1))
+        sut.write(relayed("relayed-into-void", attempt=2))
         # the sender saw a timeout but the SUT logged the acceptance; nothing at the ESP: lost, not rejected.
         _submit(load, "sut-took-it", 9, False, None)
-        sut.write(Kind.SUT_ACCEPTED, id="sut-took-it", queue_id="q1")
+        sut.write(sut_accepted("sut-took-it", "q1"))
         # refused by the SUT twice: one rejected message.
         _submit(load, "refused", 10, False, 550)
         _submit(load, "refused", 10, False, 550, attempt=1)
         # abandoned by the generator when it was stopped, never seen downstream: rejected, counted apart.
-        load.write(Kind.LOAD_SUBMIT, id="stopped", intended=T0, start=T0, end=T0 + 1, ok=False, code=None,
-                   phase="stop")  # fmt: skip
+        load.write(submit("stopped", intended=T0, end=T0 + 1, ok=False, code=None, phase="stop"))
         # a writer that recorded no intended/start/end: its own timestamp stands in for them.
-        load.write(Kind.LOAD_SUBMIT, t=T0 + 12 * NS, id="bare", ok=True, code=250)
-        esp.write(Kind.ESP_ACCEPTED, t=T0 + 12 * NS + 7_000_000, id="bare", acked=True)
+        loose(load, Kind.LOAD_SUBMIT, t=T0 + 12 * NS, id="bare", ok=True, code=250)
+        esp.write(accepted("bare"), t=T0 + 12 * NS + 7_000_000)
         # the ESP accepted something nobody submitted: not an outcome.
-        esp.write(Kind.ESP_ACCEPTED, id="stray", acked=True)
+        esp.write(accepted("stray"))
     with (ledger / "esp-smtp-0.jsonl").open("ab") as fh:
         fh.write(b'{"t":1,"k":"esp.accepted","id":"x"}\n{"t":2,"k":"esp.acc')  # a writer killed mid-line
     with (ledger / "sut.jsonl").open("ab") as fh:
@@ -131,17 +130,17 @@ def _write_fates(ledger: Path, fates: list[dict]) -> None:
             for a, ok in enumerate(fate["attempts"]):
                 _submit(load, mid, i, ok, 250 if ok else 451, attempt=a)
             if fate["sut_accepted"]:
-                sut.write(Kind.SUT_ACCEPTED, id=mid)
+                sut.write(sut_accepted(mid))
             for _ in range(fate["esp_4xx"]):
-                esp.write(Kind.ESP_REPLIED, id=mid, code=451)
+                esp.write(replied(mid, 451))
             if fate["esp_5xx"]:
-                esp.write(Kind.ESP_REPLIED, id=mid, code=550)
+                esp.write(replied(mid, 550))
             for acked in fate["esp_accepts"]:
-                esp.write(Kind.ESP_ACCEPTED, id=mid, acked=acked)
+                esp.write(accepted(mid, acked=acked))
             if fate["sut_bounced"]:
-                sut.write(Kind.SUT_BOUNCED, id=mid, code=550)
+                sut.write(bounced(mid))
             if fate["sut_deferred"]:
-                sut.write(Kind.SUT_DEFERRED, id=mid, code=451)
+                sut.write(deferred(mid))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import ChaosBegin, ChaosEnd, LedgerWriter
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.spec import SloSpec
 from mailstorm.reports.synthetic import T0_NS, synthesize
@@ -57,14 +55,15 @@ def test_never_recovered_fails_the_slo(tmp_path):
     assert not slo["max_recovery_s"]["passed"]
 
 
-def test_windows_from_run_json_and_open_begin(tmp_path):
-    """A chaos.begin with no end lasts to the end; run.json faults the timeline lacks are added."""
+def test_windows_from_any_ledger_and_open_begin(tmp_path):
+    """A chaos.begin with no end lasts to the end; a window recorded in a ledger file of its own (how a
+    run directory put together by hand says where its faults were) is found with the timeline's."""
     synthesize(tmp_path, rates=[100.0] * 30)
     with LedgerWriter(tmp_path / "ledger", "timeline") as tl:
-        tl.write(Kind.CHAOS_BEGIN, t=T0_NS + 25 * 1_000_000_000, name="kill-sut", what="target", params={})
-    info = json.loads((tmp_path / "run.json").read_text())
-    info["faults"] = [{"name": "slow-esp", "start_s": 5, "end_s": 8}]
-    (tmp_path / "run.json").write_text(json.dumps(info))
+        tl.write(ChaosBegin(name="kill-sut", what="target", params={}), t=T0_NS + 25 * 1_000_000_000)
+    with LedgerWriter(tmp_path / "ledger", "by-hand") as mine:
+        mine.write(ChaosBegin(name="slow-esp", what="esp_fault", params={}), t=T0_NS + 5 * 1_000_000_000)
+        mine.write(ChaosEnd(name="slow-esp", what="esp_fault", params={}), t=T0_NS + 8 * 1_000_000_000)
     faults = analyze(tmp_path).figures["faults"]
     assert [(f["name"], f["start_s"]) for f in faults] == [("slow-esp", 5.0), ("kill-sut", 25.0)]
     assert faults[1]["end_s"] >= 30.0

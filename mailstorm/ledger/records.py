@@ -1,0 +1,440 @@
+"""Every ledger record kind, declared once: its fields, their types, and what each one means.
+
+This is the contract between the processes that act (the fake ESP, the load generator, the SUT or what
+follows it, the runner) and the analysis that judges: each writer constructs one of these classes and
+hands it to ``LedgerWriter.write``, and the readers (the reports' ingest, the live progress, the tests)
+name fields through them. As Locust's ``Events`` catalogue documents each event where it is declared,
+each field here carries its documentation under its declaration.
+
+On disk (JSON Lines, one object a line) a record is its fields under the names declared here, with three
+envelope keys that every record has: ``k`` (the kind, ``Kind``), ``t`` (UTC nanoseconds since the epoch,
+stamped by the writer) and ``src`` (the source, i.e. the ledger file's name, stamped by the writer). A field
+with a default is *optional*: it is left out of the line while it has its default value (as the writers
+always did: an SMTP acceptance has no ``esp_id`` key at all), and a reader meets it absent in older lines.
+A field without a default is always written, ``null`` included. Readers ignore keys they do not know, so a
+newer writer never breaks an older report; ``Kind`` lists every kind, and a line of another kind is skipped.
+
+The class name gives the kind (``EspAccepted`` is ``esp.accepted``); ``RECORDS`` maps each ``Kind`` to its
+class, and an import-time check keeps the two complete. Records are ``msgspec.Struct`` classes: frozen,
+keyword-only, encoded and decoded in C (measured in docs/benchmarks.md against dataclasses + orjson).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import msgspec
+
+CORRELATION_HEADER = "X-Mailstorm-Id"
+"""The header that follows a message end to end (configurable); the Message-ID is the fallback, because
+pipelines may rewrite the Message-ID."""
+
+
+class Kind(StrEnum):
+    """Every record kind; each is declared by the record class of the same name below."""
+
+    ESP_ACCEPTED = "esp.accepted"
+    ESP_REPLIED = "esp.replied"
+    ESP_FAULT = "esp.fault"
+    ESP_WEBHOOK = "esp.webhook"
+    LOAD_SUBMIT = "load.submit"
+    LOAD_DROPPED = "load.dropped"
+    LOAD_STARTED = "load.started"
+    SUT_ACCEPTED = "sut.accepted"
+    SUT_RELAYED = "sut.relayed"
+    SUT_DEFERRED = "sut.deferred"
+    SUT_BOUNCED = "sut.bounced"
+    SUT_QUEUE = "sut.queue"
+    RUN_STARTED = "run.started"
+    RUN_PHASE = "run.phase"
+    RUN_ENDED = "run.ended"
+    CHAOS_BEGIN = "chaos.begin"
+    CHAOS_END = "chaos.end"
+    PROBE = "probe"
+    ACTION = "action"
+
+
+def _kind_of(class_name: str) -> str:
+    """``EspAccepted`` -> ``esp.accepted``: the kind a record class declares, from its name."""
+    return ".".join(word.lower() for word in re.findall(r"[A-Z][a-z0-9]*", class_name))
+
+
+class Record(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, tag_field="k", tag=_kind_of):
+    """What every record has. ``t`` and ``src`` are the writer's to stamp: a record a process constructs
+    leaves them at their defaults, and ``LedgerWriter.write`` sets them on the line it writes."""
+
+    kind: ClassVar[Kind]
+    """The record's kind (the ``k`` key on disk)."""
+
+    t: int = 0
+    """When the record was made: UTC nanoseconds since the epoch (``time.time_ns()``)."""
+    src: str = ""
+    """The source that wrote it, which is also its ledger file's name: ``esp-smtp-0``, ``load-1``,
+    ``sut``, ``postfix``, ``timeline``..."""
+
+
+def key(field: Any) -> str:
+    """The on-disk key of a declared field, named through its class (``key(LoadSubmit.intended)`` is
+    ``"intended"``), so that a reader of a renamed field fails at import instead of reading nothing."""
+    return field.__name__
+
+
+def field_types(cls: type[Record]) -> dict[str, Any]:
+    """Each declared field of ``cls`` (the envelope's ``t`` and ``src`` included) and its type."""
+    return {f.name: f.type for f in msgspec.structs.fields(cls)}
+
+
+# -- fake ESP --------------------------------------------------------------------------------------------
+
+
+class EspAccepted(Record, kw_only=True):
+    """A message the ESP kept, written before the acceptance leaves (SMTP: the 250 after the final ".";
+    HTTP: the API's 2xx, one record per message of the request)."""
+
+    id: str | None
+    """The correlation id (``X-Mailstorm-Id``, else the Message-ID); null when the message had neither."""
+    mid: str | None
+    """The Message-ID, without angle brackets."""
+    size: int
+    """Bytes: of the message as received (HTTP: of the raw MIME when the API carries one, SES Raw or
+    Mailgun ``messages.mime``, else of the request body)."""
+    rcpts: int
+    """How many recipients."""
+    sha: str
+    """sha256 (hex) of the bytes ``size`` counts."""
+    proto: str
+    """``smtp`` or ``http``."""
+    api: str | None
+    """The HTTP API it came through (``sendgrid``, ``ses``...); null for SMTP."""
+    peer: str
+    """The client's address."""
+    session: str
+    """The SMTP session or HTTP request it came in (unique within the ESP's run)."""
+    key: str | None
+    """The AUTH user or API key: the key per-sender faults (throttling) count by; null without one."""
+    acked: bool
+    """False when the client was cut off (or left hanging) after the ESP kept the message: the client
+    never saw the acceptance and will send it again, the classic duplicate maker."""
+    esp_id: str | None = None
+    """HTTP only: the message id the API answered with (SendGrid ``X-Message-Id``, SES ``MessageId``...)."""
+
+
+class EspReplied(Record, kw_only=True):
+    """A reply other than an acceptance, or a cut connection, given to a client (written before it is
+    sent): a fault's answer, a 552 for a message over the size limit, a 452 past ``max_recipients``."""
+
+    proto: str
+    """``smtp`` or ``http``."""
+    phase: str
+    """Where: ``connect``, ``ehlo``, ``mail``, ``rcpt``, ``data``, ``eod`` (after the final "."); ``http``."""
+    code: int | None
+    """The SMTP reply code (HTTP: the status); null for a cut connection (no reply at all)."""
+    text: str | None
+    """The reply as sent (HTTP: why); null for an SMTP cut."""
+    fault: str | None
+    """The name of the fault that caused it; null for the ESP's own limits."""
+    session: str
+    """The SMTP session or HTTP request."""
+    id: str | None
+    """The message's correlation id, when known at that phase (at ``eod`` and for HTTP)."""
+    peer: str
+    """The client's address."""
+    api: str | None = None
+    """HTTP only: the API that answered."""
+
+
+class EspFault(Record, kw_only=True):
+    """A fault decision that changed something (a delay, a reply, a cut, a tarpit, a hang), or the start
+    and end of an outage on the SMTP listener (``phase`` ``listener``)."""
+
+    fault: str
+    """The fault's name."""
+    ftype: str
+    """Its type (``latency``, ``reply``, ``throttle``, ``outage``...)."""
+    phase: str
+    """The SMTP phase it acted at, ``http``, or ``listener`` for an outage's start and end."""
+    action: str
+    """``delay``, ``reply``, ``disconnect``, ``tarpit`` or ``hang``; for the listener: ``refuse`` or
+    ``hang`` (the outage's mode)."""
+    delay_s: float
+    """Seconds it delayed the step (0 when it did not)."""
+    session: str | None
+    """The SMTP session or HTTP request; null for the listener."""
+    state: str | None = None
+    """Listener records only: ``begin`` or ``end`` of the outage."""
+    proto: str | None = None
+    """HTTP records only: ``http``."""
+    api: str | None = None
+    """HTTP records only: the API."""
+
+
+class EspWebhook(Record, kw_only=True):
+    """One webhook event for one recipient of an accepted message, per posting attempt; a dropped event
+    (a webhook fault) is one record with ``attempt`` 0 and ``fault`` ``drop``, never posted."""
+
+    api: str
+    """The webhook format (an ESP's name: ``sendgrid``, ``mailgun``...)."""
+    event: str
+    """The canonical event: ``delivered``, ``bounce``, ``open``..."""
+    id: str | None
+    """The message's correlation id."""
+    esp_id: str | None
+    """The ESP's message id the event names."""
+    rcpt: str
+    """The recipient it is about."""
+    event_id: str
+    """The event's own id (the same across retries and duplicate copies: what a receiver dedupes on)."""
+    url: str
+    """Where it was posted."""
+    status: int | None
+    """The receiver's HTTP status; null when nothing answered (``error`` says why) or never posted."""
+    attempt: int
+    """1 for the first post, then each retry; 0 when the event was dropped and never posted."""
+    fault: str | None
+    """The webhook fault that shaped it (``drop``, ``duplicate``, ``delay``...); null for none."""
+    copy: int
+    """1 for the second post of a duplicated event, else 0."""
+    final: bool
+    """No more attempts follow (delivered, out of retries, or a status the format gives up on)."""
+    ok: bool
+    """The receiver answered 2xx."""
+    error: str | None
+    """Why the post failed without a status (connection refused, timeout)."""
+
+
+# -- load generator --------------------------------------------------------------------------------------
+
+
+class LoadSubmit(Record, kw_only=True):
+    """One submission attempt at the SUT, written when it ended (so ``t`` is about ``end``)."""
+
+    id: str
+    """The message's correlation id (the ``X-Mailstorm-Id`` it carries)."""
+    intended: int
+    """When the open model meant to send it (ns): latency counts from here (no coordinated omission)."""
+    start: int
+    """When the submission actually started (ns)."""
+    end: int
+    """When it ended (ns): the SUT's final reply, the failure, or the stop."""
+    ok: bool
+    """The SUT accepted the message."""
+    code: int | None
+    """The SUT's last reply code (HTTP: the status); null when none came (a timeout or a cut)."""
+    text: str | None
+    """The SUT's reply, or what went wrong."""
+    phase: str
+    """Where it failed (``connect``, ``mail``, ``rcpt``, ``data``...), ``done`` when it did not, ``stop``
+    when the generator was stopped in the middle of it."""
+    target: str
+    """The endpoint it was sent to (``host:port`` or a URL)."""
+    worker: int
+    """The load process (its index)."""
+    cls: str
+    """The message class (the scenario's ``messages`` entry) it was made from."""
+    size: int
+    """Bytes of the message."""
+    rcpts: int
+    """How many recipients."""
+
+
+class LoadDropped(Record, kw_only=True):
+    """Arrivals the generator could not start in time and did not send (as k6's dropped_iterations)."""
+
+    intended: int
+    """When the first of them was due (ns)."""
+    count: int
+    """How many arrivals."""
+    worker: int
+    """The load process."""
+
+
+class LoadStarted(Record, kw_only=True):
+    """A load process began its schedule (once, before its first submission)."""
+
+    worker: int
+    """The load process."""
+    t0: int
+    """The schedule's zero (ns), from which the shape's times count; the first arrival is a little after."""
+    planned: int | None
+    """Arrivals this process will offer: exact for uniform arrivals, the mean for Poisson; null for the
+    closed model."""
+    shape: str
+    """The load shape's kind (``steady``, ``step``, ``ramp``...)."""
+
+
+# -- system under test (the reference pipeline, or what follows a real one) -----------------------------
+
+
+class SutAccepted(Record, kw_only=True):
+    """The SUT took a message into its queue (written before its 250)."""
+
+    id: str | None
+    """The correlation id."""
+    queue_id: int | str
+    """The SUT's own id for it (the reference pipeline's row id, Postfix's queue id)."""
+
+
+class SutRelayed(Record, kw_only=True):
+    """The SUT handed a message on to the ESP."""
+
+    id: str | None
+    """The correlation id."""
+    attempt: int
+    """Which relay attempt (1 for the first)."""
+    code: int | None
+    """The ESP's reply code."""
+    queue_id: int | str | None = None
+    """The SUT's queue id, when it has one to give (Postfix)."""
+
+
+class SutDeferred(Record, kw_only=True):
+    """A relay attempt failed for now; the SUT keeps the message for a later retry."""
+
+    id: str | None
+    """The correlation id."""
+    attempt: int
+    """Which relay attempt failed."""
+    code: int | None
+    """The ESP's reply code; null for a connection failure or a timeout (no reply)."""
+    text: str | None
+    """The reply or the failure."""
+    retry_in_s: float | None
+    """Seconds until the next attempt; null when the SUT does not say (Postfix)."""
+    queue_id: int | str | None = None
+    """The SUT's queue id, when it has one to give (Postfix)."""
+
+
+class SutBounced(Record, kw_only=True):
+    """The SUT gave up on a message (or, for a partial bounce, on some of its recipients)."""
+
+    id: str | None
+    """The correlation id."""
+    code: int | None
+    """The reply that made it give up; null for a connection failure or a timeout."""
+    text: str | None
+    """Why."""
+    attempt: int | None = None
+    """The attempt that bounced, when the SUT counts them."""
+    rcpts: list[str] | None = None
+    """A partial bounce: the recipients refused for good (the message still went to the others)."""
+    partial: bool = False
+    """True for a partial bounce."""
+    queue_id: int | str | None = None
+    """The SUT's queue id, when it has one to give (Postfix)."""
+
+
+class SutQueue(Record, kw_only=True):
+    """A sample of the SUT's queue depth."""
+
+    depth: int
+    """Messages in the SUT's queue."""
+
+
+# -- the run's timeline (the runner) ---------------------------------------------------------------------
+
+
+class RunStarted(Record, kw_only=True):
+    """The run's zero: ``t`` is the intended time of the load's first arrival (written when the runner
+    sees it, so dated slightly before it is written); absent when the run failed before the load began."""
+
+    run_id: str
+    """The run directory's name."""
+    name: str
+    """The scenario's name."""
+    seed: int
+    """The scenario's seed."""
+    duration_s: float
+    """The load's planned duration."""
+    prepared: int | None = None
+    """When the runner began starting the parts (ns)."""
+
+
+class RunPhase(Record, kw_only=True):
+    """The run entered a phase."""
+
+    phase: str
+    """``load``, ``drain`` or ``stop``."""
+    t0: int | None = None
+    """Phase ``load``: the load's zero (ns), the same as run.started's ``t``; chaos steps' ``at_s`` count
+    from it."""
+
+
+class RunEnded(Record, kw_only=True):
+    """The run ended."""
+
+    reason: str
+    """How: ``drained``, ``drain deadline``, ``interrupted (...)``, ``failed: ...``."""
+
+
+class _ChaosWindow(Record, kw_only=True):
+    """The fields of ``chaos.begin`` and ``chaos.end`` (not a kind itself)."""
+
+    name: str
+    """The chaos step's name (its label): a begin and an end pair by it."""
+    what: str
+    """``esp_fault``, ``esp_outage``, ``target`` or ``network``."""
+    params: dict[str, Any]
+    """The step's own settings, as the scenario gave them."""
+    at_s: float | None = None
+    """When it was scheduled: seconds from the load's zero."""
+
+
+class ChaosBegin(_ChaosWindow, kw_only=True):
+    """A chaos step began (written as it is applied)."""
+
+
+class ChaosEnd(_ChaosWindow, kw_only=True):
+    """A chaos step ended (a bare target action ends as soon as it finished)."""
+
+
+class Probe(Record, kw_only=True):
+    """One poll of a SUT health or metrics URL."""
+
+    url: str
+    """What was polled."""
+    name: str | None = None
+    """The probe's name (the URL when it has none; absent in some older ledgers)."""
+    status: int | None
+    """The HTTP status; null when nothing answered."""
+    latency_s: float
+    """How long the poll took."""
+    ok: bool
+    """A 2xx answer."""
+    value: float | str | bool | None = None
+    """The metric or JSON field asked for, when found."""
+    error: str | None = None
+    """Why the poll failed, or why the value was not found."""
+
+
+class Action(Record, kw_only=True):
+    """An action the timeline took on the target or the ESP (kill, pause, restart, an ESP crash...)."""
+
+    what: str
+    """The action (``kill``, ``restart``, ``esp-crash``...)."""
+    target: str
+    """The target's kind, or ``esp``."""
+    ok: bool
+    """It succeeded."""
+    detail: str
+    """What the action said, or why it failed."""
+    started: int
+    """When it was issued (ns); ``t`` is when it finished."""
+
+
+RECORDS: dict[Kind, type[Record]] = {
+    Kind(cls.__struct_config__.tag): cls
+    for cls in (
+        EspAccepted, EspReplied, EspFault, EspWebhook,
+        LoadSubmit, LoadDropped, LoadStarted,
+        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue,
+        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
+    )
+}  # fmt: skip
+"""Every kind's record class."""
+
+for _kind, _cls in RECORDS.items():
+    _cls.kind = _kind
+if missing := set(Kind) - set(RECORDS):  # a kind added without its class: refuse to start
+    raise ImportError(f"ledger kinds without a record class: {sorted(missing)}")
