@@ -54,11 +54,20 @@ from mailstorm.harness.esp_setup import esp_limits, esp_process
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
-from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, Endpoint, QueueSampler, TargetContext
+from mailstorm.harness.targets.base import (
+    REGISTRY,
+    Actionable,
+    Alive,
+    Endpoint,
+    QueueLister,
+    QueueSampler,
+    TargetContext,
+)
 from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerWriter
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port
+from mailstorm.reports.fate import OUTCOMES
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
@@ -146,6 +155,7 @@ class Run:
         self.run_dir: Path | None = None
         self.stats = LiveStats()
         self.reason = "completed"
+        self.held: int | None = None  # messages the target listed as still held at the end of the drain
         self.verdict: Any = None
         self._esp: EspProcess | None = None
         self._proxy: ChaosProxy | None = None
@@ -251,6 +261,7 @@ class Run:
                 self._start_parts(run_id)
                 self._load_phase(progress)
                 self._drain_phase(progress)
+                self._record_held()
             except Interrupted as exc:
                 self.reason = f"interrupted ({exc})"
                 code = EXIT_INTERRUPTED.get(exc.signum, 130)
@@ -450,10 +461,27 @@ class Run:
                     return
             if now >= deadline:
                 self.reason = (
-                    f"completed: drain deadline ({sc.drain_deadline:g}s) with {self.stats.backlog} pending"
+                    f"completed: drain deadline ({sc.drain_deadline:g}s) with {self.stats.backlog} "
+                    "not at the ESP"
                 )
                 return
             time.sleep(TICK_S)
+
+    def _record_held(self) -> None:
+        """At the end of the drain, a target that can list what it still holds does: those messages are
+        pending, not lost. Written to the ledger (sut.held), so the reports rebuilt from the ledgers
+        alone say the same as the console."""
+        if not isinstance(self._target, QueueLister):
+            return
+        held = self._target.held_ids()
+        if held is None:
+            sys.stderr.write("mailstorm: the target's queue could not be listed at the end of the drain\n")
+            return
+        kind = self.scenario.target.kind
+        for cid, queue_id in sorted(held.items()):
+            self._writer.write(Kind.SUT_HELD, id=cid, queue_id=queue_id, target=kind)
+        self.held = len(held)
+        self.stats.feed(self._tail.poll())
 
     def _tick(self, progress: Progress) -> None:
         self.stats.feed(self._tail.poll())
@@ -531,46 +559,65 @@ class Run:
             sys.stderr.write(f"mailstorm: ended {len(left)} process(es) left behind by a part: {names}\n")
 
     def _finish_ledger(self) -> None:
-        self.stats.feed(self._tail.poll())
+        self.stats.feed(self._tail.poll(final=True))
         self._writer.write(Kind.RUN_ENDED, reason=self.reason)
         self._writer.close()
         failed = self._timeline.action_failures if self._timeline is not None else []
         self.info.update(
-            ended_ns=time.time_ns(), reason=self.reason, pending=self.stats.backlog, action_failures=failed
+            ended_ns=time.time_ns(),
+            reason=self.reason,
+            outcomes=self.stats.fates.counts(),
+            action_failures=failed,
         )
         self._write_info()
 
     # -- the verdict --------------------------------------------------------------------------------------
 
     def _report(self, *, complete: bool) -> int:
-        """Build the reports and return the exit code of their verdict; print the summary. The reports of
-        a run that did not complete are written (they show how far it got) but give no verdict."""
+        """Build the reports and return the exit code of their verdict; print the summary, the verdict
+        and, last, the outcome table (the live counts, equal to report.md's). The reports of a run that
+        did not complete are written (they show how far it got) but give no verdict."""
         print(self.summary(), file=sys.stderr)
-        self.verdict = mailstorm.reports.build(self.run_dir)
-        passed = self.verdict.passed
-        if not complete:
-            print(f"no verdict: the run did not complete - reports in {self.run_dir}", file=sys.stderr)
-            return EXIT_SLO_BREACHED
-        self.info["verdict"] = "pass" if passed else "fail"
-        for slo in self.verdict.slo:
-            actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
-            mark = "ok  " if slo.passed else "FAIL"
-            print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
-        print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
-        return EXIT_OK if passed else EXIT_SLO_BREACHED
+        try:
+            self.verdict = mailstorm.reports.build(self.run_dir)
+            passed = self.verdict.passed
+            if not complete:
+                print(f"no verdict: the run did not complete - reports in {self.run_dir}", file=sys.stderr)
+                return EXIT_SLO_BREACHED
+            self.info["verdict"] = "pass" if passed else "fail"
+            for slo in self.verdict.slo:
+                actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
+                mark = "ok  " if slo.passed else "FAIL"
+                print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
+            print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
+            return EXIT_OK if passed else EXIT_SLO_BREACHED
+        finally:
+            print(self.outcome_table(), file=sys.stderr)
 
     def summary(self) -> str:
         s = self.stats
         lines = [
             f"run {self.run_dir.name}: {self.reason}",
-            f"  offered {s.offered}, accepted by the SUT {s.accepted}, rejected {s.rejected}, "
-            f"dropped {s.dropped}",
-            f"  delivered to the ESP {s.delivered} (duplicates {s.duplicates}), bounced {s.bounced}, "
-            f"not at the ESP {s.backlog}",
+            f"  offered {s.offered} messages in {s.fates.attempts} submission attempts, dropped {s.dropped}; "
+            f"ESP replies other than acceptance {s.esp_refusals}",
         ]
+        if self.held is not None:
+            held = f"  the SUT still held {self.held} at the end of the drain: pending if not at the ESP"
+            lines.append(held)
         failed = self._timeline.action_failures if self._timeline is not None else []
         lines += [f"  action failed: {f}" for f in failed]
         return "\n".join(lines)
+
+    def outcome_table(self) -> str:
+        """Every submitted message's outcome as the fate module decided it live: the columns and numbers of
+        report.md's outcome table."""
+        counts = self.stats.fates.counts()
+        names = ("submitted", *OUTCOMES)
+        cells = [f"{counts[n]:,}" for n in names]
+        widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=True)]
+        header = "  ".join(n.capitalize().rjust(w) for n, w in zip(names, widths, strict=True))
+        row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+        return f"  {header}\n  {row}"
 
     # -- plumbing -----------------------------------------------------------------------------------------
 

@@ -91,6 +91,11 @@ class Kind(StrEnum):
     SUT_DEFERRED = "sut.deferred"
     SUT_BOUNCED = "sut.bounced"
     SUT_QUEUE = "sut.queue"
+    # A message the SUT still held at the end of the drain (written by the runner, source "timeline",
+    # from a target that can list its queue: Postfix's postqueue -j, the reference pipeline's SQLite
+    # queue): id (correlation id), queue_id (the SUT's own name for it: a Postfix queue id, a queue row;
+    # null when it has none), target (the target kind). Such a message is pending, not lost.
+    SUT_HELD = "sut.held"
 
     # -- run timeline (the runner) ----------------------------------------------------------------
     # run.started: run_id, name, seed, duration_s. run.ended: reason. run.phase: phase ("load",

@@ -41,6 +41,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     Kind.SUT_DEFERRED: ("t", "id"),
     Kind.SUT_BOUNCED: ("t", "id"),
     Kind.SUT_RELAYED: ("t", "id", "code"),
+    Kind.SUT_HELD: ("t", "id"),
     Kind.SUT_QUEUE: ("t", "depth"),
 }
 _NO_CODE = -1  # a cut connection / timeout: code null in the ledger

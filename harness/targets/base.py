@@ -18,6 +18,7 @@ __all__ = [
     "Actionable",
     "Alive",
     "Endpoint",
+    "QueueLister",
     "QueueSampler",
     "Target",
     "TargetContext",
@@ -65,6 +66,17 @@ class QueueSampler(Protocol):
     """A target that can report its queue depth (messages accepted, not yet relayed)."""
 
     def queue_depth(self) -> int | None: ...
+
+
+@runtime_checkable
+class QueueLister(Protocol):
+    """A target that can list the messages it still holds (accepted, not yet relayed or bounced). The
+    runner asks at the end of the drain: those messages are pending, not lost."""
+
+    def held_ids(self) -> dict[str, str | None] | None:
+        """Correlation id -> the SUT's own name for the message (a queue id; None when it has none), for
+        every message still queued; None when the queue cannot be read now."""
+        ...
 
 
 @runtime_checkable
