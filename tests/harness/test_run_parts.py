@@ -17,6 +17,8 @@ from mailstorm.harness.run import derive_seed, make_run_dir
 from mailstorm.harness.scenario import ChaosStep, ProbeSpec
 from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerReader, LedgerWriter
+from mailstorm.reports.fate import classify
+from mailstorm.reports.ingest import read_columns
 
 
 def test_tail_returns_only_new_records_and_waits_for_a_line_to_end(tmp_path):
@@ -33,6 +35,21 @@ def test_tail_returns_only_new_records_and_waits_for_a_line_to_end(tmp_path):
         assert [r["id"] for r in tail.poll()] == ["2"]
         fh.write(b',"ok":false}\n')
     assert [r["id"] for r in tail.poll()] == ["3"]
+
+
+def test_tail_final_poll_reads_a_last_line_without_newline_as_the_reports_do(tmp_path):
+    """Once every writer has stopped, a complete last line without its newline is a record to the live view
+    as it is to the reports' reader; a torn one is skipped by both, so both count the same messages."""
+    (tmp_path / "a.jsonl").write_bytes(
+        b'{"t":1,"k":"load.submit","id":"1","ok":true}\n{"t":2,"k":"load.submit","id":"2","ok":true}'
+    )
+    (tmp_path / "b.jsonl").write_bytes(b'{"t":3,"k":"esp.accepted","id":"1"}\n{"t":4,"k":"load.su')
+    tail, stats = LedgerTail(tmp_path), LiveStats()
+    stats.feed(tail.poll())
+    assert stats.offered == 1
+    stats.feed(tail.poll(final=True))
+    assert stats.fates.counts() == classify(read_columns(tmp_path)).counts()
+    assert (stats.offered, stats.delivered, stats.backlog) == (2, 1, 1)
 
 
 def _submit(mid: str, ok: bool = True, t: int = 1_000_000_000) -> dict:
