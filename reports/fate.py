@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected")
 DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED = range(len(OUTCOMES))
-UNSETTLED = (PENDING, LOST)
 NEVER = 2**63 - 1  # int64 max: "no such time"
 
 # The facts, one bit each: a message's state is the OR of the facts its records set.
