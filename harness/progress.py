@@ -6,7 +6,8 @@ those records into the figures a person watching wants (offered, accepted and de
 backlog, ESP refusals) and, through the fate module's incremental form (mailstorm.reports.fate), into
 each message's outcome as the reports will decide it: the backlog the drain waits on is the messages
 that would be lost or pending if the run ended now.
-``Progress`` draws them: a rich live panel on a terminal, a plain line every few seconds otherwise.
+``Progress`` draws them: a rich live panel on a terminal, a plain line every few seconds otherwise;
+``outcome_table`` is the run's closing lines.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from mailstorm.ledger import LEDGER_SUFFIX, Kind
-from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, REJECTED, Fates
+from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, OUTCOMES, REJECTED, Fates
 
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
 
@@ -160,6 +161,17 @@ class LiveStats:
     def backlog(self) -> int:
         """Messages the SUT took that are neither at the ESP nor refused (lost or pending if it ended now)."""
         return self.fates.unsettled
+
+
+def outcome_table(counts: dict[str, int]) -> str:
+    """The closing lines of a run on the console: report.md's outcome table (its columns, its numbers)
+    as plain aligned text."""
+    names = ("submitted", *OUTCOMES)
+    cells = [f"{counts[n]:,}" for n in names]
+    widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=True)]
+    header = "  ".join(n.capitalize().rjust(w) for n, w in zip(names, widths, strict=True))
+    row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+    return f"  {header}\n  {row}"
 
 
 class Progress:

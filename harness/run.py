@@ -52,7 +52,7 @@ from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_setup import esp_limits, esp_process
 from mailstorm.harness.probes import Prober, resolve_probes
-from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
+from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
 from mailstorm.harness.targets.base import (
     REGISTRY,
@@ -67,7 +67,6 @@ from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerWriter
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port
-from mailstorm.reports.fate import OUTCOMES
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
@@ -592,7 +591,7 @@ class Run:
             print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
             return EXIT_OK if passed else EXIT_SLO_BREACHED
         finally:
-            print(self.outcome_table(), file=sys.stderr)
+            print(outcome_table(self.stats.fates.counts()), file=sys.stderr)
 
     def summary(self) -> str:
         s = self.stats
@@ -607,17 +606,6 @@ class Run:
         failed = self._timeline.action_failures if self._timeline is not None else []
         lines += [f"  action failed: {f}" for f in failed]
         return "\n".join(lines)
-
-    def outcome_table(self) -> str:
-        """Every submitted message's outcome as the fate module decided it live: the columns and numbers of
-        report.md's outcome table."""
-        counts = self.stats.fates.counts()
-        names = ("submitted", *OUTCOMES)
-        cells = [f"{counts[n]:,}" for n in names]
-        widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=True)]
-        header = "  ".join(n.capitalize().rjust(w) for n, w in zip(names, widths, strict=True))
-        row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
-        return f"  {header}\n  {row}"
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
