@@ -22,7 +22,7 @@ from tests.harness.sut_support import ROOT, console_outcomes, report_md_outcomes
 RETRIES_AND_5XX = """\
 name: fate-retries-5xx
 seed: 3
-duration: 10s
+duration: 6s
 drain_deadline: 30s
 target:
   kind: process
@@ -80,7 +80,7 @@ def test_live_summary_equals_report_md_with_retries_and_esp_5xx(tmp_path):
         live == report_md_outcomes(run_dir) == json.loads((run_dir / "report.json").read_text())["outcomes"]
     )
     assert live["bounced"] > 0 and live["delivered"] > 0 and live["lost"] == 0
-    assert live["delivered"] + live["bounced"] == live["submitted"] == 250
+    assert live["delivered"] + live["bounced"] == live["submitted"] == 150
     replies = [r["code"] for r in LedgerReader(run_dir / "ledger").records([Kind.ESP_REPLIED])]
     assert replies.count(451) > 0 and replies.count(550) == live["bounced"]
     assert not list(LedgerReader(run_dir / "ledger").records([Kind.SUT_BOUNCED, Kind.SUT_DEFERRED]))
