@@ -4,16 +4,19 @@
 waits for its end), so following a long run costs as much as the records it adds, and yields them as
 their declared record classes (``mailstorm.ledger``; a line of no known kind is skipped). ``LiveStats`` folds
 those records into the figures a person watching wants (offered, accepted and delivered per second, the
-backlog, ESP refusals) and into the set the drain waits on: ids the SUT accepted that the ESP has not.
-``Progress`` draws them: a rich live panel on a terminal, a plain line every few seconds otherwise.
+backlog, ESP refusals) and, through the fate module's incremental form (mailstorm.reports.fate), into
+each message's outcome as the reports will decide it: the backlog the drain waits on is the messages
+that would be lost or pending if the run ended now.
+``Progress`` draws them: a rich live panel on a terminal, a plain line every few seconds otherwise;
+``outcome_table`` is the run's closing lines.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -28,10 +31,10 @@ from mailstorm.ledger import (
     LoadDropped,
     LoadSubmit,
     Record,
-    SutBounced,
     SutQueue,
     decode,
 )
+from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, OUTCOMES, REJECTED, Fates
 
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
 
@@ -44,7 +47,9 @@ class LedgerTail:
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, bytes] = {}
 
-    def poll(self) -> Iterator[Record]:
+    def poll(self, *, final: bool = False) -> Iterator[Record]:
+        """The records appended since the last poll. ``final`` (every writer has stopped): also a last
+        line left without its newline, as the reports' reader takes it."""
         for path in sorted(self.directory.glob(f"*{LEDGER_SUFFIX}")):
             offset = self._offsets.get(path, 0)
             try:
@@ -60,53 +65,56 @@ class LedgerTail:
             lines = data.split(b"\n")
             if lines[-1]:
                 self._partial[path] = lines[-1]  # no newline yet: the writer is mid-line
-            for raw in lines[:-1]:
-                try:
-                    yield decode(raw)
-                except InvalidRecord:
-                    continue  # a torn line from a killed writer (the reports count those), or a foreign one
+            yield from _parse(lines[:-1])
+        if final:
+            yield from _parse(self._partial.values())
+            self._partial.clear()
+
+
+def _parse(lines: Iterable[bytes]) -> Iterator[Record]:
+    for raw in lines:
+        try:
+            yield decode(raw)
+        except InvalidRecord:
+            continue  # a torn line from a killed writer (the reports count those), or a foreign one
 
 
 class LiveStats:
-    """Running totals and recent rates of one run, from its ledger records."""
+    """Running totals and recent rates of one run, from its ledger records.
+
+    Every count of messages comes from ``fates``, the fate module's incremental form: the same rules as
+    the reports, so the drain waits on exactly the messages a report would call lost or pending, and the
+    last counts equal report.md's. The rest (rates, drops, refusals, the sampled queue) is for watching.
+    """
 
     def __init__(self) -> None:
-        self.offered = 0
-        self.accepted = 0
-        self.rejected = 0
+        self.fates = Fates()
         self.dropped = 0
-        self.delivered = 0  # distinct ids the ESP accepted
-        self.duplicates = 0
-        self.esp_refusals = 0
-        self.bounced = 0
+        self.esp_refusals = 0  # ESP replies other than an acceptance (retries included)
         self.sut_queue: int | None = None
-        self.pending: set[str] = set()  # accepted by the SUT, not (yet) at the ESP, not bounced
         self.last_delivery_ns = 0
         self.load_t0_ns: int | None = None  # intended time of the first arrival seen: the load's zero
-        self._delivered_ids: set[str] = set()
-        self._bounced_ids: set[str] = set()
         self._per_second: dict[str, Counter[int]] = {"offered": Counter(), "accepted": Counter()}
         self._per_second["delivered"] = Counter()
-        self._seconds: deque[int] = deque()
 
     def feed(self, records: Iterator[Record]) -> int:
         n = 0
         for rec in records:
             n += 1
+            self.fates.feed(rec)
             if isinstance(rec, LoadSubmit):
-                self._submit(rec)
+                self._first_intended(rec.intended)
+                self._tick("offered", rec.t)
+                if rec.ok:
+                    self._tick("accepted", rec.t)
             elif isinstance(rec, EspAccepted):
-                self._esp_accepted(rec)
+                self.last_delivery_ns = max(self.last_delivery_ns, rec.t)
+                self._tick("delivered", rec.t)
             elif isinstance(rec, LoadDropped):
                 self._first_intended(rec.intended)
                 self.dropped += rec.count
             elif isinstance(rec, EspReplied):
                 self.esp_refusals += 1
-            elif isinstance(rec, SutBounced):
-                if rec.id:
-                    self._bounced_ids.add(rec.id)
-                    self.pending.discard(rec.id)
-                self.bounced += 1
             elif isinstance(rec, SutQueue):
                 self.sut_queue = rec.depth
         return n
@@ -114,32 +122,6 @@ class LiveStats:
     def _first_intended(self, intended: int) -> None:
         if self.load_t0_ns is None or intended < self.load_t0_ns:
             self.load_t0_ns = intended
-
-    def _submit(self, rec: LoadSubmit) -> None:
-        self._first_intended(rec.intended)
-        self.offered += 1
-        self._tick("offered", rec.t)
-        if not rec.ok:
-            self.rejected += 1
-            return
-        self.accepted += 1
-        self._tick("accepted", rec.t)
-        mid = rec.id
-        # The ESP may have the message before the load process wrote that the SUT took it.
-        if mid and mid not in self._delivered_ids and mid not in self._bounced_ids:
-            self.pending.add(mid)
-
-    def _esp_accepted(self, rec: EspAccepted) -> None:
-        mid = rec.id
-        if mid in self._delivered_ids:
-            self.duplicates += 1
-            return
-        if mid:
-            self._delivered_ids.add(mid)
-            self.pending.discard(mid)
-        self.delivered += 1
-        self.last_delivery_ns = max(self.last_delivery_ns, rec.t)
-        self._tick("delivered", rec.t)
 
     def _tick(self, what: str, t_ns: int) -> None:
         self._per_second[what][t_ns // 1_000_000_000] += 1
@@ -153,9 +135,48 @@ class LiveStats:
             del counts[s]
         return total / RATE_WINDOW_S
 
+    # -- messages, as the fate module counts them -----------------------------------------------------
+    @property
+    def offered(self) -> int:
+        return self.fates.submitted
+
+    @property
+    def rejected(self) -> int:
+        return self.fates.count(REJECTED)
+
+    @property
+    def accepted(self) -> int:
+        """Messages that got into the pipeline: every submitted one the SUT did not refuse."""
+        return self.fates.submitted - self.fates.count(REJECTED)
+
+    @property
+    def delivered(self) -> int:
+        """Messages at the ESP (once or more)."""
+        return self.fates.count(DELIVERED) + self.fates.count(DUPLICATED)
+
+    @property
+    def duplicates(self) -> int:
+        return self.fates.count(DUPLICATED)
+
+    @property
+    def bounced(self) -> int:
+        return self.fates.count(BOUNCED)
+
     @property
     def backlog(self) -> int:
-        return len(self.pending)
+        """Messages the SUT took that are neither at the ESP nor refused (lost or pending if it ended now)."""
+        return self.fates.unsettled
+
+
+def outcome_table(counts: dict[str, int]) -> str:
+    """The closing lines of a run on the console: report.md's outcome table (its columns, its numbers)
+    as plain aligned text."""
+    names = ("submitted", *OUTCOMES)
+    cells = [f"{counts[n]:,}" for n in names]
+    widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=True)]
+    header = "  ".join(n.capitalize().rjust(w) for n, w in zip(names, widths, strict=True))
+    row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+    return f"  {header}\n  {row}"
 
 
 class Progress:

@@ -55,20 +55,21 @@ from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_setup import esp_limits, esp_process
 from mailstorm.harness.probes import Prober, resolve_probes
-from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
+from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
 from mailstorm.harness.targets.base import (
     REGISTRY,
     Actionable,
     Alive,
     Endpoint,
+    QueueLister,
     QueueSampler,
     Target,
     TargetContext,
 )
 from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
-from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted
+from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted, SutHeld
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port
 from mailstorm.runinfo import EspInfo, RunInfo
@@ -126,6 +127,7 @@ class Run:
         self.run_dir: Path | None = None
         self.stats = LiveStats()
         self.reason = "completed"
+        self.held: int | None = None  # messages the target listed as still held at the end of the drain
         self.verdict: Any = None
         self._esp: EspProcess | None = None
         self._proxy: ChaosProxy | None = None
@@ -247,6 +249,7 @@ class Run:
                 self._start_parts(run_id)
                 self._load_phase(progress)
                 self._drain_phase(progress)
+                self._record_held()
             except Interrupted as exc:
                 self.reason = f"interrupted ({exc})"
                 code, interrupted = exc.exit_code, True
@@ -452,10 +455,27 @@ class Run:
                     return
             if now >= deadline:
                 self.reason = (
-                    f"completed: drain deadline ({sc.drain_deadline:g}s) with {self.stats.backlog} pending"
+                    f"completed: drain deadline ({sc.drain_deadline:g}s) with {self.stats.backlog} "
+                    "not at the ESP"
                 )
                 return
             time.sleep(TICK_S)
+
+    def _record_held(self) -> None:
+        """At the end of the drain, a target that can list what it still holds does: those messages are
+        pending, not lost. Written to the ledger (sut.held), so the reports rebuilt from the ledgers
+        alone say the same as the console."""
+        if not isinstance(self._target, QueueLister):
+            return
+        held = self._target.held_ids()
+        if held is None:
+            sys.stderr.write("mailstorm: the target's queue could not be listed at the end of the drain\n")
+            return
+        kind = self.scenario.target.kind
+        for cid, queue_id in sorted(held.items()):
+            self._writer.write(SutHeld(id=cid, queue_id=queue_id, target=kind))
+        self.held = len(held)
+        self.stats.feed(self._tail.poll())
 
     def _tick(self, progress: Progress) -> None:
         self.stats.feed(self._tail.poll())
@@ -534,15 +554,15 @@ class Run:
             sys.stderr.write(f"mailstorm: ended {len(left)} process(es) left behind by a part: {names}\n")
 
     def _finish_ledger(self) -> None:
-        self.stats.feed(self._tail.poll())
+        self.stats.feed(self._tail.poll(final=True))
         self._writer.write(RunEnded(reason=self.reason))
         self._writer.close()
         failed = self._timeline.action_failures if self._timeline is not None else []
         info = self.info
-        info.ended_ns, info.reason, info.pending, info.action_failures = (
+        info.ended_ns, info.reason, info.outcomes, info.action_failures = (
             time.time_ns(),
             self.reason,
-            self.stats.backlog,
+            self.stats.fates.counts(),
             failed,
         )
         self._write_info()
@@ -550,31 +570,36 @@ class Run:
     # -- the verdict --------------------------------------------------------------------------------------
 
     def _report(self, *, complete: bool) -> int:
-        """Build the reports and return the exit code of their verdict; print the summary. The reports of
-        a run that did not complete are written (they show how far it got) but give no verdict."""
+        """Build the reports and return the exit code of their verdict; print the summary, the verdict
+        and, last, the outcome table (the live counts, equal to report.md's). The reports of a run that
+        did not complete are written (they show how far it got) but give no verdict."""
         print(self.summary(), file=sys.stderr)
-        self.verdict = mailstorm.reports.build(self.run_dir)
-        passed = self.verdict.passed
-        if not complete:
-            print(f"no verdict: the run did not complete - reports in {self.run_dir}", file=sys.stderr)
-            return EXIT_SLO_BREACHED
-        self.info.verdict = "pass" if passed else "fail"
-        for slo in self.verdict.slo:
-            actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
-            mark = "ok  " if slo.passed else "FAIL"
-            print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
-        print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
-        return EXIT_OK if passed else EXIT_SLO_BREACHED
+        try:
+            self.verdict = mailstorm.reports.build(self.run_dir)
+            passed = self.verdict.passed
+            if not complete:
+                print(f"no verdict: the run did not complete - reports in {self.run_dir}", file=sys.stderr)
+                return EXIT_SLO_BREACHED
+            self.info.verdict = "pass" if passed else "fail"
+            for slo in self.verdict.slo:
+                actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
+                mark = "ok  " if slo.passed else "FAIL"
+                print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
+            print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
+            return EXIT_OK if passed else EXIT_SLO_BREACHED
+        finally:
+            print(outcome_table(self.stats.fates.counts()), file=sys.stderr)
 
     def summary(self) -> str:
         s = self.stats
         lines = [
             f"run {self.run_dir.name}: {self.reason}",
-            f"  offered {s.offered}, accepted by the SUT {s.accepted}, rejected {s.rejected}, "
-            f"dropped {s.dropped}",
-            f"  delivered to the ESP {s.delivered} (duplicates {s.duplicates}), bounced {s.bounced}, "
-            f"not at the ESP {s.backlog}",
+            f"  offered {s.offered} messages in {s.fates.attempts} submission attempts, dropped {s.dropped}; "
+            f"ESP replies other than acceptance {s.esp_refusals}",
         ]
+        if self.held is not None:
+            held = f"  the SUT still held {self.held} at the end of the drain: pending if not at the ESP"
+            lines.append(held)
         failed = self._timeline.action_failures if self._timeline is not None else []
         lines += [f"  action failed: {f}" for f in failed]
         return "\n".join(lines)

@@ -99,8 +99,9 @@ class RunInfo(_Model):
     """When the run ended."""
     reason: str | None = None
     """How it ended (as run.ended says)."""
-    pending: int | None = None
-    """Messages the live count still saw inside the SUT at the end."""
+    outcomes: dict[str, int] = {}
+    """The live count of every outcome at the end (the fate module's incremental form: the same rules as
+    the reports, so these equal report.md's outcome table)."""
     action_failures: list[str] = []
     """Timeline actions that failed."""
     verdict: str | None = None

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
+from mailstorm.reports.fate import NEVER, Messages, classify
 from mailstorm.reports.ingest import read_columns
-from mailstorm.reports.outcomes import NEVER, Messages, classify, percentiles
 from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
 from mailstorm.reports.series import Series, build_series, start_ns
 from mailstorm.reports.sizing import Sizing, size
@@ -31,6 +32,7 @@ from mailstorm.runinfo import EspLimits, RunInfo, load_run_info
 
 SCHEMA_VERSION = 1
 _NS = 1_000_000_000
+PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99_9": 99.9}
 
 
 @dataclass
@@ -189,6 +191,19 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "series": {"t0_ns": t0, **series.as_dict()},
     }
     return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures)
+
+
+def percentiles(values_ms: np.ndarray) -> dict[str, float | int | None]:
+    """p50..p99.9, max, mean and count of a latency sample: exact nearest-rank values over every message
+    (no histogram needed at this scale); None when empty."""
+    if len(values_ms) == 0:
+        return {**dict.fromkeys(PERCENTILES), "max": None, "mean": None, "count": 0}
+    qs = np.percentile(values_ms, list(PERCENTILES.values()), method="inverted_cdf")
+    out: dict[str, float | int | None] = {k: round(float(q), 3) for k, q in zip(PERCENTILES, qs, strict=True)}
+    out["max"] = round(float(values_ms.max()), 3)
+    out["mean"] = round(float(values_ms.mean()), 3)
+    out["count"] = len(values_ms)
+    return out
 
 
 def _esp_limits(profile: str | None, info: RunInfo) -> EspLimits | None:

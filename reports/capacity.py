@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from mailstorm.reports.outcomes import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
+from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
 from mailstorm.reports.series import Series
 from mailstorm.reports.spec import SloSpec
 

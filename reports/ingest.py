@@ -44,6 +44,7 @@ from mailstorm.ledger import (
     SutAccepted,
     SutBounced,
     SutDeferred,
+    SutHeld,
     SutQueue,
     SutRelayed,
     decode,
@@ -67,6 +68,7 @@ _COLUMNS: dict[type[Record], tuple[str, ...]] = {
         (SutDeferred, (SutDeferred.id,)),
         (SutBounced, (SutBounced.id,)),
         (SutRelayed, (SutRelayed.id, SutRelayed.code)),
+        (SutHeld, (SutHeld.id,)),
         (SutQueue, (SutQueue.depth,)),
     )
 }  # fmt: skip

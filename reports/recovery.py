@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from mailstorm.ledger import ChaosBegin, ChaosEnd, Probe, Record
-from mailstorm.reports.outcomes import BOUNCED, DUPLICATED, LOST, NEVER, Messages
+from mailstorm.reports.fate import BOUNCED, DUPLICATED, LOST, NEVER, Messages
 from mailstorm.reports.series import Series
 from mailstorm.reports.spec import SloSpec
 

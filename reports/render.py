@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from mailstorm.reports import plots
 from mailstorm.reports.analysis import Analysis
-from mailstorm.reports.outcomes import OUTCOMES
+from mailstorm.reports.fate import OUTCOMES
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(

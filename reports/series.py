@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mailstorm.ledger import Kind, RunStarted
+from mailstorm.reports.fate import NEVER, Messages
 from mailstorm.reports.ingest import Columns
-from mailstorm.reports.outcomes import NEVER, Messages
 
 _NS = 1_000_000_000
 _MAX_SECONDS = 7 * 86_400  # a guard against a stray timestamp stretching the series to years

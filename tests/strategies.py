@@ -47,6 +47,9 @@ message_fates = st.fixed_dictionaries(
         "esp_4xx": st.integers(0, 2),  # esp.replied 4xx carrying the id
         "sut_bounced": st.booleans(),
         "sut_deferred": st.booleans(),
+        "sut_relayed": st.sampled_from([None, 250, 451]),  # a sut.relayed record and its code, or none
+        "sut_held": st.booleans(),  # listed in the SUT's queue at the end of the drain (sut.held)
+        "stopped": st.booleans(),  # one more attempt, abandoned when the generator stopped
     }
 )
 

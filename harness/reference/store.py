@@ -49,11 +49,23 @@ class Row:
 
 def count_rows(path: Path) -> int | None:
     """Queue depth read from outside the pipeline (read-only; works while it is paused or dead)."""
+    rows = _read_only(path, "SELECT count(*) FROM queue")
+    return None if rows is None else rows[0][0]
+
+
+def queued_ids(path: Path) -> list[tuple[int, str]] | None:
+    """(queue id, correlation id) of every queued message, read from outside the pipeline like
+    ``count_rows``: what the pipeline still holds."""
+    return _read_only(path, "SELECT id, corr FROM queue ORDER BY id")
+
+
+def _read_only(path: Path, sql: str) -> list[tuple[Any, ...]] | None:
+    """``sql``'s rows from the queue file opened read-only; None when there is no readable queue yet."""
     if not path.exists():
         return None
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
     try:
-        return conn.execute("SELECT count(*) FROM queue").fetchone()[0]
+        return conn.execute(sql).fetchall()
     except sqlite3.OperationalError:
         return None  # created but not yet initialised
     finally:

@@ -23,6 +23,7 @@ __all__ = [
     "Alive",
     "Endpoint",
     "Monitored",
+    "QueueLister",
     "QueueSampler",
     "Target",
     "TargetContext",
@@ -98,6 +99,17 @@ class Monitored(Protocol):
 
     @property
     def metrics_urls(self) -> list[str]: ...
+
+
+@runtime_checkable
+class QueueLister(Protocol):
+    """A target that can list the messages it still holds (accepted, not yet relayed or bounced). The
+    runner asks at the end of the drain: those messages are pending, not lost."""
+
+    def held_ids(self) -> dict[str, str | None] | None:
+        """Correlation id -> the SUT's own name for the message (a queue id; None when it has none), for
+        every message still queued; None when the queue cannot be read now."""
+        ...
 
 
 @runtime_checkable

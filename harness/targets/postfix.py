@@ -12,7 +12,9 @@ as pytest's tmp dirs, forbids that). Retry timing is the spec's (Postfix's own d
 make recovery take minutes; a user may want exactly that).
 
 Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message), sampled every
-``queue_sample_s`` onto the ledger as ``sut.queue`` records (source ``postfix``); with
+``queue_sample_s`` onto the ledger as ``sut.queue`` records (source ``postfix``); the same listing,
+its queue ids mapped to correlation ids through the maillog, is what the instance still holds
+(``held_ids``, asked at the end of the drain); with
 ``follow_maillog`` the maillog becomes ``sut.accepted/relayed/deferred/bounced`` records too
 (``postfix_maillog``). Actions: ``stop`` (postfix
 stop), ``start``, ``restart``, ``kill`` (SIGKILL to the master; its children exit by themselves),
@@ -24,6 +26,7 @@ of *this* instance: after ``postfix stop`` it SIGKILLs whatever still runs with 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shlex
 import shutil
@@ -40,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import ConfigError, HarnessError, UserError
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
-from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
+from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower, correlation_ids
 from mailstorm.harness.targets.process import wait_ready
 from mailstorm.ledger import LedgerWriter, SutQueue
 from mailstorm.netguard import check_address
@@ -181,12 +184,30 @@ class PostfixTarget:
             shutil.rmtree(self.spool_link.resolve(), ignore_errors=True)
             self.spool_link.unlink()
 
-    # -- Alive / QueueSampler -------------------------------------------------------------------------
+    # -- Alive / QueueSampler / QueueLister ---------------------------------------------------------
     def alive(self) -> bool:
         return self.master_pid() is not None
 
     def queue_depth(self) -> int | None:
         """Messages in the instance's queues (incoming, active, deferred, hold); None when unreadable."""
+        queue = self._postqueue()
+        return None if queue is None else len(queue)
+
+    def held_ids(self) -> dict[str, str | None] | None:
+        """Every queued message by correlation id: ``postqueue -j``'s queue ids, mapped through the
+        header_checks lines of the maillog (the follower's map; the file itself for what it has not read
+        yet). A queued message without the correlation header is not one of the run's and is left out."""
+        queue = self._postqueue()
+        if queue is None:
+            return None
+        qids = [entry["queue_id"] for entry in queue if isinstance(entry.get("queue_id"), str)]
+        known = self._follower.ids() if self._follower is not None else {}
+        if any(q not in known for q in qids):
+            known = {**correlation_ids(self.maillog), **known}
+        return {known[q]: q for q in qids if q in known}
+
+    def _postqueue(self) -> list[dict[str, Any]] | None:
+        """``postqueue -j``: one JSON object per queued message; None when it cannot be read."""
         if self.root is None:
             return None
         try:
@@ -196,9 +217,9 @@ class PostfixTarget:
                 timeout=CMD_TIMEOUT_S,
                 check=True,
             ).stdout
-        except (subprocess.SubprocessError, OSError):
+            return [json.loads(line) for line in out.splitlines() if line.strip()]
+        except (subprocess.SubprocessError, OSError, ValueError):
             return None
-        return sum(1 for line in out.splitlines() if line.strip())
 
     def _start_sampler(self) -> None:
         """Postfix has no ledger of its own: a thread writes its sampled queue depth onto the run's ledger

@@ -41,6 +41,15 @@ _REPLY_CODE = re.compile(r"said: (\d{3})[ -]")
 _SENT_CODE = re.compile(r"^(\d{3})[ -]")
 
 
+def correlation_ids(maillog: Path) -> dict[str, str]:
+    """Queue id -> correlation id from every header_checks line of ``maillog`` (empty when it is absent)."""
+    try:
+        with maillog.open(errors="replace") as fh:
+            return {m["qid"]: m["id"] for line in fh if (m := _INFO.search(line))}
+    except FileNotFoundError:
+        return {}
+
+
 class MaillogFollower:
     """A thread tailing ``maillog`` into ``writer`` until ``stop()`` (which reads what is left first)."""
 
@@ -56,6 +65,10 @@ class MaillogFollower:
     def start(self) -> MaillogFollower:
         self._thread.start()
         return self
+
+    def ids(self) -> dict[str, str]:
+        """Queue id -> correlation id of every message enqueued so far (a copy: the thread adds to it)."""
+        return self._ids.copy()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

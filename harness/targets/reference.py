@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import mailstorm.harness
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
-from mailstorm.harness.reference.store import count_rows
+from mailstorm.harness.reference.store import count_rows, queued_ids
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.ports import free_port, wait_for_port
 
@@ -220,7 +220,7 @@ class ReferenceTarget:
     def pids(self) -> list[int | None]:
         return [i.proc.pid if i.alive() else None for i in self._instances]
 
-    # -- Alive / QueueSampler -------------------------------------------------------------------------
+    # -- Alive / QueueSampler / QueueLister ---------------------------------------------------------
     def alive(self) -> bool:
         """True while every instance runs (a paused one counts as running)."""
         return bool(self._instances) and all(i.alive() for i in self._instances)
@@ -230,6 +230,19 @@ class ReferenceTarget:
         depths = [count_rows(i.queue) for i in self._instances]
         known = [d for d in depths if d is not None]
         return sum(known) if known else None
+
+    def held_ids(self) -> dict[str, str | None] | None:
+        """Every message still in the instances' queue files, by correlation id (queue id
+        ``queue-N:ROW``); None when a queue file cannot be read."""
+        held: dict[str, str | None] = {}
+        for inst in self._instances:
+            if not inst.queue.exists():
+                continue  # never started, so it holds nothing
+            rows = queued_ids(inst.queue)
+            if rows is None:
+                return None
+            held.update((corr, f"queue-{inst.index}:{row}") for row, corr in rows)
+        return held
 
     # -- Actionable -----------------------------------------------------------------------------------
     def actions(self) -> frozenset[str]:

@@ -47,6 +47,7 @@ class Kind(StrEnum):
     SUT_DEFERRED = "sut.deferred"
     SUT_BOUNCED = "sut.bounced"
     SUT_QUEUE = "sut.queue"
+    SUT_HELD = "sut.held"
     RUN_STARTED = "run.started"
     RUN_PHASE = "run.phase"
     RUN_ENDED = "run.ended"
@@ -332,6 +333,19 @@ class SutQueue(Record, kw_only=True):
     """Messages in the SUT's queue."""
 
 
+class SutHeld(Record, kw_only=True):
+    """A message the SUT still held at the end of the drain, written by the runner (source ``timeline``)
+    from a target that can list its queue (Postfix's ``postqueue -j``, the reference pipeline's SQLite
+    queue). Such a message is pending, not lost."""
+
+    id: str
+    """The correlation id."""
+    queue_id: int | str | None = None
+    """The SUT's own name for it (a Postfix queue id, a queue row); null when it has none."""
+    target: str = ""
+    """The target kind that listed it."""
+
+
 # -- the run's timeline (the runner) ---------------------------------------------------------------------
 
 
@@ -428,7 +442,7 @@ RECORDS: dict[Kind, type[Record]] = {
     for cls in (
         EspAccepted, EspReplied, EspFault, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted,
-        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue,
+        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld,
         RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
     )
 }  # fmt: skip

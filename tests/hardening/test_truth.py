@@ -17,7 +17,7 @@ import pytest
 
 from mailstorm.ledger import Kind, LedgerReader
 from tests.hardening.support import ROOT
-from tests.harness.sut_support import run_cli
+from tests.harness.sut_support import console_outcomes, report_md_outcomes, run_cli
 
 DROP, DUP, HOLD = (3, 17, 42, 64), (5, 30, 71), (10, 55)
 RATE, SECONDS = 20, 4
@@ -53,7 +53,7 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, str
 
 def test_a_run_against_a_known_broken_pipeline_reports_exactly_its_faults(broken_run):
     """Exactly the dropped, duplicated and held messages are counted lost, duplicated and pending; the
-    verdict fails with exit code 1."""
+    verdict fails with exit code 1; the console's closing outcome table (the live counts) says the same."""
     code, run_dir, err = broken_run
     assert code == 1, err
     report = json.loads((run_dir / "report.json").read_text())
@@ -68,6 +68,7 @@ def test_a_run_against_a_known_broken_pipeline_reports_exactly_its_faults(broken
         "rejected": 0,
     }
     assert report["verdict"] == "fail"
+    assert console_outcomes(err) == report_md_outcomes(run_dir) == report["outcomes"]
     judged = {s["name"]: (s["actual"], s["passed"]) for s in report["slo"]}
     assert judged["max_lost"] == (len(DROP), False) and judged["max_duplicated"] == (len(DUP), False)
 

@@ -219,3 +219,23 @@ def cleanup(out: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         cwd=ROOT,
     )
+
+
+OUTCOME_COLUMNS = ("submitted", "delivered", "duplicated", "bounced", "pending", "lost", "rejected")
+
+
+def console_outcomes(stderr: str) -> dict[str, int]:
+    """The outcome table ``mailstorm run`` prints last (the live counts): its two last lines."""
+    header, row = stderr.strip().splitlines()[-2:]
+    assert header.split() == [c.capitalize() for c in OUTCOME_COLUMNS], stderr[-2000:]
+    return dict(zip(OUTCOME_COLUMNS, (int(c.replace(",", "")) for c in row.split()), strict=True))
+
+
+def report_md_outcomes(run_dir: Path) -> dict[str, int]:
+    """The outcome table of ``report.md`` (the batch counts), read as a person reads it."""
+    lines = (run_dir / "report.md").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| Submitted |"))
+    header = [c.strip().lower() for c in lines[at].strip("|").split("|")]
+    cells = [int(c.strip().replace(",", "")) for c in lines[at + 2].strip("|").split("|")]
+    assert tuple(header) == OUTCOME_COLUMNS
+    return dict(zip(header, cells, strict=True))

@@ -3,7 +3,7 @@ correlation id; sent, deferred (with and without an SMTP reply) and bounced line
 
 from __future__ import annotations
 
-from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower
+from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower, correlation_ids
 from mailstorm.ledger import Kind, LedgerReader, LedgerWriter
 
 LINES = """\
@@ -43,6 +43,16 @@ def test_maillog_lines_become_sut_records(tmp_path):
     ]
     deferred = next(LedgerReader(tmp_path / "ledger").records([Kind.SUT_DEFERRED]))
     assert "Throttling failure" in deferred["text"] and deferred["queue_id"] == "647BA2124C2"
+    assert follower.ids() == {"647BA2124C2": "run-0-2", "7000A2124C9": "run-0-3"}
+
+
+def test_queue_ids_map_to_correlation_ids_from_the_maillog_alone(tmp_path):
+    """What the follower has not read yet (or with follow_maillog off), the maillog file itself maps: every
+    header_checks line's queue id to its correlation id; no maillog, no mapping."""
+    log = tmp_path / "maillog"
+    log.write_text(LINES)
+    assert correlation_ids(log) == {"647BA2124C2": "run-0-2", "7000A2124C9": "run-0-3"}
+    assert correlation_ids(tmp_path / "absent") == {}
 
 
 def test_header_check_rule_names_the_correlation_header():

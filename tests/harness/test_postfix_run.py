@@ -1,11 +1,13 @@
 """Postfix end to end through ``mailstorm run``: an ESP outage with Postfix as the SUT loses nothing and
-its queue depth on the timeline rises during the outage and drains after; Ctrl-C or SIGKILL of the run
-leaves no Postfix process; the library's Postfix scenarios (long)."""
+its queue depth on the timeline rises during the outage and drains after; behind a hanging ESP, what
+Postfix still holds at the end of the drain is pending, not lost; Ctrl-C or SIGKILL of the run leaves no
+Postfix process; the library's Postfix scenarios (long)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,8 +24,10 @@ from tests.harness.sut_support import (
     ROOT,
     chaos_window,
     cleanup,
+    console_outcomes,
     lost_and_counts,
     processes_of,
+    report_md_outcomes,
     run_cli,
     start_run,
     wait_for_load,
@@ -86,6 +90,79 @@ def test_esp_outage_end_to_end_queue_rises_and_drains_nothing_lost(tmp_path):
     assert max(before) < 20, f"a queue before the outage: {before}"
     assert during[-1] >= 100 and during[-1] > during[0], f"not rising during the outage: {during}"
     assert after[-1] == 0 and min(after) == 0, f"not drained after the outage: {after}"
+    assert postfix_processes_under(run_dir) == []
+
+
+HANG = """\
+name: postfix-esp-hang
+seed: 6
+duration: 10s
+drain_deadline: 5s
+target: {kind: postfix}
+load:
+  shape: {kind: steady, rate: 10}
+chaos:
+  - {at: 3s, for: 5s, name: esp-hang, esp_outage: {mode: hang}}
+slo:
+  max_lost: 0
+"""
+
+
+def _stopping(out: Path) -> bool:
+    """The runner has begun to stop its parts (run.phase "stop" is on the timeline ledger)."""
+    return any(b'"phase":"stop"' in p.read_bytes() for p in out.glob("*/ledger/timeline.jsonl"))
+
+
+def test_postfix_behind_a_hanging_esp_holds_its_queue_pending_not_lost(tmp_path):
+    """The ESP hangs from 3 s to 8 s of a 10 s load: Postfix's delivery agents wait on it (its SMTP
+    timeouts are minutes) and log no deferral before the 5 s drain deadline. At the end of the drain the
+    runner lists Postfix's queue into the ledger (sut.held): exactly the queue ids ``postqueue -j`` shows
+    while the drain ends, mapped to their correlation ids through the maillog. Those messages are pending,
+    none is lost, the run passes max_lost 0, and the console's last lines are report.md's outcome table."""
+    path = tmp_path / "hang.yaml"
+    path.write_text(HANG)
+    out = tmp_path / "runs"
+    postqueue = str(Path(postfix_installed()).parent / "postqueue")
+    argv = [sys.executable, "-m", "mailstorm.cli", "run", str(path), "--out", str(out), "--quiet"]
+    listing: list[str] | None = None  # queue ids in the last postqueue -j taken before the runner stopped
+    with (tmp_path / "stderr.txt").open("w+") as err_file:
+        with subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err_file) as run:
+            try:
+                deadline = time.monotonic() + 180
+                while run.poll() is None:
+                    assert time.monotonic() < deadline, "the run did not end"
+                    confs = list(out.glob("*/postfix/conf"))
+                    if confs and list(out.glob("*/ledger/load-*.jsonl")) and not _stopping(out):
+                        q = subprocess.run(
+                            [postqueue, "-c", str(confs[0]), "-j"], capture_output=True, text=True, timeout=30
+                        )
+                        # Taken wholly before the stop began (the queue directory goes with the instance).
+                        if q.returncode == 0 and not _stopping(out):
+                            listing = [json.loads(line)["queue_id"] for line in q.stdout.splitlines() if line]
+                    time.sleep(0.3)  # the poll period of the test's own postqueue -j
+            finally:
+                run.kill()
+        err_file.seek(0)
+        err = err_file.read()
+    assert run.returncode == 0, err
+    (run_dir,) = out.glob("*")
+    reader = LedgerReader(run_dir / "ledger")
+    held = {r["queue_id"]: r["id"] for r in reader.records([Kind.SUT_HELD])}
+    assert listing and sorted(held) == sorted(listing), (sorted(held), listing)
+    info = re.compile(r" ([0-9A-F]{6,}): info: header X-Mailstorm-Id: .* mailstorm-id=(\S+)$")
+    logged = dict(
+        m.groups()
+        for line in (run_dir / "postfix" / "maillog").read_text().splitlines()
+        if (m := info.search(line))
+    )
+    assert held == {q: logged[q] for q in listing}
+    deferred = {r["id"] for r in reader.records([Kind.SUT_DEFERRED])}
+    at_esp = {r["id"] for r in reader.records([Kind.ESP_ACCEPTED])}
+    assert not deferred and not set(held.values()) & at_esp
+    live = console_outcomes(err)
+    assert live == report_md_outcomes(run_dir)
+    assert live["lost"] == 0 and live["pending"] == len(held) >= 40
+    assert live["pending"] + live["delivered"] == live["submitted"] == 100
     assert postfix_processes_under(run_dir) == []
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mailstorm.reports.fate import LOST, NEVER, PENDING, classify
 from mailstorm.reports.ingest import read_columns
-from mailstorm.reports.outcomes import LOST, NEVER, PENDING, classify
 from mailstorm.reports.series import build_series, start_ns
 
 NS = 1_000_000_000

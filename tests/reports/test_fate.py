@@ -1,22 +1,38 @@
-"""Per-message truth: every submitted message gets exactly one outcome, and the edge cases land right."""
+"""Per-message truth: every submitted message gets exactly one outcome, the edge cases land right, and the
+fate module's two forms (incremental for the live view, batch for the reports) count the same."""
 
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailstorm.ledger import Kind, LedgerWriter
+from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, SutHeld
 from mailstorm.reports.analysis import analyze
+from mailstorm.reports.fate import OUTCOMES, Fates, classify
 from mailstorm.reports.ingest import read_columns
-from mailstorm.reports.outcomes import OUTCOMES, classify
+from mailstorm.reports.synthetic import synthesize
 from tests.records import accepted, bounced, deferred, loose, relayed, replied, submit, sut_accepted
 from tests.strategies import message_fates
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS
+
+
+def live_counts(ledger: Path, *, shuffle_seed: int | None = None) -> dict[str, int]:
+    """The incremental form fed every record of ``ledger`` (file by file, or in a shuffled order)."""
+    records = list(LedgerReader(ledger).records())
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(records)
+    fates = Fates()
+    fates.feed_all(records)
+    return fates.counts()
 
 
 def test_ground_truth_counts(outage_run):
@@ -82,6 +98,10 @@ def test_edge_cases(tmp_path):
         _submit(load, "relayed-into-void", 11, True, 250)
         sut.write(deferred("relayed-into-void", retry_in_s=1))
         sut.write(relayed("relayed-into-void", attempt=2))
+        # deferred, then a relay record without a 2xx: still held, pending.
+        _submit(load, "relay-refused", 12, True, 250)
+        sut.write(deferred("relay-refused", retry_in_s=1))
+        sut.write(relayed("relay-refused", attempt=2, code=451))
         # the sender saw a timeout but the SUT logged the acceptance; nothing at the ESP: lost, not rejected.
         _submit(load, "sut-took-it", 9, False, None)
         sut.write(sut_accepted("sut-took-it", "q1"))
@@ -104,18 +124,19 @@ def test_edge_cases(tmp_path):
     msgs = classify(cols)
     assert cols.torn_lines == 2
     assert msgs.counts() == {
-        "submitted": 14,
+        "submitted": 15,
         "delivered": 5,
         "duplicated": 1,
         "bounced": 2,
-        "pending": 1,
+        "pending": 2,
         "lost": 3,
         "rejected": 2,
     }
+    assert live_counts(ledger) == msgs.counts()
     assert msgs.rejected_at_stop == 1
     assert msgs.esp_unmatched == 2  # "stray" and "x"
     assert msgs.unacked == 2
-    assert int(msgs.submit_attempts.sum()) == 16
+    assert int(msgs.submit_attempts.sum()) == 17
     assert 7.0 in msgs.e2e_ms().tolist()  # "bare": 7 ms from its own timestamp, not from the epoch
 
 
@@ -141,17 +162,26 @@ def _write_fates(ledger: Path, fates: list[dict]) -> None:
                 sut.write(bounced(mid))
             if fate["sut_deferred"]:
                 sut.write(deferred(mid))
+            if fate["sut_relayed"] is not None:
+                sut.write(relayed(mid, code=fate["sut_relayed"]))
+            if fate["sut_held"]:
+                sut.write(SutHeld(id=mid, queue_id=None, target="reference"))
+            if fate["stopped"]:
+                load.write(submit(mid, intended=T0, start=T0, end=T0 + 1, ok=False, code=None, phase="stop"))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(message_fates, min_size=0, max_size=25))
-def test_outcome_counts_always_add_up(fates):
-    """Whatever the ledgers hold, the outcome counts add up to the messages submitted; acceptances rule."""
+@given(st.lists(message_fates, min_size=0, max_size=25), st.integers(0, 2**32))
+def test_outcome_counts_always_add_up(fates, seed):
+    """Whatever the ledgers hold, the outcome counts add up to the messages submitted; acceptances rule;
+    and the incremental form, fed the records in any order, counts what the batch form does."""
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Path(tmp) / "ledger"
         ledger.mkdir()
         _write_fates(ledger, fates)
-        counts = classify(read_columns(ledger)).counts()
+        msgs = classify(read_columns(ledger))
+        counts = msgs.counts()
+        assert live_counts(ledger, shuffle_seed=seed) == counts
     assert sum(counts[o] for o in OUTCOMES) == counts["submitted"] == len(fates)
     assert counts["duplicated"] == sum(len(f["esp_accepts"]) >= 2 for f in fates)
     assert counts["delivered"] == sum(len(f["esp_accepts"]) == 1 for f in fates)
@@ -162,5 +192,62 @@ def test_outcome_counts_always_add_up(fates):
         for f in never
         if not (f["esp_5xx"] or f["sut_bounced"]) and (any(f["attempts"]) or f["sut_accepted"])
     ]
-    assert counts["pending"] == sum(f["sut_deferred"] for f in took)
-    assert counts["lost"] == sum(not f["sut_deferred"] for f in took)
+    held = [f["sut_held"] or (f["sut_deferred"] and f["sut_relayed"] != 250) for f in took]
+    assert counts["pending"] == sum(held)
+    assert counts["lost"] == len(took) - sum(held)
+    rejected = [f for f in never if f not in took and not (f["esp_5xx"] or f["sut_bounced"])]
+    assert msgs.rejected_at_stop == sum(f["stopped"] for f in rejected)
+
+
+SYNTHETIC = {
+    "outage": {"rates": [100.0] * 40, "capacity": 300.0, "outage": (10.0, 18.0), "lost": 3, "pending": 2},
+    "every-fate": {
+        "rates": [50.0] * 30,
+        "rejected": 4,
+        "lost": 5,
+        "duplicated": 3,
+        "bounced": 6,
+        "pending": 7,
+    },
+    "bulk-late-generator": {"rates": [200.0] * 20, "generator_lag_ms": 40.0, "lost": 2, "bulk": True},
+}
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_both_forms_count_the_known_answer_ledgers_alike(tmp_path, name):
+    """Over ledgers built with a known fate for every message, the incremental form (in the files' order and
+    shuffled) and the batch form both find exactly the truth."""
+    truth = synthesize(tmp_path, seed=5, **SYNTHETIC[name])
+    expected = {k: getattr(truth, k) for k in ("submitted", *OUTCOMES)}
+    ledger = tmp_path / "ledger"
+    assert classify(read_columns(ledger)).counts() == expected
+    assert live_counts(ledger) == expected
+    assert live_counts(ledger, shuffle_seed=1) == expected
+
+
+def test_a_message_the_sut_still_held_at_the_end_is_pending(tmp_path):
+    """sut.held (the runner listed it in the SUT's queue) makes a message the SUT took pending, even after a
+    2xx relay the ESP never recorded; an ESP acceptance still wins."""
+    ledger = tmp_path / "ledger"
+    with (
+        LedgerWriter(ledger, "load-0") as load,
+        LedgerWriter(ledger, "esp") as esp,
+        LedgerWriter(ledger, "timeline") as runner,
+        LedgerWriter(ledger, "sut") as sut,
+    ):
+        for i, mid in enumerate(("held", "held-after-relay", "held-but-delivered", "gone")):
+            _submit(load, mid, i, True, 250)
+        runner.write(SutHeld(id="held", queue_id="A1B2C3", target="postfix"))
+        sut.write(relayed("held-after-relay"))
+        runner.write(SutHeld(id="held-after-relay", queue_id="q2", target="reference"))
+        esp.write(accepted("held-but-delivered"))
+        runner.write(SutHeld(id="held-but-delivered", queue_id="q3", target="reference"))
+    counts = classify(read_columns(ledger)).counts()
+    assert counts == live_counts(ledger)
+    assert (counts["pending"], counts["delivered"], counts["lost"]) == (2, 1, 1)
+
+
+def test_the_live_form_keeps_the_runner_free_of_numpy():
+    """The runner imports the fate module for its live view; numpy (the batch form's) stays out of it."""
+    code = "import sys, mailstorm.harness.run; sys.exit('numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

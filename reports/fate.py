@@ -1,0 +1,298 @@
+"""One place decides a message's fate: the rules, an incremental form (the runner's live view and its
+drain) and the batch form (the reports). Both read the same facts from the same records and look the
+outcome up in the same table, so the console and every report agree by construction.
+
+A *message* is one correlation id (``X-Mailstorm-Id``) that appears in at least one ``load.submit``
+record; ``submitted`` counts those ids. The ledgers establish facts about each id:
+
+    fact       set by
+    SUBMITTED  a ``load.submit`` with its id (it is a message)
+    TOOK       a ``load.submit`` with ``ok=true``, or a ``sut.accepted`` (the SUT took it)
+    ESP_ONCE   an ``esp.accepted`` (``acked=false`` included: the ESP kept it and will send it)
+    ESP_AGAIN  a second ``esp.accepted``
+    REFUSED    an ``esp.replied`` with a 5xx code, or a ``sut.bounced`` (refused for good)
+    DEFERRED   a ``sut.deferred`` (the SUT keeps it for a later retry)
+    RELAYED    a ``sut.relayed`` with a 2xx code (the deferral is over, whatever came before)
+    HELD       a ``sut.held`` (the runner listed it in the SUT's queue at the end of the drain)
+    STOPPED    a ``load.submit`` with ``phase: "stop"`` (the generator abandoned it when stopped)
+
+Facts only accumulate, so the order the records arrive in (files are read one after another, the
+live view tails them as they grow) does not matter. Each message gets exactly one outcome, the first
+that holds (``decide``):
+
+- ``duplicated``: ESP_AGAIN: the ESP accepted it two or more times;
+- ``delivered``: ESP_ONCE: exactly once. A submission that timed out after DATA (``ok=false``) whose
+  message reached the ESP is delivered: the ESP's record is the truth, the sender's only what it saw;
+- ``bounced``: never accepted by the ESP, and REFUSED;
+- ``pending``: TOOK, and still held by the SUT: HELD, or DEFERRED and not RELAYED. It is in a queue at
+  the deadline, not lost;
+- ``lost``: TOOK, and not known to be held;
+- ``rejected``: none of the above: every submission attempt failed and nothing downstream ever saw it
+  (the sender knows; it is the sender's to retry). One the generator abandoned when it was stopped
+  (STOPPED) is counted apart as ``rejected_at_stop``.
+
+While a run goes, a message is *unsettled* when its outcome would be ``lost`` or ``pending`` if the run
+ended now: the SUT took it and it has neither reached the ESP nor been refused. The drain waits for
+the unsettled count to reach zero.
+
+The batch form also gives every message its times, in ns: intended = the earliest attempt's; the
+SUT took it at the end of the first successful attempt or its ``sut.accepted``, and no later than the
+ESP's first acceptance; it left the SUT at the first acceptance or its bounce. ESP acceptances of ids
+never submitted (mail the SUT made up, or a missing load ledger) are ``esp_unmatched``, not outcomes.
+
+numpy is imported by the batch form only: the runner imports this module for its live view, and the
+runner never loads numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mailstorm.ledger import Kind, Record
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mailstorm.reports.ingest import Columns
+
+OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected")
+DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED = range(len(OUTCOMES))
+NEVER = 2**63 - 1  # int64 max: "no such time"
+
+# The facts, one bit each: a message's state is the OR of the facts its records set.
+SUBMITTED, TOOK, ESP_ONCE, ESP_AGAIN, REFUSED, DEFERRED, RELAYED, HELD, STOPPED = (1 << i for i in range(9))
+STATES = 1 << 9
+
+
+def decide(state: int) -> int:
+    """The outcome of a message whose records set the facts in ``state``: the first rule that holds."""
+    if state & ESP_AGAIN:
+        return DUPLICATED
+    if state & ESP_ONCE:
+        return DELIVERED
+    if state & REFUSED:
+        return BOUNCED
+    if state & TOOK:
+        held = state & HELD or (state & DEFERRED and not state & RELAYED)
+        return PENDING if held else LOST
+    return REJECTED
+
+
+OUTCOME_OF = tuple(decide(s) for s in range(STATES))  # both forms look outcomes up here
+
+
+def _code_in(code: Any, low: int) -> bool:
+    return isinstance(code, int) and low <= code < low + 100
+
+
+def record_facts(rec: Record | Mapping[str, Any]) -> int:
+    """The facts one ledger record sets about its id (0: none). ``ESP_ONCE`` stands for any acceptance;
+    the caller makes a second one ``ESP_AGAIN``. Takes a declared record (the live tail) or a line as a
+    mapping (``LedgerReader.records()``, which also keeps an older writer's partial lines)."""
+    if isinstance(rec, Record):
+        kind = rec.kind
+
+        def get(name: str) -> Any:
+            return getattr(rec, name, None)
+    else:
+        kind, get = rec.get("k"), rec.get
+    if kind == Kind.LOAD_SUBMIT:
+        return SUBMITTED | (TOOK if get("ok") else 0) | (STOPPED if get("phase") == "stop" else 0)
+    if kind == Kind.ESP_ACCEPTED:
+        return ESP_ONCE
+    if kind == Kind.SUT_ACCEPTED:
+        return TOOK
+    if kind == Kind.ESP_REPLIED:
+        return REFUSED if _code_in(get("code"), 500) else 0
+    if kind == Kind.SUT_BOUNCED:
+        return REFUSED
+    if kind == Kind.SUT_DEFERRED:
+        return DEFERRED
+    if kind == Kind.SUT_RELAYED:
+        return RELAYED if _code_in(get("code"), 200) else 0
+    if kind == Kind.SUT_HELD:
+        return HELD
+    return 0
+
+
+class Fates:
+    """The incremental form: outcome counts kept up to date record by record (the live view, the drain).
+
+    Costs one small int per id seen; fed every record of a run, in any order, its counts equal the
+    batch form's over the same ledgers.
+    """
+
+    def __init__(self) -> None:
+        self._state: dict[str, int] = {}
+        self._per = [0] * len(OUTCOMES)
+        self.submitted = 0
+        self.attempts = 0  # load.submit records: several attempts may carry one message
+
+    def feed(self, rec: Record | Mapping[str, Any]) -> None:
+        facts = record_facts(rec)
+        mid = rec.get("id") if isinstance(rec, Mapping) else getattr(rec, "id", None)
+        if not facts or not isinstance(mid, str):
+            return
+        if facts & SUBMITTED:
+            self.attempts += 1
+        old = self._state.get(mid, 0)
+        if facts & ESP_ONCE and old & ESP_ONCE:
+            facts = ESP_AGAIN
+        new = old | facts
+        if new == old:
+            return
+        self._state[mid] = new
+        if old & SUBMITTED:
+            self._per[OUTCOME_OF[old]] -= 1
+        elif new & SUBMITTED:
+            self.submitted += 1
+        if new & SUBMITTED:
+            self._per[OUTCOME_OF[new]] += 1
+
+    def feed_all(self, records: Iterable[Record | Mapping[str, Any]]) -> None:
+        for rec in records:
+            self.feed(rec)
+
+    def count(self, outcome: int) -> int:
+        return self._per[outcome]
+
+    @property
+    def unsettled(self) -> int:
+        """Messages the SUT took that have neither reached the ESP nor been refused (the drain waits)."""
+        return self._per[PENDING] + self._per[LOST]
+
+    def counts(self) -> dict[str, int]:
+        return {"submitted": self.submitted, **{name: self._per[i] for i, name in enumerate(OUTCOMES)}}
+
+
+@dataclass
+class Messages:
+    """The batch form's result: columns indexed by message (0..submitted-1), and the counts from them."""
+
+    outcome: np.ndarray  # int8, one of the outcome constants above
+    intended: np.ndarray  # ns
+    sut_in: np.ndarray  # ns when the SUT took it (NEVER if it never did)
+    first_esp: np.ndarray  # ns of the first ESP acceptance (NEVER if none)
+    left_at: np.ndarray  # ns when it left the SUT for good: first acceptance or bounce (NEVER if not)
+    submit_ok_end: np.ndarray  # ns of the first successful submission's end (NEVER if none)
+    first_start: np.ndarray  # ns when the generator actually began the first attempt
+    submit_attempts: np.ndarray  # load.submit records per message
+    esp_attempts: np.ndarray  # ESP records carrying its id (acceptances + replies): retry amplification
+    unacked: int  # esp.accepted records with acked=false
+    rejected_at_stop: int  # rejected messages with an attempt the generator abandoned when it stopped
+    esp_unmatched: int  # ESP acceptances of ids never submitted
+
+    def counts(self) -> dict[str, int]:
+        import numpy as np
+
+        per = np.bincount(self.outcome, minlength=len(OUTCOMES))
+        out = {"submitted": len(self.outcome)}
+        out.update({name: int(per[i]) for i, name in enumerate(OUTCOMES)})
+        return out
+
+    def e2e_ms(self) -> np.ndarray:
+        """End-to-end latency of every message that reached the ESP: first acceptance - intended send
+        time (from the intended time: a busy generator's lateness counts against the pipeline)."""
+        got = self.first_esp != NEVER
+        return (self.first_esp[got] - self.intended[got]) / 1e6
+
+    def submit_ms(self) -> np.ndarray:
+        """Submission latency: end of the first successful attempt - intended send time."""
+        got = self.submit_ok_end != NEVER
+        return (self.submit_ok_end[got] - self.intended[got]) / 1e6
+
+
+def classify(cols: Columns) -> Messages:
+    """The batch form: every submitted message's facts, outcome and times, vectorised over the columns."""
+    import numpy as np
+
+    sub = cols.table(Kind.LOAD_SUBMIT)
+    # Dense message index for every interned id that was submitted.
+    msg_of = np.full(len(cols.ids) + 1, -1, dtype=np.int64)  # +1: index -1 (no id) maps to -1
+    seen = np.zeros(len(cols.ids), dtype=bool)  # ids are dense integers: a mask beats a sort
+    seen[sub["id"][sub["id"] >= 0]] = True
+    uniq = np.flatnonzero(seen)
+    n = len(uniq)
+    msg_of[uniq] = np.arange(n)
+
+    def per_message(table_kind: str) -> tuple[np.ndarray, np.ndarray]:
+        table = cols.table(table_kind)
+        m = msg_of[table["id"]] if len(table) else np.zeros(0, dtype=np.int64)
+        return m, m >= 0
+
+    def flag(table_kind: str, where: np.ndarray | None = None) -> np.ndarray:
+        m, k = per_message(table_kind)
+        out = np.zeros(n, dtype=bool)
+        out[m[k if where is None else k & where]] = True
+        return out
+
+    def code_in(table_kind: str, low: int) -> np.ndarray:
+        code = cols.table(table_kind)["code"]
+        return (code >= low) & (code < low + 100)
+
+    sm, sk = per_message(Kind.LOAD_SUBMIT)
+    intended = np.full(n, NEVER, dtype=np.int64)
+    # A writer that leaves out intended/start/end (0 once ingested) falls back on what it did record.
+    end_t = np.where(sub["end"] > 0, sub["end"], sub["t"])
+    start_t = np.where(sub["start"] > 0, sub["start"], end_t)
+    intended_t = np.where(sub["intended"] > 0, sub["intended"], start_t)
+    np.minimum.at(intended, sm[sk], intended_t[sk])
+    submit_attempts = np.bincount(sm[sk], minlength=n)
+    first_start = np.full(n, NEVER, dtype=np.int64)
+    np.minimum.at(first_start, sm[sk], start_t[sk])
+    ok = sk & sub["ok"]
+    submit_ok_end = np.full(n, NEVER, dtype=np.int64)
+    np.minimum.at(submit_ok_end, sm[ok], end_t[ok])
+
+    sut_in = submit_ok_end.copy()
+    am, ak = per_message(Kind.SUT_ACCEPTED)
+    np.minimum.at(sut_in, am[ak], cols.table(Kind.SUT_ACCEPTED)["t"][ak])
+
+    esp = cols.table(Kind.ESP_ACCEPTED)
+    em, ek = per_message(Kind.ESP_ACCEPTED)
+    esp_count = np.bincount(em[ek], minlength=n)
+    first_esp = np.full(n, NEVER, dtype=np.int64)
+    np.minimum.at(first_esp, em[ek], esp["t"][ek])
+
+    rep = cols.table(Kind.ESP_REPLIED)
+    rm, rk = per_message(Kind.ESP_REPLIED)
+    esp_attempts = esp_count + np.bincount(rm[rk], minlength=n)
+    hard = rk & code_in(Kind.ESP_REPLIED, 500)
+    bounce_at = np.full(n, NEVER, dtype=np.int64)
+    np.minimum.at(bounce_at, rm[hard], rep["t"][hard])
+    bm, bk = per_message(Kind.SUT_BOUNCED)
+    np.minimum.at(bounce_at, bm[bk], cols.table(Kind.SUT_BOUNCED)["t"][bk])
+
+    # The facts, as the incremental form's record_facts sets them, then the same table. (int16 and masks:
+    # at a million messages every int64 temporary is 8 MB more at the reports' peak.)
+    state = np.full(n, SUBMITTED, dtype=np.int16)
+    state[sut_in != NEVER] |= TOOK
+    state[esp_count >= 1] |= ESP_ONCE
+    state[esp_count >= 2] |= ESP_AGAIN
+    state[bounce_at != NEVER] |= REFUSED
+    state[flag(Kind.SUT_DEFERRED)] |= DEFERRED
+    state[flag(Kind.SUT_RELAYED, code_in(Kind.SUT_RELAYED, 200))] |= RELAYED
+    state[flag(Kind.SUT_HELD)] |= HELD
+    stopped = flag(Kind.LOAD_SUBMIT, sub["phase"])
+    state[stopped] |= STOPPED
+    outcome = np.asarray(OUTCOME_OF, dtype=np.int8)[state]
+
+    left_at = np.where(first_esp != NEVER, first_esp, np.where(outcome == BOUNCED, bounce_at, NEVER))
+    # A message the ESP saw before the sender heard back (timeout after DATA) was in the SUT no later.
+    sut_in = np.minimum(sut_in, left_at)
+    return Messages(
+        outcome=outcome,
+        intended=intended,
+        sut_in=sut_in,
+        first_esp=first_esp,
+        left_at=left_at,
+        submit_ok_end=submit_ok_end,
+        first_start=first_start,
+        submit_attempts=submit_attempts,
+        esp_attempts=esp_attempts,
+        unacked=int((~esp["acked"]).sum()),
+        rejected_at_stop=int(((outcome == REJECTED) & stopped).sum()),
+        esp_unmatched=int((~ek).sum()),
+    )
