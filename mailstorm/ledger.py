@@ -79,6 +79,13 @@ class Kind(StrEnum):
     # it), planned (arrivals this process will offer: exact for uniform arrivals, the mean for Poisson;
     # null for the closed model), shape (its kind).
     LOAD_STARTED = "load.started"
+    # An open-model load process finished its schedule (written once, after its last submission): worker,
+    # submitted, dropped (arrivals), and how busy the generator itself was, so the reports can tell a
+    # generator that could not keep up from a SUT whose slow answers held the senders: cpu_s (CPU
+    # seconds the process used over the schedule), wall_s (the schedule's wall-clock seconds), loop_lag_ms
+    # (mean lateness of a periodic timer on the process's event loop: CPU-bound or starved of CPU, it
+    # grows; waiting on sockets, it stays near 0), loop_lag_max_ms, connections (the most it may hold).
+    LOAD_FINISHED = "load.finished"
 
     # -- system under test (reference pipeline, or sampled from a real one) -----------------------
     # sut.accepted: id, queue_id. sut.relayed: id, attempt, code. sut.deferred: id, attempt, code,
