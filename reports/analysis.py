@@ -3,7 +3,8 @@
 Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``run_id``, ``name``,
 ``seed``, ``started_ns``; optional ``endpoints`` (count or list), ``esp_limits`` (the ESP profile's
 ``limits``), ``faults``, ``report`` (a ``ReportSpec``)), ``scenario.yaml`` (only its
-``load`` section: the shape, for capacity) and ``ledger/*.jsonl``, and assembles ``Analysis``: the
+``load`` section: the shape, for capacity; max_connections and correlation, for the load and
+correlation checks) and ``ledger/*.jsonl``, and assembles ``Analysis``: the
 figures as one JSON-ready dict (``figures``, the shape of ``report.json``) plus the arrays the plots use.
 """
 
@@ -22,6 +23,7 @@ from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Kind
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.loadcheck import LoadCheck, check_load
 from mailstorm.reports.outcomes import NEVER, Messages, classify, percentiles
 from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
 from mailstorm.reports.series import Series, build_series, start_ns
@@ -45,6 +47,7 @@ class Analysis:
     sizing: Sizing | None
     slo_results: list[SloResult]
     figures: dict[str, Any]
+    load: LoadCheck
 
     @property
     def passed(self) -> bool:
@@ -132,7 +135,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
 
     windows = fault_windows(cols.timeline, info, t0, len(series))
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
-    steps = step_windows(_load_section(run_dir, info))
+    load_section = _load_section(run_dir, info)
+    steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
     cap = capacity(steps, series, msgs, slo, faults=spans) if steps else None
     reached = msgs.esp_attempts > 0
@@ -150,12 +154,18 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             esp_limits=_esp_limits(spec.sizing.esp_profile, info),
             esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
+    load_check = check_load(cols, msgs, load_section, load_s)
+    correlation = (load_section or {}).get("correlation", "header")
     results = judge(
         slo,
         counts=counts,
         e2e=e2e,
         recover_s=[r.time_to_recover_s for r in recs],
         throughput=throughput,
+        planned=load_check.planned,
+        dropped=load_check.dropped,
+        esp_unmatched=msgs.esp_unmatched,
+        correlation=correlation if isinstance(correlation, str) else "header",
     )
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())
@@ -174,9 +184,10 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         },
         "verdict": "pass" if all(r.passed for r in results) else "fail",
         "outcomes": counts,
+        "load": load_check.as_dict(),
         "details": {
             "submit_attempts": int(msgs.submit_attempts.sum()),
-            "dropped_by_generator": int(series.dropped.sum()),
+            "dropped_by_generator": load_check.dropped,
             "esp_unacked": msgs.unacked,
             "rejected_at_stop": msgs.rejected_at_stop,
             "esp_unmatched": msgs.esp_unmatched,
@@ -208,7 +219,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
-    return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures)
+    return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check)
 
 
 def _esp_limits(profile: str | None, info: dict[str, Any]) -> dict[str, Any] | None:

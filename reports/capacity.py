@@ -9,8 +9,8 @@ intended in it (rejected, bounced, lost or pending over submitted), and the conc
 pipeline by Little's law, ``N = X * W`` (throughput times mean end-to-end latency).
 
 - A step is *sustainable* when the pipeline kept up (delivered >= ``KEEP_UP`` x offered: its backlog
-  did not grow), lost, bounced and left pending nothing, met the latency SLOs if any, was not
-  generator-bound, and did not overlap a fault window or its recovery (``fault``: such a step measures
+  did not grow), lost, bounced, left pending or uncorrelated nothing, met the latency SLOs if any, was
+  not generator-bound, and did not overlap a fault window or its recovery (``fault``: such a step measures
   the fault; it is left out of the knee and the USL fit too). The maximum sustainable throughput is
   the highest delivered rate of such a step.
 - The *knee* is the step where the delivered-vs-offered curve departs furthest from the straight chord
@@ -37,7 +37,16 @@ from typing import Any
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from mailstorm.reports.outcomes import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
+from mailstorm.reports.outcomes import (
+    BOUNCED,
+    DELIVERED,
+    DUPLICATED,
+    LOST,
+    NEVER,
+    PENDING,
+    UNCORRELATED,
+    Messages,
+)
 from mailstorm.reports.series import Series
 from mailstorm.reports.spec import SloSpec
 
@@ -162,7 +171,7 @@ def _step(
     submitted = int(mine.sum())
     o = msgs.outcome  # comparisons, not np.isin: isin hashes a million values per call
     bad = mine & (o != DELIVERED) & (o != DUPLICATED)
-    harm = mine & ((o == LOST) | (o == BOUNCED) | (o == PENDING))
+    harm = mine & ((o == LOST) | (o == BOUNCED) | (o == PENDING) | (o == UNCORRELATED))
     p50 = float(np.percentile(e2e_ms, 50, method="inverted_cdf")) if len(e2e_ms) else None
     p95 = float(np.percentile(e2e_ms, 95, method="inverted_cdf")) if len(e2e_ms) else None
     p99 = float(np.percentile(e2e_ms, 99, method="inverted_cdf")) if len(e2e_ms) else None

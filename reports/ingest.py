@@ -5,7 +5,8 @@ only the fields the analysis uses (reducing parsed records to column lists every
 bounds memory), and interns correlation ids into dense integers (``Columns.ids``) so every
 later step is vectorised numpy. Unknown kinds and fields are ignored (the ledger contract allows them);
 a torn line (a writer killed mid-write) is skipped and counted, as ``mailstorm.ledger.LedgerReader`` does.
-The timeline's few records (run.*, chaos.*, probe, action) are kept whole, as dicts.
+The timeline's few records (run.*, chaos.*, probe, action) and the load processes' load.started and
+load.finished (one each per process) are kept whole, as dicts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _TIMELINE_KINDS = {
     Kind.CHAOS_END,
     Kind.PROBE,
     Kind.ACTION,
+    Kind.LOAD_STARTED,
+    Kind.LOAD_FINISHED,
 }
 # kind -> the fields kept, in column order; "id" becomes an interned integer.
 _FIELDS: dict[str, tuple[str, ...]] = {

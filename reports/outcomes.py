@@ -17,7 +17,10 @@ record; ``submitted`` counts those ids. Each gets exactly one outcome, decided i
   with ``ok=true``, or a ``sut.accepted`` record);
 - ``rejected``: none of the above: every submission attempt failed and nothing downstream ever saw it
   (the sender knows; it is the sender's to retry). This includes a submission the generator itself
-  abandoned when it was stopped (``phase: "stop"``), counted apart as ``rejected_at_stop``.
+  abandoned when it was stopped (``phase: "stop"``), counted apart as ``rejected_at_stop``;
+- ``uncorrelated``: would be ``lost``, but the ESP accepted mail whose id was never submitted
+  (``esp_unmatched``): the pipeline stripped or rewrote the correlation carrier, so its fate is unknown,
+  not known lost. See ``mark_uncorrelated``.
 
 Several ``load.submit`` attempts for one id are one message: its intended time is the earliest
 attempt's, and it was accepted by the SUT if any attempt was. ESP records whose id was never submitted
@@ -37,8 +40,8 @@ import numpy as np
 from mailstorm.ledger import Kind
 from mailstorm.reports.ingest import Columns
 
-OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected")
-DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED = range(len(OUTCOMES))
+OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected", "uncorrelated")
+DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED, UNCORRELATED = range(len(OUTCOMES))
 NEVER = np.iinfo(np.int64).max
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99_9": 99.9}
 
@@ -140,6 +143,9 @@ def classify(cols: Columns) -> Messages:
     outcome[esp_count == 1] = DELIVERED
     outcome[esp_count >= 2] = DUPLICATED
 
+    esp_unmatched = int((~ek).sum())
+    mark_uncorrelated(outcome, sut_in, esp_unmatched)
+
     left_at = np.where(first_esp != NEVER, first_esp, np.where(outcome == BOUNCED, bounce_at, NEVER))
     # A message the ESP saw before the sender heard back (timeout after DATA) was in the SUT no later.
     sut_in = np.minimum(sut_in, left_at)
@@ -155,8 +161,21 @@ def classify(cols: Columns) -> Messages:
         esp_attempts=esp_attempts,
         unacked=int((~esp["acked"]).sum()),
         rejected_at_stop=int(np.isin(np.flatnonzero(outcome == REJECTED), sm[sk & sub["phase"]]).sum()),
-        esp_unmatched=int((~ek).sum()),
+        esp_unmatched=esp_unmatched,
     )
+
+
+def mark_uncorrelated(outcome: np.ndarray, sut_in: np.ndarray, esp_unmatched: int) -> None:
+    """Correlation that broke is not loss: of the messages that would be ``lost``, as many as the ESP
+    accepted mail with ids never submitted become ``uncorrelated`` (in place). Which ones cannot be
+    known, so the earliest the SUT took are chosen (a FIFO pipeline's order); when every carrier was
+    stripped, all of them."""
+    if esp_unmatched <= 0:
+        return
+    lost = np.flatnonzero(outcome == LOST)
+    if len(lost) > esp_unmatched:
+        lost = lost[np.argsort(sut_in[lost], kind="stable")[:esp_unmatched]]
+    outcome[lost] = UNCORRELATED
 
 
 def percentiles(values_ms: np.ndarray) -> dict[str, float | int | None]:
