@@ -66,6 +66,7 @@ def test_a_run_against_a_known_broken_pipeline_reports_exactly_its_faults(broken
         "pending": len(HOLD),
         "lost": len(DROP),
         "rejected": 0,
+        "uncorrelated": 0,
     }
     assert report["verdict"] == "fail"
     judged = {s["name"]: (s["actual"], s["passed"]) for s in report["slo"]}
