@@ -72,7 +72,8 @@ class Kind(StrEnum):
     # URL), worker; also cls (message class name), size (bytes), rcpts (recipient count).
     LOAD_SUBMIT = "load.submit"
     # Arrivals the generator could not start in time and did not send (as k6's dropped_iterations):
-    # intended (ns), count, worker.
+    # intended (ns), count, worker; loop_lag_ms (the load process's event-loop lateness over the second
+    # before the drop: high when the generator itself was short of CPU, near 0 when its senders waited).
     LOAD_DROPPED = "load.dropped"
     # A load process began its schedule (written once, before its first submission): worker, t0 (ns:
     # the schedule's zero, from which the shape's times count; the first arrival is a little after

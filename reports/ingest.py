@@ -37,7 +37,7 @@ _TIMELINE_KINDS = {
 # kind -> the fields kept, in column order; "id" becomes an interned integer.
 _FIELDS: dict[str, tuple[str, ...]] = {
     Kind.LOAD_SUBMIT: ("t", "id", "intended", "start", "end", "ok", "code", "phase"),
-    Kind.LOAD_DROPPED: ("t", "intended", "count"),
+    Kind.LOAD_DROPPED: ("t", "intended", "count", "loop_lag_ms"),
     Kind.ESP_ACCEPTED: ("t", "id", "acked"),
     Kind.ESP_REPLIED: ("t", "id", "code"),
     Kind.SUT_ACCEPTED: ("t", "id"),
@@ -48,6 +48,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 _NO_CODE = -1  # a cut connection / timeout: code null in the ledger
 _BOOLS = ("ok", "acked", "phase")  # phase is kept as one bool: "stop" (the generator was stopped)
+_FLOATS = ("loop_lag_ms",)  # float64, NaN where a record lacks it
 
 
 @dataclass
@@ -95,10 +96,7 @@ class _Acc:
 
     def table(self) -> Table:
         return Table(
-            {
-                n: np.concatenate(c) if c else np.zeros(0, dtype=bool if n in _BOOLS else np.int64)
-                for n, c in self.chunks.items()
-            }
+            {n: np.concatenate(c) if c else np.zeros(0, dtype=_dtype(n)) for n, c in self.chunks.items()}
         )
 
 
@@ -148,7 +146,13 @@ def _add(acc: _Acc, rows: list[dict[str, Any]], path: Path) -> None:
         raise UserError(f"{path}: {kind} records: a value of the wrong type ({exc})") from None
 
 
+def _dtype(name: str) -> type:
+    return bool if name in _BOOLS else np.float64 if name in _FLOATS else np.int64
+
+
 def _column(name: str, values: list[Any], interner: dict[str, int]) -> np.ndarray:
+    if name in _FLOATS:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     if name == "id":
         setdefault = interner.setdefault
         return np.array([-1 if v is None else setdefault(v, len(interner)) for v in values], dtype=np.int64)

@@ -7,20 +7,21 @@
 - ``dropped``: arrivals the generator could not start within ``max_lag_s`` (``load.dropped`` counts).
   A uniform schedule that ran to its end gives planned = offered + dropped.
 
-Who could not keep up, when arrivals were dropped (``cause``):
+Who could not keep up, when arrivals were dropped (``cause``), judged over the *drop windows*: the
+time each dropped arrival waited for a connection, from its intended time to ``max_lag_s`` later:
 
 - ``generator``: the load generator itself was busy: a load process used at least ``CPU_BUSY`` of a CPU
-  over its schedule, or its event loop ran a timer ``LOOP_LAG_MS`` late or more on average (CPU-bound, or
-  starved of CPU by other processes) (``load.finished``); or the connections were not all busy (below)
-  and still arrivals were not started in time.
+  over its schedule (``load.finished``), or its event loop ran a timer ``LOOP_LAG_MS`` late or more
+  when it dropped (``load.dropped`` ``loop_lag_ms``: CPU-bound, or starved of CPU by other processes);
+  or its connections were not all busy in the drop windows, and still arrivals were not started.
 - ``sut``: the generator had time to spare and every connection it may hold was busy waiting on the
-  SUT. Little's law: busy connections = submissions per second x mean submission time = the sum of
-  submission times / the span from the first start to the last answer; at ``SATURATED`` of
-  ``load.max_connections`` or more the senders were saturated, and the SUT's answers set the pace: at
-  most connections / mean submission time messages a second could be started.
+  SUT in the drop windows (at least ``SATURATED`` of ``load.max_connections`` in flight on average):
+  the SUT's answers set the pace. Little's law over those windows: time per submission = submissions
+  in flight / answers per second (none at all: the SUT answered nothing, a stall).
 
-The capacity section's own Little's-law check is reported beside it: ``generator_queue`` = offered rate x
-mean (actual start - intended start), the arrivals waiting inside the generator on average.
+Little's law figures over the whole run are reported beside them: ``busy_connections`` = submissions
+per second x mean submission time, and the capacity section's own check, ``generator_queue`` =
+offered rate x mean (actual start - intended start), the arrivals waiting inside the generator.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from mailstorm.reports.outcomes import NEVER, Messages
 
 CPU_BUSY = 0.8  # share of one CPU a load process used over its schedule
 LOOP_LAG_MS = 10.0  # mean lateness of the event loop's timer
-SATURATED = 0.9  # busy connections over the connections the generator may hold
+SATURATED = 0.9  # submissions in flight over the connections the generator may hold
+DEFAULT_MAX_LAG_S = 1.0  # LoadSpec's default, for a run directory without its scenario
 _NS = 1_000_000_000
 
 
@@ -49,11 +51,14 @@ class LoadCheck:
     cause: str | None  # "generator" | "sut" | None (nothing dropped)
     detail: str | None  # who could not keep up, with the figures that say so
     connections: int | None  # the most the generator could hold (load.max_connections)
-    busy_connections: float | None  # Little's law: submissions/s x mean submission time
-    submit_ms: float | None  # mean submission time (start to the SUT's answer)
+    busy_connections: float | None  # Little's law over the run: submissions/s x mean submission time
+    submit_ms: float | None  # mean submission time over the run (start to the SUT's answer)
+    busy_at_drops: float | None  # mean submissions in flight in the drop windows
+    submit_ms_at_drops: float | None  # Little's law in the drop windows (None: no answer came)
     generator_queue: float  # Little's law: arrivals waiting inside the generator on average
     generator_cpu: float | None  # the busiest load process's CPU share over its schedule
-    loop_lag_ms: float | None  # the laggiest load process's mean event-loop lateness
+    loop_lag_ms: float | None  # the laggiest load process's mean event-loop lateness over its schedule
+    loop_lag_at_drops_ms: float | None  # the event loop's lateness when arrivals were dropped
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +78,8 @@ class LoadCheck:
 
 
 def check_load(cols: Columns, msgs: Messages, load: dict[str, Any] | None, load_s: float) -> LoadCheck:
-    """The load check of one run; ``load`` is the scenario's ``load`` section (for max_connections)."""
+    """The load check of one run; ``load`` is the scenario's ``load`` section (max_connections,
+    max_lag_s)."""
     starts = [r for r in cols.timeline if r.get("k") == Kind.LOAD_STARTED]
     finishes = [r for r in cols.timeline if r.get("k") == Kind.LOAD_FINISHED]
     drop = cols.table(Kind.LOAD_DROPPED)
@@ -81,29 +87,40 @@ def check_load(cols: Columns, msgs: Messages, load: dict[str, Any] | None, load_
     offered = len(msgs.outcome)
     planned_known = [r["planned"] for r in starts if isinstance(r.get("planned"), int)]
     planned = sum(planned_known) if planned_known else offered + dropped
-
     wall_s = max((_num(r, "wall_s") for r in finishes), default=0.0) or load_s
+
     sub = cols.table(Kind.LOAD_SUBMIT)
     timed = (sub["start"] > 0) & (sub["end"] >= sub["start"])
-    busy = submit_ms = sent_rate = None
-    if timed.any():
-        starts, ends = sub["start"][timed], sub["end"][timed]
-        busy_s = float((ends - starts).sum()) / _NS
-        span_s = float(ends.max() - starts.min()) / _NS  # while the senders worked (the drain included)
-        submit_ms = 1e3 * busy_s / len(starts)
-        if span_s > 0:
-            busy, sent_rate = busy_s / span_s, len(starts) / span_s
-    connections = _connections(finishes, load)
+    flight = _InFlight(sub["start"][timed], sub["end"][timed])
+    busy = submit_ms = None
+    if flight.count:
+        span_s = flight.span_s  # while the senders worked (the drain included)
+        submit_ms = 1e3 * flight.total_s / flight.count
+        busy = flight.total_s / span_s if span_s > 0 else None
+    connections = _setting(load, "max_connections", int)
+    held = [r["connections"] for r in finishes if isinstance(r.get("connections"), int)]
+    connections = sum(held) if held else connections
     started = msgs.first_start != NEVER
-    lag_s = np.clip((msgs.first_start[started] - msgs.intended[started]) / _NS, 0, None)
-    gen_queue = (offered + dropped) / wall_s * float(lag_s.mean()) if len(lag_s) and wall_s > 0 else 0.0
+    waited = np.clip((msgs.first_start[started] - msgs.intended[started]) / _NS, 0, None)
+    gen_queue = (offered + dropped) / wall_s * float(waited.mean()) if len(waited) and wall_s > 0 else 0.0
     cpu = max((_num(r, "cpu_s") / _num(r, "wall_s") for r in finishes if _num(r, "wall_s") > 0), default=None)
     lag = max((_num(r, "loop_lag_ms") for r in finishes), default=None)
 
+    at_drops = at_drops_ms = lag_at_drops = None
     cause = detail = None
     if dropped:
-        rates = (planned / wall_s if wall_s > 0 else 0.0, sent_rate or 0.0)
-        cause, detail = _who(rates, busy, submit_ms, connections, cpu, lag)
+        max_lag_s = _setting(load, "max_lag_s", float) or DEFAULT_MAX_LAG_S
+        windows = _merge(drop["intended"], max_lag_s)
+        if flight.count:
+            at_drops, at_drops_ms = flight.over(windows)
+        known = ~np.isnan(drop["loop_lag_ms"])
+        if known.any():
+            lag_at_drops = float(np.average(drop["loop_lag_ms"][known], weights=drop["count"][known]))
+        late = lag_at_drops if lag_at_drops is not None else lag  # an older ledger: the run's mean
+        busy_gen = (cpu is not None and cpu >= CPU_BUSY) or (late is not None and late >= LOOP_LAG_MS)
+        saturated = at_drops is not None and bool(connections) and at_drops >= SATURATED * connections
+        cause = "generator" if busy_gen or not saturated else "sut"
+        detail = _why(cause, connections, at_drops, at_drops_ms, cpu, late)
         detail += f"; {gen_queue:,.1f} arrivals waited inside the generator on average (Little's law)"
     return LoadCheck(
         planned=planned,
@@ -113,52 +130,105 @@ def check_load(cols: Columns, msgs: Messages, load: dict[str, Any] | None, load_
         cause=cause,
         detail=detail,
         connections=connections,
-        busy_connections=None if busy is None else round(busy, 3),
-        submit_ms=None if submit_ms is None else round(submit_ms, 3),
+        busy_connections=_round(busy),
+        submit_ms=_round(submit_ms),
+        busy_at_drops=_round(at_drops),
+        submit_ms_at_drops=_round(at_drops_ms),
         generator_queue=round(gen_queue, 3),
-        generator_cpu=None if cpu is None else round(cpu, 3),
-        loop_lag_ms=None if lag is None else round(lag, 3),
+        generator_cpu=_round(cpu),
+        loop_lag_ms=_round(lag),
+        loop_lag_at_drops_ms=_round(lag_at_drops),
     )
 
 
-def _who(
-    rates: tuple[float, float],
-    busy: float | None,
-    submit_ms: float | None,
+def _why(
+    cause: str,
     connections: int | None,
+    at_drops: float | None,
+    at_drops_ms: float | None,
     cpu: float | None,
     lag: float | None,
-) -> tuple[str, str]:
-    """("generator" | "sut", why), from how busy the generator was and how busy its connections were."""
-    held = f"{busy:,.1f}" if busy is not None else "an unknown number"
+) -> str:
+    """Who could not keep up, with the figures that say so."""
+    held = f"{at_drops:,.1f}" if at_drops is not None else "an unknown number"
     of = f" of {connections:,}" if connections else ""
-    advice = "add load.workers (load processes), or give the load a CPU of its own"
-    gen = "the load generator could not keep up"
+    if cause == "sut":
+        pace = (
+            f"submissions took {at_drops_ms:,.1f} ms each then (Little's law), so {connections:,} "
+            f"connections carried at most ~{1e3 * (connections or 0) / at_drops_ms:,.0f} msg/s"
+            if at_drops_ms
+            else "the SUT answered none of them in the meantime"
+        )
+        return (
+            f"the SUT's slow answers held the senders: {held}{of} connections were busy waiting on it while "
+            f"arrivals were dropped; {pace}; raise load.max_connections (or load.max_lag_s) if the SUT takes "
+            "more at once, else this is the SUT's pace"
+        )
     if cpu is not None and cpu >= CPU_BUSY:
         why = f"a load process used {cpu:.0%} of a CPU over its schedule"
-        return "generator", f"{gen}: {why}; {held}{of} connections were busy; {advice}"
-    if lag is not None and lag >= LOOP_LAG_MS:
-        why = f"its event loop ran {lag:,.1f} ms late on average (short of CPU)"
-        return "generator", f"{gen}: {why}; {held}{of} connections were busy; {advice}"
-    if busy is None or not connections or busy < SATURATED * connections or not submit_ms:
-        why = f"only {held}{of} connections were busy with the SUT on average, yet arrivals started late"
-        return "generator", f"{gen}: {why}; {advice}"
-    planned_rate, sent_rate = rates
-    ceiling = connections / (submit_ms / 1e3)
-    return "sut", (
-        f"the SUT's slow answers held the senders: {held}{of} connections were busy on average (Little's "
-        f"law: {sent_rate:,.0f} submissions/s x {submit_ms:,.2f} ms each), so at most ~{ceiling:,.0f} msg/s "
-        f"could be started of the {planned_rate:,.0f} msg/s planned; raise load.max_connections if the SUT "
-        "takes more connections at once, else this is the SUT's pace"
+    elif lag is not None and lag >= LOOP_LAG_MS:
+        why = f"its event loop ran {lag:,.1f} ms late when it dropped arrivals (short of CPU)"
+    else:
+        why = "its connections were not all busy, yet arrivals were not started in time"
+    return (
+        f"the load generator could not keep up: {why}; {held}{of} connections were busy with the SUT "
+        "meanwhile; add load.workers (load processes), or give the load a CPU of its own"
     )
 
 
-def _connections(finishes: list[dict[str, Any]], load: dict[str, Any] | None) -> int | None:
-    held = [r["connections"] for r in finishes if isinstance(r.get("connections"), int)]
-    if held:
-        return sum(held)
-    value = load.get("max_connections") if isinstance(load, dict) else None
-    return value if isinstance(value, int) and value > 0 else None
+class _InFlight:
+    """Submissions in flight over time, from their (start, end) ns: exact means over any interval."""
+
+    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.count = len(starts)
+        self._base = int(starts.min()) if self.count else 0
+        # Seconds from the first start, as floats: sums of ns timestamps would overflow int64.
+        self._s = np.sort((starts - self._base) / _NS)
+        self._e = np.sort((ends - self._base) / _NS)
+        self._ps = np.concatenate(([0.0], np.cumsum(self._s)))
+        self._pe = np.concatenate(([0.0], np.cumsum(self._e)))
+        self.total_s = float(self._e.sum() - self._s.sum()) if self.count else 0.0
+        self.span_s = float(self._e[-1] - self._s[0]) if self.count else 0.0
+
+    def _integral(self, t: np.ndarray) -> np.ndarray:
+        """Submission-seconds in flight before each time ``t`` (s from the first start)."""
+        k, j = np.searchsorted(self._s, t), np.searchsorted(self._e, t)
+        return (k * t - self._ps[k]) - (j * t - self._pe[j])
+
+    def over(self, windows: np.ndarray) -> tuple[float | None, float | None]:
+        """(mean in flight, Little's-law time per submission in ms) over ``windows`` ((n, 2) ns; None
+        for the time when no submission ended in them)."""
+        w = (windows - self._base) / _NS
+        length = float((w[:, 1] - w[:, 0]).sum())
+        if length <= 0:
+            return None, None
+        in_flight = float((self._integral(w[:, 1]) - self._integral(w[:, 0])).sum()) / length
+        answers = int((np.searchsorted(self._e, w[:, 1]) - np.searchsorted(self._e, w[:, 0])).sum())
+        return in_flight, (1e3 * in_flight * length / answers if answers else None)
+
+
+def _merge(intended: np.ndarray, width_s: float) -> np.ndarray:
+    """The union of [t, t + width_s] for every ``intended`` t (ns), as sorted disjoint (start, end) rows."""
+    starts = np.sort(intended)
+    ends = starts + int(width_s * _NS)
+    # A window starts a new interval when it begins after every earlier window has ended.
+    new = np.ones(len(starts), dtype=bool)
+    new[1:] = starts[1:] > np.maximum.accumulate(ends)[:-1]
+    group = np.cumsum(new) - 1
+    merged_end = np.zeros(int(group[-1]) + 1, dtype=np.int64) if len(group) else np.zeros(0, np.int64)
+    np.maximum.at(merged_end, group, ends)
+    return np.column_stack((starts[new], merged_end))
+
+
+def _setting(load: dict[str, Any] | None, name: str, kind: type) -> Any:
+    value = load.get(name) if isinstance(load, dict) else None
+    return (
+        kind(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+    )
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def _num(rec: dict[str, Any], name: str) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -103,8 +104,14 @@ class Recorder:
         """Stopped mid-submission: the SUT's answer (if any) is unknown; say so rather than lose it."""
         self.submit(msg, intended, start, time.time_ns(), Result(False, None, ABORTED, "stop"), target)
 
-    def drop(self, intended: int, count: int) -> None:
-        self._sink.write(Kind.LOAD_DROPPED, intended=intended, count=count, worker=self._worker)
+    def drop(self, intended: int, count: int, loop_lag_ms: float) -> None:
+        self._sink.write(
+            Kind.LOAD_DROPPED,
+            intended=intended,
+            count=count,
+            worker=self._worker,
+            loop_lag_ms=round(loop_lag_ms, 3),
+        )
         self.dropped += count
 
     def finished(self, *, cpu_s: float, wall_s: float, lag: LoopLag, connections: int) -> None:
@@ -122,12 +129,14 @@ class Recorder:
 
 
 class LoopLag:
-    """How late this process's event loop runs a timer, sampled while ``run`` runs (a greenlet)."""
+    """How late this process's event loop runs a timer, sampled while ``run`` runs (a greenlet): over
+    the whole run (mean, max) and over the last second (``recent_ms``, what a drop is recorded with)."""
 
     def __init__(self) -> None:
         self.samples = 0
         self.total_s = 0.0
         self.max_s = 0.0
+        self._recent: deque[float] = deque(maxlen=max(int(1 / _LAG_TIMER_S), 1))
 
     def run(self) -> None:
         while True:
@@ -137,6 +146,11 @@ class LoopLag:
             self.samples += 1
             self.total_s += late
             self.max_s = max(self.max_s, late)
+            self._recent.append(late)
+
+    @property
+    def recent_ms(self) -> float:
+        return 1e3 * sum(self._recent) / len(self._recent) if self._recent else 0.0
 
     @property
     def mean_ms(self) -> float:
@@ -201,6 +215,7 @@ class OpenDriver(_Driver):
         self._senders: list[gevent.Greenlet] = []
         self._t0_mono = 0.0
         self._t0_ns = 0
+        self._lag = LoopLag()
 
     def _intended_ns(self, at: float) -> int:
         return self._t0_ns + int(at * 1e9)
@@ -209,7 +224,7 @@ class OpenDriver(_Driver):
         """Offer every arrival, then let in-flight submissions finish (bounded); record what is left."""
         self._t0_mono, self._t0_ns = time.monotonic(), time.time_ns()
         self._rec.started(self._t0_ns, self.planned, self._spec.shape.kind)
-        cpu0, lag = time.process_time(), LoopLag()
+        cpu0, lag = time.process_time(), self._lag
         lag_probe = gevent.spawn(lag.run)
         schedule: tuple[float, float] | None = None
         try:
@@ -246,7 +261,8 @@ class OpenDriver(_Driver):
         q = self._queue
         while not q.empty() and (head := q.peek_nowait()) is not None and head < due_before:
             q.get_nowait()
-            self._rec.drop(self._intended_ns(head), 1 + self._take_same_second(head, due_before))
+            count = 1 + self._take_same_second(head, due_before)
+            self._rec.drop(self._intended_ns(head), count, self._lag.recent_ms)
 
     def _take_same_second(self, first: float, due_before: float) -> int:
         """Pop the queued arrivals right after ``first`` that fall in its second and are due before
@@ -273,7 +289,8 @@ class OpenDriver(_Driver):
                     return
                 cutoff = time.monotonic() - self._t0_mono - self._spec.max_lag_s
                 if at < cutoff:
-                    self._rec.drop(self._intended_ns(at), 1 + self._take_same_second(at, cutoff))
+                    count = 1 + self._take_same_second(at, cutoff)
+                    self._rec.drop(self._intended_ns(at), count, self._lag.recent_ms)
                     continue
                 self._send(sub, at)
         finally:

@@ -29,22 +29,31 @@ def _run(
     cpu: float = 0.2,
     lag_ms: float = 0.5,
     finished: bool = True,
+    stall: bool = False,
     slo: SloSpec | None = None,
 ) -> Path:
     """A 10 s schedule: ``sent`` submissions on ``senders`` connections (each taking ``submit_ms``, then
-    ``gap_ms`` idle), ``dropped`` arrivals, and the load process's own load.started / load.finished."""
+    ``gap_ms`` idle), ``dropped`` arrivals intended 1 s in, and the load process's own load.started /
+    load.finished (``finished=False``: a ledger from before load.finished and the drops' loop_lag_ms).
+    ``stall``: the SUT answers nothing from 0.5 s to 8 s, holding one submission per connection."""
     run_dir = tmp_path / "run"
     with LedgerWriter(run_dir / "ledger", "load-0") as load, LedgerWriter(run_dir / "ledger", "esp") as esp:
         load.write(Kind.LOAD_STARTED, worker=0, t0=T0, planned=planned, shape="steady")
         took = int(submit_ms * 1e6)
-        for i in range(sent):
+        if stall:
+            sent = senders
+            for i in range(senders):
+                load.write(Kind.LOAD_SUBMIT, id=f"m-{i}", intended=T0 + NS // 2, start=T0 + NS // 2,
+                           end=T0 + 8 * NS, ok=True, code=250, phase="done", worker=0)  # fmt: skip
+        for i in range(0 if stall else sent):
             start = T0 + (i // senders) * (took + int(gap_ms * 1e6))
             intended = T0 + i * (10 * NS // max(sent, 1))
             load.write(Kind.LOAD_SUBMIT, id=f"m-{i}", intended=min(intended, start), start=start,
                        end=start + took, ok=True, code=250, phase="done", worker=0)  # fmt: skip
             esp.write(Kind.ESP_ACCEPTED, t=start + took + NS // 100, id=f"m-{i}", acked=True)
         if dropped:
-            load.write(Kind.LOAD_DROPPED, intended=T0 + 5 * NS, count=dropped, worker=0)
+            lag = {"loop_lag_ms": lag_ms} if finished else {}
+            load.write(Kind.LOAD_DROPPED, intended=T0 + NS, count=dropped, worker=0, **lag)
         if finished:
             busy = {"cpu_s": 10 * cpu, "wall_s": 10.0, "loop_lag_ms": lag_ms, "loop_lag_max_ms": 3 * lag_ms}
             load.write(
@@ -77,21 +86,25 @@ def test_planned_offered_dropped_add_up_and_max_dropped_fails_past_one_percent(t
     ("setting", "cause", "says"),
     [
         ({"cpu": 0.95}, "generator", "a load process used 95% of a CPU"),
-        ({"lag_ms": 25.0}, "generator", "its event loop ran 25.0 ms late on average"),
-        ({"submit_ms": 100.0}, "sut", "2.0 of 2 connections were busy on average"),
-        ({"submit_ms": 100.0, "finished": False}, "sut", "at most ~20 msg/s could be started"),
+        ({"lag_ms": 25.0}, "generator", "its event loop ran 25.0 ms late when it dropped arrivals"),
+        ({"lag_ms": 25.0, "finished": False}, "generator", "connections were not all busy"),
+        ({"stall": True}, "sut", "2.0 of 2 connections were busy waiting on it while arrivals were dropped"),
+        ({"stall": True}, "sut", "the SUT answered none of them in the meantime"),
+        ({"submit_ms": 100.0}, "sut", "submissions took 100.0 ms each then (Little's law)"),
+        ({"submit_ms": 100.0, "finished": False}, "sut", "2 connections carried at most ~20 msg/s"),
         (
             {"submit_ms": 5.0, "gap_ms": 95.0},
             "generator",
-            "connections were busy with the SUT on average, yet arrivals started",
+            "its connections were not all busy, yet arrivals were not started in time",
         ),
     ],
 )
 def test_who_could_not_keep_up(tmp_path, setting, cause, says):
-    """A load process busy on its CPU, or whose event loop ran late, is the generator's fault; every
-    connection busy waiting on the SUT (Little's law: 60 submissions of 100 ms on 2 connections, back to
-    back) is the SUT's, and its pace is said (2 / 0.1 s = 20 msg/s); connections mostly idle and a
-    generator with time to spare that still started arrivals late, the generator's again."""
+    """A load process busy on its CPU, or whose event loop ran late when it dropped, is the generator's
+    fault; every connection busy waiting on the SUT while arrivals were dropped is the SUT's: a stalled
+    SUT (no answer at all), or a slow one, whose pace is said (Little's law: 100 ms per submission on 2
+    connections, 20 msg/s); connections mostly idle and a generator with time to spare (or no figures
+    of its own, an older ledger) that still started arrivals late: the generator's again."""
     load = analyze(_run(tmp_path, **setting)).figures["load"]
     assert load["cause"] == cause and says in load["detail"], load["detail"]
 
