@@ -138,7 +138,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     load_section = _load_section(run_dir, info)
     steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
-    cap = capacity(steps, series, msgs, slo, faults=spans) if steps else None
+    load_check = check_load(cols, msgs, load_section, load_s)
+    by_sut = load_check.cause == "sut"
+    cap = capacity(steps, series, msgs, slo, faults=spans, drops_by_sut=by_sut) if steps else None
     reached = msgs.esp_attempts > 0
     amplification = float(msgs.esp_attempts[reached].mean()) if reached.any() else 1.0
     endpoints = info.get("endpoints")
@@ -154,7 +156,6 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             esp_limits=_esp_limits(spec.sizing.esp_profile, info),
             esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
-    load_check = check_load(cols, msgs, load_section, load_s)
     correlation = (load_section or {}).get("correlation", "header")
     results = judge(
         slo,
