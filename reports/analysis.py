@@ -3,7 +3,7 @@
 Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``run_id``, ``name``,
 ``seed``, ``started_ns``; optional ``endpoints`` (count or list), ``esp_limits`` (the ESP profile's
 ``limits``), ``faults``, ``report`` (a ``ReportSpec``)), ``scenario.yaml`` (only its
-``load`` section: the shape, for capacity; max_connections and correlation, for the load and
+``load`` section: the shape, for capacity; max_connections, max_lag_s and correlation, for the load and
 correlation checks) and ``ledger/*.jsonl``, and assembles ``Analysis``: the
 figures as one JSON-ready dict (``figures``, the shape of ``report.json``) plus the arrays the plots use.
 """
