@@ -43,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-timeout", type=float, help="s without a complete command before a session closes")
     p.add_argument("--store-bodies", type=Path, metavar="DIR", help="keep every accepted body in DIR")
     p.add_argument("--correlation-header", help="header carrying the correlation id (default X-Mailstorm-Id)")
+    p.add_argument(
+        "--correlation",
+        choices=("header", "recipient", "body"),
+        help="carrier of the correlation id read first: header (default), recipient (local+ID@domain), body",
+    )
     p.add_argument("--hostname", help="name in the banner and EHLO answer")
     p.add_argument("-v", "--verbose", action="store_true", help="log every session")
     profile_options.add_arguments(p)  # --profile --rate --http-port --webhook-url --webhooks --list-profiles
@@ -98,7 +103,8 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         "ledger": args.ledger,
         "store_bodies": args.store_bodies,
     }
-    for name in ("max_message_size", "max_recipients", "idle_timeout", "correlation_header", "hostname"):
+    options = ("max_message_size", "max_recipients", "idle_timeout", "correlation_header", "correlation")
+    for name in (*options, "hostname"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.faults is not None:

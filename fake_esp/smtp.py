@@ -28,6 +28,7 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP
 
+from mailstorm.correlation import carried_id
 from mailstorm.fake_esp.counters import Counters
 from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
@@ -136,15 +137,17 @@ class SmtpService:
                 )
             )  # fmt: skip
 
-    def ids(self, content: bytes) -> tuple[str | None, str | None]:
-        """(correlation id, Message-ID) from the header block; the id falls back to the Message-ID."""
+    def ids(self, content: bytes, rcpts: list[str] | None = None) -> tuple[str | None, str | None]:
+        """(correlation id, Message-ID): the id from the carrier the spec names (recipient, body), else
+        the correlation header, else the Message-ID."""
         end = content.find(b"\r\n\r\n")
         head = content if end < 0 else content[: end + 2]
         m = self._mid_re.search(head)
         mid = m.group(1).decode("utf-8", "replace") if m else None
         m = self._id_re.search(head)
         cid = m.group(1).decode("utf-8", "replace") if m else None
-        return (cid or mid), mid
+        carried = carried_id(self.spec.correlation, rcpts or (), content)
+        return (carried or cid or mid), mid
 
     def keep(
         self, session: EspSMTP, envelope: Any, content: bytes, cid: str | None, mid: str | None, acked: bool
@@ -394,7 +397,7 @@ class Handler:
     async def handle_DATA(self, server: EspSMTP, session, envelope) -> str:
         svc, ctx = server.svc, server.ctx
         content: bytes = envelope.original_content
-        cid, mid = svc.ids(content)
+        cid, mid = svc.ids(content, envelope.rcpt_tos)
         act = server.decide("eod")
         ctx.messages += 1
         if act is PASS_ACTION:

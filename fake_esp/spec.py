@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailstorm.correlation import Correlation
 from mailstorm.errors import ConfigError
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.ledger import CORRELATION_HEADER
@@ -232,6 +233,9 @@ class EspSpec(BaseModel):
     faults: tuple[FaultSpec, ...] = ()
     processes: int = Field(default=1, ge=1, le=64)
     correlation_header: str = Field(default=CORRELATION_HEADER, pattern=r"^[!-9;-~]+$")
+    # Which carrier of the id is read first (mailstorm.correlation): the header, the plus-addressed
+    # envelope recipient, or a body token; then the header, then Message-ID.
+    correlation: Correlation = "header"
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, ge=1024)
     # Past the limit, 452 (RFC 5321 4.5.3.1.10); without one, 10,000 RCPT grow one envelope without
     # bound. RFC 5321 4.5.3.1.8 asks a server for at least 100, but ESPs allow fewer (SES: 50): any >= 1.

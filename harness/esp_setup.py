@@ -49,6 +49,7 @@ def esp_process(
 def _extra_args(esp: EspSection, run_dir: Path) -> list[str]:
     """The ESP options EspProcess has no keyword for, as its command line takes them."""
     args = ["--bind", esp.bind, "--correlation-header", esp.correlation_header, "--hostname", esp.hostname]
+    args += ["--correlation", esp.correlation]
     if esp.rate is not None:
         args += ["--rate", f"{esp.rate:g}"]
     if esp.webhooks is not None:

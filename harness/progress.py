@@ -29,6 +29,7 @@ from mailstorm.ledger import (
     EspReplied,
     InvalidRecord,
     LoadDropped,
+    LoadStarted,
     LoadSubmit,
     Record,
     SutQueue,
@@ -90,6 +91,7 @@ class LiveStats:
     def __init__(self) -> None:
         self.fates = Fates()
         self.dropped = 0
+        self._planned: int | None = None  # the load processes' own word (load.started), when they give it
         self.esp_refusals = 0  # ESP replies other than an acceptance (retries included)
         self.sut_queue: int | None = None
         self.last_delivery_ns = 0
@@ -113,11 +115,19 @@ class LiveStats:
             elif isinstance(rec, LoadDropped):
                 self._first_intended(rec.intended)
                 self.dropped += rec.count
+            elif isinstance(rec, LoadStarted) and rec.planned is not None:
+                self._planned = (self._planned or 0) + rec.planned
             elif isinstance(rec, EspReplied):
                 self.esp_refusals += 1
             elif isinstance(rec, SutQueue):
                 self.sut_queue = rec.depth
         return n
+
+    @property
+    def planned(self) -> int:
+        """Arrivals the load planned: the load processes' sum when they said, else offered + dropped (as
+        the reports' load check counts them)."""
+        return self._planned if self._planned is not None else self.fates.submitted + self.dropped
 
     def _first_intended(self, intended: int) -> None:
         if self.load_t0_ns is None or intended < self.load_t0_ns:
@@ -168,11 +178,15 @@ class LiveStats:
         return self.fates.unsettled
 
 
-def outcome_table(counts: dict[str, int]) -> str:
+def outcome_table(stats: LiveStats) -> str:
     """The closing lines of a run on the console: report.md's outcome table (its columns, its numbers)
-    as plain aligned text."""
-    names = ("submitted", *OUTCOMES)
-    cells = [f"{counts[n]:,}" for n in names]
+    as plain aligned text: planned and dropped arrivals, then every message's outcome (offered = submitted;
+    uncorrelated only when there are any, as report.md shows it)."""
+    counts = stats.fates.counts()
+    columns = {"planned": stats.planned, "dropped": stats.dropped, "offered": counts["submitted"]}
+    columns.update((n, counts[n]) for n in OUTCOMES if n != "uncorrelated" or counts[n])
+    names = list(columns)
+    cells = [f"{columns[n]:,}" for n in names]
     widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=True)]
     header = "  ".join(n.capitalize().rjust(w) for n, w in zip(names, widths, strict=True))
     row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))

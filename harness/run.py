@@ -585,10 +585,11 @@ class Run:
                 actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
                 mark = "ok  " if slo.passed else "FAIL"
                 print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
+            print(self.verdict.headline, file=sys.stderr)
             print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
             return EXIT_OK if passed else EXIT_SLO_BREACHED
         finally:
-            print(outcome_table(self.stats.fates.counts()), file=sys.stderr)
+            print(outcome_table(self.stats), file=sys.stderr)
 
     def summary(self) -> str:
         s = self.stats

@@ -20,7 +20,7 @@ import importlib
 import pkgutil
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 import mailstorm.harness.targets
+from mailstorm.correlation import Correlation
 from mailstorm.errors import ConfigError, FieldError
 from mailstorm.fake_esp.spec import EspSpec, FaultSpec
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
@@ -252,7 +253,7 @@ class Scenario(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _fill(cls, data: Any) -> Any:
-        """The load runs for the scenario's duration."""
+        """The load runs for the scenario's duration; the fake ESP reads the id where the load puts it."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -263,6 +264,14 @@ class Scenario(_Frozen):
                 seconds = None  # the top-level field reports it
             if isinstance(seconds, int | float) and seconds > 0:
                 data["load"] = {**data["load"], "duration_s": seconds}
+        load, esp = data.get("load"), data.get("esp", {})
+        # Only a valid carrier is copied: a bad one is the load's to report, on the load's line.
+        if (
+            isinstance(load, dict)
+            and load.get("correlation") in get_args(Correlation)
+            and isinstance(esp, dict)
+        ):
+            data["esp"] = {**esp, "correlation": load["correlation"]}
         return _smtp_target_options_to_load(data)
 
     @model_validator(mode="after")
@@ -291,6 +300,7 @@ class Scenario(_Frozen):
         # What the run derives (the load's duration, the ESP's seed) stays out, so the file validates again.
         data["load"].pop("duration_s", None)
         data["esp"].pop("seed", None)
+        data["esp"].pop("correlation", None)  # load.correlation says it
         return data
 
 
@@ -319,6 +329,7 @@ def _smtp_target_options_to_load(data: dict[str, Any]) -> dict[str, Any]:
 _RUN_OWNED = {
     ("esp", "seed"): "the ESP's seed is derived from the scenario's seed",
     ("esp", "ledger"): "the ESP writes into the run directory's ledger/",
+    ("esp", "correlation"): "set load.correlation: the fake ESP reads the id where the load puts it",
     ("load", "duration_s"): "set the top-level 'duration' (the load runs for it)",
 }
 

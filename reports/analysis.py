@@ -2,9 +2,10 @@
 
 Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``mailstorm.runinfo.RunInfo``:
 ``run_id``, ``name``, ``seed``, ``started_ns``, ``endpoints``, ``esp_limits``, ``report`` (a
-``ReportSpec``)), ``scenario.yaml`` (only its ``load`` section: the shape, for capacity) and
-``ledger/*.jsonl``, and assembles ``Analysis``: the figures as one JSON-ready dict (``figures``, the shape
-of ``report.json``) plus the arrays the plots use.
+``ReportSpec``)), ``scenario.yaml`` (only its ``load`` section: the shape, for capacity; max_connections,
+max_lag_s and correlation, for the load and correlation checks) and ``ledger/*.jsonl``, and assembles
+``Analysis``: the figures as one JSON-ready dict (``figures``, the shape of ``report.json``) plus the arrays
+the plots use.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.fate import NEVER, Messages, classify
 from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.loadcheck import LoadCheck, check_load
 from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
 from mailstorm.reports.series import Series, build_series, start_ns
 from mailstorm.reports.sizing import Sizing, size
@@ -47,6 +49,7 @@ class Analysis:
     sizing: Sizing | None
     slo_results: list[SloResult]
     figures: dict[str, Any]
+    load: LoadCheck
 
     @property
     def passed(self) -> bool:
@@ -119,9 +122,12 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
 
     windows = fault_windows(cols.timeline, t0, len(series))
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
-    steps = step_windows(_load_section(run_dir))
+    load_section = _load_section(run_dir)
+    steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
-    cap = capacity(steps, series, msgs, slo, faults=spans) if steps else None
+    load_check = check_load(cols, msgs, load_section, load_s)
+    by_sut = load_check.cause == "sut"
+    cap = capacity(steps, series, msgs, slo, faults=spans, drops_by_sut=by_sut) if steps else None
     reached = msgs.esp_attempts > 0
     amplification = float(msgs.esp_attempts[reached].mean()) if reached.any() else 1.0
     n_endpoints = info.endpoint_count
@@ -136,12 +142,17 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             esp_limits=_esp_limits(spec.sizing.esp_profile, info),
             esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
+    correlation = (load_section or {}).get("correlation", "header")
     results = judge(
         slo,
         counts=counts,
         e2e=e2e,
         recover_s=[r.time_to_recover_s for r in recs],
         throughput=throughput,
+        planned=load_check.planned,
+        dropped=load_check.dropped,
+        esp_unmatched=msgs.esp_unmatched,
+        correlation=correlation if isinstance(correlation, str) else "header",
     )
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())
@@ -160,9 +171,10 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         },
         "verdict": "pass" if all(r.passed for r in results) else "fail",
         "outcomes": counts,
+        "load": load_check.as_dict(),
         "details": {
             "submit_attempts": int(msgs.submit_attempts.sum()),
-            "dropped_by_generator": int(series.dropped.sum()),
+            "dropped_by_generator": load_check.dropped,
             "esp_unacked": msgs.unacked,
             "rejected_at_stop": msgs.rejected_at_stop,
             "esp_unmatched": msgs.esp_unmatched,
@@ -190,7 +202,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
-    return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures)
+    return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check)
 
 
 def percentiles(values_ms: np.ndarray) -> dict[str, float | int | None]:

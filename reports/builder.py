@@ -26,6 +26,7 @@ class Verdict:
     outcomes: dict[str, int]
     slo: list[SloResult]
     figures: dict[str, Any]  # everything in report.json
+    headline: str = ""  # the verdict and the load in a few sentences (the reports' first line)
     files: dict[str, Path] = field(default_factory=dict)
     analysis: Analysis | None = field(default=None, repr=False)
 
@@ -61,6 +62,7 @@ def build(run_dir: Path | str, *, report: ReportSpec | None = None, slo: SloSpec
         outcomes=a.figures["outcomes"],
         slo=a.slo_results,
         figures=a.figures,
+        headline=render.headline(a),
         files=files,
         analysis=a,
     )

@@ -9,8 +9,8 @@ intended in it (rejected, bounced, lost or pending over submitted), and the conc
 pipeline by Little's law, ``N = X * W`` (throughput times mean end-to-end latency).
 
 - A step is *sustainable* when the pipeline kept up (delivered >= ``KEEP_UP`` x offered: its backlog
-  did not grow), lost, bounced and left pending nothing, met the latency SLOs if any, was not
-  generator-bound, and did not overlap a fault window or its recovery (``fault``: such a step measures
+  did not grow), lost, bounced, left pending or uncorrelated nothing, met the latency SLOs if any, was
+  not generator-bound, and did not overlap a fault window or its recovery (``fault``: such a step measures
   the fault; it is left out of the knee and the USL fit too). The maximum sustainable throughput is
   the highest delivered rate of such a step.
 - The *knee* is the step where the delivered-vs-offered curve departs furthest from the straight chord
@@ -23,7 +23,9 @@ pipeline by Little's law, ``N = X * W`` (throughput times mean end-to-end latenc
 - Little's-law check for the generator: ``L_gen = offered rate x mean (actual start - intended start)``
   is how many messages were waiting inside the load generator. When that exceeds the number inside the
   pipeline (``N``, at least 1), or arrivals were dropped, the generator, not the SUT, was the
-  bottleneck: the step is flagged ``generator_bound`` and its figures do not describe the SUT.
+  bottleneck: the step is flagged ``generator_bound`` and its figures do not describe the SUT -- unless
+  the run's load check (``mailstorm.reports.loadcheck``) found that the SUT's slow answers held every
+  connection: then the drops are the SUT's doing, and do not flag the step.
 """
 
 from __future__ import annotations
@@ -37,7 +39,16 @@ from typing import Any
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, LOST, NEVER, PENDING, Messages
+from mailstorm.reports.fate import (
+    BOUNCED,
+    DELIVERED,
+    DUPLICATED,
+    LOST,
+    NEVER,
+    PENDING,
+    UNCORRELATED,
+    Messages,
+)
 from mailstorm.reports.series import Series
 from mailstorm.reports.spec import SloSpec
 
@@ -119,11 +130,14 @@ def capacity(
     msgs: Messages,
     slo: SloSpec,
     faults: Sequence[tuple[float, float]] = (),
+    drops_by_sut: bool = False,
 ) -> Capacity:
     """The capacity section; ``faults`` are (start_s, end_s) spans (a fault and its recovery): steps
-    overlapping one measure the fault, not the capacity, and are left out of the knee and the USL fit."""
+    overlapping one measure the fault, not the capacity, and are left out of the knee and the USL fit.
+    ``drops_by_sut``: the load check found the SUT made the generator drop, so drops flag no step."""
     kind, edges = windows
-    steps = [_step(i, a, b, series, msgs, slo, faults) for i, (a, b) in enumerate(edges)]
+    dropped = np.zeros_like(series.dropped) if drops_by_sut else series.dropped
+    steps = [_step(i, a, b, series, msgs, slo, faults, dropped) for i, (a, b) in enumerate(edges)]
     steps = [s for s in steps if s is not None]
     ok = [s.throughput for s in steps if s.sustainable]
     clean = [s for s in steps if not s.fault]
@@ -147,6 +161,7 @@ def _step(
     msgs: Messages,
     slo: SloSpec,
     faults: Sequence[tuple[float, float]],
+    dropped: np.ndarray,
 ) -> Step | None:
     settle = min(_SETTLE_S, (b - a) / 5)
     lo, hi = math.ceil(a + settle), min(math.floor(b), len(series))
@@ -162,7 +177,7 @@ def _step(
     submitted = int(mine.sum())
     o = msgs.outcome  # comparisons, not np.isin: isin hashes a million values per call
     bad = mine & (o != DELIVERED) & (o != DUPLICATED)
-    harm = mine & ((o == LOST) | (o == BOUNCED) | (o == PENDING))
+    harm = mine & ((o == LOST) | (o == BOUNCED) | (o == PENDING) | (o == UNCORRELATED))
     p50 = float(np.percentile(e2e_ms, 50, method="inverted_cdf")) if len(e2e_ms) else None
     p95 = float(np.percentile(e2e_ms, 95, method="inverted_cdf")) if len(e2e_ms) else None
     p99 = float(np.percentile(e2e_ms, 99, method="inverted_cdf")) if len(e2e_ms) else None
@@ -170,7 +185,7 @@ def _step(
     started = mine & (msgs.first_start != NEVER)
     lag_s = (msgs.first_start[started] - msgs.intended[started]) / 1e9
     gen_queue = offered * float(np.clip(lag_s, 0, None).mean()) if len(lag_s) else 0.0
-    gen_bound = bool(series.dropped[lo:hi].sum() > 0 or gen_queue > max(concurrency, 1.0))
+    gen_bound = bool(dropped[lo:hi].sum() > 0 or gen_queue > max(concurrency, 1.0))
     meets_latency = (slo.p95_e2e_ms is None or (p95 is not None and p95 <= slo.p95_e2e_ms)) and (
         slo.p99_e2e_ms is None or (p99 is not None and p99 <= slo.p99_e2e_ms)
     )

@@ -92,11 +92,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _one_line(f: dict[str, Any]) -> str:
-    o = f["outcomes"]
-    parts = [
+    o, load = f["outcomes"], f["load"]
+    parts = [f"planned {load['planned']:,}", f"dropped {load['dropped']:,}"]
+    parts += [
         f"{k} {o[k]:,}"
         for k in ("submitted", "delivered", "duplicated", "bounced", "pending", "lost", "rejected")
     ]
+    if o.get("uncorrelated"):
+        parts.append(f"uncorrelated {o['uncorrelated']:,}")
     failed = [s["name"] for s in f["slo"] if not s["passed"]]
     return ", ".join(parts) + (f"; breached: {', '.join(failed)}" if failed else "")
 

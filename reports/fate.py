@@ -29,7 +29,11 @@ that holds (``decide``):
 - ``lost``: TOOK, and not known to be held;
 - ``rejected``: none of the above: every submission attempt failed and nothing downstream ever saw it
   (the sender knows; it is the sender's to retry). One the generator abandoned when it was stopped
-  (STOPPED) is counted apart as ``rejected_at_stop``.
+  (STOPPED) is counted apart as ``rejected_at_stop``;
+- ``uncorrelated``: would be ``lost``, but the ESP accepted mail whose id was never submitted
+  (``esp_unmatched``: the pipeline stripped or rewrote the correlation carrier), so its fate is unknown,
+  not known lost. As many would-be lost messages as there are such acceptances become uncorrelated (in
+  the batch form, the earliest the SUT took: a FIFO pipeline's order; which ones cannot be known).
 
 While a run goes, a message is *unsettled* when its outcome would be ``lost`` or ``pending`` if the run
 ended now: the SUT took it and it has neither reached the ESP nor been refused. The drain waits for
@@ -57,8 +61,8 @@ if TYPE_CHECKING:
 
     from mailstorm.reports.ingest import Columns
 
-OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected")
-DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED = range(len(OUTCOMES))
+OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected", "uncorrelated")
+DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED, UNCORRELATED = range(len(OUTCOMES))
 NEVER = 2**63 - 1  # int64 max: "no such time"
 
 # The facts, one bit each: a message's state is the OR of the facts its records set.
@@ -129,15 +133,25 @@ class Fates:
         self._per = [0] * len(OUTCOMES)
         self.submitted = 0
         self.attempts = 0  # load.submit records: several attempts may carry one message
+        # ESP acceptances of ids not (yet) submitted, per id, and of no id at all: esp_unmatched
+        self._unmatched: dict[str, int] = {}
+        self._unmatched_anon = 0
 
     def feed(self, rec: Record | Mapping[str, Any]) -> None:
         facts = record_facts(rec)
         mid = rec.get("id") if isinstance(rec, Mapping) else getattr(rec, "id", None)
-        if not facts or not isinstance(mid, str):
+        if not facts:
+            return
+        if not isinstance(mid, str):
+            self._unmatched_anon += facts == ESP_ONCE
             return
         if facts & SUBMITTED:
             self.attempts += 1
         old = self._state.get(mid, 0)
+        if facts & ESP_ONCE and not old & SUBMITTED:
+            self._unmatched[mid] = self._unmatched.get(mid, 0) + 1
+        elif facts & SUBMITTED and not old & SUBMITTED:
+            self._unmatched.pop(mid, None)
         if facts & ESP_ONCE and old & ESP_ONCE:
             facts = ESP_AGAIN
         new = old | facts
@@ -156,15 +170,28 @@ class Fates:
             self.feed(rec)
 
     def count(self, outcome: int) -> int:
-        return self._per[outcome]
+        if outcome == UNCORRELATED:
+            return self._uncorrelated()
+        return self._per[outcome] - (self._uncorrelated() if outcome == LOST else 0)
+
+    @property
+    def esp_unmatched(self) -> int:
+        return sum(self._unmatched.values()) + self._unmatched_anon
+
+    def _uncorrelated(self) -> int:
+        return min(self._per[LOST], self.esp_unmatched)
 
     @property
     def unsettled(self) -> int:
-        """Messages the SUT took that have neither reached the ESP nor been refused (the drain waits)."""
-        return self._per[PENDING] + self._per[LOST]
+        """Messages the SUT took that have neither reached the ESP nor been refused, less those the ESP's
+        unmatched acceptances account for (the drain waits for none)."""
+        return self._per[PENDING] + self._per[LOST] - self._uncorrelated()
 
     def counts(self) -> dict[str, int]:
-        return {"submitted": self.submitted, **{name: self._per[i] for i, name in enumerate(OUTCOMES)}}
+        per = list(self._per)
+        per[UNCORRELATED] = self._uncorrelated()
+        per[LOST] -= per[UNCORRELATED]
+        return {"submitted": self.submitted, **{name: per[i] for i, name in enumerate(OUTCOMES)}}
 
 
 @dataclass
@@ -278,6 +305,8 @@ def classify(cols: Columns) -> Messages:
     stopped = flag(Kind.LOAD_SUBMIT, sub["phase"])
     state[stopped] |= STOPPED
     outcome = np.asarray(OUTCOME_OF, dtype=np.int8)[state]
+    esp_unmatched = int((~ek).sum())
+    mark_uncorrelated(outcome, sut_in, esp_unmatched)
 
     left_at = np.where(first_esp != NEVER, first_esp, np.where(outcome == BOUNCED, bounce_at, NEVER))
     # A message the ESP saw before the sender heard back (timeout after DATA) was in the SUT no later.
@@ -294,5 +323,18 @@ def classify(cols: Columns) -> Messages:
         esp_attempts=esp_attempts,
         unacked=int((~esp["acked"]).sum()),
         rejected_at_stop=int(((outcome == REJECTED) & stopped).sum()),
-        esp_unmatched=int((~ek).sum()),
+        esp_unmatched=esp_unmatched,
     )
+
+
+def mark_uncorrelated(outcome: np.ndarray, sut_in: np.ndarray, esp_unmatched: int) -> None:
+    """Of the messages that would be ``lost``, as many as the ESP accepted mail with ids never submitted
+    become ``uncorrelated`` (in place): the earliest the SUT took, as a FIFO pipeline sends them."""
+    import numpy as np
+
+    if esp_unmatched <= 0:
+        return
+    lost = np.flatnonzero(outcome == LOST)
+    if len(lost) > esp_unmatched:
+        lost = lost[np.argsort(sut_in[lost], kind="stable")[:esp_unmatched]]
+    outcome[lost] = UNCORRELATED

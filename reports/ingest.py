@@ -5,7 +5,8 @@ declared record class (``mailstorm.ledger.decode``: msgspec, in C, faster than a
 keeps only the fields the analysis uses, named through those classes (``_COLUMNS``), reducing them to
 column lists every ``_FLUSH`` rows (which bounds memory), and interns correlation ids into dense integers
 (``Columns.ids``) so every later step is vectorised numpy. The timeline's few records (run.*, chaos.*,
-probe, action) are kept whole, as their record classes.
+probe, action, and each load process's load.started and load.finished) are kept whole, as their record
+classes.
 
 Lines as today's and older ledgers hold them are all read: unknown kinds and keys are ignored (the ledger
 contract allows them); a torn line (a writer killed mid-write) is skipped and counted, as
@@ -35,6 +36,8 @@ from mailstorm.ledger import (
     InvalidRecord,
     Kind,
     LoadDropped,
+    LoadFinished,
+    LoadStarted,
     LoadSubmit,
     Probe,
     Record,
@@ -54,14 +57,16 @@ from mailstorm.ledger import (
 
 _BLOCK = 4 << 20  # read buffer
 _FLUSH = 100_000  # rows held per kind before they are reduced to columns (bounds memory)
-_TIMELINE: tuple[type[Record], ...] = (RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action)
+_TIMELINE: tuple[type[Record], ...] = (
+    RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, LoadStarted, LoadFinished,
+)  # fmt: skip
 # The fields kept per kind, in column order; "id" becomes an interned integer.
 _COLUMNS: dict[type[Record], tuple[str, ...]] = {
     cls: tuple(map(key, (Record.t, *fields)))
     for cls, fields in (
         (LoadSubmit, (LoadSubmit.id, LoadSubmit.intended, LoadSubmit.start, LoadSubmit.end, LoadSubmit.ok,
                       LoadSubmit.code, LoadSubmit.phase)),
-        (LoadDropped, (LoadDropped.intended, LoadDropped.count)),
+        (LoadDropped, (LoadDropped.intended, LoadDropped.count, LoadDropped.loop_lag_ms)),
         (EspAccepted, (EspAccepted.id, EspAccepted.acked)),
         (EspReplied, (EspReplied.id, EspReplied.code)),
         (SutAccepted, (SutAccepted.id,)),
@@ -81,6 +86,7 @@ _NO_CODE = -1
 _BOOLS = {name for cls, names in _COLUMNS.items() for name in names if field_types(cls)[name] is bool}
 _BOOLS.add(_STOPPED)
 _TIMELINE_KINDS = {cls.kind for cls in _TIMELINE}
+_FLOATS = {key(LoadDropped.loop_lag_ms)}  # float64, NaN where a record lacks it
 
 
 @dataclass
@@ -127,10 +133,7 @@ class _Acc:
 
     def table(self) -> Table:
         return Table(
-            {
-                n: np.concatenate(c) if c else np.zeros(0, dtype=bool if n in _BOOLS else np.int64)
-                for n, c in self.chunks.items()
-            }
+            {n: np.concatenate(c) if c else np.zeros(0, dtype=_dtype(n)) for n, c in self.chunks.items()}
         )
 
 
@@ -206,7 +209,13 @@ def _add(acc: _Acc, rows: list[tuple[Any, ...]], path: Path, kind: Kind) -> None
         raise UserError(f"{path}: {kind} records: a value of the wrong type ({exc})") from None
 
 
+def _dtype(name: str) -> type:
+    return bool if name in _BOOLS else np.float64 if name in _FLOATS else np.int64
+
+
 def _column(name: str, values: list[Any], interner: dict[str, int]) -> np.ndarray:
+    if name in _FLOATS:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     if name == _ID:
         setdefault = interner.setdefault
         return np.array([-1 if v is None else setdefault(v, len(interner)) for v in values], dtype=np.int64)

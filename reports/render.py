@@ -64,16 +64,19 @@ _env.globals.update(num=num, ms=ms, secs=secs, pct=pct, outcome_names=OUTCOMES)
 
 
 def headline(a: Analysis) -> str:
+    """The verdict in a sentence, then the load that was planned against the load that was offered."""
     f = a.figures
     o = f["outcomes"]
     failed = [r.detail for r in a.slo_results if not r.passed]
     if failed:
-        return f"{len(failed)} of {len(a.slo_results)} objective(s) breached: " + "; ".join(failed) + "."
-    p95 = f["latency_ms"]["e2e"]["p95"]
-    return (
-        f"All {len(a.slo_results)} objective(s) held: {o['delivered'] + o['duplicated']:,} of "
-        f"{o['submitted']:,} messages delivered, {o['lost']} lost, end-to-end p95 {ms(p95)}."
-    )
+        verdict = f"{len(failed)} of {len(a.slo_results)} objective(s) breached: " + "; ".join(failed) + "."
+    else:
+        p95 = f["latency_ms"]["e2e"]["p95"]
+        verdict = (
+            f"All {len(a.slo_results)} objective(s) held: {o['delivered'] + o['duplicated']:,} of "
+            f"{o['submitted']:,} messages delivered, {o['lost']} lost, end-to-end p95 {ms(p95)}."
+        )
+    return f"{verdict} {a.load.summary}"
 
 
 def _context(a: Analysis) -> dict[str, Any]:

@@ -1,11 +1,15 @@
 """The SLO verdict: each objective of ``SloSpec`` that is set, judged against the run's figures.
 
-Every judged SLO becomes one ``SloResult`` (one JUnit test case). ``max_lost`` is always judged. The
+Every judged SLO becomes one ``SloResult`` (one JUnit test case). ``max_lost`` is always judged, and so
+is ``max_dropped`` (arrivals the generator planned and could not send, against a count or a share of
+the planned arrivals: a load that did not happen is not a load the pipeline survived). The
 latency objectives are judged on the end-to-end percentiles of delivered messages (a lost message has
 no latency; it is judged by ``max_lost``). ``max_recovery_s`` is judged on the slowest fault window; a
 window that never recovered fails it; a run with no fault window passes it and says so.
 ``min_throughput`` is judged on the messages first delivered during the load phase, per second of it.
-A run that submitted no message at all fails (an extra ``submitted`` result): it tested nothing.
+A run that submitted no message at all fails (an extra ``submitted`` result): it tested nothing. A run
+whose correlation broke fails too (an extra ``correlation`` result): messages counted ``uncorrelated``
+may have been delivered or lost, and nobody can say which (``correlation_failure``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mailstorm.ledger import CORRELATION_HEADER
 from mailstorm.reports.spec import SloSpec
 
 
@@ -36,12 +41,20 @@ def judge(
     e2e: dict[str, Any],
     recover_s: list[float | None],
     throughput: float | None,
+    planned: int = 0,
+    dropped: int = 0,
+    esp_unmatched: int = 0,
+    correlation: str = "header",
 ) -> list[SloResult]:
     out: list[SloResult] = []
     if counts["submitted"] == 0:
         # Nothing was sent, so nothing was tested: no SLO can be said to hold.
         detail = "no message was submitted: the run tested nothing"
         out.append(SloResult("submitted", 1, 0, False, "messages", detail))
+    uncorrelated = counts.get("uncorrelated", 0)
+    if uncorrelated:
+        detail = correlation_failure(uncorrelated, esp_unmatched, correlation)
+        out.append(SloResult("correlation", 0, uncorrelated, False, "messages", detail))
 
     def at_most(name: str, target: float | None, actual: float | None, unit: str, what: str) -> None:
         if target is None:
@@ -51,6 +64,12 @@ def judge(
         out.append(SloResult(name, target, actual, passed, unit, f"{what}: {shown}, limit {target:g} {unit}"))
 
     at_most("max_lost", slo.max_lost, counts["lost"], "messages", "lost")
+    limit = slo.dropped_limit(planned)
+    share = f" ({100.0 * dropped / planned:.2f}%)" if planned else ""
+    shown = f"{limit:g}" if isinstance(slo.max_dropped, int) else f"{slo.max_dropped} of them ({limit:,.4g})"
+    detail = f"dropped by the load generator: {dropped:,} of {planned:,} planned arrivals{share}"
+    detail += f", limit {shown}"
+    out.append(SloResult("max_dropped", limit, dropped, dropped <= limit, "messages", detail))
     at_most("max_duplicated", slo.max_duplicated, counts["duplicated"], "messages", "duplicated")
     at_most("max_bounced", slo.max_bounced, counts["bounced"], "messages", "bounced")
     at_most("max_pending", slo.max_pending, counts["pending"], "messages", "pending at the deadline")
@@ -73,3 +92,23 @@ def judge(
         detail = f"delivered over the load phase: {shown}, minimum {target:g} msg/s"
         out.append(SloResult("min_throughput", target, throughput, passed, "msg/s", detail))
     return out
+
+
+_CARRIERS = {
+    "header": f"the {CORRELATION_HEADER} header and Message-ID",
+    "recipient": (
+        f"the id in the envelope recipient (local+ID@domain), the {CORRELATION_HEADER} header and Message-ID"
+    ),
+    "body": f"the [mailstorm:ID] body token, the {CORRELATION_HEADER} header and Message-ID",
+}
+
+
+def correlation_failure(uncorrelated: int, esp_unmatched: int, correlation: str) -> str:
+    """Why a run's correlation failed, naming the carriers that did not survive the pipeline."""
+    carriers = _CARRIERS.get(correlation, _CARRIERS["header"])
+    advice = "" if correlation == "recipient" else "; load.correlation: recipient survives rewritten headers"
+    return (
+        f"correlation failed: {esp_unmatched:,} ESP acceptances carry no known id; {carriers} did not "
+        f"survive the pipeline ({uncorrelated:,} messages the SUT accepted are uncorrelated, not lost: "
+        f"their fate is unknown{advice})"
+    )

@@ -2,11 +2,13 @@
 
 Both are parsed once at the edge (the scenario file, or ``slo.json`` in a run directory) into frozen
 pydantic models; nothing downstream handles raw dicts. Every SLO is optional except ``max_lost``, which
-defaults to 0: a load test that silently loses mail has failed whatever else it shows.
+defaults to 0: a load test that silently loses mail has failed whatever else it shows, and
+``max_dropped``, which defaults to 1% of the planned arrivals: a load that did not happen tested nothing.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -26,6 +28,11 @@ class SloSpec(_Frozen):
     """Service level objectives; ``None`` means "not judged" (the figure is still reported)."""
 
     max_lost: int = Field(0, ge=0, description="messages the SUT accepted that never reached the ESP")
+    max_dropped: int | str = Field(
+        "1%",
+        description="arrivals the load generator planned and could not send: a count, or a percentage of "
+        "the planned arrivals ('1%')",
+    )
     max_duplicated: int | None = Field(None, ge=0, description="messages the ESP accepted more than once")
     max_bounced: int | None = Field(None, ge=0, description="messages the ESP refused permanently")
     max_pending: int | None = Field(None, ge=0, description="messages the SUT still held at the deadline")
@@ -40,6 +47,32 @@ class SloSpec(_Frozen):
     # above the baseline p95; recovery is the first run of recovery_k such seconds after the fault ends.
     recovery_tolerance: float = Field(0.2, gt=0, lt=1, description="relative tolerance around the baseline")
     recovery_k: int = Field(3, ge=1, le=600, description="consecutive seconds within tolerance")
+
+    @field_validator("max_dropped")
+    @classmethod
+    def _count_or_percent(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"max_dropped {value} is negative")
+            return value
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        try:
+            share = float(text[:-1]) if text.endswith("%") else math.nan
+        except ValueError:
+            share = math.nan
+        if not 0 <= share <= 100:  # NaN too
+            raise ValueError(
+                f"max_dropped {value!r} is not a count (e.g. 0) or a share of the planned arrivals (e.g. 1%)"
+            )
+        return f"{share:g}%"
+
+    def dropped_limit(self, planned: int) -> float:
+        """``max_dropped`` in messages for a run that planned ``planned`` arrivals."""
+        if isinstance(self.max_dropped, int):
+            return float(self.max_dropped)
+        return planned * float(self.max_dropped[:-1]) / 100
 
 
 class SizingSpec(_Frozen):

@@ -59,6 +59,7 @@ class Truth:
     outage: tuple[float, float] | None
     recovered_s: float | None  # seconds after the outage's end when the relay's queue was empty again
     records: int
+    uncorrelated: int = 0  # the synthetic pipeline keeps every id: correlation never breaks
 
 
 def synthesize(

@@ -8,7 +8,9 @@ whatever the SUT is doing; sender greenlets (one SMTP session or HTTP connection
 process's share of ``max_connections``) pick arrivals up. An arrival that no sender could start within
 ``max_lag_s`` of its intended time is not sent but recorded as ``load.dropped``; every sent one is a
 ``load.submit`` with its intended time, so latency is measured from when the message was due, not from
-when a busy generator got round to it (no coordinated omission).
+when a busy generator got round to it (no coordinated omission). At the end a ``load.finished`` record
+says how busy the process itself was (CPU seconds, the lateness of a timer on its event loop), so a
+report can tell a generator that could not keep up from senders held by a slow SUT.
 
 Closed model. Each user sends, waits ``wait_s``, sends again, until the end; its "intended" time is
 simply when it started, which is exactly why this model hides a slow SUT.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -27,7 +30,7 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Queue
 
-from mailstorm.ledger import LoadDropped, LoadStarted, LoadSubmit, Record
+from mailstorm.ledger import LoadDropped, LoadFinished, LoadStarted, LoadSubmit, Record
 from mailstorm.scenarios.messages import Message, MessageFactory
 from mailstorm.scenarios.model import LoadSpec
 from mailstorm.scenarios.shapes import Closed, expected_count, iter_arrivals, share
@@ -36,6 +39,9 @@ from mailstorm.scenarios.submit import Result
 # Gaps between arrivals longer than this are slept on the stop event (abort wakes them); shorter ones
 # with a plain gevent.sleep, which costs less at thousands of arrivals a second.
 _INTERRUPTIBLE_S = 0.05
+# The event loop's lateness is sampled with a timer this long, this often: cheap, and fine enough to see
+# a loop that runs tens of milliseconds late (CPU-bound, or starved by other processes).
+_LAG_TIMER_S = 0.05
 ABORTED = "aborted: the load generator stopped before the SUT replied"
 
 
@@ -99,9 +105,60 @@ class Recorder:
         """Stopped mid-submission: the SUT's answer (if any) is unknown; say so rather than lose it."""
         self.submit(msg, intended, start, time.time_ns(), Result(False, None, ABORTED, "stop"), target)
 
-    def drop(self, intended: int, count: int) -> None:
-        self._sink.write(LoadDropped(intended=intended, count=count, worker=self._worker))
+    def drop(self, intended: int, count: int, loop_lag_ms: float) -> None:
+        self._sink.write(
+            LoadDropped(
+                intended=intended, count=count, worker=self._worker, loop_lag_ms=round(loop_lag_ms, 3)
+            )
+        )
         self.dropped += count
+
+    def finished(self, *, cpu_s: float, wall_s: float, lag: LoopLag, connections: int) -> None:
+        self._sink.write(
+            LoadFinished(
+                worker=self._worker,
+                submitted=self.submitted,
+                dropped=self.dropped,
+                cpu_s=round(cpu_s, 4),
+                wall_s=round(wall_s, 4),
+                loop_lag_ms=round(lag.mean_ms, 3),
+                loop_lag_max_ms=round(lag.max_ms, 3),
+                connections=connections,
+            )
+        )
+
+
+class LoopLag:
+    """How late this process's event loop runs a timer, sampled while ``run`` runs (a greenlet): over
+    the whole run (mean, max) and over the last second (``recent_ms``, what a drop is recorded with)."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+        self._recent: deque[float] = deque(maxlen=max(int(1 / _LAG_TIMER_S), 1))
+
+    def run(self) -> None:
+        while True:
+            t = time.monotonic()
+            gevent.sleep(_LAG_TIMER_S)
+            late = max(time.monotonic() - t - _LAG_TIMER_S, 0.0)
+            self.samples += 1
+            self.total_s += late
+            self.max_s = max(self.max_s, late)
+            self._recent.append(late)
+
+    @property
+    def recent_ms(self) -> float:
+        return 1e3 * sum(self._recent) / len(self._recent) if self._recent else 0.0
+
+    @property
+    def mean_ms(self) -> float:
+        return 1e3 * self.total_s / self.samples if self.samples else 0.0
+
+    @property
+    def max_ms(self) -> float:
+        return 1e3 * self.max_s
 
 
 class _Driver:
@@ -158,6 +215,7 @@ class OpenDriver(_Driver):
         self._senders: list[gevent.Greenlet] = []
         self._t0_mono = 0.0
         self._t0_ns = 0
+        self._lag = LoopLag()
 
     def _intended_ns(self, at: float) -> int:
         return self._t0_ns + int(at * 1e9)
@@ -166,6 +224,9 @@ class OpenDriver(_Driver):
         """Offer every arrival, then let in-flight submissions finish (bounded); record what is left."""
         self._t0_mono, self._t0_ns = time.monotonic(), time.time_ns()
         self._rec.started(self._t0_ns, self.planned, self._spec.shape.kind)
+        cpu0, lag = time.process_time(), self._lag
+        lag_probe = gevent.spawn(lag.run)
+        schedule: tuple[float, float] | None = None
         try:
             for at in self._arrivals:
                 delay = self._t0_mono + at - time.monotonic()
@@ -179,6 +240,9 @@ class OpenDriver(_Driver):
                 # More arrivals waiting than idle senders: open another connection, up to the cap.
                 if self._queue.qsize() > self._idle and len(self._senders) < self._max_senders:
                     self._senders.append(gevent.spawn(self._sender, len(self._senders)))
+            # How busy the generator was is measured over the schedule, not the drain that follows.
+            schedule = (time.process_time() - cpu0, time.monotonic() - self._t0_mono)
+            lag_probe.kill()
             for _ in self._senders:
                 self._queue.put(None)
             # Drain: what is queued is either started within max_lag_s or dropped; a started submission
@@ -186,7 +250,10 @@ class OpenDriver(_Driver):
             self._join(self._senders, self._spec.max_lag_s + 4 * self._spec.timeout_s)
         finally:
             gevent.killall(self._senders, block=True)
+            lag_probe.kill()
             self._drop_stale(float("inf"))
+            cpu_s, wall_s = schedule or (time.process_time() - cpu0, time.monotonic() - self._t0_mono)
+            self._rec.finished(cpu_s=cpu_s, wall_s=wall_s, lag=lag, connections=self._max_senders)
             self._finished.set()
 
     def _drop_stale(self, due_before: float) -> None:
@@ -194,7 +261,8 @@ class OpenDriver(_Driver):
         q = self._queue
         while not q.empty() and (head := q.peek_nowait()) is not None and head < due_before:
             q.get_nowait()
-            self._rec.drop(self._intended_ns(head), 1 + self._take_same_second(head, due_before))
+            count = 1 + self._take_same_second(head, due_before)
+            self._rec.drop(self._intended_ns(head), count, self._lag.recent_ms)
 
     def _take_same_second(self, first: float, due_before: float) -> int:
         """Pop the queued arrivals right after ``first`` that fall in its second and are due before
@@ -221,7 +289,8 @@ class OpenDriver(_Driver):
                     return
                 cutoff = time.monotonic() - self._t0_mono - self._spec.max_lag_s
                 if at < cutoff:
-                    self._rec.drop(self._intended_ns(at), 1 + self._take_same_second(at, cutoff))
+                    count = 1 + self._take_same_second(at, cutoff)
+                    self._rec.drop(self._intended_ns(at), count, self._lag.recent_ms)
                     continue
                 self._send(sub, at)
         finally:

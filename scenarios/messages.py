@@ -3,7 +3,9 @@
 Faker (seeded per load process) writes a small pool of bodies per message class at start-up; each
 message then only gets fresh headers: sender, recipients, Date, a unique Message-ID and the correlation
 header ``X-Mailstorm-Id: <run_id>-<worker>-<seq>`` that the fake ESP's ledger records as ``id``. Building
-a whole MIME tree per message with the email package would cost more than sending it.
+a whole MIME tree per message with the email package would cost more than sending it. With
+``load.correlation`` set to ``recipient`` every recipient is plus-addressed with the id as well, with
+``body`` the text part starts with the id's token (``mailstorm.correlation``).
 
 Plain module (no gevent/locust imports): the Locust users import it, and so do the tests.
 """
@@ -20,6 +22,7 @@ from email.utils import formatdate
 
 from faker import Faker
 
+from mailstorm.correlation import body_token, tag_recipient
 from mailstorm.ledger import CORRELATION_HEADER
 from mailstorm.scenarios.model import LoadSpec, MessageClass
 
@@ -57,6 +60,13 @@ class _Body:
     text: str
     html: str | None
     mime: bytes  # Content-Type header onwards: the part after the per-message headers
+    text_at: int  # where the text part's text starts in ``mime`` (the body token goes there)
+
+
+def _body(subject: str, text: str, html: str | None, mime: bytes) -> _Body:
+    # Every shape below has its text/plain part's header block first: the text starts after its blank line.
+    text_at = mime.index(b"\r\n\r\n", mime.index(b"text/plain")) + 4
+    return _Body(subject, text, html, mime, text_at)
 
 
 def _wrap(text: str) -> str:
@@ -91,6 +101,7 @@ class MessageFactory:
             f"{self._fake.user_name()}{i}@{spec.recipient_domain}" for i in range(ADDRESS_POOL)
         ]
         self._domain = spec.sender_domain
+        self._correlation = spec.correlation
         self._seq = itertools.count(1)
         self._date_at = 0
         self._date = ""
@@ -104,18 +115,18 @@ class MessageFactory:
             text = self._paragraphs(min(target // 10, 2000))
             # base64 grows 3 bytes to 4, plus CRLF every 76 characters
             attach_raw = max((target - len(text) - 400) * 3 * 76 // (4 * 78), 16)
-            return _Body(subject, text, None, self._mixed(text, attach_raw, n))
+            return _body(subject, text, None, self._mixed(text, attach_raw, n))
         if cls.html:
             text = self._paragraphs(target * 2 // 5)
             html = self._html(target * 3 // 5 - 200)
-            return _Body(subject, text, html, self._alternative(text, html, n))
+            return _body(subject, text, html, self._alternative(text, html, n))
         text = self._paragraphs(target - 80)
         mime = (
             b"Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
             + text.encode("ascii")
             + b"\r\n"
         )
-        return _Body(subject, text, None, mime)
+        return _body(subject, text, None, mime)
 
     def _paragraphs(self, size: int) -> str:
         parts: list[str] = []
@@ -172,6 +183,13 @@ class MessageFactory:
         r = cls.recipients
         nrcpt = r if isinstance(r, int) else self._rng.randint(r[0], r[1])
         rcpts = tuple(self._rng.sample(self._recipients, min(nrcpt, ADDRESS_POOL)))
+        if self._correlation == "recipient":
+            rcpts = tuple(tag_recipient(r, mid_id) for r in rcpts)
+        text, mime = body.text, body.mime
+        if self._correlation == "body":
+            token = f"{body_token(mid_id)}\r\n\r\n"
+            text = token + text
+            mime = mime[: body.text_at] + token.encode("ascii") + mime[body.text_at :]
         sender = self._senders[self._rng.randrange(len(self._senders))]
         message_id = f"<{mid_id}@loadgen.{self._domain}>"
         head = (
@@ -186,9 +204,9 @@ class MessageFactory:
             sender=sender[sender.index("<") + 1 : -1],
             recipients=rcpts,
             subject=body.subject,
-            text=body.text,
+            text=text,
             html=body.html,
-            raw=head + body.mime,
+            raw=head + mime,
         )
 
     def _now(self) -> str:

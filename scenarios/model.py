@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailstorm.correlation import Correlation
 from mailstorm.scenarios.shapes import Closed, Shape, Steady
 
 
@@ -137,6 +138,10 @@ class LoadSpec(_Frozen):
     master_port: int | None = Field(default=None, ge=1, le=65535)  # None: a free port
     smtp: SmtpOptions = SmtpOptions()
     http: HttpOptions | None = None
+    # Where each message carries its id besides the X-Mailstorm-Id header (mailstorm.correlation):
+    # "recipient" (local+<id>@domain) or "body" (a [mailstorm:<id>] token) survive pipelines that
+    # rebuild headers; the fake ESP reads the carrier named here.
+    correlation: Correlation = "header"
 
     @model_validator(mode="after")
     def _check(self) -> LoadSpec:

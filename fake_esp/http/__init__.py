@@ -55,6 +55,7 @@ async def start(ctx: Any) -> HttpSide:
             ledger,
             profile=profile,
             correlation_header=spec.correlation_header,
+            correlation=spec.correlation,
             max_message_size=spec.max_message_size,
             counters=ctx.counters,
             on_accepted=poster.notify if poster is not None else None,

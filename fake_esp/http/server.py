@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mailstorm.correlation import Correlation, carried_id
 from mailstorm.fake_esp.apis import API_REGISTRY, BadRequest, EspApi, RateInfo, Submission
 from mailstorm.fake_esp.engine import Engine
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, REPLY, TARPIT, Action, Context
@@ -67,6 +68,7 @@ class HttpApiServer:
         *,
         profile: Profile | None = None,
         correlation_header: str = CORRELATION_HEADER,
+        correlation: Correlation = "header",
         max_message_size: int | None = None,
         counters: Any = None,
         on_accepted: Callable[[dict[str, Any]], None] | None = None,
@@ -75,6 +77,7 @@ class HttpApiServer:
         self.engine = engine
         self.ledger = ledger
         self.profile = profile
+        self.correlation = correlation
         self.max_message_size = max_message_size or (profile.limits.max_message_size if profile else None)
         self.counters = counters
         self.on_accepted = on_accepted
@@ -128,7 +131,8 @@ class HttpApiServer:
             log.exception("%s: request parse failed", api.name)
             resp = api.error(400, f"Bad Request: {type(exc).__name__}")
             return self._refuse(api, session, peer, resp, f"parse error: {exc}", None, None)
-        corr = sub.messages[0].id if sub.messages else None
+        ids = await self._ids(request, sub)
+        corr = ids[0] if ids else None
         ctx = Context(
             phase="http",
             session=session,
@@ -172,7 +176,7 @@ class HttpApiServer:
         too_big = self._oversize(api, sub)
         if too_big is not None:
             return self._refuse(api, session, peer, too_big, "message too large", None, corr)
-        resp = self._accept(api, request, sub, session, peer)
+        resp = self._accept(api, request, sub, ids, session, peer)
         if action.kind == TARPIT:
             if action.reply is not None:
                 resp = self._fault_answer(api, action)
@@ -204,13 +208,30 @@ class HttpApiServer:
         over = load_profile(api.name).http.oversize
         return api.error(over.status, over.message, code=over.code)
 
-    def _accept(self, api: EspApi, request: web.Request, sub: Submission, session: str, peer: str):
+    async def _ids(self, request: web.Request, sub: Submission) -> list[str | None]:
+        """Each message's correlation id: from the carrier the spec names, else what the API found (the
+        header, or a field the API lets a sender attach). A body token is looked for in the request as
+        sent (JSON, form fields): a base64 raw MIME (SES Raw) hides it."""
+        if self.correlation == "header":
+            return [m.id for m in sub.messages]
+        body = await request.read() if self.correlation == "body" else b""
+        return [carried_id(self.correlation, m.rcpts, body) or m.id for m in sub.messages]
+
+    def _accept(
+        self,
+        api: EspApi,
+        request: web.Request,
+        sub: Submission,
+        ids: list[str | None],
+        session: str,
+        peer: str,
+    ):
         esp_ids = [api.new_message_id() for _ in sub.messages]
-        for m, esp_id in zip(sub.messages, esp_ids, strict=True):
+        for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
             # Written before the answer leaves (ledger durability rule).
             self.ledger.write(
                 EspAccepted(
-                    id=m.id,
+                    id=cid,
                     mid=m.mid,
                     size=m.size,
                     rcpts=len(m.rcpts),
@@ -225,7 +246,7 @@ class HttpApiServer:
                 )
             )
             if self.on_accepted is not None:
-                kept = {"id": m.id, "mid": m.mid, "api": api.name, "esp_id": esp_id}
+                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id}
                 self.on_accepted({**kept, "sender": m.sender, "to": list(m.rcpts)})
         resp = api.accepted(request, sub, esp_ids)
         if self.counters is not None:

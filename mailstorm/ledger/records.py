@@ -42,6 +42,7 @@ class Kind(StrEnum):
     LOAD_SUBMIT = "load.submit"
     LOAD_DROPPED = "load.dropped"
     LOAD_STARTED = "load.started"
+    LOAD_FINISHED = "load.finished"
     SUT_ACCEPTED = "sut.accepted"
     SUT_RELAYED = "sut.relayed"
     SUT_DEFERRED = "sut.deferred"
@@ -249,6 +250,9 @@ class LoadDropped(Record, kw_only=True):
     """How many arrivals."""
     worker: int
     """The load process."""
+    loop_lag_ms: float | None = None
+    """The load process's event-loop lateness over the second before the drop: high when the generator
+    itself was short of CPU, near 0 when its senders waited on the SUT."""
 
 
 class LoadStarted(Record, kw_only=True):
@@ -263,6 +267,30 @@ class LoadStarted(Record, kw_only=True):
     closed model."""
     shape: str
     """The load shape's kind (``steady``, ``step``, ``ramp``...)."""
+
+
+class LoadFinished(Record, kw_only=True):
+    """An open-model load process finished its schedule (once, after its last submission), with how busy
+    the generator itself was, so the reports can tell a generator that could not keep up from a SUT whose
+    slow answers held the senders."""
+
+    worker: int
+    """The load process."""
+    submitted: int
+    """Submissions it made."""
+    dropped: int
+    """Arrivals it dropped."""
+    cpu_s: float
+    """CPU seconds the process used over the schedule."""
+    wall_s: float
+    """The schedule's wall-clock seconds."""
+    loop_lag_ms: float
+    """Mean lateness of a periodic timer on the process's event loop (CPU-bound or starved of CPU, it
+    grows; waiting on sockets, it stays near 0)."""
+    loop_lag_max_ms: float
+    """The largest such lateness."""
+    connections: int
+    """The most connections it may hold."""
 
 
 # -- system under test (the reference pipeline, or what follows a real one) -----------------------------
@@ -441,7 +469,7 @@ RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
         EspAccepted, EspReplied, EspFault, EspWebhook,
-        LoadSubmit, LoadDropped, LoadStarted,
+        LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld,
         RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
     )

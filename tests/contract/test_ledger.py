@@ -197,7 +197,7 @@ def test_a_run_directory_written_before_the_record_classes_still_reports():
     figures = analyze(ROOT / "tests" / "contract" / "old-run").figures
     assert figures["outcomes"] == {
         "submitted": 240, "delivered": 235, "duplicated": 1, "bounced": 1, "pending": 1, "lost": 1,
-        "rejected": 1,
+        "rejected": 1, "uncorrelated": 0,
     }  # fmt: skip
     assert [(f["name"], f["start_s"], f["end_s"]) for f in figures["faults"]] == [("esp-outage", 4.0, 6.0)]
     assert len(figures["probes"]) == 12 and figures["run"]["torn_lines"] == 0

@@ -1,13 +1,15 @@
 """A known-broken relay, run as a ``process`` target: the truth test's system under test.
 
     python -m tests.hardening.broken_sut --listen HOST:PORT --relay HOST:PORT --ledger DIR \\
-        --drop 3,17 --dup 5,30 --hold 10
+        --drop 3,17 --dup 5,30 --hold 10 [--rewrite]
 
 It accepts every message (250 after DATA) and numbers them in arrival order from 1. Message n is then
 dropped (never relayed) when n is in ``--drop``, relayed twice when in ``--dup``, held for good (a
 ``sut.deferred`` record, never relayed: still queued at any deadline) when in ``--hold``, and relayed once
 otherwise. It writes ``sut.accepted`` (queue_id = n), ``sut.relayed`` and ``sut.deferred`` records, as an
-honest pipeline would; mailstorm must find exactly these losses, duplicates and pending messages.
+honest pipeline would; mailstorm must find exactly these losses, duplicates and pending messages. With
+``--rewrite`` it relays every message rebuilt, as template-based pipelines do: the X-Mailstorm-Id header
+stripped and the Message-ID replaced by one of its own (the envelope and the body kept).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiosmtpd.smtp import SMTP
 
 from mailstorm import replies
 from mailstorm.harness.reference.inbound import correlation_id
-from mailstorm.ledger import LedgerWriter, SutAccepted, SutDeferred, SutRelayed
+from mailstorm.ledger import CORRELATION_HEADER, LedgerWriter, SutAccepted, SutDeferred, SutRelayed
 
 
 def numbers(text: str) -> set[int]:
@@ -35,6 +37,7 @@ class BrokenRelay:
         self.relay_host, _, port = args.relay.rpartition(":")
         self.relay_port = int(port)
         self.drop, self.dup, self.hold = numbers(args.drop), numbers(args.dup), numbers(args.hold)
+        self.rewrite = args.rewrite
         self.ledger = ledger
         self.arrivals = 0
 
@@ -48,6 +51,8 @@ class BrokenRelay:
         data = envelope.original_content
         cid = correlation_id(data)
         self.ledger.write(SutAccepted(id=cid, queue_id=n))
+        if self.rewrite:
+            data = rebuilt(data, n)
         if n in self.hold:
             self.ledger.write(SutDeferred(id=cid, attempt=1, code=None, text="held", retry_in_s=1e9))
         elif n not in self.drop:
@@ -55,6 +60,18 @@ class BrokenRelay:
                 await asyncio.to_thread(self._relay, envelope.mail_from, list(envelope.rcpt_tos), data)
                 self.ledger.write(SutRelayed(id=cid, attempt=attempt, code=250))
         return str(replies.OK_QUEUED)
+
+
+def rebuilt(data: bytes, n: int) -> bytes:
+    """The message without its correlation header and with a Message-ID of this relay's own."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    keep = [
+        line
+        for line in head.split(b"\r\n")
+        if not line.lower().startswith((CORRELATION_HEADER.lower().encode() + b":", b"message-id:"))
+    ]
+    keep.append(f"Message-ID: <rebuilt-{n}@broken.test>".encode())
+    return b"\r\n".join(keep) + sep + body
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -79,6 +96,7 @@ def main() -> None:
     p.add_argument("--drop", default="")
     p.add_argument("--dup", default="")
     p.add_argument("--hold", default="")
+    p.add_argument("--rewrite", action="store_true")
     asyncio.run(serve(p.parse_args()))
 
 

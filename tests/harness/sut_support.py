@@ -221,21 +221,41 @@ def cleanup(out: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-OUTCOME_COLUMNS = ("submitted", "delivered", "duplicated", "bounced", "pending", "lost", "rejected")
+OUTCOME_COLUMNS = (
+    "submitted",
+    "delivered",
+    "duplicated",
+    "bounced",
+    "pending",
+    "lost",
+    "rejected",
+    "uncorrelated",
+)
+
+
+def _outcomes(names: list[str], cells: list[int]) -> dict[str, int]:
+    """A table's columns as report.json's ``outcomes`` (offered = submitted; uncorrelated 0 when the table
+    leaves it out), plus ``planned`` and ``dropped``."""
+    table = dict(zip(["submitted" if n == "offered" else n for n in names], cells, strict=True))
+    assert set(table) <= {"planned", "dropped", *OUTCOME_COLUMNS}, names
+    return {"uncorrelated": 0, **table}
 
 
 def console_outcomes(stderr: str) -> dict[str, int]:
     """The outcome table ``mailstorm run`` prints last (the live counts): its two last lines."""
     header, row = stderr.strip().splitlines()[-2:]
-    assert header.split() == [c.capitalize() for c in OUTCOME_COLUMNS], stderr[-2000:]
-    return dict(zip(OUTCOME_COLUMNS, (int(c.replace(",", "")) for c in row.split()), strict=True))
+    return _outcomes([n.lower() for n in header.split()], [int(c.replace(",", "")) for c in row.split()])
 
 
 def report_md_outcomes(run_dir: Path) -> dict[str, int]:
     """The outcome table of ``report.md`` (the batch counts), read as a person reads it."""
     lines = (run_dir / "report.md").read_text().splitlines()
-    at = next(i for i, line in enumerate(lines) if line.startswith("| Submitted |"))
+    at = next(i for i, line in enumerate(lines) if line.startswith("| Planned |"))
     header = [c.strip().lower() for c in lines[at].strip("|").split("|")]
     cells = [int(c.strip().replace(",", "")) for c in lines[at + 2].strip("|").split("|")]
-    assert tuple(header) == OUTCOME_COLUMNS
-    return dict(zip(header, cells, strict=True))
+    return _outcomes(header, cells)
+
+
+def without_load(table: dict[str, int]) -> dict[str, int]:
+    """A table's outcomes alone (report.json's ``outcomes``)."""
+    return {k: v for k, v in table.items() if k not in ("planned", "dropped")}

@@ -122,6 +122,20 @@ def test_esp_ports_are_free_unless_fixed():
     assert (fixed.esp.smtp_port, fixed.esp.http_port) == (2600, 0)
 
 
+def test_the_esp_reads_the_correlation_carrier_the_load_writes():
+    """load.correlation is said once: the fake ESP reads that carrier; the ESP section may not set its
+    own (a mismatch would lose every id), and the resolved form round-trips."""
+    assert load_scenario_text(BASE).esp.correlation == "header"
+    text = BASE.replace("load:\n", "load:\n  correlation: recipient\n")
+    sc = load_scenario_text(text)
+    assert (sc.load.correlation, sc.esp.correlation) == ("recipient", "recipient")
+    assert load_scenario_text(yaml.safe_dump(sc.resolved())) == sc
+    with pytest.raises(ConfigError, match=r"^<string>:6: esp\.correlation: not allowed here: set load"):
+        load_scenario_text(BASE + "esp:\n  correlation: body\n")
+    with pytest.raises(ConfigError, match=r"load\.correlation"):
+        load_scenario_text(BASE.replace("load:\n", "load:\n  correlation: subject\n"))
+
+
 def test_the_default_target_is_the_reference_pipeline():
     """A scenario without a target runs against the embedded reference pipeline."""
     assert load_scenario_text(BASE).target.kind == "reference"

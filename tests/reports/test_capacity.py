@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mailstorm.reports.analysis import analyze
-from mailstorm.reports.capacity import fit_usl, usl
+from mailstorm.reports.capacity import capacity, fit_usl, step_windows, usl
 from mailstorm.reports.synthetic import synthesize
 
 
@@ -69,6 +69,20 @@ def test_generator_bound_run_is_flagged(tmp_path):
     assert cap["generator_bound"]
     assert all(s["generator_bound"] and not s["sustainable"] for s in cap["steps"])
     assert cap["max_sustainable"] is None
+
+
+def test_drops_flag_a_step_generator_bound_unless_the_sut_made_them(tmp_path):
+    """Arrivals dropped in a step make it generator-bound, unless the load check found the SUT's slow
+    answers held every connection: then the drops are the SUT's, and the step still describes it."""
+    rates = np.repeat([50, 100, 150], 10)
+    synthesize(tmp_path, rates=rates, capacity=1000.0, shape=_step_shape(50, 50, 10, 3))
+    a = analyze(tmp_path)
+    a.series.dropped[25] = 40  # the third step
+    windows = step_windows({"shape": _step_shape(50, 50, 10, 3), "duration_s": 30})
+    by_generator = capacity(windows, a.series, a.msgs, a.slo)
+    by_sut = capacity(windows, a.series, a.msgs, a.slo, drops_by_sut=True)
+    assert [s.generator_bound for s in by_generator.steps] == [False, False, True]
+    assert [s.generator_bound for s in by_sut.steps] == [False, False, False]
 
 
 def test_steady_run_has_no_capacity_section(outage_run):

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,6 +48,7 @@ def test_ground_truth_counts(outage_run):
         "pending": truth.pending,
         "lost": truth.lost,
         "rejected": truth.rejected,
+        "uncorrelated": 0,
     }
     assert (truth.lost, truth.duplicated, truth.bounced, truth.rejected) == (3, 2, 4, 5)
 
@@ -113,7 +115,8 @@ def test_edge_cases(tmp_path):
         # a writer that recorded no intended/start/end: its own timestamp stands in for them.
         loose(load, Kind.LOAD_SUBMIT, t=T0 + 12 * NS, id="bare", ok=True, code=250)
         esp.write(accepted("bare"), t=T0 + 12 * NS + 7_000_000)
-        # the ESP accepted something nobody submitted: not an outcome.
+        # the ESP accepted something nobody submitted: not an outcome, but one of the lost messages may be
+        # it (its id rewritten on the way): that one is uncorrelated, not known lost.
         esp.write(accepted("stray"))
     with (ledger / "esp-smtp-0.jsonl").open("ab") as fh:
         fh.write(b'{"t":1,"k":"esp.accepted","id":"x"}\n{"t":2,"k":"esp.acc')  # a writer killed mid-line
@@ -129,10 +132,13 @@ def test_edge_cases(tmp_path):
         "duplicated": 1,
         "bounced": 2,
         "pending": 2,
-        "lost": 3,
+        "lost": 1,
         "rejected": 2,
+        "uncorrelated": 2,  # "stray" and "x" (below) may be two of the three lost: the earliest two
     }
     assert live_counts(ledger) == msgs.counts()
+    fate = _fates(cols, msgs)
+    assert {fate[m] for m in ("vanished", "relayed-into-void", "sut-took-it")} == {"lost", "uncorrelated"}
     assert msgs.rejected_at_stop == 1
     assert msgs.esp_unmatched == 2  # "stray" and "x"
     assert msgs.unacked == 2
@@ -211,6 +217,42 @@ SYNTHETIC = {
     },
     "bulk-late-generator": {"rates": [200.0] * 20, "generator_lag_ms": 40.0, "lost": 2, "bulk": True},
 }
+
+
+def _fates(cols, msgs) -> dict[str, str]:
+    """Each submitted id's outcome name (messages are numbered in the order their ids were interned)."""
+    ids = cols.table(Kind.LOAD_SUBMIT)["id"]
+    return {cols.ids[i]: OUTCOMES[o] for i, o in zip(np.unique(ids[ids >= 0]), msgs.outcome, strict=True)}
+
+
+def test_broken_correlation_is_uncorrelated_not_lost(tmp_path):
+    """Messages the SUT took that never reached the ESP under their id, while the ESP accepted as many
+    messages with ids nobody submitted (the pipeline rewrote them), are uncorrelated, not lost, in both
+    forms; with fewer unknown acceptances than such messages, only as many (the earliest taken) are;
+    without any, they are lost."""
+    for unknown, expected in (
+        (0, {"lost": 4}),
+        (2, {"lost": 2, "uncorrelated": 2}),
+        (6, {"uncorrelated": 4}),
+    ):
+        ledger = tmp_path / f"unknown-{unknown}" / "ledger"
+        with LedgerWriter(ledger, "load-0") as load, LedgerWriter(ledger, "esp-smtp-0") as esp:
+            for i in range(4):
+                _submit(load, f"m-{i}", i, True, 250)
+            _submit(load, "fine", 5, True, 250)
+            esp.write(accepted("fine"))
+            for n in range(unknown):
+                esp.write(accepted(f"rewritten-{n}@relay" if n % 2 else None))
+        cols = read_columns(ledger)
+        msgs = classify(cols)
+        counts = msgs.counts()
+        assert {k: v for k, v in counts.items() if v and k not in ("submitted", "delivered")} == expected
+        assert counts["delivered"] == 1 and msgs.esp_unmatched == unknown
+        assert live_counts(ledger) == counts
+        assert live_counts(ledger, shuffle_seed=3) == counts
+        if unknown == 2:
+            fate = _fates(cols, msgs)
+            assert [fate[f"m-{i}"] for i in range(4)] == ["uncorrelated"] * 2 + ["lost"] * 2
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)

@@ -85,7 +85,7 @@ def test_junit_has_one_case_per_slo(built):
     xml = JUnitXml.fromfile(str(run_dir / "junit.xml"))
     cases = [case for suite in xml for case in suite]
     assert [c.name for c in cases] == [s.name for s in v.slo]
-    assert len(cases) == 8  # max_lost + the seven optional SLOs set above
+    assert len(cases) == 9  # max_lost and max_dropped (always judged) + the seven optional SLOs set above
     failed = {c.name for c in cases if any(isinstance(r, Failure) for r in c.result)}
     assert failed == {s.name for s in v.slo if not s.passed}
     assert "max_lost" in failed

@@ -6,6 +6,7 @@ import collections
 import email
 from email import policy
 
+from mailstorm.correlation import body_token, id_from_body, id_from_recipients
 from mailstorm.scenarios.messages import MessageFactory
 from mailstorm.scenarios.model import LoadSpec
 
@@ -74,3 +75,27 @@ def test_same_seed_same_messages_other_worker_other_messages():
         )
         assert ma.id != mc.id
     assert [a.next().text for _ in range(10)] != [c.next().text for _ in range(10)]
+
+
+def test_recipient_and_body_carriers_hold_each_message_id():
+    """load.correlation: recipient plus-addresses every recipient with the id (unique per message);
+    body puts the [mailstorm:ID] token on the first line of the text part (the text the HTTP templates
+    get too); the header is written either way. What the ESP's readers take back out is the id."""
+    for carrier in ("recipient", "body"):
+        spec = MIX.model_copy(update={"correlation": carrier})
+        f = MessageFactory(spec, run_id="20240101-000000-x", worker=1, seed=3)
+        msgs = [f.next() for _ in range(200)]
+        for m in msgs:
+            parsed = email.message_from_bytes(m.raw, policy=policy.default)
+            assert parsed["X-Mailstorm-Id"] == m.id
+            text = next(p for p in parsed.walk() if p.get_content_type() == "text/plain").get_content()
+            if carrier == "recipient":
+                assert all(r.split("@")[0].endswith(f"+{m.id}") for r in m.recipients)
+                assert id_from_recipients(m.recipients) == m.id
+                assert id_from_body(m.raw) is None
+            else:
+                assert text.startswith(body_token(m.id)) and m.text.startswith(body_token(m.id))
+                assert id_from_body(m.raw) == m.id
+                assert id_from_recipients(m.recipients) is None
+        if carrier == "recipient":
+            assert len({m.recipients for m in msgs}) == len(msgs)  # unique per message

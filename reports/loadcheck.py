@@ -1,0 +1,236 @@
+"""Was the planned load offered? Planned, offered and dropped arrivals, and who could not keep up.
+
+- ``planned``: the arrivals the load processes set out to offer (``load.started`` ``planned``, summed:
+  exact for uniform arrivals, the mean for Poisson ones). Without it (a closed model, or a ledger from
+  before it was written): offered + dropped.
+- ``offered``: the messages the generator really sent (one ``load.submit`` id each: ``submitted``).
+- ``dropped``: arrivals the generator could not start within ``max_lag_s`` (``load.dropped`` counts).
+  A uniform schedule that ran to its end gives planned = offered + dropped.
+
+Who could not keep up, when arrivals were dropped (``cause``), judged over the *drop windows*: the
+time each dropped arrival waited for a connection, from its intended time to ``max_lag_s`` later:
+
+- ``generator``: the load generator itself was busy: a load process used at least ``CPU_BUSY`` of a CPU
+  over its schedule (``load.finished``), or its event loop ran a timer ``LOOP_LAG_MS`` late or more
+  when it dropped (``load.dropped`` ``loop_lag_ms``: CPU-bound, or starved of CPU by other processes);
+  or its connections were not all busy in the drop windows, and still arrivals were not started.
+- ``sut``: the generator had time to spare and every connection it may hold was busy waiting on the
+  SUT in the drop windows (at least ``SATURATED`` of ``load.max_connections`` in flight on average):
+  the SUT's answers set the pace. Little's law over those windows: time per submission = submissions
+  in flight / answers per second (none at all: the SUT answered nothing, a stall).
+
+Little's law figures over the whole run are reported beside them: ``busy_connections`` = submissions
+per second x mean submission time, and the capacity section's own check, ``generator_queue`` =
+offered rate x mean (actual start - intended start), the arrivals waiting inside the generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mailstorm.ledger import Kind, LoadFinished, LoadStarted
+from mailstorm.reports.fate import NEVER, Messages
+from mailstorm.reports.ingest import Columns
+
+CPU_BUSY = 0.8  # share of one CPU a load process used over its schedule
+LOOP_LAG_MS = 10.0  # mean lateness of the event loop's timer
+SATURATED = 0.9  # submissions in flight over the connections the generator may hold
+DEFAULT_MAX_LAG_S = 1.0  # LoadSpec's default, for a run directory without its scenario
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class LoadCheck:
+    planned: int
+    offered: int
+    dropped: int
+    dropped_pct: float  # of planned
+    cause: str | None  # "generator" | "sut" | None (nothing dropped)
+    detail: str | None  # who could not keep up, with the figures that say so
+    connections: int | None  # the most the generator could hold (load.max_connections)
+    busy_connections: float | None  # Little's law over the run: submissions/s x mean submission time
+    submit_ms: float | None  # mean submission time over the run (start to the SUT's answer)
+    busy_at_drops: float | None  # mean submissions in flight in the drop windows
+    submit_ms_at_drops: float | None  # Little's law in the drop windows (None: no answer came)
+    generator_queue: float  # Little's law: arrivals waiting inside the generator on average
+    generator_cpu: float | None  # the busiest load process's CPU share over its schedule
+    loop_lag_ms: float | None  # the laggiest load process's mean event-loop lateness over its schedule
+    loop_lag_at_drops_ms: float | None  # the event loop's lateness when arrivals were dropped
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def summary(self) -> str:
+        """One sentence for the headline: planned vs offered, and who could not keep up."""
+        text = f"Load: {self.offered:,} of {self.planned:,} planned arrivals offered"
+        text += f", {self.dropped:,} dropped"
+        if self.dropped:
+            text += f" ({self.dropped_pct:.2f}%)"
+        if self.cause == "generator":
+            text += ": the load generator could not keep up"
+        elif self.cause == "sut":
+            text += ": the SUT's slow answers held the senders"
+        return text + "."
+
+
+def check_load(cols: Columns, msgs: Messages, load: dict[str, Any] | None, load_s: float) -> LoadCheck:
+    """The load check of one run; ``load`` is the scenario's ``load`` section (max_connections,
+    max_lag_s)."""
+    starts = [r for r in cols.timeline if isinstance(r, LoadStarted)]
+    finishes = [r for r in cols.timeline if isinstance(r, LoadFinished)]
+    drop = cols.table(Kind.LOAD_DROPPED)
+    dropped = int(drop["count"].sum()) if len(drop) else 0
+    offered = len(msgs.outcome)
+    planned_known = [r.planned for r in starts if isinstance(r.planned, int)]
+    planned = sum(planned_known) if planned_known else offered + dropped
+    wall_s = max((_num(r, "wall_s") for r in finishes), default=0.0) or load_s
+
+    sub = cols.table(Kind.LOAD_SUBMIT)
+    timed = (sub["start"] > 0) & (sub["end"] >= sub["start"])
+    flight = _InFlight(sub["start"][timed], sub["end"][timed])
+    busy = submit_ms = None
+    if flight.count:
+        span_s = flight.span_s  # while the senders worked (the drain included)
+        submit_ms = 1e3 * flight.total_s / flight.count
+        busy = flight.total_s / span_s if span_s > 0 else None
+    connections = _setting(load, "max_connections", int)
+    held = [r.connections for r in finishes]
+    connections = sum(held) if held else connections
+    started = msgs.first_start != NEVER
+    waited = np.clip((msgs.first_start[started] - msgs.intended[started]) / _NS, 0, None)
+    gen_queue = (offered + dropped) / wall_s * float(waited.mean()) if len(waited) and wall_s > 0 else 0.0
+    cpu = max((_num(r, "cpu_s") / _num(r, "wall_s") for r in finishes if _num(r, "wall_s") > 0), default=None)
+    lag = max((_num(r, "loop_lag_ms") for r in finishes), default=None)
+
+    at_drops = at_drops_ms = lag_at_drops = None
+    cause = detail = None
+    if dropped:
+        max_lag_s = _setting(load, "max_lag_s", float) or DEFAULT_MAX_LAG_S
+        windows = _merge(drop["intended"], max_lag_s)
+        if flight.count:
+            at_drops, at_drops_ms = flight.over(windows)
+        known = ~np.isnan(drop["loop_lag_ms"])
+        if known.any():
+            lag_at_drops = float(np.average(drop["loop_lag_ms"][known], weights=drop["count"][known]))
+        late = lag_at_drops if lag_at_drops is not None else lag  # an older ledger: the run's mean
+        busy_gen = (cpu is not None and cpu >= CPU_BUSY) or (late is not None and late >= LOOP_LAG_MS)
+        saturated = at_drops is not None and bool(connections) and at_drops >= SATURATED * connections
+        cause = "generator" if busy_gen or not saturated else "sut"
+        detail = _why(cause, connections, at_drops, at_drops_ms, cpu, late)
+        detail += f"; {gen_queue:,.1f} arrivals waited inside the generator on average (Little's law)"
+    return LoadCheck(
+        planned=planned,
+        offered=offered,
+        dropped=dropped,
+        dropped_pct=round(100.0 * dropped / planned, 3) if planned else 0.0,
+        cause=cause,
+        detail=detail,
+        connections=connections,
+        busy_connections=_round(busy),
+        submit_ms=_round(submit_ms),
+        busy_at_drops=_round(at_drops),
+        submit_ms_at_drops=_round(at_drops_ms),
+        generator_queue=round(gen_queue, 3),
+        generator_cpu=_round(cpu),
+        loop_lag_ms=_round(lag),
+        loop_lag_at_drops_ms=_round(lag_at_drops),
+    )
+
+
+def _why(
+    cause: str,
+    connections: int | None,
+    at_drops: float | None,
+    at_drops_ms: float | None,
+    cpu: float | None,
+    lag: float | None,
+) -> str:
+    """Who could not keep up, with the figures that say so."""
+    held = f"{at_drops:,.1f}" if at_drops is not None else "an unknown number"
+    of = f" of {connections:,}" if connections else ""
+    if cause == "sut":
+        pace = (
+            f"submissions took {at_drops_ms:,.1f} ms each then (Little's law), so {connections:,} "
+            f"connections carried at most ~{1e3 * (connections or 0) / at_drops_ms:,.0f} msg/s"
+            if at_drops_ms
+            else "the SUT answered none of them in the meantime"
+        )
+        return (
+            f"the SUT's slow answers held the senders: {held}{of} connections were busy waiting on it while "
+            f"arrivals were dropped; {pace}; raise load.max_connections (or load.max_lag_s) if the SUT takes "
+            "more at once, else this is the SUT's pace"
+        )
+    if cpu is not None and cpu >= CPU_BUSY:
+        why = f"a load process used {cpu:.0%} of a CPU over its schedule"
+    elif lag is not None and lag >= LOOP_LAG_MS:
+        why = f"its event loop ran {lag:,.1f} ms late when it dropped arrivals (short of CPU)"
+    else:
+        why = "its connections were not all busy, yet arrivals were not started in time"
+    return (
+        f"the load generator could not keep up: {why}; {held}{of} connections were busy with the SUT "
+        "meanwhile; add load.workers (load processes), or give the load a CPU of its own"
+    )
+
+
+class _InFlight:
+    """Submissions in flight over time, from their (start, end) ns: exact means over any interval."""
+
+    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.count = len(starts)
+        self._base = int(starts.min()) if self.count else 0
+        # Seconds from the first start, as floats: sums of ns timestamps would overflow int64.
+        self._s = np.sort((starts - self._base) / _NS)
+        self._e = np.sort((ends - self._base) / _NS)
+        self._ps = np.concatenate(([0.0], np.cumsum(self._s)))
+        self._pe = np.concatenate(([0.0], np.cumsum(self._e)))
+        self.total_s = float(self._e.sum() - self._s.sum()) if self.count else 0.0
+        self.span_s = float(self._e[-1] - self._s[0]) if self.count else 0.0
+
+    def _integral(self, t: np.ndarray) -> np.ndarray:
+        """Submission-seconds in flight before each time ``t`` (s from the first start)."""
+        k, j = np.searchsorted(self._s, t), np.searchsorted(self._e, t)
+        return (k * t - self._ps[k]) - (j * t - self._pe[j])
+
+    def over(self, windows: np.ndarray) -> tuple[float | None, float | None]:
+        """(mean in flight, Little's-law time per submission in ms) over ``windows`` ((n, 2) ns; None
+        for the time when no submission ended in them)."""
+        w = (windows - self._base) / _NS
+        length = float((w[:, 1] - w[:, 0]).sum())
+        if length <= 0:
+            return None, None
+        in_flight = float((self._integral(w[:, 1]) - self._integral(w[:, 0])).sum()) / length
+        answers = int((np.searchsorted(self._e, w[:, 1]) - np.searchsorted(self._e, w[:, 0])).sum())
+        return in_flight, (1e3 * in_flight * length / answers if answers else None)
+
+
+def _merge(intended: np.ndarray, width_s: float) -> np.ndarray:
+    """The union of [t, t + width_s] for every ``intended`` t (ns), as sorted disjoint (start, end) rows."""
+    starts = np.sort(intended)
+    ends = starts + int(width_s * _NS)
+    # A window starts a new interval when it begins after every earlier window has ended.
+    new = np.ones(len(starts), dtype=bool)
+    new[1:] = starts[1:] > np.maximum.accumulate(ends)[:-1]
+    group = np.cumsum(new) - 1
+    merged_end = np.zeros(int(group[-1]) + 1, dtype=np.int64) if len(group) else np.zeros(0, np.int64)
+    np.maximum.at(merged_end, group, ends)
+    return np.column_stack((starts[new], merged_end))
+
+
+def _setting(load: dict[str, Any] | None, name: str, kind: type) -> Any:
+    value = load.get(name) if isinstance(load, dict) else None
+    return (
+        kind(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+    )
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def _num(rec: LoadFinished, name: str) -> float:
+    value = getattr(rec, name, None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
