@@ -34,7 +34,7 @@ from pydantic import (
 
 import mailstorm.harness.targets
 from mailstorm.errors import ConfigError
-from mailstorm.fake_esp.spec import EspSpec, FaultSpec
+from mailstorm.fake_esp.spec import EspSpec, FaultSpec, Surface
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
 from mailstorm.harness.targets.base import REGISTRY
 from mailstorm.reports.spec import ReportSpec, SloSpec
@@ -101,11 +101,22 @@ DEFAULT_TARGET: dict[str, Any] = {"kind": "reference"}
 
 
 class EspOutage(_Frozen):
-    """The ESP goes away for the step's ``for``: ``refuse`` (connections refused, sessions cut),
-    ``hang`` (connections accepted, never answered), or ``crash`` (the fake ESP process is SIGKILLed and
-    a new one started on the same ports at the end: faults added at run time die with it)."""
+    """The whole ESP goes away for the step's ``for``: ``refuse`` (connections refused on every port but
+    control, open sessions and requests cut, no webhook posted), ``hang`` (connections accepted, never
+    answered; no webhook posted), or ``crash`` (the fake ESP process is SIGKILLed and a new one started
+    on the same ports at the end: faults added at run time die with it). ``on`` narrows refuse and hang
+    to some of the ESP's parts (``smtp``, ``http``, ``webhooks``; default: all)."""
 
     mode: Literal["refuse", "hang", "crash"] = "refuse"
+    on: tuple[Surface, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _narrow_what_can_be(self) -> EspOutage:
+        if self.mode == "crash" and self.on is not None:
+            raise ValueError(
+                "on: a crash takes the whole ESP process down; 'on' narrows refuse and hang only"
+            )
+        return self
 
 
 class TargetAction(_Frozen):
