@@ -56,9 +56,11 @@ class Kind(StrEnum):
     # id (when known: at end of data), peer. HTTP: api, code is the HTTP status, phase "http".
     ESP_REPLIED = "esp.replied"
     # A fault decision that changed something: fault, ftype, phase, action ("delay" | "reply" |
-    # "disconnect" | "tarpit" | "hang"), delay_s, session. An outage's start and end on the SMTP
-    # listener: phase "listener", action "refuse" | "hang", state "begin" | "end", session null.
-    # HTTP (phase "http"): also proto "http" and api.
+    # "disconnect" | "tarpit" | "hang"), delay_s, session. An outage's start and end on a listener:
+    # phase "listener", action "refuse" | "hang", state "begin" | "end", session null, proto "smtp" |
+    # "http" (the listener; a state change, not an action on traffic). HTTP (phase "http"): also proto
+    # "http" and api. A webhook POST held by an outage: phase "webhook", action "hold", proto
+    # "webhooks", events (how many the POST carries), delay_s (how long the outage had left).
     ESP_FAULT = "esp.fault"
     # A webhook event posted back to the sender: api, event, id, url, status, attempt, fault.
     # One per event per attempt (issue 3): also esp_id, rcpt, event_id, copy (1: the second post of
@@ -91,6 +93,17 @@ class Kind(StrEnum):
     SUT_DEFERRED = "sut.deferred"
     SUT_BOUNCED = "sut.bounced"
     SUT_QUEUE = "sut.queue"
+
+    # -- chaos proxy (in the runner's process; source "proxy") ------------------------------------
+    # A toxic acted on a proxied connection, once per connection and toxic (the first time it did):
+    # toxic (its name: the timeline step's label unless named), type, path ("smtp" | "http" |
+    # "webhooks": which route the connection took), conn (the proxy's connection number), direction
+    # ("upstream" | "downstream"), action ("delay" | "throttle" | "reset" | "blackhole" | "slice").
+    # A latency, bandwidth or slicer toxic writes it only when it held bytes back.
+    PROXY_ACTED = "proxy.acted"
+    # The proxy accepted a client but could not reach the upstream (refused, timed out) and reset the
+    # client: path, conn, error. Through the proxy, a refusing ESP looks like this to the SUT.
+    PROXY_UPSTREAM_FAILED = "proxy.upstream_failed"
 
     # -- run timeline (the runner) ----------------------------------------------------------------
     # run.started: run_id, name, seed, duration_s. run.ended: reason. run.phase: phase ("load",
