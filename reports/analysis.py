@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Kind
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
+from mailstorm.reports.effects import effects
 from mailstorm.reports.ingest import read_columns
 from mailstorm.reports.outcomes import NEVER, Messages, classify, percentiles
 from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
@@ -132,6 +133,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
 
     windows = fault_windows(cols.timeline, info, t0, len(series))
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
+    for r, effect in zip(recs, effects(windows, recs, cols, t0, len(series)), strict=True):
+        r.no_effect, r.effect = effect.none, effect.as_dict()
     steps = step_windows(_load_section(run_dir, info))
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
     cap = capacity(steps, series, msgs, slo, faults=spans) if steps else None
@@ -156,6 +159,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         e2e=e2e,
         recover_s=[r.time_to_recover_s for r in recs],
         throughput=throughput,
+        no_effect=[r.name for r in recs if r.no_effect],
     )
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())

@@ -5,11 +5,14 @@ only the fields the analysis uses (reducing parsed records to column lists every
 bounds memory), and interns correlation ids into dense integers (``Columns.ids``) so every
 later step is vectorised numpy. Unknown kinds and fields are ignored (the ledger contract allows them);
 a torn line (a writer killed mid-write) is skipped and counted, as ``mailstorm.ledger.LedgerReader`` does.
-The timeline's few records (run.*, chaos.*, probe, action) are kept whole, as dicts.
+The timeline's few records (run.*, chaos.*, probe, action) are kept whole, as dicts. Records that name
+the fault or toxic that acted on traffic (esp.fault, esp.replied, proxy.acted) are also counted per
+name and second (``Columns.acts``), so a fault window can be told whether its fault touched anything.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,16 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     Kind.SUT_BOUNCED: ("t", "id"),
     Kind.SUT_RELAYED: ("t", "id", "code"),
     Kind.SUT_QUEUE: ("t", "depth"),
+    Kind.PROXY_UPSTREAM_FAILED: ("t",),
 }
+# Records naming the fault (or chaos-proxy toxic) that acted: kind -> the field that names it. A
+# listener's outage begin/end (an esp.fault with ``state``) is a change of state, not an action.
+_ACTOR_FIELDS: dict[str, str] = {
+    Kind.ESP_FAULT: "fault",
+    Kind.ESP_REPLIED: "fault",
+    Kind.PROXY_ACTED: "toxic",
+}
+_NS = 1_000_000_000
 _NO_CODE = -1  # a cut connection / timeout: code null in the ledger
 _BOOLS = ("ok", "acked", "phase")  # phase is kept as one bool: "stop" (the generator was stopped)
 
@@ -69,6 +81,7 @@ class Columns:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     torn_lines: int = 0
     files: int = 0
+    acts: dict[str, Counter[int]] = field(default_factory=dict)  # fault/toxic name -> {epoch s: records}
 
     def table(self, kind: str) -> Table:
         return self.tables[str(kind)]
@@ -104,6 +117,7 @@ def read_columns(ledger_dir: Path) -> Columns:
     interner: dict[str, int] = {}
     accs = {k: _Acc(f, interner) for k, f in _FIELDS.items()}
     timeline: list[dict[str, Any]] = []
+    acts: dict[str, Counter[int]] = {}
     torn = 0
     files = sorted(Path(ledger_dir).glob(f"*{LEDGER_SUFFIX}"))
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
@@ -120,6 +134,11 @@ def read_columns(ledger_dir: Path) -> Columns:
                     # Only a kill in the middle of a write produces this (or a blank line).
                     torn += bool(raw.strip())
                     continue
+                actor = _ACTOR_FIELDS.get(kind)
+                if actor is not None and (name := rec.get(actor)) and "state" not in rec:
+                    t = rec.get("t")
+                    if isinstance(t, int):  # a damaged record is the tables' to report, not this count's
+                        acts.setdefault(str(name), Counter())[t // _NS] += 1
                 rows = pending.get(kind)
                 if rows is not None:
                     rows.append(rec)
@@ -132,7 +151,9 @@ def read_columns(ledger_dir: Path) -> Columns:
             _add(accs[kind], rows, path)
     tables = {kind: acc.table() for kind, acc in accs.items()}
     timeline.sort(key=lambda r: r.get("t", 0))
-    return Columns(tables=tables, ids=list(interner), timeline=timeline, torn_lines=torn, files=len(files))
+    return Columns(
+        tables=tables, ids=list(interner), timeline=timeline, torn_lines=torn, files=len(files), acts=acts
+    )
 
 
 def _add(acc: _Acc, rows: list[dict[str, Any]], path: Path) -> None:

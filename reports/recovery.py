@@ -27,7 +27,7 @@ and first passed again after that, relative to the fault's start and end.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ class Window:
     start_s: float  # from the run's start
     end_s: float
     what: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the chaos step's own settings
 
 
 @dataclass
@@ -70,6 +71,9 @@ class Recovery:
     delayed: int
     probe_noticed_s: float | None
     probe_cleared_s: float | None
+    # Whether the fault touched anything (mailstorm.reports.effects), filled in by the analysis.
+    no_effect: bool = False
+    effect: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,9 +91,11 @@ def fault_windows(
             open_.setdefault(name, []).append(rec)
         elif rec.get("k") == Kind.CHAOS_END and open_.get(name):
             b = open_[name].pop(0)
-            found.append(Window(name, (b["t"] - t0_ns) / _NS, (rec["t"] - t0_ns) / _NS, b.get("what")))
+            found.append(
+                Window(name, (b["t"] - t0_ns) / _NS, (rec["t"] - t0_ns) / _NS, b.get("what"), _params(b))
+            )
     for name, begins in open_.items():
-        found.extend(Window(name, (b["t"] - t0_ns) / _NS, end_s, b.get("what")) for b in begins)
+        found.extend(Window(name, (b["t"] - t0_ns) / _NS, end_s, b.get("what"), _params(b)) for b in begins)
     known = {w.name for w in found}
     for f in run_info.get("faults") or []:
         if isinstance(f, dict) and f.get("name") not in known and "start_s" in f:
@@ -99,6 +105,11 @@ def fault_windows(
             )
             found.append(Window(str(f.get("name") or f.get("type") or "fault"), start, stop, f.get("type")))
     return sorted(found, key=lambda w: (w.start_s, w.end_s))
+
+
+def _params(rec: dict[str, Any]) -> dict[str, Any]:
+    params = rec.get("params")
+    return params if isinstance(params, dict) else {}
 
 
 def recoveries(
