@@ -3,7 +3,6 @@ connection refused on every port but control; hang: accepted, never answered), u
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
@@ -16,15 +15,8 @@ from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from mailstorm.ports import free_port
 from tests.fake_esp.clients import smtp_transaction, wait_until
+from tests.fake_esp.test_faults_smtp import refused
 from tests.fake_esp.test_webhooks import Receiver, start_esp, webhook_records
-
-
-def refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def sendgrid_post(session: requests.Session, esp: EspProcess, cid: str) -> requests.Response:

@@ -35,14 +35,20 @@ class _EchoServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-@pytest.fixture
-def echo():
+@contextlib.contextmanager
+def _echo_server():
     server = _EchoServer(("127.0.0.1", 0), _Echo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def echo():
+    with _echo_server() as address:
+        yield address
 
 
 @pytest.fixture
@@ -310,14 +316,10 @@ def test_stop_leaves_nothing_behind(echo):
 
 
 @pytest.fixture
-def echo2(echo):
+def echo2():
     """A second echo server, for a proxy with two paths."""
-    server = _EchoServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address
-    server.shutdown()
-    server.server_close()
+    with _echo_server() as address:
+        yield address
 
 
 def _rtt_ms(address: tuple[str, int]) -> float:
