@@ -582,7 +582,8 @@ class Run:
         for slo in self.verdict.slo:
             actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
             mark = "ok  " if slo.passed else "FAIL"
-            print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
+            why = "" if slo.passed else f": {slo.detail}"
+            print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit}){why}", file=sys.stderr)
         print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
         return EXIT_OK if passed else EXIT_SLO_BREACHED
 

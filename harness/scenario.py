@@ -294,7 +294,24 @@ class Scenario(_Frozen):
                     ("chaos", i, "for"),
                     f"ends at {fmt_s(step.end)}, past the end of the load (duration {fmt_s(self.duration)})",
                 )
+            self._parts_exist(i, step)
         return self
+
+    def _parts_exist(self, i: int, step: ChaosStep) -> None:
+        """A step narrowed with ``on`` to a part this run does not have would touch nothing."""
+        narrowed = step.network.on if step.network is not None else None
+        if step.esp_outage is not None:
+            narrowed = step.esp_outage.on
+        missing = {
+            "http": (self.esp.http_port, "esp.http_port"),
+            "webhooks": (self.esp.webhooks, "esp.webhooks"),
+        }
+        for part in narrowed or ():
+            if part in missing and missing[part][0] is None:
+                raise _At(
+                    ("chaos", i, step.what, "on"),
+                    f"names {part}, which this run does not have (set {missing[part][1]})",
+                )
 
     def resolved(self) -> dict[str, Any]:
         """The scenario as JSON-able data with every default filled in (what ``scenario.yaml`` holds)."""
