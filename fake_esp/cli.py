@@ -25,6 +25,7 @@ import yaml
 from mailstorm.errors import EXIT_OK, EXIT_SIGNALLED, ConfigError, MailstormError, UserError
 from mailstorm.fake_esp.profiles import options as profile_options
 from mailstorm.fake_esp.spec import EspSpec, parse_esp_spec, parse_fault
+from mailstorm.yamlload import safe_load
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,7 +72,7 @@ def load_faults_file(path: Path) -> list[Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"--faults {path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

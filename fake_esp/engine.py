@@ -75,6 +75,7 @@ class Outage:
     mode: str  # "refuse" | "hang"
     fault: str
     until: float
+    on: frozenset[str]  # the parts of the ESP that are down: "smtp", "http", "webhooks"
 
 
 class Engine:
@@ -184,12 +185,16 @@ class Engine:
         if now >= self._next_change:
             self._reindex(now)
 
-    def outage(self) -> Outage | None:
-        """The outage in force now, if any (the server closes or reopens its listener on this)."""
+    def outage(self, surface: str | None = None) -> Outage | None:
+        """The outage in force now, if any; with ``surface`` ("smtp", "http", "webhooks"), only one that
+        takes that part down (each listener closes or reopens on this, the webhook poster holds)."""
         self.expire()
+        now = self.clock()
         for e in self._entries.values():
-            if e.spec.type == "outage" and e.active_from <= self.clock() < e.expires_at:
-                return Outage(e.spec.mode, e.id, e.expires_at)
+            if e.spec.type != "outage" or not e.active_from <= now < e.expires_at:
+                continue
+            if surface is None or surface in e.spec.on:
+                return Outage(e.spec.mode, e.id, e.expires_at, frozenset(e.spec.on))
         return None
 
     # -- deciding ------------------------------------------------------------------------------------

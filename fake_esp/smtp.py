@@ -10,9 +10,10 @@ before a fault's reply or cut, and before the 552 for a message over the size li
 552 texts are replaced by mailstorm.replies.MESSAGE_TOO_BIG) and the 452 past ``max_recipients``,
 esp.fault for every fault that acted.
 
-Outage. A ticker (every 20 ms) asks the engine whether an outage is in force: mode refuse closes the
-listener and cuts every open session (the kernel then refuses connections), mode hang leaves the
-listener open and the engine answers "hang" at every phase; when it ends the listener opens again.
+Outage. An ``OutageWatch`` (mailstorm.fake_esp.outage_watch) follows the engine's outages that take SMTP
+down: mode refuse closes the listener and cuts every open session (the kernel then refuses connections),
+mode hang leaves the listener open and the engine answers "hang" at every phase; when it ends the
+listener opens again.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from mailstorm.correlation import carried_id
 from mailstorm.fake_esp.counters import Counters
 from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.spec import EspSpec
 from mailstorm.ledger import EspAccepted, EspFault, EspReplied, LedgerWriter
 from mailstorm.replies import AUTH_LINE_TOO_LONG, MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
 
 log = logging.getLogger("mailstorm.fake_esp.smtp")
 
-TICK_S = 0.02
 _QUEUED = str(OK_QUEUED)
 _TOO_BIG = str(MESSAGE_TOO_BIG).encode()
 _AIOSMTPD_552 = b"552 Error"  # aiosmtpd's own size refusals (MAIL SIZE= and too much DATA)
@@ -63,8 +64,7 @@ class SmtpService:
         self._session_ids = itertools.count(1)
         self._session_prefix = f"{worker}-{os.getpid()}-"
         self._server: asyncio.AbstractServer | None = None
-        self._ticker: asyncio.Task[None] | None = None
-        self._outage: Outage | None = None
+        self.watch = OutageWatch(engine, "smtp", ledger, close=self._go_down, reopen=self._reopen)
         # Called with each kept message (its esp.accepted fields plus sender and to): the webhook poster.
         self.accepted_hooks: list[Any] = []
         header = re.escape(spec.correlation_header.encode())
@@ -76,14 +76,14 @@ class SmtpService:
     @property
     def ready(self) -> bool:
         """Listening, or deliberately not (an outage in refuse mode)."""
-        return self._server is not None or self._outage is not None
+        return self._server is not None or self.watch.outage is not None
 
     def new_session_id(self) -> str:
         return self._session_prefix + str(next(self._session_ids))
 
     async def start(self) -> None:
         await self._listen()
-        self._ticker = asyncio.create_task(self._tick())
+        self.watch.start()
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
@@ -96,46 +96,24 @@ class SmtpService:
         )
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        self.watch.stop()
         if self._server is not None:
             self._server.close()
             self._server = None
         for session in list(self.sessions):
             session.abort()
 
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                await self._follow_outage(self.engine.outage())
-            except OSError as exc:  # the port taken while we were down: keep trying, say so
-                log.warning("cannot reopen the SMTP listener: %s", exc)
+    def _go_down(self, outage: Outage) -> None:
+        """A refuse outage begins: stop accepting (connections are refused) and cut every session."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for session in list(self.sessions):
+            session.cut_by_outage(outage.fault)
 
-    async def _follow_outage(self, outage: Outage | None) -> None:
-        if outage is not None and self._outage is None:
-            self._outage = outage
-            self.ledger.write(
-                EspFault(
-                    fault=outage.fault, ftype="outage", phase="listener", action=outage.mode, delay_s=0.0,
-                    session=None, state="begin",
-                )
-            )  # fmt: skip
-            if outage.mode == "refuse" and self._server is not None:
-                self._server.close()
-                self._server = None
-                for session in list(self.sessions):
-                    session.cut_by_outage(outage.fault)
-        elif outage is None and self._outage is not None:
-            ended, self._outage = self._outage, None
-            if self._server is None:
-                await self._listen()
-            self.ledger.write(
-                EspFault(
-                    fault=ended.fault, ftype="outage", phase="listener", action=ended.mode, delay_s=0.0,
-                    session=None, state="end",
-                )
-            )  # fmt: skip
+    async def _reopen(self) -> None:
+        if self._server is None:
+            await self._listen()
 
     def ids(self, content: bytes, rcpts: list[str] | None = None) -> tuple[str | None, str | None]:
         """(correlation id, Message-ID): the id from the carrier the spec names (recipient, body), else

@@ -15,8 +15,9 @@ A fault spec is flat (as Toxiproxy toxics are): common fields plus the fields of
     concurrency  max_sessions, reply (421 at the banner past max_sessions open sessions)
     message_cap  max_messages, reply (421 at MAIL once a connection has sent max_messages)
     greylist     retry_after_s, reply (451 for an unseen client/sender/recipient triplet)
-    outage       duration_s, mode refuse (listener closed, in-flight sessions cut) | hang (accepted,
-                 never answered)
+    outage       duration_s, mode refuse (listeners closed, in-flight sessions and requests cut) | hang
+                 (accepted, never answered), on (the parts of the ESP that are down: smtp, http,
+                 webhooks; default all three; control always stays up)
 
 Use ``parse_fault(dict)`` / ``parse_esp_spec(dict)``: they raise ``ConfigError`` whose one-line message
 names the field (``faults[0].probability: ...``).
@@ -52,6 +53,9 @@ from mailstorm.replies import (
 
 Phase = Literal["connect", "ehlo", "mail", "rcpt", "data", "eod", "http"]
 SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "mail", "rcpt", "data", "eod")
+# The parts of the ESP an outage takes down (the control API is never one: the harness must reach it).
+Surface = Literal["smtp", "http", "webhooks"]
+OUTAGE_SURFACES: tuple[str, ...] = ("smtp", "http", "webhooks")
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 
@@ -183,11 +187,20 @@ class GreylistFault(_WithReply):
 
 class OutageFault(_Fault):
     type: Literal["outage"]
-    # An outage is a state of the whole listener, not of one step; the phase only says where in-flight
-    # sessions are caught in hang mode, so every SMTP phase by default.
-    phase: Phase | tuple[Phase, ...] = SMTP_PHASES  # type: ignore[assignment]
+    # An outage is a state of the whole ESP, not of one step: ``on`` says which parts are down (all by
+    # default). The phase only says where in-flight sessions and requests are caught, so by default
+    # every phase of the listeners in ``on``.
+    phase: Phase | tuple[Phase, ...] | None = None  # type: ignore[assignment]
+    on: tuple[Surface, ...] = Field(default=OUTAGE_SURFACES, min_length=1)  # type: ignore[assignment]
     duration_s: float = Field(gt=0)
     mode: Literal["refuse", "hang"] = "refuse"
+
+    @property
+    def phases(self) -> frozenset[str]:
+        if self.phase is not None:
+            return super().phases
+        smtp = SMTP_PHASES if "smtp" in self.on else ()
+        return frozenset(smtp + (("http",) if "http" in self.on else ()))
 
 
 FaultSpec = Annotated[

@@ -1,13 +1,15 @@
-"""How a run's ``esp:`` section becomes a fake ESP process, and the ESP limits the sizing report reads.
+"""How a run's ``esp:`` section becomes a fake ESP process, the paths the chaos proxy fronts, and the ESP
+limits the sizing report reads.
 
 Pure translation from the scenario to ``mailstorm.fake_esp.launch.EspProcess`` arguments (the run starts,
-crashes and
-restarts the process itself); kept apart so the run lifecycle holds no ESP option plumbing.
+crashes and restarts the process itself) and to the chaos proxy's paths; kept apart so the run lifecycle
+holds no ESP option plumbing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -25,9 +27,11 @@ def esp_process(
     ledger_dir: Path,
     log_path: Path,
     ports: tuple[int | None, int | None, int | None],
+    webhook_url: str | None = None,
 ) -> EspProcess:
     """A (not yet started) fake ESP for ``esp`` on ``ports`` (smtp, http, control; None: free), seeded
-    with ``seed`` (the run derives it for the ESP)."""
+    with ``seed`` (the run derives it for the ESP); ``webhook_url`` replaces the webhooks' URL (the
+    chaos proxy's, when it fronts the webhook path)."""
     smtp_port, http_port, control_port = ports
     return EspProcess(
         ledger_dir,
@@ -42,11 +46,29 @@ def esp_process(
         token=esp.token,
         max_message_size=esp.max_message_size,
         store_bodies=esp.store_bodies,
-        extra_args=_extra_args(esp, run_dir),
+        extra_args=_extra_args(esp, run_dir, webhook_url),
     )
 
 
-def _extra_args(esp: EspSection, run_dir: Path) -> list[str]:
+def proxy_paths(esp: EspSection, smtp_port: int, http_port: int | None) -> dict[str, tuple[str, int]]:
+    """What the chaos proxy fronts: every path between the SUT and the ESP, both ways. ``smtp`` and
+    ``http`` (when served) lead to the ESP's listeners; ``webhooks`` (when configured) to the SUT's
+    receiver, the ESP posting to the proxy instead (``proxied_url``)."""
+    paths = {"smtp": ("127.0.0.1", smtp_port)}
+    if http_port is not None:
+        paths["http"] = ("127.0.0.1", http_port)
+    if esp.webhooks is not None:
+        parts = urlsplit(esp.webhooks.url)
+        paths["webhooks"] = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    return paths
+
+
+def proxied_url(url: str, address: tuple[str, int]) -> str:
+    """``url`` with its host and port replaced by ``address`` (the proxy's listener for it)."""
+    return urlunsplit(urlsplit(url)._replace(netloc=f"{address[0]}:{address[1]}"))
+
+
+def _extra_args(esp: EspSection, run_dir: Path, webhook_url: str | None) -> list[str]:
     """The ESP options EspProcess has no keyword for, as its command line takes them."""
     args = ["--bind", esp.bind, "--correlation-header", esp.correlation_header, "--hostname", esp.hostname]
     args += ["--correlation", esp.correlation]
@@ -54,7 +76,8 @@ def _extra_args(esp: EspSection, run_dir: Path) -> list[str]:
         args += ["--rate", f"{esp.rate:g}"]
     if esp.webhooks is not None:
         path = run_dir / "esp-webhooks.yaml"
-        path.write_text(yaml.safe_dump(esp.webhooks.model_dump(mode="json"), sort_keys=False))
+        hooks = esp.webhooks.model_dump(mode="json") | ({"url": webhook_url} if webhook_url else {})
+        path.write_text(yaml.safe_dump(hooks, sort_keys=False))
         args += ["--webhooks", str(path)]
     return args
 

@@ -2,7 +2,8 @@
 
     make runs/<time>-<name>/ (scenario.yaml resolved, slo.json, run.json, ledger/, logs/, runner.lock)
     -> watchdog (its own process: ends what the run started if the runner dies, SIGKILL included)
-    -> fake ESP (its own process) -> [chaos proxy] -> target (the SUT, its own processes)
+    -> [chaos proxy: on every path, SMTP, HTTP APIs, webhooks] -> fake ESP (its own process)
+    -> target (the SUT, its own processes)
     -> load (Locust, its own processes) + chaos timeline + probes, progress from the ledgers
     -> load done -> drain (every id the SUT accepted seen at the ESP, or its queue empty, or the deadline)
     -> stop in order: load, timeline, probes, target, proxy, ESP; then any descendant left (none should be)
@@ -53,7 +54,7 @@ from mailstorm.errors import (
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
-from mailstorm.harness.esp_setup import esp_limits, esp_process
+from mailstorm.harness.esp_setup import esp_limits, esp_process, proxied_url, proxy_paths
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
@@ -131,6 +132,8 @@ class Run:
         self.verdict: Any = None
         self._esp: EspProcess | None = None
         self._proxy: ChaosProxy | None = None
+        self._proxy_writer: LedgerWriter | None = None
+        self._webhook_url: str | None = None  # the proxy's, when it fronts the webhook path
         self._target: Target | None = None
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
@@ -293,6 +296,7 @@ class Run:
             ledger_dir=self.ledger_dir,
             log_path=self.logs_dir / "esp.log",
             ports=(smtp_port, http_port, control_port),
+            webhook_url=self._webhook_url,
         )
 
     def _crash_esp(self) -> str:
@@ -316,14 +320,17 @@ class Run:
         assert writer is not None
         esp = sc.esp
         http_port = None if esp.http_port is None else (esp.http_port or free_port())
-        self._esp = self._new_esp(esp.smtp_port, http_port, esp.control_port)
-        self._esp.start()
-        relay_to = (self._esp.smtp_host, self._esp.smtp_port)
+        smtp_port = esp.smtp_port or free_port()
+        relay_to = ("127.0.0.1", smtp_port)
+        esp_http = f"http://127.0.0.1:{http_port}" if http_port is not None else None
         if any(s.network is not None for s in sc.chaos):
-            self._proxy = ChaosProxy(
-                relay_to, seed=derive_seed(sc.seed, "proxy"), allow_remote=self.allow_remote
-            ).start()
-            relay_to = (self._proxy.host, self._proxy.port)
+            # Before the ESP: it must post its webhooks to the proxy, which must know the ESP's ports.
+            self._start_proxy(smtp_port, http_port)
+            relay_to = self._proxy.address("smtp")
+            if http_port is not None:
+                esp_http = "http://{}:{}".format(*self._proxy.address("http"))
+        self._esp = self._new_esp(smtp_port, http_port, esp.control_port)
+        self._esp.start()
         self.info.esp = EspInfo(
             smtp=f"{self._esp.smtp_host}:{self._esp.smtp_port}",
             http=self._esp.http_url,
@@ -331,14 +338,14 @@ class Run:
             pid=self._esp.pid,
         )
         if self._proxy is not None:
-            self.info.proxy = f"{self._proxy.host}:{self._proxy.port}"
+            self.info.proxy = {p: "{}:{}".format(*self._proxy.address(p)) for p in self._proxy.paths}
         self._write_info()
         ctx = TargetContext(
             run_dir=self.run_dir,
             ledger_dir=self.ledger_dir,
             seed=derive_seed(sc.seed, "target"),
             esp_smtp=relay_to,
-            esp_http=self._esp.http_url,
+            esp_http=esp_http,
             allow_remote=self.allow_remote,
         )
         self._endpoints = list(self._target.start(ctx))
@@ -374,6 +381,20 @@ class Run:
         probes = resolve_probes(sc.probes, self._target, sc.target.kind, allow_remote=self.allow_remote)
         self._prober = Prober(probes, writer)
         self._prober.start()
+
+    def _start_proxy(self, smtp_port: int, http_port: int | None) -> None:
+        """The chaos proxy on every path between the SUT and the ESP (SMTP, the HTTP APIs, the webhook
+        posts back), recording what its toxics did in ledger/proxy.jsonl."""
+        sc = self.scenario
+        self._proxy_writer = LedgerWriter(self.ledger_dir, "proxy")
+        self._proxy = ChaosProxy(
+            proxy_paths(sc.esp, smtp_port, http_port),
+            seed=derive_seed(sc.seed, "proxy"),
+            allow_remote=self.allow_remote,
+            ledger=self._proxy_writer,
+        ).start()
+        if sc.esp.webhooks is not None:
+            self._webhook_url = proxied_url(sc.esp.webhooks.url, self._proxy.address("webhooks"))
 
     def _await_load(self, progress: Progress) -> None:
         """Start the timeline at the load's zero: the intended time of its first arrival.
@@ -520,7 +541,7 @@ class Run:
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),
             ("target", lambda: self._target.stop() if self._target is not None else None),
-            ("proxy", lambda: self._proxy.stop() if self._proxy is not None else None),
+            ("proxy", self._stop_proxy),
             ("esp", lambda: self._esp.stop() if self._esp is not None else None),
         ]
         if self._writer is not None:
@@ -546,6 +567,12 @@ class Run:
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._reap(grace_s=1.0)
+
+    def _stop_proxy(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
+        if self._proxy_writer is not None:
+            self._proxy_writer.close()
 
     def _reap(self, *, grace_s: float) -> None:
         """End every process this run started that is still alive (a part left it behind)."""
@@ -584,7 +611,9 @@ class Run:
             for slo in self.verdict.slo:
                 actual = "n/a" if slo.actual is None else f"{slo.actual:g}"
                 mark = "ok  " if slo.passed else "FAIL"
-                print(f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit})", file=sys.stderr)
+                why = "" if slo.passed else f": {slo.detail}"
+                line = f"  {mark} {slo.name}: {actual} (target {slo.target:g} {slo.unit}){why}"
+                print(line, file=sys.stderr)
             print(self.verdict.headline, file=sys.stderr)
             print(f"verdict: {'PASS' if passed else 'FAIL'} - reports in {self.run_dir}", file=sys.stderr)
             return EXIT_OK if passed else EXIT_SLO_BREACHED

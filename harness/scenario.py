@@ -35,7 +35,7 @@ from pydantic import (
 import mailstorm.harness.targets
 from mailstorm.correlation import Correlation
 from mailstorm.errors import ConfigError, FieldError
-from mailstorm.fake_esp.spec import EspSpec, FaultSpec
+from mailstorm.fake_esp.spec import EspSpec, FaultSpec, Surface
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
 from mailstorm.harness.targets.base import REGISTRY
 from mailstorm.reports.spec import ReportSpec, SloSpec
@@ -102,11 +102,22 @@ DEFAULT_TARGET: dict[str, Any] = {"kind": "reference"}
 
 
 class EspOutage(_Frozen):
-    """The ESP goes away for the step's ``for``: ``refuse`` (connections refused, sessions cut),
-    ``hang`` (connections accepted, never answered), or ``crash`` (the fake ESP process is SIGKILLed and
-    a new one started on the same ports at the end: faults added at run time die with it)."""
+    """The whole ESP goes away for the step's ``for``: ``refuse`` (connections refused on every port but
+    control, open sessions and requests cut, no webhook posted), ``hang`` (connections accepted, never
+    answered; no webhook posted), or ``crash`` (the fake ESP process is SIGKILLed and a new one started
+    on the same ports at the end: faults added at run time die with it). ``on`` narrows refuse and hang
+    to some of the ESP's parts (``smtp``, ``http``, ``webhooks``; default: all)."""
 
     mode: Literal["refuse", "hang", "crash"] = "refuse"
+    on: tuple[Surface, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _narrow_what_can_be(self) -> EspOutage:
+        if self.mode == "crash" and self.on is not None:
+            raise ValueError(
+                "on: a crash takes the whole ESP process down; 'on' narrows refuse and hang only"
+            )
+        return self
 
 
 class TargetAction(_Frozen):
@@ -292,7 +303,24 @@ class Scenario(_Frozen):
                     ("chaos", i, "for"),
                     f"ends at {fmt_s(step.end)}, past the end of the load (duration {fmt_s(self.duration)})",
                 )
+            self._parts_exist(i, step)
         return self
+
+    def _parts_exist(self, i: int, step: ChaosStep) -> None:
+        """A step narrowed with ``on`` to a part this run does not have would touch nothing."""
+        narrowed = step.network.on if step.network is not None else None
+        if step.esp_outage is not None:
+            narrowed = step.esp_outage.on
+        missing = {
+            "http": (self.esp.http_port, "esp.http_port"),
+            "webhooks": (self.esp.webhooks, "esp.webhooks"),
+        }
+        for part in narrowed or ():
+            if part in missing and missing[part][0] is None:
+                raise FieldError(
+                    ("chaos", i, step.what, "on"),
+                    f"names {part}, which this run does not have (set {missing[part][1]})",
+                )
 
     def resolved(self) -> dict[str, Any]:
         """The scenario as JSON-able data with every default filled in (what ``scenario.yaml`` holds)."""

@@ -88,8 +88,9 @@ class RunInfo(_Model):
     """The runner's process id."""
     esp: EspInfo | None = None
     """The fake ESP, once started."""
-    proxy: str | None = None
-    """``host:port`` of the chaos proxy, when the scenario had network faults."""
+    proxy: dict[str, str] | None = None
+    """The chaos proxy's ``host:port`` per path it fronts (``smtp``, ``http``, ``webhooks``), when the
+    scenario had network faults."""
     endpoints: list[str] | int | None = None
     """The SUT's endpoints the load was sent to (a count in a run directory put together by hand): how
     many instances shared the load, for sizing."""

@@ -5,10 +5,16 @@ A scenario file is validated by pydantic, whose errors carry a location like ``(
 start mark of every mapping key and sequence item under its path, so ``Document.where(loc)`` can say
 "line 12". Duplicate keys, which YAML silently resolves to the last one, are refused here with their line:
 a scenario that says ``duration`` twice is a mistake worth naming.
+
+Booleans are YAML 1.2's: only ``true`` and ``false``. PyYAML follows YAML 1.1, which also reads ``yes``,
+``no``, ``on`` and ``off`` as booleans and so turns a field named ``on`` (an outage's, a toxic's) into the
+key ``True``. ``Loader`` is that safe loader with 1.2 booleans, for every YAML file mailstorm reads from
+a user; pydantic still takes ``yes`` or ``on`` where a boolean is expected.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +26,23 @@ from pydantic import ValidationError
 from mailstorm.errors import ConfigError
 
 Path_ = tuple[str | int, ...]
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans (``true``/``false`` only; see the module docstring)."""
+
+
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=Loader)
 
 
 @dataclass(frozen=True)
@@ -99,7 +122,7 @@ def load_yaml(path: str | Path) -> Document:
 
 def parse_yaml(text: str, *, name: str = "<string>") -> Document:
     try:
-        loader = yaml.SafeLoader(text)
+        loader = Loader(text)
     except yaml.reader.ReaderError as exc:  # the reader refuses control characters before any parsing
         line = text.count("\n", 0, exc.position) + 1
         raise ConfigError(f"{name}:{line}: not valid YAML: {exc.reason} (#x{exc.character:04x})") from None
@@ -129,9 +152,7 @@ def parse_yaml(text: str, *, name: str = "<string>") -> Document:
 MAX_NODES = 100_000
 
 
-def _record(
-    loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str
-) -> None:
+def _record(loader: Loader, node: yaml.Node, path: Path_, lines: dict[Path_, int], name: str) -> None:
     if len(lines) > MAX_NODES:
         raise ConfigError(
             f"{name}:{node.start_mark.line + 1}: {dotted(path) or 'file'}: more than {MAX_NODES:,} keys and "

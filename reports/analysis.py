@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
+from mailstorm.reports.effects import effects
 from mailstorm.reports.fate import NEVER, Messages, classify
 from mailstorm.reports.ingest import read_columns
 from mailstorm.reports.loadcheck import LoadCheck, check_load
@@ -122,6 +123,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
 
     windows = fault_windows(cols.timeline, t0, len(series))
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
+    for r, effect in zip(recs, effects(windows, recs, cols, t0, len(series)), strict=True):
+        r.no_effect, r.effect = effect.none, effect.as_dict()
     load_section = _load_section(run_dir)
     steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
@@ -153,6 +156,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         dropped=load_check.dropped,
         esp_unmatched=msgs.esp_unmatched,
         correlation=correlation if isinstance(correlation, str) else "header",
+        no_effect=[r.name for r in recs if r.no_effect],
     )
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())

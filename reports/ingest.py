@@ -13,10 +13,15 @@ contract allows them); a torn line (a writer killed mid-write) is skipped and co
 ``mailstorm.ledger.LedgerReader`` does; a line of a known kind that does not fit its declaration (a
 field missing or null, a damaged or hand-edited ledger) is read field by field from its JSON, missing
 fields taking the defaults below, and a value of the wrong type is a one-line error naming the file.
+Records that name the fault or toxic that acted on traffic (esp.fault, esp.replied, proxy.acted) are
+also counted per name and second (``Columns.acts``), so a fault window can be told whether its fault
+touched anything.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -32,6 +37,7 @@ from mailstorm.ledger import (
     ChaosBegin,
     ChaosEnd,
     EspAccepted,
+    EspFault,
     EspReplied,
     InvalidRecord,
     Kind,
@@ -40,6 +46,8 @@ from mailstorm.ledger import (
     LoadStarted,
     LoadSubmit,
     Probe,
+    ProxyActed,
+    ProxyUpstreamFailed,
     Record,
     RunEnded,
     RunPhase,
@@ -75,6 +83,7 @@ _COLUMNS: dict[type[Record], tuple[str, ...]] = {
         (SutRelayed, (SutRelayed.id, SutRelayed.code)),
         (SutHeld, (SutHeld.id,)),
         (SutQueue, (SutQueue.depth,)),
+        (ProxyUpstreamFailed, ()),
     )
 }  # fmt: skip
 _ID = key(LoadSubmit.id)  # every kind's correlation id is "id"
@@ -87,6 +96,11 @@ _BOOLS = {name for cls, names in _COLUMNS.items() for name in names if field_typ
 _BOOLS.add(_STOPPED)
 _TIMELINE_KINDS = {cls.kind for cls in _TIMELINE}
 _FLOATS = {key(LoadDropped.loop_lag_ms)}  # float64, NaN where a record lacks it
+# Records naming the fault (or chaos-proxy toxic) that acted: class -> the field that names it. A
+# listener's outage begin/end (an esp.fault with ``state``) is a change of state, not an action.
+_ACTORS: dict[type[Record], str] = {EspFault: "fault", EspReplied: "fault", ProxyActed: "toxic"}
+_ACTOR_KINDS = {str(cls.kind): name for cls, name in _ACTORS.items()}
+_NS = 1_000_000_000
 
 
 @dataclass
@@ -112,6 +126,7 @@ class Columns:
     torn_lines: int = 0
     files: int = 0
     skipped: int = 0  # timeline lines that do not fit their declaration (a damaged or foreign ledger)
+    acts: dict[str, Counter[int]] = field(default_factory=dict)  # fault/toxic name -> {epoch s: records}
 
     def table(self, kind: str) -> Table:
         return self.tables[str(kind)]
@@ -141,10 +156,11 @@ def read_columns(ledger_dir: Path) -> Columns:
     """Parse every ``*.jsonl`` under ``ledger_dir`` into ``Columns``."""
     interner: dict[str, int] = {}
     accs = {cls: _Acc(names, interner) for cls, names in _COLUMNS.items()}
-    getters = {cls: attrgetter(*names) for cls, names in _COLUMNS.items()}
+    getters = {cls: _row_getter(names) for cls, names in _COLUMNS.items()}
     by_kind = {cls.kind: cls for cls in _COLUMNS}
     timeline: list[Record] = []
     torn = skipped = 0
+    acts: dict[str, Counter[int]] = {}
     files = sorted(Path(ledger_dir).glob(f"*{LEDGER_SUFFIX}"))
     for path in files:
         pending: dict[type[Record], list[tuple[Any, ...]]] = {cls: [] for cls in accs}
@@ -161,6 +177,11 @@ def read_columns(ledger_dir: Path) -> Columns:
                     kind = loose["k"]
                     if not isinstance(kind, str):
                         continue
+                    actor = _ACTOR_KINDS.get(kind)
+                    t = loose.get("t")
+                    # (a damaged time is the tables' to report, not this count's)
+                    if actor and (name := loose.get(actor)) and "state" not in loose and isinstance(t, int):
+                        acts.setdefault(str(name), Counter())[t // _NS] += 1
                     cls = by_kind.get(kind)
                     if cls is not None:
                         pending[cls].append(tuple(loose.get(n) for n in _COLUMNS[cls]))
@@ -168,6 +189,9 @@ def read_columns(ledger_dir: Path) -> Columns:
                         skipped += 1
                     continue
                 cls = type(rec)
+                actor = _ACTORS.get(cls)
+                if actor and (name := getattr(rec, actor)) and getattr(rec, "state", None) is None:
+                    acts.setdefault(str(name), Counter())[rec.t // _NS] += 1
                 rows = pending.get(cls)
                 if rows is not None:
                     rows.append(getters[cls](rec))
@@ -187,6 +211,7 @@ def read_columns(ledger_dir: Path) -> Columns:
         torn_lines=torn,
         files=len(files),
         skipped=skipped,
+        acts=acts,
     )
 
 
@@ -198,6 +223,14 @@ def _loose(raw: bytes) -> dict[str, Any] | None:
         # Only a kill in the middle of a write produces this (or a blank line).
         return None
     return rec if isinstance(rec, dict) and "k" in rec else None
+
+
+def _row_getter(names: tuple[str, ...]) -> Callable[[Record], tuple[Any, ...]]:
+    """The fields ``names`` of a record as a tuple (attrgetter of one name gives the bare value)."""
+    if len(names) > 1:
+        return attrgetter(*names)
+    (name,) = names
+    return lambda rec: (getattr(rec, name),)
 
 
 def _add(acc: _Acc, rows: list[tuple[Any, ...]], path: Path, kind: Kind) -> None:

@@ -27,7 +27,7 @@ and first passed again after that, relative to the fault's start and end.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ class Window:
     start_s: float  # from the run's start
     end_s: float
     what: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the chaos step's own settings
 
 
 @dataclass
@@ -70,6 +71,9 @@ class Recovery:
     delayed: int
     probe_noticed_s: float | None
     probe_cleared_s: float | None
+    # Whether the fault touched anything (mailstorm.reports.effects), filled in by the analysis.
+    no_effect: bool = False
+    effect: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,10 +91,14 @@ def fault_windows(timeline: list[Record], t0_ns: int, end_s: float) -> list[Wind
             open_.setdefault(name, []).append(rec)
         elif open_.get(name):
             b = open_[name].pop(0)
-            found.append(Window(name, (b.t - t0_ns) / _NS, (rec.t - t0_ns) / _NS, b.what))
+            found.append(Window(name, (b.t - t0_ns) / _NS, (rec.t - t0_ns) / _NS, b.what, _params(b)))
     for name, begins in open_.items():
-        found.extend(Window(name, (b.t - t0_ns) / _NS, end_s, b.what) for b in begins)
+        found.extend(Window(name, (b.t - t0_ns) / _NS, end_s, b.what, _params(b)) for b in begins)
     return sorted(found, key=lambda w: (w.start_s, w.end_s))
+
+
+def _params(rec: ChaosBegin) -> dict[str, Any]:
+    return rec.params if isinstance(rec.params, dict) else {}
 
 
 def recoveries(

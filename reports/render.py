@@ -60,7 +60,20 @@ def pct(part: int, whole: int) -> str:
     return f"{share:.2f}%" if share >= 0.01 or part == 0 else "<0.01%"
 
 
-_env.globals.update(num=num, ms=ms, secs=secs, pct=pct, outcome_names=OUTCOMES)
+def effect_text(fault: dict[str, Any]) -> str:
+    """A fault window's effect in a few words: "no effect", or what the ledgers show of it."""
+    if fault.get("no_effect"):
+        return "no effect"
+    e = fault.get("effect") or {}
+    parts = [
+        f"{e['acted']:,} acted" if e.get("acted") else "",
+        f"{e['failed']:,} failed" if e.get("failed") else "",
+    ]
+    parts.append("impact" if e.get("impacted") else "")
+    return ", ".join(p for p in parts if p) or "—"
+
+
+_env.globals.update(num=num, ms=ms, secs=secs, pct=pct, effect_text=effect_text, outcome_names=OUTCOMES)
 
 
 def headline(a: Analysis) -> str:

@@ -5,7 +5,9 @@ is ``max_dropped`` (arrivals the generator planned and could not send, against a
 the planned arrivals: a load that did not happen is not a load the pipeline survived). The
 latency objectives are judged on the end-to-end percentiles of delivered messages (a lost message has
 no latency; it is judged by ``max_lost``). ``max_recovery_s`` is judged on the slowest fault window; a
-window that never recovered fails it; a run with no fault window passes it and says so.
+window that never recovered fails it, and so does a window whose fault had no effect (nothing was
+refused, delayed, cut or failed in it: mailstorm.reports.effects), since it tested no recovery; a run
+with no fault window passes it and says so.
 ``min_throughput`` is judged on the messages first delivered during the load phase, per second of it.
 A run that submitted no message at all fails (an extra ``submitted`` result): it tested nothing. A run
 whose correlation broke fails too (an extra ``correlation`` result): messages counted ``uncorrelated``
@@ -14,6 +16,7 @@ may have been delivered or lost, and nobody can say which (``correlation_failure
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +48,7 @@ def judge(
     dropped: int = 0,
     esp_unmatched: int = 0,
     correlation: str = "header",
+    no_effect: Sequence[str] = (),
 ) -> list[SloResult]:
     out: list[SloResult] = []
     if counts["submitted"] == 0:
@@ -79,6 +83,14 @@ def judge(
         target = slo.max_recovery_s
         if not recover_s:
             out.append(SloResult("max_recovery_s", target, None, True, "s", "no fault window in this run"))
+        elif no_effect:
+            names, it = ", ".join(no_effect), "it" if len(no_effect) == 1 else "them"
+            detail = (
+                f"{len(no_effect)} of {len(recover_s)} fault window(s) had no effect ({names}): nothing was "
+                f"refused, delayed, cut or failed in {it}, so no recovery was tested, limit {target:g} s"
+            )
+            worst = None if any(r is None for r in recover_s) else max(recover_s)
+            out.append(SloResult("max_recovery_s", target, worst, False, "s", detail))
         elif any(r is None for r in recover_s):
             never = sum(r is None for r in recover_s)
             detail = f"{never} of {len(recover_s)} fault window(s) never recovered, limit {target:g} s"

@@ -3,7 +3,8 @@
 ``start(ctx)`` is what mailstorm.fake_esp.server calls in each worker (``ctx``: its WorkerContext, sharing the
 worker's engine, ledger writer and counters) when ``--http-port`` or ``--webhook-url``/``--webhooks``
 is given: it serves every ESP API on ``spec.http_port`` and, when ``spec.webhooks`` is set, posts events
-for every message the worker accepts (SMTP or HTTP) through a WebhookPoster.
+for every message the worker accepts (SMTP or HTTP) through a WebhookPoster, which holds its posts while
+an outage takes the webhooks down.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ async def start(ctx: Any) -> HttpSide:
             ledger,
             default_format=profile.api if profile else None,
             correlation_header=spec.correlation_header,
+            outage=lambda: ctx.engine.outage("webhooks"),
         )
         await poster.start()
         ctx.accepted_hooks.append(poster.notify)

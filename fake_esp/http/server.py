@@ -14,6 +14,12 @@ One request is one step of phase ``http``: the API parses it (a bad request gets
     hang           no answer until the outage ends (the client times out), then the connection is cut
     tarpit         the normal (or the fault's) answer written one byte per ``byte_delay_s``
 
+An outage that takes the HTTP APIs down (``on`` names http, the default) is followed by an OutageWatch
+(mailstorm.fake_esp.outage_watch) as the SMTP listener's is: in refuse mode the listening socket closes
+(new connections are refused by the kernel) and every open connection, kept-alive ones included, is
+reset (an esp.replied cut record each, naming the outage); it listens again on the same port at the end.
+In hang mode the listener stays open and every request hangs (above).
+
 It shares the SMTP server's engine, ledger writer and counters when started beside it (same event loop),
 so one throttle fault with phase [data, http] and one ledger cover both protocols.
 """
@@ -35,8 +41,9 @@ from aiohttp import web
 
 from mailstorm.correlation import Correlation, carried_id
 from mailstorm.fake_esp.apis import API_REGISTRY, BadRequest, EspApi, RateInfo, Submission
-from mailstorm.fake_esp.engine import Engine
+from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
 from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
 
@@ -92,22 +99,64 @@ class HttpApiServer:
             for method, path in api.routes:
                 self.app.router.add_route(method, path, self._handler(api))
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._bind: tuple[str, bool] = ("127.0.0.1", False)
+        self.watch = OutageWatch(engine, "http", ledger, close=self._go_down, reopen=self._reopen)
         self.port: int | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> int:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         # reuse_port: N worker processes share the port, as their SMTP listeners do (SO_REUSEPORT).
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
-        await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self._bind = (host, reuse_port)
+        self.port = port
+        await self._listen()
+        self.watch.start()
         return self.port
 
+    async def _listen(self) -> None:
+        """Listen on ``self.port`` (0 the first time: any free one, kept for a reopen after an outage)."""
+        assert self._runner is not None and self._runner.server is not None
+        host, reuse_port = self._bind
+        self._listener = await asyncio.get_running_loop().create_server(
+            self._runner.server,
+            host,
+            self.port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+
     async def stop(self) -> None:
+        self.watch.stop()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _go_down(self, outage: Outage) -> None:
+        """A refuse outage begins: stop accepting, reset every open connection (a cut record each)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else []:
+            transport = handler.transport
+            if transport is None or transport.is_closing():
+                continue
+            peer = transport.get_extra_info("peername")
+            self._cut(None, None, peer[0] if peer else "", outage.fault, None, "refuse")
+            _abort(transport)
+
+    async def _reopen(self) -> None:
+        if self._listener is None and self._runner is not None:
+            await self._listen()
+
+    def _refusing(self) -> bool:
+        return self.watch.outage is not None and self.watch.outage.mode == "refuse"
 
     # -- one request -------------------------------------------------------------------------------
     def _handler(self, api: EspApi):
@@ -159,6 +208,11 @@ class HttpApiServer:
             )
         if action.delay_s > 0:
             await asyncio.sleep(action.delay_s)
+            if self._refusing():  # the ESP went down while the request waited: it is gone with it
+                outage = self.watch.outage
+                self._cut(api, session, peer, outage.fault if outage else None, corr, "refuse")
+                _reset(request)
+                return web.Response(status=204)
         if action.kind == REPLY and action.reply is not None:
             resp = self._fault_answer(api, action)
             return self._refuse(api, session, peer, resp, action.reply.text, action.fault, corr)
@@ -168,7 +222,7 @@ class HttpApiServer:
             return web.Response(status=204)  # never reaches the client: the transport is gone
         if action.kind == HANG:
             self._cut(api, session, peer, action.fault, corr, "hang")
-            outage = self.engine.outage()
+            outage = self.engine.outage("http")
             wait = (outage.until - time.time()) if outage is not None else HANG_MAX_S
             await asyncio.sleep(max(0.0, min(wait, HANG_MAX_S)))
             _reset(request)
@@ -281,11 +335,19 @@ class HttpApiServer:
             self.counters.replies[f"http-{resp.status}"] += 1  # apart from SMTP codes
         return resp
 
-    def _cut(self, api: EspApi, session: str, peer: str, fault: str | None, corr: str | None, how: str):
+    def _cut(
+        self,
+        api: EspApi | None,
+        session: str | None,
+        peer: str,
+        fault: str | None,
+        corr: str | None,
+        how: str,
+    ) -> None:
         self.ledger.write(
             EspReplied(
                 proto="http",
-                api=api.name,
+                api=api.name if api is not None else None,
                 phase="http",
                 code=None,
                 text=how,
@@ -304,6 +366,10 @@ def _reset(request: web.Request) -> None:
     transport = request.transport
     if transport is None or transport.is_closing():
         return
+    _abort(transport)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:

@@ -13,6 +13,11 @@ esp_id, rcpt, event_id, url, status (HTTP status, null when no answer), attempt 
 event, which is never posted), fault (null | "drop" | "duplicate" | "reorder" | "delay"), copy (1 for the
 second post of a duplicated event), final (true on the last attempt: delivered, given up, or out of
 retries), ok. So the ledger says which events were posted twice, which never, and which the URL missed.
+
+An ESP outage that takes the webhooks down (``outage`` returns it; the outage fault's ``on`` names
+webhooks, the default) holds every POST until it ends: a down ESP posts nothing. Each held POST writes
+one esp.fault record first (ftype outage, phase "webhook", action "hold", proto "webhooks", events: how
+many it carries, delay_s: how long the outage has left).
 """
 
 from __future__ import annotations
@@ -24,19 +29,22 @@ import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from mailstorm.fake_esp.engine import Outage
 from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
 from mailstorm.fake_esp.webhooks.formats import Event, render
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
-from mailstorm.ledger import CORRELATION_HEADER, EspWebhook, LedgerWriter
+from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspWebhook, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.webhooks")
 REORDER_HOLD_S = 1.0
 MAX_IN_FLIGHT = 16  # concurrent POSTs: a real ESP spreads its posts; 16 keeps a small receiver busy
+HOLD_POLL_S = 0.02  # how often a held POST looks whether the outage is over (the listeners' tick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +65,10 @@ class WebhookPoster:
         *,
         default_format: str | None = None,
         correlation_header: str = CORRELATION_HEADER,
+        outage: Callable[[], Outage | None] | None = None,
     ) -> None:
         self.spec = spec
+        self._outage = outage
         self.ledger = ledger
         self.default_format = default_format
         self.header = correlation_header
@@ -186,6 +196,7 @@ class WebhookPoster:
         try:
             while True:
                 attempt += 1
+                await self._hold(len(batch))
                 status, error = await self._send(body, headers)
                 ok = status is not None and 200 <= status < 300
                 out_of_retries = no_retry or attempt > len(schedule) or status in policy.give_up_on
@@ -197,6 +208,22 @@ class WebhookPoster:
                 await asyncio.sleep(schedule[attempt - 1])
         finally:
             self.pending -= len(batch)
+
+    async def _hold(self, events: int) -> None:
+        """Wait while an outage takes the webhooks down (a down ESP posts nothing); record the hold."""
+        outage = self._outage() if self._outage is not None else None
+        if outage is None:
+            return
+        self.ledger.write(
+            EspFault(
+                fault=outage.fault, ftype="outage", phase="webhook", action="hold",
+                delay_s=round(max(outage.until - time.time(), 0.0), 3), session=None, proto="webhooks",
+                events=events,
+            )
+        )  # fmt: skip
+        while outage is not None:
+            await asyncio.sleep(HOLD_POLL_S)  # polling the outage's end, which the engine knows
+            outage = self._outage()
 
     async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
         assert self._session is not None

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mailstorm.errors import ConfigError
+from mailstorm.yamlload import safe_load
 
 
 class _Frozen(BaseModel):
@@ -70,7 +71,7 @@ def parse_webhook_spec(data: Any, *, where: str = "webhooks") -> WebhookSpec:
     """Validate a mapping (from YAML/JSON or the CLI) into a WebhookSpec; ConfigError names the field."""
     if isinstance(data, str):
         try:
-            data = yaml.safe_load(data)
+            data = safe_load(data)
         except yaml.YAMLError as exc:  # its text spans lines: keep the error one line
             mark = getattr(exc, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark is not None else ""

@@ -5,6 +5,11 @@ client -> server, i.e. the SUT talking to the ESP; ``downstream`` is server -> c
 cut them into pieces, drop them or reset the connection. Toxics are chained in the order they were added;
 each calls ``send`` to pass (possibly changed) bytes on to the next one. ``toxicity`` is drawn by the
 proxy, not the toxic: once per connection and toxic, from the proxy's seeded RNG.
+
+A proxy fronts one or more paths (``smtp``: the SUT to the ESP's SMTP listener, ``http``: to its HTTP
+APIs, ``webhooks``: the ESP's event posts back to the SUT); a toxic acts on every path unless its ``on``
+narrows it. A toxic that holds bytes back, cuts or swallows them calls ``link.acted`` (the proxy records
+it in the ledger once per connection and toxic), so a run can tell a toxic that touched nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 Stream = Literal["upstream", "downstream", "both"]
+Path = Literal["smtp", "http", "webhooks"]
+PATHS: tuple[str, ...] = ("smtp", "http", "webhooks")
 Send = Callable[[bytes], Awaitable[None]]
 
 
@@ -29,12 +36,14 @@ class ToxicSpecBase(BaseModel):
     name: str | None = None
     stream: Stream = "downstream"
     toxicity: float = Field(1.0, ge=0.0, le=1.0)
+    on: tuple[Path, ...] | None = Field(None, min_length=1, description="the paths it acts on; None: all")
 
 
 class Link(Protocol):
     """One direction of one proxied connection, as a toxic sees it."""
 
     direction: str  # "upstream" | "downstream"
+    path: str  # the route the connection took: "smtp" | "http" | "webhooks"
     rng: random.Random  # this connection's own RNG (seeded from the proxy's)
     opened: float  # loop time the client connected
     state: dict[str, Any]  # per-link scratch space for stateful toxics (keyed by toxic name)
@@ -45,6 +54,11 @@ class Link(Protocol):
 
     def close(self) -> None:
         """Close both sides quietly (FIN)."""
+        ...
+
+    def acted(self, toxic: Any, action: str) -> None:
+        """``toxic`` changed this connection's bytes (delay, throttle, reset, blackhole, slice): recorded
+        in the ledger the first time per connection and toxic."""
         ...
 
 

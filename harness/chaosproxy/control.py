@@ -1,6 +1,7 @@
 """The proxy's optional HTTP control surface (loopback, JSON), mirroring the function API:
 
-GET    /health            {"ok": true, "listen": "host:port", "upstream": "host:port"}
+GET    /health            {"ok": true, "listen": "host:port", "upstream": "host:port",
+                           "paths": {path: {"listen", "upstream"}}} (listen/upstream: the first path's)
 GET    /toxics            [{name, type, stream, toxicity, ...}]
 POST   /toxics            body = a toxic spec; 201 {"name": ...}; 400 {"error": "...names the field..."}
 DELETE /toxics/{name}     204; 404 when no such toxic
@@ -23,7 +24,11 @@ def build_app(proxy: ProxyServer) -> web.Application:
     async def health(request: web.Request) -> web.Response:
         host, port = proxy.address
         up = f"{proxy.upstream[0]}:{proxy.upstream[1]}"
-        return web.json_response({"ok": True, "listen": f"{host}:{port}", "upstream": up})
+        paths = {
+            name: {"listen": "{}:{}".format(*proxy.address_of(name)), "upstream": f"{u[0]}:{u[1]}"}
+            for name, u in proxy.upstreams.items()
+        }
+        return web.json_response({"ok": True, "listen": f"{host}:{port}", "upstream": up, "paths": paths})
 
     @routes.get("/toxics")
     async def list_toxics(request: web.Request) -> web.Response:

@@ -2,14 +2,17 @@
 
 The proxy's event loop runs in a daemon thread of the calling process, so it needs no process of its
 own and cannot outlive the run (a crash or Ctrl-C of the runner takes it down too); ``stop`` closes every
-connection and the listener. Calls cross into the loop thread and wait for the result, so a toxic added
-by ``add_toxic`` is active when the call returns.
+connection and the listeners. One proxy fronts one or more paths, each its own listening port to its own
+upstream (the runner's: ``smtp``, ``http``, ``webhooks``); ``address(path)`` says where each listens.
+Calls cross into the loop thread and wait for the result, so a toxic added by ``add_toxic`` is active
+when the call returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -19,6 +22,7 @@ from mailstorm.errors import HarnessError
 from mailstorm.harness.chaosproxy.base import ToxicSpecBase
 from mailstorm.harness.chaosproxy.control import build_app
 from mailstorm.harness.chaosproxy.server import ProxyServer
+from mailstorm.ledger import LedgerWriter
 from mailstorm.netguard import check_address
 
 CALL_TIMEOUT_S = 10.0
@@ -27,21 +31,27 @@ CALL_TIMEOUT_S = 10.0
 class ChaosProxy:
     """A TCP proxy from ``listen`` to ``upstream`` with switchable toxics.
 
-    ``control_port``: None = no HTTP control; 0 = a free loopback port; else that port.
+    ``upstream``: one (host, port), which is the path ``smtp``; or a mapping path -> (host, port), one
+    listening port each (``listen`` is the first one's; the others take free ports on its host).
+    ``control_port``: None = no HTTP control; 0 = a free loopback port; else that port. ``ledger``:
+    where toxic actions and upstream failures are recorded (none: not recorded).
     """
 
     def __init__(
         self,
-        upstream: tuple[str, int],
+        upstream: tuple[str, int] | Mapping[str, tuple[str, int]],
         *,
         listen: tuple[str, int] = ("127.0.0.1", 0),
         seed: int = 0,
         control_port: int | None = None,
         allow_remote: bool = False,
+        ledger: LedgerWriter | None = None,
     ) -> None:
-        check_address(upstream[0], allow_remote=allow_remote, what="chaos proxy upstream")
+        upstreams = dict(upstream) if isinstance(upstream, Mapping) else {"smtp": upstream}
+        for host, _ in upstreams.values():
+            check_address(host, allow_remote=allow_remote, what="chaos proxy upstream")
         check_address(listen[0], allow_remote=allow_remote, what="chaos proxy listen address")
-        self._server = ProxyServer(upstream, listen=listen, seed=seed)
+        self._server = ProxyServer(upstreams, listen=listen, seed=seed, ledger=ledger)
         self._control_port = control_port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -142,3 +152,11 @@ class ChaosProxy:
     @property
     def upstream(self) -> tuple[str, int]:
         return self._server.upstream
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(self._server.upstreams)
+
+    def address(self, path: str) -> tuple[str, int]:
+        """Where ``path`` listens (after ``start``)."""
+        return self._call(self._server.address_of, path)

@@ -1,10 +1,13 @@
-"""The asyncio TCP proxy itself: accepts on a loopback port, connects each client to the upstream, and
-runs the bytes of each direction through the active toxics.
+"""The asyncio TCP proxy itself: accepts on one loopback port per path, connects each client to that
+path's upstream, and runs the bytes of each direction through the active toxics for that path.
 
 Each direction of a connection is a reader task feeding a bounded queue (each chunk stamped with its
 arrival time) and a writer loop that runs the toxic chain per chunk, so a latency toxic is a delay line
 (bytes leave ``ms`` after they arrived) and a slow toxic back-pressures the sender through the queue.
 Toxics can be added and removed while connections are open; a change applies from the next chunk.
+
+With a ledger, the proxy writes proxy.acted the first time a toxic acts on a connection and
+proxy.upstream.failed when it cannot reach a path's upstream (mailstorm.ledger documents both).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.harness.chaosproxy.base import Send, ToxicSpecBase
 from mailstorm.harness.chaosproxy.spec import build_toxic, parse_toxic
+from mailstorm.ledger import LedgerWriter, ProxyActed, ProxyUpstreamFailed
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +46,13 @@ def _rst(writer: asyncio.StreamWriter) -> None:
 class _Connection:
     """One proxied client connection: both sockets, its RNG and its per-toxic toxicity decisions."""
 
-    def __init__(self, cid: int, rng: random.Random, opened: float) -> None:
+    def __init__(self, cid: int, path: str, rng: random.Random, opened: float) -> None:
         self.cid = cid
+        self.path = path
         self.rng = rng
         self.opened = opened
         self.decisions: dict[str, bool] = {}
+        self.acted: set[str] = set()  # toxics already recorded as having acted on this connection
         self.writers: list[asyncio.StreamWriter] = []
         self.task: asyncio.Task | None = None
         self.was_reset = False
@@ -73,9 +79,11 @@ class _Connection:
 class _Link:
     """One direction of a connection (the ``Link`` a toxic sees)."""
 
-    def __init__(self, conn: _Connection, direction: str) -> None:
+    def __init__(self, conn: _Connection, direction: str, ledger: LedgerWriter | None) -> None:
         self.conn = conn
         self.direction = direction
+        self.path = conn.path
+        self._ledger = ledger
         self.rng = conn.rng
         self.opened = conn.opened
         self.state: dict[str, Any] = {}
@@ -86,43 +94,81 @@ class _Link:
     def close(self) -> None:
         self.conn.close()
 
+    def acted(self, toxic: Any, action: str) -> None:
+        name = toxic.name
+        if self._ledger is None or name in self.conn.acted:
+            return
+        self.conn.acted.add(name)
+        self._ledger.write(
+            ProxyActed(
+                toxic=name, type=toxic.spec.type, path=self.path, conn=self.conn.cid,
+                direction=self.direction, action=action,
+            )
+        )  # fmt: skip
+
 
 class ProxyServer:
-    """The proxy on the running event loop. ``start`` binds; ``add_toxic``/``remove_toxic`` change it live."""
+    """The proxy on the running event loop. ``start`` binds every path; ``add_toxic``/``remove_toxic``
+    change it live. ``upstreams``: path name -> (host, port); ``listen`` is the first path's address
+    (the others listen on free ports of its host)."""
 
     def __init__(
-        self, upstream: tuple[str, int], *, listen: tuple[str, int] = ("127.0.0.1", 0), seed: int = 0
+        self,
+        upstreams: Mapping[str, tuple[str, int]],
+        *,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+        seed: int = 0,
+        ledger: LedgerWriter | None = None,
     ):
-        self.upstream = upstream
+        if not upstreams:
+            raise ValueError("a proxy needs at least one path")
+        self.upstreams = dict(upstreams)
         self.listen = listen
+        self.ledger = ledger
         self._rng = random.Random(seed)
         self._toxics: dict[str, Any] = {}
         self._conns: set[_Connection] = set()
         self._ids = itertools.count(1)
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: dict[str, asyncio.AbstractServer] = {}
         self.counters = {"connections": 0, "upstream_failed": 0, "resets": 0, "bytes_up": 0, "bytes_down": 0}
 
     @property
+    def upstream(self) -> tuple[str, int]:
+        """The first path's upstream."""
+        return next(iter(self.upstreams.values()))
+
+    @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None, "proxy not started"
-        host, port = self._server.sockets[0].getsockname()[:2]
+        """The first path's listening address."""
+        return self.address_of(next(iter(self.upstreams)))
+
+    def address_of(self, path: str) -> tuple[str, int]:
+        server = self._servers.get(path)
+        assert server is not None, f"proxy path {path!r} not started"
+        host, port = server.sockets[0].getsockname()[:2]
         return host, port
 
     async def start(self) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._handle, self.listen[0], self.listen[1])
+        for i, path in enumerate(self.upstreams):
+            port = self.listen[1] if i == 0 else 0
+
+            async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter, path: str = path) -> None:
+                await self._handle(path, r, w)
+
+            self._servers[path] = await asyncio.start_server(handle, self.listen[0], port)
         return self.address
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers.values():
+            server.close()
         for conn in list(self._conns):
             conn.close()
         tasks = [c.task for c in self._conns if c.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in self._servers.values():
+            await server.wait_closed()
+        self._servers.clear()
 
     # -- toxics --------------------------------------------------------------------------------------
     def add_toxic(self, raw: dict[str, Any] | ToxicSpecBase) -> str:
@@ -153,14 +199,17 @@ class ProxyServer:
         return [
             t
             for t in self._toxics.values()
-            if t.spec.stream in (link.direction, "both") and link.conn.applies(t.name, t.spec.toxicity)
+            if t.spec.stream in (link.direction, "both")
+            and (t.spec.on is None or link.path in t.spec.on)
+            and link.conn.applies(t.name, t.spec.toxicity)
         ]
 
     # -- connections ---------------------------------------------------------------------------------
-    async def _handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(
-            next(self._ids), random.Random(self._rng.getrandbits(64)), asyncio.get_running_loop().time()
-        )
+    async def _handle(
+        self, path: str, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
+    ) -> None:
+        rng = random.Random(self._rng.getrandbits(64))
+        conn = _Connection(next(self._ids), path, rng, asyncio.get_running_loop().time())
         conn.task = asyncio.current_task()
         conn.writers.append(c_writer)
         self._conns.add(conn)
@@ -168,17 +217,22 @@ class ProxyServer:
         try:
             try:
                 u_reader, u_writer = await asyncio.wait_for(
-                    asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
+                    asyncio.open_connection(*self.upstreams[path]), CONNECT_TIMEOUT_S
                 )
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError) as exc:
                 # The upstream is down: the client sees its connection reset, as it would see a refusal.
                 self.counters["upstream_failed"] += 1
+                if self.ledger is not None:
+                    why = f"{type(exc).__name__}: {exc}"[:200]
+                    self.ledger.write(ProxyUpstreamFailed(path=path, conn=conn.cid, error=why))
                 _rst(c_writer)
                 return
             conn.writers.append(u_writer)
             pumps = [
-                asyncio.create_task(self._pump(c_reader, u_writer, _Link(conn, "upstream"), "bytes_up")),
-                asyncio.create_task(self._pump(u_reader, c_writer, _Link(conn, "downstream"), "bytes_down")),
+                asyncio.create_task(self._pump(c_reader, u_writer, self._link(conn, "upstream"), "bytes_up")),
+                asyncio.create_task(
+                    self._pump(u_reader, c_writer, self._link(conn, "downstream"), "bytes_down")
+                ),
             ]
             try:
                 # Both directions run until each has seen EOF (half-closes pass through); a broken socket
@@ -196,6 +250,9 @@ class ProxyServer:
             for w in conn.writers:
                 w.close()
             self._conns.discard(conn)
+
+    def _link(self, conn: _Connection, direction: str) -> _Link:
+        return _Link(conn, direction, self.ledger)
 
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link, counter: str

@@ -49,6 +49,8 @@ class Kind(StrEnum):
     SUT_BOUNCED = "sut.bounced"
     SUT_QUEUE = "sut.queue"
     SUT_HELD = "sut.held"
+    PROXY_ACTED = "proxy.acted"
+    PROXY_UPSTREAM_FAILED = "proxy.upstream.failed"
     RUN_STARTED = "run.started"
     RUN_PHASE = "run.phase"
     RUN_ENDED = "run.ended"
@@ -148,28 +150,32 @@ class EspReplied(Record, kw_only=True):
 
 
 class EspFault(Record, kw_only=True):
-    """A fault decision that changed something (a delay, a reply, a cut, a tarpit, a hang), or the start
-    and end of an outage on the SMTP listener (``phase`` ``listener``)."""
+    """A fault decision that changed something (a delay, a reply, a cut, a tarpit, a hang); the start and
+    end of an outage on a listener (``phase`` ``listener``: a state change, not an action on traffic); or
+    a webhook POST an outage held (``phase`` ``webhook``, ``action`` ``hold``)."""
 
     fault: str
     """The fault's name."""
     ftype: str
     """Its type (``latency``, ``reply``, ``throttle``, ``outage``...)."""
     phase: str
-    """The SMTP phase it acted at, ``http``, or ``listener`` for an outage's start and end."""
+    """The SMTP phase it acted at, ``http``, ``listener`` for an outage's start and end, or ``webhook``."""
     action: str
     """``delay``, ``reply``, ``disconnect``, ``tarpit`` or ``hang``; for the listener: ``refuse`` or
-    ``hang`` (the outage's mode)."""
+    ``hang`` (the outage's mode); ``hold`` for a webhook POST."""
     delay_s: float
-    """Seconds it delayed the step (0 when it did not)."""
+    """Seconds it delayed the step (0 when it did not); for a held POST, how long the outage had left."""
     session: str | None
     """The SMTP session or HTTP request; null for the listener."""
     state: str | None = None
     """Listener records only: ``begin`` or ``end`` of the outage."""
     proto: str | None = None
-    """HTTP records only: ``http``."""
+    """``http`` for HTTP records; for listener records the listener (``smtp`` | ``http``); ``webhooks``
+    for a held POST."""
     api: str | None = None
     """HTTP records only: the API."""
+    events: int | None = None
+    """A held webhook POST: how many events it carries."""
 
 
 class EspWebhook(Record, kw_only=True):
@@ -374,6 +380,39 @@ class SutHeld(Record, kw_only=True):
     """The target kind that listed it."""
 
 
+# -- the chaos proxy (in the runner's process; source "proxy") ------------------------------------------
+
+
+class ProxyActed(Record, kw_only=True):
+    """A toxic acted on a proxied connection: once per connection and toxic, the first time it did (a
+    latency, bandwidth or slicer toxic only when it held bytes back)."""
+
+    toxic: str
+    """Its name: the timeline step's label unless named."""
+    type: str
+    """The toxic's type (``latency``, ``bandwidth``, ``reset``, ``blackhole``, ``slicer``)."""
+    path: str
+    """Which route the connection took: ``smtp``, ``http`` or ``webhooks``."""
+    conn: int
+    """The proxy's connection number."""
+    direction: str
+    """``upstream`` or ``downstream``."""
+    action: str
+    """``delay``, ``throttle``, ``reset``, ``blackhole`` or ``slice``."""
+
+
+class ProxyUpstreamFailed(Record, kw_only=True):
+    """The proxy accepted a client but could not reach the upstream (refused, timed out) and reset the
+    client. Through the proxy, a refusing ESP looks like this to the SUT."""
+
+    path: str
+    """The route: ``smtp``, ``http`` or ``webhooks``."""
+    conn: int
+    """The proxy's connection number."""
+    error: str
+    """Why the upstream could not be reached."""
+
+
 # -- the run's timeline (the runner) ---------------------------------------------------------------------
 
 
@@ -470,7 +509,7 @@ RECORDS: dict[Kind, type[Record]] = {
     for cls in (
         EspAccepted, EspReplied, EspFault, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
-        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld,
+        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
     )
 }  # fmt: skip

@@ -137,3 +137,18 @@ def test_outage_window():
     assert engine.decide("rcpt", Context()).kind == "hang"
     clock.now += 3
     assert engine.outage() is None and engine.entries() == []
+
+
+def test_an_outage_takes_every_part_down_unless_on_narrows_it():
+    """By default an outage is in force for SMTP, HTTP and the webhooks, and hangs SMTP steps and HTTP
+    requests alike; ``on: [smtp]`` leaves the HTTP APIs and the webhooks alone."""
+    engine = Engine(0, clock=Clock())
+    engine.add({"type": "outage", "duration_s": 3, "mode": "hang", "name": "all"})
+    assert {s: engine.outage(s).fault for s in ("smtp", "http", "webhooks")} == dict.fromkeys(
+        ("smtp", "http", "webhooks"), "all"
+    )
+    assert engine.decide("http", Context()).kind == engine.decide("eod", Context()).kind == "hang"
+    engine.reset()
+    engine.add({"type": "outage", "duration_s": 3, "mode": "hang", "on": ["smtp"]})
+    assert engine.outage("smtp") is not None and engine.outage("http") is engine.outage("webhooks") is None
+    assert engine.decide("http", Context()) is PASS_ACTION and engine.decide("mail", Context()).kind == "hang"

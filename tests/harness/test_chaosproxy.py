@@ -3,6 +3,7 @@ switching through the function API and the HTTP control, seeded toxicity, and no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import smtplib
 import socket
@@ -19,6 +20,7 @@ from aiosmtpd.handlers import Sink
 
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.harness.chaosproxy import ChaosProxy, parse_toxic
+from mailstorm.ledger import Kind, LedgerReader, LedgerWriter
 from mailstorm.ports import free_port, port_open
 
 
@@ -33,14 +35,20 @@ class _EchoServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-@pytest.fixture
-def echo():
+@contextlib.contextmanager
+def _echo_server():
     server = _EchoServer(("127.0.0.1", 0), _Echo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def echo():
+    with _echo_server() as address:
+        yield address
 
 
 @pytest.fixture
@@ -305,3 +313,55 @@ def test_stop_leaves_nothing_behind(echo):
     assert s.recv(10) == b""
     s.close()
     assert not any(t.name == "chaosproxy" for t in threading.enumerate())
+
+
+@pytest.fixture
+def echo2():
+    """A second echo server, for a proxy with two paths."""
+    with _echo_server() as address:
+        yield address
+
+
+def _rtt_ms(address: tuple[str, int]) -> float:
+    with socket.create_connection(address, timeout=5) as s:
+        t0 = time.perf_counter()
+        s.sendall(b"x")
+        assert s.recv(10) == b"x"
+        return (time.perf_counter() - t0) * 1000
+
+
+def test_one_proxy_fronts_several_paths_and_on_narrows_a_toxic(echo, echo2):
+    """Each path listens on its own port to its own upstream; a toxic acts on every path unless its
+    ``on`` names some of them."""
+    with ChaosProxy({"smtp": echo, "http": echo2}) as proxy:
+        smtp, http = proxy.address("smtp"), proxy.address("http")
+        assert smtp != http and proxy.paths == ("smtp", "http") and (proxy.host, proxy.port) == smtp
+        proxy.add_toxic({"type": "latency", "ms": 40, "name": "everywhere"})
+        assert _rtt_ms(smtp) >= 38 and _rtt_ms(http) >= 38
+        proxy.remove_toxic("everywhere")
+        proxy.add_toxic({"type": "latency", "ms": 40, "name": "http-only", "on": ["http"]})
+        assert _rtt_ms(http) >= 38 and _rtt_ms(smtp) < 30
+
+
+def test_toxic_actions_and_upstream_failures_are_in_the_ledger(echo, tmp_path):
+    """With a ledger, the first time a toxic acts on a connection is one proxy.acted record naming the
+    toxic, its path and action; a toxic that sees no traffic writes nothing; an unreachable upstream is a
+    proxy.upstream.failed record."""
+    dead = free_port()
+    ledger = LedgerWriter(tmp_path, "proxy")
+    with ledger, ChaosProxy({"smtp": echo, "http": ("127.0.0.1", dead)}, ledger=ledger) as proxy:
+        proxy.add_toxic({"type": "latency", "ms": 5, "name": "slow", "on": ["smtp"]})
+        proxy.add_toxic({"type": "reset", "name": "idle", "on": ["webhooks"]})
+        with socket.create_connection(proxy.address("smtp"), timeout=5) as s:
+            for _ in range(3):
+                s.sendall(b"x")
+                assert s.recv(10) == b"x"
+        with socket.create_connection(proxy.address("http"), timeout=5) as s, contextlib.suppress(OSError):
+            assert s.recv(10) == b""  # the proxy resets the client when its upstream refuses
+        assert proxy.counters()["upstream_failed"] == 1
+    acted = list(LedgerReader(tmp_path).records([Kind.PROXY_ACTED]))
+    assert [(r["toxic"], r["path"], r["action"], r["direction"]) for r in acted] == [
+        ("slow", "smtp", "delay", "downstream")
+    ]
+    (failed,) = LedgerReader(tmp_path).records([Kind.PROXY_UPSTREAM_FAILED])
+    assert failed["path"] == "http" and "refused" in failed["error"].lower()

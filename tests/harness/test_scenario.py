@@ -217,3 +217,26 @@ def test_smtp_target_starttls_and_auth_reach_the_load():
     own_smtp = "smtp: {starttls: false, auth: {user: v, password: q, allow_plaintext: true}}"
     sc = load_scenario_text(text.replace("rate: 1}}", "rate: 1}, " + own_smtp + "}"))
     assert sc.load.smtp.starttls is False and sc.load.smtp.auth.user == "v"
+
+
+def test_on_narrows_outages_and_toxics_to_parts_the_run_has():
+    """``on:`` (a plain YAML key, not the YAML 1.1 boolean) narrows an outage or a toxic; naming the HTTP
+    APIs or the webhooks when the ESP serves none is refused on the step's line; a crash cannot narrow."""
+    steps = (
+        "chaos:\n  - {at: 1s, for: 2s, esp_outage: {mode: hang, on: [http]}}\n"
+        "  - {at: 4s, for: 2s, network: {type: reset, on: [smtp, http]}}\n"
+    )
+    sc = load_scenario_text(BASE + "esp: {http_port: 0}\n" + steps)
+    assert sc.chaos[0].params() == {"mode": "hang", "on": ["http"]} and sc.chaos[1].network.on == (
+        "smtp",
+        "http",
+    )
+    with pytest.raises(
+        ConfigError, match=r"^<string>:6: chaos\[0\]\.esp_outage\.on: names http.*esp\.http_port"
+    ):
+        load_scenario_text(BASE + steps)
+    hooks = "chaos:\n  - {at: 1s, for: 2s, network: {type: blackhole, on: [webhooks]}}\n"
+    with pytest.raises(ConfigError, match=r"chaos\[0\]\.network\.on: names webhooks.*esp\.webhooks"):
+        load_scenario_text(BASE + hooks)
+    with pytest.raises(ConfigError, match="a crash takes the whole ESP"):
+        load_scenario_text(BASE + "chaos:\n  - {at: 1s, for: 2s, esp_outage: {mode: crash, on: [smtp]}}\n")

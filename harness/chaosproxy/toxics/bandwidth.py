@@ -30,5 +30,6 @@ class Bandwidth(ToxicBase):
             part = data[i : i + piece]
             free_at = max(loop.time(), link.state.get(key, 0.0)) + len(part) / rate
             link.state[key] = free_at
+            link.acted(self, "throttle")
             await sleep_until(free_at)
             await send(part)

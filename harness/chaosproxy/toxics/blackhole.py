@@ -26,6 +26,7 @@ class Blackhole(ToxicBase):
     spec: BlackholeSpec
 
     async def pipe(self, data: bytes, arrived: float, link: Link, send: Send) -> None:
+        link.acted(self, "blackhole")
         key = f"{self.name}.closer"
         if self.spec.close_after_s is not None and key not in link.state:
             link.state[key] = asyncio.get_running_loop().call_later(self.spec.close_after_s, link.close)

@@ -31,5 +31,7 @@ class Latency(ToxicBase):
         key = f"{self.name}.last"
         deadline = max(arrived + max(delay, 0.0) / 1000.0, link.state.get(key, 0.0))
         link.state[key] = deadline
+        if deadline > arrived:
+            link.acted(self, "delay")
         await sleep_until(deadline)
         await send(data)

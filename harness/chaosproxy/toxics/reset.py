@@ -24,6 +24,7 @@ class Reset(ToxicBase):
 
     async def pipe(self, data: bytes, arrived: float, link: Link, send: Send) -> None:
         if (asyncio.get_running_loop().time() - link.opened) * 1000.0 >= self.spec.timeout_ms:
+            link.acted(self, "reset")
             link.reset()
             return
         await send(data)

@@ -30,6 +30,8 @@ class Slicer(ToxicBase):
     spec: SlicerSpec
 
     async def pipe(self, data: bytes, arrived: float, link: Link, send: Send) -> None:
+        if len(data) > self.spec.average_size - self.spec.size_variation:
+            link.acted(self, "slice")
         i = 0
         while i < len(data):
             if i:

@@ -1,0 +1,122 @@
+"""Whether each fault window touched anything: the guard against a fault that never happened.
+
+A chaos step can miss the traffic altogether (a fault on a phase or protocol the SUT never uses, a
+toxic on a path nothing takes, an outage of a part of the ESP the SUT never calls), and a run would
+then report that the pipeline survived something that never happened. Each window is judged from the
+ledgers on three counts:
+
+``acted``     records naming the window's fault: the fake ESP's esp.fault actions (a listener's outage
+              begin/end is a change of state, not an action) and its esp.replied refusals and cuts, the
+              chaos proxy's proxy.acted; from one second before the window to the end of its span.
+``failed``    failures seen around the traffic during the window's *span* (from its start to the start
+              of its recovery, at least one second past its end), beyond what the quiet seconds of the
+              run (outside every span, after a 2 s warm-up) show at the same rate, with Poisson slack
+              (``2 * sqrt(expected)``): submissions the SUT refused or failed, the SUT's deferrals and
+              bounces, the ESP's refusals and cuts, connections the chaos proxy could not make upstream.
+``impacted``  the recovery analysis found an unhealthy second (its ``time_to_impact_s`` is set).
+
+Who decides. Where the fault's own actor records every action it takes (an ``esp_fault``: the fake
+ESP's engine; a ``network`` step: the chaos proxy), ``acted`` alone decides, and failures of someone
+else's making in the same seconds do not count. Where no actor can see the fault act (an outage
+refuses connections the ESP never sees, a crashed ESP records nothing, a target action is the SUT's own
+affair, a window listed in run.json names no actor), any of the three counts. A window with none had
+no effect: the reports name it, and ``max_recovery_s`` fails on it (mailstorm.reports.slo).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mailstorm.ledger import Kind
+from mailstorm.reports.ingest import Columns
+from mailstorm.reports.recovery import Recovery, Window
+
+_NS = 1_000_000_000
+_WARMUP_S = 2
+ACTOR = "actor"  # the fault's own records decide
+CLIENT = "client"  # anything seen around the traffic decides
+
+
+@dataclass(frozen=True)
+class Effect:
+    acted: int
+    failed: int
+    impacted: bool
+    decided_by: str  # ACTOR | CLIENT
+
+    @property
+    def none(self) -> bool:
+        if self.decided_by == ACTOR:
+            return self.acted == 0
+        return self.acted == 0 and self.failed == 0 and not self.impacted
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def actor(w: Window) -> tuple[str | None, str]:
+    """The name the window's fault acts under in the ledgers, and who decides its effect."""
+    params = w.params or {}
+    if w.what == "network":
+        return str(params.get("name") or w.name), ACTOR
+    if w.what == "esp_fault":
+        # An outage installed as a plain fault refuses connections its ESP never sees, as esp_outage does.
+        return str(params.get("name") or w.name), CLIENT if params.get("type") == "outage" else ACTOR
+    if w.what == "esp_outage":
+        return w.name, CLIENT
+    if w.what == "target":
+        return None, CLIENT
+    return w.name, CLIENT  # a window from run.json: its name, if the ESP knew the fault by it
+
+
+def failures_per_second(cols: Columns, t0_ns: int, n: int) -> np.ndarray:
+    """Every failure the ledgers show around the traffic, per second from ``t0_ns`` (``n`` seconds)."""
+    sub = cols.table(Kind.LOAD_SUBMIT)
+    times = [
+        sub["t"][~sub["ok"] & ~sub["phase"]],  # refused or failed submissions, not the generator's stop
+        cols.table(Kind.SUT_DEFERRED)["t"],
+        cols.table(Kind.SUT_BOUNCED)["t"],
+        cols.table(Kind.ESP_REPLIED)["t"],
+        cols.table(Kind.PROXY_UPSTREAM_FAILED)["t"],
+    ]
+    s = (np.concatenate(times) - t0_ns) // _NS
+    return np.bincount(s[(s >= 0) & (s < n)], minlength=n)[:n]
+
+
+def effects(windows: list[Window], recs: list[Recovery], cols: Columns, t0_ns: int, n: int) -> list[Effect]:
+    """One ``Effect`` per window (``recs``: the recovery of each, in the same order)."""
+    fails = failures_per_second(cols, t0_ns, n)
+    spans = [_span(r, n) for r in recs]
+    quiet = np.ones(n, dtype=bool)
+    quiet[:_WARMUP_S] = False
+    for a, b in spans:
+        quiet[max(a, 0) : max(b, 0)] = False
+    rate = float(fails[quiet].mean()) if quiet.any() else 0.0
+    out = []
+    for w, r, (a, b) in zip(windows, recs, spans, strict=True):
+        name, decided_by = actor(w)
+        observed = int(fails[max(a, 0) : min(b, n)].sum())
+        expected = rate * (b - a)
+        failed = max(0, observed - int(np.ceil(expected + 2 * np.sqrt(expected))))
+        acted = _acted(cols.acts.get(name) if name else None, t0_ns // _NS + a - 1, t0_ns // _NS + b + 1)
+        out.append(Effect(acted, failed, r.time_to_impact_s is not None, decided_by))
+    return out
+
+
+def _span(r: Recovery, n: int) -> tuple[int, int]:
+    """Seconds [a, b) of a window and its recovery: from its start to the start of its recovery (the end
+    of the data when it never recovered), at least one second past its end."""
+    end = int(np.ceil(r.end_s)) + 1
+    if not r.recovered:
+        return int(np.floor(r.start_s)), max(n, end)
+    return int(np.floor(r.start_s)), max(end, int(np.ceil(r.end_s + (r.time_to_recover_s or 0.0))))
+
+
+def _acted(per_second: Counter[int] | None, first: int, last: int) -> int:
+    if not per_second:
+        return 0
+    return sum(c for sec, c in per_second.items() if first <= sec <= last)
