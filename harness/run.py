@@ -54,7 +54,7 @@ from mailstorm.harness.esp_setup import esp_limits, esp_process
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
-from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, Endpoint, QueueSampler, TargetContext
+from mailstorm.harness.targets.base import TARGETS, Actionable, Alive, Endpoint, QueueSampler, TargetContext
 from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerWriter
 from mailstorm.netguard import check_address
@@ -187,7 +187,7 @@ class Run:
             self.esp_limits = esp_limits(sc.esp)
         except ConfigError as exc:
             raise self._config_error(("esp", "profile"), str(exc)) from None
-        target = REGISTRY[sc.target.kind](sc.target)
+        target = TARGETS[sc.target.kind](sc.target)
         wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
         if wanted:
             known = target.actions() if isinstance(target, Actionable) else frozenset()

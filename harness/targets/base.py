@@ -1,4 +1,10 @@
-"""The target extension point: one required pair of methods, optional abilities, and a name registry.
+"""The target extension point: one required pair of methods, optional abilities, and the ``TARGETS``
+registry.
+
+A target kind is one module of this package: its spec model (a frozen pydantic model whose ``kind``
+literal is the kind's name), its class (``spec_model`` set, ``start``/``stop``, optional abilities) and
+``@register`` on the class. ``TARGETS`` imports every module of the package the first time it is read;
+the scenario's ``target:`` union and its JSON Schema are built from it (mailstorm.harness.scenario).
 
 The runner gives every target a ``TargetContext`` (where the fake ESP listens, the run directory, the
 seed) and gets back the endpoints the load should hit. Targets run the SUT in processes of their own
@@ -12,9 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mailstorm.endpoint import Endpoint
+from mailstorm.registry import Registry, literal_of, modules
 
 __all__ = [
-    "REGISTRY",
+    "TARGETS",
     "Actionable",
     "Alive",
     "Endpoint",
@@ -74,17 +81,14 @@ class Alive(Protocol):
     def alive(self) -> bool: ...
 
 
-REGISTRY: dict[str, type] = {}
+TARGETS: Registry[Any] = Registry(
+    "target kind",
+    name_of=lambda cls: literal_of(cls.spec_model, "kind"),
+    discover=modules("mailstorm.harness.targets"),
+)
 
 
-def register(kind: str):
-    """Class decorator: make a target available under ``kind`` in scenario files."""
-
-    def deco(cls: type) -> type:
-        if kind in REGISTRY:
-            raise ValueError(f"target kind {kind!r} registered twice")
-        cls.kind = kind
-        REGISTRY[kind] = cls
-        return cls
-
-    return deco
+def register(cls: type) -> type:
+    """Class decorator: make a target available in scenario files under its spec model's ``kind``."""
+    cls.kind = TARGETS.name_of(cls)  # type: ignore[attr-defined]
+    return TARGETS.register(cls)

@@ -102,7 +102,7 @@ def smtp_greets(host: str, port: int) -> bool:
         return False
 
 
-@register("docker")
+@register
 class DockerTarget:
     """Runs or adopts a container; ``act`` breaks it; ``stop`` removes what this target started."""
 

@@ -1,12 +1,14 @@
 """What an ESP HTTP API is to the fake ESP: parse a send request, answer success or that ESP's errors.
 
+Each ESP's API is the ``api.py`` of its home (``mailstorm.fake_esp.esps.<name>.api``): an ``EspApi``
+subclass whose ``name`` is the home's name, with ``@register`` on the class; ``ESP_APIS`` imports every
+home's ``api`` module the first time it is read, and the HTTP server serves them all on one port.
+
 An API module turns one HTTP request into a ``Submission`` (API key + the messages it asks to send, each
 with its correlation id, sender, recipients, size and sha256) or raises ``BadRequest`` carrying the ESP's
 own 4xx answer naming what is wrong. It also shapes the answers: success (``accepted``) and errors
 (``error``: any status, with that ESP's body and, for 429, its rate-limit headers and Retry-After). The
 HTTP server (mailstorm.fake_esp.http) owns everything else: faults, throttling, the ledger, webhooks.
-
-Register an API with ``@register``; ``API_REGISTRY`` maps its name to the class.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.registry import Registry, homes
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +178,7 @@ def load_json(raw: bytes) -> tuple[Any, str | None]:
         return None, f"the request body is not valid JSON ({exc})"
 
 
-API_REGISTRY: dict[str, type[EspApi]] = {}
-
-
-def register(cls: type[EspApi]) -> type[EspApi]:
-    API_REGISTRY[cls.name] = cls
-    return cls
+ESP_APIS: Registry[type[EspApi]] = Registry(
+    "ESP API", name_of=lambda cls: cls.name, discover=homes("mailstorm.fake_esp.esps", "api")
+)
+register = ESP_APIS.register  # class decorator: the class serves the API of ESP ``cls.name``

@@ -24,7 +24,7 @@ from email.utils import getaddresses
 
 from aiohttp import web
 
-from mailstorm.fake_esp.apis.base import (
+from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mailstorm.fake_esp.apis.base import (
+from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,

@@ -19,7 +19,7 @@ from email.utils import getaddresses
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from mailstorm.fake_esp.apis.base import (
+from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,
@@ -31,7 +31,7 @@ from mailstorm.fake_esp.apis.base import (
     sha256_hex,
 )
 
-MAX_RECIPIENTS = 1000  # fake_esp/profiles/mailgun.yaml (mg-batch)
+MAX_RECIPIENTS = 1000  # profile.yaml (mg-batch)
 _DOMAIN = re.compile(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mailstorm.fake_esp.apis.base import (
+from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,
@@ -36,7 +36,7 @@ from mailstorm.fake_esp.apis.base import (
     sha256_hex,
 )
 
-MAX_RECIPIENTS = 50  # SES: to + cc + bcc may not exceed 50 (fake_esp/profiles/ses.yaml)
+MAX_RECIPIENTS = 50  # SES: to + cc + bcc may not exceed 50 (profile.yaml)
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
 # The error code AWS gives for a status when a fault names none (AWS common errors).

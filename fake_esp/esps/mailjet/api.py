@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mailstorm.fake_esp.apis.base import (
+from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,
@@ -38,7 +38,7 @@ from mailstorm.fake_esp.apis.base import (
     sha256_hex,
 )
 
-MAX_MESSAGES = 50  # mailjet send-api-v31: "up to 50 messages" per call (fake_esp/profiles/mailjet.yaml)
+MAX_MESSAGES = 50  # mailjet send-api-v31: "up to 50 messages" per call (profile.yaml)
 MAX_RECIPIENTS = 50  # mailjet send-api-v31: 50 recipients (To + Cc + Bcc) per message
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mailstorm.fake_esp.apis.base import (
+from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,
@@ -34,7 +34,7 @@ from mailstorm.fake_esp.apis.base import (
     sha256_hex,
 )
 
-MAX_RECIPIENTS = 50  # pm-300 in fake_esp/profiles/postmark.yaml
+MAX_RECIPIENTS = 50  # pm-300 in profile.yaml
 MAX_BATCH = 500  # https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails
 # ErrorCode for an HTTP status when a fault names none (pm-error-codes; 500 has no code of its own).
 _DEFAULT_CODES = {401: 10, 422: 300, 429: 429, 503: 100}

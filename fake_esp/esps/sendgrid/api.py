@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mailstorm.fake_esp.apis.base import (
+from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,
