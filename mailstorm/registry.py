@@ -12,10 +12,12 @@ time it is read:
                               one: one home per ESP, e.g. ``fake_esp/esps/sendgrid/api.py``
 
 Rules. A name registered twice is refused (ValueError naming both places): two plugins never shadow each
-other silently. ``names()`` (and iteration) is sorted, whatever order the modules were imported in. A module
-that builds something from a registry when it is imported (the pydantic union over every fault) must
-not be imported by the plugins themselves: a plugin imports only its kind's ``base`` module, which
-defines the registry and reads nothing from it.
+other silently. ``names()`` (and iteration) is sorted, whatever order the modules were imported in. A
+module that builds something from a registry when it is imported (the pydantic union over every fault)
+must not be imported by the plugins themselves: a plugin imports only its kind's ``base`` module, which
+defines the registry and reads nothing from it. Both ways of breaking that rule fail loudly instead of
+leaving a union without the plugin: a read while the plugins are being imported is a RuntimeError, and
+a registration after the registry was read is a ValueError naming the plugin.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+_NEW, _DISCOVERING, _READ = "not read yet", "discovering", "read"
 
 
 class Registry(Generic[T]):
@@ -50,7 +53,7 @@ class Registry(Generic[T]):
         self._discover = discover
         self._entries: dict[str, T] = {}
         self._where: dict[str, str] = {}
-        self._discovered = False
+        self._state = _NEW
 
     # -- writing (plugins, at import) ------------------------------------------------------------
     def register(self, entry: T) -> T:
@@ -67,22 +70,31 @@ class Registry(Generic[T]):
         where = _where(entry)
         if old is not None:
             raise ValueError(f"{self.kind} {name!r} registered twice: by {self._where[name]} and by {where}")
+        if self._state == _READ:
+            raise ValueError(
+                f"{self.kind} {name!r} ({where}) registered after the registry was read, so what was built "
+                f"from it misses it: a plugin must import only its kind's base module"
+            )
         self._entries[name] = entry
         self._where[name] = where
         return entry
 
     # -- reading (discovers the plugins first) -----------------------------------------------------
     def _ready(self) -> dict[str, T]:
-        if not self._discovered:
-            # Set first: a plugin module that reads the registry while it is imported sees what is
-            # registered so far instead of starting the discovery again.
-            self._discovered = True
-            if self._discover is not None:
-                try:
+        if self._state == _DISCOVERING:
+            raise RuntimeError(
+                f"the {self.kind} registry was read while its plugins were being imported: a plugin "
+                f"imported a module that builds on the registry (it must import only its kind's base module)"
+            )
+        if self._state == _NEW:
+            self._state = _DISCOVERING
+            try:
+                if self._discover is not None:
                     self._discover()
-                except BaseException:
-                    self._discovered = False
-                    raise
+            except BaseException:
+                self._state = _NEW  # a plugin that failed to import: discovery is tried again next read
+                raise
+            self._state = _READ
         return self._entries
 
     def names(self) -> tuple[str, ...]:
@@ -114,7 +126,7 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
 
     def __repr__(self) -> str:
-        state = ", ".join(self._entries) if self._discovered else "not yet discovered"
+        state = ", ".join(sorted(self._entries)) if self._state == _READ else self._state
         return f"Registry({self.kind!r}: {state})"
 
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import HarnessError, UserError
-from mailstorm.harness.chaosproxy import ChaosProxy
+from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.targets.base import Endpoint, TargetContext, register
 from mailstorm.harness.targets.process import http_ok, substitute, wait_ready
 from mailstorm.ports import free_port
