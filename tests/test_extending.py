@@ -113,10 +113,9 @@ def test_every_example_file_is_lint_clean(plugins):
 # -- a fault ------------------------------------------------------------------------------------------
 
 
-def test_a_fault_added_by_one_file_reaches_the_types_the_help_and_the_schema(plugins):
-    """With only the page's suppression.py added: FAULT_TYPES has it, `mailstorm esp --help` lists it,
-    `mailstorm schema` has its model in the scenario's fault union. The checkout itself has no such
-    fault (this process never saw the file)."""
+def test_a_fault_added_by_one_file_reaches_the_types_and_the_help(plugins):
+    """With only the page's suppression.py added: FAULT_TYPES has it and `mailstorm esp --help` lists it.
+    The checkout itself has no such fault (this process never saw the file)."""
     assert "suppression" not in FAULT_TYPES
     code = "from mailstorm.fake_esp.spec import FAULT_TYPES; print(','.join(FAULT_TYPES))"
     types = mailstorm(plugins, "-c", code)
@@ -124,13 +123,25 @@ def test_a_fault_added_by_one_file_reaches_the_types_the_help_and_the_schema(plu
     assert types.stdout.strip().split(",") == sorted([*FAULT_TYPES, "suppression"])
     helped = mailstorm(plugins, "esp", "--help")
     assert "suppression" in " ".join(helped.stdout.split())
+
+
+def test_the_schema_has_every_plugin_the_page_adds(plugins):
+    """`mailstorm schema` (the scenario's JSON Schema) is built from the registries: the fault in both
+    fault unions (esp.faults, esp_fault steps), the target kind, the toxic in network steps, and the
+    ESP's webhook format."""
     schema = json.loads(mailstorm(plugins, "schema").stdout)
-    model = schema["$defs"]["SuppressionFault"]
-    assert model["properties"]["type"]["const"] == "suppression" and "domains" in model["required"]
-    step = schema["$defs"]["ChaosStep"]["properties"]["esp_fault"]["anyOf"][0]
-    start = schema["$defs"]["EspSection"]["properties"]["faults"]["items"]
+    defs = schema["$defs"]
+    fault = defs["SuppressionFault"]
+    assert fault["properties"]["type"]["const"] == "suppression" and "domains" in fault["required"]
+    step = defs["ChaosStep"]["properties"]["esp_fault"]["anyOf"][0]
+    start = defs["EspSection"]["properties"]["faults"]["items"]
     for union in (step, start):
         assert union["discriminator"]["mapping"]["suppression"] == "#/$defs/SuppressionFault"
+    assert defs["SinkSpec"]["properties"]["kind"]["const"] == "sink"
+    assert schema["properties"]["target"]["discriminator"]["mapping"]["sink"] == "#/$defs/SinkSpec"
+    network = defs["ChaosStep"]["properties"]["network"]["anyOf"][0]
+    assert network["discriminator"]["mapping"]["limit_data"] == "#/$defs/LimitDataSpec"
+    assert "examplemail" in json.dumps(defs["WebhookSpec"]["properties"]["format"])
 
 
 def test_a_fault_added_by_one_file_is_parsed_with_errors_naming_its_fields(plugins, tmp_path):
@@ -224,13 +235,11 @@ def test_an_esp_added_by_one_folder_is_served_throttled_and_posts_its_webhooks(p
 
 
 def test_a_target_added_by_one_file_runs_and_its_lost_mail_is_caught(plugins, tmp_path):
-    """`target: {kind: sink}` validates and is in the schema; a real `mailstorm run` against it submits,
-    the sink accepts everything and delivers nothing, and the run says so: every message lost, exit 1."""
+    """`target: {kind: sink}` validates; a real `mailstorm run` against it submits, the sink accepts
+    everything and delivers nothing, and the run says so: every message lost, exit 1."""
     path = scenario(tmp_path, "sink-scenario")
     ok = mailstorm(plugins, "validate", str(path))
     assert ok.returncode == 0 and "target sink" in ok.stdout, ok.stderr
-    schema = json.loads(mailstorm(plugins, "schema").stdout)
-    assert schema["$defs"]["SinkSpec"]["properties"]["kind"]["const"] == "sink"
     run = mailstorm(plugins, "run", str(path), "--out", str(tmp_path / "runs"), "--quiet", timeout=240)
     assert run.returncode == 1, run.stdout + run.stderr
     (report,) = (tmp_path / "runs").glob("*/report.json")
