@@ -24,7 +24,7 @@ import yaml
 
 from mailstorm.errors import EXIT_OK, EXIT_SIGNALLED, ConfigError, MailstormError, UserError
 from mailstorm.fake_esp.profiles import options as profile_options
-from mailstorm.fake_esp.spec import EspSpec, parse_esp_spec, parse_fault
+from mailstorm.fake_esp.spec import FAULT_TYPES, EspSpec, parse_esp_spec, parse_fault
 from mailstorm.yamlload import safe_load
 
 
@@ -35,7 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="bearer token every control API request must carry")
     p.add_argument("--ledger", type=Path, help="ledger directory (default ./esp-ledger)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault engine's RNG (default 0)")
-    p.add_argument("--faults", type=Path, metavar="FILE", help="YAML file of faults installed at start")
+    p.add_argument(
+        "--faults",
+        type=Path,
+        metavar="FILE",
+        help=f"YAML file of faults installed at start (types: {', '.join(FAULT_TYPES)})",
+    )
     p.add_argument(
         "--processes", type=int, default=1, help="SMTP worker processes on one port (SO_REUSEPORT)"
     )

@@ -1,23 +1,11 @@
-"""The fake ESP's typed configuration: fault specs and the ESP spec, parsed once at the edge.
+"""The fake ESP's typed configuration: the fault spec union and the ESP spec, parsed once at the edge.
 
-A fault spec is flat (as Toxiproxy toxics are): common fields plus the fields of its ``type``.
-
-    common   name (optional unique id), type, phase (one or a list of connect | ehlo | mail | rcpt |
-             data | eod | http; eod = after the final "."), probability (0..1, default 1, drawn by the
-             engine from a seeded RNG), ttl (s: the fault removes itself this long after it became
-             active), after (s: active only this long after it was added)
-    latency      dist fixed{ms} | uniform{min_ms,max_ms} | normal{mean_ms,sd_ms} |
-                 lognormal{median_ms,sigma} | empirical{values_ms}
-    reply        reply "451 4.3.0 text" (a 4yz/5yz; 421 also closes the connection)
-    disconnect   (nothing: close without a reply; at eod the message is kept first, acked=false)
-    tarpit       byte_delay_ms, reply (optional: the normal reply when absent)
-    throttle     rate (per s), burst, key ip | sender_domain | auth_user | api_key, reply
-    concurrency  max_sessions, reply (421 at the banner past max_sessions open sessions)
-    message_cap  max_messages, reply (421 at MAIL once a connection has sent max_messages)
-    greylist     retry_after_s, reply (451 for an unseen client/sender/recipient triplet)
-    outage       duration_s, mode refuse (listeners closed, in-flight sessions and requests cut) | hang
-                 (accepted, never answered), on (the parts of the ESP that are down: smtp, http,
-                 webhooks; default all three; control always stays up)
+A fault spec is flat (as Toxiproxy toxics are): the common fields (mailstorm.fake_esp.faults.base:
+name, type, phase, probability, ttl, after) plus the fields of its ``type``, declared by the fault's own
+module in mailstorm.fake_esp.faults (docs/faults.md lists them). ``FaultSpec`` (the discriminated union
+on ``type``) and ``FAULT_TYPES`` are built here from the fault registry, so a new fault module is in the
+scenario parser, the error messages, ``--help`` and the JSON Schema with no edit here.
+The outage fault's ``on`` names the parts of the ESP it takes down (``Surface``).
 
 Use ``parse_fault(dict)`` / ``parse_esp_spec(dict)``: they raise ``ConfigError`` whose one-line message
 names the field (``faults[0].probability: ...``).
@@ -26,207 +14,27 @@ names the field (``faults[0].probability: ...``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mailstorm.correlation import Correlation
 from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.faults import outage as _outage
+from mailstorm.fake_esp.faults.base import FAULTS
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.ledger import CORRELATION_HEADER
-from mailstorm.replies import (
-    GREYLISTED,
-    SES_THROTTLED,
-    TOO_MANY_CONNECTIONS,
-    TOO_MANY_MESSAGES,
-    Reply,
-    parse_reply,
-)
-
-Phase = Literal["connect", "ehlo", "mail", "rcpt", "data", "eod", "http"]
-SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "mail", "rcpt", "data", "eod")
-# The parts of the ESP an outage takes down (the control API is never one: the harness must reach it).
-Surface = Literal["smtp", "http", "webhooks"]
-OUTAGE_SURFACES: tuple[str, ...] = ("smtp", "http", "webhooks")
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 
-
-def _check_reply(value: str) -> str:
-    """A fault's reply must parse and be a refusal (4yz/5yz): a fault never fakes success."""
-    reply = parse_reply(value)
-    if reply.code < 400:
-        raise ValueError(f"a fault reply must be 4yz or 5yz, got {reply.code}")
-    return str(reply)
-
-
-class _Fault(BaseModel):
-    # No NaN or infinity: a ttl of 1e400 never expires and would be answered as non-standard JSON.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-    phase: Phase | tuple[Phase, ...]
-    probability: float = Field(default=1.0, ge=0.0, le=1.0)
-    ttl: float | None = Field(default=None, gt=0)
-    after: float | None = Field(default=None, ge=0)
-
-    @field_validator("phase", mode="after")
-    @classmethod
-    def _phases_not_empty(cls, v: Any) -> Any:
-        if isinstance(v, tuple) and not v:
-            raise ValueError("give at least one phase")
-        return v
-
-    @property
-    def phases(self) -> frozenset[str]:
-        return frozenset((self.phase,) if isinstance(self.phase, str) else self.phase)
-
-
-class _WithReply(_Fault):
-    reply: str
-
-    @field_validator("reply")
-    @classmethod
-    def _reply_ok(cls, v: str) -> str:
-        return _check_reply(v)
-
-    @property
-    def parsed_reply(self) -> Reply:
-        return parse_reply(self.reply)
-
-
-class LatencyFault(_Fault):
-    type: Literal["latency"]
-    dist: Literal["fixed", "uniform", "normal", "lognormal", "empirical"] = "fixed"
-    ms: float | None = Field(default=None, ge=0)
-    min_ms: float | None = Field(default=None, ge=0)
-    max_ms: float | None = Field(default=None, ge=0)
-    mean_ms: float | None = Field(default=None, ge=0)
-    sd_ms: float | None = Field(default=None, ge=0)
-    median_ms: float | None = Field(default=None, gt=0)
-    sigma: float | None = Field(default=None, ge=0)
-    values_ms: tuple[Annotated[float, Field(ge=0)], ...] | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _dist_fields(self) -> LatencyFault:
-        needed = {
-            "fixed": ("ms",),
-            "uniform": ("min_ms", "max_ms"),
-            "normal": ("mean_ms", "sd_ms"),
-            "lognormal": ("median_ms", "sigma"),
-            "empirical": ("values_ms",),
-        }[self.dist]
-        for field in needed:
-            if getattr(self, field) is None:
-                raise ValueError(f"{field}: required for dist {self.dist}")
-        if self.dist == "uniform" and self.min_ms > self.max_ms:  # type: ignore[operator]
-            raise ValueError("min_ms: must not exceed max_ms")
-        return self
-
-
-class ReplyFault(_WithReply):
-    type: Literal["reply"]
-
-
-class DisconnectFault(_Fault):
-    type: Literal["disconnect"]
-
-
-class TarpitFault(_Fault):
-    type: Literal["tarpit"]
-    byte_delay_ms: float = Field(gt=0, le=10_000)
-    reply: str | None = None
-
-    @field_validator("reply")
-    @classmethod
-    def _reply_ok(cls, v: str | None) -> str | None:
-        return None if v is None else _check_reply(v)
-
-    @property
-    def parsed_reply(self) -> Reply | None:
-        return parse_reply(self.reply) if self.reply is not None else None
-
-
-class ThrottleFault(_WithReply):
-    type: Literal["throttle"]
-    phase: Phase | tuple[Phase, ...] = "eod"
-    rate: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
-    key: Literal["ip", "sender_domain", "auth_user", "api_key"] = "ip"
-    reply: str = str(SES_THROTTLED)
-
-
-class ConcurrencyFault(_WithReply):
-    type: Literal["concurrency"]
-    phase: Phase | tuple[Phase, ...] = "connect"
-    max_sessions: int = Field(ge=0)
-    reply: str = str(TOO_MANY_CONNECTIONS)
-
-
-class MessageCapFault(_WithReply):
-    type: Literal["message_cap"]
-    phase: Phase | tuple[Phase, ...] = "mail"
-    max_messages: int = Field(ge=0)
-    reply: str = str(TOO_MANY_MESSAGES)
-
-
-class GreylistFault(_WithReply):
-    type: Literal["greylist"]
-    phase: Phase | tuple[Phase, ...] = "rcpt"
-    retry_after_s: float = Field(ge=0)
-    reply: str = str(GREYLISTED)
-
-
-class OutageFault(_Fault):
-    type: Literal["outage"]
-    # An outage is a state of the whole ESP, not of one step: ``on`` says which parts are down (all by
-    # default). The phase only says where in-flight sessions and requests are caught, so by default
-    # every phase of the listeners in ``on``.
-    phase: Phase | tuple[Phase, ...] | None = None  # type: ignore[assignment]
-    on: tuple[Surface, ...] = Field(default=OUTAGE_SURFACES, min_length=1)  # type: ignore[assignment]
-    duration_s: float = Field(gt=0)
-    mode: Literal["refuse", "hang"] = "refuse"
-
-    @property
-    def phases(self) -> frozenset[str]:
-        if self.phase is not None:
-            return super().phases
-        smtp = SMTP_PHASES if "smtp" in self.on else ()
-        return frozenset(smtp + (("http",) if "http" in self.on else ()))
-
-
+FAULT_TYPES: tuple[str, ...] = FAULTS.names()
+# The parts of the ESP an outage takes down, as the scenario's esp_outage step names them.
+Surface = _outage.Surface
+OUTAGE_SURFACES = _outage.OUTAGE_SURFACES
 FaultSpec = Annotated[
-    LatencyFault
-    | ReplyFault
-    | DisconnectFault
-    | TarpitFault
-    | ThrottleFault
-    | ConcurrencyFault
-    | MessageCapFault
-    | GreylistFault
-    | OutageFault,
+    Union[tuple(FAULTS[t].spec_model for t in FAULT_TYPES)],  # noqa: UP007  (a runtime-built union)
     Field(discriminator="type"),
 ]
-
-FAULT_TYPES: tuple[str, ...] = (
-    "latency",
-    "reply",
-    "disconnect",
-    "tarpit",
-    "throttle",
-    "concurrency",
-    "message_cap",
-    "greylist",
-    "outage",
-)
 
 
 class EspSpec(BaseModel):

@@ -59,7 +59,7 @@ from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
 from mailstorm.harness.targets.base import (
-    REGISTRY,
+    TARGETS,
     Actionable,
     Alive,
     Endpoint,
@@ -163,7 +163,7 @@ class Run:
             for i, p in enumerate(sc.probes)
             if p.url
         ]
-        target = REGISTRY[sc.target.kind](sc.target)
+        target = TARGETS[sc.target.kind](sc.target)
         if not isinstance(target, Target):
             raise HarnessError(
                 f"target kind {sc.target.kind!r} does not implement the Target protocol "

@@ -16,8 +16,6 @@ Conventions a scenario file follows (docs/scenarios.md is the reference):
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
@@ -32,12 +30,11 @@ from pydantic import (
     model_validator,
 )
 
-import mailstorm.harness.targets
 from mailstorm.correlation import Correlation
 from mailstorm.errors import ConfigError, FieldError
 from mailstorm.fake_esp.spec import EspSpec, FaultSpec, Surface
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
-from mailstorm.harness.targets.base import REGISTRY
+from mailstorm.harness.targets.base import TARGETS
 from mailstorm.reports.spec import ReportSpec, SloSpec
 from mailstorm.scenarios.model import LoadSpec
 from mailstorm.yamlload import Document, load_yaml, parse_yaml
@@ -81,18 +78,9 @@ class _Frozen(BaseModel):
 
 # -- targets: one model per registered kind, discriminated on ``kind`` ---------------------------------
 
-
-def _import_targets() -> None:
-    """Every module of ``mailstorm.harness.targets`` registers its target kinds when imported."""
-    for info in pkgutil.iter_modules(mailstorm.harness.targets.__path__):
-        if info.name != "base":
-            importlib.import_module(f"mailstorm.harness.targets.{info.name}")
-
-
-_import_targets()
-TARGET_KINDS: tuple[str, ...] = tuple(sorted(REGISTRY))
+TARGET_KINDS: tuple[str, ...] = TARGETS.names()
 TargetSpec = Annotated[
-    Union[tuple(REGISTRY[k].spec_model for k in TARGET_KINDS)],  # noqa: UP007  (a runtime-built union)
+    Union[tuple(TARGETS[k].spec_model for k in TARGET_KINDS)],  # noqa: UP007  (a runtime-built union)
     Field(discriminator="kind"),
 ]
 DEFAULT_TARGET: dict[str, Any] = {"kind": "reference"}
@@ -253,7 +241,7 @@ class Scenario(_Frozen):
     duration: Annotated[Duration, Field(gt=0, le=7 * 86400)]
     drain_deadline: Annotated[Duration, Field(ge=0, le=86400)] = 60.0
     allow_remote: bool = False
-    target: TargetSpec = Field(default_factory=lambda: REGISTRY["reference"].spec_model(**DEFAULT_TARGET))
+    target: TargetSpec = Field(default_factory=lambda: TARGETS["reference"].spec_model(**DEFAULT_TARGET))
     esp: EspSection = Field(default_factory=EspSection)
     load: LoadSpec
     chaos: tuple[ChaosStep, ...] = ()

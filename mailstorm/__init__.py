@@ -2,7 +2,8 @@
 
 The ground of the package lives here and is what every part may import: the ledger (the one contract
 between processes), the error tree, the SMTP replies, the endpoint type, free ports and readiness, the
-loopback guard, YAML loading and the command dispatcher. On top of it, each a subpackage kept in a folder of
+loopback guard, YAML loading, the plugin registry every extension point registers by, and the command
+dispatcher. On top of it, each a subpackage kept in a folder of
 its own at the top of the repository (``package-dir`` in setup.py maps them):
 
 - ``mailstorm.fake_esp``   the fake ESP (SMTP, HTTP APIs, faults, profiles, webhooks, control API);

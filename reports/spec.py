@@ -84,7 +84,8 @@ class SizingSpec(_Frozen):
         None, gt=0, description="ESP sending-rate limit (msg/s), overriding the ESP profile's limits"
     )
     esp_profile: str | None = Field(
-        None, description="size against this ESP profile's limits (fake_esp/profiles) instead of the run's"
+        None,
+        description="size against this ESP profile's limits (mailstorm esp --list-profiles), not the run's",
     )
 
     @field_validator("target")

@@ -39,7 +39,7 @@ def test_the_wheel_has_one_top_level_name(tmp_path):
         for src in (ROOT / pkg).rglob("*.py"):
             assert f"mailstorm/{pkg}/{src.relative_to(ROOT / pkg).as_posix()}" in names, src
     assert "mailstorm/ledger/records.py" in names and "mailstorm/__main__.py" in names
-    assert any(n.startswith("mailstorm/fake_esp/") and n.endswith("ses.yaml") for n in names)
+    assert "mailstorm/fake_esp/esps/ses/profile.yaml" in names  # an ESP home's package data
     assert "mailstorm/scenarios/library/demo.yaml" in names
     assert any(n.startswith("mailstorm/reports/templates/") and n.endswith(".j2") for n in names)
     (dist_info,) = {n.split("/", 1)[0] for n in names if ".dist-info/" in n}

@@ -1,4 +1,5 @@
-"""The faults: one module per fault type, each registering its class under the spec's ``type``.
+"""The faults: one module per fault type, each holding its spec model, its class and its registration
+(``mailstorm.fake_esp.faults.base``). Adding a fault is adding a module here: ``FAULTS`` finds it.
 
 ``build(spec)`` makes the fault object for a validated spec (mailstorm.fake_esp.spec.FaultSpec).
 """
@@ -7,19 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailstorm.fake_esp.faults import (  # noqa: F401 - imported for their @register side effect
-    concurrency,
-    disconnect,
-    greylist,
-    latency,
-    message_cap,
-    outage,
-    reply,
-    tarpit,
-    throttle,
-)
-from mailstorm.fake_esp.faults.base import REGISTRY, Fault
+from mailstorm.fake_esp.faults.base import FAULTS, Fault, register
+
+__all__ = ["FAULTS", "Fault", "build", "register"]
 
 
 def build(spec: Any) -> Fault:
-    return REGISTRY[spec.type](spec)
+    return FAULTS[spec.type](spec)

@@ -1,17 +1,85 @@
-"""What a fault sees and what it may answer: ``Context``, ``Action``, the ``Fault`` protocol, the registry.
+"""What every fault is built from: the common spec fields, ``Context``, ``Action``, ``FaultBase`` and the
+``FAULTS`` registry.
 
-A fault is one small object with one job (a Toxiproxy toxic for SMTP): given the context of one step
-(an SMTP phase or an HTTP request) and its own per-key state, it returns an ``Action`` or None (no
-change). It never draws its own probability (the engine does) and never raises into the server.
+A fault is one module of this package (a Toxiproxy toxic for SMTP): its spec model (a ``FaultSpecBase``
+whose ``type`` literal is the fault's name), its class (one ``apply`` method) and ``@register`` on the
+class. Given the context of one step (an SMTP phase or an HTTP request) and its own per-key state,
+``apply`` returns an ``Action`` or None (no change). A fault never draws its own probability (the engine
+does) and never raises into the server. Nothing else lists the faults: ``FAULTS`` imports every module
+of the package the first time it is read, and the spec union, ``FAULT_TYPES``, the error messages, the
+``--help`` text and the JSON Schema are built from it (``mailstorm.fake_esp.spec``).
+
+Common spec fields (flat, as Toxiproxy toxics are):
+
+    name         optional unique id (the engine makes ``<type>-<n>`` otherwise)
+    phase        one or a list of connect | ehlo | mail | rcpt | data | eod | http (eod = after the
+                 final "."); a fault may give a default
+    probability  0..1, default 1, drawn by the engine from a seeded RNG
+    ttl          s: the fault removes itself this long after it became active
+    after        s: active only this long after it was added
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
-from mailstorm.replies import Reply
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mailstorm.registry import Registry, literal_of, modules
+from mailstorm.replies import Reply, parse_reply
+
+Phase = Literal["connect", "ehlo", "mail", "rcpt", "data", "eod", "http"]
+SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "mail", "rcpt", "data", "eod")
+
+
+def check_reply(value: str) -> str:
+    """A fault's reply must parse and be a refusal (4yz/5yz): a fault never fakes success."""
+    reply = parse_reply(value)
+    if reply.code < 400:
+        raise ValueError(f"a fault reply must be 4yz or 5yz, got {reply.code}")
+    return str(reply)
+
+
+class FaultSpecBase(BaseModel):
+    """The fields every fault spec has; a fault's own model adds ``type: Literal["<name>"]`` and its own."""
+
+    # No NaN or infinity: a ttl of 1e400 never expires and would be answered as non-standard JSON.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    phase: Phase | tuple[Phase, ...]
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    ttl: float | None = Field(default=None, gt=0)
+    after: float | None = Field(default=None, ge=0)
+
+    @field_validator("phase", mode="after")
+    @classmethod
+    def _phases_not_empty(cls, v: Any) -> Any:
+        if isinstance(v, tuple) and not v:
+            raise ValueError("give at least one phase")
+        return v
+
+    @property
+    def phases(self) -> frozenset[str]:
+        return frozenset((self.phase,) if isinstance(self.phase, str) else self.phase)
+
+
+class WithReply(FaultSpecBase):
+    """A fault spec that answers with a configured refusal (``reply``, checked once here)."""
+
+    reply: str
+
+    @field_validator("reply")
+    @classmethod
+    def _reply_ok(cls, v: str) -> str:
+        return check_reply(v)
+
+    @property
+    def parsed_reply(self) -> Reply:
+        return parse_reply(self.reply)
+
 
 # Action kinds, as the ledger's esp.fault records name them.
 PASS = "pass"
@@ -89,16 +157,23 @@ class Fault(Protocol):
     def apply(self, ctx: Context, state: dict[str, Any], rng: random.Random, now: float) -> Action | None: ...
 
 
-REGISTRY: dict[str, type] = {}
+class FaultBase:
+    """What a fault class starts from: its ``spec_model`` (the spec it is built from) and its defaults.
+
+    ``limits_rate``: the fault is a sending limit, so over HTTP its reply becomes a 429 with the ESP's
+    rate-limit headers and Retry-After (mailstorm.fake_esp.http.server), whatever its SMTP code.
+    """
+
+    spec_model: ClassVar[type[FaultSpecBase]]
+    limits_rate: ClassVar[bool] = False
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
 
 
-def register(type_name: str):
-    """Class decorator: ``@register("latency")`` makes the class the fault for specs of that type."""
-
-    def deco(cls: type) -> type:
-        if type_name in REGISTRY:
-            raise ValueError(f"fault type {type_name!r} registered twice")
-        REGISTRY[type_name] = cls
-        return cls
-
-    return deco
+FAULTS: Registry[type[FaultBase]] = Registry(
+    "fault type",
+    name_of=lambda cls: literal_of(cls.spec_model, "type"),
+    discover=modules("mailstorm.fake_esp.faults"),
+)
+register = FAULTS.register  # class decorator: the class becomes the fault for specs of its model's type

@@ -1,16 +1,32 @@
-"""concurrency: past ``max_sessions`` open sessions on this worker, refuse (421 at the banner)."""
+"""concurrency: past ``max_sessions`` open sessions on this worker, refuse (421 at the banner).
+
+Spec: max_sessions, reply (421 4.7.0 Too many concurrent SMTP connections); phase connect."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Literal
 
-from mailstorm.fake_esp.faults.base import REPLY, Action, Context, register
+from pydantic import Field
+
+from mailstorm.fake_esp.faults.base import REPLY, Action, Context, FaultBase, Phase, WithReply, register
+from mailstorm.replies import TOO_MANY_CONNECTIONS
 
 
-@register("concurrency")
-class Concurrency:
-    def __init__(self, spec: Any) -> None:
+class ConcurrencyFault(WithReply):
+    type: Literal["concurrency"]
+    phase: Phase | tuple[Phase, ...] = "connect"
+    max_sessions: int = Field(ge=0)
+    reply: str = str(TOO_MANY_CONNECTIONS)
+
+
+@register
+class Concurrency(FaultBase):
+    spec_model = ConcurrencyFault
+    limits_rate = True
+
+    def __init__(self, spec: ConcurrencyFault) -> None:
+        super().__init__(spec)
         self.max_sessions = spec.max_sessions
         self.reply = spec.parsed_reply
 

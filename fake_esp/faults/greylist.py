@@ -1,17 +1,32 @@
 """greylist: a client/sender/recipient triplet seen for the first time is refused (451 4.7.1) until it
-comes back at least ``retry_after_s`` later; then it passes from then on."""
+comes back at least ``retry_after_s`` later; then it passes from then on.
+
+Spec: retry_after_s, reply (451 4.7.1 Greylisted, please try again later); phase rcpt."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Literal
 
-from mailstorm.fake_esp.faults.base import REPLY, Action, Context, register
+from pydantic import Field
+
+from mailstorm.fake_esp.faults.base import REPLY, Action, Context, FaultBase, Phase, WithReply, register
+from mailstorm.replies import GREYLISTED
 
 
-@register("greylist")
-class Greylist:
-    def __init__(self, spec: Any) -> None:
+class GreylistFault(WithReply):
+    type: Literal["greylist"]
+    phase: Phase | tuple[Phase, ...] = "rcpt"
+    retry_after_s: float = Field(ge=0)
+    reply: str = str(GREYLISTED)
+
+
+@register
+class Greylist(FaultBase):
+    spec_model = GreylistFault
+
+    def __init__(self, spec: GreylistFault) -> None:
+        super().__init__(spec)
         self.retry_after_s = spec.retry_after_s
         self.reply = spec.parsed_reply
 

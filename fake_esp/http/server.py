@@ -1,15 +1,16 @@
-"""HttpApiServer: every registered ESP API (mailstorm.fake_esp.apis) on one aiohttp listener, behind the
-fault engine.
+"""HttpApiServer: every registered ESP API (``ESP_APIS``, mailstorm.fake_esp.http.api) on one aiohttp
+listener, behind the fault engine.
 
 One request is one step of phase ``http``: the API parses it (a bad request gets that ESP's 4xx, never a
 500), then the engine decides (throttle per API key, latency, replies, cuts, outage), then the answer:
 
     pass / delay   accepted: one esp.accepted ledger record per message (proto "http", api, esp_id),
                    written before the success answer is sent, and the webhooks (if configured) told
-    reply          an error in that ESP's shape: a throttle/concurrency/message_cap fault gives 429 with
-                   the ESP's rate-limit headers and Retry-After; otherwise the fault's reply code is the
-                   HTTP status when it is one ESPs answer (400, 401, 403, 404, 413, 422, 429, 500, 502,
-                   503, 504), else a transient SMTP code (4yz) maps to 503 and a permanent one to 400
+    reply          an error in that ESP's shape: a fault that ``limits_rate`` (throttle, concurrency,
+                   message_cap) gives 429 with the ESP's rate-limit headers and Retry-After; otherwise
+                   the fault's reply code is the HTTP status when it is one ESPs answer (400, 401, 403,
+                   404, 413, 422, 429, 500, 502, 503, 504), else a transient SMTP code (4yz) maps to 503
+                   and a permanent one to 400
     disconnect     the connection is reset (RST) without an answer; an outage in refuse mode too
     hang           no answer until the outage ends (the client times out), then the connection is cut
     tarpit         the normal (or the fault's) answer written one byte per ``byte_delay_s``
@@ -40,9 +41,9 @@ from typing import Any
 from aiohttp import web
 
 from mailstorm.correlation import Correlation, carried_id
-from mailstorm.fake_esp.apis import API_REGISTRY, BadRequest, EspApi, RateInfo, Submission
 from mailstorm.fake_esp.engine import Engine, Outage
-from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.faults.base import DISCONNECT, FAULTS, HANG, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.http.api import ESP_APIS, BadRequest, EspApi, RateInfo, Submission
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
 from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
@@ -51,14 +52,14 @@ log = logging.getLogger("mailstorm.fake_esp.http")
 
 # Statuses ESP APIs answer with; a fault reply with one of these codes is sent as that HTTP status.
 HTTP_ERROR_STATUSES = frozenset({400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504})
-RATE_FAULTS = frozenset({"throttle", "concurrency", "message_cap"})
 HANG_MAX_S = 3600.0  # a hang without an outage end still ends: nothing in mailstorm waits forever
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # above the largest ESP limit (SES: 40 MB) so the ESP's 4xx is seen
 
 
 def http_status(reply_code: int, ftype: str | None) -> int:
     """The HTTP status a fault reply becomes (see the module docstring)."""
-    if ftype in RATE_FAULTS:
+    fault = FAULTS.get(ftype) if ftype is not None else None
+    if fault is not None and fault.limits_rate:  # throttle, concurrency, message_cap
         return 429
     if reply_code in HTTP_ERROR_STATUSES:
         return reply_code
@@ -89,7 +90,7 @@ class HttpApiServer:
         self.counters = counters
         self.on_accepted = on_accepted
         self.apis: dict[str, EspApi] = {
-            name: API_REGISTRY[name](correlation_header) for name in (apis or API_REGISTRY)
+            name: ESP_APIS[name](correlation_header) for name in (apis or ESP_APIS)
         }
         self._seq = itertools.count(1)
         self._prefix = f"h{os.getpid()}-"

@@ -1,11 +1,16 @@
 """ESP profiles: each ESP's published limits, failure replies and latency as data (YAML), and their loader.
 
+A profile is the ``profile.yaml`` of an ESP's home (``fake_esp/esps/<name>/profile.yaml``, beside its
+HTTP API and webhook format); ``PROFILES`` lists the homes that have one (``generic_smtp/`` is the
+``generic-smtp`` profile: a ``_`` in a folder's name is a ``-`` in the profile's) and ``load_profile``
+reads one by name, from a checkout or an installed wheel alike (importlib.resources).
+
 A profile is the *base* a fake ESP starts from: ``Profile.faults(rate=...)`` turns its limits and latency
 into fault specs (dicts in the shape of ``mailstorm.fake_esp.spec.FaultSpec``, named ``profile.*``) that the
 engine
 installs first; faults from the command line or the scenario come after and win (same name replaces).
 ``Profile.http`` holds that ESP's HTTP answers for throttling, outage, auth failure and oversize, used by
-the HTTP APIs (mailstorm.fake_esp.apis) when a fault fires on the ``http`` phase.
+the HTTP APIs (mailstorm.fake_esp.http) when a fault fires on the ``http`` phase.
 
 Every number in a YAML file carries a comment naming its source (a key of the file's ``sources`` map);
 ``tests/fake_esp/test_profiles.py`` checks that.
@@ -13,9 +18,11 @@ Every number in a YAML file carries a comment naming its source (a key of the fi
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, Literal
 
 import yaml
@@ -23,12 +30,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mailstorm import replies
 from mailstorm.errors import ConfigError
+from mailstorm.registry import Registry, home_names
 from mailstorm.replies import parse_reply
 
-PROFILE_NAMES: tuple[str, ...] = (
-    "generic-smtp", "ses", "sendgrid", "mailgun", "postmark",
-    "mailjet", "brevo", "elasticemail", "sendpulse", "mandrill",
-)  # fmt: skip
+ESPS = "mailstorm.fake_esp.esps"
+
+
+def _find_profiles() -> None:
+    for home in home_names(ESPS):
+        path = resources.files(f"{ESPS}.{home}").joinpath("profile.yaml")
+        if path.is_file():
+            PROFILES.add(home.replace("_", "-"), path)
+
+
+PROFILES: Registry[Traversable] = Registry("ESP profile", discover=_find_profiles)
+PROFILE_NAMES: tuple[str, ...] = PROFILES.names()
+
+
+def has_api(name: str) -> bool:
+    """Whether ESP ``name``'s home has an HTTP API module (found without importing it: no aiohttp here)."""
+    home = name.replace("-", "_")
+    return home in home_names(ESPS) and importlib.util.find_spec(f"{ESPS}.{home}.api") is not None
 
 
 class _Frozen(BaseModel):
@@ -116,11 +138,7 @@ class WebhookPolicy(_Frozen):
 class Profile(_Frozen):
     name: str
     title: str
-    api: (
-        Literal["sendgrid", "ses", "mailgun", "postmark"]
-        | Literal["mailjet", "brevo", "elasticemail", "sendpulse", "mandrill"]
-        | None
-    )
+    api: str | None = Field(description="the ESP whose HTTP API and webhook format this is; null: SMTP only")
     limits: Limits
     smtp: SmtpReplies
     http: HttpReplies
@@ -128,6 +146,13 @@ class Profile(_Frozen):
     webhook: WebhookPolicy | None = None
     sources: dict[str, str] = Field(min_length=1, description="source key -> URL or reference")
     notes: str = ""
+
+    @field_validator("api")
+    @classmethod
+    def _api_exists(cls, v: str | None) -> str | None:
+        if v is not None and not has_api(v):
+            raise ValueError(f"no ESP home {v!r} with an api.py in {ESPS}")
+        return v
 
     def faults(self, *, rate: float | None = None) -> list[dict[str, Any]]:
         """The profile's limits and latency as fault specs (FaultSpec dicts), named ``profile.*``.
@@ -202,11 +227,11 @@ def _lat(spec: LatencySpec) -> dict[str, Any]:
 
 @cache
 def load_profile(name: str) -> Profile:
-    """Load ``fake_esp/profiles/<name>.yaml``; a bad name or file raises ConfigError naming it."""
-    if name not in PROFILE_NAMES:
-        raise ConfigError(f"unknown ESP profile {name!r}; known: {', '.join(PROFILE_NAMES)}")
-    text = resources.files(__package__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-    return parse_profile(text, where=f"profile {name}.yaml")
+    """Load ``fake_esp/esps/<name>/profile.yaml``; a bad name or file raises ConfigError naming it."""
+    path = PROFILES.get(name)
+    if path is None:
+        raise ConfigError(PROFILES.unknown(name))
+    return parse_profile(path.read_text(encoding="utf-8"), where=f"profile {name}")
 
 
 def parse_profile(text: str, *, where: str = "profile") -> Profile:

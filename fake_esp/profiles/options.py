@@ -1,15 +1,15 @@
 """The fake ESP's command-line options for profiles, the HTTP APIs and webhooks (``mailstorm esp``).
 
---profile NAME      an ESP profile as the base (fake_esp/profiles/NAME.yaml): its limits and latency
+--profile NAME      an ESP profile as the base (fake_esp/esps/NAME/profile.yaml): its limits and latency
                     become faults named profile.* installed first; --faults and the control API
                     come after and win (same name replaces); its max message size is the default
 --rate N            messages/s (token bucket) instead of the profile's, over SMTP (key: client IP,
                     after DATA) and HTTP (key: API key); without --profile, generic-smtp's replies
---http-port P       serve the ESP HTTP APIs (SendGrid, SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic
-                    Email, SendPulse, Mandrill: every API in mailstorm.fake_esp.apis) on port P
+--http-port P       serve the ESP HTTP APIs (every ESP home's api.py in mailstorm.fake_esp.esps: SendGrid,
+                    SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic Email, SendPulse, Mandrill) on port P
 --webhook-url URL   post event webhooks for every accepted message to URL (defaults otherwise)
---webhooks FILE     webhook settings as YAML (mailstorm.fake_esp.webhooks.spec.WebhookSpec); --webhook-url
-wins
+--webhooks FILE     webhook settings as YAML (mailstorm.fake_esp.webhooks.spec.WebhookSpec);
+                    --webhook-url wins
 --list-profiles     print the profiles and exit
 """
 
@@ -26,7 +26,7 @@ from mailstorm.fake_esp.profiles import PROFILE_NAMES, list_profiles, load_profi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--http-port", type=int, help="serve the ESP HTTP APIs (every API in mailstorm.fake_esp.apis)"
+        "--http-port", type=int, help="serve the ESP HTTP APIs (every API in mailstorm.fake_esp.esps)"
     )
     p.add_argument("--profile", help=f"ESP profile as the base: {', '.join(PROFILE_NAMES)}")
     p.add_argument("--rate", type=float, help="messages/s limit (overrides the profile's), SMTP and HTTP")

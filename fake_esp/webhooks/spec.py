@@ -1,15 +1,14 @@
 """WebhookSpec: where and how the fake ESP posts events back (typed, frozen; parsed once at the edge).
 
 url               where to POST (loopback unless allowed: mailstorm.netguard)
-format            sendgrid | ses | mailgun | postmark | mailjet | brevo | elasticemail | sendpulse |
-                  mandrill (mailstorm.fake_esp.webhooks.formats); default: the API the message came in by,
-                  else
-                  the profile's API (SMTP acceptances); none of those: no webhooks for that message
+format            a registered webhook format (mailstorm.fake_esp.webhooks.formats.WEBHOOK_FORMATS: one
+                  per ESP home); default: the API the message came in by, else the profile's API (SMTP
+                  acceptances); none of those: no webhooks for that message
 events            probabilities per accepted recipient: bounce (else delivered), deferred (a deferred
                   event before the outcome), open and click (after a delivery; click after an open)
 faults            delay_ms (+ jitter_ms uniform) before the first attempt; duplicate / drop /
                   reorder probabilities (reorder: the event is held back and posted after the next)
-retry_time_scale  the ESP's retry schedule (fake_esp/profiles/*.yaml webhook) times this: 1 = real
+retry_time_scale  the ESP's retry schedule (fake_esp/esps/*/profile.yaml webhook) times this: 1 = real
                   minutes and hours, 0.001 = the same shape in milliseconds for a test
 timeout_s         a POST that takes longer failed (and is retried)
 seed              the poster's own RNG (events and faults): same seed, same decisions
@@ -23,7 +22,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS
 from mailstorm.yamlload import safe_load
+
+# The formats' names as one Literal (a runtime-built one: a new ESP home adds its name here, and to the
+# JSON Schema of scenario files).
+FormatName = Literal[WEBHOOK_FORMATS.names()]  # type: ignore[valid-type]
 
 
 class _Frozen(BaseModel):
@@ -47,11 +51,7 @@ class WebhookFaults(_Frozen):
 
 class WebhookSpec(_Frozen):
     url: str
-    format: (
-        Literal["sendgrid", "ses", "mailgun", "postmark"]
-        | Literal["mailjet", "brevo", "elasticemail", "sendpulse", "mandrill"]
-        | None
-    ) = None
+    format: FormatName | None = None
     events: EventMix = EventMix()
     faults: WebhookFaults = WebhookFaults()
     retry_time_scale: float = Field(1.0, gt=0)

@@ -1,4 +1,9 @@
-"""What a toxic is: one spec model, one required coroutine, and the name registry.
+"""What a toxic is: one spec model, one required coroutine, and the ``TOXICS`` registry.
+
+A toxic is one module of ``mailstorm.harness.chaosproxy.toxics``: its spec model (a ``ToxicSpecBase``
+whose ``type`` literal is its name), its class (``spec_model``, ``pipe``) and ``@register`` on the class.
+``TOXICS`` imports every module of that package the first time it is read; the toxic spec union (scenario
+``network:`` steps, the control API) is built from it (``spec``).
 
 Like Toxiproxy: a toxic sees the bytes flowing one way through one proxied connection (``upstream`` is
 client -> server, i.e. the SUT talking to the ESP; ``downstream`` is server -> client) and may delay them,
@@ -20,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mailstorm.registry import Registry, literal_of, modules
 
 Stream = Literal["upstream", "downstream", "both"]
 Path = Literal["smtp", "http", "webhooks"]
@@ -70,16 +77,12 @@ class Toxic(Protocol):
     async def pipe(self, data: bytes, arrived: float, link: Link, send: Send) -> None: ...
 
 
-TOXICS: dict[str, type] = {}
-
-
-def register(cls: type) -> type:
-    """Class decorator: make a toxic available under its spec's ``type`` literal."""
-    name = cls.spec_model.model_fields["type"].default
-    if name in TOXICS:
-        raise ValueError(f"toxic {name!r} registered twice")
-    TOXICS[name] = cls
-    return cls
+TOXICS: Registry[Any] = Registry(
+    "toxic",
+    name_of=lambda cls: literal_of(cls.spec_model, "type"),
+    discover=modules("mailstorm.harness.chaosproxy.toxics"),
+)
+register = TOXICS.register  # class decorator: the class is the toxic for specs of its model's type
 
 
 class ToxicBase:

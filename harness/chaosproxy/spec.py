@@ -11,7 +11,6 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-import mailstorm.harness.chaosproxy.toxics  # noqa: F401  (registers every toxic)
 from mailstorm.errors import ConfigError
 from mailstorm.harness.chaosproxy.base import TOXICS, ToxicSpecBase
 
@@ -27,9 +26,9 @@ def parse_toxic(raw: dict[str, Any] | ToxicSpecBase) -> ToxicSpecBase:
     if isinstance(raw, ToxicSpecBase):
         return raw
     if not isinstance(raw, dict) or "type" not in raw:
-        raise ConfigError(f"toxic must be a mapping with a 'type' (one of {', '.join(sorted(TOXICS))})")
+        raise ConfigError(f"toxic must be a mapping with a 'type' (one of {', '.join(TOXICS.names())})")
     if raw["type"] not in TOXICS:
-        raise ConfigError(f"toxic type {raw['type']!r} unknown; known: {', '.join(sorted(TOXICS))}")
+        raise ConfigError(f"toxic type {raw['type']!r} unknown; known: {', '.join(TOXICS.names())}")
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:

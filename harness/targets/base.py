@@ -1,4 +1,10 @@
-"""The target extension point: the ``Target`` protocol the runner holds, optional abilities, a registry.
+"""The target extension point: the ``Target`` protocol the runner holds, optional abilities, and the
+``TARGETS`` registry.
+
+A target kind is one module of this package: its spec model (a frozen pydantic model whose ``kind``
+literal is the kind's name), its class (``spec_model`` set, ``addresses``/``start``/``stop``, optional
+abilities) and ``@register`` on the class. ``TARGETS`` imports every module of the package the first time
+it is read; the scenario's ``target:`` union and its JSON Schema are built from it.
 
 A target says which addresses its spec sends traffic to (``addresses``: the runner passes every one
 through the loopback guard before anything starts, in ``mailstorm validate`` too, whatever the spec's
@@ -15,9 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mailstorm.endpoint import Endpoint
+from mailstorm.registry import Registry, literal_of, modules
 
 __all__ = [
-    "REGISTRY",
+    "TARGETS",
     "Actionable",
     "Address",
     "Alive",
@@ -119,17 +126,14 @@ class Alive(Protocol):
     def alive(self) -> bool: ...
 
 
-REGISTRY: dict[str, type] = {}
+TARGETS: Registry[Any] = Registry(
+    "target kind",
+    name_of=lambda cls: literal_of(cls.spec_model, "kind"),
+    discover=modules("mailstorm.harness.targets"),
+)
 
 
-def register(kind: str):
-    """Class decorator: make a target available under ``kind`` in scenario files."""
-
-    def deco(cls: type) -> type:
-        if kind in REGISTRY:
-            raise ValueError(f"target kind {kind!r} registered twice")
-        cls.kind = kind
-        REGISTRY[kind] = cls
-        return cls
-
-    return deco
+def register(cls: type) -> type:
+    """Class decorator: make a target available in scenario files under its spec model's ``kind``."""
+    cls.kind = TARGETS.name_of(cls)  # type: ignore[attr-defined]
+    return TARGETS.register(cls)

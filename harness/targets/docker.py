@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import HarnessError, UserError
-from mailstorm.harness.chaosproxy import ChaosProxy
+from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.leftovers import CONTAINER_LABEL
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.harness.targets.process import http_ok, ready_url_address, substitute, wait_ready
@@ -104,7 +104,7 @@ def smtp_greets(host: str, port: int) -> bool:
         return False
 
 
-@register("docker")
+@register
 class DockerTarget:
     """Runs or adopts a container; ``act`` breaks it; ``stop`` removes what this target started."""
 

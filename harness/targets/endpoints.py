@@ -92,7 +92,7 @@ def _unreachable(index: int, where: str, why: object) -> UserError:
     return UserError(f"target.endpoints[{index}] {where} is not reachable: {why}")
 
 
-@register("smtp")
+@register
 class SmtpTarget:
     """Endpoints of an SMTP SUT that runs on its own."""
 
@@ -149,7 +149,7 @@ class SmtpTarget:
         """Nothing was started."""
 
 
-@register("http")
+@register
 class HttpTarget:
     """Endpoints of an HTTP SUT that runs on its own."""
 

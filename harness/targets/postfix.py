@@ -106,7 +106,7 @@ def postfix_installed() -> str | None:
     return shutil.which("postfix", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
-@register("postfix")
+@register
 class PostfixTarget:
     """Starts, breaks and removes one throwaway Postfix instance."""
 

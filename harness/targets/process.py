@@ -110,7 +110,7 @@ def http_ok(url: str) -> bool:
         return False
 
 
-@register("process")
+@register
 class ProcessTarget:
     """Runs ``spec.command``; ``act`` breaks it; ``stop`` leaves no process of its group behind."""
 

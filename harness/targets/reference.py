@@ -125,7 +125,7 @@ class _Instance:
         proc.wait()
 
 
-@register("reference")
+@register
 class ReferenceTarget:
     """Starts the reference pipeline instance(s); acts on them; reports their queue depth."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from importlib import resources
 
 import pytest
 
 from mailstorm.errors import ConfigError
-from mailstorm.fake_esp.profiles import PROFILE_NAMES, load_profile, parse_profile
+from mailstorm.fake_esp.profiles import PROFILE_NAMES, PROFILES, load_profile, parse_profile
 from mailstorm.fake_esp.spec import parse_fault
 from mailstorm.replies import SES_THROTTLED
 
@@ -22,7 +21,7 @@ _SRC = re.compile(r"#\s*src:\s*([\w-]+(?:\s*,\s*[\w-]+)*)")
 @pytest.mark.parametrize("name", PROFILE_NAMES)
 def test_every_number_names_a_source_the_file_lists(name):
     """Each line holding a number (or null) carries '# src: key' and every key is in the file's sources."""
-    text = resources.files("mailstorm.fake_esp.profiles").joinpath(f"{name}.yaml").read_text()
+    text = PROFILES[name].read_text()
     sources = set(load_profile(name).sources)
     for n, line in enumerate(text.splitlines(), 1):
         if line.lstrip().startswith("#") or not _VALUE_LINE.match(line):
@@ -62,7 +61,7 @@ def test_postmark_connection_limit_becomes_a_concurrency_fault():
 
 def test_a_bad_profile_names_the_field():
     """A profile that fails validation raises ConfigError naming the field."""
-    text = resources.files("mailstorm.fake_esp.profiles").joinpath("ses.yaml").read_text()
+    text = PROFILES["ses"].read_text()
     with pytest.raises(ConfigError, match=r"limits.rate"):
         parse_profile(text.replace("rate: 1 ", "rate: -3 ", 1), where="x.yaml")
     with pytest.raises(ConfigError, match=r"smtp.throttle"):

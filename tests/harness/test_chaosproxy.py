@@ -19,7 +19,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
 from mailstorm.errors import ConfigError, UserError
-from mailstorm.harness.chaosproxy import ChaosProxy, parse_toxic
+from mailstorm.harness.chaosproxy.proxy import ChaosProxy
+from mailstorm.harness.chaosproxy.spec import parse_toxic
 from mailstorm.ledger import Kind, LedgerReader, LedgerWriter
 from mailstorm.ports import free_port, port_open
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailstorm.errors import UserError
-from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, TargetContext
+from mailstorm.harness.targets.base import TARGETS, Actionable, Alive, TargetContext
 from mailstorm.harness.targets.docker import LABEL, DockerSpec, DockerTarget, docker_client, smtp_greets
 from tests.harness.sut_support import Sink, Submitter
 
@@ -97,7 +97,7 @@ def target(image, ctx):
 
 def test_registered_with_its_abilities():
     """docker is a registered kind that can act and say whether its container is alive."""
-    t = REGISTRY["docker"](DockerSpec(image="x"))
+    t = TARGETS["docker"](DockerSpec(image="x"))
     assert isinstance(t, Actionable) and isinstance(t, Alive)
     assert {"kill", "pause", "unpause", "restart", "stop", "disconnect", "connect"} <= t.actions()
 

@@ -12,7 +12,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import ValidationError
 
 from mailstorm.errors import TargetNotAllowed, UserError
-from mailstorm.harness.targets.base import REGISTRY, Endpoint, TargetContext
+from mailstorm.harness.targets.base import TARGETS, Endpoint, TargetContext
 from mailstorm.harness.targets.endpoints import HttpTarget, HttpTargetSpec, SmtpTarget, SmtpTargetSpec
 from mailstorm.ports import free_port
 
@@ -62,8 +62,8 @@ def ctx(tmp_path, allow_remote: bool = False) -> TargetContext:
 
 def test_both_kinds_are_registered_with_their_spec_models():
     """Scenario files name these targets as kind: smtp / kind: http."""
-    assert REGISTRY["smtp"].spec_model is SmtpTargetSpec
-    assert REGISTRY["http"].spec_model is HttpTargetSpec
+    assert TARGETS["smtp"].spec_model is SmtpTargetSpec
+    assert TARGETS["http"].spec_model is HttpTargetSpec
 
 
 def test_smtp_target_returns_one_endpoint_per_reachable_address(smtp_server, tmp_path):

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from mailstorm.errors import UserError
-from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, QueueSampler, TargetContext
+from mailstorm.harness.targets.base import TARGETS, Actionable, Alive, QueueSampler, TargetContext
 from mailstorm.harness.targets.postfix import PostfixSpec, PostfixTarget, postfix_installed
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.ports import port_open
@@ -74,7 +74,7 @@ def wait_depth(t: PostfixTarget, pred, timeout: float) -> int | None:
 
 def test_registered_with_its_abilities():
     """postfix is a registered kind that can act, report its queue and say whether it is alive."""
-    t = REGISTRY["postfix"](PostfixSpec())
+    t = TARGETS["postfix"](PostfixSpec())
     assert isinstance(t, Actionable) and isinstance(t, QueueSampler) and isinstance(t, Alive)
     assert t.actions() == {"stop", "start", "restart", "kill", "flush"}
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from mailstorm.errors import HarnessError, UserError
-from mailstorm.harness.targets.base import REGISTRY, Actionable, Alive, TargetContext
+from mailstorm.harness.targets.base import TARGETS, Actionable, Alive, TargetContext
 from mailstorm.harness.targets.process import ProcessSpec, ProcessTarget
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.ports import port_open
@@ -53,7 +53,7 @@ def target():
 
 def test_registered_with_its_abilities():
     """The process kind is in the registry and is actionable and alive-checkable."""
-    assert REGISTRY["process"] is ProcessTarget
+    assert TARGETS["process"] is ProcessTarget
     t = ProcessTarget(reference_spec())
     assert isinstance(t, Actionable) and isinstance(t, Alive)
     assert {"kill", "pause", "resume", "restart", "stop", "start"} <= t.actions()

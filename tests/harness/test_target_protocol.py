@@ -10,7 +10,7 @@ from mailstorm.errors import ConfigError, HarnessError, TargetNotAllowed
 from mailstorm.harness.probes import resolve_probes
 from mailstorm.harness.run import Run
 from mailstorm.harness.scenario import ProbeSpec, validate_document
-from mailstorm.harness.targets.base import REGISTRY, Address, Monitored, Target
+from mailstorm.harness.targets.base import TARGETS, Address, Monitored, Target
 from mailstorm.yamlload import parse_yaml
 
 SMTP_SCENARIO = """name: seam
@@ -60,7 +60,7 @@ class _NoAddresses:
 
 def test_every_registered_target_kind_is_a_target():
     """Each built-in kind implements the protocol the runner holds (addresses, start, stop)."""
-    for kind, cls in REGISTRY.items():
+    for kind, cls in TARGETS.items():
         assert isinstance(cls.__new__(cls), Target), kind
 
 
@@ -68,7 +68,7 @@ def test_the_runner_checks_the_addresses_the_target_names(monkeypatch):
     """A remote address a target reports is refused before anything starts, naming the field and line,
     though no field is called host or endpoints in the way the runner once looked for."""
     monkeypatch.setattr(_SmtpUnderAnotherName, "kind", "smtp", raising=False)
-    monkeypatch.setitem(REGISTRY, "smtp", _SmtpUnderAnotherName)
+    monkeypatch.setitem(TARGETS._ready(), "smtp", _SmtpUnderAnotherName)
     with pytest.raises(ConfigError, match=r"^seam\.yaml:6: target\.endpoints: .*'192\.0\.2\.7'.*loopback"):
         preflight(SMTP_SCENARIO)
     preflight(SMTP_SCENARIO + "allow_remote: true\n", allow_remote=True)
@@ -77,7 +77,7 @@ def test_the_runner_checks_the_addresses_the_target_names(monkeypatch):
 def test_a_class_that_is_not_a_target_is_refused(monkeypatch):
     """A registered class without ``addresses`` cannot skip the loopback check: the runner refuses it."""
     monkeypatch.setattr(_NoAddresses, "kind", "smtp", raising=False)
-    monkeypatch.setitem(REGISTRY, "smtp", _NoAddresses)
+    monkeypatch.setitem(TARGETS._ready(), "smtp", _NoAddresses)
     with pytest.raises(HarnessError, match="does not implement the Target protocol"):
         preflight(SMTP_SCENARIO)
 

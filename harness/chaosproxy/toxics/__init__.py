@@ -1,5 +1,1 @@
-"""The toxics, one per module; importing this package registers them all."""
-
-from mailstorm.harness.chaosproxy.toxics import bandwidth, blackhole, latency, reset, slicer
-
-__all__ = ["bandwidth", "blackhole", "latency", "reset", "slicer"]
+"""The toxics, one per module (its spec model, its class, ``@register``); ``TOXICS`` finds them."""

@@ -1,0 +1,61 @@
+"""Elastic Email HTTP web notification: the documented URL parameters (transaction, messageid, to, from,
+date, status: Sent | Opened | Clicked | Error, category, postback), form-encoded in the POST body —
+Elastic Email itself sends them as a GET query string, which the poster (POST only) does not do; the
+correlation id comes back as postback.
+Reference: https://help.elasticemail.com/en/articles/4804685-notification-settings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from mailstorm.fake_esp.webhooks.formats import FORM, Event, WebhookFormat, parse_form, register
+
+_STATUS = {
+    "delivered": "Sent",
+    "deferred": "Error",
+    "bounce": "Error",
+    "open": "Opened",
+    "click": "Clicked",
+}
+_TRANSIENT = ("GreyListed", "Throttled", "Timeout", "ConnectionProblem")  # ee-notifications categories
+
+
+@register
+class ElasticEmailWebhook(WebhookFormat):
+    name = "elasticemail"
+
+    def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
+        (e,) = events
+        return urlencode(_event(e)).encode(), dict(FORM)
+
+    def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
+        data = parse_form(body)
+        kind = {"Sent": "delivered", "Opened": "open", "Clicked": "click"}.get(data["status"])
+        if kind is None:
+            kind = "deferred" if data.get("category") in _TRANSIENT else "bounce"
+        return [
+            {"event": kind, "id": data.get("postback") or None, "esp_id": data["messageid"],
+             "rcpt": data["to"], "event_id": data.get("transaction")}
+        ]  # fmt: skip
+
+
+def _event(e: Event) -> dict[str, str]:
+    out = {
+        "transaction": e.event_id,
+        "messageid": e.esp_id,
+        "to": e.rcpt,
+        "from": e.sender,
+        "date": datetime.fromtimestamp(e.ts, UTC).strftime("%m/%d/%Y %I:%M:%S %p"),
+        "subject": "",
+        "status": _STATUS[e.event],
+        "channel": "API",
+        "account": e.sender,
+        "category": {"deferred": "GreyListed", "bounce": "NoMailbox"}.get(e.event, "Unknown"),
+        "postback": e.id or "",
+    }
+    if e.event == "click":
+        out["target"] = "https://example.test/"
+    return out

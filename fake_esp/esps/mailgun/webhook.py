@@ -1,0 +1,73 @@
+"""Mailgun webhooks: {"signature": {timestamp, token, signature (HMAC-SHA256 of timestamp + token with
+the webhook signing key)}, "event-data": {event: delivered | failed (severity permanent/temporary) |
+opened | clicked, user-variables, ...}}; the correlation id comes back in user-variables.
+Reference: https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhooks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import orjson
+
+from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
+
+
+@register
+class MailgunWebhook(JsonFormat):
+    name = "mailgun"
+
+    def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
+        ts = str(int(e.ts))
+        token = secrets.token_hex(25)
+        # Mailgun signs timestamp+token with the webhook signing key (HMAC-SHA256), as receivers verify.
+        sig = hmac.new(signing_key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+        name, extra = {
+            "delivered": ("delivered", {"delivery-status": {"code": 250, "message": "OK"}}),
+            "deferred": (
+                "failed",
+                {
+                    "severity": "temporary",
+                    "reason": "generic",
+                    "delivery-status": {"code": 451, "message": "try later"},
+                },
+            ),
+            "bounce": (
+                "failed",
+                {
+                    "severity": "permanent",
+                    "reason": "bounce",
+                    "delivery-status": {"code": 550, "message": "Mailbox unavailable"},
+                },
+            ),
+            "open": ("opened", {"ip": "127.0.0.1"}),
+            "click": ("clicked", {"ip": "127.0.0.1", "url": "https://example.test/"}),
+        }[e.event]
+        data = {
+            "id": e.event_id,
+            "timestamp": e.ts,
+            "event": name,
+            "recipient": e.rcpt,
+            "message": {"headers": {"message-id": e.esp_id, "from": e.sender, "to": e.rcpt}},
+            "user-variables": {e.header: e.id} if e.id is not None else {},
+            **extra,
+        }
+        return {"signature": {"timestamp": ts, "token": token, "signature": sig}, "event-data": data}
+
+    def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
+        ed = orjson.loads(body)["event-data"]
+        kind = {"delivered": "delivered", "opened": "open", "clicked": "click"}.get(ed["event"])
+        if kind is None:
+            kind = "bounce" if ed.get("severity") == "permanent" else "deferred"
+        return [
+            {
+                "event": kind,
+                "id": ed.get("user-variables", {}).get(header),
+                "esp_id": ed["message"]["headers"]["message-id"],
+                "rcpt": ed["recipient"],
+                "event_id": ed["id"],
+            }
+        ]

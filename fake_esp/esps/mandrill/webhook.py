@@ -1,0 +1,59 @@
+"""Mandrill (Mailchimp Transactional) message event webhook: form-encoded ``mandrill_events`` = a JSON
+array (up to 1000) of {event: send | deferral | hard_bounce | open | click, _id, ts, msg: {_id, email,
+sender, state, metadata, ...}}; the correlation id comes back in msg.metadata. No X-Mandrill-Signature
+(it signs the URL, which a renderer does not see).
+Reference: https://mandrill.zendesk.com/hc/en-us/articles/205583307-Message-Event-Webhook-Format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from mailstorm.fake_esp.webhooks.formats import FORM, Event, WebhookFormat, parse_form, register
+
+_EVENTS = {"delivered": "send", "deferred": "deferral", "bounce": "hard_bounce", "open": "open",
+           "click": "click"}  # fmt: skip
+
+
+@register
+class MandrillWebhook(WebhookFormat):
+    name = "mandrill"
+
+    def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
+        body = {"mandrill_events": orjson.dumps([_event(e) for e in events]).decode()}
+        return urlencode(body).encode(), dict(FORM)
+
+    def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
+        kinds = {v: k for k, v in _EVENTS.items()} | {"soft_bounce": "deferred"}
+        return [
+            {"event": kinds[ev["event"]], "id": ev["msg"].get("metadata", {}).get(header),
+             "esp_id": ev["msg"]["_id"], "rcpt": ev["msg"]["email"], "event_id": ev["_id"]}
+            for ev in orjson.loads(parse_form(body)["mandrill_events"])
+        ]  # fmt: skip
+
+
+def _event(e: Event) -> dict[str, Any]:
+    state = {"delivered": "sent", "deferred": "deferred", "bounce": "bounced"}.get(e.event, "sent")
+    msg: dict[str, Any] = {
+        "ts": int(e.ts),
+        "_id": e.esp_id,
+        "email": e.rcpt,
+        "sender": e.sender,
+        "subject": "",
+        "tags": [],
+        "state": state,
+        "metadata": {e.header: e.id} if e.id is not None else {},
+    }
+    if e.event == "bounce":
+        msg |= {"bounce_description": "bad_mailbox", "diag": "smtp;550 5.1.1 user unknown"}
+    if e.event == "deferred":
+        msg["smtp_events"] = [{"ts": int(e.ts), "type": "deferred", "diag": "451 4.4.1 try later"}]
+    out: dict[str, Any] = {"event": _EVENTS[e.event], "_id": e.event_id, "ts": int(e.ts), "msg": msg}
+    if e.event in ("open", "click"):
+        out |= {"ip": "127.0.0.1", "user_agent": "Mozilla/5.0", "location": None}
+    if e.event == "click":
+        out["url"] = "https://example.test/"
+    return out

@@ -1,0 +1,52 @@
+"""SendGrid Event Webhook: a JSON array of events ({email, timestamp, event, sg_event_id, sg_message_id,
+smtp-id, ...}); custom args (the correlation id) are top-level keys. SendGrid batches: one POST carries
+what has piled up (the profile's ``webhook.batch_max``).
+Reference: https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
+
+
+@register
+class SendGridWebhook(JsonFormat):
+    name = "sendgrid"
+    array = True
+
+    def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "email": e.rcpt,
+            "timestamp": int(e.ts),
+            "smtp-id": f"<{e.esp_id}@fake-esp.mailstorm.test>",
+            "event": e.event,
+            "category": [],
+            "sg_event_id": e.event_id,
+            "sg_message_id": f"{e.esp_id}.filter0001.0.0",
+        }
+        if e.id is not None:
+            out[e.header] = e.id
+        extra = {
+            "delivered": {"response": "250 2.0.0 OK"},
+            "deferred": {"response": "451 4.3.0 Temporary failure", "attempt": "1"},
+            "bounce": {"type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 Mailbox unavailable"},
+            "open": {"useragent": "Mozilla/5.0", "ip": "127.0.0.1", "sg_machine_open": False},
+            "click": {"useragent": "Mozilla/5.0", "ip": "127.0.0.1", "url": "https://example.test/"},
+        }
+        return out | extra[e.event]
+
+    def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "event": ev["event"],
+                "id": ev.get(header),
+                "esp_id": ev["sg_message_id"].split(".")[0],
+                "rcpt": ev["email"],
+                "event_id": ev["sg_event_id"],
+            }
+            for ev in orjson.loads(body)
+        ]

@@ -1,0 +1,128 @@
+"""Amazon SES events through SNS: an SNS HTTP notification ({Type: "Notification", MessageId, TopicArn,
+Message, ...}, with x-amz-sns-* headers) whose Message is the SES event JSON ({eventType: Delivery |
+Bounce | DeliveryDelay | Open | Click, mail: {messageId, headers, tags, ...}, delivery | ...}); the
+correlation id comes back in the mail's tags (mailstorm_id) and headers.
+References: https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html,
+https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from mailstorm.fake_esp.webhooks.formats import Event, WebhookFormat, iso_time, register
+
+SNS_TOPIC = "arn:aws:sns:us-east-1:000000000000:mailstorm-ses-events"
+_SES_TYPES = {
+    "delivered": "Delivery",
+    "deferred": "DeliveryDelay",
+    "bounce": "Bounce",
+    "open": "Open",
+    "click": "Click",
+}
+
+
+@register
+class SesWebhook(WebhookFormat):
+    name = "ses"
+
+    def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
+        (e,) = events
+        note = _sns(e)
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "x-amz-sns-message-type": "Notification",
+            "x-amz-sns-message-id": note["MessageId"],
+            "x-amz-sns-topic-arn": SNS_TOPIC,
+        }
+        return orjson.dumps(note), headers
+
+    def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
+        data = orjson.loads(body)
+        msg = orjson.loads(data["Message"])
+        kind = {v: k for k, v in _SES_TYPES.items()}[msg["eventType"]]
+        tags = msg["mail"].get("tags", {})
+        return [
+            {
+                "event": kind,
+                "id": (tags.get("mailstorm_id") or [None])[0],
+                "esp_id": msg["mail"]["messageId"],
+                "rcpt": msg["mail"]["destination"][0],
+                "event_id": data["MessageId"],
+            }
+        ]
+
+
+def _sns(e: Event) -> dict[str, Any]:
+    when = iso_time(e.ts)
+    mail = {
+        "timestamp": when,
+        "source": e.sender,
+        "sendingAccountId": "000000000000",
+        "messageId": e.esp_id,
+        "destination": [e.rcpt],
+        "headersTruncated": False,
+        "headers": [{"name": e.header, "value": e.id}] if e.id is not None else [],
+        "tags": {"mailstorm_id": [e.id]} if e.id is not None else {},
+    }
+    detail: dict[str, Any] = {
+        "delivered": {
+            "delivery": {
+                "timestamp": when,
+                "processingTimeMillis": 0,
+                "recipients": [e.rcpt],
+                "smtpResponse": "250 2.6.0 Message received",
+                "reportingMTA": "fake-esp.mailstorm.test",
+            }
+        },
+        "deferred": {
+            "deliveryDelay": {
+                "timestamp": when,
+                "delayType": "TransientCommunicationFailure",
+                "delayedRecipients": [
+                    {"emailAddress": e.rcpt, "status": "4.4.1", "diagnosticCode": "smtp; 451 4.4.1 try later"}
+                ],
+            }
+        },
+        "bounce": {
+            "bounce": {
+                "bounceType": "Permanent",
+                "bounceSubType": "General",
+                "bouncedRecipients": [
+                    {
+                        "emailAddress": e.rcpt,
+                        "action": "failed",
+                        "status": "5.1.1",
+                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                    }
+                ],
+                "timestamp": when,
+                "feedbackId": e.event_id,
+            }
+        },
+        "open": {"open": {"ipAddress": "127.0.0.1", "timestamp": when, "userAgent": "Mozilla/5.0"}},
+        "click": {
+            "click": {
+                "ipAddress": "127.0.0.1",
+                "timestamp": when,
+                "userAgent": "Mozilla/5.0",
+                "link": "https://example.test/",
+                "linkTags": {},
+            }
+        },
+    }[e.event]
+    message = {"eventType": _SES_TYPES[e.event], "mail": mail, **detail}
+    return {
+        "Type": "Notification",
+        "MessageId": e.event_id,
+        "TopicArn": SNS_TOPIC,
+        "Subject": "Amazon SES Email Event Notification",
+        "Message": orjson.dumps(message).decode(),
+        "Timestamp": when,
+        "SignatureVersion": "1",
+        "Signature": "bWFpbHN0b3JtLWZha2Utc2lnbmF0dXJl",  # not verifiable: this is a fake SNS
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-mailstorm.pem",
+        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+    }
