@@ -267,11 +267,17 @@ def test_greylist_seen_by_swaks(esp):
 
 # -- outage -------------------------------------------------------------------------------------------------
 def refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
+    """Whether a connection to ``port`` is refused now. A reset while connecting (the listener closed
+    with this connection still in its accept queue) is the listener going down: asked again."""
+    for _ in range(3):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return False
+        except ConnectionRefusedError:
+            return True
+        except ConnectionResetError:
+            continue
+    return True
 
 
 def test_outage_refuse_cuts_sessions_and_comes_back(esp):
