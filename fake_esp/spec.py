@@ -17,6 +17,15 @@ A fault spec is flat (as Toxiproxy toxics are): common fields plus the fields of
     greylist     retry_after_s, reply (451 for an unseen client/sender/recipient triplet)
     outage       duration_s, mode refuse (listener closed, in-flight sessions cut) | hang (accepted,
                  never answered)
+    tls          mode no_starttls (EHLO without STARTTLS, STARTTLS answered 454; on an implicit-TLS port
+                 the session stays plain text) | handshake_failure (a TLS handshake_failure alert) |
+                 expired_cert | wrong_host (the handshake offers that certificate, signed by the CA) |
+                 cut_mid_data (the connection cut after the first data line, no close_notify); the
+                 default phase follows the mode: ehlo+tls, tls, tls, tls, data
+
+Phases ``auth`` (the AUTH command, before the credentials are checked) and ``tls`` (the STARTTLS
+command, or the handshake of an implicit-TLS connection; both listeners' TLS handshakes over https)
+take any fault that answers or cuts: a reply fault on ``auth`` gives 535 or 454 at AUTH.
 
 Use ``parse_fault(dict)`` / ``parse_esp_spec(dict)``: they raise ``ConfigError`` whose one-line message
 names the field (``faults[0].probability: ...``).
@@ -33,11 +42,13 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.auth import Credential
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.ledger import CORRELATION_HEADER
 from mailstorm.replies import (
@@ -49,8 +60,8 @@ from mailstorm.replies import (
     parse_reply,
 )
 
-Phase = Literal["connect", "ehlo", "mail", "rcpt", "data", "eod", "http"]
-SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "mail", "rcpt", "data", "eod")
+Phase = Literal["connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod", "http"]
+SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod")
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 
@@ -189,6 +200,37 @@ class OutageFault(_Fault):
     mode: Literal["refuse", "hang"] = "refuse"
 
 
+TLS_MODES = ("no_starttls", "handshake_failure", "expired_cert", "wrong_host", "cut_mid_data")
+# Where each TLS fault can act (its default phase is all of them).
+TLS_FAULT_PHASES: dict[str, tuple[str, ...]] = {
+    "no_starttls": ("ehlo", "tls"),
+    "handshake_failure": ("tls",),
+    "expired_cert": ("tls",),
+    "wrong_host": ("tls",),
+    "cut_mid_data": ("data",),
+}
+
+
+class TlsFault(_Fault):
+    type: Literal["tls"]
+    mode: Literal["no_starttls", "handshake_failure", "expired_cert", "wrong_host", "cut_mid_data"]
+    phase: Phase | tuple[Phase, ...] = "tls"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_phase(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "phase" not in data and data.get("mode") in TLS_FAULT_PHASES:
+            return {**data, "phase": TLS_FAULT_PHASES[data["mode"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _phase_fits_mode(self) -> TlsFault:
+        allowed = TLS_FAULT_PHASES[self.mode]
+        if not self.phases <= set(allowed):
+            raise ValueError(f"phase: a tls fault of mode {self.mode} acts at {' or '.join(allowed)}")
+        return self
+
+
 FaultSpec = Annotated[
     LatencyFault
     | ReplyFault
@@ -198,7 +240,8 @@ FaultSpec = Annotated[
     | ConcurrencyFault
     | MessageCapFault
     | GreylistFault
-    | OutageFault,
+    | OutageFault
+    | TlsFault,
     Field(discriminator="type"),
 ]
 
@@ -212,6 +255,7 @@ FAULT_TYPES: tuple[str, ...] = (
     "message_cap",
     "greylist",
     "outage",
+    "tls",
 )
 
 
@@ -243,6 +287,39 @@ class EspSpec(BaseModel):
     hostname: str = Field(default="fake-esp.mailstorm.test", min_length=1, pattern=r"^[!-~]+$")  # one word
     # Event webhooks posted for accepted messages (issue 3: mailstorm.fake_esp.webhooks); None = none.
     webhooks: WebhookSpec | None = None
+    # TLS (mailstorm.fake_esp.tls): off, STARTTLS on the SMTP port, or TLS from the first byte (the
+    # "TLS wrapper" of port 465); the HTTP APIs are https when it is not off. require_tls refuses MAIL
+    # and AUTH before STARTTLS (530). tls_ca: where the CA is written (default <ledger>/ca.pem);
+    # tls_cert/tls_key: a certificate of the user's own to serve instead of the one made at start.
+    tls: Literal["off", "starttls", "implicit"] = "off"
+    require_tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Credentials (mailstorm.fake_esp.auth): when given, AUTH is required and API keys are checked.
+    auth: tuple[Credential, ...] = ()
+
+    @field_validator("require_tls", "tls_cert")
+    @classmethod
+    def _needs_tls(cls, v: Any, info: ValidationInfo) -> Any:
+        if v and info.data.get("tls", "off") == "off":
+            raise ValueError("needs tls starttls or implicit")
+        return v
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_needs_cert(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is not None and info.data.get("tls_cert") is None:
+            raise ValueError("needs tls_cert (the certificate this key belongs to)")
+        return v
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls != "off"
+
+    def ca_path(self, default_ledger: Path) -> Path:
+        """Where the CA certificate is written: ``tls_ca``, else ``<ledger dir>/ca.pem``."""
+        return self.tls_ca if self.tls_ca is not None else (self.ledger or default_ledger) / "ca.pem"
 
 
 _FAULT_ADAPTER: TypeAdapter[Any] = TypeAdapter(FaultSpec)

@@ -45,6 +45,7 @@ MAX_RECIPIENTS = 50  # mailjet send-api-v31: 50 recipients (To + Cc + Bcc) per m
 @register
 class MailjetApi(EspApi):
     name = "mailjet"
+    key_is_secret = False  # Basic <API key>:<secret key>: the secret is checked apart
     routes = (("POST", "/v3.1/send"),)
 
     def _global(self, status: int, code: str | None, message: str) -> dict[str, Any]:
@@ -59,7 +60,8 @@ class MailjetApi(EspApi):
         return BadRequest(json_response(400, body), f"{code}: {message} ({', '.join(related)})")
 
     async def parse(self, request: web.Request) -> Submission:
-        key = _basic_user(request.headers.get("Authorization", ""))
+        creds = basic_credentials(request.headers.get("Authorization", ""))
+        key, secret = creds if creds and creds[0] and creds[1] else (None, None)
         if key is None:
             raise BadRequest(
                 self.error(401, "API key authentication/authorization failure. You may be unauthorized to "
@@ -86,6 +88,7 @@ class MailjetApi(EspApi):
             key,
             tuple(self._message(m, i, raw if whole else orjson.dumps(m)) for i, m in enumerate(msgs)),
             extra={"custom_ids": [m.get("CustomID", "") if isinstance(m, dict) else "" for m in msgs]},
+            secret=secret,
         )
 
     def _message(self, m: Any, i: int, raw: bytes) -> ApiMessage:
@@ -157,9 +160,3 @@ class MailjetApi(EspApi):
         return json_response(
             status, self._global(status, None if code is None else str(code), message), headers
         )
-
-
-def _basic_user(header: str) -> str | None:
-    """The API key (the Basic user name) when both key and secret are there, else None."""
-    creds = basic_credentials(header)
-    return creds[0] if creds and creds[0] and creds[1] else None

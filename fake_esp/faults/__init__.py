@@ -17,6 +17,7 @@ from mailstorm.fake_esp.faults import (  # noqa: F401 - imported for their @regi
     reply,
     tarpit,
     throttle,
+    tls,
 )
 from mailstorm.fake_esp.faults.base import REGISTRY, Fault
 

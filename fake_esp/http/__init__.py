@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mailstorm.errors import UserError
+from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.http.server import HttpApiServer, http_status
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.fake_esp.webhooks.poster import WebhookPoster
@@ -58,9 +59,11 @@ async def start(ctx: Any) -> HttpSide:
             max_message_size=spec.max_message_size,
             counters=ctx.counters,
             on_accepted=poster.notify if poster is not None else None,
+            credentials=Credentials(spec.auth),
         )
+        https = ctx.tls.good if ctx.tls is not None else None  # --tls: the APIs are https only, as ESPs'
         try:
-            await server.start(spec.bind, spec.http_port, reuse_port=spec.processes > 1)
+            await server.start(spec.bind, spec.http_port, reuse_port=spec.processes > 1, ssl_context=https)
         except OSError as exc:
             if poster is not None:
                 await poster.stop(0)

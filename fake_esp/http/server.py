@@ -2,7 +2,9 @@
 fault engine.
 
 One request is one step of phase ``http``: the API parses it (a bad request gets that ESP's 4xx, never a
-500), then the engine decides (throttle per API key, latency, replies, cuts, outage), then the answer:
+500), its key is checked against the ESP's credentials when it has some (mailstorm.fake_esp.auth: an
+unknown key gets the profile's auth_failure in that ESP's shape, 401 or SES's 403, before any fault),
+then the engine decides (throttle per API key, latency, replies, cuts, outage), then the answer:
 
     pass / delay   accepted: one esp.accepted ledger record per message (proto "http", api, esp_id),
                    written before the success answer is sent, and the webhooks (if configured) told
@@ -13,6 +15,9 @@ One request is one step of phase ``http``: the API parses it (a bad request gets
     disconnect     the connection is reset (RST) without an answer; an outage in refuse mode too
     hang           no answer until the outage ends (the client times out), then the connection is cut
     tarpit         the normal (or the fault's) answer written one byte per ``byte_delay_s``
+
+The ledger's ``key`` is the key's *name* (the credential's user, or a fingerprint of a key that is a
+secret), never the key. With an ``ssl_context`` the listener is https (``--tls``: the ESP's certificate).
 
 It shares the SMTP server's engine, ledger writer and counters when started beside it (same event loop),
 so one throttle fault with phase [data, http] and one ledger cover both protocols.
@@ -26,14 +31,17 @@ import logging
 import math
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from mailstorm.fake_esp.apis import API_REGISTRY, BadRequest, EspApi, RateInfo, Submission
+from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.engine import Engine
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, REPLY, TARPIT, Action, Context
 from mailstorm.fake_esp.profiles import Profile, load_profile
@@ -71,8 +79,10 @@ class HttpApiServer:
         counters: Any = None,
         on_accepted: Callable[[dict[str, Any]], None] | None = None,
         apis: Iterable[str] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.engine = engine
+        self.credentials = credentials or Credentials()
         self.ledger = ledger
         self.profile = profile
         self.max_message_size = max_message_size or (profile.limits.max_message_size if profile else None)
@@ -91,11 +101,25 @@ class HttpApiServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> int:
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         # reuse_port: N worker processes share the port, as their SMTP listeners do (SO_REUSEPORT).
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            self._runner,
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            ssl_context=ssl_context,
+        )
         await site.start()
         sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else port
@@ -129,6 +153,12 @@ class HttpApiServer:
             resp = api.error(400, f"Bad Request: {type(exc).__name__}")
             return self._refuse(api, session, peer, resp, f"parse error: {exc}", None, None)
         corr = sub.messages[0].id if sub.messages else None
+        known, key_name = self.credentials.http(sub.key, sub.secret, key_is_secret=api.key_is_secret)
+        if not known:
+            denied = load_profile(api.name).http.auth_failure
+            resp = api.unauthorized(sub, denied.status, denied.message, denied.code)
+            return self._refuse(api, session, peer, resp, "unknown API key", None, corr, key=key_name)
+        sub = replace(sub, key=key_name)  # from here on (throttle key, ledger) the name, never the key
         ctx = Context(
             phase="http",
             session=session,
@@ -239,7 +269,9 @@ class HttpApiServer:
         text: str,
         fault: str | None,
         corr: str | None,
+        key: str | None = None,
     ) -> web.Response:
+        extra = {"key": key} if key is not None else {}
         self.ledger.write(
             Kind.ESP_REPLIED,
             proto="http",
@@ -251,6 +283,7 @@ class HttpApiServer:
             session=session,
             id=corr,
             peer=peer,
+            **extra,
         )
         if self.counters is not None:
             self.counters.replies[f"http-{resp.status}"] += 1  # apart from SMTP codes

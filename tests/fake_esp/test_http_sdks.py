@@ -22,6 +22,7 @@ from python_http_client.exceptions import InternalServerError, ServiceUnavailabl
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
+from mailstorm.fake_esp.auth import fingerprint
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from mailstorm.ports import free_port
@@ -107,13 +108,14 @@ def postmark_send(esp: EspProcess, cid: str, key: str = "pm-token"):
 
 # -- accepted, with the correlation id in the ledger -----------------------------------------------------
 def test_sendgrid_send_is_accepted_and_in_the_ledger(esp):
-    """SendGrid: 202 with X-Message-Id; the ledger has the message with its custom_args correlation id."""
+    """SendGrid: 202 with X-Message-Id; the ledger has the message with its custom_args correlation id,
+    and the key's fingerprint (never the key itself)."""
     cid = new_id()
     resp = sendgrid_send(esp, cid)
     assert resp.status_code == 202
     (rec,) = accepted(esp, cid)
     assert (rec["proto"], rec["api"], rec["key"], rec["esp_id"]) == (
-        "http", "sendgrid", "SG.test-key", resp.headers["X-Message-Id"],
+        "http", "sendgrid", fingerprint("SG.test-key"), resp.headers["X-Message-Id"],
     )  # fmt: skip
 
 
@@ -143,7 +145,7 @@ def test_mailgun_send_is_accepted_and_in_the_ledger(esp):
     resp = mailgun_send(esp, cid)
     assert resp.status_code == 200 and resp.json()["message"] == "Queued. Thank you."
     (rec,) = accepted(esp, cid)
-    assert resp.json()["id"] == f"<{rec['esp_id']}@{DOMAIN}>" and rec["key"] == "mg-key"
+    assert resp.json()["id"] == f"<{rec['esp_id']}@{DOMAIN}>" and rec["key"] == fingerprint("mg-key")
 
 
 def test_postmark_send_is_accepted_and_in_the_ledger(esp):
