@@ -43,6 +43,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -259,6 +260,21 @@ FAULT_TYPES: tuple[str, ...] = (
 )
 
 
+# In a file: "USER:PASSWORD", or the full mapping.
+CredentialField = Annotated[
+    Credential,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[^:\x00-\x1f\x7f]+:[^\x00-\x1f\x7f]+$"},
+                Credential.model_json_schema(),
+            ],
+            "description": "USER:PASSWORD",
+        }
+    ),
+]
+
+
 class EspSpec(BaseModel):
     """Everything one fake ESP (all its worker processes) is started with."""
 
@@ -297,7 +313,7 @@ class EspSpec(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # Credentials (mailstorm.fake_esp.auth): when given, AUTH is required and API keys are checked.
-    auth: tuple[Credential, ...] = ()
+    auth: tuple[CredentialField, ...] = ()
 
     @field_validator("require_tls", "tls_cert")
     @classmethod

@@ -14,6 +14,10 @@ trustme does the X.509 work (python-trio's library for exactly this: a CA and le
 tests, on top of cryptography); keys are ECDSA P-256: the four certificates take ~10 ms, and an ECDSA
 handshake costs the server less than an RSA one.
 
+The material persists beside the CA (``.<ca name>.keys.json``, mode 0600): an ESP started again with
+the same ``--tls-ca`` (a crash and restart on the timeline, a second ``mailstorm esp`` on one ledger)
+serves the same certificates, so a SUT that loaded the CA file once still trusts it.
+
 ``contexts(material)`` builds a worker's ``ssl.SSLContext`` per certificate (TLS 1.2 at least, as the
 ESPs require). The key touches the disk only inside ``load_cert_chain``: a 0700 temporary directory,
 removed at once.
@@ -21,7 +25,9 @@ removed at once.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 import os
 import ssl
 import tempfile
@@ -73,6 +79,13 @@ def make_material(
 ) -> TlsMaterial:
     """Make the CA and the server certificates and write the CA to ``ca_path``; a path that cannot be
     written, or a ``cert``/``key`` file that cannot be loaded, is the user's to fix (UserError)."""
+    if cert is not None:
+        _load_own(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), cert, key)  # fail now, in one line
+    own = (cert, key) if cert is not None else None
+    kept = _load_kept(Path(ca_path), hostname)
+    if kept is not None:
+        return TlsMaterial(kept[0], Path(ca_path), *kept[1:], own=own)
+
     import trustme  # only an ESP with TLS on pays for the import (~60 ms)
 
     ca = trustme.CA(organization_name="mailstorm fake ESP")
@@ -91,12 +104,46 @@ def make_material(
         good=_pair(good),
         expired=_pair(expired),
         wrong_host=_pair(wrong),
-        own=(cert, key) if cert is not None else None,
+        own=own,
     )
-    if cert is not None:
-        _load_own(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), cert, key)  # fail now, in one line
     write_ca(material)
+    _keep(material, hostname)
     return material
+
+
+def _kept_path(ca_path: Path) -> Path:
+    return ca_path.with_name(f".{ca_path.name}.keys.json")
+
+
+def _keep(material: TlsMaterial, hostname: str) -> None:
+    """Save the server certificates and keys beside the CA (0600), for the next start on this CA."""
+    named = {"good": material.good, "expired": material.expired, "wrong_host": material.wrong_host}
+    pairs = {n: [_b64(p.chain), _b64(p.key)] for n, p in named.items()}
+    path = _kept_path(material.ca_path)
+    data = json.dumps({"hostname": hostname, "ca": material.ca_pem.decode(), **pairs}).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError:
+        pass  # only a restart's continuity is lost: the next start makes a new CA
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _load_kept(ca_path: Path, hostname: str) -> tuple[bytes, KeyPair, KeyPair, KeyPair] | None:
+    """The material kept beside ``ca_path`` when it is for this hostname and that CA file; else None."""
+    try:
+        data = json.loads(_kept_path(ca_path).read_bytes())
+        ca_pem = ca_path.read_bytes()
+        if data["hostname"] != hostname or data["ca"].encode() != ca_pem:
+            return None
+        pairs = [KeyPair(*(base64.b64decode(v) for v in data[n])) for n in ("good", "expired", "wrong_host")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (ca_pem, *pairs)
 
 
 def _pair(leaf) -> KeyPair:

@@ -50,7 +50,7 @@ from mailstorm.errors import (
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
-from mailstorm.harness.esp_setup import esp_limits, esp_process
+from mailstorm.harness.esp_setup import esp_limits, esp_process, esp_security
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
@@ -187,6 +187,10 @@ class Run:
             self.esp_limits = esp_limits(sc.esp)
         except ConfigError as exc:
             raise self._config_error(("esp", "profile"), str(exc)) from None
+        for field in ("tls_cert", "tls_key"):  # the ESP would refuse them at start: say so before anything
+            path = getattr(sc.esp, field)
+            if path is not None and not Path(path).is_file():
+                raise self._config_error(("esp", field), f"{path}: no such file")
         target = REGISTRY[sc.target.kind](sc.target)
         wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
         if wanted:
@@ -241,6 +245,12 @@ class Run:
             "python": platform.python_version(),
             "pid": os.getpid(),
         }
+        self._security = esp_security(sc.esp, self.run_dir)
+        if self._security.ca is not None:
+            # The one file the SUT must trust (the ESP writes it at start); said before the run starts.
+            self.info["esp_ca"] = str(self._security.ca)
+            ca = self._security.ca
+            print(f"mailstorm: fake ESP TLS {sc.esp.tls}; CA certificate {ca}", file=sys.stderr)
         self._write_info()
         self._writer = LedgerWriter(self.ledger_dir, "timeline")
         self._tail = LedgerTail(self.ledger_dir)
@@ -326,6 +336,8 @@ class Run:
             "http": self._esp.http_url,
             "control": self._esp.control_url,
             "pid": self._esp.pid,
+            "tls": esp.tls,
+            "ca": self.info.get("esp_ca"),
         }
         if self._proxy is not None:
             self.info["proxy"] = f"{self._proxy.host}:{self._proxy.port}"
@@ -337,6 +349,7 @@ class Run:
             esp_smtp=relay_to,
             esp_http=self._esp.http_url,
             allow_remote=self.allow_remote,
+            esp_security=self._security,
         )
         self._endpoints = list(self._target.start(ctx))
         if not self._endpoints:

@@ -19,7 +19,8 @@ if (( want_test )); then
     command -v swaks >/dev/null || need+=(swaks)
     # swaks --tls needs Net::SSLeay and IO::Socket::SSL, --auth needs Authen::SASL (Debian: Recommends,
     # which --no-install-recommends leaves out).
-    for pkg in libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl; do
+    # Postfix's SASL client (relay_auth) needs libsasl2-modules for PLAIN and LOGIN.
+    for pkg in libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl libsasl2-modules; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     command -v dockerd >/dev/null || need+=(docker.io)

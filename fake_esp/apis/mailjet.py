@@ -12,6 +12,8 @@ missing property, mj-0004 type mismatch, mj-0013 invalid address, send-0003 no c
 the per-call limits, send-0010 and send-0011, are the fake's: no published code was found). Mailjet
 publishes no rate-limit headers: a 429 carries the global error shape and Retry-After (the fake's). The
 correlation id: the correlation header in ``Headers``, else ``CustomID`` (echoed back in Mailjet's events).
+``Globals`` holds properties every message gets unless it sets its own (``Headers`` merged): how
+django-anymail sends, with From in Globals.
 Reference: https://dev.mailjet.com/email/guides/send-api-v31/ and
 https://dev.mailjet.com/docs/email-api/email_api_overview/status_codes
 """
@@ -83,6 +85,9 @@ class MailjetApi(EspApi):
             raise self._bad_message(
                 "send-0011", f"Too many messages: at most {MAX_MESSAGES} per call.", ["Messages"]
             )
+        common = data.get("Globals")
+        if isinstance(common, dict) and common:
+            msgs = [_with_globals(common, m) for m in msgs]
         whole = len(msgs) == 1
         return Submission(
             key,
@@ -160,3 +165,13 @@ class MailjetApi(EspApi):
         return json_response(
             status, self._global(status, None if code is None else str(code), message), headers
         )
+
+
+def _with_globals(common: dict[str, Any], message: Any) -> Any:
+    """A message with the ``Globals`` it does not set itself (its own Headers win over the global ones)."""
+    if not isinstance(message, dict):
+        return message  # the message check names the type mismatch
+    merged = {**common, **message}
+    if isinstance(common.get("Headers"), dict) and isinstance(message.get("Headers"), dict):
+        merged["Headers"] = {**common["Headers"], **message["Headers"]}
+    return merged
