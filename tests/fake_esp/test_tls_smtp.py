@@ -352,3 +352,22 @@ def test_two_workers_serve_the_one_certificate(tmp_path):
     sources = {r["src"] for r in LedgerReader(tmp_path / "ledger").records([Kind.ESP_ACCEPTED])}
     assert len(list(LedgerReader(tmp_path / "ledger").records([Kind.ESP_ACCEPTED]))) == 10
     assert sources <= {"esp-smtp-0", "esp-smtp-1"}
+
+
+def test_a_restarted_esp_serves_the_same_ca(tmp_path):
+    """A fake ESP started again on the same --tls-ca (an ESP crash and restart on a run's timeline) keeps
+    its CA and certificates: a client that loaded the CA file before still verifies it."""
+    first = EspProcess(tmp_path / "ledger", log_path=tmp_path / "esp.log", tls="starttls").start()
+    ctx = trusting(first)  # loaded once, as a running SUT loaded it
+    ca = first.ca_path.read_bytes()
+    first.kill()
+    again = EspProcess(
+        tmp_path / "ledger", log_path=tmp_path / "esp.log", tls="starttls", smtp_port=first.smtp_port
+    ).start()
+    try:
+        assert again.ca_path.read_bytes() == ca
+        with smtplib.SMTP("127.0.0.1", again.smtp_port, timeout=10) as s:
+            s.starttls(context=ctx)
+            s.sendmail("a@example.test", ["b@example.test"], message("restart-1"))
+    finally:
+        again.stop()
