@@ -49,11 +49,15 @@ class Kind(StrEnum):
     # session, key (AUTH user / API key, may be null), acked (false when the client was cut off
     # after the ESP kept the message: the classic duplicate maker). HTTP (issue 3): esp_id (the
     # message id the API answered with: SendGrid X-Message-Id, SES MessageId, ...); sha/size are of
-    # the raw MIME (SES Raw, Mailgun messages.mime) or else of the request body.
+    # the raw MIME (SES Raw, Mailgun messages.mime) or else of the request body. key is a *name*, never a
+    # secret: the AUTH user or credential name, or ``sha256:<12 hex>`` of a key that is a secret
+    # (mailstorm.fake_esp.auth). tls: the TLS version of an encrypted SMTP session ("TLSv1.3"), or null.
     ESP_ACCEPTED = "esp.accepted"
     # A reply other than acceptance (or a cut connection) given to a client: proto, phase, code
     # (int, or null for a cut), text, fault (name of the fault that caused it, or null), session,
     # id (when known: at end of data), peer. HTTP: api, code is the HTTP status, phase "http".
+    # TLS and AUTH: phase "tls" (a failed handshake: code null, text the reason), "auth" (a 535 carries
+    # user: the name of the login tried), "mail" (530 before STARTTLS or AUTH); HTTP may add key (name).
     ESP_REPLIED = "esp.replied"
     # A fault decision that changed something: fault, ftype, phase, action ("delay" | "reply" |
     # "disconnect" | "tarpit" | "hang"), delay_s, session. An outage's start and end on the SMTP
