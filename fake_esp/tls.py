@@ -67,11 +67,13 @@ class TlsMaterial:
 
 @dataclass(frozen=True)
 class Contexts:
-    """One worker's server contexts, one per certificate."""
+    """One worker's server contexts, one per certificate; ``https`` serves the good certificate to the
+    HTTP APIs (a context of its own: its SNI callback carries the https handshake faults)."""
 
     good: ssl.SSLContext
     expired: ssl.SSLContext
     wrong_host: ssl.SSLContext
+    https: ssl.SSLContext
 
 
 def make_material(
@@ -162,15 +164,16 @@ def write_ca(material: TlsMaterial) -> None:
 
 
 def contexts(material: TlsMaterial) -> Contexts:
-    good = _server_context()
-    if material.own is not None:
-        _load_own(good, *material.own)
-    else:
-        _load(good, material.good)
+    good, https = _server_context(), _server_context()
+    for ctx in (good, https):
+        if material.own is not None:
+            _load_own(ctx, *material.own)
+        else:
+            _load(ctx, material.good)
     expired, wrong = _server_context(), _server_context()
     _load(expired, material.expired)
     _load(wrong, material.wrong_host)
-    return Contexts(good, expired, wrong)
+    return Contexts(good, expired, wrong, https)
 
 
 def _server_context() -> ssl.SSLContext:

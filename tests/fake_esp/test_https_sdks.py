@@ -292,3 +292,27 @@ def test_django_anymail_unknown_key_raises_anymail_api_error(esp):
     with override_settings(**settings), pytest.raises(AnymailAPIError) as err:
         EmailMessage("s", "b", "app@example.test", ["user@example.test"]).send()
     assert err.value.status_code == 401
+
+
+# -- TLS faults on the https listener ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("expired_cert", "certificate has expired"),
+        ("wrong_host", "mismatch, certificate is not valid"),
+        ("handshake_failure", "EOF|HANDSHAKE_FAILURE|handshake failure"),
+    ],
+)
+def test_tls_faults_act_on_https_handshakes(esp, mode, error):
+    """A tls fault acts on the https handshake as on STARTTLS: requests trusting the CA sees the expired
+    or wrong-host certificate, or an aborted handshake; the fault is in the ledger; once it is removed the
+    SDK's send goes through."""
+    esp.control.add_fault({"name": "https-tls", "type": "tls", "mode": mode})
+    with pytest.raises(requests.exceptions.SSLError, match=error):
+        requests.post(esp.http_url + "/v3/mail/send", timeout=10)
+    fired = [r for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_FAULT]) if r["fault"] == "https-tls"]
+    assert fired and fired[-1]["phase"] == "tls" and fired[-1]["proto"] == "http"
+    esp.control.remove_fault("https-tls")
+    cid = new_id()
+    sendgrid_send(esp, cid, key=KEY_OF["sendgrid"])
+    assert kept(esp, cid)["key"] == name_of("sendgrid")
