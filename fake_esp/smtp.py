@@ -244,8 +244,9 @@ class EspSMTP(SecureSession, SMTP):
         return False
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        transport = self.transport if self.transport is not None else self._raw  # mid-handshake: the TCP one
+        if transport is not None:
+            transport.abort()
 
     def cut_by_outage(self, fault: str) -> None:
         self._record_cut(self.ctx.phase, fault, None)

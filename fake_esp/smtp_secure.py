@@ -100,6 +100,7 @@ class SecureSession:
     def _begin_implicit(self, transport: asyncio.Transport) -> bool:
         """Start the TLS handshake of a new implicit-TLS connection (or what a fault wants instead);
         False when the session is to speak plain SMTP now (a no_starttls fault)."""
+        self._raw = transport  # what an outage cuts before the session has a transport of its own
         act = self.decide("tls")  # type: ignore[attr-defined]
         self._write_fired(act, "tls")
         kind = act.kind
@@ -120,7 +121,7 @@ class SecureSession:
         proto = sslproto.SSLProtocol(
             loop, self, ctx, waiter, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
         )  # type: ignore[arg-type]
-        self._implicit, self._raw = proto, transport
+        self._implicit = proto
         transport.set_protocol(proto)
         proto.connection_made(transport)
         waiter.add_done_callback(self._implicit_done)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
 import ssl
 import subprocess
 
@@ -371,3 +372,19 @@ def test_a_restarted_esp_serves_the_same_ca(tmp_path):
             s.sendmail("a@example.test", ["b@example.test"], message("restart-1"))
     finally:
         again.stop()
+
+
+def test_an_outage_cuts_a_connection_still_in_its_handshake(implicit_esp):
+    """A client that opened an implicit-TLS connection and sent nothing yet is cut by an outage in refuse
+    mode like any session (it does not hold on until the handshake timeout)."""
+    esp = implicit_esp
+    esp.control.reset()
+    with socket.create_connection(("127.0.0.1", esp.smtp_port), timeout=10) as sock:
+        wait_until(lambda: esp.control.counters()["open_sessions"] >= 1, 10, "the session to open")
+        esp.control.add_fault({"name": "down", "type": "outage", "duration_s": 1, "mode": "refuse"})
+        try:
+            assert sock.recv(1) == b""
+        except ConnectionResetError:
+            pass  # cut with an RST: as good
+    wait_until(lambda: esp.control.counters()["open_sessions"] == 0, 10, "the session to be gone")
+    wait_until(lambda: not esp.control.faults(), 10, "the outage to end")
