@@ -252,7 +252,17 @@ class SecureSession:
                 contexts = self.svc.tls
                 self.tls_context = contexts.expired if act.kind == EXPIRED_CERT else contexts.wrong_host
                 self._tls_fault = act.fault
+        self._discard_pipelined()
         await super().smtp_STARTTLS(arg)  # type: ignore[misc]
+
+    def _discard_pipelined(self) -> None:
+        """Drop what the client sent after STARTTLS, before the negotiation (RFC 3207 4.2: the server
+        discards it). aiosmtpd drops it only once the handshake succeeded; until then it sat in the
+        stream reader, which pauses the socket when it holds more than its limit -- and the handshake
+        then waited, the session open, for bytes the paused socket never delivered."""
+        reader = self._reader  # type: ignore[attr-defined]
+        reader._buffer.clear()
+        reader._maybe_resume_transport()
 
     async def _fail_handshake(self, act: Action) -> None:
         """Read the client's ClientHello and answer it with a fatal handshake_failure alert, then close."""

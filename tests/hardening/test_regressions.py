@@ -124,3 +124,20 @@ def test_fake_esp_answers_an_auth_line_longer_than_the_limit(esp, mechanism):
     assert replies[4].startswith(b"250"), replies  # the session is still served
     assert replies[5].startswith(b"221"), replies
     assert "Traceback" not in esp.log_path.read_text(errors="replace")
+
+
+def test_fake_esp_closes_a_starttls_session_with_junk_pipelined_after_it(tmp_path):
+    """STARTTLS with more than the line limit of junk pipelined after it, then the client's end: the
+    session closes at once. The junk sat in aiosmtpd's stream reader, which had paused the socket for
+    it, so the handshake waited (60 s) for bytes the paused socket never delivered (the long TLS fuzz
+    run found it). RFC 3207 4.2: what comes before the negotiation is discarded."""
+    from mailstorm.fake_esp.launch import EspProcess
+    from tests.hardening.fuzz import play
+
+    with EspProcess(tmp_path / "ledger", log_path=tmp_path / "esp.log", tls="starttls") as esp:
+        for n in (100, 5_000, 20_000):
+            result = play(esp.smtp_port, [("send", b"STARTTLS\r\nMaIl " + b"x" * n + b"\r\n")], 5.0)
+            assert not result.hung, n
+            assert b"220 Ready to start TLS" in result.received
+        assert esp.control.counters()["open_sessions"] == 0
+    assert "Traceback" not in (tmp_path / "esp.log").read_text(errors="replace")
