@@ -283,20 +283,40 @@ def measure(
     return results
 
 
-def table(results: dict[str, list[Run]], base: str, one: str, two: str) -> list[str]:
+def _rows(results: dict[str, list[Run]], first: str, extra: tuple[str, ...] = (), cell=None) -> list[str]:
+    """A Markdown table of the runs: best and median msg/s, ``extra`` columns (``cell(name)`` gives their
+    text), server and client CPU per 1,000 messages."""
+    head = [
+        first,
+        "msg/s (best)",
+        "msg/s (median)",
+        *extra,
+        "server CPU ms / 1k msgs",
+        "client CPU ms / 1k msgs",
+    ]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, runs in results.items():
+        cells = [
+            name,
+            f"{max(r.rate for r in runs):,.0f}",
+            f"{statistics.median(r.rate for r in runs):,.0f}",
+            *(cell(name) if cell else ()),
+            f"{statistics.median(r.server_cpu_ms for r in runs):,.0f}",
+            f"{statistics.median(r.client_cpu_ms for r in runs):,.0f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _best_and_cpu(results: dict[str, list[Run]]) -> tuple[dict[str, float], dict[str, float]]:
     best = {name: max(r.rate for r in runs) for name, runs in results.items()}
     cpu = {name: statistics.median(r.server_cpu_ms for r in runs) for name, runs in results.items()}
-    rows = [
-        "| target | msg/s (best) | msg/s (median) | vs bare aiosmtpd | server CPU ms / 1k msgs "
-        "| client CPU ms / 1k msgs |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, runs in results.items():
-        rows.append(
-            f"| {name} | {best[name]:,.0f} | {statistics.median(r.rate for r in runs):,.0f} "
-            f"| {best[name] / best[base]:.2f}x | {cpu[name]:,.0f} "
-            f"| {statistics.median(r.client_cpu_ms for r in runs):,.0f} |"
-        )
+    return best, cpu
+
+
+def table(results: dict[str, list[Run]], base: str, one: str, two: str) -> list[str]:
+    best, cpu = _best_and_cpu(results)
+    rows = _rows(results, "target", ("vs bare aiosmtpd",), lambda name: (f"{best[name] / best[base]:.2f}x",))
     rows.append("")
     rows.append(
         f"- fake ESP, one process / bare aiosmtpd: **{best[one] / best[base]:.2f}x** msg/s (goal >= 0.9x);"
@@ -307,18 +327,8 @@ def table(results: dict[str, list[Run]], base: str, one: str, two: str) -> list[
 
 
 def tls_table(results: dict[str, list[Run]], plain: str, tls: str) -> list[str]:
-    best = {name: max(r.rate for r in runs) for name, runs in results.items()}
-    cpu = {name: statistics.median(r.server_cpu_ms for r in runs) for name, runs in results.items()}
-    rows = [
-        "| target (smtplib client, 100 msgs/connection) | msg/s (best) | msg/s (median) "
-        "| server CPU ms / 1k msgs | client CPU ms / 1k msgs |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, runs in results.items():
-        rows.append(
-            f"| {name} | {best[name]:,.0f} | {statistics.median(r.rate for r in runs):,.0f} "
-            f"| {cpu[name]:,.0f} | {statistics.median(r.client_cpu_ms for r in runs):,.0f} |"
-        )
+    best, cpu = _best_and_cpu(results)
+    rows = _rows(results, f"target (smtplib client, {PER_CONNECTION} msgs/connection)")
     rows.append("")
     rows.append(
         f"- STARTTLS + AUTH per connection / plain: **{best[tls] / best[plain]:.2f}x** msg/s (goal >= 0.7x); "

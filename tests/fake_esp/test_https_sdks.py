@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import uuid
 
-import ElasticEmail
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from ElasticEmail.api.emails_api import EmailsApi
 from ElasticEmail.exceptions import ApiException as ElasticEmailError
-from ElasticEmail.models.body_content_type import BodyContentType
-from ElasticEmail.models.body_part import BodyPart
-from ElasticEmail.models.email_content import EmailContent
-from ElasticEmail.models.email_transactional_message_data import EmailTransactionalMessageData
-from ElasticEmail.models.transactional_recipient import TransactionalRecipient
 from mailchimp_transactional.api_client import ApiClientError
 from mailjet_rest.errors import MailjetApiError as MailjetError
 from postmarker.exceptions import ClientError as PostmarkError
@@ -38,6 +31,7 @@ from mailstorm.ports import free_port
 from tests.fake_esp.test_http_sdks import DOMAIN, mailgun_send, postmark_send, sendgrid_send, ses_send
 from tests.fake_esp.test_more_esps import (
     brevo_send,
+    elasticemail_send,
     mailjet_send,
     mandrill_send,
     sendpulse_client,
@@ -98,23 +92,6 @@ def name_of(api: str) -> str:
     return fingerprint(user) if user == password else user
 
 
-def elasticemail_send(esp: EspProcess, cid: str, key: str):
-    config = ElasticEmail.Configuration(host=esp.http_url + "/v4")
-    config.api_key["apikey"] = key
-    config.ssl_ca_cert = str(esp.ca_path)  # the generated client reads certifi, not the environment
-    data = EmailTransactionalMessageData(
-        Recipients=TransactionalRecipient(To=["user@example.test"]),
-        Content=EmailContent(
-            From="App <app@example.test>",
-            Subject="s",
-            Body=[BodyPart(ContentType=BodyContentType.PLAINTEXT, Content="b")],
-            Headers={CORRELATION_HEADER: cid},
-        ),
-    )
-    with ElasticEmail.ApiClient(config) as api:
-        return EmailsApi(api).emails_transactional_post(data)
-
-
 def test_the_apis_are_https_only(esp):
     """The HTTP APIs answer https; plain http to the same port gets no HTTP answer."""
     assert esp.http_url.startswith("https://")
@@ -129,7 +106,7 @@ SENDS = {
     "postmark": lambda esp, cid, key, tmp: postmark_send(esp, cid, key=key),
     "mailjet": lambda esp, cid, key, tmp: mailjet_send(esp, cid, key=key),
     "brevo": lambda esp, cid, key, tmp: brevo_send(esp, cid, key=key),
-    "elasticemail": lambda esp, cid, key, tmp: elasticemail_send(esp, cid, key),
+    "elasticemail": lambda esp, cid, key, tmp: elasticemail_send(esp, cid, key, ca=str(esp.ca_path)),
     "sendpulse": lambda esp, cid, key, tmp: sendpulse_send(sendpulse_client(esp, tmp, client_id=key), cid),
     "mandrill": lambda esp, cid, key, tmp: mandrill_send(esp, cid, key=key),
 }

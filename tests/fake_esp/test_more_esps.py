@@ -92,9 +92,11 @@ def brevo_send(esp: EspProcess, cid: str, key: str = "xkeysib-test"):
         )
 
 
-def elasticemail_send(esp: EspProcess, cid: str, key: str = "ee-key"):
+def elasticemail_send(esp: EspProcess, cid: str, key: str = "ee-key", ca: str | None = None):
     config = ElasticEmail.Configuration(host=esp.http_url + "/v4")
     config.api_key["apikey"] = key
+    if ca is not None:
+        config.ssl_ca_cert = ca  # the generated client reads certifi, not the environment
     data = EmailTransactionalMessageData(
         Recipients=TransactionalRecipient(To=["user@example.test"]),
         Content=EmailContent(

@@ -44,20 +44,19 @@ def start(tmp_path_factory: pytest.TempPathFactory, mode: str) -> EspProcess:
     ).start()
 
 
-@pytest.fixture(scope="module")
-def starttls_esp(tmp_path_factory: pytest.TempPathFactory):
-    esp = start(tmp_path_factory, "starttls")
-    yield esp
-    esp.stop()
-    assert "Traceback" not in esp.log_path.read_text(), "the fake ESP logged a traceback"
+def _module_esp(mode: str):
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory):
+        esp = start(tmp_path_factory, mode)
+        yield esp
+        esp.stop()
+        assert "Traceback" not in esp.log_path.read_text(), "the fake ESP logged a traceback"
+
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def implicit_esp(tmp_path_factory: pytest.TempPathFactory):
-    esp = start(tmp_path_factory, "implicit")
-    yield esp
-    esp.stop()
-    assert "Traceback" not in esp.log_path.read_text(), "the fake ESP logged a traceback"
+starttls_esp = _module_esp("starttls")
+implicit_esp = _module_esp("implicit")
 
 
 @pytest.fixture(params=["starttls", "implicit"])

@@ -33,14 +33,11 @@ DEADLINE_S = 10.0  # per session: the server answers within ms; 10 s is a hang
 CLEAN_EVERY = 10  # a well-behaved client between fuzzed sessions, every this many
 
 
-def fuzz(port: int, alive, label: str) -> tuple[int, list[str], float]:
-    """Play SESSIONS fuzzed sessions; returns (sessions played, clean ids served, seconds)."""
-    played = 0
-    clean: list[str] = []
-    t0 = time.monotonic()
-
-    @settings(
-        max_examples=SESSIONS,
+def fuzz_settings(examples: int):
+    """Hypothesis as the fuzzing wants it: ``examples`` sessions, the same ones on every run (derandomized,
+    no database), no deadline (a server's tarpit is a slow example, not a failure), big inputs allowed."""
+    return settings(
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         database=None,
@@ -50,6 +47,15 @@ def fuzz(port: int, alive, label: str) -> tuple[int, list[str], float]:
             HealthCheck.large_base_example,
         ],
     )
+
+
+def fuzz(port: int, alive, label: str) -> tuple[int, list[str], float]:
+    """Play SESSIONS fuzzed sessions; returns (sessions played, clean ids served, seconds)."""
+    played = 0
+    clean: list[str] = []
+    t0 = time.monotonic()
+
+    @fuzz_settings(SESSIONS)
     @given(steps=smtp_sessions)
     def session(steps):
         nonlocal played
@@ -170,17 +176,7 @@ def test_fake_esp_with_tls_and_auth_required_survives_fuzzed_sessions(tmp_path, 
         ctx = ssl.create_default_context(cafile=str(esp.ca_path))
         how = {"plain": None, "tls": Secure(mode, ctx), "tls+auth": Secure(mode, ctx, LOGIN)}
 
-        @settings(
-            max_examples=SECURE_SESSIONS,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=[
-                HealthCheck.too_slow,
-                HealthCheck.data_too_large,
-                HealthCheck.large_base_example,
-            ],
-        )
+        @fuzz_settings(SECURE_SESSIONS)
         @given(steps=smtp_secure_sessions, entry=st.sampled_from(sorted(how)))
         def session(steps, entry):
             nonlocal played
