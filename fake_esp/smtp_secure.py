@@ -196,9 +196,11 @@ class SecureSession:
         password = getattr(auth_data, "password", None)
         if not isinstance(login, bytes) or not isinstance(password, bytes):
             return AuthResult(success=False, handled=False, message=str(self.svc.auth_failed))
-        ok, name = self.svc.credentials.smtp(
-            login.decode("utf-8", "surrogateescape"), password.decode("utf-8", "surrogateescape")
-        )
+        credentials = self.svc.credentials
+        try:
+            ok, name = credentials.smtp(login.decode(), password.decode())
+        except UnicodeDecodeError:  # no credential is such bytes (an open ESP takes them all the same)
+            ok, name = not credentials.required, login.decode("utf-8", "replace")
         if ok:
             self.ctx.auth_user = name
             return AuthResult(success=True, auth_data=auth_data)

@@ -141,3 +141,20 @@ def test_fake_esp_closes_a_starttls_session_with_junk_pipelined_after_it(tmp_pat
             assert b"220 Ready to start TLS" in result.received
         assert esp.control.counters()["open_sessions"] == 0
     assert "Traceback" not in (tmp_path / "esp.log").read_text(errors="replace")
+
+
+def test_fake_esp_answers_an_auth_login_that_is_not_utf8(tmp_path):
+    """AUTH with a user name that is not UTF-8 gets 535 and the session goes on; the ledger's record of
+    the failed login could not be written (surrogates in the name) and the session died with a traceback
+    (the long TLS fuzz run found it). An open ESP accepts it, like any login."""
+    import base64
+
+    from mailstorm.fake_esp.launch import EspProcess
+
+    token = base64.b64encode(b"\0\xff\xfeuser\0password").decode().encode()
+    for auth, expected in ((["user:password"], b"535"), ([], b"235")):
+        with EspProcess(tmp_path / f"ledger-{len(auth)}", log_path=tmp_path / "esp.log", auth=auth) as esp:
+            replies = smtp_exchange(esp.smtp_port, [b"EHLO fuzz", b"AUTH PLAIN " + token, b"NOOP", b"QUIT"])
+            assert replies[2].startswith(expected), replies
+            assert replies[3].startswith(b"250"), replies
+    assert "Traceback" not in (tmp_path / "esp.log").read_text(errors="replace")
