@@ -327,7 +327,20 @@ class EspSMTP(SecureSession, SMTP):
         await super().smtp_DATA(arg)
 
     # -- writing replies ----------------------------------------------------------------------------------
+    def _closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd goes on reading the lines a client pipelined after it closed the connection itself
+        # ("too many bogus commands"); what then fails on the closed transport (a write; a TLS one's
+        # resume_reading) is no session exception: nothing can be answered, the session is ending.
+        if self.tls_setup_failed(error) or self._closing():
+            return ""
+        return await super().handle_exception(error)
+
     async def push(self, status: str | bytes) -> None:
+        if self._closing():
+            return  # the connection is going: there is no one to answer (see handle_exception)
         # "replace": aiosmtpd echoes arguments it decoded with surrogateescape (VRFY <junk bytes>); a
         # strict encode raised in the middle of the session.
         data = status.encode("utf-8", "replace") if isinstance(status, str) else status

@@ -275,13 +275,13 @@ class SecureSession:
             self.transport.close()  # type: ignore[attr-defined]  # close() flushes the alert first
         await asyncio.get_running_loop().create_future()  # cancelled by connection_lost
 
-    async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, TLSSetupException):
-            # The STARTTLS handshake failed: the client refused the certificate, or did not speak TLS.
-            # aiosmtpd closes the connection after this; the reason goes to the ledger, not to a log.
-            self._record_tls_failure(error.__cause__)
-            return str(TLS_NOT_AVAILABLE)  # never sent: aiosmtpd closes instead
-        return await super().handle_exception(error)  # type: ignore[misc]
+    def tls_setup_failed(self, error: Exception) -> bool:
+        """True when ``error`` is aiosmtpd's failed STARTTLS handshake (the client refused the
+        certificate, or did not speak TLS), recorded on the ledger: aiosmtpd closes the connection next."""
+        if not isinstance(error, TLSSetupException):
+            return False
+        self._record_tls_failure(error.__cause__)
+        return True
 
     # -- DATA ------------------------------------------------------------------------------------------
     async def cut_mid_data(self, act: Action) -> None:

@@ -158,3 +158,24 @@ def test_fake_esp_answers_an_auth_login_that_is_not_utf8(tmp_path):
             assert replies[2].startswith(expected), replies
             assert replies[3].startswith(b"250"), replies
     assert "Traceback" not in (tmp_path / "esp.log").read_text(errors="replace")
+
+
+@pytest.mark.parametrize("mode", ["off", "starttls"])
+def test_fake_esp_ends_quietly_a_session_it_closed_with_lines_still_buffered(tmp_path, mode):
+    """Six unknown commands and an overlong line, pipelined (inside TLS too): aiosmtpd closes after five
+    ("too many bogus commands") but goes on reading what was buffered, and the write of its answer (or,
+    on a TLS transport, resuming the reading) failed on the closed connection with a traceback (the
+    long TLS fuzz run found it). Now the session ends without a word and without one."""
+    import ssl
+
+    from mailstorm.fake_esp.launch import EspProcess
+    from tests.hardening.fuzz import Secure, play
+
+    steps = [("send", b"BOGUS\r\n" * 6 + b"NOOP\r\n" + b"y" * 3000 + b"\r\n" + b"z" * 3000)]
+    with EspProcess(tmp_path / "ledger", log_path=tmp_path / "esp.log", tls=mode) as esp:
+        secure = Secure(mode, ssl.create_default_context(cafile=str(esp.ca_path))) if mode != "off" else None
+        for _ in range(5):
+            assert not play(esp.smtp_port, steps, 5.0, secure=secure).hung
+        assert esp.control.counters()["open_sessions"] == 0
+    log = (tmp_path / "esp.log").read_text(errors="replace")
+    assert "too many bogus commands" in log and "Traceback" not in log
