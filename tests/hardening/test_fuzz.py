@@ -6,7 +6,7 @@ client is served between sessions and after them, and every message it sent is k
 (reference). The fake ESP is fuzzed once more with two worker processes and random faults installed, and
 with TLS and AUTH required (STARTTLS and implicit): plain sessions against a port that requires TLS, and
 sessions that get inside TLS (and, half of them, past AUTH) before the fuzzed steps, AUTH exchanges
-among them. MAILSTORM_FUZZ_LONG=1 plays 10,000 sessions per server (2,000 with faults, 5,000 per TLS
+among them. MAILSTORM_FUZZ_LONG=1 plays 10,000 sessions per server (2,000 with faults, 10,000 per TLS
 mode)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.strategies import smtp_fault_mixes, smtp_secure_sessions, smtp_sessio
 
 SESSIONS = 10_000 if LONG else 300
 FAULTED_SESSIONS = 2_000 if LONG else 100
-SECURE_SESSIONS = 5_000 if LONG else 100  # per TLS mode
+SECURE_SESSIONS = 10_000 if LONG else 200  # per TLS mode
 LOGIN = ("fuzz", "fuzz-pass")
 DEADLINE_S = 10.0  # per session: the server answers within ms; 10 s is a hang
 CLEAN_EVERY = 10  # a well-behaved client between fuzzed sessions, every this many
