@@ -16,7 +16,8 @@ wrong-host certificate. Implicit TLS (``--tls implicit``) does not use ``create_
 listener is plain TCP and each connection's first ``connection_made`` asks the phase ``tls`` and then
 puts asyncio's SSLProtocol under the session itself, with the certificate the engine chose (a server-wide
 ssl context cannot pick one per connection). The SMTP session starts (banner, phase ``connect``) when
-the handshake completes.
+the handshake completes. There, at phase ``tls``, only the tls faults, a disconnect and a hang act: a
+latency or a reply is recorded and otherwise has nothing to delay or answer yet (phase ``connect`` has).
 
 Ledger: every refusal above is an ``esp.replied`` (phase ``mail``, ``auth`` or ``tls``; a 535 carries
 ``user``: the name of the login tried, never the password); a handshake that fails (the client refused
