@@ -62,15 +62,6 @@ class RelaySecurity:
         return ssl.create_default_context(cafile=str(self.ca) if self.ca is not None else None)
 
 
-class _SetupRefused(Exception):
-    """The ESP refused the connection's set-up (STARTTLS, AUTH): a reply code (or None) and its text."""
-
-    def __init__(self, code: int | None, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
-
-
 class SmtpRelay:
     """Relays over SMTP with one persistent aiosmtplib connection (TLS and AUTH set up once on it)."""
 
@@ -81,7 +72,9 @@ class SmtpRelay:
         self._tls_context = self.security.context() if self.security.tls != "off" else None
         self._smtp: aiosmtplib.SMTP | None = None
 
-    async def _connection(self) -> aiosmtplib.SMTP:
+    async def _connection(self) -> aiosmtplib.SMTP | Outcome:
+        """The open connection, or the transient outcome of an ESP that refused its set-up (STARTTLS,
+        AUTH: the reply's code, or None, and its text)."""
         if self._smtp is None or not self._smtp.is_connected:
             tls = self.security.tls
             smtp = aiosmtplib.SMTP(
@@ -102,10 +95,10 @@ class SmtpRelay:
                 raise
             except aiosmtplib.SMTPResponseException as exc:  # 530/535/454 at STARTTLS or AUTH
                 smtp.close()
-                raise _SetupRefused(exc.code, exc.message) from None
+                return Outcome("transient", exc.code, exc.message)
             except aiosmtplib.SMTPException as exc:  # "STARTTLS extension not supported by server"
                 smtp.close()
-                raise _SetupRefused(None, str(exc)) from None
+                return Outcome("transient", None, str(exc))
             self._smtp = smtp
         return self._smtp
 
@@ -125,11 +118,11 @@ class SmtpRelay:
     async def send(self, mail_from: str, rcpts: list[str], data: bytes) -> Outcome:
         try:
             smtp = await self._connection()
-        except _SetupRefused as exc:
-            return Outcome("transient", exc.code, exc.text)
         except _CONNECTION_ERRORS as exc:  # refused, reset, a TLS handshake that failed
             self._drop()
             return Outcome("transient", None, f"{type(exc).__name__}: {exc}".strip())
+        if isinstance(smtp, Outcome):
+            return smtp  # the ESP refused the set-up
         try:
             errors, text = await smtp.sendmail(mail_from, rcpts, data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
