@@ -5,6 +5,15 @@
 
 ``--faults FILE`` is YAML: a list of fault specs, or a mapping with a ``faults`` list
 (mailstorm.fake_esp.spec).
+
+TLS and AUTH as production ESPs require them:
+
+    mailstorm esp --tls starttls --require-tls --auth apikey:SG.test --profile sendgrid --http-port 8080
+
+``--tls starttls|implicit`` makes a CA and certificates at start and writes the CA to ``--tls-ca``
+(default ``<ledger>/ca.pem``); ``--auth USER:PASSWORD`` (repeatable) makes AUTH required and API keys
+checked (mailstorm.fake_esp.auth). Credentials can also come from the environment, one per line in
+``MAILSTORM_ESP_AUTH`` (how ``EspProcess`` passes them: a command line is visible to every local user).
 Command-line flags become an ``EspSpec`` in ``spec_from_args``; a listener that needs more flags (the
 HTTP APIs, profiles) adds them in ``add_arguments`` and its fields in ``spec_fields``.
 """
@@ -23,6 +32,8 @@ from typing import Any
 import yaml
 
 from mailstorm.errors import EXIT_OK, EXIT_SIGNALLED, ConfigError, MailstormError, UserError
+from mailstorm.fake_esp.auth import parse_credential_text
+from mailstorm.fake_esp.launch import AUTH_ENV
 from mailstorm.fake_esp.profiles import options as profile_options
 from mailstorm.fake_esp.spec import FAULT_TYPES, EspSpec, parse_esp_spec, parse_fault
 from mailstorm.yamlload import safe_load
@@ -55,6 +66,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="carrier of the correlation id read first: header (default), recipient (local+ID@domain), body",
     )
     p.add_argument("--hostname", help="name in the banner and EHLO answer")
+    p.add_argument(
+        "--tls",
+        choices=("off", "starttls", "implicit"),
+        default="off",
+        help="TLS on the SMTP port (STARTTLS, or implicit as on port 465); the HTTP APIs become https",
+    )
+    p.add_argument("--require-tls", action="store_true", help="530 to MAIL and AUTH before STARTTLS")
+    p.add_argument("--tls-ca", type=Path, metavar="PATH", help="write the CA here (default <ledger>/ca.pem)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve this PEM certificate (and key)")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert, if apart")
+    p.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help=f"require AUTH and API keys: these credentials (repeatable; also ${AUTH_ENV}, one per line)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every session")
     profile_options.add_arguments(p)  # --profile --rate --http-port --webhook-url --webhooks --list-profiles
 
@@ -115,8 +143,39 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
             fields[name] = getattr(args, name)
     if args.faults is not None:
         fields["faults"] = load_faults_file(args.faults)
+    fields |= tls_fields(args)
+    fields["auth"] = credentials(args.auth, os.environ.get(AUTH_ENV, ""))
     profile_options.apply(args, fields)  # the profile's faults go first: --faults override them by name
     return fields
+
+
+def tls_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The TLS flags; a certificate or key file that is not there is named now, before anything starts."""
+    fields: dict[str, Any] = {"tls": args.tls, "require_tls": args.require_tls}
+    for flag, name in (("--tls-ca", "tls_ca"), ("--tls-cert", "tls_cert"), ("--tls-key", "tls_key")):
+        path = getattr(args, name)
+        if path is None:
+            continue
+        if name != "tls_ca" and not path.is_file():
+            raise UserError(f"{flag} {path}: {'not a file' if path.exists() else 'no such file'}")
+        if name == "tls_ca" and path.is_dir():
+            raise UserError(f"{flag} {path}: is a directory (give the path of the file to write)")
+        fields[name] = path
+    return fields
+
+
+def credentials(flags: list[str], env: str) -> list[Any]:
+    """``--auth`` values and the lines of $MAILSTORM_ESP_AUTH as credentials; one line naming the flag
+    (never echoing a password) when one is not USER:PASSWORD."""
+    out = []
+    for where, texts in (("--auth", flags), (f"${AUTH_ENV}", [t for t in env.splitlines() if t.strip()])):
+        for i, text in enumerate(texts):
+            try:
+                out.append(parse_credential_text(text))
+            except ValueError as exc:
+                nth = f" (value {i + 1})" if len(texts) > 1 else ""
+                raise ConfigError(f"{where}{nth}: {exc}") from None
+    return out
 
 
 def spec_from_args(args: argparse.Namespace) -> EspSpec:

@@ -3,6 +3,11 @@
 The runner, the pytest plugin and the benchmarks all start the fake ESP this way, so a SIGKILL of it is
 a real crash of a real process. ``start()`` returns once the control API answers and reports every
 worker listening; it never sleeps in place of that check.
+
+TLS and AUTH: ``tls="starttls"|"implicit"`` (with ``require_tls``) makes the ESP write its CA to
+``ca_path`` before it is ready, and its HTTP APIs https (``http_url``); ``auth`` credentials
+("USER:PASSWORD") reach the child in its environment (``MAILSTORM_ESP_AUTH``), never on its command
+line, which every local user can read.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, MailstormError
 from mailstorm.fake_esp.client import ControlClient
 from mailstorm.ports import free_port, wait_for_port
+
+AUTH_ENV = "MAILSTORM_ESP_AUTH"  # credentials for the child, one USER:PASSWORD per line
 
 
 class EspProcess:
@@ -45,6 +52,10 @@ class EspProcess:
         store_bodies: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         start_timeout: float = 20.0,
+        tls: str = "off",
+        require_tls: bool = False,
+        tls_ca: str | os.PathLike[str] | None = None,
+        auth: Iterable[str] = (),
     ) -> None:
         self.ledger_dir = Path(ledger_dir)
         self.seed = seed
@@ -61,6 +72,10 @@ class EspProcess:
         self.store_bodies = store_bodies
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
+        self.tls = tls
+        self.require_tls = require_tls
+        self.ca_path = Path(tls_ca) if tls_ca is not None else self.ledger_dir / "ca.pem"
+        self.auth = list(auth)
         self.control_url = f"http://127.0.0.1:{self.control_port}"
         self.control = ControlClient(self.control_url, token=token)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -69,7 +84,8 @@ class EspProcess:
 
     @property
     def http_url(self) -> str | None:
-        return f"http://127.0.0.1:{self.http_port}" if self.http_port is not None else None
+        scheme = "https" if self.tls != "off" else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}" if self.http_port is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -103,6 +119,10 @@ class EspProcess:
             cmd += ["--store-bodies", str(self.store_bodies)]
         if self._faults_file is not None:
             cmd += ["--faults", self._faults_file]
+        if self.tls != "off":
+            cmd += ["--tls", self.tls, "--tls-ca", str(self.ca_path)]
+            if self.require_tls:
+                cmd.append("--require-tls")
         return cmd + self.extra_args
 
     def start(self) -> EspProcess:
@@ -120,12 +140,14 @@ class EspProcess:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child; closed in _finish
         # Own session (process group): kill() takes the workers down with the parent in one signal, as
         # a machine-level crash would; they would otherwise exit only when their pipe to it closes.
+        env = {**os.environ, AUTH_ENV: "\n".join(self.auth)}  # ours only, not one inherited
         self._proc = subprocess.Popen(
             self.command(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
             **die_with_parent(),  # a runner or test killed with -9 takes its fake ESP along
         )
         try:

@@ -9,7 +9,13 @@ The fixture starts a real fake ESP process on free loopback ports (one per test)
 ``FakeEsp`` with ``smtp_host``, ``smtp_port``, ``http_url`` (None unless HTTP APIs are served),
 ``control`` (mailstorm.fake_esp.client.ControlClient), ``ledger`` (mailstorm.ledger.LedgerReader) and
 ``ledger_dir``, and stops the process afterwards. Options go through ``@pytest.mark.fake_esp(...)``
-with EspProcess's keyword arguments (seed, faults, processes, max_message_size, ...).
+with EspProcess's keyword arguments (seed, faults, processes, max_message_size, ...). With
+``tls="starttls"`` (or ``"implicit"``) and ``auth=["user:password"]`` it requires what production ESPs
+do, and ``ca_path`` is the CA file your code must trust:
+
+    @pytest.mark.fake_esp(tls="starttls", require_tls=True, auth=["apikey:SG.test"])
+    def test_my_sender_uses_tls(fake_esp):
+        my_code.send(port=fake_esp.smtp_port, cafile=fake_esp.ca_path, user="apikey", password="SG.test")
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class FakeEsp:
     ledger: LedgerReader
     ledger_dir: Path
     process: EspProcess
+    ca_path: Path | None = None  # the CA to trust when the ESP speaks TLS
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,4 +63,5 @@ def fake_esp(request: pytest.FixtureRequest, tmp_path: Path):
             ledger=LedgerReader(ledger_dir),
             ledger_dir=ledger_dir,
             process=esp,
+            ca_path=esp.ca_path if esp.tls != "off" else None,
         )

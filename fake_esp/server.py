@@ -10,6 +10,10 @@ serves the control API over an engine that is only the store of faults, and mirr
 workers over a pipe (``("load", snapshot)``); counters are gathered from the workers on request. A
 worker exits when its pipe closes, so it never outlives a killed parent.
 
+TLS (``--tls``): the CA and the server certificates are made once, in the parent, before any worker is
+forked (mailstorm.fake_esp.tls.make_material), and the CA written to ``--tls-ca``; each worker builds its
+own ssl contexts from them, so every worker serves the same certificate.
+
 Other listeners in a worker (the HTTP APIs of issue 3) start from ``start_worker`` with the same
 ``WorkerContext``: a module ``mailstorm.fake_esp.http`` exposing ``async start(ctx) -> object with async
 close()``
@@ -37,6 +41,7 @@ from mailstorm.fake_esp.counters import Counters, merge
 from mailstorm.fake_esp.engine import Engine
 from mailstorm.fake_esp.smtp import SmtpService
 from mailstorm.fake_esp.spec import EspSpec
+from mailstorm.fake_esp.tls import Contexts, TlsMaterial, contexts, make_material
 from mailstorm.ledger import LedgerWriter
 from mailstorm.netguard import is_loopback
 
@@ -57,6 +62,8 @@ class WorkerContext:
     ledger: LedgerWriter
     # Called with each message the worker keeps, SMTP or HTTP (issue 3: the webhook poster).
     accepted_hooks: list[Any] = field(default_factory=list)
+    # The worker's TLS contexts (SMTP and https); None when TLS is off.
+    tls: Contexts | None = None
 
 
 @dataclass
@@ -92,10 +99,10 @@ def install_faults(engine: Engine, spec: EspSpec) -> None:
             engine.add(fault)
 
 
-async def start_worker(spec: EspSpec, worker: int, engine: Engine) -> Worker:
+async def start_worker(spec: EspSpec, worker: int, engine: Engine, tls: TlsMaterial | None = None) -> Worker:
     ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, f"esp-smtp-{worker}")
-    ctx = WorkerContext(spec, worker, engine, Counters(), ledger)
-    smtp = SmtpService(spec, engine, ledger, ctx.counters, worker)
+    ctx = WorkerContext(spec, worker, engine, Counters(), ledger, tls=contexts(tls) if tls else None)
+    smtp = SmtpService(spec, engine, ledger, ctx.counters, worker, tls=ctx.tls)
     smtp.accepted_hooks = ctx.accepted_hooks
     try:
         await smtp.start()
@@ -123,12 +130,25 @@ def check_bind(spec: EspSpec) -> None:
         )
 
 
+def prepare_tls(spec: EspSpec) -> TlsMaterial | None:
+    """The TLS material of the whole ESP (None when TLS is off), its CA written to ``--tls-ca``; says
+    where, so a user knows the one file to trust."""
+    if not spec.tls_on:
+        return None
+    ca = spec.ca_path(DEFAULT_LEDGER)
+    material = make_material(spec.hostname, ca, cert=spec.tls_cert, key=spec.tls_key)
+    https = " and https" if spec.http_port is not None else ""
+    print(f"fake ESP: TLS {spec.tls} on SMTP{https}; CA certificate: {material.ca_path}", flush=True)
+    return material
+
+
 def serve(spec: EspSpec) -> int:
     """Run the ESP until SIGTERM/SIGINT; returns the exit code."""
     check_bind(spec)
+    tls = prepare_tls(spec)
     if spec.processes == 1:
-        return _run(_serve_single(spec))
-    return _serve_multi(spec)
+        return _run(_serve_single(spec, tls))
+    return _serve_multi(spec, tls)
 
 
 def _run(coro) -> Any:
@@ -171,11 +191,11 @@ class LocalBackend:
         return merge([self.worker.counters()])
 
 
-async def _serve_single(spec: EspSpec) -> int:
+async def _serve_single(spec: EspSpec, tls: TlsMaterial | None) -> int:
     stop = _stop_event()
     engine = Engine(engine_seed(spec, 0))
     install_faults(engine, spec)
-    worker = await start_worker(spec, 0, engine)
+    worker = await start_worker(spec, 0, engine, tls)
     try:
         runner = await _control(LocalBackend(engine, worker), spec)
     except BaseException:
@@ -198,7 +218,7 @@ async def _control(backend, spec: EspSpec):
 
 
 # -- N processes -------------------------------------------------------------------------------------------
-def _serve_multi(spec: EspSpec) -> int:
+def _serve_multi(spec: EspSpec, tls: TlsMaterial | None) -> int:
     mp = multiprocessing.get_context("fork")  # fork before any loop exists: nothing running is copied
     store = Engine(engine_seed(spec, 0))
     install_faults(store, spec)
@@ -207,7 +227,9 @@ def _serve_multi(spec: EspSpec) -> int:
     for i in range(spec.processes):
         ours, theirs = mp.Pipe()
         conns.append(ours)
-        proc = mp.Process(target=_worker_process, args=(spec, i, theirs, list(conns)), name=f"fake-esp-{i}")
+        proc = mp.Process(
+            target=_worker_process, args=(spec, i, theirs, list(conns), tls), name=f"fake-esp-{i}"
+        )
         proc.start()
         theirs.close()
         procs.append(proc)
@@ -223,7 +245,9 @@ def _serve_multi(spec: EspSpec) -> int:
                 proc.join()
 
 
-def _worker_process(spec: EspSpec, index: int, conn: Connection, inherited: list[Connection]) -> None:
+def _worker_process(
+    spec: EspSpec, index: int, conn: Connection, inherited: list[Connection], tls: TlsMaterial | None
+) -> None:
     # Close the parent's ends of every pipe this fork copied, our own included: otherwise our pipe
     # never reports EOF when the parent dies.
     for other in inherited:
@@ -233,16 +257,18 @@ def _worker_process(spec: EspSpec, index: int, conn: Connection, inherited: list
     engine = Engine(engine_seed(spec, index))
     engine.load(snapshot)
     try:
-        _run(_serve_worker(spec, index, engine, conn))
+        _run(_serve_worker(spec, index, engine, conn, tls))
     except UserError as exc:
         with contextlib.suppress(OSError):
             conn.send(("error", index, str(exc)))
 
 
-async def _serve_worker(spec: EspSpec, index: int, engine: Engine, conn: Connection) -> None:
+async def _serve_worker(
+    spec: EspSpec, index: int, engine: Engine, conn: Connection, tls: TlsMaterial | None
+) -> None:
     stop = _stop_event()
     loop = asyncio.get_running_loop()
-    worker = await start_worker(spec, index, engine)
+    worker = await start_worker(spec, index, engine, tls)
 
     def on_message() -> None:
         try:

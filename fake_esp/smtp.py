@@ -14,6 +14,14 @@ Outage. An ``OutageWatch`` (mailstorm.fake_esp.outage_watch) follows the engine'
 down: mode refuse closes the listener and cuts every open session (the kernel then refuses connections),
 mode hang leaves the listener open and the engine answers "hang" at every phase; when it ends the
 listener opens again.
+
+TLS and AUTH (mailstorm.fake_esp.smtp_secure). STARTTLS, implicit TLS and the tls faults (phase ``tls``).
+With ``require_tls``, MAIL and AUTH before STARTTLS get the profile's 530 (and EHLO hides AUTH until
+then); with credentials (mailstorm.fake_esp.auth), MAIL before a successful AUTH gets the profile's 530
+and a wrong password its 535. Phase ``auth`` is asked at every AUTH command, before the credentials
+are checked. Each refusal is an esp.replied record (phase ``tls``, ``auth`` or ``mail``); the AUTH user's
+name (never its password) is the ``key`` of every message the session sends, and ``tls`` the protocol
+version of an encrypted session.
 """
 
 from __future__ import annotations
@@ -30,13 +38,25 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP
 
 from mailstorm.correlation import carried_id
+from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.counters import Counters
 from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.faults.tls import CUT_MID_DATA, NO_STARTTLS
 from mailstorm.fake_esp.outage_watch import OutageWatch
+from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.fake_esp.smtp_secure import SecureSession, authenticate
 from mailstorm.fake_esp.spec import EspSpec
+from mailstorm.fake_esp.tls import Contexts
 from mailstorm.ledger import EspAccepted, EspFault, EspReplied, LedgerWriter
-from mailstorm.replies import AUTH_LINE_TOO_LONG, MESSAGE_TOO_BIG, OK_QUEUED, TOO_MANY_RECIPIENTS, Reply
+from mailstorm.replies import (
+    AUTH_LINE_TOO_LONG,
+    MESSAGE_TOO_BIG,
+    OK_QUEUED,
+    TOO_MANY_RECIPIENTS,
+    Reply,
+    parse_reply,
+)
 
 log = logging.getLogger("mailstorm.fake_esp.smtp")
 
@@ -45,20 +65,31 @@ _TOO_BIG = str(MESSAGE_TOO_BIG).encode()
 _AIOSMTPD_552 = b"552 Error"  # aiosmtpd's own size refusals (MAIL SIZE= and too much DATA)
 
 
-def _accept_any(mechanism: str, login: bytes, password: bytes) -> bool:
-    """AUTH always succeeds: the user is only a key (throttle by auth_user), not a secret."""
-    return True
-
-
 class SmtpService:
     """One worker's SMTP listener, its open sessions and its outage state."""
 
-    def __init__(self, spec: EspSpec, engine: Engine, ledger: LedgerWriter, counters: Counters, worker: int):
+    def __init__(
+        self,
+        spec: EspSpec,
+        engine: Engine,
+        ledger: LedgerWriter,
+        counters: Counters,
+        worker: int,
+        tls: Contexts | None = None,
+    ):
         self.spec = spec
         self.engine = engine
         self.ledger = ledger
         self.counters = counters
         self.worker = worker
+        self.tls = tls
+        self.implicit = spec.tls == "implicit"
+        self.credentials = Credentials(spec.auth)
+        # The ESP's own words for a wrong password, a missing AUTH and a missing STARTTLS.
+        replies = load_profile(spec.profile or "generic-smtp").smtp
+        self.auth_failed = parse_reply(replies.auth_failure)
+        self.auth_required = parse_reply(replies.auth_required)
+        self.tls_required = parse_reply(replies.tls_required)
         self.sessions: set[EspSMTP] = set()
         self.handler = Handler()
         self._session_ids = itertools.count(1)
@@ -137,7 +168,7 @@ class SmtpService:
             EspAccepted(
                 id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha, proto="smtp",
                 api=None, peer=session.ctx.peer, session=session.ctx.session, key=session.ctx.auth_user,
-                acked=acked,
+                acked=acked, tls=session.tls_version,
             )
         )  # fmt: skip
         self.counters.accepted += 1
@@ -145,15 +176,17 @@ class SmtpService:
             hook({"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos})
 
 
-class EspSMTP(SMTP):
+class EspSMTP(SecureSession, SMTP):
     """One SMTP session: aiosmtpd's state machine plus the connect and DATA-start phases, the fault
-    actions (delay, reply, cut, tarpit, hang) and the ledger records."""
+    actions (delay, reply, cut, tarpit, hang), TLS and AUTH (SecureSession) and the ledger records."""
 
     def __init__(self, service: SmtpService, loop: asyncio.AbstractEventLoop) -> None:
         self.svc = service
         self.ctx = Context(session=service.new_session_id())
         self._tarpit_s = 0.0
         self._close_after_reply = False
+        self._init_secure()
+        starttls = service.tls.good if service.tls is not None and service.spec.tls == "starttls" else None
         super().__init__(
             service.handler,
             data_size_limit=service.spec.max_message_size,
@@ -161,25 +194,34 @@ class EspSMTP(SMTP):
             hostname=service.spec.hostname,
             ident="mailstorm fake ESP",
             timeout=service.spec.idle_timeout,
+            tls_context=starttls,
+            # The TLS requirement is ours (require_tls, with the profile's texts); aiosmtpd's would also
+            # refuse AUTH on an implicit-TLS session, which it does not know is encrypted.
             auth_require_tls=False,
-            auth_callback=_accept_any,
+            authenticator=authenticate,
             loop=loop,
         )
 
     # -- session bookkeeping ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transport is None:  # not the STARTTLS re-entry
+        if not self._opened:  # a new connection (not the STARTTLS re-entry, not the end of a handshake)
+            self._opened = True
             peer = transport.get_extra_info("peername")
             self.ctx.peer = peer[0] if peer else ""
             self.svc.sessions.add(self)
             self.svc.counters.sessions += 1
             self.svc.counters.open_sessions += 1
+            if self.svc.implicit and self._begin_implicit(transport):  # type: ignore[arg-type]
+                return  # the session starts when the handshake completes
         super().connection_made(transport)
+        self._after_connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self in self.svc.sessions:
             self.svc.sessions.discard(self)
             self.svc.counters.open_sessions -= 1
+        if self.session is None:
+            return  # ended before aiosmtpd started it (implicit TLS cut at the handshake)
         super().connection_lost(error)
 
     def eof_received(self) -> bool:
@@ -190,12 +232,14 @@ class EspSMTP(SMTP):
         return False
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        transport = self.transport if self.transport is not None else self._raw  # mid-handshake: the TCP one
+        if transport is not None:
+            transport.abort()
 
     def cut_by_outage(self, fault: str) -> None:
         self._record_cut(self.ctx.phase, fault, None)
         self.abort()
+        self._session_gone()  # a session still in its handshake gets no connection_lost
 
     # -- asking the engine and acting on it ---------------------------------------------------------
     def decide(self, phase: str) -> Action:
@@ -266,6 +310,9 @@ class EspSMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         if self.envelope.rcpt_tos and not arg and self.session.host_name:
             act = self.decide("data")
+            if act.kind == CUT_MID_DATA:
+                await self.cut_mid_data(act)
+                return
             if act is not PASS_ACTION:
                 reply = await self.enact(act, "data")
                 if reply is not None:
@@ -286,7 +333,20 @@ class EspSMTP(SMTP):
             return MISSING
 
     # -- writing replies ----------------------------------------------------------------------------------
+    def _closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd goes on reading the lines a client pipelined after it closed the connection itself
+        # ("too many bogus commands"); what then fails on the closed transport (a write; a TLS one's
+        # resume_reading) is no session exception: nothing can be answered, the session is ending.
+        if self.tls_setup_failed(error) or self._closing():
+            return ""
+        return await super().handle_exception(error)
+
     async def push(self, status: str | bytes) -> None:
+        if self._closing():
+            return  # the connection is going: there is no one to answer (see handle_exception)
         # "replace": aiosmtpd echoes arguments it decoded with surrogateescape (VRFY <junk bytes>); a
         # strict encode raised in the middle of the session.
         data = status.encode("utf-8", "replace") if isinstance(status, str) else status
@@ -339,14 +399,13 @@ class Handler:
             reply = await server.enact(act, "ehlo")
             if reply is not None:
                 return [str(reply)]
-        return responses
+            if act.kind == NO_STARTTLS:
+                server.no_starttls()
+        return server.ehlo_lines(responses)
 
     async def handle_MAIL(self, server: EspSMTP, session, envelope, address: str, options: list[str]):
         ctx = server.ctx
         ctx.mail_from, ctx.rcpt, ctx.rcpts = address, None, 0
-        if session.auth_data is not None:
-            login = getattr(session.auth_data, "login", None)
-            ctx.auth_user = login.decode("utf-8", "replace") if isinstance(login, bytes) else login
         act = server.decide("mail")
         if act is not PASS_ACTION:
             reply = await server.enact(act, "mail")

@@ -6,6 +6,8 @@ module in mailstorm.fake_esp.faults (docs/faults.md lists them). ``FaultSpec`` (
 on ``type``) and ``FAULT_TYPES`` are built here from the fault registry, so a new fault module is in the
 scenario parser, the error messages, ``--help`` and the JSON Schema with no edit here.
 The outage fault's ``on`` names the parts of the ESP it takes down (``Surface``).
+The ESP's TLS (``tls``, ``require_tls``, ``tls_ca``/``tls_cert``/``tls_key``) and AUTH (``auth``:
+credentials, mailstorm.fake_esp.auth) are EspSpec fields.
 
 Use ``parse_fault(dict)`` / ``parse_esp_spec(dict)``: they raise ``ConfigError`` whose one-line message
 names the field (``faults[0].probability: ...``).
@@ -14,12 +16,22 @@ names the field (``faults[0].probability: ...``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from mailstorm.correlation import Correlation
 from mailstorm.errors import ConfigError
+from mailstorm.fake_esp.auth import Credential
 from mailstorm.fake_esp.faults import outage as _outage
 from mailstorm.fake_esp.faults.base import FAULTS
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
@@ -34,6 +46,20 @@ OUTAGE_SURFACES = _outage.OUTAGE_SURFACES
 FaultSpec = Annotated[
     Union[tuple(FAULTS[t].spec_model for t in FAULT_TYPES)],  # noqa: UP007  (a runtime-built union)
     Field(discriminator="type"),
+]
+
+# In a file: "USER:PASSWORD", or the full mapping.
+CredentialField = Annotated[
+    Credential,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[^:\x00-\x1f\x7f]+:[^\x00-\x1f\x7f]+$"},
+                Credential.model_json_schema(),
+            ],
+            "description": "USER:PASSWORD",
+        }
+    ),
 ]
 
 
@@ -68,6 +94,39 @@ class EspSpec(BaseModel):
     hostname: str = Field(default="fake-esp.mailstorm.test", min_length=1, pattern=r"^[!-~]+$")  # one word
     # Event webhooks posted for accepted messages (issue 3: mailstorm.fake_esp.webhooks); None = none.
     webhooks: WebhookSpec | None = None
+    # TLS (mailstorm.fake_esp.tls): off, STARTTLS on the SMTP port, or TLS from the first byte (the
+    # "TLS wrapper" of port 465); the HTTP APIs are https when it is not off. require_tls refuses MAIL
+    # and AUTH before STARTTLS (530). tls_ca: where the CA is written (default <ledger>/ca.pem);
+    # tls_cert/tls_key: a certificate of the user's own to serve instead of the one made at start.
+    tls: Literal["off", "starttls", "implicit"] = "off"
+    require_tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Credentials (mailstorm.fake_esp.auth): when given, AUTH is required and API keys are checked.
+    auth: tuple[CredentialField, ...] = ()
+
+    @field_validator("require_tls", "tls_cert")
+    @classmethod
+    def _needs_tls(cls, v: Any, info: ValidationInfo) -> Any:
+        if v and info.data.get("tls", "off") == "off":
+            raise ValueError("needs tls starttls or implicit")
+        return v
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key_needs_cert(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is not None and info.data.get("tls_cert") is None:
+            raise ValueError("needs tls_cert (the certificate this key belongs to)")
+        return v
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls != "off"
+
+    def ca_path(self, default_ledger: Path) -> Path:
+        """Where the CA certificate is written: ``tls_ca``, else ``<ledger dir>/ca.pem``."""
+        return self.tls_ca if self.tls_ca is not None else (self.ledger or default_ledger) / "ca.pem"
 
 
 _FAULT_ADAPTER: TypeAdapter[Any] = TypeAdapter(FaultSpec)

@@ -16,7 +16,24 @@ import yaml
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.harness.scenario import EspSection
+from mailstorm.harness.targets.base import EspSecurity
 from mailstorm.runinfo import EspLimits
+
+
+def ca_path(run_dir: Path) -> Path:
+    """Where a run's fake ESP writes its CA certificate (``<run>/esp/ca.pem``)."""
+    return run_dir / "esp" / "ca.pem"
+
+
+def esp_security(esp: EspSection, run_dir: Path) -> EspSecurity:
+    """What the run's ESP requires of the SUT (its targets configure the SUT with it)."""
+    return EspSecurity(
+        tls=esp.tls,
+        ca=ca_path(run_dir) if esp.tls_on else None,
+        require_tls=esp.require_tls,
+        hostname=esp.hostname,
+        credentials=tuple((c.user, c.password) for c in esp.auth),
+    )
 
 
 def esp_process(
@@ -47,6 +64,10 @@ def esp_process(
         max_message_size=esp.max_message_size,
         store_bodies=esp.store_bodies,
         extra_args=_extra_args(esp, run_dir, webhook_url),
+        tls=esp.tls,
+        require_tls=esp.require_tls,
+        tls_ca=ca_path(run_dir),
+        auth=[f"{c.user}:{c.password}" for c in esp.auth],
     )
 
 
@@ -74,6 +95,9 @@ def _extra_args(esp: EspSection, run_dir: Path, webhook_url: str | None) -> list
     args += ["--correlation", esp.correlation]
     if esp.rate is not None:
         args += ["--rate", f"{esp.rate:g}"]
+    for flag, path in (("--tls-cert", esp.tls_cert), ("--tls-key", esp.tls_key)):
+        if path is not None:
+            args += [flag, str(path)]
     if esp.webhooks is not None:
         path = run_dir / "esp-webhooks.yaml"
         hooks = esp.webhooks.model_dump(mode="json") | ({"url": webhook_url} if webhook_url else {})

@@ -54,7 +54,7 @@ from mailstorm.errors import (
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
-from mailstorm.harness.esp_setup import esp_limits, esp_process, proxied_url, proxy_paths
+from mailstorm.harness.esp_setup import esp_limits, esp_process, esp_security, proxied_url, proxy_paths
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
@@ -180,6 +180,10 @@ class Run:
             self.esp_limits = esp_limits(sc.esp)
         except ConfigError as exc:
             raise self._config_error(("esp", "profile"), str(exc)) from None
+        for field in ("tls_cert", "tls_key"):  # the ESP would refuse them at start: say so before anything
+            path = getattr(sc.esp, field)
+            if path is not None and not Path(path).is_file():
+                raise self._config_error(("esp", field), f"{path}: no such file")
         wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
         if wanted:
             known = target.actions() if isinstance(target, Actionable) else frozenset()
@@ -223,6 +227,8 @@ class Run:
             yaml.safe_dump(sc.resolved(), sort_keys=False, allow_unicode=True)
         )
         (self.run_dir / "slo.json").write_text(sc.slo.model_dump_json(indent=2) + "\n")
+        self._security = esp_security(sc.esp, self.run_dir)
+        ca = self._security.ca
         self.info = RunInfo(
             run_id=run_id,
             name=sc.name,
@@ -233,6 +239,7 @@ class Run:
             target=sc.target.kind,
             report=sc.reports.model_dump(mode="json"),
             esp_limits=self.esp_limits,
+            esp_ca=str(ca) if ca is not None else None,
             status="running",
             argv=sys.argv,
             host=socket.gethostname(),
@@ -240,6 +247,9 @@ class Run:
             python=platform.python_version(),
             pid=os.getpid(),
         )
+        if ca is not None:
+            # The one file the SUT must trust (the ESP writes it at start); said before the run starts.
+            print(f"mailstorm: fake ESP TLS {sc.esp.tls}; CA certificate {ca}", file=sys.stderr)
         self._write_info()
         self._writer = LedgerWriter(self.ledger_dir, "timeline")
         self._tail = LedgerTail(self.ledger_dir)
@@ -322,13 +332,14 @@ class Run:
         http_port = None if esp.http_port is None else (esp.http_port or free_port())
         smtp_port = esp.smtp_port or free_port()
         relay_to = ("127.0.0.1", smtp_port)
-        esp_http = f"http://127.0.0.1:{http_port}" if http_port is not None else None
+        scheme = "https" if esp.tls_on else "http"  # the ESP's APIs are https only when it speaks TLS
+        esp_http = f"{scheme}://127.0.0.1:{http_port}" if http_port is not None else None
         if any(s.network is not None for s in sc.chaos):
             # Before the ESP: it must post its webhooks to the proxy, which must know the ESP's ports.
             self._start_proxy(smtp_port, http_port)
             relay_to = self._proxy.address("smtp")
             if http_port is not None:
-                esp_http = "http://{}:{}".format(*self._proxy.address("http"))
+                esp_http = "{}://{}:{}".format(scheme, *self._proxy.address("http"))
         self._esp = self._new_esp(smtp_port, http_port, esp.control_port)
         self._esp.start()
         self.info.esp = EspInfo(
@@ -336,6 +347,7 @@ class Run:
             http=self._esp.http_url,
             control=self._esp.control_url,
             pid=self._esp.pid,
+            tls=esp.tls,
         )
         if self._proxy is not None:
             self.info.proxy = {p: "{}:{}".format(*self._proxy.address(p)) for p in self._proxy.paths}
@@ -347,6 +359,7 @@ class Run:
             esp_smtp=relay_to,
             esp_http=esp_http,
             allow_remote=self.allow_remote,
+            esp_security=self._security,
         )
         self._endpoints = list(self._target.start(ctx))
         if not self._endpoints:

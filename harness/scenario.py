@@ -222,7 +222,9 @@ class ProbeSpec(_Frozen):
 class EspSection(EspSpec):
     """The ``esp:`` section: the fake ESP's own spec, plus ``rate`` (messages/s: the sending quota that
     overrides the profile's, as ``mailstorm esp --rate``). Unlike a standalone fake ESP, whose ports
-    default to 2525/8025, a run picks free ones unless the file fixes them (two runs never collide)."""
+    default to 2525/8025, a run picks free ones unless the file fixes them (two runs never collide).
+    ``tls``/``require_tls``/``auth`` are the ESP's (as ``mailstorm esp``); the CA goes to
+    ``<run>/esp/ca.pem`` and the targets configure their SUT with it and the first credential."""
 
     smtp_port: int | None = Field(default=None, ge=1, le=65535, description="unset: a free port")
     control_port: int | None = Field(default=None, ge=1, le=65535, description="unset: a free port")
@@ -346,6 +348,7 @@ _RUN_OWNED = {
     ("esp", "seed"): "the ESP's seed is derived from the scenario's seed",
     ("esp", "ledger"): "the ESP writes into the run directory's ledger/",
     ("esp", "correlation"): "set load.correlation: the fake ESP reads the id where the load puts it",
+    ("esp", "tls_ca"): "the ESP writes its CA to the run directory's esp/ca.pem",
     ("load", "duration_s"): "set the top-level 'duration' (the load runs for it)",
 }
 

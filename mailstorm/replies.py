@@ -61,6 +61,8 @@ def _looks_like_status(token: str) -> bool:
 OK = Reply(250, "2.0.0", "OK")
 OK_QUEUED = Reply(250, "2.0.0", "Ok: queued")
 BYE = Reply(221, "2.0.0", "Bye")
+READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 4
+DATA_GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")  # aiosmtpd's wording
 
 # -- transient (4yz): the client keeps the message and retries ---------------------------------------
 # 421 may answer any command and closes the channel (RFC 5321 3.8, 4.2.2).
@@ -76,6 +78,8 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 4.5
 SES_THROTTLED = Reply(454, "4.7.0", "Throttling failure: Maximum sending rate exceeded")
 RATE_LIMITED = Reply(421, "4.7.28", "Rate limit exceeded, try again later")
 QUEUE_FULL = Reply(452, "4.3.1", "Queue full, try again later")
+TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207 4
+AUTH_TEMP_FAILURE = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 6
 
 # -- permanent (5yz): the client gives up ---------------------------------------------------------------
 SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error, command unrecognized")
@@ -87,4 +91,11 @@ RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 TRANSACTION_FAILED = Reply(554, "5.0.0", "Transaction failed")
 MESSAGE_REJECTED = Reply(554, "5.7.1", "Message rejected")
-AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 6
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 6
+TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 4
+# What Amazon SES and SendGrid answer (each profile's YAML cites its source).
+SES_AUTH_FAILED = Reply(535, "", "Authentication Credentials Invalid")
+SES_AUTH_REQUIRED = Reply(530, "", "Authentication required")
+SES_TLS_REQUIRED = Reply(530, "", "Must issue a STARTTLS command first")
+SENDGRID_AUTH_FAILED = Reply(535, "", "Authentication failed: Bad username / password")

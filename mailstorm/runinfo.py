@@ -50,6 +50,8 @@ class EspInfo(_Model):
     """Base URL of its control API."""
     pid: int | None = None
     """Its (first) process id; a restarted ESP's new one."""
+    tls: str | None = None
+    """Its TLS mode: ``off``, ``starttls`` or ``implicit`` (the HTTP APIs are https unless off)."""
 
 
 class RunInfo(_Model):
@@ -74,6 +76,9 @@ class RunInfo(_Model):
     """The scenario's ``reports`` section (a ``mailstorm.reports.spec.ReportSpec``, validated there)."""
     esp_limits: EspLimits | None = None
     """The ESP's limits, for sizing; absent when the scenario named no profile and no rate."""
+    esp_ca: str | None = None
+    """The CA certificate the fake ESP's TLS certificates are signed by (``<run>/esp/ca.pem``), the one
+    file a SUT must trust; absent when the ESP's TLS is off."""
     status: str | None = None
     """``running`` until the run is over, then ``done``."""
     argv: list[str] = []

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs mailstorm on a fresh machine into ./.venv.
 #   scripts/setup.sh          the tool and what a demo run needs
-#   scripts/setup.sh --test   also the system packages the tests use (Postfix, swaks, docker.io,
-#                             chromium) and starts dockerd when it is not running
+#   scripts/setup.sh --test   also the system packages the tests use (Postfix, swaks with the Perl
+#                             modules it needs for TLS and AUTH, docker.io, chromium) and starts dockerd
+#                             when it is not running
 # Idempotent: a second call only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,12 @@ if (( want_test )); then
     need=()
     command -v postfix >/dev/null || [[ -x /usr/sbin/postfix ]] || need+=(postfix)
     command -v swaks >/dev/null || need+=(swaks)
+    # swaks --tls needs Net::SSLeay and IO::Socket::SSL, --auth needs Authen::SASL (Debian: Recommends,
+    # which --no-install-recommends leaves out).
+    # Postfix's SASL client (relay_auth) needs libsasl2-modules for PLAIN and LOGIN.
+    for pkg in libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl libsasl2-modules; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
     command -v dockerd >/dev/null || need+=(docker.io)
     command -v chromium >/dev/null || need+=(chromium)
     if (( ${#need[@]} )); then

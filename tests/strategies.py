@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import strategies as st
 
 # -- fake ESP: fault specs (dicts in the shape of mailstorm.fake_esp.spec.FaultSpec)
@@ -129,3 +131,21 @@ smtp_session_steps = st.one_of(
     st.just(("half_close", b"")),
 )
 smtp_sessions = st.lists(smtp_session_steps, min_size=1, max_size=10)
+
+
+# -- hardening: AUTH exchanges a broken or hostile client sends, inside or outside TLS --------------------
+_b64_junk = st.binary(max_size=120).map(base64.b64encode)
+_auth_lines = st.one_of(
+    _b64_junk.map(lambda b: b"AUTH PLAIN " + b),  # a PLAIN blob of random bytes (no NULs, wrong fields...)
+    st.just(b"AUTH PLAIN"),  # then the blob on its own line (or junk, or "*")
+    st.just(b"AUTH LOGIN"),
+    _b64_junk.map(lambda b: b"AUTH LOGIN " + b),
+    st.sampled_from([b"*", b"=", b"AUTH XOAUTH2 dG9rZW4=", b"AUTH PLAIN =", b"AUTH", b"AUTH PLAIN a b c"]),
+    _b64_junk,  # an answer to a 334 challenge
+    st.integers(2_000, 12_000).map(lambda n: b"AUTH PLAIN " + b"A" * n),  # longer than the AUTH line limit
+    st.just(b"AUTH PLAIN AGZ1enoAZnV6ei1wYXNz"),  # the right credentials (\0fuzz\0fuzz-pass), again
+)
+smtp_auth_steps = st.lists(st.tuples(_auth_lines, _terminators), min_size=1, max_size=6).map(
+    lambda ls: ("send", b"".join(a + b for a, b in ls))
+)
+smtp_secure_sessions = st.lists(st.one_of(smtp_session_steps, smtp_auth_steps), min_size=1, max_size=10)

@@ -24,6 +24,7 @@ import pytest
 import requests
 import yaml
 
+from mailstorm.fake_esp.auth import fingerprint
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.fake_esp.spec import FAULT_TYPES
 from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
@@ -223,7 +224,7 @@ def test_an_esp_added_by_one_folder_is_served_throttled_and_posts_its_webhooks(p
         "examplemail",
         "ex-1",
         ok.json()["id"],
-        "ex-key",
+        fingerprint("ex-key"),  # the ledger names a key, never holds it
     )
     event = json.loads(posted)
     assert (event["type"], event["ref"], event["message_id"], event["recipient"]) == (

@@ -12,8 +12,10 @@ of the package the first time it is read, and the spec union, ``FAULT_TYPES``, t
 Common spec fields (flat, as Toxiproxy toxics are):
 
     name         optional unique id (the engine makes ``<type>-<n>`` otherwise)
-    phase        one or a list of connect | ehlo | mail | rcpt | data | eod | http (eod = after the
-                 final "."); a fault may give a default
+    phase        one or a list of connect | ehlo | tls | auth | mail | rcpt | data | eod | http (eod =
+                 after the final "."; tls = the STARTTLS command, or the handshake of an implicit-TLS
+                 connection, and the https handshakes; auth = the AUTH command, before the
+                 credentials are checked); a fault may give a default
     probability  0..1, default 1, drawn by the engine from a seeded RNG
     ttl          s: the fault removes itself this long after it became active
     after        s: active only this long after it was added
@@ -30,8 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mailstorm.registry import Registry, literal_of, modules
 from mailstorm.replies import Reply, parse_reply
 
-Phase = Literal["connect", "ehlo", "mail", "rcpt", "data", "eod", "http"]
-SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "mail", "rcpt", "data", "eod")
+# tls: the STARTTLS command, or the handshake of an implicit-TLS connection (and the https handshakes);
+# auth: the AUTH command, before the credentials are checked (a reply fault there gives 535 or 454).
+Phase = Literal["connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod", "http"]
+SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod")
 
 
 def check_reply(value: str) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mailstorm.errors import UserError
+from mailstorm.fake_esp.auth import Credentials
+from mailstorm.fake_esp.http.handshake import https_context
 from mailstorm.fake_esp.http.server import HttpApiServer, http_status
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.fake_esp.webhooks.poster import WebhookPoster
@@ -61,9 +63,12 @@ async def start(ctx: Any) -> HttpSide:
             max_message_size=spec.max_message_size,
             counters=ctx.counters,
             on_accepted=poster.notify if poster is not None else None,
+            credentials=Credentials(spec.auth),
         )
+        # --tls: the APIs are https only, as ESPs' are; the engine's tls faults act on its handshakes too.
+        https = https_context(ctx.tls, ctx.engine, ledger, ctx.counters) if ctx.tls is not None else None
         try:
-            await server.start(spec.bind, spec.http_port, reuse_port=spec.processes > 1)
+            await server.start(spec.bind, spec.http_port, reuse_port=spec.processes > 1, ssl_context=https)
         except OSError as exc:
             if poster is not None:
                 await poster.stop(0)

@@ -48,6 +48,9 @@ class Submission:
     key: str | None  # the API key (or AWS access key id) the request was made with
     messages: tuple[ApiMessage, ...]
     extra: dict[str, Any] = field(default_factory=dict)  # per-API data the success answer needs
+    # The secret that goes with ``key`` when the API sends an id and a secret (Mailjet's Basic
+    # public:private, SendPulse's client_id/client_secret): checked against --auth, never recorded.
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,9 @@ class EspApi(ABC):
 
     name: ClassVar[str]
     routes: ClassVar[tuple[tuple[str, str], ...]]  # (method, aiohttp path) pairs this API serves
+    # Whether ``Submission.key`` is itself the secret (a token: SendGrid, Mailgun, Postmark...) or an
+    # id the secret goes with (SES access key id, Mailjet public key): mailstorm.fake_esp.auth.
+    key_is_secret: ClassVar[bool] = True
 
     def __init__(self, correlation_header: str = CORRELATION_HEADER) -> None:
         self.correlation_header = correlation_header
@@ -99,6 +105,13 @@ class EspApi(ABC):
 
     def new_message_id(self) -> str:
         return secrets.token_urlsafe(16)
+
+    def unauthorized(
+        self, sub: Submission, status: int, message: str, code: str | int | None
+    ) -> web.Response:
+        """The answer to a request whose key is not one of the ESP's credentials (the profile's
+        auth_failure, in this API's error shape)."""
+        return self.error(status, message, code=code)
 
     # -- helpers shared by the API modules ---------------------------------------------------------
 

@@ -2,7 +2,9 @@
 listener, behind the fault engine.
 
 One request is one step of phase ``http``: the API parses it (a bad request gets that ESP's 4xx, never a
-500), then the engine decides (throttle per API key, latency, replies, cuts, outage), then the answer:
+500), its key is checked against the ESP's credentials when it has some (mailstorm.fake_esp.auth: an
+unknown key gets the profile's auth_failure in that ESP's shape, 401 or SES's 403, before any fault),
+then the engine decides (throttle per API key, latency, replies, cuts, outage), then the answer:
 
     pass / delay   accepted: one esp.accepted ledger record per message (proto "http", api, esp_id),
                    written before the success answer is sent, and the webhooks (if configured) told
@@ -21,6 +23,9 @@ An outage that takes the HTTP APIs down (``on`` names http, the default) is foll
 reset (an esp.replied cut record each, naming the outage); it listens again on the same port at the end.
 In hang mode the listener stays open and every request hangs (above).
 
+The ledger's ``key`` is the key's *name* (the credential's user, or a fingerprint of a key that is a
+secret), never the key. With an ``ssl_context`` the listener is https (``--tls``: the ESP's certificate).
+
 It shares the SMTP server's engine, ledger writer and counters when started beside it (same event loop),
 so one throttle fault with phase [data, http] and one ledger cover both protocols.
 """
@@ -33,14 +38,17 @@ import logging
 import math
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from mailstorm.correlation import Correlation, carried_id
+from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import DISCONNECT, FAULTS, HANG, REPLY, TARPIT, Action, Context
 from mailstorm.fake_esp.http.api import ESP_APIS, BadRequest, EspApi, RateInfo, Submission
@@ -81,8 +89,10 @@ class HttpApiServer:
         counters: Any = None,
         on_accepted: Callable[[dict[str, Any]], None] | None = None,
         apis: Iterable[str] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.engine = engine
+        self.credentials = credentials or Credentials()
         self.ledger = ledger
         self.profile = profile
         self.correlation = correlation
@@ -102,14 +112,23 @@ class HttpApiServer:
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.AbstractServer | None = None
         self._bind: tuple[str, bool] = ("127.0.0.1", False)
+        self._ssl: ssl.SSLContext | None = None
         self.watch = OutageWatch(engine, "http", ledger, close=self._go_down, reopen=self._reopen)
         self.port: int | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> int:
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         # reuse_port: N worker processes share the port, as their SMTP listeners do (SO_REUSEPORT).
         self._bind = (host, reuse_port)
+        self._ssl = ssl_context
         self.port = port
         await self._listen()
         self.watch.start()
@@ -126,6 +145,7 @@ class HttpApiServer:
             reuse_address=True,
             reuse_port=reuse_port or None,
             backlog=1024,
+            ssl=self._ssl,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
 
@@ -183,6 +203,12 @@ class HttpApiServer:
             return self._refuse(api, session, peer, resp, f"parse error: {exc}", None, None)
         ids = await self._ids(request, sub)
         corr = ids[0] if ids else None
+        known, key_name = self.credentials.http(sub.key, sub.secret, key_is_secret=api.key_is_secret)
+        if not known:
+            denied = load_profile(api.name).http.auth_failure
+            resp = api.unauthorized(sub, denied.status, denied.message, denied.code)
+            return self._refuse(api, session, peer, resp, "unknown API key", None, corr, key=key_name)
+        sub = replace(sub, key=key_name)  # from here on (throttle key, ledger) the name, never the key
         ctx = Context(
             phase="http",
             session=session,
@@ -318,6 +344,7 @@ class HttpApiServer:
         text: str,
         fault: str | None,
         corr: str | None,
+        key: str | None = None,
     ) -> web.Response:
         self.ledger.write(
             EspReplied(
@@ -330,6 +357,7 @@ class HttpApiServer:
                 session=session,
                 id=corr,
                 peer=peer,
+                key=key,
             )
         )
         if self.counters is not None:

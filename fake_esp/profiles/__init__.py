@@ -74,7 +74,9 @@ class SmtpReplies(_Frozen):
 
     throttle: str
     outage: str
-    auth_failure: str
+    auth_failure: str  # 535: a wrong user or password (mailstorm esp --auth)
+    auth_required: str  # 530: MAIL before AUTH when credentials are configured
+    tls_required: str  # 530: MAIL or AUTH before STARTTLS with --require-tls
     oversize: str
     too_many_connections: str
     too_many_messages: str
@@ -145,6 +147,7 @@ class Profile(_Frozen):
     latency: Latency
     webhook: WebhookPolicy | None = None
     sources: dict[str, str] = Field(min_length=1, description="source key -> URL or reference")
+    login: str = Field("", description="how this ESP's clients log in (SMTP AUTH, API key)")
     notes: str = ""
 
     @field_validator("api")

@@ -1,11 +1,15 @@
 """``python -m mailstorm.harness.reference``: the reference pipeline's command line (one process, one
-queue)."""
+queue).
+
+Relaying to an ESP that requires TLS and AUTH: ``--relay-tls starttls|implicit --relay-ca CA.pem`` and
+the login in ``--relay-auth USER:PASSWORD`` or, kept off the command line, ``$MAILSTORM_RELAY_AUTH``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from pydantic import ValidationError
 from mailstorm.errors import EXIT_HARNESS_FAILED, EXIT_OK, ConfigError, MailstormError
 from mailstorm.harness.reference.config import (
     DEFAULT_RELAY_NETWORKS,
+    RELAY_AUTH_ENV,
     PipelineConfig,
     RelayTarget,
     split_hostport,
@@ -44,15 +49,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR[,CIDR]",
         help="peers allowed to relay (default: loopback); everyone else gets 554 at RCPT",
     )
-    p.add_argument("--api-key", default="mailstorm-reference", help="Bearer key for the HTTP relay")
+    p.add_argument("--api-key", help="Bearer key for the HTTP relay (default: the --relay-auth password)")
     p.add_argument("--max-size", type=int, default=10 * 1024 * 1024, help="largest message accepted (bytes)")
     p.add_argument("--fsync", action="store_true", help="fsync every queue commit (survives power loss)")
     p.add_argument("--grace", type=float, default=5.0, metavar="S", help="SIGTERM: time to finish attempts")
+    p.add_argument(
+        "--relay-tls", choices=("off", "starttls", "implicit"), default="off", help="TLS towards the ESP"
+    )
+    p.add_argument("--relay-ca", type=Path, metavar="PATH", help="CA file to trust for the relay's TLS")
+    p.add_argument(
+        "--relay-auth", metavar="USER:PASSWORD", help=f"AUTH towards the ESP (or ${RELAY_AUTH_ENV})"
+    )
     return p
+
+
+def relay_auth(flag: str | None) -> tuple[str, str] | None:
+    text = flag if flag is not None else os.environ.get(RELAY_AUTH_ENV) or None
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError("--relay-auth: expected USER:PASSWORD (a colon between them)")
+    return user, password
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     host, port = split_hostport(args.listen, "--listen")
+    auth = relay_auth(args.relay_auth)
+    # An ESP that checks keys checks the relay's too: SendGrid's API key is its SMTP password.
+    api_key = args.api_key or (auth[1] if auth is not None else "mailstorm-reference")
     try:
         return PipelineConfig(
             listen_host=host,
@@ -71,10 +96,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             seed=args.seed,
             allow_remote=args.allow_remote,
             relay_networks=tuple(n.strip() for n in args.relay_networks.split(",") if n.strip()),
-            api_key=args.api_key,
+            api_key=api_key,
             max_message_size=args.max_size,
             fsync=args.fsync,
             grace_s=args.grace,
+            relay_tls=args.relay_tls,
+            relay_ca=args.relay_ca,
+            relay_auth=auth,
         )
     except ValidationError as exc:
         err = exc.errors()[0]

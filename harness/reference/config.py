@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mailstorm.errors import TargetNotAllowed, UserError
 from mailstorm.netguard import check_address, is_loopback
 
+RELAY_AUTH_ENV = "MAILSTORM_RELAY_AUTH"  # USER:PASSWORD for the relay's AUTH, kept off the command line
 # Peers allowed to relay through the pipeline unless told otherwise (Postfix's mynetworks idea).
 DEFAULT_RELAY_NETWORKS = ("127.0.0.0/8", "::1/128")
 
@@ -26,7 +27,7 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
 
 
 class RelayTarget(BaseModel):
-    """Where the pipeline relays to: the ESP's SMTP listener or its HTTP API base URL."""
+    """Where the pipeline relays to: the ESP's SMTP listener or its HTTP API base URL (http or https)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -38,14 +39,15 @@ class RelayTarget(BaseModel):
     @classmethod
     def parse(cls, url: str) -> RelayTarget:
         parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "http") or not parts.hostname:
-            raise UserError(f"--relay must be smtp://HOST:PORT or http://HOST:PORT[/PATH], got {url!r}")
+        if parts.scheme not in ("smtp", "http", "https") or not parts.hostname:
+            raise UserError(f"--relay must be smtp://HOST:PORT or http(s)://HOST:PORT[/PATH], got {url!r}")
         try:
-            port = parts.port or (25 if parts.scheme == "smtp" else 80)
+            port = parts.port or {"smtp": 25, "http": 80, "https": 443}[parts.scheme]
         except ValueError:
             raise UserError(f"--relay has a bad port: {url!r}") from None
-        base = f"http://{parts.netloc}{parts.path.rstrip('/')}" if parts.scheme == "http" else None
-        return cls(scheme=parts.scheme, host=parts.hostname, port=port, base_url=base)
+        kind = "smtp" if parts.scheme == "smtp" else "http"
+        base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}" if kind == "http" else None
+        return cls(scheme=kind, host=parts.hostname, port=port, base_url=base)
 
     def __str__(self) -> str:
         return self.base_url or f"smtp://{self.host}:{self.port}"
@@ -77,6 +79,11 @@ class PipelineConfig(BaseModel):
     max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
     fsync: bool = False
     grace_s: float = Field(default=5.0, ge=0)
+    # Relaying to an ESP that requires TLS and AUTH, as production relays do: STARTTLS or implicit TLS
+    # (https for the HTTP relay) trusting ``relay_ca`` (the system's CAs when None), and the login.
+    relay_tls: Literal["off", "starttls", "implicit"] = "off"
+    relay_ca: Path | None = None
+    relay_auth: tuple[str, str] | None = Field(default=None, repr=False)
 
     @field_validator("relay_networks")
     @classmethod

@@ -12,7 +12,7 @@ from mailstorm.harness.reference.config import PipelineConfig
 from mailstorm.harness.reference.delivery import Deliverer
 from mailstorm.harness.reference.inbound import InboundHandler, InboundSMTP
 from mailstorm.harness.reference.monitor import Monitor
-from mailstorm.harness.reference.relay import HttpRelay, SmtpRelay
+from mailstorm.harness.reference.relay import HttpRelay, RelaySecurity, SmtpRelay
 from mailstorm.harness.reference.store import Store
 from mailstorm.ledger import LedgerWriter, SutQueue
 
@@ -41,9 +41,10 @@ class Pipeline:
 
     def _relay_factory(self):
         cfg = self.cfg
+        security = RelaySecurity(cfg.relay_tls, cfg.relay_ca, cfg.relay_auth)
         if cfg.relay.scheme == "smtp":
-            return lambda: SmtpRelay(cfg.relay, cfg.relay_timeout_s)
-        shared = HttpRelay(cfg.relay, cfg.relay_timeout_s, cfg.api_key, cfg.concurrency)  # one pooled session
+            return lambda: SmtpRelay(cfg.relay, cfg.relay_timeout_s, security)
+        shared = HttpRelay(cfg.relay, cfg.relay_timeout_s, cfg.api_key, cfg.concurrency, security)  # one pool
         return lambda: shared
 
     def counts(self) -> dict[str, int]:

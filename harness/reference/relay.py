@@ -4,16 +4,24 @@ Every attempt ends in an ``Outcome``: delivered (to all or some recipients), tra
 connection, a timeout: retry later), or permanent (5yz: bounce). One client object per worker keeps its
 connection open across messages, as a real MTA does; any failure that leaves the session in doubt drops
 the connection so the next attempt starts clean.
+
+Towards an ESP that requires them (``RelaySecurity``), the SMTP relay does STARTTLS or implicit TLS and
+AUTH once per connection, and the HTTP relay speaks https, trusting the given CA file. A connection that
+cannot be set up -- a TLS handshake that fails, STARTTLS not offered, a 530/535/454 at AUTH -- defers the
+message (transient), as Postfix does by default (smtp_sasl_auth_soft_bounce): it is the relay's
+configuration or the ESP's state that failed, not the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses
+from pathlib import Path
 
 import aiohttp
 import aiosmtplib
@@ -41,24 +49,56 @@ def _transient(code: int | None) -> bool:
     return code is None or 400 <= code < 500
 
 
-class SmtpRelay:
-    """Relays over SMTP with one persistent aiosmtplib connection."""
+@dataclass(frozen=True)
+class RelaySecurity:
+    """TLS (off, starttls, implicit; https for the HTTP relay when not off) trusting ``ca`` (the
+    system's CAs when None), and the AUTH login."""
 
-    def __init__(self, target: RelayTarget, timeout: float) -> None:
+    tls: str = "off"
+    ca: Path | None = None
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca) if self.ca is not None else None)
+
+
+class SmtpRelay:
+    """Relays over SMTP with one persistent aiosmtplib connection (TLS and AUTH set up once on it)."""
+
+    def __init__(self, target: RelayTarget, timeout: float, security: RelaySecurity | None = None) -> None:
         self.target = target
         self.timeout = timeout
+        self.security = security or RelaySecurity()
+        self._tls_context = self.security.context() if self.security.tls != "off" else None
         self._smtp: aiosmtplib.SMTP | None = None
 
-    async def _connection(self) -> aiosmtplib.SMTP:
+    async def _connection(self) -> aiosmtplib.SMTP | Outcome:
+        """The open connection, or the transient outcome of an ESP that refused its set-up (STARTTLS,
+        AUTH: the reply's code, or None, and its text)."""
         if self._smtp is None or not self._smtp.is_connected:
+            tls = self.security.tls
             smtp = aiosmtplib.SMTP(
                 hostname=self.target.host,
                 port=self.target.port,
                 timeout=self.timeout,
-                start_tls=False,
+                use_tls=tls == "implicit",
+                start_tls=tls == "starttls",
+                tls_context=self._tls_context,
                 local_hostname="reference.mailstorm.test",
             )
-            await smtp.connect()
+            try:
+                await smtp.connect()
+                if self.security.auth is not None:
+                    await smtp.login(*self.security.auth)
+            except _CONNECTION_ERRORS:
+                smtp.close()
+                raise
+            except aiosmtplib.SMTPResponseException as exc:  # 530/535/454 at STARTTLS or AUTH
+                smtp.close()
+                return Outcome("transient", exc.code, exc.message)
+            except aiosmtplib.SMTPException as exc:  # "STARTTLS extension not supported by server"
+                smtp.close()
+                return Outcome("transient", None, str(exc))
             self._smtp = smtp
         return self._smtp
 
@@ -78,6 +118,12 @@ class SmtpRelay:
     async def send(self, mail_from: str, rcpts: list[str], data: bytes) -> Outcome:
         try:
             smtp = await self._connection()
+        except _CONNECTION_ERRORS as exc:  # refused, reset, a TLS handshake that failed
+            self._drop()
+            return Outcome("transient", None, f"{type(exc).__name__}: {exc}".strip())
+        if isinstance(smtp, Outcome):
+            return smtp  # the ESP refused the set-up
+        try:
             errors, text = await smtp.sendmail(mail_from, rcpts, data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
@@ -116,17 +162,26 @@ class HttpRelay:
 
     PATH = "/v3/mail/send"
 
-    def __init__(self, target: RelayTarget, timeout: float, api_key: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        target: RelayTarget,
+        timeout: float,
+        api_key: str,
+        concurrency: int,
+        security: RelaySecurity | None = None,
+    ) -> None:
         self.url = f"{target.base_url}{self.PATH}"
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.api_key = api_key
         self.concurrency = concurrency
+        https = self.url.startswith("https://")
+        self._ssl = (security or RelaySecurity()).context() if https else None
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                connector=aiohttp.TCPConnector(limit=self.concurrency, ssl=self._ssl or True),
                 headers={"Authorization": f"Bearer {self.api_key}"},
                 timeout=self.timeout,
             )

@@ -29,6 +29,7 @@ __all__ = [
     "Address",
     "Alive",
     "Endpoint",
+    "EspSecurity",
     "Monitored",
     "QueueLister",
     "QueueSampler",
@@ -36,6 +37,24 @@ __all__ = [
     "TargetContext",
     "register",
 ]
+
+
+@dataclass(frozen=True)
+class EspSecurity:
+    """What the fake ESP requires of a SUT relaying to it, as a production ESP does: TLS (``tls``: off,
+    starttls or implicit; ``ca`` the CA file to trust) and AUTH (``credentials``: (user, password) pairs,
+    the first one for a SUT to log in with). A target configures its SUT with these (Postfix:
+    ``relay_tls``/``relay_auth``; the reference pipeline: automatically)."""
+
+    tls: str = "off"
+    ca: Path | None = None
+    require_tls: bool = False
+    hostname: str = "fake-esp.mailstorm.test"  # the name the ESP's certificate is for (and 127.0.0.1)
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @property
+    def login(self) -> tuple[str, str] | None:
+        return self.credentials[0] if self.credentials else None
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,7 @@ class TargetContext:
     esp_http: str | None = None  # base URL of the fake ESP's HTTP APIs, when served
     allow_remote: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    esp_security: EspSecurity = field(default_factory=EspSecurity)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ is on the docker bridge, reachable only from this host and its containers. With 
 container shares the host's loopback and the ESP is used directly.
 
 Placeholders in ``command``, ``env`` and ``volumes``: ``{port}`` (the container-side SUT port),
-``{esp_host}``, ``{esp_port}``, ``{esp_http}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and
+``{esp_host}``, ``{esp_port}``, ``{esp_http}``, ``{esp_ca}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and
 ``{python}``, ``{python_prefix}``, ``{python_env}``, ``{mailstorm_root}`` (mailstorm's interpreter, its
 installation, its venv and checkout: bind-mounted into the ``mailstorm-pyhost`` image, they run
 mailstorm's own reference pipeline in a container; see docker/build_pyhost_image.py).
@@ -217,6 +217,7 @@ class DockerTarget:
             "esp_host": esp_host,
             "esp_port": str(esp_port),
             "esp_http": esp_http,
+            "esp_ca": str(ctx.esp_security.ca) if ctx.esp_security.ca is not None else "",  # mount it in
             # Absolute: the SUT may run in another cwd (spec.cwd) or a container (bind mounts need it).
             "ledger_dir": str(Path(ctx.ledger_dir).resolve()),
             "run_dir": str(Path(ctx.run_dir).resolve()),
@@ -298,11 +299,14 @@ class DockerTarget:
             from urllib.parse import urlsplit
 
             parts = urlsplit(ctx.esp_http)
+            default = 443 if parts.scheme == "https" else 80
             http = ChaosProxy(
-                (parts.hostname, parts.port or 80), listen=(gateway, 0), seed=ctx.seed, allow_remote=True
+                (parts.hostname, parts.port or default), listen=(gateway, 0), seed=ctx.seed, allow_remote=True
             ).start()
             self._forwarders.append(http)
-            esp_http = f"http://{gateway}:{http.port}{parts.path}"
+            # A TCP forwarder: https passes through as it is (the certificate names 127.0.0.1 and
+            # localhost, not the gateway: a container that checks hostnames needs the ESP's --tls-cert).
+            esp_http = f"{parts.scheme}://{gateway}:{http.port}{parts.path}"
         return gateway, smtp.port, esp_http
 
     def _gateway(self) -> str:

@@ -11,6 +11,15 @@ opens its lock in the data directory as the postfix user, who must be able to re
 as pytest's tmp dirs, forbids that). Retry timing is the spec's (Postfix's own defaults, 300 s/4000 s,
 make recovery take minutes; a user may want exactly that).
 
+Relaying to an ESP that requires TLS and AUTH, configured as a production relay to SES is: ``relay_tls``
+is ``smtp_tls_security_level`` (none | may | encrypt | verify | secure) with the run's CA as
+``smtp_tls_CAfile`` (``verify``/``secure`` match the certificate against the ESP's hostname), and
+``smtp_tls_wrappermode`` when the ESP speaks implicit TLS; ``relay_auth`` turns on the SASL client
+(``true``: the ESP's first credential; ``"USER:PASSWORD"``: those) with the password in a
+``texthash:`` map readable by root only. Postfix defers on a TLS or AUTH failure and logs why in its
+maillog ("TLS is required, but was not offered", "SASL authentication failed", "certificate verification
+failed"). Needs Debian's libsasl2-modules (PLAIN and LOGIN for the SASL client).
+
 Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message), sampled every
 ``queue_sample_s`` onto the ledger as ``sut.queue`` records (source ``postfix``); the same listing,
 its queue ids mapped to correlation ids through the maillog, is what the instance still holds
@@ -28,6 +37,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -93,6 +103,18 @@ class PostfixSpec(BaseModel):
     follow_maillog: bool = Field(
         True, description="write sut.accepted/relayed/deferred/bounced records from the maillog"
     )
+    relay_tls: Literal["none", "may", "encrypt", "verify", "secure"] = Field(
+        "none", description="smtp_tls_security_level towards the ESP (the run's CA is smtp_tls_CAfile)"
+    )
+    relay_auth: bool | str = Field(
+        False, description="SASL towards the ESP: true = the ESP's first credential, or 'USER:PASSWORD'"
+    )
+
+    @model_validator(mode="after")
+    def _auth_text(self) -> PostfixSpec:
+        if isinstance(self.relay_auth, str) and not re.fullmatch(r"[^:\s]+:\S+", self.relay_auth):
+            raise ValueError("relay_auth: true, false or 'USER:PASSWORD'")
+        return self
 
     @model_validator(mode="after")
     def _backoff_order(self) -> PostfixSpec:
@@ -156,7 +178,7 @@ class PostfixTarget:
         check_address(esp_host, allow_remote=ctx.allow_remote, what="postfix relayhost")
         self.root = (Path(ctx.run_dir) / "postfix").resolve()
         self.port = self.spec.port or free_port()
-        self._configure(esp_host, esp_port)
+        self._configure(esp_host, esp_port, ctx)
         if not self._atexit:
             atexit.register(self.stop)  # an interrupted runner still leaves no Postfix behind
             self._atexit = True
@@ -318,7 +340,7 @@ class PostfixTarget:
                 pass
         _wait_gone(procs, timeout=10)
 
-    def _configure(self, esp_host: str, esp_port: int) -> None:
+    def _configure(self, esp_host: str, esp_port: int, ctx: TargetContext) -> None:
         root, conf = self.root, self.conf_dir
         assert root is not None
         if not conf.exists():
@@ -351,6 +373,7 @@ class PostfixTarget:
             "queue_run_delay": f"{self.spec.queue_run_delay_s}s",
             "smtp_connect_timeout": f"{self.spec.smtp_connect_timeout_s}s",
             "smtp_destination_concurrency_limit": str(self.spec.destination_concurrency),
+            **self._relay_security(f"[{esp_host}]:{esp_port}", ctx),
             **self.spec.main_cf,
         }
         postconf = str(self._sbin / "postconf")
@@ -359,6 +382,40 @@ class PostfixTarget:
         self._run([postconf, "-c", str(conf), "-M", "-e", listener])
         self._run([postconf, "-c", str(conf), "-F", "-e", "*/*/chroot = n"])
         self._postfix("set-permissions")
+
+    def _relay_security(self, relayhost: str, ctx: TargetContext) -> dict[str, str]:
+        """main.cf settings for TLS and SASL towards the ESP (see the module docstring)."""
+        spec, esp, conf = self.spec, ctx.esp_security, self.conf_dir
+        out: dict[str, str] = {}
+        if spec.relay_tls != "none":
+            out["smtp_tls_security_level"] = spec.relay_tls
+            out["smtp_tls_loglevel"] = "1"  # "Trusted/Verified TLS connection established" in the maillog
+            if esp.ca is not None:
+                out["smtp_tls_CAfile"] = str(esp.ca)
+            if spec.relay_tls in ("verify", "secure"):
+                out["smtp_tls_verify_cert_match"] = esp.hostname  # [127.0.0.1] is no name to match
+                out["smtp_tls_secure_cert_match"] = esp.hostname
+            if esp.tls == "implicit" and spec.relay_tls != "may":
+                out["smtp_tls_wrappermode"] = "yes"  # TLS from the first byte (port 465's "TLS wrapper")
+        if spec.relay_auth is False:
+            return out
+        if spec.relay_auth is True:
+            if esp.login is None:
+                raise ConfigError("target postfix: relay_auth: true needs esp.auth (the ESP's credentials)")
+            user, password = esp.login
+        else:
+            user, _, password = spec.relay_auth.partition(":")
+        passwords = conf / "sasl_passwd"
+        passwords.touch(mode=0o600)
+        passwords.chmod(0o600)
+        passwords.write_text(f"{relayhost} {user}:{password}\n")
+        out |= {
+            "smtp_sasl_auth_enable": "yes",
+            "smtp_sasl_password_maps": f"texthash:{passwords}",  # texthash: no postmap, read at start
+            "smtp_sasl_security_options": "noanonymous",
+            "smtp_sasl_tls_security_options": "noanonymous",
+        }
+        return out
 
     def _spool(self) -> Path:
         """The instance's private queue/data directory (see the module docstring), made once per run."""

@@ -6,6 +6,11 @@ Each instance gets its own SMTP port, health/metrics port, SQLite queue (``<run>
 ledger source (``sut``, or ``sut-N`` with several instances) and log (``<run>/logs/reference-N.log``,
 appended across restarts). The ports are kept across restarts, so the load's endpoints stay valid.
 
+Towards an ESP that requires TLS and AUTH (``esp: {tls, require_tls, auth}``), each instance relays as a
+production relay would: STARTTLS or implicit TLS (https for ``relay: http``) trusting the run's CA
+(``<run>/esp/ca.pem``), logged in with the ESP's first credential (for ``relay: http``, its password is the
+API key, as SendGrid's SMTP password is), passed in the environment, never on the command line.
+
 Actions: ``kill`` (SIGKILL: a crash; the queue file survives), ``stop`` (SIGTERM: a clean shutdown),
 ``pause``/``sigstop`` (SIGSTOP: a frozen host), ``resume``/``sigcont`` (SIGCONT), ``start`` (start it if
 it is not running), ``restart`` (stop it if it runs, start it again; the new process resumes the queue, and
@@ -28,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import mailstorm.harness
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.reference.config import RELAY_AUTH_ENV
 from mailstorm.harness.reference.store import count_rows, queued_ids
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.ports import free_port, wait_for_port
@@ -155,6 +161,8 @@ class ReferenceTarget:
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         pythonpath = os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
         self._env = {**os.environ, **ctx.env, "PYTHONPATH": pythonpath}
+        login = ctx.esp_security.login
+        self._env[RELAY_AUTH_ENV] = f"{login[0]}:{login[1]}" if login is not None else ""
         if not self._atexit:
             atexit.register(self.stop)  # a runner that exits without stop() still leaves nothing behind
             self._atexit = True
@@ -198,8 +206,12 @@ class ReferenceTarget:
             "--queue-interval", str(s.queue_interval_s),
             "--http-port", str(inst.http_port),
             "--seed", str(ctx.seed + inst.index),
-            "--api-key", s.api_key,
         ]  # fmt: skip
+        security = ctx.esp_security
+        if security.login is None:
+            argv += ["--api-key", s.api_key]  # the ESP checks no key; a credential's goes in the environment
+        if security.tls != "off":
+            argv += ["--relay-tls", security.tls, "--relay-ca", str(security.ca)]
         if s.fsync:
             argv.append("--fsync")
         if ctx.allow_remote:

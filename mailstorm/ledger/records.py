@@ -117,12 +117,16 @@ class EspAccepted(Record, kw_only=True):
     session: str
     """The SMTP session or HTTP request it came in (unique within the ESP's run)."""
     key: str | None
-    """The AUTH user or API key: the key per-sender faults (throttling) count by; null without one."""
+    """The AUTH user or API key *name*, never a secret: the AUTH user or credential name, or
+    ``sha256:<12 hex>`` of a key that is a secret (mailstorm.fake_esp.auth); the key per-sender faults
+    (throttling) count by; null without one."""
     acked: bool
     """False when the client was cut off (or left hanging) after the ESP kept the message: the client
     never saw the acceptance and will send it again, the classic duplicate maker."""
     esp_id: str | None = None
     """HTTP only: the message id the API answered with (SendGrid ``X-Message-Id``, SES ``MessageId``...)."""
+    tls: str | None = None
+    """SMTP only: the TLS version of an encrypted session (``TLSv1.3``); null (absent) in plain text."""
 
 
 class EspReplied(Record, kw_only=True):
@@ -132,7 +136,9 @@ class EspReplied(Record, kw_only=True):
     proto: str
     """``smtp`` or ``http``."""
     phase: str
-    """Where: ``connect``, ``ehlo``, ``mail``, ``rcpt``, ``data``, ``eod`` (after the final "."); ``http``."""
+    """Where: ``connect``, ``ehlo``, ``tls`` (a failed handshake or STARTTLS: code null, text the reason),
+    ``auth``, ``mail`` (a 530 before STARTTLS or AUTH), ``rcpt``, ``data``, ``eod`` (after the final
+    "."); ``http``."""
     code: int | None
     """The SMTP reply code (HTTP: the status); null for a cut connection (no reply at all)."""
     text: str | None
@@ -147,6 +153,10 @@ class EspReplied(Record, kw_only=True):
     """The client's address."""
     api: str | None = None
     """HTTP only: the API that answered."""
+    user: str | None = None
+    """At ``auth``: the name of the login tried (never the password); absent elsewhere."""
+    key: str | None = None
+    """HTTP only: the name of the API key that was refused (as ``EspAccepted.key``), never the key."""
 
 
 class EspFault(Record, kw_only=True):

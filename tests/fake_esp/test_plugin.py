@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import ssl
 
 import pytest
 
@@ -27,3 +28,16 @@ def test_marker_passes_options(fake_esp):
         s.mail("app@sender.test")
         assert s.rcpt("user@rcpt.test")[0] == 550
     assert [f["spec"]["type"] for f in fake_esp.control.faults()] == ["reply"]
+
+
+@pytest.mark.fake_esp(tls="starttls", require_tls=True, auth=["apikey:SG.plugin"])
+def test_marker_gives_a_tls_and_auth_esp_and_its_ca(fake_esp):
+    """tls/require_tls/auth through the marker: the fixture names the CA to trust, and a client that
+    trusts it, does STARTTLS and logs in is served; the ledger names the user."""
+    ctx = ssl.create_default_context(cafile=str(fake_esp.ca_path))
+    with smtplib.SMTP(fake_esp.smtp_host, fake_esp.smtp_port, timeout=10) as s:
+        s.starttls(context=ctx)
+        s.login("apikey", "SG.plugin")
+        s.sendmail("app@sender.test", ["user@rcpt.test"], message("plugin-tls"))
+    (rec,) = fake_esp.ledger.records([Kind.ESP_ACCEPTED])
+    assert (rec["id"], rec["key"]) == ("plugin-tls", "apikey")

@@ -125,3 +125,58 @@ def test_fake_esp_answers_an_auth_line_longer_than_the_limit(esp, mechanism):
     assert replies[4].startswith(b"250"), replies  # the session is still served
     assert replies[5].startswith(b"221"), replies
     assert "Traceback" not in esp.log_path.read_text(errors="replace")
+
+
+def test_fake_esp_closes_a_starttls_session_with_junk_pipelined_after_it(tmp_path):
+    """STARTTLS with more than the line limit of junk pipelined after it, then the client's end: the
+    session closes at once. The junk sat in aiosmtpd's stream reader, which had paused the socket for
+    it, so the handshake waited (60 s) for bytes the paused socket never delivered (the long TLS fuzz
+    run found it). RFC 3207 4.2: what comes before the negotiation is discarded."""
+    from mailstorm.fake_esp.launch import EspProcess
+    from tests.hardening.fuzz import play
+
+    with EspProcess(tmp_path / "ledger", log_path=tmp_path / "esp.log", tls="starttls") as esp:
+        for n in (100, 5_000, 20_000):
+            result = play(esp.smtp_port, [("send", b"STARTTLS\r\nMaIl " + b"x" * n + b"\r\n")], 5.0)
+            assert not result.hung, n
+            assert b"220 Ready to start TLS" in result.received
+        assert esp.control.counters()["open_sessions"] == 0
+    assert "Traceback" not in (tmp_path / "esp.log").read_text(errors="replace")
+
+
+def test_fake_esp_answers_an_auth_login_that_is_not_utf8(tmp_path):
+    """AUTH with a user name that is not UTF-8 gets 535 and the session goes on; the ledger's record of
+    the failed login could not be written (surrogates in the name) and the session died with a traceback
+    (the long TLS fuzz run found it). An open ESP accepts it, like any login."""
+    import base64
+
+    from mailstorm.fake_esp.launch import EspProcess
+
+    token = base64.b64encode(b"\0\xff\xfeuser\0password").decode().encode()
+    for auth, expected in ((["user:password"], b"535"), ([], b"235")):
+        with EspProcess(tmp_path / f"ledger-{len(auth)}", log_path=tmp_path / "esp.log", auth=auth) as esp:
+            replies = smtp_exchange(esp.smtp_port, [b"EHLO fuzz", b"AUTH PLAIN " + token, b"NOOP", b"QUIT"])
+            assert replies[2].startswith(expected), replies
+            assert replies[3].startswith(b"250"), replies
+    assert "Traceback" not in (tmp_path / "esp.log").read_text(errors="replace")
+
+
+@pytest.mark.parametrize("mode", ["off", "starttls"])
+def test_fake_esp_ends_quietly_a_session_it_closed_with_lines_still_buffered(tmp_path, mode):
+    """Six unknown commands and an overlong line, pipelined (inside TLS too): aiosmtpd closes after five
+    ("too many bogus commands") but goes on reading what was buffered, and the write of its answer (or,
+    on a TLS transport, resuming the reading) failed on the closed connection with a traceback (the
+    long TLS fuzz run found it). Now the session ends without a word and without one."""
+    import ssl
+
+    from mailstorm.fake_esp.launch import EspProcess
+    from tests.hardening.fuzz import Secure, play
+
+    steps = [("send", b"BOGUS\r\n" * 6 + b"NOOP\r\n" + b"y" * 3000 + b"\r\n" + b"z" * 3000)]
+    with EspProcess(tmp_path / "ledger", log_path=tmp_path / "esp.log", tls=mode) as esp:
+        secure = Secure(mode, ssl.create_default_context(cafile=str(esp.ca_path))) if mode != "off" else None
+        for _ in range(5):
+            assert not play(esp.smtp_port, steps, 5.0, secure=secure).hung
+        assert esp.control.counters()["open_sessions"] == 0
+    log = (tmp_path / "esp.log").read_text(errors="replace")
+    assert "too many bogus commands" in log and "Traceback" not in log

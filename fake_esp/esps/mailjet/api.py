@@ -12,6 +12,8 @@ missing property, mj-0004 type mismatch, mj-0013 invalid address, send-0003 no c
 the per-call limits, send-0010 and send-0011, are the fake's: no published code was found). Mailjet
 publishes no rate-limit headers: a 429 carries the global error shape and Retry-After (the fake's). The
 correlation id: the correlation header in ``Headers``, else ``CustomID`` (echoed back in Mailjet's events).
+``Globals`` holds properties every message gets unless it sets its own (``Headers`` merged): how
+django-anymail sends, with From in Globals.
 Reference: https://dev.mailjet.com/email/guides/send-api-v31/ and
 https://dev.mailjet.com/docs/email-api/email_api_overview/status_codes
 """
@@ -45,6 +47,7 @@ MAX_RECIPIENTS = 50  # mailjet send-api-v31: 50 recipients (To + Cc + Bcc) per m
 @register
 class MailjetApi(EspApi):
     name = "mailjet"
+    key_is_secret = False  # Basic <API key>:<secret key>: the secret is checked apart
     routes = (("POST", "/v3.1/send"),)
 
     def _global(self, status: int, code: str | None, message: str) -> dict[str, Any]:
@@ -59,7 +62,8 @@ class MailjetApi(EspApi):
         return BadRequest(json_response(400, body), f"{code}: {message} ({', '.join(related)})")
 
     async def parse(self, request: web.Request) -> Submission:
-        key = _basic_user(request.headers.get("Authorization", ""))
+        creds = basic_credentials(request.headers.get("Authorization", ""))
+        key, secret = creds if creds and creds[0] and creds[1] else (None, None)
         if key is None:
             raise BadRequest(
                 self.error(401, "API key authentication/authorization failure. You may be unauthorized to "
@@ -81,11 +85,15 @@ class MailjetApi(EspApi):
             raise self._bad_message(
                 "send-0011", f"Too many messages: at most {MAX_MESSAGES} per call.", ["Messages"]
             )
+        common = data.get("Globals")
+        if isinstance(common, dict) and common:
+            msgs = [_with_globals(common, m) for m in msgs]
         whole = len(msgs) == 1
         return Submission(
             key,
             tuple(self._message(m, i, raw if whole else orjson.dumps(m)) for i, m in enumerate(msgs)),
             extra={"custom_ids": [m.get("CustomID", "") if isinstance(m, dict) else "" for m in msgs]},
+            secret=secret,
         )
 
     def _message(self, m: Any, i: int, raw: bytes) -> ApiMessage:
@@ -159,7 +167,11 @@ class MailjetApi(EspApi):
         )
 
 
-def _basic_user(header: str) -> str | None:
-    """The API key (the Basic user name) when both key and secret are there, else None."""
-    creds = basic_credentials(header)
-    return creds[0] if creds and creds[0] and creds[1] else None
+def _with_globals(common: dict[str, Any], message: Any) -> Any:
+    """A message with the ``Globals`` it does not set itself (its own Headers win over the global ones)."""
+    if not isinstance(message, dict):
+        return message  # the message check names the type mismatch
+    merged = {**common, **message}
+    if isinstance(common.get("Headers"), dict) and isinstance(message.get("Headers"), dict):
+        merged["Headers"] = {**common["Headers"], **message["Headers"]}
+    return merged

@@ -46,6 +46,7 @@ TOKEN_TTL_S = 3600  # sendpulse api: "expires_in": 3600 in the token answer
 @register
 class SendPulseApi(EspApi):
     name = "sendpulse"
+    key_is_secret = False  # the client id (in a token the fake issued, or with its client_secret)
     routes = (("POST", TOKEN_PATH), ("POST", "/smtp/emails"))
 
     def _bad(self, message: str, status: int = 400) -> BadRequest:
@@ -108,7 +109,7 @@ class SendPulseApi(EspApi):
         if not isinstance(client, str) or not client or not data.get("client_secret"):
             raise BadRequest(_oauth_error(401, "invalid_client", "Client authentication failed"), "token")
         # No messages: the server accepts it without a ledger record; the answer is the token.
-        return Submission(client, (), extra={"token_for": client})
+        return Submission(client, (), extra={"token_for": client}, secret=str(data["client_secret"]))
 
     def accepted(self, request: web.Request, sub: Submission, esp_ids: list[str]) -> web.Response:
         client = sub.extra.get("token_for")
@@ -122,6 +123,13 @@ class SendPulseApi(EspApi):
 
     def new_message_id(self) -> str:
         return secrets.token_hex(12)
+
+    def unauthorized(
+        self, sub: Submission, status: int, message: str, code: str | int | None
+    ) -> web.Response:
+        if "token_for" in sub.extra:  # the token request: OAuth's own answer (RFC 6749 5.2)
+            return _oauth_error(401, "invalid_client", "Client authentication failed")
+        return super().unauthorized(sub, status, message, code)
 
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None

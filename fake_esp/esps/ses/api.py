@@ -55,6 +55,7 @@ _DEFAULT_CODES = {
 @register
 class SesApi(EspApi):
     name = "ses"
+    key_is_secret = False  # the SigV4 access key id: the fake cannot check the signature
     routes = (("POST", "/v2/email/outbound-emails"),)
 
     def _bad(self, message: str, code: str = "BadRequestException") -> BadRequest:

@@ -14,6 +14,7 @@ from ElasticEmail.models.email_content import EmailContent
 from ElasticEmail.models.email_transactional_message_data import EmailTransactionalMessageData
 from ElasticEmail.models.transactional_recipient import TransactionalRecipient
 
+from mailstorm.fake_esp.auth import fingerprint
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ledger import CORRELATION_HEADER
 from tests.fake_esp.http_support import THROTTLE, accepted, kept, new_id, post, replies, reply_fault
@@ -22,9 +23,11 @@ EE = {"X-ElasticEmail-ApiKey": "ee-key"}
 ROUTES = [("/v4/emails/transactional", EE)]
 
 
-def elasticemail_send(esp: EspProcess, cid: str, key: str = "ee-key"):
+def elasticemail_send(esp: EspProcess, cid: str, key: str = "ee-key", ca: str | None = None):
     config = ElasticEmail.Configuration(host=esp.http_url + "/v4")
     config.api_key["apikey"] = key
+    if ca is not None:
+        config.ssl_ca_cert = ca  # the generated client reads certifi, not the environment
     data = EmailTransactionalMessageData(
         Recipients=TransactionalRecipient(To=["user@example.test"]),
         Content=EmailContent(
@@ -57,7 +60,7 @@ def test_elasticemail_send_is_accepted_and_in_the_ledger(esp):
     cid = new_id()
     out = elasticemail_send(esp, cid)
     (rec,) = accepted(esp, cid)
-    assert out.message_id == rec["esp_id"] and out.transaction_id and rec["key"] == "ee-key"
+    assert out.message_id == rec["esp_id"] and out.transaction_id and rec["key"] == fingerprint("ee-key")
 
 
 def test_elasticemail_429_from_the_throttle(esp):

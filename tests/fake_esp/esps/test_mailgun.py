@@ -13,6 +13,7 @@ import requests
 from mailgun.client import Client as MailgunClient
 from mailgun.config import RetryPolicy
 
+from mailstorm.fake_esp.auth import fingerprint
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ledger import CORRELATION_HEADER
 from tests.fake_esp.http_support import (
@@ -58,7 +59,7 @@ def test_mailgun_send_is_accepted_and_in_the_ledger(esp):
     resp = mailgun_send(esp, cid)
     assert resp.status_code == 200 and resp.json()["message"] == "Queued. Thank you."
     (rec,) = accepted(esp, cid)
-    assert resp.json()["id"] == f"<{rec['esp_id']}@{DOMAIN}>" and rec["key"] == "mg-key"
+    assert resp.json()["id"] == f"<{rec['esp_id']}@{DOMAIN}>" and rec["key"] == fingerprint("mg-key")
 
 
 def test_mailgun_429_from_the_throttle_and_the_sdk_honours_retry_after(esp):

@@ -9,6 +9,7 @@ from python_http_client.exceptions import InternalServerError, ServiceUnavailabl
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
+from mailstorm.fake_esp.auth import fingerprint
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ledger import CORRELATION_HEADER
 from tests.fake_esp.http_support import (
@@ -47,13 +48,14 @@ def send_plain(url: str, cid: str) -> None:
 
 
 def test_sendgrid_send_is_accepted_and_in_the_ledger(esp):
-    """SendGrid: 202 with X-Message-Id; the ledger has the message with its custom_args correlation id."""
+    """SendGrid: 202 with X-Message-Id; the ledger has the message with its custom_args correlation id,
+    and the key's fingerprint (never the key itself)."""
     cid = new_id()
     resp = sendgrid_send(esp, cid)
     assert resp.status_code == 202
     (rec,) = accepted(esp, cid)
     assert (rec["proto"], rec["api"], rec["key"], rec["esp_id"]) == (
-        "http", "sendgrid", "SG.test-key", resp.headers["X-Message-Id"],
+        "http", "sendgrid", fingerprint("SG.test-key"), resp.headers["X-Message-Id"],
     )  # fmt: skip
 
 
