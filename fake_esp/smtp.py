@@ -231,6 +231,14 @@ class EspSMTP(SecureSession, SMTP):
         super().eof_received()
         return False
 
+    def _getaddr(self, arg: str):
+        # "MAIL FROM:<" (nothing after the bracket): the email parser raises IndexError, which aiosmtpd
+        # does not catch (it catches HeaderParseError): a malformed address (553), not a session error.
+        try:
+            return super()._getaddr(arg)
+        except IndexError:
+            return None, None
+
     def abort(self) -> None:
         transport = self.transport if self.transport is not None else self._raw  # mid-handshake: the TCP one
         if transport is not None:

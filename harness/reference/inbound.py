@@ -42,6 +42,14 @@ class InboundSMTP(SMTP):
         super().eof_received()
         return False
 
+    def _getaddr(self, arg: str):
+        # "MAIL FROM:<" (nothing after the bracket): the email parser raises IndexError, which aiosmtpd
+        # does not catch (it catches HeaderParseError): a malformed address (553), not a session error.
+        try:
+            return super()._getaddr(arg)
+        except IndexError:
+            return None, None
+
 
 class InboundHandler:
     """aiosmtpd handler: RCPT policy and queue-before-250 acceptance."""

@@ -180,3 +180,18 @@ def test_fake_esp_ends_quietly_a_session_it_closed_with_lines_still_buffered(tmp
         assert esp.control.counters()["open_sessions"] == 0
     log = (tmp_path / "esp.log").read_text(errors="replace")
     assert "too many bogus commands" in log and "Traceback" not in log
+
+
+@pytest.mark.parametrize("server", ["esp", "reference"])
+def test_an_empty_angle_address_is_malformed_not_a_session_exception(request, server):
+    """MAIL FROM:< and RCPT TO:< (a bracket and nothing after it) get 553 malformed address; the email
+    parser's IndexError went uncaught through aiosmtpd (500 and a traceback in the log) in both the fake
+    ESP and the reference pipeline (the long TLS fuzz run found it)."""
+    proc = request.getfixturevalue(server)
+    port = proc.smtp_port if server == "esp" else proc.port
+    lines = [b"EHLO fuzz", b"MAIL FROM:<", b"MAIL FROM:<a@b.test>", b"RCPT TO:<", b"QUIT"]
+    replies = smtp_exchange(port, lines)
+    assert replies[2].startswith(b"553"), replies
+    assert replies[3].startswith(b"250") and replies[4].startswith(b"553"), replies
+    logs = [proc.log_path] if server == "esp" else list(proc.workdir.glob("reference-*.log"))
+    assert not any("IndexError" in p.read_text(errors="replace") for p in logs)
