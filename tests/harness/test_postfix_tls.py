@@ -25,6 +25,11 @@ pytestmark = [
 ]
 
 
+def held_ids(run_dir: Path) -> set[str]:
+    """Ids the runner found still in Postfix's queue at the end of the drain (pending, not lost)."""
+    return {r["id"] for r in LedgerReader(run_dir / "ledger").records([Kind.SUT_HELD])}
+
+
 def maillog(run_dir: Path) -> str:
     return (run_dir / "postfix" / "maillog").read_text(errors="replace")
 
@@ -40,7 +45,7 @@ def test_postfix_ses_tls_library_scenario(tmp_path):
     code, run_dir, err = run_cli(LIBRARY / "postfix-ses-tls.yaml", tmp_path / "runs", timeout=240)
     assert code == 0, err
     lost, accepted, _ = lost_and_counts(run_dir)
-    assert lost == set() and accepted >= 250
+    assert lost - held_ids(run_dir) == set() and accepted >= 250
     log = maillog(run_dir)
     assert "Trusted TLS connection established to 127.0.0.1" in log
     assert any("SASL authentication failed" in r and "535 Authentication Credentials Invalid" in r
@@ -84,7 +89,9 @@ def test_every_tls_fault_is_deferred_by_postfix_with_its_reason_and_nothing_is_l
     code, run_dir, err = run_cli(path, tmp_path / "runs", timeout=240)
     assert code == 0, err
     lost, accepted, _ = lost_and_counts(run_dir)
-    assert lost == set() and accepted >= 100
+    # Postfix may still hold a deferred message at the drain's end ("skipped, still being delivered", the
+    # README's known limits): the runner lists it (sut.held) and it is pending, never lost.
+    assert lost - held_ids(run_dir) == set() and accepted >= 100
     log = maillog(run_dir)
     reasons = deferred_reasons(log)
     for wanted in (
