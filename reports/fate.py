@@ -133,9 +133,10 @@ class Fates:
         self._per = [0] * len(OUTCOMES)
         self.submitted = 0
         self.attempts = 0  # load.submit records: several attempts may carry one message
-        # ESP acceptances of ids not (yet) submitted, per id, and of no id at all: esp_unmatched
+        # ESP acceptances of ids not (yet) submitted, per id (an id's leave when it is submitted), and
+        # their running total with those of no id at all: esp_unmatched
         self._unmatched: dict[str, int] = {}
-        self._unmatched_anon = 0
+        self.esp_unmatched = 0
 
     def feed(self, rec: Record | Mapping[str, Any]) -> None:
         facts = record_facts(rec)
@@ -143,15 +144,16 @@ class Fates:
         if not facts:
             return
         if not isinstance(mid, str):
-            self._unmatched_anon += facts == ESP_ONCE
+            self.esp_unmatched += facts == ESP_ONCE
             return
         if facts & SUBMITTED:
             self.attempts += 1
         old = self._state.get(mid, 0)
         if facts & ESP_ONCE and not old & SUBMITTED:
             self._unmatched[mid] = self._unmatched.get(mid, 0) + 1
+            self.esp_unmatched += 1
         elif facts & SUBMITTED and not old & SUBMITTED:
-            self._unmatched.pop(mid, None)
+            self.esp_unmatched -= self._unmatched.pop(mid, 0)
         if facts & ESP_ONCE and old & ESP_ONCE:
             facts = ESP_AGAIN
         new = old | facts
@@ -173,10 +175,6 @@ class Fates:
         if outcome == UNCORRELATED:
             return self._uncorrelated()
         return self._per[outcome] - (self._uncorrelated() if outcome == LOST else 0)
-
-    @property
-    def esp_unmatched(self) -> int:
-        return sum(self._unmatched.values()) + self._unmatched_anon
 
     def _uncorrelated(self) -> int:
         return min(self._per[LOST], self.esp_unmatched)
