@@ -55,6 +55,7 @@ from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_setup import esp_limits, esp_process, esp_security, proxied_url, proxy_paths
+from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
@@ -118,6 +119,7 @@ class Run:
         allow_remote: bool = False,
         document: Document | None = None,
         progress: bool = True,
+        metrics: bool = True,
     ) -> None:
         self.scenario = scenario
         self.out = out
@@ -127,6 +129,7 @@ class Run:
         self.show_progress = progress
         self.run_dir: Path | None = None
         self.stats = LiveStats()
+        self._metrics = RunnerMetrics(self.stats) if metrics else None  # GET /metrics while the run goes
         self.reason = "completed"
         self.held: int | None = None  # messages the target listed as still held at the end of the drain
         self.verdict: Any = None
@@ -247,6 +250,8 @@ class Run:
             python=platform.python_version(),
             pid=os.getpid(),
         )
+        if self._metrics is not None:
+            self.info.metrics = self._metrics.start().address
         if ca is not None:
             # The one file the SUT must trust (the ESP writes it at start); said before the run starts.
             print(f"mailstorm: fake ESP TLS {sc.esp.tls}; CA certificate {ca}", file=sys.stderr)
@@ -517,6 +522,8 @@ class Run:
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
+        if self._metrics is not None:
+            self._metrics.faults, self._metrics.phase = faults, self._phase
         self._check_parts()
 
     def _check_parts(self) -> None:
@@ -556,6 +563,7 @@ class Run:
             ("target", lambda: self._target.stop() if self._target is not None else None),
             ("proxy", self._stop_proxy),
             ("esp", lambda: self._esp.stop() if self._esp is not None else None),
+            ("metrics", lambda: self._metrics.stop() if self._metrics is not None else None),
         ]
         if self._writer is not None:
             self._writer.write(RunPhase(phase="stop"))
