@@ -52,6 +52,7 @@ from mailstorm.errors import (
     UserError,
 )
 from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_setup import esp_limits, esp_process, esp_security, proxied_url, proxy_paths
@@ -141,6 +142,7 @@ class Run:
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
         self._prober: Prober | None = None
+        self._alerts: AlertStack | None = None
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
         self._descendants = Descendants()
@@ -202,6 +204,9 @@ class Run:
                         )
                         raise self._config_error(("chaos", i, "target"), msg)
         self._target = target
+        if sc.alerts is not None:  # Prometheus installed, the rules file accepted: before anything starts
+            self._alerts = AlertStack(sc.alerts)
+            self._alerts.check()
 
     def _config_error(self, loc: tuple[str | int, ...], message: str) -> UserError:
         if self.document is not None:
@@ -373,6 +378,10 @@ class Run:
             host = ep.host if ep.kind == "smtp" else (urlsplit(ep.url or "").hostname or ep.host)
             check_address(host, allow_remote=self.allow_remote, what="target endpoint")
         self.info.endpoints = [str(e) for e in self._endpoints]
+        if self._alerts is not None:
+            runner = self._metrics.url if self._metrics is not None else None
+            scrape = scrape_targets(runner, self._esp.control_url, self._target)
+            self.info.alerts = self._alerts.start(self.run_dir, scrape, esp_token=esp.token)
         self._write_info()
         self._descendants.scan(force=True)
         self._phase = "load"
@@ -557,6 +566,7 @@ class Run:
         has not exited after ``HURRY_S`` is killed, so every child is gone within 10 s.
         """
         steps = [
+            ("alerts", lambda: self._alerts.stop() if self._alerts is not None else None),
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),
