@@ -17,6 +17,7 @@ alert's timing and not the Alertmanager's batching; its gossip (port 9094) is of
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -87,6 +89,23 @@ class AlertStack:
                 raise UserError(
                     f"alerts.rules: Prometheus refuses {rules}: {_gist(proc.stdout + proc.stderr)}"
                 )
+        else:
+            self._trial_start(rules)
+
+    def _trial_start(self, rules: Path) -> None:
+        """Without promtool: Prometheus itself, started alone on the rules (it refuses to start on a bad
+        file), stopped as soon as it is ready."""
+        with tempfile.TemporaryDirectory(prefix="mailstorm-promcheck-") as tmp:
+            config = Path(tmp) / "prometheus.yml"
+            config.write_text(yaml.safe_dump({"rule_files": [str(rules.resolve())]}))
+            self.logs_dir, port = Path(tmp), free_port()
+            argv = [find(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp}/data"]
+            self._launch("prometheus", [*argv, f"--web.listen-address={HOST}:{port}"])
+            try:
+                refused = f"alerts.rules: Prometheus refuses {rules}"
+                self._await_ready("prometheus", f"http://{HOST}:{port}", refused=refused)
+            finally:
+                self._end_processes()
 
     # -- the run -------------------------------------------------------------------------------------------
 
@@ -133,10 +152,16 @@ class AlertStack:
                 f"--config.file={prom_config}",
                 f"--storage.tsdb.path={self._data_dir('prometheus')}",
                 f"--web.listen-address={HOST}:{prom_port}",
+                # Firing alerts are sent again every resend delay (1 min by default): one evaluated before
+                # Prometheus knew its Alertmanager (a rule firing at start) would reach it a minute late.
+                f"--rules.alert.resend-delay={round(self.spec.evaluation_interval * 1000)}ms",
             ],
         )
         self.prometheus_url = f"http://{HOST}:{prom_port}"
         self._await_ready("prometheus", self.prometheus_url)
+        # Ready is not yet able to alert: Prometheus learns its Alertmanager a few seconds after it starts
+        # (discovery updates are batched), and alerts before that are dropped until resent.
+        self._await_ready("prometheus", self.prometheus_url, check=_knows_alertmanager)
         return self.urls
 
     def _alertmanager_config(self) -> dict:
@@ -201,34 +226,24 @@ class AlertStack:
             )
         self._procs.append((name, proc))
 
-    def _await_ready(self, name: str, base: str) -> None:
+    def _await_ready(
+        self, name: str, base: str, *, refused: str | None = None, check: Callable[[str], bool] | None = None
+    ) -> None:
         proc = dict(self._procs)[name]
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 log = (self.logs_dir / f"{name}.log").read_text(errors="replace")
-                raise UserError(f"alerts: {name} did not start: {_gist(log)}")
-            try:
-                with urllib.request.urlopen(f"{base}/-/ready", timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(POLL_S)  # the poll period; readiness is the answer of /-/ready itself
+                raise UserError(f"{refused or f'alerts: {name} did not start'}: {_gist(log)}")
+            if (check or _answers_ready)(base):
+                return
+            time.sleep(POLL_S)  # the poll period; readiness is the answer of the service itself
         raise HarnessError(f"alerts: {name} not ready within {READY_TIMEOUT_S:g}s (see logs/{name}.log)")
 
     def stop(self) -> None:
         """Prometheus first (it stops sending), then Alertmanager, then the receiver; data removed."""
         try:
-            for _name, proc in reversed(self._procs):
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(5.0)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait(5.0)
-            self._procs.clear()
+            self._end_processes()
             if self.receiver is not None:
                 self.receiver.stop()
                 self.receiver = None
@@ -236,6 +251,17 @@ class AlertStack:
             for tmp in self._data:
                 tmp.cleanup()
             self._data.clear()
+
+    def _end_processes(self) -> None:
+        for _name, proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5.0)
+        self._procs.clear()
 
     @property
     def urls(self) -> dict[str, str]:
@@ -246,6 +272,26 @@ class AlertStack:
         if self.alertmanager_url:
             out["alertmanager"] = self.alertmanager_url
         return out
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return resp.read() if resp.status == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _answers_ready(base: str) -> bool:
+    return _get(f"{base}/-/ready") is not None
+
+
+def _knows_alertmanager(base: str) -> bool:
+    body = _get(f"{base}/api/v1/alertmanagers")
+    try:
+        return bool(body and json.loads(body)["data"]["activeAlertmanagers"])
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def scrape_targets(runner: str | None, esp_control: str | None, target: object) -> dict[str, list[str]]:
