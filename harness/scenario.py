@@ -267,7 +267,7 @@ class Scenario(_Frozen):
             for step in steps:
                 if step not in labels:
                     known = ", ".join(sorted(labels)) or "none"
-                    msg = f"{alert}: {step!r} is no chaos step's name (the timeline has: {known})"
+                    msg = f"{step!r} is no chaos step's name (the timeline has: {known})"
                     raise FieldError(("alerts", "map", alert), msg)
         return self
 
