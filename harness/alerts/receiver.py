@@ -31,19 +31,18 @@ def notices(payload: Any) -> list[AlertFiring | AlertResolved]:
             raise ValueError("an alert without labels")
         labels = {str(k): str(v) for k, v in alert["labels"].items()}
         notes = alert.get("annotations") if isinstance(alert.get("annotations"), dict) else {}
-        cls = AlertResolved if alert.get("status") == "resolved" else AlertFiring
-        ends = alert.get("endsAt")
-        out.append(
-            cls(
-                name=labels.get("alertname", ""),
-                fingerprint=str(alert.get("fingerprint") or ""),
-                labels=labels,
-                starts_at=alert.get("startsAt"),
-                # Alertmanager sends the zero time for an alert still firing.
-                ends_at=ends if cls is AlertResolved and isinstance(ends, str) else None,
-                summary=notes.get("summary") or notes.get("description"),
-            )
-        )
+        common = {
+            "name": labels.get("alertname", ""),
+            "fingerprint": str(alert.get("fingerprint") or ""),
+            "labels": labels,
+            "starts_at": alert.get("startsAt"),
+            "summary": notes.get("summary") or notes.get("description"),
+        }
+        if alert.get("status") == "resolved":
+            ends = alert.get("endsAt")
+            out.append(AlertResolved(**common, ends_at=ends if isinstance(ends, str) else None))
+        else:  # Alertmanager sends the zero time as a firing alert's endsAt: not kept
+            out.append(AlertFiring(**common))
     return out
 
 
