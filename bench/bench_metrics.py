@@ -28,13 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from docs_section import write_section  # noqa: E402  (bench/, beside this file)
 from prometheus_client import generate_latest  # noqa: E402
 
 from mailstorm.harness.metrics import RunnerMetrics  # noqa: E402
 from mailstorm.harness.run import Run  # noqa: E402
 from mailstorm.harness.scenario import load_scenario_text  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Runner: live /metrics"
 SCRAPE_S = 1.0
 SCRAPE_REPEAT = 200
@@ -163,23 +163,17 @@ def main() -> int:
         f"costs {with_['scrape_ms']:.2f} ms of CPU (mean of {SCRAPE_REPEAT}, without HTTP): "
         f"{with_['scrape_ms'] / 10 / SCRAPE_S:.2f}% of one core at a scrape a second.",
     ]
+    reached = [r["offered"] / duration for r in (without, with_)]
+    if min(reached) < 0.9 * rate:
+        lines.append(
+            f"The load reached {reached[0]:,.0f} and {reached[1]:,.0f} msg/s of the {rate:,} planned "
+            "(the rest "
+            "dropped by the load generator: the machine could not carry more), hence the per-message figure."
+        )
     print("\n".join(lines))
     if args.write_docs:
-        write_docs(lines)
+        write_section(SECTION, lines)
     return 0
-
-
-def write_docs(lines: list[str]) -> None:
-    """Replace (or add) this benchmark's section of docs/benchmarks.md, leaving the others alone."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = "\n".join([SECTION, "", *lines]) + "\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + block + (rest[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 ports with throwaway data directories, ready when their ``/-/ready`` says so, always stopped.
 
 ``check()`` (no process of the run yet): the binaries are installed (Debian's ``prometheus`` and
-``prometheus-alertmanager``), and the rules file passes ``promtool check rules`` when promtool is there
-(else Prometheus' own start failure says the same, later). ``start(scrape)``: the receiver first (the
-Alertmanager posts to it), then Alertmanager, then Prometheus scraping ``scrape`` (job -> metrics URLs:
-the runner's, every fake ESP's control API, the SUT's own) every ``scrape_interval`` and evaluating the
-rules every ``evaluation_interval``; their configs are kept in ``<run>/alerts/`` for reading, their
-logs in ``logs/``. With ``start: false`` only the receiver runs. ``stop()`` ends them (SIGTERM, then
-SIGKILL) and removes the data directories, whatever happened before.
+``prometheus-alertmanager``), and the rules file passes ``promtool check rules`` (without promtool:
+Prometheus started alone on the rules, which it refuses to start with). ``start(run_dir, scrape)``:
+the receiver first (the Alertmanager posts to it), then Alertmanager, then Prometheus scraping
+``scrape`` (job -> metrics URLs: the runner's, the fake ESP's control API, the SUT's own) every
+``scrape_interval`` and evaluating the rules every ``evaluation_interval``, ready once it also knows
+its Alertmanager. Their configs are kept in ``<run>/alerts/`` for reading (their data directories too,
+while they run), their logs in ``logs/``. With ``start: false`` only the receiver runs. ``stop()``
+ends them (SIGTERM, then SIGKILL) and removes the data directories, whatever happened before.
 
 Alertmanager is set to notify at once and one alert per group (``group_by: ['...']``, ``group_wait: 0s``,
 ``group_interval: 1s``) with resolutions (``send_resolved``), so a notification's arrival is the
@@ -134,7 +135,7 @@ class AlertStack:
             [
                 find(ALERTMANAGER, "alertmanager"),
                 f"--config.file={am_config}",
-                f"--storage.path={self._data_dir('alertmanager')}",
+                f"--storage.path={self._data_dir(folder, 'alertmanager')}",
                 f"--web.listen-address={HOST}:{am_port}",
                 "--cluster.listen-address=",  # no gossip: one instance, no port 9094
             ],
@@ -150,7 +151,7 @@ class AlertStack:
             [
                 find(PROMETHEUS),
                 f"--config.file={prom_config}",
-                f"--storage.tsdb.path={self._data_dir('prometheus')}",
+                f"--storage.tsdb.path={self._data_dir(folder, 'prometheus')}",
                 f"--web.listen-address={HOST}:{prom_port}",
                 # Firing alerts are sent again every resend delay (1 min by default): one evaluated before
                 # Prometheus knew its Alertmanager (a rule firing at start) would reach it a minute late.
@@ -209,8 +210,10 @@ class AlertStack:
             "scrape_configs": jobs,
         }
 
-    def _data_dir(self, name: str) -> str:
-        tmp = tempfile.TemporaryDirectory(prefix=f"mailstorm-{name}-")
+    def _data_dir(self, folder: Path, name: str) -> str:
+        # In the run directory, not /tmp: a runner killed with -9 (nothing of it left to clean up) leaves
+        # them with its run, where `mailstorm cleanup` and a person look.
+        tmp = tempfile.TemporaryDirectory(prefix=f"{name}-data-", dir=folder)
         self._data.append(tmp)
         return tmp.name
 

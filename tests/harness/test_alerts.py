@@ -146,7 +146,7 @@ def test_alert_fires_on_an_esp_outage_and_resolves_after_it(tmp_path: Path) -> N
     for url in (info["alerts"]["prometheus"], info["alerts"]["alertmanager"]):
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{url}/-/ready", timeout=1)
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("mailstorm-prometheus-*"))
+    assert sorted(p.name for p in (run_dir / "alerts").iterdir()) == ["alertmanager.yml", "prometheus.yml"]
 
 
 @needs_prometheus
