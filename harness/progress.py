@@ -25,6 +25,8 @@ from rich.table import Table
 
 from mailstorm.ledger import (
     LEDGER_SUFFIX,
+    AlertFiring,
+    AlertResolved,
     EspAccepted,
     EspReplied,
     InvalidRecord,
@@ -107,6 +109,7 @@ class LiveStats:
         self._intended: dict[str, int] = {}
         self._early: dict[str, int] = {}
         self._latencies: deque[tuple[float, float]] = deque()
+        self.alerts: dict[str, str] | None = None  # firing now, fingerprint -> name (None: no alert seen)
 
     def feed(self, records: Iterator[Record]) -> int:
         n = 0
@@ -134,6 +137,12 @@ class LiveStats:
                 self.esp_replies["cut" if rec.code is None else str(rec.code)] += 1
             elif isinstance(rec, SutQueue):
                 self.sut_queue = rec.depth
+            elif isinstance(rec, AlertFiring | AlertResolved):
+                firing = self.alerts = self.alerts if self.alerts is not None else {}
+                if isinstance(rec, AlertFiring):
+                    firing[rec.fingerprint] = rec.name
+                else:
+                    firing.pop(rec.fingerprint, None)
         return n
 
     @property
@@ -287,6 +296,7 @@ class Progress:
             f"accepted {stats.accepted} ({stats.rate('accepted'):.0f}/s) "
             f"delivered {stats.delivered} ({stats.rate('delivered'):.0f}/s) "
             f"backlog {stats.backlog} faults: {', '.join(faults) or '-'}"
+            + (f" alerts: {_alerts(stats)}" if stats.alerts is not None else "")
         )
 
     def _table(self, stats: LiveStats, elapsed_s: float, phase: str, faults: list[str]) -> Table:
@@ -304,4 +314,10 @@ class Progress:
         table.add_row("rejected / dropped", f"{stats.rejected} / {stats.dropped}", "")
         table.add_row("ESP refusals", f"{stats.esp_refusals}", f"dup {stats.duplicates}")
         table.add_row("active faults", ", ".join(faults) or "-", "")
+        if stats.alerts is not None:
+            table.add_row("alerts firing", _alerts(stats), "")
         return table
+
+
+def _alerts(stats: LiveStats) -> str:
+    return ", ".join(sorted(set((stats.alerts or {}).values()))) or "-"

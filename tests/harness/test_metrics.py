@@ -138,3 +138,32 @@ def test_every_dashboard_query_names_an_exported_metric(served) -> None:
     assert metric_names("rate(mailstorm_run_deliverd_total[10s])") - exported == {
         "mailstorm_run_deliverd_total"
     }
+
+
+def test_live_stats_follow_firing_alerts() -> None:
+    """The live panel shows the alerts firing now (from ledger/alerts.jsonl, as the tail reads it)."""
+    from mailstorm.harness.progress import Progress
+    from mailstorm.ledger import AlertFiring, AlertResolved
+
+    stats = LiveStats()
+    line = Progress("t", 10)._line
+    assert "alerts" not in line(stats, 1.0, "load", [])  # no alerts section: nothing said
+    fire = {"labels": {}, "starts_at": None}
+    stats.feed(
+        iter(
+            [
+                AlertFiring(name="EspDown", fingerprint="a", **fire),
+                AlertFiring(name="Backlog", fingerprint="b", **fire),
+            ]
+        )
+    )
+    assert line(stats, 1.0, "load", []).endswith("alerts: Backlog, EspDown")
+    stats.feed(
+        iter(
+            [
+                AlertResolved(name="EspDown", fingerprint="a", **fire),
+                AlertResolved(name="Backlog", fingerprint="b", **fire),
+            ]
+        )
+    )
+    assert line(stats, 1.0, "load", []).endswith("alerts: -")
