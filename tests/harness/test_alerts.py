@@ -270,3 +270,61 @@ def until(check, what: str, timeout_s: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, f"no {what} within {timeout_s:g}s"
         time.sleep(0.1)  # poll period; the condition itself is the readiness check
+
+
+@pytest.mark.long
+@needs_prometheus
+def test_a_run_with_the_receiver_alone_judges_the_users_alertmanager(tmp_path: Path) -> None:
+    """``start: false``: the run starts no Prometheus; the user's Alertmanager (here a real one this test
+    starts) posts to the receiver on the port the scenario fixed, and the reports judge what it said."""
+    receiver_port, am_port = free_port(), free_port()
+    config = tmp_path / "am.yml"
+    config.write_text(
+        "route: {receiver: r, group_by: ['...'], group_wait: 0s, group_interval: 1s}\n"
+        f"receivers: [{{name: r, webhook_configs: [{{url: 'http://127.0.0.1:{receiver_port}/alerts', "
+        "send_resolved: true}]}]\n"
+    )
+    argv = [
+        shutil.which(ALERTMANAGER), f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
+        f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
+    ]  # fmt: skip
+    am = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scenario = tmp_path / "own-am.yaml"
+    scenario.write_text(
+        "name: own-am\nseed: 2\nduration: 10s\ndrain_deadline: 30s\n"
+        "load:\n  shape: {kind: steady, rate: 10}\n"
+        "chaos:\n  - {at: 3s, for: 3s, name: esp-down, esp_outage: {mode: refuse}}\n"
+        f"alerts: {{start: false, receiver_port: {receiver_port}}}\n"
+        "slo: {max_missed_alerts: 0, max_false_alerts: 0}\n"
+    )
+    out = tmp_path / "runs"
+    run = subprocess.Popen(
+        [*CLI, "run", str(scenario), "--out", str(out), "--quiet"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{am_port}"
+        until(lambda: _ok(f"{base}/-/ready"), "Alertmanager ready")
+        timeline = lambda: list(out.glob("*/ledger/timeline.jsonl"))  # noqa: E731
+        until(lambda: timeline() and "chaos.begin" in timeline()[0].read_text(), "the outage", 60)
+        now = datetime.now(UTC)
+        alert = {"labels": {"alertname": "MyEspDown"}, "startsAt": now.isoformat()}
+        post(f"{base}/api/v2/alerts", [alert])
+        until(lambda: "chaos.end" in timeline()[0].read_text(), "the outage's end", 30)
+        post(f"{base}/api/v2/alerts", [{**alert, "endsAt": datetime.now(UTC).isoformat()}])
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+        am.terminate()
+        am.wait(10)
+    assert run.returncode == 0, err
+    assert f"alert receiver at http://127.0.0.1:{receiver_port}/alerts" in err
+    (run_dir,) = out.iterdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["alerts"] == {"receiver": f"http://127.0.0.1:{receiver_port}/alerts"}
+    assert not (run_dir / "alerts").exists() and not (run_dir / "logs" / "prometheus.log").exists()
+    (window,) = json.loads((run_dir / "report.json").read_text())["alerts"]["windows"]
+    assert window["alerts"] == ["MyEspDown"] and 0 <= window["time_to_fire_s"] < 3
+    assert window["time_to_resolve_s"] is not None and window["time_to_resolve_s"] >= 0
