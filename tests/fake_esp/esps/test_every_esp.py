@@ -1,4 +1,4 @@
-"""Every ESP at once: one fake ESP serving all nine HTTP APIs answers arbitrary bodies with 2xx/4xx and
+"""Every ESP at once: one fake ESP serving every HTTP API answers arbitrary bodies with 2xx/4xx and
 never a 5xx, and posts each accepted message's events once, in the format of the API it came in by.
 
 Each ESP's own test module (``test_<name>.py``, one per ESP home) gives its routes (``ROUTES``) and a
@@ -77,7 +77,7 @@ def test_arbitrary_json_bodies_never_get_a_5xx(esp, route, body):
 
 
 def test_each_accepted_message_is_delivered_once_in_each_services_format(tmp_path):
-    """Three messages through each of the nine APIs of one fake ESP: one delivered event per message, in
+    """Three messages through each API of one fake ESP: one delivered event per message, in
     the format of the API it came in by, with its correlation id and its ledger esp_id."""
     with Receiver() as rx:
         esp = start_esp(tmp_path, rx.url)

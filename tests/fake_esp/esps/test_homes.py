@@ -26,7 +26,7 @@ def test_every_home_registers_under_its_own_name():
         assert cls.__module__ == f"mailstorm.fake_esp.esps.{name}.api"
     for name, cls in WEBHOOK_FORMATS.items():
         assert cls.__module__ == f"mailstorm.fake_esp.esps.{name}.webhook"
-    assert set(ESPS) == set(WEBHOOK_FORMATS.names()) and len(ESPS) == 9
+    assert set(ESPS) == set(WEBHOOK_FORMATS.names()) and len(ESPS) == 13
     assert set(PROFILE_NAMES) == {home.replace("_", "-") for home in HOMES}
     for name in PROFILE_NAMES:
         assert load_profile(name).name == name
