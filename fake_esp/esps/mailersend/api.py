@@ -102,7 +102,8 @@ class MailerSendApi(EspApi):
         if sub.extra.get("bulk"):
             body = {"message": "The bulk email is being processed.", "bulk_email_id": secrets.token_hex(12)}
             return json_response(202, body)
-        return web.Response(status=202, headers={"X-Message-Id": esp_ids[0]})
+        # An empty body that still names a Content-Type (Laravel's default; anymail reads the header).
+        return web.Response(status=202, content_type="text/html", headers={"X-Message-Id": esp_ids[0]})
 
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
