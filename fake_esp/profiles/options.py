@@ -6,7 +6,9 @@
 --rate N            messages/s (token bucket) instead of the profile's, over SMTP (key: client IP,
                     after DATA) and HTTP (key: API key); without --profile, generic-smtp's replies
 --http-port P       serve the ESP HTTP APIs (every ESP home's api.py in mailstorm.fake_esp.esps: SendGrid,
-                    SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic Email, SendPulse, Mandrill) on port P
+                    SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic Email, SendPulse, Mandrill,
+                    MailerSend, Resend, SparkPost, Postal, and HubSpot's and Klaviyo's rate-limit fakes)
+                    on port P
 --webhook-url URL   post event webhooks for every accepted message to URL (defaults otherwise)
 --webhooks FILE     webhook settings as YAML (mailstorm.fake_esp.webhooks.spec.WebhookSpec);
                     --webhook-url wins
