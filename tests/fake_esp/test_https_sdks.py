@@ -19,6 +19,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 from ElasticEmail.exceptions import ApiException as ElasticEmailError
+from hubspot.marketing.transactional import ApiException as HubSpotError
 from mailchimp_transactional.api_client import ApiClientError
 from mailjet_rest.errors import MailjetApiError as MailjetError
 from postmarker.exceptions import ClientError as PostmarkError
@@ -32,6 +33,7 @@ from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from mailstorm.ports import free_port
 from tests.fake_esp.esps.test_brevo import brevo_send
 from tests.fake_esp.esps.test_elasticemail import elasticemail_send
+from tests.fake_esp.esps.test_hubspot import hubspot_send
 from tests.fake_esp.esps.test_mailersend import mailersend_send
 from tests.fake_esp.esps.test_mailgun import DOMAIN, mailgun_send
 from tests.fake_esp.esps.test_mailjet import mailjet_send
@@ -58,6 +60,7 @@ CREDENTIALS = {
     "resend": ("re_test", "re_test"),
     "sparkpost": ("sp-key", "sp-key"),
     "postal": ("postal-key", "postal-key"),
+    "hubspot": ("hs-token", "hs-token"),
 }
 
 
@@ -121,6 +124,7 @@ SENDS = {
     "mailersend": lambda esp, cid, key, tmp: mailersend_send(esp, cid, key=key),
     "resend": lambda esp, cid, key, tmp: resend_send(esp, cid, key=key),
     "sparkpost": lambda esp, cid, key, tmp: sparkpost_send(esp, cid, key=key),
+    "hubspot": lambda esp, cid, key, tmp: hubspot_send(esp, cid, key=key),
 }
 # Where each SDK's send carries the correlation id (postmark and mandrill: metadata; the rest: the id).
 KEY_OF = {
@@ -157,6 +161,8 @@ def refusal(exc: BaseException) -> tuple[int, str]:
         return exc.status, exc.body
     if isinstance(exc, ApiClientError):
         return exc.status_code, str(exc.text)
+    if isinstance(exc, HubSpotError):
+        return exc.status, exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body)
     if isinstance(exc, ResendError):
         return int(exc.code), exc.message
     if isinstance(exc, requests.HTTPError):
@@ -189,6 +195,24 @@ def test_sendpulse_unknown_client_gets_oauths_invalid_client(esp, tmp_path):
         timeout=10,
     )
     assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
+
+
+def test_postal_unknown_key_is_refused_in_its_200_envelope(esp):
+    """Postal has no SDK: an unknown X-Server-API-Key gets Postal's own answer, HTTP 200 with status
+    error and code InvalidServerAPIKey; nothing is kept and the refusal is in the ledger."""
+    cid = new_id()
+    body = {"to": ["u@example.test"], "from": "app@example.test", "plain_body": "b",
+            "headers": {CORRELATION_HEADER: cid}}  # fmt: skip
+    resp = requests.post(
+        esp.http_url + "/api/v1/send/message", json=body, headers={"X-Server-API-Key": "nope"}, timeout=10
+    )
+    assert resp.status_code == 200 and resp.json()["status"] == "error"
+    assert resp.json()["data"]["code"] == "InvalidServerAPIKey"
+    assert not [r for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED]) if r.get("id") == cid]
+    refused = [
+        r for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_REPLIED]) if r.get("api") == "postal"
+    ]
+    assert refused[-1]["text"] == "unknown API key"
 
 
 # -- django-anymail -----------------------------------------------------------------------------------

@@ -118,8 +118,10 @@ class MailerSendApi(EspApi):
         return json_response(status, {"message": message}, headers)
 
 
-def _pairs(headers: Any) -> dict[Any, Any]:
+def _pairs(headers: Any) -> dict[str, Any]:
     """MailerSend's ``headers [{name, value}]`` (lower-case keys) as the name/value pairs the base reads."""
     if not isinstance(headers, list):
         return {}
-    return {h.get("name"): h.get("value") for h in headers if isinstance(h, dict)}
+    return {
+        h["name"]: h.get("value") for h in headers if isinstance(h, dict) and isinstance(h.get("name"), str)
+    }

@@ -59,7 +59,8 @@ ROUTES = [
     for path, headers in importlib.import_module(f"tests.fake_esp.esps.test_{api}").ROUTES
 ]
 KEYS = ["from", "to", "subject", "text", "headers", "content", "recipients", "message", "emailId", "data",
-        "plain_body", "rcpt_to", "mail_from", "attributes", "type", "email"]  # fmt: skip
+        "plain_body", "rcpt_to", "mail_from", "attributes", "type", "email", "name", "value", "address",
+        "tags", "properties", "metric", "profile", "email_rfc822", "sendId"]  # fmt: skip
 VALUES = st.none() | st.booleans() | st.integers() | st.text(max_size=12) | st.just("a@b.test")
 BODIES = st.one_of(
     st.binary(max_size=200),
