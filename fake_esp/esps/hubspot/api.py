@@ -7,8 +7,10 @@ statusId is the ledger's esp_id). Errors: ``{"status": "error", "message", "corr
 "category"}``: 400 ``VALIDATION_ERROR``, 401 ``INVALID_AUTHENTICATION``; a 429 is ``{"status": "error",
 "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT",
 "correlationId", "policyName": "TEN_SECONDLY_ROLLING"}`` with ``X-HubSpot-RateLimit-Max``,
-``-Remaining`` and ``-Interval-Milliseconds``. The fake enforces the 10-second window (the profile's
-rate and burst); the daily limit is the profile's ``daily_quota``, for sizing. The correlation id:
+``-Remaining`` and ``-Interval-Milliseconds``. The profile enforces the 10-second window (its rate and
+burst); its ``daily_quota`` is for sizing, and a throttle fault whose bucket refills over a day
+(``rate: 7.52, burst: 650000``) enforces the daily limit: its 429 names ``policyName: "DAILY"`` with
+``X-HubSpot-RateLimit-Daily`` and ``-Daily-Remaining``. The correlation id:
 ``customProperties`` key ``X-Mailstorm-Id``/``mailstorm_id``, else ``message.sendId`` (HubSpot sends at
 most one email per sendId: a pipeline's natural message id).
 Reference: https://developers.hubspot.com/docs/api/marketing/transactional-emails and
@@ -36,8 +38,8 @@ from mailstorm.fake_esp.http.api import (
 )
 
 _CATEGORIES = {400: "VALIDATION_ERROR", 401: "INVALID_AUTHENTICATION", 404: "OBJECT_NOT_FOUND"}
-RATE_LIMITED = "You have reached your ten_secondly_rolling limit."  # hs-limits: the 429 body's message
 WINDOW_MS = 10_000  # hs-limits: the burst window is 10 seconds
+DAILY_WINDOW_S = 3_600  # a throttle refilling slower than this models the daily limit, not the window
 NO_TOKEN = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
     "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -90,18 +92,29 @@ class HubSpotApi(EspApi):
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
     ) -> web.Response:
         body: dict[str, Any] = {"status": "error", "message": message, "correlationId": str(uuid.uuid4())}
-        if status == 429:
-            body |= {"message": RATE_LIMITED, "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"}
-        else:
+        if status != 429:
             body["category"] = code if isinstance(code, str) else _CATEGORIES.get(status, "INTERNAL_ERROR")
+            return json_response(status, body)
+        # A throttle whose bucket takes hours to refill is the daily limit (a fault modelling it, see
+        # docs/profiles.md); anything shorter is the rolling 10-second window.
+        daily = rate is not None and rate.window_s is not None and rate.window_s >= DAILY_WINDOW_S
+        policy = "DAILY" if daily else "TEN_SECONDLY_ROLLING"
+        body |= {"message": f"You have reached your {policy.lower()} limit.", "errorType": "RATE_LIMIT",
+                 "policyName": policy}  # fmt: skip
         headers = None
         if rate is not None:
-            headers = {
-                "X-HubSpot-RateLimit-Interval-Milliseconds": str(WINDOW_MS),
-                "X-HubSpot-RateLimit-Max": str(rate.limit),
-                "X-HubSpot-RateLimit-Remaining": str(rate.remaining),
-                **rate.retry_after(),
-            }
+            if daily:
+                headers = {
+                    "X-HubSpot-RateLimit-Daily": str(rate.limit),
+                    "X-HubSpot-RateLimit-Daily-Remaining": "0",
+                }
+            else:
+                headers = {
+                    "X-HubSpot-RateLimit-Interval-Milliseconds": str(WINDOW_MS),
+                    "X-HubSpot-RateLimit-Max": str(rate.limit),
+                    "X-HubSpot-RateLimit-Remaining": str(rate.remaining),
+                }
+            headers |= rate.retry_after()
         return json_response(status, body, headers)
 
 

@@ -67,6 +67,23 @@ def test_hubspot_429_is_the_sdks_api_exception(esp):
     assert err.value.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
 
 
+def test_a_daily_throttle_gets_hubspots_daily_policy(esp):
+    """A throttle fault whose bucket refills over a day (the daily limit, scaled down to 2 a day) answers
+    429 policyName DAILY with X-HubSpot-RateLimit-Daily, not the 10-second window's headers."""
+    daily = {"name": "hubspot.daily", "type": "throttle", "phase": "http", "rate": 2 / 86_400, "burst": 2,
+             "key": "api_key"}  # fmt: skip
+    esp.control.add_fault(daily)
+    for _ in range(2):
+        hubspot_send(esp, new_id())
+    with pytest.raises(ApiException) as err:
+        hubspot_send(esp, new_id())
+    body = json.loads(err.value.body)
+    assert (err.value.status, body["policyName"]) == (429, "DAILY")
+    assert body["message"] == "You have reached your daily limit."
+    assert err.value.headers["X-HubSpot-RateLimit-Daily"] == "2"
+    assert "X-HubSpot-RateLimit-Interval-Milliseconds" not in err.value.headers
+
+
 @pytest.mark.parametrize("status", [500, 503])
 def test_injected_5xx_surfaces_in_the_sdk(esp, status):
     before, answered = kept(esp), replies(esp, "hubspot", status)
