@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from mailstorm.reports import plots
 from mailstorm.reports.analysis import Analysis
 from mailstorm.reports.fate import OUTCOMES
+from mailstorm.reports.sizing_compare import duration
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(
@@ -73,7 +74,9 @@ def effect_text(fault: dict[str, Any]) -> str:
     return ", ".join(p for p in parts if p) or "—"
 
 
-_env.globals.update(num=num, ms=ms, secs=secs, pct=pct, effect_text=effect_text, outcome_names=OUTCOMES)
+_env.globals.update(
+    num=num, ms=ms, secs=secs, pct=pct, duration=duration, effect_text=effect_text, outcome_names=OUTCOMES
+)
 
 
 def headline(a: Analysis) -> str:

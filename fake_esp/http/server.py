@@ -281,7 +281,9 @@ class HttpApiServer:
         wait = max(1, math.ceil(1.0 / rate))
         floor = (self.profile.http.retry_after_s if self.profile else 1) or 1
         reset = int(time.time()) + wait
-        return RateInfo(limit=burst, remaining=0, reset=reset, retry_after_s=max(wait, floor))
+        return RateInfo(
+            limit=burst, remaining=0, reset=reset, retry_after_s=max(wait, floor), window_s=burst / rate
+        )
 
     def _oversize(self, api: EspApi, sub: Submission) -> web.Response | None:
         if self.max_message_size is None or all(m.size <= self.max_message_size for m in sub.messages):

@@ -18,7 +18,7 @@ from junitparser import Failure, JUnitXml
 from matplotlib import image as mpimg
 
 import mailstorm.reports
-from mailstorm.reports.spec import ReportSpec, SizingSpec, SloSpec
+from mailstorm.reports.spec import ReportSpec, SloSpec
 from mailstorm.reports.synthetic import synthesize
 
 SCHEMA = Path(mailstorm.reports.__file__).parent / "schema" / "report.schema.json"
@@ -27,7 +27,8 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A step run with an outage, every SLO set, and a sizing target: every section of every report."""
+    """A step run with an outage, every SLO set, and a sizing target compared against every ESP profile
+    (``reports.sizing.compare: true``): every section of every report."""
     run_dir = tmp_path_factory.mktemp("built")
     rates = np.repeat([100.0, 200.0, 300.0, 400.0, 500.0, 600.0], 10)
     synthesize(
@@ -50,9 +51,9 @@ def built(tmp_path_factory):
             min_throughput=10,
         ),
     )
-    verdict = mailstorm.reports.build(
-        run_dir, report=ReportSpec(sizing=SizingSpec(target="1000000/1h", headroom="30%"))
-    )
+    # As a scenario's ``reports:`` section says it, parsed by the same model.
+    spec = ReportSpec.model_validate({"sizing": {"target": "1000000/1h", "headroom": "30%", "compare": True}})
+    verdict = mailstorm.reports.build(run_dir, report=spec)
     return run_dir, verdict
 
 
@@ -77,6 +78,23 @@ def test_report_json_validates_against_schema(built):
     doc["outcomes"]["lost"] = -1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_sizing_compare_table_in_html_and_markdown(built):
+    """With reports.sizing.compare the HTML page and report.md carry the ESP-selection table: a row per
+    profile, the time the target takes on each (SES's sandbox: 200 a day, so 4,999 days and 200 s)."""
+    from mailstorm.fake_esp.profiles import PROFILE_NAMES
+
+    run_dir, _ = built
+    doc = json.loads((run_dir / "report.json").read_text())
+    assert [r["profile"] for r in doc["sizing"]["compare"]] != [] and len(doc["sizing"]["compare"]) == len(
+        PROFILE_NAMES
+    )
+    html = (run_dir / "report.html").read_text()
+    assert 'id="sizing-compare"' in html and all(f'">{name}</td>' in html for name in PROFILE_NAMES)
+    assert "4,999.0 d" in html  # ses: 1,000,000 at 200 a day: 4,999 full days, then 200 at 1/s
+    md = (run_dir / "report.md").read_text()
+    assert "| profile | rate msg/s | rate carries |" in md and "| ses | 1 | no | 200 | no | 4,999.0 d |" in md
 
 
 def test_junit_has_one_case_per_slo(built):
