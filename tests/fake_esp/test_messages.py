@@ -4,6 +4,7 @@ against the real fake ESP process."""
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import threading
 import time
@@ -17,6 +18,7 @@ import requests
 from mailstorm.errors import UserError
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ports import free_port
+from tests.browser import Browser, needs_chromium
 
 
 def mail(sender: str, to: list[str], cid: str, subject: str = "hello", **headers: str) -> EmailMessage:
@@ -192,3 +194,32 @@ def test_keep_messages_zero_keeps_none(tmp_path):
         send(esp.smtp_port, mail("a@a.test", ["r@x.test"], "z-1"))
         page = esp.control.messages()
         assert (page["total"], page["received"]) == (0, 1)
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_the_page_lists_messages_and_faults_live(tmp_path):
+    """The control API's page in headless Chromium: the active fault listed, then a message sent while
+    the page is open appears without a reload; the page asks nothing of any other origin."""
+    fault = {"name": "slow-rcpt", "type": "latency", "phase": "rcpt", "ms": 1}
+    with EspProcess(tmp_path / "ledger", faults=[fault]) as esp:
+
+        async def session() -> None:
+            async with Browser(tmp_path, 1200, 700) as b:
+                await b.goto(esp.control_url + "/")
+                rows = "document.querySelector('#messages tbody').textContent"
+                await b.wait_for(f"{rows}.includes('nothing received yet')", what="the empty list")
+                faults = await b.eval("document.querySelector('#faults tbody').textContent")
+                assert "slow-rcpt" in faults and "latency" in faults and "rcpt" in faults
+                await asyncio.to_thread(
+                    send, esp.smtp_port, mail("app@a.test", ["live@x.test"], "page-1", subject="Seen live")
+                )
+                await b.wait_for(f"{rows}.includes('Seen live')", what="the message on the page")
+                text = await b.eval(rows)
+                assert "live@x.test" in text and "page-1" in text and "app@a.test" in text
+                assert "1 kept of 1 received" in await b.eval("document.getElementById('kept').textContent")
+                await b.screenshot(tmp_path / "esp-page.png")
+                assert all(u.startswith(esp.control_url + "/") for u in b.requests), b.requests
+                assert b.console_errors == []
+
+        asyncio.run(session())
