@@ -133,9 +133,8 @@
     }
   }
 
-  specs.timeline.forEach(make);
-  if (specs.cdf) make(specs.cdf);
-  specs.capacity.forEach(make);
+  // Each section's chart, or list of charts, or null (nothing to show): every spec is drawn.
+  Object.values(specs).forEach((v) => [].concat(v || []).forEach(make));
 
   let pending = null;
   window.addEventListener("resize", () => {
