@@ -19,10 +19,11 @@ import itertools
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from mailstorm.errors import ConfigError
 
@@ -33,9 +34,32 @@ LIMIT_MAX = 1000
 _UNFOLD = re.compile(rb"\r?\n[ \t]+")
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """One accepted message, as kept."""
+def header_values(head: bytes, low: bytes, name: bytes) -> Iterator[bytes]:
+    """The values of header ``name`` (lower case) in a header block (``low``: the block lowered),
+    unfolded and stripped; by substring search in C, not a parse (10,000 messages per query). A header
+    cut by the HEADER_BYTES limit is left out."""
+    cut = len(head) >= HEADER_BYTES
+    at = 0 if low.startswith(name + b":") else -1
+    key = b"\n" + name + b":"
+    if at < 0:
+        at = low.find(key)
+        at = at + 1 if at >= 0 else -1
+    while at >= 0:
+        start = at + len(name) + 1
+        end = head.find(b"\n", start)
+        while end >= 0 and head[end + 1 : end + 2] in (b" ", b"\t"):  # a folded line goes on
+            end = head.find(b"\n", end + 1)
+        if end < 0 and cut:
+            return
+        yield _UNFOLD.sub(b" ", head[start : end if end >= 0 else len(head)]).strip()
+        if end < 0:
+            return
+        at = low.find(key, end)
+        at = at + 1 if at >= 0 else -1
+
+
+class Received(NamedTuple):
+    """One accepted message, as kept (a tuple: made on every accepted message, it must be cheap)."""
 
     id: str
     t: float  # epoch seconds
@@ -65,7 +89,7 @@ class Received:
         return out
 
     def as_dict(self, headers: bool = False) -> dict[str, Any]:
-        pairs = self.headers()
+        subject = next(header_values(self.head, self.head.lower(), b"subject"), None)
         out: dict[str, Any] = {
             "id": self.id,
             "received_at": datetime.fromtimestamp(self.t).astimezone().isoformat(timespec="milliseconds"),
@@ -76,13 +100,13 @@ class Received:
             "to": list(self.to),
             "correlation_id": self.cid,
             "message_id": self.mid,
-            "subject": next((v for k, v in pairs if k.lower() == "subject"), None),
+            "subject": None if subject is None else subject.decode("utf-8", "replace"),
             "size": self.size,
             "sha256": self.sha,
             "esp_id": self.esp_id,
         }
         if headers:
-            out["headers"] = [[k, v] for k, v in pairs]
+            out["headers"] = [[k, v] for k, v in self.headers()]
         return out
 
 
@@ -111,15 +135,33 @@ class Query:
         if self.rcpt is not None and self.rcpt not in (a.lower() for a in r.to):
             return False
         if self.headers:
-            have = r.headers()
-            for name, value in self.headers:
-                if not any(k.lower() == name and (value is None or v == value) for k, v in have):
-                    return False
+            return self._headers_match(r)
+        return True
+
+    @cached_property
+    def _header_bytes(self) -> list[tuple[bytes, bytes | None, bytes]]:
+        """Per header filter: name, value (None: present) and the value's first word (a folded value
+        keeps its words, not its spaces)."""
+        out = []
+        for name, value in self.headers:
+            v = None if value is None else value.encode()
+            out.append((name.encode(), v, (v.split() or [b""])[0] if v else b""))
+        return out
+
+    def _headers_match(self, r: Received) -> bool:
+        low = r.head.lower()
+        for name, value, word in self._header_bytes:
+            if name not in low or word not in r.head:
+                return False  # the cheap tests first: substring searches in C
+            found = header_values(r.head, low, name)
+            if (next(found, None) is None) if value is None else (value not in found):
+                return False
         return True
 
     def as_dict(self) -> dict[str, Any]:
         """Picklable, for the pipe to a worker process."""
-        return {**self.__dict__, "headers": [list(h) for h in self.headers]}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**out, "headers": [list(h) for h in self.headers]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Query:
