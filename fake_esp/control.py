@@ -29,7 +29,6 @@ messages are gathered (in-process, or over pipes).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import os
@@ -217,8 +216,10 @@ def make_app(backend: Backend, token: str | None = None, bodies: Path | None = N
             return _error(404, f"message {request.match_info['id']!r}: {why}")
         return web.Response(body=raw, content_type="message/rfc822")
 
+    page_html = PAGE.read_text(encoding="utf-8")
+
     async def page(request: web.Request) -> web.Response:
-        return web.Response(text=await asyncio.to_thread(PAGE.read_text), content_type="text/html")
+        return web.Response(text=page_html, content_type="text/html")
 
     app = web.Application(middlewares=[require_token], client_max_size=1024 * 1024)
     app.add_routes(
