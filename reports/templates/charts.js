@@ -69,14 +69,27 @@
     ctx.restore();
   }
 
-  // A log axis: a line and a label per decade (uPlot's default also rules every 2..9 of each one).
+  // A log axis: a line and a label per decade (uPlot's default also rules every 2..9 of each one);
+  // 1-2-5 steps when the range (zoomed in) spans less than two decades.
   function decades(u, axis, min, max) {
-    const out = [];
-    for (let p = Math.floor(Math.log10(min)); p <= Math.ceil(Math.log10(max)); p++) {
-      const v = Math.pow(10, p);
-      if (v >= min && v <= max) out.push(v);
+    for (const steps of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+      const out = [];
+      for (let p = Math.floor(Math.log10(min)); p <= Math.ceil(Math.log10(max)); p++) {
+        for (const m of steps) {
+          const v = m * Math.pow(10, p);
+          if (v >= min && v <= max) out.push(v);
+        }
+      }
+      if (out.length >= 2) return out;
     }
-    return out;
+    return [min, max];
+  }
+
+  // A linear y axis starts at 0 (a zoomed-in backlog or rate is not read as a drop to nothing).
+  function fromZero(u, min, max) {
+    if (min == null || max == null) return [0, 1];
+    const lo = Math.min(0, min);
+    return [lo, max > lo ? max + (max - lo) * 0.05 : lo + 1];
   }
 
   function axis(label, log, extra) {
@@ -108,7 +121,7 @@
       height: spec.height || 240,
       scales: {
         x: { time: false, distr: spec.x.log ? 3 : 1 },
-        y: { distr: spec.y.log ? 3 : 1 },
+        y: spec.y.log ? { distr: 3 } : { range: fromZero },
       },
       axes: [axis(spec.x.label, spec.x.log, {}), axis(spec.y.label, spec.y.log, { size: 60 })],
       series: [
