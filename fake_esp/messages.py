@@ -39,11 +39,13 @@ def header_values(head: bytes, low: bytes, name: bytes) -> Iterator[bytes]:
     unfolded and stripped; by substring search in C, not a parse (10,000 messages per query). A header
     cut by the HEADER_BYTES limit is left out."""
     cut = len(head) >= HEADER_BYTES
-    at = 0 if low.startswith(name + b":") else -1
     key = b"\n" + name + b":"
-    if at < 0:
-        at = low.find(key)
-        at = at + 1 if at >= 0 else -1
+
+    def line_after(pos: int) -> int:
+        i = low.find(key, pos)
+        return i + 1 if i >= 0 else -1
+
+    at = 0 if low.startswith(name + b":") else line_after(0)
     while at >= 0:
         start = at + len(name) + 1
         end = head.find(b"\n", start)
@@ -54,8 +56,7 @@ def header_values(head: bytes, low: bytes, name: bytes) -> Iterator[bytes]:
         yield _UNFOLD.sub(b" ", head[start : end if end >= 0 else len(head)]).strip()
         if end < 0:
             return
-        at = low.find(key, end)
-        at = at + 1 if at >= 0 else -1
+        at = line_after(end)
 
 
 class Received(NamedTuple):

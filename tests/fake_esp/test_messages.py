@@ -17,6 +17,7 @@ import requests
 
 from mailstorm.errors import UserError
 from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.fake_esp.messages import HEADER_BYTES, header_values
 from mailstorm.ports import free_port
 from tests.browser import Browser, needs_chromium
 
@@ -227,3 +228,14 @@ def test_the_page_lists_messages_and_faults_live(tmp_path):
                 assert b.console_errors == []
 
         asyncio.run(session())
+
+
+def test_header_values_unfold_repeat_and_cut():
+    """Header search in a kept block: every occurrence, a folded value unfolded, the name at a line's
+    start only, and a header cut by the HEADER_BYTES limit left out."""
+    head = b"Subject: a long\r\n\tsubject line\r\nX-A: 1\r\nX-Not-A: 9\r\nx-a:3"
+    assert list(header_values(head, head.lower(), b"subject")) == [b"a long subject line"]
+    assert list(header_values(head, head.lower(), b"x-a")) == [b"1", b"3"]
+    cut = (b"From: me@a.test\r\nX-Long: " + b"z" * HEADER_BYTES)[:HEADER_BYTES]
+    assert list(header_values(cut, cut.lower(), b"from")) == [b"me@a.test"]
+    assert list(header_values(cut, cut.lower(), b"x-long")) == []
