@@ -54,6 +54,8 @@
       ctx.fillRect(x0, top, x1 - x0, h);
       ctx.fillStyle = "#ef4444";
       ctx.font = 11 * dpr + "px system-ui, sans-serif";
+      ctx.textAlign = "left";  // uPlot leaves its axis labels' alignment set
+      ctx.textBaseline = "alphabetic";
       ctx.fillText(b.label, x0 + 3 * dpr, top + (12 + 12 * (i % 2)) * dpr);
     });
     (spec.marks || []).forEach((m) => {
@@ -96,7 +98,7 @@
     const a = { label, grid: { stroke: "#e5e7eb" }, ...extra };
     if (log) {
       a.splits = decades;
-      a.values = (u, vals) => vals.map((v) => fmt(v, ""));
+      a.values = (u, vals) => vals.map((v) => (v == null ? "" : fmt(v, "")));  // null: no room for it
     }
     return a;
   }
