@@ -9,10 +9,11 @@ series. Nothing is fetched: the data, uPlot and its CSS are all inline.
 
 A spec: ``{id, title, height, x: {label, name, unit, log}, y: {label, unit, log}, series: [{label,
 color, kind, dash}], data: [x, y1, ...], bands: [{label, start, end}], marks: [{label, at}]}`` with
-``kind`` one of line, points, area, steps; ``data`` columns aligned on ``x`` (None where a series has
-no value: a gap in the timeline; in a ``joined`` chart, whose series have x values of their own, lines
-run across it). A run longer than ``MAX_POINTS`` seconds is reduced to buckets of k seconds: rates are
-the bucket's mean, backlog and latency its maximum (so a spike still shows), and the page says so.
+``kind`` one of line, points, area (stepped, filled); ``data`` columns aligned on ``x`` (None where a
+series has no value: a gap in the timeline; in a ``joined`` chart, whose series have x values of their
+own, lines run across it). A run longer than ``MAX_POINTS`` seconds is reduced to buckets of k seconds:
+rates are the bucket's mean, backlog and latency its maximum (so a spike still shows), and the page says
+so.
 """
 
 from __future__ import annotations

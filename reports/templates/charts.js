@@ -35,9 +35,9 @@
       out.points = { show: false };
       out.spanGaps = !!joined;  // joined: other series' x values leave holes in this one, not gaps
     }
-    if (s.kind === "area" || s.kind === "steps") {
+    if (s.kind === "area") {  // per-second counts: a step per second, filled
       out.paths = uPlot.paths.stepped({ align: 1 });
-      if (s.kind === "area") out.fill = alpha(s.color, 0.3);
+      out.fill = alpha(s.color, 0.3);
     }
     return out;
   }
