@@ -3,16 +3,20 @@ page is, how a long run is reduced, and that the user's text cannot end the data
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
 import numpy as np
+import pytest
 
 import mailstorm.reports
+from mailstorm.ledger import LedgerWriter, RunStarted
 from mailstorm.reports import charts
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.spec import SloSpec
 from mailstorm.reports.synthetic import synthesize
+from tests.browser import Browser, needs_chromium
 
 PAGE_BUDGET = 2 * 1024 * 1024
 
@@ -78,3 +82,20 @@ def test_joined_series_keep_their_own_points():
     x1, y1 = np.array([1.0, 2.0]), np.array([10.0, 20.0])
     x2, y2 = np.array([1.5, 2.0]), np.array([7.0, 8.0])
     assert charts._join([(x1, y1), (x2, y2)], 3) == [[1, 1.5, 2], [10.0, None, 20.0], [None, 7.0, 8.0]]
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_a_run_with_nothing_to_draw_loads_without_a_script_error(tmp_path):
+    """A run that sent nothing: its page still draws its three timeline panels, with no script error."""
+    with LedgerWriter(tmp_path / "ledger", "timeline") as tl:
+        tl.write(RunStarted(run_id="r", name="empty", seed=0, duration_s=1))
+    mailstorm.reports.build(tmp_path)
+
+    async def session() -> None:
+        async with Browser(tmp_path, 1000, 700) as b:
+            await b.goto((tmp_path / "report.html").as_uri())
+            assert await b.eval("Object.keys(window.mailstormCharts)") == ["throughput", "backlog", "latency"]
+            assert b.console_errors == []
+
+    asyncio.run(session())
