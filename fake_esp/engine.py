@@ -20,6 +20,12 @@ give the same decisions. Latency faults add up; the first fault answering anythi
 step and ends the evaluation. Stateful faults (throttle buckets, greylist triplets) keep their state
 in the engine, one dict per installed fault, which ``reset()`` wipes and ``replace`` restarts.
 
+Aim. A fault with a ``match``, a ``count`` or ``attempts`` (mailstorm.fake_esp.faults.aim) sees only the
+steps it is aimed at: the match first, then the message's attempt number (counted per fault and
+correlation id), then the probability. An action that uses up ``count`` ends the fault: it is removed
+at once, its ``Fired`` says ``ended`` (the server writes esp.fault.ended) and ``on_end`` hooks are told
+(a worker tells the control process, which drops it from the store).
+
 Time. ``after`` (s) delays activation from when the fault was added; ``ttl`` (s) removes it that long
 after it became active (an outage ends after ``duration_s``, or its ttl if shorter). Times are wall
 clock (``time.time``) so the worker processes of one ESP agree; tests pass a fake ``clock``.
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailstorm.fake_esp.faults import build
+from mailstorm.fake_esp.faults.aim import compile_match
 from mailstorm.fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
 from mailstorm.fake_esp.spec import fault_to_dict, parse_fault
 
@@ -59,6 +66,10 @@ class Entry:
     active_from: float
     expires_at: float
     state: dict[str, Any] = field(default_factory=dict)
+    # The aim: a predicate over the step's context (None: every step), and the scope's own counts
+    # (``used``: actions so far under ``count``; a correlation id: attempts seen under ``attempts``).
+    match: Callable[[Context], bool] | None = None
+    scope: dict[Any, int] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -89,6 +100,8 @@ class Engine:
         self._next_change = _NEVER  # earliest active_from/expires_at still ahead: when to re-index
         self._ids = itertools.count(1)
         self.fired: Counter[str] = Counter()  # per fault id, cumulative over the process's life
+        # Called with (fault id, added_at) when a fault ends itself (its count used up).
+        self.on_end: list[Callable[[str, float], None]] = []
 
     # -- installing ------------------------------------------------------------------------------
     def add(self, spec: Any, *, fault_id: str | None = None, added_at: float | None = None) -> str:
@@ -140,7 +153,8 @@ class Engine:
         life = spec.ttl if spec.ttl is not None else _NEVER
         if spec.type == "outage":
             life = min(life, spec.duration_s)
-        return Entry(fid, spec, build(spec), added, active_from, active_from + life)
+        match = compile_match(spec.match) if spec.match is not None else None
+        return Entry(fid, spec, build(spec), added, active_from, active_from + life, match=match)
 
     # -- mirroring across processes ----------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:
@@ -210,6 +224,8 @@ class Engine:
         delay = 0.0
         fired: list[Fired] = []
         for e in candidates:
+            if e.spec.aimed and not self._aimed_at(e, ctx):
+                continue
             p = e.spec.probability
             if p < 1.0 and self.rng.random() >= p:
                 continue
@@ -222,12 +238,48 @@ class Engine:
             if act is None:
                 continue
             self.fired[e.id] += 1
+            ended = e.spec.count if e.spec.count is not None and self._count_used(e) else 0
             if act.kind == DELAY:
                 delay += act.delay_s
-                fired.append(Fired(e.id, e.spec.type, DELAY, act.delay_s))
+                fired.append(Fired(e.id, e.spec.type, DELAY, act.delay_s, ended))
                 continue
-            fired.append(Fired(e.id, e.spec.type, act.kind))
+            fired.append(Fired(e.id, e.spec.type, act.kind, ended=ended))
             return Action(act.kind, delay, act.reply, act.byte_delay_s, e.id, tuple(fired))
         if not fired:
             return PASS_ACTION
         return Action(DELAY, delay, fault=fired[-1].fault, fired=tuple(fired))
+
+    # -- aim -------------------------------------------------------------------------------------------
+    def _aimed_at(self, e: Entry, ctx: Context) -> bool:
+        if e.match is not None and not e.match(ctx):
+            return False
+        spec = e.spec
+        if spec.count is not None and e.scope.get("used", 0) >= spec.count:
+            return False  # used up (by another step of this turn, or another worker)
+        if spec.attempts is not None:
+            if ctx.msg_id is None:
+                return False
+            attempt = e.scope.get(ctx.msg_id, 0) + 1
+            e.scope[ctx.msg_id] = attempt
+            return attempt in spec.attempts
+        return True
+
+    def _count_used(self, e: Entry) -> bool:
+        """Count one action under ``count``; at the last, end the fault (True)."""
+        used = e.scope.get("used", 0) + 1
+        e.scope["used"] = used
+        if used < e.spec.count:
+            return False
+        if self._entries.get(e.id) is e:
+            del self._entries[e.id]
+            self._changed()
+        for hook in self.on_end:
+            hook(e.id, e.added_at)
+        return True
+
+    def end(self, fault_id: str, added_at: float) -> bool:
+        """Remove a fault another engine saw end itself (if it is still that installation of it)."""
+        e = self._entries.get(fault_id)
+        if e is None or e.added_at != added_at:
+            return False
+        return self.remove(fault_id)

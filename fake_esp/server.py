@@ -287,6 +287,11 @@ async def _serve_worker(
             loop.remove_reader(conn.fileno())
             stop.set()
 
+    def ended(fault_id: str, added_at: float) -> None:
+        with contextlib.suppress(OSError):  # the store drops it and tells every worker
+            conn.send(("ended", fault_id, added_at))
+
+    engine.on_end.append(ended)
     loop.add_reader(conn.fileno(), on_message)
     conn.send(("ready", index, None))
     await stop.wait()
@@ -321,6 +326,8 @@ class PipeBackend:
                     parts.append(payload)
                     if len(parts) == self.workers and not done.done():
                         done.set_result(None)
+                elif op == "ended" and self.engine.end(key, payload):
+                    self._broadcast(("load", self.engine.snapshot()))
                 elif op == "error" and not self.failed.done():
                     self.failed.set_result(UserError(payload))
         except (EOFError, OSError):

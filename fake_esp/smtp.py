@@ -41,7 +41,16 @@ from mailstorm.correlation import carried_id
 from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.counters import Counters
 from mailstorm.fake_esp.engine import Engine, Outage
-from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.faults.base import (
+    DISCONNECT,
+    HANG,
+    PASS_ACTION,
+    REPLY,
+    TARPIT,
+    Action,
+    Context,
+    ended_record,
+)
 from mailstorm.fake_esp.faults.tls import CUT_MID_DATA, NO_STARTTLS
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import load_profile
@@ -278,6 +287,8 @@ class EspSMTP(SecureSession, SMTP):
                     session=ctx.session,
                 )
             )  # fmt: skip
+            if f.ended:
+                ledger.write(ended_record(f, phase, ctx.session))
         if act.delay_s > 0:
             await asyncio.sleep(act.delay_s)
         if act.kind == REPLY or (act.kind == TARPIT and act.reply is not None):
@@ -414,6 +425,7 @@ class Handler:
     async def handle_MAIL(self, server: EspSMTP, session, envelope, address: str, options: list[str]):
         ctx = server.ctx
         ctx.mail_from, ctx.rcpt, ctx.rcpts = address, None, 0
+        ctx.recipients, ctx.message, ctx.msg_id = envelope.rcpt_tos, None, None
         act = server.decide("mail")
         if act is not PASS_ACTION:
             reply = await server.enact(act, "mail")
@@ -431,7 +443,7 @@ class Handler:
                 )
             )  # fmt: skip
             return str(TOO_MANY_RECIPIENTS)
-        ctx.rcpt, ctx.rcpts = address, len(envelope.rcpt_tos) + 1
+        ctx.rcpt, ctx.rcpts, ctx.recipients = address, len(envelope.rcpt_tos) + 1, envelope.rcpt_tos
         act = server.decide("rcpt")
         if act is not PASS_ACTION:
             reply = await server.enact(act, "rcpt")
@@ -443,7 +455,9 @@ class Handler:
         svc, ctx = server.svc, server.ctx
         content: bytes = envelope.original_content
         cid, mid = svc.ids(content, envelope.rcpt_tos)
+        ctx.recipients, ctx.message, ctx.msg_id = envelope.rcpt_tos, content, cid
         act = server.decide("eod")
+        ctx.message = None
         ctx.messages += 1
         if act is PASS_ACTION:
             svc.keep(server, envelope, content, cid, mid, acked=True)

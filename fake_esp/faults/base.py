@@ -19,6 +19,10 @@ Common spec fields (flat, as Toxiproxy toxics are):
     probability  0..1, default 1, drawn by the engine from a seeded RNG
     ttl          s: the fault removes itself this long after it became active
     after        s: active only this long after it was added
+    match        what a step must show for the fault to see it (rcpt, rcpt_domain, mail_from, header,
+                 api_key, auth_user, client_ip: mailstorm.fake_esp.faults.aim)
+    count        the fault acts on the next N matching steps, then ends itself
+    attempts     the fault acts only on these attempts of a message (by correlation id: [1] = first try)
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from mailstorm.fake_esp.faults.aim import Match, check_aim
+from mailstorm.ledger import EspFaultEnded
 from mailstorm.registry import Registry, literal_of, modules
 from mailstorm.replies import Reply, parse_reply
 
@@ -57,6 +63,9 @@ class FaultSpecBase(BaseModel):
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
     ttl: float | None = Field(default=None, gt=0)
     after: float | None = Field(default=None, ge=0)
+    match: Match | None = None
+    count: int | None = Field(default=None, ge=1)
+    attempts: tuple[PositiveInt, ...] | None = Field(default=None, min_length=1)
 
     @field_validator("phase", mode="after")
     @classmethod
@@ -64,6 +73,16 @@ class FaultSpecBase(BaseModel):
         if isinstance(v, tuple) and not v:
             raise ValueError("give at least one phase")
         return v
+
+    @model_validator(mode="after")
+    def _aim_visible(self) -> FaultSpecBase:
+        check_aim(self)
+        return self
+
+    @property
+    def aimed(self) -> bool:
+        """The engine must check a match or a scope before the fault sees a step."""
+        return self.match is not None or self.count is not None or self.attempts is not None
 
     @property
     def phases(self) -> frozenset[str]:
@@ -113,6 +132,11 @@ class Context:
     auth_user: str | None = None
     api_key: str | None = None
     open_sessions: int = 0
+    # What aimed faults (mailstorm.fake_esp.faults.aim) look at: every recipient of the message so far,
+    # the message as received (SMTP eod) and its correlation id (eod, http).
+    recipients: list[str] = field(default_factory=list)
+    message: bytes | None = None
+    msg_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,6 +148,8 @@ class Fired:
     ftype: str
     action: str
     delay_s: float = 0.0
+    # This action used up the fault's ``count`` (its value; 0: not): it ended itself (esp.fault.ended).
+    ended: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +177,13 @@ class Action:
 
 
 PASS_ACTION = Action()
+
+
+def ended_record(fired: Fired, phase: str, session: str | None) -> EspFaultEnded:
+    """The ledger record of a fault whose action ``fired`` used up its ``count``."""
+    return EspFaultEnded(
+        fault=fired.fault, ftype=fired.ftype, reason="count", acted=fired.ended, phase=phase, session=session
+    )
 
 
 class Fault(Protocol):

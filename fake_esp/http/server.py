@@ -50,7 +50,16 @@ from aiohttp import web
 from mailstorm.correlation import Correlation, carried_id
 from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.engine import Engine, Outage
-from mailstorm.fake_esp.faults.base import DISCONNECT, FAULTS, HANG, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.faults.base import (
+    DISCONNECT,
+    FAULTS,
+    HANG,
+    REPLY,
+    TARPIT,
+    Action,
+    Context,
+    ended_record,
+)
 from mailstorm.fake_esp.http.api import ESP_APIS, BadRequest, EspApi, RateInfo, Submission
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
@@ -216,6 +225,9 @@ class HttpApiServer:
             mail_from=sub.messages[0].sender if sub.messages else None,
             rcpts=sum(len(m.rcpts) for m in sub.messages),
             api_key=sub.key,
+            auth_user=sub.key,  # an API key's name is the ESP's user (the ledger's key)
+            recipients=[r for m in sub.messages for r in m.rcpts],
+            msg_id=corr,
             open_sessions=self._open,
             extra={"api": api.name, "path": request.path},
         )
@@ -233,6 +245,8 @@ class HttpApiServer:
                     api=api.name,
                 )
             )
+            if f.ended:
+                self.ledger.write(ended_record(f, "http", session))
         if action.delay_s > 0:
             await asyncio.sleep(action.delay_s)
             if self._refusing():  # the ESP went down while the request waited: it is gone with it

@@ -38,6 +38,7 @@ class Kind(StrEnum):
     ESP_ACCEPTED = "esp.accepted"
     ESP_REPLIED = "esp.replied"
     ESP_FAULT = "esp.fault"
+    ESP_FAULT_ENDED = "esp.fault.ended"
     ESP_WEBHOOK = "esp.webhook"
     LOAD_SUBMIT = "load.submit"
     LOAD_DROPPED = "load.dropped"
@@ -186,6 +187,23 @@ class EspFault(Record, kw_only=True):
     """HTTP records only: the API."""
     events: int | None = None
     """A held webhook POST: how many events it carries."""
+
+
+class EspFaultEnded(Record, kw_only=True):
+    """A fault that ended itself: a ``count`` scope used up (mailstorm.fake_esp.faults.aim)."""
+
+    fault: str
+    """The fault's name."""
+    ftype: str
+    """Its type."""
+    reason: str
+    """Why it ended: ``count``."""
+    acted: int
+    """How many steps it acted on (its ``count``)."""
+    phase: str
+    """The phase of its last action."""
+    session: str | None
+    """The SMTP session or HTTP request of its last action."""
 
 
 class EspWebhook(Record, kw_only=True):
@@ -517,7 +535,7 @@ class Action(Record, kw_only=True):
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
-        EspAccepted, EspReplied, EspFault, EspWebhook,
+        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
