@@ -1,4 +1,4 @@
-""""Fail the first try, accept the retry" end to end through ``mailstorm run``: a reply fault scoped to
+""" "Fail the first try, accept the retry" end to end through ``mailstorm run``: a reply fault scoped to
 ``attempts: [1]`` makes the reference pipeline (and Postfix) retry every message exactly once; each is
 attempted exactly twice at the ESP and delivered once, and the run passes with nothing lost."""
 
