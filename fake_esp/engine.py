@@ -55,7 +55,7 @@ log = logging.getLogger("mailstorm.fake_esp.engine")
 _NEVER = float("inf")
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One installed fault."""
 
@@ -70,6 +70,7 @@ class Entry:
     # (``used``: actions so far under ``count``; a correlation id: attempts seen under ``attempts``).
     match: Callable[[Context], bool] | None = None
     scope: dict[Any, int] = field(default_factory=dict)
+    aimed: bool = False  # a match or a scope to check before the fault sees a step
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -154,7 +155,9 @@ class Engine:
         if spec.type == "outage":
             life = min(life, spec.duration_s)
         match = compile_match(spec.match) if spec.match is not None else None
-        return Entry(fid, spec, build(spec), added, active_from, active_from + life, match=match)
+        entry = Entry(fid, spec, build(spec), added, active_from, active_from + life, match=match)
+        entry.aimed = spec.count is not None or spec.attempts is not None
+        return entry
 
     # -- mirroring across processes ----------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:
@@ -224,7 +227,9 @@ class Engine:
         delay = 0.0
         fired: list[Fired] = []
         for e in candidates:
-            if e.spec.aimed and not self._aimed_at(e, ctx):
+            if e.match is not None and not e.match(ctx):
+                continue
+            if e.aimed and not self._in_scope(e, ctx):
                 continue
             p = e.spec.probability
             if p < 1.0 and self.rng.random() >= p:
@@ -250,9 +255,7 @@ class Engine:
         return Action(DELAY, delay, fault=fired[-1].fault, fired=tuple(fired))
 
     # -- aim -------------------------------------------------------------------------------------------
-    def _aimed_at(self, e: Entry, ctx: Context) -> bool:
-        if e.match is not None and not e.match(ctx):
-            return False
+    def _in_scope(self, e: Entry, ctx: Context) -> bool:
         spec = e.spec
         if spec.count is not None and e.scope.get("used", 0) >= spec.count:
             return False  # used up (by another step of this turn, or another worker)

@@ -425,7 +425,8 @@ class Handler:
     async def handle_MAIL(self, server: EspSMTP, session, envelope, address: str, options: list[str]):
         ctx = server.ctx
         ctx.mail_from, ctx.rcpt, ctx.rcpts = address, None, 0
-        ctx.recipients, ctx.message, ctx.msg_id = envelope.rcpt_tos, None, None
+        ctx.recipients = envelope.rcpt_tos
+        ctx.new_message(None, None)
         act = server.decide("mail")
         if act is not PASS_ACTION:
             reply = await server.enact(act, "mail")
@@ -455,9 +456,10 @@ class Handler:
         svc, ctx = server.svc, server.ctx
         content: bytes = envelope.original_content
         cid, mid = svc.ids(content, envelope.rcpt_tos)
-        ctx.recipients, ctx.message, ctx.msg_id = envelope.rcpt_tos, content, cid
+        ctx.recipients = envelope.rcpt_tos
+        ctx.new_message(content, cid)
         act = server.decide("eod")
-        ctx.message = None
+        ctx.new_message(None, cid)
         ctx.messages += 1
         if act is PASS_ACTION:
             svc.keep(server, envelope, content, cid, mid, acked=True)

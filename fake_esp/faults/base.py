@@ -80,11 +80,6 @@ class FaultSpecBase(BaseModel):
         return self
 
     @property
-    def aimed(self) -> bool:
-        """The engine must check a match or a scope before the fault sees a step."""
-        return self.match is not None or self.count is not None or self.attempts is not None
-
-    @property
     def phases(self) -> frozenset[str]:
         return frozenset((self.phase,) if isinstance(self.phase, str) else self.phase)
 
@@ -138,6 +133,18 @@ class Context:
     message: bytes | None = None
     msg_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    _head: bytes | None = None  # the header block of ``message``, cut once per message
+
+    @property
+    def head(self) -> bytes | None:
+        """The header block of ``message`` (None before eod)."""
+        if self._head is None and self.message is not None:
+            end = self.message.find(b"\r\n\r\n")
+            self._head = self.message if end < 0 else self.message[: end + 2]
+        return self._head
+
+    def new_message(self, message: bytes | None, msg_id: str | None) -> None:
+        self.message, self.msg_id, self._head = message, msg_id, None
 
 
 @dataclass(frozen=True, slots=True)
