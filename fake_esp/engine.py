@@ -31,7 +31,10 @@ after it became active (an outage ends after ``duration_s``, or its ttl if short
 clock (``time.time``) so the worker processes of one ESP agree; tests pass a fake ``clock``.
 
 Across processes. The control API's engine is the store; workers mirror it with ``snapshot()`` and
-``load(snapshot)``, which keeps the state of faults that did not change.
+``load(snapshot)``, which keeps the state of faults that did not change. A worker's engine made with
+``shared`` (mailstorm.fake_esp.shared) keeps the state of limits (faults with ``shared_state``) and of
+every ``count``/``attempts`` scope in the memory all workers share, and runs those faults' steps under its
+lock: a rate, a quota, a count is the ESP's, not a worker's.
 """
 
 from __future__ import annotations
@@ -48,11 +51,13 @@ from typing import Any
 from mailstorm.fake_esp.faults import build
 from mailstorm.fake_esp.faults.aim import compile_match
 from mailstorm.fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
+from mailstorm.fake_esp.shared import SharedState
 from mailstorm.fake_esp.spec import fault_to_dict, parse_fault
 
 log = logging.getLogger("mailstorm.fake_esp.engine")
 
 _NEVER = float("inf")
+_USED = ("used",)  # the scope's key of a count's actions (a tuple: never a correlation id)
 
 
 @dataclass(slots=True)
@@ -69,8 +74,9 @@ class Entry:
     # The aim: a predicate over the step's context (None: every step), and the scope's own counts
     # (``used``: actions so far under ``count``; a correlation id: attempts seen under ``attempts``).
     match: Callable[[Context], bool] | None = None
-    scope: dict[Any, int] = field(default_factory=dict)
+    scope: dict[Any, Any] = field(default_factory=dict)
     aimed: bool = False  # a match or a scope to check before the fault sees a step
+    locked: bool = False  # its state (or scope) is shared by the workers: its steps run under the lock
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -93,9 +99,16 @@ class Outage:
 class Engine:
     """Installed faults and their state; ``decide`` answers one step."""
 
-    def __init__(self, seed: int | str = 0, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        seed: int | str = 0,
+        *,
+        clock: Callable[[], float] = time.time,
+        shared: SharedState | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
+        self.shared = shared
         self._entries: dict[str, Entry] = {}
         self._by_phase: dict[str, list[Entry]] = {}
         self._next_change = _NEVER  # earliest active_from/expires_at still ahead: when to re-index
@@ -155,8 +168,16 @@ class Engine:
         if spec.type == "outage":
             life = min(life, spec.duration_s)
         match = compile_match(spec.match) if spec.match is not None else None
-        entry = Entry(fid, spec, build(spec), added, active_from, active_from + life, match=match)
+        fault = build(spec)
+        entry = Entry(fid, spec, fault, added, active_from, active_from + life, match=match)
         entry.aimed = spec.count is not None or spec.attempts is not None
+        if self.shared is not None:
+            if getattr(fault, "shared_state", False):
+                entry.state = self.shared.view((fid, added, "state"))  # type: ignore[assignment]
+                entry.locked = True
+            if entry.aimed:
+                entry.scope = self.shared.view((fid, added, "scope"))  # type: ignore[assignment]
+                entry.locked = True
         return entry
 
     # -- mirroring across processes ----------------------------------------------------------------
@@ -229,21 +250,17 @@ class Engine:
         for e in candidates:
             if e.match is not None and not e.match(ctx):
                 continue
-            if e.aimed and not self._in_scope(e, ctx):
-                continue
-            p = e.spec.probability
-            if p < 1.0 and self.rng.random() >= p:
-                continue
-            try:
-                act = e.fault.apply(ctx, e.state, self.rng, now)
-            except Exception:  # a fault never raises into a server (design: errors logged and counted)
-                log.exception("fault %s failed at %s; skipped", e.id, phase)
-                self.fired[f"{e.id}:error"] += 1
-                continue
+            if e.locked:
+                assert self.shared is not None
+                with self.shared.lock:
+                    act, ended = self._step(e, ctx, phase, now)
+            else:
+                act, ended = self._step(e, ctx, phase, now)
             if act is None:
                 continue
             self.fired[e.id] += 1
-            ended = e.spec.count if e.spec.count is not None and self._count_used(e) else 0
+            if ended:
+                self._end(e)
             if act.kind == DELAY:
                 delay += act.delay_s
                 fired.append(Fired(e.id, e.spec.type, DELAY, act.delay_s, ended))
@@ -254,10 +271,28 @@ class Engine:
             return PASS_ACTION
         return Action(DELAY, delay, fault=fired[-1].fault, fired=tuple(fired))
 
+    def _step(self, e: Entry, ctx: Context, phase: str, now: float) -> tuple[Action | None, int]:
+        """Fault ``e`` at this step (its match passed): its action, and its count if this used it up."""
+        if e.aimed and not self._in_scope(e, ctx):
+            return None, 0
+        p = e.spec.probability
+        if p < 1.0 and self.rng.random() >= p:
+            return None, 0
+        try:
+            act = e.fault.apply(ctx, e.state, self.rng, now)
+        except Exception:  # a fault never raises into a server (design: errors logged and counted)
+            log.exception("fault %s failed at %s; skipped", e.id, phase)
+            self.fired[f"{e.id}:error"] += 1
+            return None, 0
+        if act is None:
+            return None, 0
+        count = e.spec.count
+        return act, count if count is not None and self._count_used(e) else 0
+
     # -- aim -------------------------------------------------------------------------------------------
     def _in_scope(self, e: Entry, ctx: Context) -> bool:
         spec = e.spec
-        if spec.count is not None and e.scope.get("used", 0) >= spec.count:
+        if spec.count is not None and e.scope.get(_USED, 0) >= spec.count:
             return False  # used up (by another step of this turn, or another worker)
         if spec.attempts is not None:
             if ctx.msg_id is None:
@@ -268,17 +303,18 @@ class Engine:
         return True
 
     def _count_used(self, e: Entry) -> bool:
-        """Count one action under ``count``; at the last, end the fault (True)."""
-        used = e.scope.get("used", 0) + 1
-        e.scope["used"] = used
-        if used < e.spec.count:
-            return False
+        """Count one action under ``count``: True when it was the last."""
+        used = e.scope.get(_USED, 0) + 1
+        e.scope[_USED] = used
+        return used == e.spec.count
+
+    def _end(self, e: Entry) -> None:
+        """The fault used up its count: remove it now and tell the hooks (the control process)."""
         if self._entries.get(e.id) is e:
             del self._entries[e.id]
             self._changed()
         for hook in self.on_end:
             hook(e.id, e.added_at)
-        return True
 
     def end(self, fault_id: str, added_at: float) -> bool:
         """Remove a fault another engine saw end itself (if it is still that installation of it)."""

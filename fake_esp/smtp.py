@@ -118,6 +118,20 @@ class SmtpService:
         """Listening, or deliberately not (an outage in refuse mode)."""
         return self._server is not None or self.watch.outage is not None
 
+    def session_opened(self, session: EspSMTP) -> None:
+        self.sessions.add(session)
+        self.counters.sessions += 1
+        self.counters.open_sessions += 1
+        if self.engine.shared is not None:
+            self.engine.shared.session_opened()
+
+    def session_closed(self, session: EspSMTP) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.counters.open_sessions -= 1
+            if self.engine.shared is not None:
+                self.engine.shared.session_closed()
+
     def new_session_id(self) -> str:
         return self._session_prefix + str(next(self._session_ids))
 
@@ -217,18 +231,14 @@ class EspSMTP(SecureSession, SMTP):
             self._opened = True
             peer = transport.get_extra_info("peername")
             self.ctx.peer = peer[0] if peer else ""
-            self.svc.sessions.add(self)
-            self.svc.counters.sessions += 1
-            self.svc.counters.open_sessions += 1
+            self.svc.session_opened(self)
             if self.svc.implicit and self._begin_implicit(transport):  # type: ignore[arg-type]
                 return  # the session starts when the handshake completes
         super().connection_made(transport)
         self._after_connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self in self.svc.sessions:
-            self.svc.sessions.discard(self)
-            self.svc.counters.open_sessions -= 1
+        self.svc.session_closed(self)
         if self.session is None:
             return  # ended before aiosmtpd started it (implicit TLS cut at the handshake)
         super().connection_lost(error)
@@ -261,7 +271,8 @@ class EspSMTP(SecureSession, SMTP):
     # -- asking the engine and acting on it ---------------------------------------------------------
     def decide(self, phase: str) -> Action:
         self.ctx.phase = phase  # also where an outage finds the session when it cuts it
-        self.ctx.open_sessions = self.svc.counters.open_sessions
+        shared = self.svc.engine.shared  # with N workers, the ESP's open sessions, not this worker's
+        self.ctx.open_sessions = self.svc.counters.open_sessions if shared is None else shared.open_sessions
         return self.svc.engine.decide(phase, self.ctx)
 
     def _record_cut(self, phase: str, fault: str | None, msg_id: str | None) -> None:

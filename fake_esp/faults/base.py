@@ -210,6 +210,10 @@ class FaultBase:
 
     spec_model: ClassVar[type[FaultSpecBase]]
     limits_rate: ClassVar[bool] = False
+    # ``shared_state``: the fault's state is a limit of the ESP, so with N worker processes it is held in
+    # shared memory by all of them together (mailstorm.fake_esp.shared), each step under its lock. The
+    # state then holds numbers or pairs of numbers under hashable keys (``get``, ``[key] = value``).
+    shared_state: ClassVar[bool] = False
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec

@@ -60,6 +60,7 @@ from mailstorm.fake_esp.faults.base import (
     Context,
     ended_record,
 )
+from mailstorm.fake_esp.faults.quota import QuotaFault, window_of
 from mailstorm.fake_esp.http.api import ESP_APIS, BadRequest, EspApi, RateInfo, Submission
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
@@ -290,11 +291,17 @@ class HttpApiServer:
 
     def _rate_info(self, fault_id: str | None) -> RateInfo:
         spec = (self.engine.get(fault_id) or {}).get("spec", {}) if fault_id else {}
+        floor = (self.profile.http.retry_after_s if self.profile else 1) or 1
+        now = time.time()
+        if spec.get("type") == "quota":  # a fixed window: its limit, and it resets when the next begins
+            window_s = QuotaFault.model_validate(spec).window_s
+            reset = (window_of(now, window_s) + 1) * window_s
+            wait = max(1, math.ceil(reset - now))
+            return RateInfo(limit=spec["limit"], remaining=0, reset=math.ceil(reset), retry_after_s=wait)
         rate = float(spec.get("rate") or 1.0)
         burst = int(spec.get("burst") or max(1, round(rate)))
         wait = max(1, math.ceil(1.0 / rate))
-        floor = (self.profile.http.retry_after_s if self.profile else 1) or 1
-        reset = int(time.time()) + wait
+        reset = int(now) + wait
         return RateInfo(limit=burst, remaining=0, reset=reset, retry_after_s=max(wait, floor))
 
     def _oversize(self, api: EspApi, sub: Submission) -> web.Response | None:
