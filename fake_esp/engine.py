@@ -266,7 +266,7 @@ class Engine:
                 fired.append(Fired(e.id, e.spec.type, DELAY, act.delay_s, ended))
                 continue
             fired.append(Fired(e.id, e.spec.type, act.kind, ended=ended))
-            return Action(act.kind, delay, act.reply, act.byte_delay_s, e.id, tuple(fired))
+            return Action(act.kind, delay, act.reply, act.byte_delay_s, e.id, tuple(fired), act.hold_s)
         if not fired:
             return PASS_ACTION
         return Action(DELAY, delay, fault=fired[-1].fault, fired=tuple(fired))

@@ -40,11 +40,13 @@ from aiosmtpd.smtp import MISSING, SMTP
 from mailstorm.correlation import carried_id
 from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.counters import Counters
+from mailstorm.fake_esp.deliveries import Deliveries
 from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import (
     DISCONNECT,
     HANG,
     PASS_ACTION,
+    QUEUE,
     REPLY,
     TARPIT,
     Action,
@@ -100,6 +102,7 @@ class SmtpService:
         self.auth_required = parse_reply(replies.auth_required)
         self.tls_required = parse_reply(replies.tls_required)
         self.sessions: set[EspSMTP] = set()
+        self.deliveries = Deliveries(ledger)  # messages accepted into the backlog (a queue action)
         self.handler = Handler()
         self._session_ids = itertools.count(1)
         self._session_prefix = f"{worker}-{os.getpid()}-"
@@ -151,6 +154,7 @@ class SmtpService:
 
     async def close(self) -> None:
         self.watch.stop()
+        self.deliveries.close()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -486,4 +490,8 @@ class Handler:
         if reply is not None:
             return str(reply)
         svc.keep(server, envelope, content, cid, mid, acked=True)
+        if act.kind == QUEUE:  # accepted into the backlog: delivered later
+            svc.deliveries.hold(
+                [(cid, None)], proto="smtp", api=None, fault=act.fault or "", hold_s=act.hold_s
+            )
         return _QUEUED

@@ -200,6 +200,9 @@ class Messages:
     intended: np.ndarray  # ns
     sut_in: np.ndarray  # ns when the SUT took it (NEVER if it never did)
     first_esp: np.ndarray  # ns of the first ESP acceptance (NEVER if none)
+    # ns the ESP delivered it: its first esp.delivered (a message it held in its backlog), else its
+    # first acceptance (an ESP that holds nothing delivers what it accepts); NEVER if none
+    esp_delivered: np.ndarray
     left_at: np.ndarray  # ns when it left the SUT for good: first acceptance or bounce (NEVER if not)
     submit_ok_end: np.ndarray  # ns of the first successful submission's end (NEVER if none)
     first_start: np.ndarray  # ns when the generator actually began the first attempt
@@ -218,10 +221,11 @@ class Messages:
         return out
 
     def e2e_ms(self) -> np.ndarray:
-        """End-to-end latency of every message that reached the ESP: first acceptance - intended send
-        time (from the intended time: a busy generator's lateness counts against the pipeline)."""
-        got = self.first_esp != NEVER
-        return (self.first_esp[got] - self.intended[got]) / 1e6
+        """End-to-end latency of every message that reached the ESP: the ESP's delivery (its first
+        acceptance, or its esp.delivered when the ESP held it) - intended send time (from the intended
+        time: a busy generator's lateness counts against the pipeline)."""
+        got = self.esp_delivered != NEVER
+        return (self.esp_delivered[got] - self.intended[got]) / 1e6
 
     def submit_ms(self) -> np.ndarray:
         """Submission latency: end of the first successful attempt - intended send time."""
@@ -280,6 +284,10 @@ def classify(cols: Columns) -> Messages:
     esp_count = np.bincount(em[ek], minlength=n)
     first_esp = np.full(n, NEVER, dtype=np.int64)
     np.minimum.at(first_esp, em[ek], esp["t"][ek])
+    held_until = np.full(n, NEVER, dtype=np.int64)
+    dm, dk = per_message(Kind.ESP_DELIVERED)
+    np.minimum.at(held_until, dm[dk], cols.table(Kind.ESP_DELIVERED)["t"][dk])
+    esp_delivered = np.where(held_until != NEVER, held_until, first_esp)
 
     rep = cols.table(Kind.ESP_REPLIED)
     rm, rk = per_message(Kind.ESP_REPLIED)
@@ -314,6 +322,7 @@ def classify(cols: Columns) -> Messages:
         intended=intended,
         sut_in=sut_in,
         first_esp=first_esp,
+        esp_delivered=esp_delivered,
         left_at=left_at,
         submit_ok_end=submit_ok_end,
         first_start=first_start,

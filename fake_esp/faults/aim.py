@@ -54,7 +54,7 @@ KNOWN_AT: dict[str, frozenset[str]] = {
 ATTEMPT_PHASES = frozenset({"eod", "http"})
 REGEX_PREFIX = "re:"
 # How check_aim's errors start: the field they are about, which the one-line error names as its place.
-AIM_ERROR = re.compile(r"^((?:match\.\w+)|attempts): ")
+AIM_ERROR = re.compile(r"^((?:match\.\w+)|attempts|phase): ")
 
 
 def _check_pattern(value: str) -> str:

@@ -44,6 +44,12 @@ Phase = Literal["connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod",
 SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod")
 
 
+def check_holds(spec: FaultSpecBase) -> None:
+    """A fault that queues holds a message the ESP accepted: only after the data (eod) or an API call."""
+    if not spec.phases <= {"eod", "http"}:
+        raise ValueError("phase: a message is accepted into the backlog at phase eod or http only")
+
+
 def check_reply(value: str) -> str:
     """A fault's reply must parse and be a refusal (4yz/5yz): a fault never fakes success."""
     reply = parse_reply(value)
@@ -106,6 +112,7 @@ REPLY = "reply"
 DISCONNECT = "disconnect"
 TARPIT = "tarpit"
 HANG = "hang"
+QUEUE = "queue"
 
 
 @dataclass(slots=True)
@@ -167,7 +174,9 @@ class Action:
     pass (carry on as normal), delay (same as pass, after the wait), reply (answer ``reply`` instead of
     the normal answer; a 421 also closes the connection), disconnect (close without a word), tarpit
     (write the answer, ``reply`` or the normal one, one byte every ``byte_delay_s``), hang (never
-    answer). ``fault`` names the fault that chose ``kind``; ``fired`` lists every fault that acted.
+    answer), queue (accept as normal, and deliver ``hold_s`` later: an esp.delivered record then; the
+    HTTP APIs that say so answer "queued"). ``fault`` names the fault that chose ``kind``; ``fired``
+    lists every fault that acted.
     """
 
     kind: str = PASS
@@ -176,6 +185,7 @@ class Action:
     byte_delay_s: float = 0.0
     fault: str | None = None
     fired: tuple[Fired, ...] = ()
+    hold_s: float = 0.0
 
     @property
     def closes(self) -> bool:

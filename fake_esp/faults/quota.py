@@ -1,6 +1,8 @@
 """quota: at most ``limit`` messages per key in each window of time (a second, a minute, an hour, a day,
 or any number of seconds); past it, the configured reply until the next window (SES's daily quota:
-"454 Throttling failure: Daily message quota exceeded", after DATA).
+"454 Throttling failure: Daily message quota exceeded", after DATA) -- or, with ``over: queue``, the
+message is accepted into the ESP's backlog and delivered when the next window begins (Mandrill past its
+hourly quota answers "queued"; an esp.delivered record marks the delivery).
 
 Windows are fixed and aligned to the clock (a day is a UTC day; a minute starts at :00), as Klaviyo
 publishes its burst (1 s) and steady (1 min) windows: two quota faults on one key make such a pair. A
@@ -9,16 +11,26 @@ reply is a 429 with the ESP's rate-limit headers (``limits_rate``). With N worke
 the ESP's (``shared_state``).
 
 Spec: limit, window (second | minute | hour | day | seconds > 0), key ip | sender_domain | auth_user |
-api_key, reply; phase eod."""
+api_key, reply, over refuse | queue; phase eod."""
 
 from __future__ import annotations
 
 import random
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from mailstorm.fake_esp.faults.base import REPLY, Action, Context, FaultBase, Phase, WithReply, register
+from mailstorm.fake_esp.faults.base import (
+    QUEUE,
+    REPLY,
+    Action,
+    Context,
+    FaultBase,
+    Phase,
+    WithReply,
+    check_holds,
+    register,
+)
 from mailstorm.fake_esp.faults.throttle import throttle_key
 from mailstorm.replies import SES_DAILY_QUOTA
 
@@ -32,6 +44,13 @@ class QuotaFault(WithReply):
     window: Literal["second", "minute", "hour", "day"] | Annotated[float, Field(gt=0)] = "day"
     key: Literal["ip", "sender_domain", "auth_user", "api_key"] = "ip"
     reply: str = str(SES_DAILY_QUOTA)
+    over: Literal["refuse", "queue"] = "refuse"
+
+    @model_validator(mode="after")
+    def _queue_holds_messages(self) -> QuotaFault:
+        if self.over == "queue":
+            check_holds(self)
+        return self
 
     @property
     def window_s(self) -> float:
@@ -65,4 +84,6 @@ class Quota(FaultBase):
             state[key] = (window, used + 1)
             return None
         state[key] = (window, used)
+        if self.spec.over == "queue":
+            return Action(QUEUE, hold_s=(window + 1) * self.window_s - now)
         return Action(REPLY, reply=self.reply)

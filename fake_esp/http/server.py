@@ -49,11 +49,13 @@ from aiohttp import web
 
 from mailstorm.correlation import Correlation, carried_id
 from mailstorm.fake_esp.auth import Credentials
+from mailstorm.fake_esp.deliveries import Deliveries
 from mailstorm.fake_esp.engine import Engine, Outage
 from mailstorm.fake_esp.faults.base import (
     DISCONNECT,
     FAULTS,
     HANG,
+    QUEUE,
     REPLY,
     TARPIT,
     Action,
@@ -61,7 +63,7 @@ from mailstorm.fake_esp.faults.base import (
     ended_record,
 )
 from mailstorm.fake_esp.faults.quota import QuotaFault, window_of
-from mailstorm.fake_esp.http.api import ESP_APIS, BadRequest, EspApi, RateInfo, Submission
+from mailstorm.fake_esp.http.api import ESP_APIS, QUEUED, BadRequest, EspApi, RateInfo, Submission
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
 from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
@@ -112,6 +114,7 @@ class HttpApiServer:
         self.apis: dict[str, EspApi] = {
             name: ESP_APIS[name](correlation_header) for name in (apis or ESP_APIS)
         }
+        self.deliveries = Deliveries(ledger)  # messages accepted into the backlog (a queue action)
         self._seq = itertools.count(1)
         self._prefix = f"h{os.getpid()}-"
         self._open = 0
@@ -161,6 +164,7 @@ class HttpApiServer:
 
     async def stop(self) -> None:
         self.watch.stop()
+        self.deliveries.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -272,7 +276,9 @@ class HttpApiServer:
         too_big = self._oversize(api, sub)
         if too_big is not None:
             return self._refuse(api, session, peer, too_big, "message too large", None, corr)
-        resp = self._accept(api, request, sub, ids, session, peer)
+        if action.kind == QUEUE:  # into the backlog: the API says so ("queued") where it has the word
+            sub = replace(sub, extra={**sub.extra, QUEUED: action.fired[-1].ftype})
+        resp = self._accept(api, request, sub, ids, session, peer, action)
         if action.kind == TARPIT:
             if action.reply is not None:
                 resp = self._fault_answer(api, action)
@@ -327,6 +333,7 @@ class HttpApiServer:
         ids: list[str | None],
         session: str,
         peer: str,
+        action: Action,
     ):
         esp_ids = [api.new_message_id() for _ in sub.messages]
         for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
@@ -351,6 +358,11 @@ class HttpApiServer:
                 kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id}
                 self.on_accepted({**kept, "sender": m.sender, "to": list(m.rcpts)})
         resp = api.accepted(request, sub, esp_ids)
+        if action.kind == QUEUE:
+            held = list(zip(ids, esp_ids, strict=True))
+            self.deliveries.hold(
+                held, proto="http", api=api.name, fault=action.fault or "", hold_s=action.hold_s
+            )
         if self.counters is not None:
             self.counters.accepted += len(esp_ids)
             self.counters.replies[f"http-{resp.status}"] += 1  # apart from SMTP codes

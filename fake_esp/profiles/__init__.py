@@ -73,6 +73,9 @@ class Limits(_Frozen):
     windows: list[Window] = Field(
         default_factory=list, description="published fixed windows (burst + steady pairs): quota faults"
     )
+    over_quota: Literal["refuse", "queue"] = Field(
+        "refuse", description="past a quota: refuse (SES), or accept and deliver later (Mandrill's backlog)"
+    )
     max_connections: int | None = Field(None, ge=1, description="concurrent SMTP connections")
     messages_per_connection: int | None = Field(None, ge=1)
     max_message_size: int | None = Field(None, ge=1, description="bytes")
@@ -175,11 +178,12 @@ class Profile(_Frozen):
         # The API's 429 says which limit it is: the quota's own words when the ESP has some.
         words = parse_reply(self.smtp.quota).text if self.smtp.quota else self.http.throttle.message
         http = f"{self.http.throttle.status} {words}"
+        over = self.limits.over_quota
         out: list[dict[str, Any]] = []
         if self.limits.daily_quota is not None:
-            out += _quota_pair("profile.quota.day", self.limits.daily_quota, "day", smtp, http)
+            out += _quota_pair("profile.quota.day", self.limits.daily_quota, "day", over, smtp, http)
         for w in self.limits.windows:
-            out += _quota_pair(f"profile.quota.{w.window}", w.limit, w.window, smtp, http)
+            out += _quota_pair(f"profile.quota.{w.window}", w.limit, w.window, over, smtp, http)
         return out
 
     def faults(self, *, rate: float | None = None) -> list[dict[str, Any]]:
@@ -253,9 +257,11 @@ class Profile(_Frozen):
         return out
 
 
-def _quota_pair(name: str, limit: int, window: str, smtp_reply: str, http_reply: str) -> list[dict[str, Any]]:
+def _quota_pair(
+    name: str, limit: int, window: str, over: str, smtp_reply: str, http_reply: str
+) -> list[dict[str, Any]]:
     """One quota over SMTP (per client IP, after the data) and over HTTP (per API key)."""
-    common = {"type": "quota", "limit": limit, "window": window}
+    common = {"type": "quota", "limit": limit, "window": window, "over": over}
     return [
         {"name": f"{name}.smtp", **common, "phase": "eod", "key": "ip", "reply": smtp_reply},
         {"name": f"{name}.http", **common, "phase": "http", "key": "api_key", "reply": http_reply},

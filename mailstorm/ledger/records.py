@@ -39,6 +39,7 @@ class Kind(StrEnum):
     ESP_REPLIED = "esp.replied"
     ESP_FAULT = "esp.fault"
     ESP_FAULT_ENDED = "esp.fault.ended"
+    ESP_DELIVERED = "esp.delivered"
     ESP_WEBHOOK = "esp.webhook"
     LOAD_SUBMIT = "load.submit"
     LOAD_DROPPED = "load.dropped"
@@ -187,6 +188,25 @@ class EspFault(Record, kw_only=True):
     """HTTP records only: the API."""
     events: int | None = None
     """A held webhook POST: how many events it carries."""
+
+
+class EspDelivered(Record, kw_only=True):
+    """A message the ESP accepted into its backlog (past a quota it queues at, or a delivery delay)
+    leaving it, ``held_s`` after its ``esp.accepted``: the ESP's delivery time. A message without one
+    was delivered when it was accepted."""
+
+    id: str | None
+    """The correlation id."""
+    esp_id: str | None
+    """The id the API answered with (HTTP only)."""
+    proto: str
+    """``smtp`` or ``http``."""
+    api: str | None
+    """HTTP only: the API."""
+    fault: str
+    """The fault that held it (a quota with ``over: queue``, a backlog)."""
+    held_s: float
+    """How long it was held."""
 
 
 class EspFaultEnded(Record, kw_only=True):
@@ -535,7 +555,7 @@ class Action(Record, kw_only=True):
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
-        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspWebhook,
+        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
