@@ -58,6 +58,7 @@ SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## SMTP: fake ESP vs sinks"
+AIM_SECTION = "## SMTP: aimed faults that never fire"
 
 
 # -- the bare aiosmtpd sink (run in its own process: `bench_smtp.py --serve-sink PORT`) --------------------
@@ -378,12 +379,12 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {py}, load avg {load}"
 
 
-def write_docs(lines: list[str]) -> None:
+def write_docs(lines: list[str], section: str = SECTION) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = "\n".join([SECTION, "", *lines]) + "\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
+    block = "\n".join([section, "", *lines]) + "\n"
+    if section in text:
+        head, _, rest = text.partition(section)
         nxt = rest.find("\n## ")
         text = head + block + ("\n" + rest[nxt + 1 :] if nxt >= 0 else "")
     else:
@@ -412,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.messages, args.repeat, args.tls_messages = 500, 1, 400
     if args.aim_only:
-        print("\n".join(aim_section(args)))
+        lines = [f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.", ""]
+        lines += aim_section(args)
+        print("\n".join(lines))
+        if args.write_docs and not args.smoke:
+            write_docs(lines, AIM_SECTION)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp:
         work = Path(tmp)

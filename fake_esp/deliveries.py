@@ -2,7 +2,7 @@
 backlog fault), each with an esp.delivered ledger record when its hold is over.
 
 A message the ESP accepts without a hold is delivered when it is accepted (no esp.delivered record).
-Held messages wait on the event loop's timers, in memory: a fake ESP that stops or is killed delivers
+Held messages (and the hooks told of a delivery: the webhooks) wait on the event loop's timers, in memory: a fake ESP that stops or is killed delivers
 none of what it still holds (the ledger then has their esp.accepted and no esp.delivered), as an ESP
 that lost its queue would.
 """
@@ -31,10 +31,18 @@ class Deliveries:
         api: str | None,
         fault: str,
         hold_s: float,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """Deliver the messages ``ids`` ((correlation id, ESP message id) pairs) ``hold_s`` from now."""
+        """Deliver the messages ``ids`` ((correlation id, ESP message id) pairs) ``hold_s`` from now,
+        then call ``then`` (what the ESP does once a message is delivered: its webhooks)."""
         due = time.time() + hold_s  # wall clock, as the quota windows are
-        self._at(due, lambda: self._deliver(ids, proto, api, fault, hold_s))
+
+        def deliver() -> None:
+            self._deliver(ids, proto, api, fault, hold_s)
+            if then is not None:
+                then()
+
+        self._at(due, deliver)
 
     def _at(self, due: float, deliver: Callable[[], None]) -> None:
         # The loop's timers may fire up to its clock resolution early (and run on the monotonic clock):

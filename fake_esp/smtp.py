@@ -186,8 +186,17 @@ class SmtpService:
         return (carried or cid or mid), mid
 
     def keep(
-        self, session: EspSMTP, envelope: Any, content: bytes, cid: str | None, mid: str | None, acked: bool
+        self,
+        session: EspSMTP,
+        envelope: Any,
+        content: bytes,
+        cid: str | None,
+        mid: str | None,
+        acked: bool,
+        hold: Action | None = None,
     ):
+        """Keep an accepted message (esp.accepted) and tell the hooks (webhooks: its delivery) -- when
+        ``hold`` (a queue action) holds it in the backlog, when it leaves the backlog instead."""
         sha = hashlib.sha256(content).hexdigest()
         if self.spec.store_bodies is not None:
             Path(self.spec.store_bodies, f"{sha}.eml").write_bytes(content)
@@ -199,8 +208,23 @@ class SmtpService:
             )
         )  # fmt: skip
         self.counters.accepted += 1
-        for hook in self.accepted_hooks:
-            hook({"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos})
+        kept = {"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos}
+
+        def delivered() -> None:
+            for hook in self.accepted_hooks:
+                hook(kept)
+
+        if hold is None:
+            delivered()
+        else:
+            self.deliveries.hold(
+                [(cid, None)],
+                proto="smtp",
+                api=None,
+                fault=hold.fault or "",
+                hold_s=hold.hold_s,
+                then=delivered,
+            )
 
 
 class EspSMTP(SecureSession, SMTP):
@@ -489,9 +513,6 @@ class Handler:
         reply = await server.enact(act, "eod", msg_id=cid, before_cut=keep_unacked if keeps else None)
         if reply is not None:
             return str(reply)
-        svc.keep(server, envelope, content, cid, mid, acked=True)
-        if act.kind == QUEUE:  # accepted into the backlog: delivered later
-            svc.deliveries.hold(
-                [(cid, None)], proto="smtp", api=None, fault=act.fault or "", hold_s=act.hold_s
-            )
+        # Accepted; with a queue action into the backlog, delivered later.
+        svc.keep(server, envelope, content, cid, mid, acked=True, hold=act if act.kind == QUEUE else None)
         return _QUEUED

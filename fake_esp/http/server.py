@@ -354,19 +354,34 @@ class HttpApiServer:
                     esp_id=esp_id,
                 )
             )
-            if self.on_accepted is not None:
-                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id}
-                self.on_accepted({**kept, "sender": m.sender, "to": list(m.rcpts)})
-        resp = api.accepted(request, sub, esp_ids)
-        if action.kind == QUEUE:
+        notify = self._notifier(api, sub, ids, esp_ids)
+        if action.kind == QUEUE:  # held in the backlog: the hooks (webhooks) hear of it when it leaves
             held = list(zip(ids, esp_ids, strict=True))
+            fault = action.fault or ""
             self.deliveries.hold(
-                held, proto="http", api=api.name, fault=action.fault or "", hold_s=action.hold_s
+                held, proto="http", api=api.name, fault=fault, hold_s=action.hold_s, then=notify
             )
+        else:
+            notify()
+        resp = api.accepted(request, sub, esp_ids)
         if self.counters is not None:
             self.counters.accepted += len(esp_ids)
             self.counters.replies[f"http-{resp.status}"] += 1  # apart from SMTP codes
         return resp
+
+    def _notifier(
+        self, api: EspApi, sub: Submission, ids: list[str | None], esp_ids: list[str]
+    ) -> Callable[[], None]:
+        """Tells ``on_accepted`` (the webhook poster) of each message of ``sub``, when called."""
+
+        def notify() -> None:
+            if self.on_accepted is None:
+                return
+            for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
+                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id}
+                self.on_accepted({**kept, "sender": m.sender, "to": list(m.rcpts)})
+
+        return notify
 
     def _refuse(
         self,

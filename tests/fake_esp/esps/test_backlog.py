@@ -13,7 +13,7 @@ from mailstorm.ledger import Kind, LedgerReader
 from tests.fake_esp.clients import message, wait_until
 from tests.fake_esp.esps.test_mandrill import mandrill_send
 from tests.fake_esp.esps.test_ses import ses_send
-from tests.fake_esp.http_support import accepted, new_id
+from tests.fake_esp.http_support import Receiver, accepted, new_id, start_esp
 
 WINDOW_S = 2.0  # the quota's "hour", short for the test (the window is the fault's own field)
 
@@ -66,3 +66,21 @@ def test_smtp_backlog_answers_250_and_delivers_later(esp):
     (acc,) = accepted(esp, cid)
     (rec,) = wait_until(lambda: delivered(esp, cid), timeout=10, what="the delayed delivery")
     assert rec["proto"] == "smtp" and 0.45e9 <= rec["t"] - acc["t"] < 5e9
+
+
+def test_a_held_messages_webhook_comes_at_its_delivery(tmp_path):
+    """The ESP's delivered webhook for a held message is posted when it leaves the backlog, not when it
+    was accepted: SES (boto3) with a 1 s backlog, no event before the esp.delivered, one after."""
+    with Receiver() as rx:
+        esp = start_esp(tmp_path, rx.url)
+        try:
+            esp.control.add_fault({"name": "delay", "type": "backlog", "phase": "http", "delay_s": 1.0})
+            cid = new_id()
+            ses_send(esp, cid)
+            (acc,) = accepted(esp, cid)
+            (event,) = wait_until(rx.events, timeout=10, what="the delivered webhook")
+            (rec,) = delivered(esp, cid)
+        finally:
+            esp.stop()
+    assert (event["id"], event["event"]) == (cid, "delivered")
+    assert rec["t"] - acc["t"] >= 0.95e9
