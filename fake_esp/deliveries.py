@@ -2,9 +2,9 @@
 backlog fault), each with an esp.delivered ledger record when its hold is over.
 
 A message the ESP accepts without a hold is delivered when it is accepted (no esp.delivered record).
-Held messages (and the hooks told of a delivery: the webhooks) wait on the event loop's timers, in memory: a fake ESP that stops or is killed delivers
-none of what it still holds (the ledger then has their esp.accepted and no esp.delivered), as an ESP
-that lost its queue would.
+Held messages wait on the event loop's timers, in memory, and so do the hooks told of a delivery (the
+webhooks): a fake ESP that stops or is killed delivers none of what it still holds (the ledger then has
+their esp.accepted and no esp.delivered), as an ESP that lost its queue would.
 """
 
 from __future__ import annotations
