@@ -204,7 +204,7 @@ class SmtpService:
             EspAccepted(
                 id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha, proto="smtp",
                 api=None, peer=session.ctx.peer, session=session.ctx.session, key=session.ctx.auth_user,
-                acked=acked, tls=session.tls_version,
+                acked=acked, tls=session.tls_version, held=hold is not None,
             )
         )  # fmt: skip
         self.counters.accepted += 1

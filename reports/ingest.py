@@ -76,7 +76,7 @@ _COLUMNS: dict[type[Record], tuple[str, ...]] = {
         (LoadSubmit, (LoadSubmit.id, LoadSubmit.intended, LoadSubmit.start, LoadSubmit.end, LoadSubmit.ok,
                       LoadSubmit.code, LoadSubmit.phase)),
         (LoadDropped, (LoadDropped.intended, LoadDropped.count, LoadDropped.loop_lag_ms)),
-        (EspAccepted, (EspAccepted.id, EspAccepted.acked)),
+        (EspAccepted, (EspAccepted.id, EspAccepted.acked, EspAccepted.held)),
         (EspDelivered, (EspDelivered.id,)),
         (EspReplied, (EspReplied.id, EspReplied.code)),
         (SutAccepted, (SutAccepted.id,)),

@@ -352,6 +352,7 @@ class HttpApiServer:
                     key=sub.key,
                     acked=True,
                     esp_id=esp_id,
+                    held=action.kind == QUEUE,
                 )
             )
         notify = self._notifier(api, sub, ids, esp_ids)

@@ -127,6 +127,9 @@ class EspAccepted(Record, kw_only=True):
     never saw the acceptance and will send it again, the classic duplicate maker."""
     esp_id: str | None = None
     """HTTP only: the message id the API answered with (SendGrid ``X-Message-Id``, SES ``MessageId``...)."""
+    held: bool = False
+    """Accepted into the ESP's backlog (past a quota that queues, a delivery delay): delivered when its
+    ``esp.delivered`` comes, and until then pending, not delivered."""
     tls: str | None = None
     """SMTP only: the TLS version of an encrypted session (``TLSv1.3``); null (absent) in plain text."""
 
