@@ -20,12 +20,21 @@ give the same decisions. Latency faults add up; the first fault answering anythi
 step and ends the evaluation. Stateful faults (throttle buckets, greylist triplets) keep their state
 in the engine, one dict per installed fault, which ``reset()`` wipes and ``replace`` restarts.
 
+Aim. A fault with a ``match``, a ``count`` or ``attempts`` (mailstorm.fake_esp.faults.aim) sees only the
+steps it is aimed at: the match first, then the message's attempt number (counted per fault and
+correlation id), then the probability. An action that uses up ``count`` ends the fault: it is removed
+at once, its ``Fired`` says ``ended`` (the server writes esp.fault.ended) and ``on_end`` hooks are told
+(a worker tells the control process, which drops it from the store).
+
 Time. ``after`` (s) delays activation from when the fault was added; ``ttl`` (s) removes it that long
 after it became active (an outage ends after ``duration_s``, or its ttl if shorter). Times are wall
 clock (``time.time``) so the worker processes of one ESP agree; tests pass a fake ``clock``.
 
 Across processes. The control API's engine is the store; workers mirror it with ``snapshot()`` and
-``load(snapshot)``, which keeps the state of faults that did not change.
+``load(snapshot)``, which keeps the state of faults that did not change. A worker's engine made with
+``shared`` (mailstorm.fake_esp.shared) keeps the state of limits (faults with ``shared_state``) and of
+every ``count``/``attempts`` scope in the memory all workers share, and runs those faults' steps under its
+lock: a rate, a quota, a count is the ESP's, not a worker's.
 """
 
 from __future__ import annotations
@@ -40,15 +49,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailstorm.fake_esp.faults import build
+from mailstorm.fake_esp.faults.aim import compile_match
 from mailstorm.fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
+from mailstorm.fake_esp.shared import SharedState
 from mailstorm.fake_esp.spec import fault_to_dict, parse_fault
 
 log = logging.getLogger("mailstorm.fake_esp.engine")
 
 _NEVER = float("inf")
+_USED = ("used",)  # the scope's key of a count's actions (a tuple: never a correlation id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One installed fault."""
 
@@ -59,6 +71,12 @@ class Entry:
     active_from: float
     expires_at: float
     state: dict[str, Any] = field(default_factory=dict)
+    # The aim: a predicate over the step's context (None: every step), and the scope's own counts
+    # (``used``: actions so far under ``count``; a correlation id: attempts seen under ``attempts``).
+    match: Callable[[Context], bool] | None = None
+    scope: dict[Any, Any] = field(default_factory=dict)
+    aimed: bool = False  # a match or a scope to check before the fault sees a step
+    locked: bool = False  # its state (or scope) is shared by the workers: its steps run under the lock
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -81,14 +99,23 @@ class Outage:
 class Engine:
     """Installed faults and their state; ``decide`` answers one step."""
 
-    def __init__(self, seed: int | str = 0, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        seed: int | str = 0,
+        *,
+        clock: Callable[[], float] = time.time,
+        shared: SharedState | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
+        self.shared = shared
         self._entries: dict[str, Entry] = {}
         self._by_phase: dict[str, list[Entry]] = {}
         self._next_change = _NEVER  # earliest active_from/expires_at still ahead: when to re-index
         self._ids = itertools.count(1)
         self.fired: Counter[str] = Counter()  # per fault id, cumulative over the process's life
+        # Called with (fault id, added_at) when a fault ends itself (its count used up).
+        self.on_end: list[Callable[[str, float], None]] = []
 
     # -- installing ------------------------------------------------------------------------------
     def add(self, spec: Any, *, fault_id: str | None = None, added_at: float | None = None) -> str:
@@ -140,7 +167,18 @@ class Engine:
         life = spec.ttl if spec.ttl is not None else _NEVER
         if spec.type == "outage":
             life = min(life, spec.duration_s)
-        return Entry(fid, spec, build(spec), added, active_from, active_from + life)
+        match = compile_match(spec.match) if spec.match is not None else None
+        fault = build(spec)
+        entry = Entry(fid, spec, fault, added, active_from, active_from + life, match=match)
+        entry.aimed = spec.count is not None or spec.attempts is not None
+        if self.shared is not None:
+            if getattr(fault, "shared_state", False):
+                entry.state = self.shared.view((fid, added, "state"))  # type: ignore[assignment]
+                entry.locked = True
+            if entry.aimed:
+                entry.scope = self.shared.view((fid, added, "scope"))  # type: ignore[assignment]
+                entry.locked = True
+        return entry
 
     # -- mirroring across processes ----------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:
@@ -210,24 +248,77 @@ class Engine:
         delay = 0.0
         fired: list[Fired] = []
         for e in candidates:
-            p = e.spec.probability
-            if p < 1.0 and self.rng.random() >= p:
+            if e.match is not None and not e.match(ctx):
                 continue
-            try:
-                act = e.fault.apply(ctx, e.state, self.rng, now)
-            except Exception:  # a fault never raises into a server (design: errors logged and counted)
-                log.exception("fault %s failed at %s; skipped", e.id, phase)
-                self.fired[f"{e.id}:error"] += 1
-                continue
+            if e.locked:
+                assert self.shared is not None
+                with self.shared.lock:
+                    act, ended = self._step(e, ctx, phase, now)
+            else:
+                act, ended = self._step(e, ctx, phase, now)
             if act is None:
                 continue
             self.fired[e.id] += 1
+            if ended:
+                self._end(e)
             if act.kind == DELAY:
                 delay += act.delay_s
-                fired.append(Fired(e.id, e.spec.type, DELAY, act.delay_s))
+                fired.append(Fired(e.id, e.spec.type, DELAY, act.delay_s, ended))
                 continue
-            fired.append(Fired(e.id, e.spec.type, act.kind))
-            return Action(act.kind, delay, act.reply, act.byte_delay_s, e.id, tuple(fired))
+            fired.append(Fired(e.id, e.spec.type, act.kind, ended=ended))
+            return Action(act.kind, delay, act.reply, act.byte_delay_s, e.id, tuple(fired), act.hold_s)
         if not fired:
             return PASS_ACTION
         return Action(DELAY, delay, fault=fired[-1].fault, fired=tuple(fired))
+
+    def _step(self, e: Entry, ctx: Context, phase: str, now: float) -> tuple[Action | None, int]:
+        """Fault ``e`` at this step (its match passed): its action, and its count if this used it up."""
+        if e.aimed and not self._in_scope(e, ctx):
+            return None, 0
+        p = e.spec.probability
+        if p < 1.0 and self.rng.random() >= p:
+            return None, 0
+        try:
+            act = e.fault.apply(ctx, e.state, self.rng, now)
+        except Exception:  # a fault never raises into a server (design: errors logged and counted)
+            log.exception("fault %s failed at %s; skipped", e.id, phase)
+            self.fired[f"{e.id}:error"] += 1
+            return None, 0
+        if act is None:
+            return None, 0
+        count = e.spec.count
+        return act, count if count is not None and self._count_used(e) else 0
+
+    # -- aim -------------------------------------------------------------------------------------------
+    def _in_scope(self, e: Entry, ctx: Context) -> bool:
+        spec = e.spec
+        if spec.count is not None and e.scope.get(_USED, 0) >= spec.count:
+            return False  # used up (by another step of this turn, or another worker)
+        if spec.attempts is not None:
+            if ctx.msg_id is None:
+                return False
+            attempt = e.scope.get(ctx.msg_id, 0) + 1
+            e.scope[ctx.msg_id] = attempt
+            return attempt in spec.attempts
+        return True
+
+    def _count_used(self, e: Entry) -> bool:
+        """Count one action under ``count``: True when it was the last."""
+        used = e.scope.get(_USED, 0) + 1
+        e.scope[_USED] = used
+        return used == e.spec.count
+
+    def _end(self, e: Entry) -> None:
+        """The fault used up its count: remove it now and tell the hooks (the control process)."""
+        if self._entries.get(e.id) is e:
+            del self._entries[e.id]
+            self._changed()
+        for hook in self.on_end:
+            hook(e.id, e.added_at)
+
+    def end(self, fault_id: str, added_at: float) -> bool:
+        """Remove a fault another engine saw end itself (if it is still that installation of it)."""
+        e = self._entries.get(fault_id)
+        if e is None or e.added_at != added_at:
+            return False
+        return self.remove(fault_id)

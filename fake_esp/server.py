@@ -4,8 +4,10 @@ processes == 1: the control API, the engine and the SMTP listener share one even
 importable), so a control change takes effect on the next step.
 
 processes > 1: the parent forks N workers before starting its own loop. Each worker binds the SMTP port
-with SO_REUSEPORT (the kernel spreads connections), owns its engine (seeded ``<seed>/<worker>``; so a
-throttle's rate is per worker), its counters and its ledger file ``esp-smtp-<worker>.jsonl``. The parent
+with SO_REUSEPORT (the kernel spreads connections), owns its engine (seeded ``<seed>/<worker>``), its
+counters and its ledger file ``esp-smtp-<worker>.jsonl``; the limits (throttle buckets, quotas, greylist
+triplets, count and attempts scopes, open sessions) are the ESP's: held in one ``SharedState``
+(mailstorm.fake_esp.shared) the parent makes before the fork. The parent
 serves the control API over an engine that is only the store of faults, and mirrors every change to the
 workers over a pipe (``("load", snapshot)``); counters are gathered from the workers on request. A
 worker exits when its pipe closes, so it never outlives a killed parent.
@@ -40,6 +42,7 @@ from mailstorm.fake_esp.control import make_app, start_control
 from mailstorm.fake_esp.counters import Counters, merge
 from mailstorm.fake_esp.engine import Engine
 from mailstorm.fake_esp.messages import Found, MessageStore, Query, Received
+from mailstorm.fake_esp.shared import SharedState
 from mailstorm.fake_esp.smtp import SmtpService
 from mailstorm.fake_esp.spec import EspSpec
 from mailstorm.fake_esp.tls import Contexts, TlsMaterial, contexts, make_material
@@ -242,13 +245,16 @@ def _serve_multi(spec: EspSpec, tls: TlsMaterial | None) -> int:
     mp = multiprocessing.get_context("fork")  # fork before any loop exists: nothing running is copied
     store = Engine(engine_seed(spec, 0))
     install_faults(store, spec)
+    shared = SharedState()  # before the fork: every worker maps the same memory
     conns: list[Connection] = []
     procs = []
     for i in range(spec.processes):
         ours, theirs = mp.Pipe()
         conns.append(ours)
         proc = mp.Process(
-            target=_worker_process, args=(spec, i, theirs, list(conns), tls), name=f"fake-esp-{i}"
+            target=_worker_process,
+            args=(spec, i, theirs, list(conns), tls, shared),
+            name=f"fake-esp-{i}",
         )
         proc.start()
         theirs.close()
@@ -266,7 +272,12 @@ def _serve_multi(spec: EspSpec, tls: TlsMaterial | None) -> int:
 
 
 def _worker_process(
-    spec: EspSpec, index: int, conn: Connection, inherited: list[Connection], tls: TlsMaterial | None
+    spec: EspSpec,
+    index: int,
+    conn: Connection,
+    inherited: list[Connection],
+    tls: TlsMaterial | None,
+    shared: SharedState,
 ) -> None:
     # Close the parent's ends of every pipe this fork copied, our own included: otherwise our pipe
     # never reports EOF when the parent dies.
@@ -274,7 +285,7 @@ def _worker_process(
         other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     _load, snapshot = conn.recv()  # the parent sends the faults first, before we listen
-    engine = Engine(engine_seed(spec, index))
+    engine = Engine(engine_seed(spec, index), shared=shared)
     engine.load(snapshot)
     try:
         _run(_serve_worker(spec, index, engine, conn, tls))
@@ -313,6 +324,11 @@ async def _serve_worker(
             loop.remove_reader(conn.fileno())
             stop.set()
 
+    def ended(fault_id: str, added_at: float) -> None:
+        with contextlib.suppress(OSError):  # the store drops it and tells every worker
+            conn.send(("ended", fault_id, added_at))
+
+    engine.on_end.append(ended)
     loop.add_reader(conn.fileno(), on_message)
     conn.send(("ready", index, None))
     await stop.wait()
@@ -347,6 +363,8 @@ class PipeBackend:
                     parts.append(payload)
                     if len(parts) == self.workers and not done.done():
                         done.set_result(None)
+                elif op == "ended" and self.engine.end(key, payload):
+                    self._broadcast(("load", self.engine.snapshot()))
                 elif op == "error" and not self.failed.done():
                     self.failed.set_result(UserError(payload))
         except (EOFError, OSError):

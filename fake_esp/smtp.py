@@ -40,8 +40,19 @@ from aiosmtpd.smtp import MISSING, SMTP
 from mailstorm.correlation import carried_id
 from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.counters import Counters
+from mailstorm.fake_esp.deliveries import Deliveries
 from mailstorm.fake_esp.engine import Engine, Outage
-from mailstorm.fake_esp.faults.base import DISCONNECT, HANG, PASS_ACTION, REPLY, TARPIT, Action, Context
+from mailstorm.fake_esp.faults.base import (
+    DISCONNECT,
+    HANG,
+    PASS_ACTION,
+    QUEUE,
+    REPLY,
+    TARPIT,
+    Action,
+    Context,
+    ended_record,
+)
 from mailstorm.fake_esp.faults.tls import CUT_MID_DATA, NO_STARTTLS
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import load_profile
@@ -91,6 +102,7 @@ class SmtpService:
         self.auth_required = parse_reply(replies.auth_required)
         self.tls_required = parse_reply(replies.tls_required)
         self.sessions: set[EspSMTP] = set()
+        self.deliveries = Deliveries(ledger)  # messages accepted into the backlog (a queue action)
         self.handler = Handler()
         self._session_ids = itertools.count(1)
         self._session_prefix = f"{worker}-{os.getpid()}-"
@@ -109,6 +121,20 @@ class SmtpService:
     def ready(self) -> bool:
         """Listening, or deliberately not (an outage in refuse mode)."""
         return self._server is not None or self.watch.outage is not None
+
+    def session_opened(self, session: EspSMTP) -> None:
+        self.sessions.add(session)
+        self.counters.sessions += 1
+        self.counters.open_sessions += 1
+        if self.engine.shared is not None:
+            self.engine.shared.session_opened()
+
+    def session_closed(self, session: EspSMTP) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.counters.open_sessions -= 1
+            if self.engine.shared is not None:
+                self.engine.shared.session_closed()
 
     def new_session_id(self) -> str:
         return self._session_prefix + str(next(self._session_ids))
@@ -129,6 +155,7 @@ class SmtpService:
 
     async def close(self) -> None:
         self.watch.stop()
+        self.deliveries.close()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -160,8 +187,17 @@ class SmtpService:
         return (carried or cid or mid), mid
 
     def keep(
-        self, session: EspSMTP, envelope: Any, content: bytes, cid: str | None, mid: str | None, acked: bool
+        self,
+        session: EspSMTP,
+        envelope: Any,
+        content: bytes,
+        cid: str | None,
+        mid: str | None,
+        acked: bool,
+        hold: Action | None = None,
     ):
+        """Keep an accepted message (esp.accepted) and tell the hooks (webhooks: its delivery) -- when
+        ``hold`` (a queue action) holds it in the backlog, when it leaves the backlog instead."""
         sha = hashlib.sha256(content).hexdigest()
         if self.spec.store_bodies is not None:
             Path(self.spec.store_bodies, f"{sha}.eml").write_bytes(content)
@@ -169,15 +205,28 @@ class SmtpService:
             EspAccepted(
                 id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha, proto="smtp",
                 api=None, peer=session.ctx.peer, session=session.ctx.session, key=session.ctx.auth_user,
-                acked=acked, tls=session.tls_version,
+                acked=acked, tls=session.tls_version, held=hold is not None,
             )
         )  # fmt: skip
         self.counters.accepted += 1
-        if self.accepted_hooks:
-            kept = {"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos}
-            kept |= {"proto": "smtp", "size": len(content), "sha": sha, "content": content}
+        kept = {"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos}
+        kept |= {"proto": "smtp", "size": len(content), "sha": sha, "content": content}
+
+        def delivered() -> None:
             for hook in self.accepted_hooks:
                 hook(kept)
+
+        if hold is None:
+            delivered()
+        else:
+            self.deliveries.hold(
+                [(cid, None)],
+                proto="smtp",
+                api=None,
+                fault=hold.fault or "",
+                hold_s=hold.hold_s,
+                then=delivered,
+            )
 
 
 class EspSMTP(SecureSession, SMTP):
@@ -212,18 +261,14 @@ class EspSMTP(SecureSession, SMTP):
             self._opened = True
             peer = transport.get_extra_info("peername")
             self.ctx.peer = peer[0] if peer else ""
-            self.svc.sessions.add(self)
-            self.svc.counters.sessions += 1
-            self.svc.counters.open_sessions += 1
+            self.svc.session_opened(self)
             if self.svc.implicit and self._begin_implicit(transport):  # type: ignore[arg-type]
                 return  # the session starts when the handshake completes
         super().connection_made(transport)
         self._after_connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self in self.svc.sessions:
-            self.svc.sessions.discard(self)
-            self.svc.counters.open_sessions -= 1
+        self.svc.session_closed(self)
         if self.session is None:
             return  # ended before aiosmtpd started it (implicit TLS cut at the handshake)
         super().connection_lost(error)
@@ -256,7 +301,8 @@ class EspSMTP(SecureSession, SMTP):
     # -- asking the engine and acting on it ---------------------------------------------------------
     def decide(self, phase: str) -> Action:
         self.ctx.phase = phase  # also where an outage finds the session when it cuts it
-        self.ctx.open_sessions = self.svc.counters.open_sessions
+        shared = self.svc.engine.shared  # with N workers, the ESP's open sessions, not this worker's
+        self.ctx.open_sessions = self.svc.counters.open_sessions if shared is None else shared.open_sessions
         return self.svc.engine.decide(phase, self.ctx)
 
     def _record_cut(self, phase: str, fault: str | None, msg_id: str | None) -> None:
@@ -282,6 +328,8 @@ class EspSMTP(SecureSession, SMTP):
                     session=ctx.session,
                 )
             )  # fmt: skip
+            if f.ended:
+                ledger.write(ended_record(f, phase, ctx.session))
         if act.delay_s > 0:
             await asyncio.sleep(act.delay_s)
         if act.kind == REPLY or (act.kind == TARPIT and act.reply is not None):
@@ -418,6 +466,8 @@ class Handler:
     async def handle_MAIL(self, server: EspSMTP, session, envelope, address: str, options: list[str]):
         ctx = server.ctx
         ctx.mail_from, ctx.rcpt, ctx.rcpts = address, None, 0
+        ctx.recipients = envelope.rcpt_tos
+        ctx.new_message(None, None)
         act = server.decide("mail")
         if act is not PASS_ACTION:
             reply = await server.enact(act, "mail")
@@ -435,7 +485,7 @@ class Handler:
                 )
             )  # fmt: skip
             return str(TOO_MANY_RECIPIENTS)
-        ctx.rcpt, ctx.rcpts = address, len(envelope.rcpt_tos) + 1
+        ctx.rcpt, ctx.rcpts, ctx.recipients = address, len(envelope.rcpt_tos) + 1, envelope.rcpt_tos
         act = server.decide("rcpt")
         if act is not PASS_ACTION:
             reply = await server.enact(act, "rcpt")
@@ -447,7 +497,10 @@ class Handler:
         svc, ctx = server.svc, server.ctx
         content: bytes = envelope.original_content
         cid, mid = svc.ids(content, envelope.rcpt_tos)
+        ctx.recipients = envelope.rcpt_tos
+        ctx.new_message(content, cid)
         act = server.decide("eod")
+        ctx.new_message(None, cid)
         ctx.messages += 1
         if act is PASS_ACTION:
             svc.keep(server, envelope, content, cid, mid, acked=True)
@@ -462,5 +515,6 @@ class Handler:
         reply = await server.enact(act, "eod", msg_id=cid, before_cut=keep_unacked if keeps else None)
         if reply is not None:
             return str(reply)
-        svc.keep(server, envelope, content, cid, mid, acked=True)
+        # Accepted; with a queue action into the backlog, delivered later.
+        svc.keep(server, envelope, content, cid, mid, acked=True, hold=act if act.kind == QUEUE else None)
         return _QUEUED

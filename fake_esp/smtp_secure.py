@@ -313,9 +313,7 @@ class SecureSession:
 
     def _session_gone(self) -> None:
         """Bookkeeping of a session that ended before aiosmtpd ever started it (implicit TLS)."""
-        if self in self.svc.sessions:
-            self.svc.sessions.discard(self)
-            self.svc.counters.open_sessions -= 1
+        self.svc.session_closed(self)
 
 
 class _NoHandshake(asyncio.Protocol):

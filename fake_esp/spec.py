@@ -33,6 +33,7 @@ from mailstorm.correlation import Correlation
 from mailstorm.errors import ConfigError
 from mailstorm.fake_esp.auth import Credential
 from mailstorm.fake_esp.faults import outage as _outage
+from mailstorm.fake_esp.faults.aim import AIM_ERROR, Match
 from mailstorm.fake_esp.faults.base import FAULTS
 from mailstorm.fake_esp.messages import KEEP_DEFAULT
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
@@ -157,6 +158,12 @@ def describe(exc: ValidationError, prefix: str = "") -> str:
     if prefix:
         where = f"{prefix}.{where}" if where else prefix
     msg = err["msg"].removeprefix("Value error, ")
+    aim = AIM_ERROR.match(msg) if err["type"] == "value_error" else None
+    if aim is not None:  # a check across fields (the aim against the phases) names its own field
+        where = f"{where}.{aim.group(1)}" if where else aim.group(1)
+        msg = msg[aim.end() :]
+    if err["type"] == "extra_forbidden" and len(err["loc"]) >= 2 and err["loc"][-2] == "match":
+        msg = f"unknown match key; known: {', '.join(Match.model_fields)}"
     if err["type"] == "union_tag_invalid":
         msg = f"unknown fault type {err['input'].get('type')!r}; known: {', '.join(FAULT_TYPES)}"
         where = f"{prefix}.type" if prefix else "type"

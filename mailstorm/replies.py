@@ -76,6 +76,9 @@ INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 4.5.3.1.10
 # Amazon SES answers throttling with 454 after DATA (454 is formally AUTH/STARTTLS, RFC 4954/3207).
 SES_THROTTLED = Reply(454, "4.7.0", "Throttling failure: Maximum sending rate exceeded")
+# SES past its 24-hour sending quota, word for word as SES documents it (no enhanced status code):
+# docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html; the quota fault's default reply.
+SES_DAILY_QUOTA = Reply(454, "", "Throttling failure: Daily message quota exceeded")
 RATE_LIMITED = Reply(421, "4.7.28", "Rate limit exceeded, try again later")
 QUEUE_FULL = Reply(452, "4.3.1", "Queue full, try again later")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207 4

@@ -172,8 +172,8 @@ def _step(
     throughput = float(series.delivered[lo:hi].sum()) / secs
     t0 = series.t0_ns
     mine = (msgs.intended >= t0 + lo * _NS) & (msgs.intended < t0 + hi * _NS)
-    got = mine & (msgs.first_esp != NEVER)
-    e2e_ms = (msgs.first_esp[got] - msgs.intended[got]) / 1e6
+    got = mine & (msgs.esp_delivered != NEVER)
+    e2e_ms = (msgs.esp_delivered[got] - msgs.intended[got]) / 1e6
     submitted = int(mine.sum())
     o = msgs.outcome  # comparisons, not np.isin: isin hashes a million values per call
     bad = mine & (o != DELIVERED) & (o != DUPLICATED)

@@ -21,11 +21,14 @@ live view tails them as they grow) does not matter. Each message gets exactly on
 that holds (``decide``):
 
 - ``duplicated``: ESP_AGAIN: the ESP accepted it two or more times;
-- ``delivered``: ESP_ONCE: exactly once. A submission that timed out after DATA (``ok=false``) whose
-  message reached the ESP is delivered: the ESP's record is the truth, the sender's only what it saw;
+- ``delivered``: ESP_ONCE: exactly once (and, when the ESP took it into its backlog, ESP_HELD, out of
+  it: ESP_OUT, its esp.delivered; until then it is ``pending`` at the ESP). A submission that timed out
+  after DATA (``ok=false``) whose message reached the ESP is delivered: the ESP's record is the truth,
+  the sender's only what it saw;
 - ``bounced``: never accepted by the ESP, and REFUSED;
-- ``pending``: TOOK, and still held by the SUT: HELD, or DEFERRED and not RELAYED. It is in a queue at
-  the deadline, not lost;
+- ``pending``: accepted once by the ESP into its backlog and not out of it yet (ESP_HELD, no ESP_OUT);
+  or TOOK, and still held by the SUT: HELD, or DEFERRED and not RELAYED. It is in a queue at the
+  deadline, not lost;
 - ``lost``: TOOK, and not known to be held;
 - ``rejected``: none of the above: every submission attempt failed and nothing downstream ever saw it
   (the sender knows; it is the sender's to retry). One the generator abandoned when it was stopped
@@ -66,16 +69,18 @@ DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED, UNCORRELATED = range(le
 NEVER = 2**63 - 1  # int64 max: "no such time"
 
 # The facts, one bit each: a message's state is the OR of the facts its records set.
-SUBMITTED, TOOK, ESP_ONCE, ESP_AGAIN, REFUSED, DEFERRED, RELAYED, HELD, STOPPED = (1 << i for i in range(9))
-STATES = 1 << 9
+SUBMITTED, TOOK, ESP_ONCE, ESP_AGAIN, REFUSED, DEFERRED, RELAYED, HELD, STOPPED, ESP_HELD, ESP_OUT = (
+    1 << i for i in range(11)
+)
+STATES = 1 << 11
 
 
 def decide(state: int) -> int:
     """The outcome of a message whose records set the facts in ``state``: the first rule that holds."""
     if state & ESP_AGAIN:
         return DUPLICATED
-    if state & ESP_ONCE:
-        return DELIVERED
+    if state & ESP_ONCE:  # held in the ESP's backlog and not out of it yet: pending at the ESP
+        return PENDING if state & ESP_HELD and not state & ESP_OUT else DELIVERED
     if state & REFUSED:
         return BOUNCED
     if state & TOOK:
@@ -105,7 +110,9 @@ def record_facts(rec: Record | Mapping[str, Any]) -> int:
     if kind == Kind.LOAD_SUBMIT:
         return SUBMITTED | (TOOK if get("ok") else 0) | (STOPPED if get("phase") == "stop" else 0)
     if kind == Kind.ESP_ACCEPTED:
-        return ESP_ONCE
+        return ESP_ONCE | (ESP_HELD if get("held") else 0)
+    if kind == Kind.ESP_DELIVERED:
+        return ESP_OUT
     if kind == Kind.SUT_ACCEPTED:
         return TOOK
     if kind == Kind.ESP_REPLIED:
@@ -144,7 +151,7 @@ class Fates:
         if not facts:
             return
         if not isinstance(mid, str):
-            self.esp_unmatched += facts == ESP_ONCE
+            self.esp_unmatched += bool(facts & ESP_ONCE)
             return
         if facts & SUBMITTED:
             self.attempts += 1
@@ -203,6 +210,10 @@ class Messages:
     intended: np.ndarray  # ns
     sut_in: np.ndarray  # ns when the SUT took it (NEVER if it never did)
     first_esp: np.ndarray  # ns of the first ESP acceptance (NEVER if none)
+    # ns the ESP delivered it: its first esp.delivered (a message it held in its backlog), else its
+    # first acceptance (an ESP that holds nothing delivers what it accepts); NEVER if none, or if it is
+    # still in the ESP's backlog
+    esp_delivered: np.ndarray
     left_at: np.ndarray  # ns when it left the SUT for good: first acceptance or bounce (NEVER if not)
     submit_ok_end: np.ndarray  # ns of the first successful submission's end (NEVER if none)
     first_start: np.ndarray  # ns when the generator actually began the first attempt
@@ -221,10 +232,11 @@ class Messages:
         return out
 
     def e2e_ms(self) -> np.ndarray:
-        """End-to-end latency of every message that reached the ESP: first acceptance - intended send
-        time (from the intended time: a busy generator's lateness counts against the pipeline)."""
-        got = self.first_esp != NEVER
-        return (self.first_esp[got] - self.intended[got]) / 1e6
+        """End-to-end latency of every message that reached the ESP: the ESP's delivery (its first
+        acceptance, or its esp.delivered when the ESP held it) - intended send time (from the intended
+        time: a busy generator's lateness counts against the pipeline)."""
+        got = self.esp_delivered != NEVER
+        return (self.esp_delivered[got] - self.intended[got]) / 1e6
 
     def submit_ms(self) -> np.ndarray:
         """Submission latency: end of the first successful attempt - intended send time."""
@@ -283,6 +295,12 @@ def classify(cols: Columns) -> Messages:
     esp_count = np.bincount(em[ek], minlength=n)
     first_esp = np.full(n, NEVER, dtype=np.int64)
     np.minimum.at(first_esp, em[ek], esp["t"][ek])
+    held_until = np.full(n, NEVER, dtype=np.int64)
+    dm, dk = per_message(Kind.ESP_DELIVERED)
+    np.minimum.at(held_until, dm[dk], cols.table(Kind.ESP_DELIVERED)["t"][dk])
+    held_at_esp = flag(Kind.ESP_ACCEPTED, esp["held"])
+    # Delivered when it left the ESP's backlog; one still in it is not delivered (yet).
+    esp_delivered = np.where(held_until != NEVER, held_until, np.where(held_at_esp, NEVER, first_esp))
 
     rep = cols.table(Kind.ESP_REPLIED)
     rm, rk = per_message(Kind.ESP_REPLIED)
@@ -299,6 +317,8 @@ def classify(cols: Columns) -> Messages:
     state[sut_in != NEVER] |= TOOK
     state[esp_count >= 1] |= ESP_ONCE
     state[esp_count >= 2] |= ESP_AGAIN
+    state[held_at_esp] |= ESP_HELD
+    state[held_until != NEVER] |= ESP_OUT
     state[bounce_at != NEVER] |= REFUSED
     state[flag(Kind.SUT_DEFERRED)] |= DEFERRED
     state[flag(Kind.SUT_RELAYED, code_in(Kind.SUT_RELAYED, 200))] |= RELAYED
@@ -317,6 +337,7 @@ def classify(cols: Columns) -> Messages:
         intended=intended,
         sut_in=sut_in,
         first_esp=first_esp,
+        esp_delivered=esp_delivered,
         left_at=left_at,
         submit_ok_end=submit_ok_end,
         first_start=first_start,

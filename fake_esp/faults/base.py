@@ -19,6 +19,10 @@ Common spec fields (flat, as Toxiproxy toxics are):
     probability  0..1, default 1, drawn by the engine from a seeded RNG
     ttl          s: the fault removes itself this long after it became active
     after        s: active only this long after it was added
+    match        what a step must show for the fault to see it (rcpt, rcpt_domain, mail_from, header,
+                 api_key, auth_user, client_ip: mailstorm.fake_esp.faults.aim)
+    count        the fault acts on the next N matching steps, then ends itself
+    attempts     the fault acts only on these attempts of a message (by correlation id: [1] = first try)
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from mailstorm.fake_esp.faults.aim import Match, check_aim
+from mailstorm.ledger import EspFaultEnded
 from mailstorm.registry import Registry, literal_of, modules
 from mailstorm.replies import Reply, parse_reply
 
@@ -36,6 +42,12 @@ from mailstorm.replies import Reply, parse_reply
 # auth: the AUTH command, before the credentials are checked (a reply fault there gives 535 or 454).
 Phase = Literal["connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod", "http"]
 SMTP_PHASES: tuple[str, ...] = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "eod")
+
+
+def check_holds(spec: FaultSpecBase) -> None:
+    """A fault that queues holds a message the ESP accepted: only after the data (eod) or an API call."""
+    if not spec.phases <= {"eod", "http"}:
+        raise ValueError("phase: a message is accepted into the backlog at phase eod or http only")
 
 
 def check_reply(value: str) -> str:
@@ -57,6 +69,9 @@ class FaultSpecBase(BaseModel):
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
     ttl: float | None = Field(default=None, gt=0)
     after: float | None = Field(default=None, ge=0)
+    match: Match | None = None
+    count: int | None = Field(default=None, ge=1)
+    attempts: tuple[PositiveInt, ...] | None = Field(default=None, min_length=1)
 
     @field_validator("phase", mode="after")
     @classmethod
@@ -64,6 +79,11 @@ class FaultSpecBase(BaseModel):
         if isinstance(v, tuple) and not v:
             raise ValueError("give at least one phase")
         return v
+
+    @model_validator(mode="after")
+    def _aim_visible(self) -> FaultSpecBase:
+        check_aim(self)
+        return self
 
     @property
     def phases(self) -> frozenset[str]:
@@ -92,6 +112,7 @@ REPLY = "reply"
 DISCONNECT = "disconnect"
 TARPIT = "tarpit"
 HANG = "hang"
+QUEUE = "queue"
 
 
 @dataclass(slots=True)
@@ -113,7 +134,24 @@ class Context:
     auth_user: str | None = None
     api_key: str | None = None
     open_sessions: int = 0
+    # What aimed faults (mailstorm.fake_esp.faults.aim) look at: every recipient of the message so far,
+    # the message as received (SMTP eod) and its correlation id (eod, http).
+    recipients: list[str] = field(default_factory=list)
+    message: bytes | None = None
+    msg_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    _head: bytes | None = None  # the header block of ``message``, cut once per message
+
+    @property
+    def head(self) -> bytes | None:
+        """The header block of ``message`` (None before eod)."""
+        if self._head is None and self.message is not None:
+            end = self.message.find(b"\r\n\r\n")
+            self._head = self.message if end < 0 else self.message[: end + 2]
+        return self._head
+
+    def new_message(self, message: bytes | None, msg_id: str | None) -> None:
+        self.message, self.msg_id, self._head = message, msg_id, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +162,8 @@ class Fired:
     ftype: str
     action: str
     delay_s: float = 0.0
+    # This action used up the fault's ``count`` (its value; 0: not): it ended itself (esp.fault.ended).
+    ended: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +174,9 @@ class Action:
     pass (carry on as normal), delay (same as pass, after the wait), reply (answer ``reply`` instead of
     the normal answer; a 421 also closes the connection), disconnect (close without a word), tarpit
     (write the answer, ``reply`` or the normal one, one byte every ``byte_delay_s``), hang (never
-    answer). ``fault`` names the fault that chose ``kind``; ``fired`` lists every fault that acted.
+    answer), queue (accept as normal, and deliver ``hold_s`` later: an esp.delivered record then; the
+    HTTP APIs that say so answer "queued"). ``fault`` names the fault that chose ``kind``; ``fired``
+    lists every fault that acted.
     """
 
     kind: str = PASS
@@ -143,6 +185,7 @@ class Action:
     byte_delay_s: float = 0.0
     fault: str | None = None
     fired: tuple[Fired, ...] = ()
+    hold_s: float = 0.0
 
     @property
     def closes(self) -> bool:
@@ -151,6 +194,13 @@ class Action:
 
 
 PASS_ACTION = Action()
+
+
+def ended_record(fired: Fired, phase: str, session: str | None) -> EspFaultEnded:
+    """The ledger record of a fault whose action ``fired`` used up its ``count``."""
+    return EspFaultEnded(
+        fault=fired.fault, ftype=fired.ftype, reason="count", acted=fired.ended, phase=phase, session=session
+    )
 
 
 class Fault(Protocol):
@@ -170,6 +220,10 @@ class FaultBase:
 
     spec_model: ClassVar[type[FaultSpecBase]]
     limits_rate: ClassVar[bool] = False
+    # ``shared_state``: the fault's state is a limit of the ESP, so with N worker processes it is held in
+    # shared memory by all of them together (mailstorm.fake_esp.shared), each step under its lock. The
+    # state then holds numbers or pairs of numbers under hashable keys (``get``, ``[key] = value``).
+    shared_state: ClassVar[bool] = False
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec

@@ -24,6 +24,7 @@ class GreylistFault(WithReply):
 @register
 class Greylist(FaultBase):
     spec_model = GreylistFault
+    shared_state = True
 
     def __init__(self, spec: GreylistFault) -> None:
         super().__init__(spec)

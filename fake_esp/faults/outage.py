@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mailstorm.fake_esp.faults.base import (
     DISCONNECT,
@@ -40,6 +40,13 @@ class OutageFault(FaultSpecBase):
     on: tuple[Surface, ...] = Field(default=OUTAGE_SURFACES, min_length=1)  # type: ignore[assignment]
     duration_s: float = Field(gt=0)
     mode: Literal["refuse", "hang"] = "refuse"
+
+    @field_validator("match", "count", "attempts")
+    @classmethod
+    def _not_aimed(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError("an outage takes the whole ESP down: it cannot be aimed or counted")
+        return v
 
     @property
     def phases(self) -> frozenset[str]:

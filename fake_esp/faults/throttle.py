@@ -36,6 +36,7 @@ def throttle_key(kind: str, ctx: Context) -> str:
 @register
 class Throttle(FaultBase):
     spec_model = ThrottleFault
+    shared_state = True
     spec: ThrottleFault
     limits_rate = True
 

@@ -43,6 +43,12 @@ class ApiMessage:
     sha: str
 
 
+# Submission.extra key set by the server when the ESP accepts the request into its backlog (a queue
+# action): the type of the fault that held it ("quota", "backlog"). An API whose answer says "queued"
+# (Mandrill) reads it in ``accepted``; the others answer their normal success.
+QUEUED = "mailstorm.queued"
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     key: str | None  # the API key (or AWS access key id) the request was made with

@@ -50,9 +50,21 @@ from aiohttp import web
 
 from mailstorm.correlation import Correlation, carried_id
 from mailstorm.fake_esp.auth import Credentials
+from mailstorm.fake_esp.deliveries import Deliveries
 from mailstorm.fake_esp.engine import Engine, Outage
-from mailstorm.fake_esp.faults.base import DISCONNECT, FAULTS, HANG, REPLY, TARPIT, Action, Context
-from mailstorm.fake_esp.http.api import ESP_APIS, BadRequest, EspApi, RateInfo, Submission
+from mailstorm.fake_esp.faults.base import (
+    DISCONNECT,
+    FAULTS,
+    HANG,
+    QUEUE,
+    REPLY,
+    TARPIT,
+    Action,
+    Context,
+    ended_record,
+)
+from mailstorm.fake_esp.faults.quota import QuotaFault, window_of
+from mailstorm.fake_esp.http.api import ESP_APIS, QUEUED, BadRequest, EspApi, RateInfo, Submission
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
 from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
@@ -103,6 +115,7 @@ class HttpApiServer:
         self.apis: dict[str, EspApi] = {
             name: ESP_APIS[name](correlation_header) for name in (apis or ESP_APIS)
         }
+        self.deliveries = Deliveries(ledger)  # messages accepted into the backlog (a queue action)
         self._seq = itertools.count(1)
         self._prefix = f"h{os.getpid()}-"
         self._open = 0
@@ -152,6 +165,7 @@ class HttpApiServer:
 
     async def stop(self) -> None:
         self.watch.stop()
+        self.deliveries.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -217,6 +231,9 @@ class HttpApiServer:
             mail_from=sub.messages[0].sender if sub.messages else None,
             rcpts=sum(len(m.rcpts) for m in sub.messages),
             api_key=sub.key,
+            auth_user=sub.key,  # an API key's name is the ESP's user (the ledger's key)
+            recipients=[r for m in sub.messages for r in m.rcpts],
+            msg_id=corr,
             open_sessions=self._open,
             extra={"api": api.name, "path": request.path},
         )
@@ -234,6 +251,8 @@ class HttpApiServer:
                     api=api.name,
                 )
             )
+            if f.ended:
+                self.ledger.write(ended_record(f, "http", session))
         if action.delay_s > 0:
             await asyncio.sleep(action.delay_s)
             if self._refusing():  # the ESP went down while the request waited: it is gone with it
@@ -258,7 +277,9 @@ class HttpApiServer:
         too_big = self._oversize(api, sub)
         if too_big is not None:
             return self._refuse(api, session, peer, too_big, "message too large", None, corr)
-        resp = self._accept(api, request, sub, ids, session, peer)
+        if action.kind == QUEUE:  # into the backlog: the API says so ("queued") where it has the word
+            sub = replace(sub, extra={**sub.extra, QUEUED: action.fired[-1].ftype})
+        resp = self._accept(api, request, sub, ids, session, peer, action)
         if action.kind == TARPIT:
             if action.reply is not None:
                 resp = self._fault_answer(api, action)
@@ -277,11 +298,18 @@ class HttpApiServer:
 
     def _rate_info(self, fault_id: str | None) -> RateInfo:
         spec = (self.engine.get(fault_id) or {}).get("spec", {}) if fault_id else {}
+        floor = (self.profile.http.retry_after_s if self.profile else 1) or 1
+        now = time.time()
+        if spec.get("type") == "quota":  # a fixed window: its limit, and it resets when the next begins
+            window_s = QuotaFault.model_validate(spec).window_s
+            reset = (window_of(now, window_s) + 1) * window_s
+            wait = max(1, math.ceil(reset - now))
+            return RateInfo(limit=spec["limit"], remaining=0, reset=math.ceil(reset), retry_after_s=wait)
         rate = float(spec.get("rate") or 1.0)
         burst = int(spec.get("burst") or max(1, round(rate)))
         wait = max(1, math.ceil(1.0 / rate))
         floor = (self.profile.http.retry_after_s if self.profile else 1) or 1
-        reset = int(time.time()) + wait
+        reset = int(now) + wait
         return RateInfo(
             limit=burst, remaining=0, reset=reset, retry_after_s=max(wait, floor), window_s=burst / rate
         )
@@ -309,6 +337,7 @@ class HttpApiServer:
         ids: list[str | None],
         session: str,
         peer: str,
+        action: Action,
     ):
         esp_ids = [api.new_message_id() for _ in sub.messages]
         for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
@@ -327,17 +356,38 @@ class HttpApiServer:
                     key=sub.key,
                     acked=True,
                     esp_id=esp_id,
+                    held=action.kind == QUEUE,
                 )
             )
-            if self.on_accepted is not None:
-                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id, "proto": "http"}
-                kept |= {"sender": m.sender, "to": list(m.rcpts), "size": m.size, "sha": m.sha}
-                self.on_accepted(kept)
+        notify = self._notifier(api, sub, ids, esp_ids)
+        if action.kind == QUEUE:  # held in the backlog: the hooks (webhooks) hear of it when it leaves
+            held = list(zip(ids, esp_ids, strict=True))
+            fault = action.fault or ""
+            self.deliveries.hold(
+                held, proto="http", api=api.name, fault=fault, hold_s=action.hold_s, then=notify
+            )
+        else:
+            notify()
         resp = api.accepted(request, sub, esp_ids)
         if self.counters is not None:
             self.counters.accepted += len(esp_ids)
             self.counters.replies[f"http-{resp.status}"] += 1  # apart from SMTP codes
         return resp
+
+    def _notifier(
+        self, api: EspApi, sub: Submission, ids: list[str | None], esp_ids: list[str]
+    ) -> Callable[[], None]:
+        """Tells ``on_accepted`` (the webhook poster) of each message of ``sub``, when called."""
+
+        def notify() -> None:
+            if self.on_accepted is None:
+                return
+            for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
+                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id, "proto": "http"}
+                kept |= {"sender": m.sender, "to": list(m.rcpts), "size": m.size, "sha": m.sha}
+                self.on_accepted(kept)
+
+        return notify
 
     def _refuse(
         self,

@@ -57,12 +57,25 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Window(_Frozen):
+    """One published fixed window: at most ``limit`` messages per ``window`` (second, minute, hour, day)."""
+
+    limit: int = Field(ge=1)
+    window: Literal["second", "minute", "hour", "day"]
+
+
 class Limits(_Frozen):
     """What the ESP allows; None = no published limit (the fake then enforces none)."""
 
     rate: float | None = Field(None, gt=0, description="messages per second (token bucket refill)")
     burst: int | None = Field(None, ge=1, description="token bucket depth; default: 0.1 s worth")
-    daily_quota: int | None = Field(None, ge=1)
+    daily_quota: int | None = Field(None, ge=1, description="messages per UTC day (a quota fault)")
+    windows: list[Window] = Field(
+        default_factory=list, description="published fixed windows (burst + steady pairs): quota faults"
+    )
+    over_quota: Literal["refuse", "queue"] = Field(
+        "refuse", description="past a quota: refuse (SES), or accept and deliver later (Mandrill's backlog)"
+    )
     max_connections: int | None = Field(None, ge=1, description="concurrent SMTP connections")
     messages_per_connection: int | None = Field(None, ge=1)
     max_message_size: int | None = Field(None, ge=1, description="bytes")
@@ -81,10 +94,13 @@ class SmtpReplies(_Frozen):
     too_many_connections: str
     too_many_messages: str
     too_many_recipients: str
+    quota: str | None = None  # past a quota window (SES: SES_DAILY_QUOTA); default: the throttle reply
 
     @field_validator("*")
     @classmethod
-    def _is_reply(cls, v: str) -> str:
+    def _is_reply(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         # A name of a mailstorm.replies constant (the one place reply strings are spelled), or a literal.
         const = getattr(replies, v, None) if v.isidentifier() else None
         if isinstance(const, replies.Reply):
@@ -157,10 +173,25 @@ class Profile(_Frozen):
             raise ValueError(f"no ESP home {v!r} with an api.py in {ESPS}")
         return v
 
+    def _quota_faults(self) -> list[dict[str, Any]]:
+        smtp = self.smtp.quota or self.smtp.throttle
+        # The API's 429 says which limit it is: the quota's own words when the ESP has some.
+        words = parse_reply(self.smtp.quota).text if self.smtp.quota else self.http.throttle.message
+        http = f"{self.http.throttle.status} {words}"
+        over = self.limits.over_quota
+        out: list[dict[str, Any]] = []
+        if self.limits.daily_quota is not None:
+            out += _quota_pair("profile.quota.day", self.limits.daily_quota, "day", over, smtp, http)
+        for w in self.limits.windows:
+            out += _quota_pair(f"profile.quota.{w.window}", w.limit, w.window, over, smtp, http)
+        return out
+
     def faults(self, *, rate: float | None = None) -> list[dict[str, Any]]:
         """The profile's limits and latency as fault specs (FaultSpec dicts), named ``profile.*``.
 
-        ``rate`` overrides the profile's messages/s (``mailstorm esp --profile ses --rate 14``).
+        ``rate`` overrides the profile's messages/s (``mailstorm esp --profile ses --rate 14``). The
+        quotas (``daily_quota``, ``windows``) go with the profile's own rate: they are the limits of one
+        account tier (SES's sandbox: 1/s and 200/day), so a ``rate`` of the user's own leaves them out.
         """
         out: list[dict[str, Any]] = []
         if self.latency.smtp is not None:
@@ -201,6 +232,8 @@ class Profile(_Frozen):
                     "reply": f"{self.http.throttle.status} {self.http.throttle.message}",
                 }
             )
+        if rate == self.limits.rate:
+            out.extend(self._quota_faults())
         if self.limits.max_connections is not None:
             out.append(
                 {
@@ -222,6 +255,17 @@ class Profile(_Frozen):
                 }
             )
         return out
+
+
+def _quota_pair(
+    name: str, limit: int, window: str, over: str, smtp_reply: str, http_reply: str
+) -> list[dict[str, Any]]:
+    """One quota over SMTP (per client IP, after the data) and over HTTP (per API key)."""
+    common = {"type": "quota", "limit": limit, "window": window, "over": over}
+    return [
+        {"name": f"{name}.smtp", **common, "phase": "eod", "key": "ip", "reply": smtp_reply},
+        {"name": f"{name}.http", **common, "phase": "http", "key": "api_key", "reply": http_reply},
+    ]
 
 
 def _lat(spec: LatencySpec) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class Kind(StrEnum):
     ESP_ACCEPTED = "esp.accepted"
     ESP_REPLIED = "esp.replied"
     ESP_FAULT = "esp.fault"
+    ESP_FAULT_ENDED = "esp.fault.ended"
+    ESP_DELIVERED = "esp.delivered"
     ESP_WEBHOOK = "esp.webhook"
     LOAD_SUBMIT = "load.submit"
     LOAD_DROPPED = "load.dropped"
@@ -127,6 +129,9 @@ class EspAccepted(Record, kw_only=True):
     never saw the acceptance and will send it again, the classic duplicate maker."""
     esp_id: str | None = None
     """HTTP only: the message id the API answered with (SendGrid ``X-Message-Id``, SES ``MessageId``...)."""
+    held: bool = False
+    """Accepted into the ESP's backlog (past a quota that queues, a delivery delay): delivered when its
+    ``esp.delivered`` comes, and until then pending, not delivered."""
     tls: str | None = None
     """SMTP only: the TLS version of an encrypted session (``TLSv1.3``); null (absent) in plain text."""
 
@@ -188,6 +193,42 @@ class EspFault(Record, kw_only=True):
     """HTTP records only: the API."""
     events: int | None = None
     """A held webhook POST: how many events it carries."""
+
+
+class EspDelivered(Record, kw_only=True):
+    """A message the ESP accepted into its backlog (past a quota it queues at, or a delivery delay)
+    leaving it, ``held_s`` after its ``esp.accepted``: the ESP's delivery time. A message without one
+    was delivered when it was accepted."""
+
+    id: str | None
+    """The correlation id."""
+    esp_id: str | None
+    """The id the API answered with (HTTP only)."""
+    proto: str
+    """``smtp`` or ``http``."""
+    api: str | None
+    """HTTP only: the API."""
+    fault: str
+    """The fault that held it (a quota with ``over: queue``, a backlog)."""
+    held_s: float
+    """How long it was held."""
+
+
+class EspFaultEnded(Record, kw_only=True):
+    """A fault that ended itself: a ``count`` scope used up (mailstorm.fake_esp.faults.aim)."""
+
+    fault: str
+    """The fault's name."""
+    ftype: str
+    """Its type."""
+    reason: str
+    """Why it ended: ``count``."""
+    acted: int
+    """How many steps it acted on (its ``count``)."""
+    phase: str
+    """The phase of its last action."""
+    session: str | None
+    """The SMTP session or HTTP request of its last action."""
 
 
 class EspWebhook(Record, kw_only=True):
@@ -548,7 +589,7 @@ class AlertResolved(_AlertNotice, kw_only=True):
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
-        EspAccepted, EspReplied, EspFault, EspWebhook,
+        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, AlertFiring, AlertResolved,

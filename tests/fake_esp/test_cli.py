@@ -27,6 +27,15 @@ def esp_cli(*args: str, module: str = "fake_esp") -> subprocess.CompletedProcess
         ("- {type: reply, phase: rcpt, reply: 'hello'}\n", "faults[0].reply"),
         ("faults: [unclosed\n", "not valid YAML"),
         ("just a string\n", "expected a list of faults"),
+        # aimed faults (mailstorm.fake_esp.faults.aim): an unknown match key, a regex that does not
+        # compile, a count of 0, an attempt that is not positive, a key the phase cannot know
+        ("- {type: disconnect, phase: rcpt, match: {rcpt_to: a@b.test}}\n", "faults[0].match.rcpt_to"),
+        ("- {type: disconnect, phase: rcpt, match: {rcpt: 're:(['}}\n", "faults[0].match.rcpt"),
+        ("- {type: disconnect, phase: eod, match: {header: {Subject: '(x'}}}\n", "faults[0].match.header"),
+        ("- {type: disconnect, phase: rcpt, count: 0}\n", "faults[0].count"),
+        ("- {type: disconnect, phase: eod, attempts: [1, 0]}\n", "faults[0].attempts[1]"),
+        ("- {type: disconnect, phase: eod, attempts: [-2]}\n", "faults[0].attempts[0]"),
+        ("- {type: disconnect, phase: mail, match: {rcpt: a@b.test}}\n", "faults[0].match.rcpt"),
     ],
 )
 def test_bad_faults_file_is_one_line(tmp_path, content, needle):

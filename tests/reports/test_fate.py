@@ -293,3 +293,29 @@ def test_the_live_form_keeps_the_runner_free_of_numpy():
     """The runner imports the fate module for its live view; numpy (the batch form's) stays out of it."""
     code = "import sys, mailstorm.harness.run; sys.exit('numpy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_e2e_latency_runs_to_the_esps_delivery_when_it_held_the_message(tmp_path):
+    """A message the ESP accepted into its backlog ends, for the latency, at its esp.delivered (2 s after
+    its intended time), not at its acceptance (10 ms); one without a hold ends at its acceptance. Both
+    are delivered once. One the ESP holds with no esp.delivered yet is pending (at the ESP), not
+    delivered, in both forms of the fate module."""
+    ledger = tmp_path / "ledger"
+    t0 = 1_700_000_000_000_000_000
+    ms = 1_000_000
+    with LedgerWriter(ledger, "load-0") as load:
+        for mid in ("held", "plain", "still-held"):
+            load.write(submit(mid, intended=t0))
+    with LedgerWriter(ledger, "esp-smtp-0") as esp:
+        loose(esp, "esp.accepted", t=t0 + 10 * ms, id="plain", acked=True)
+        for mid in ("held", "still-held"):
+            loose(esp, "esp.accepted", t=t0 + 10 * ms, id=mid, acked=True, held=True)
+        loose(esp, "esp.delivered", t=t0 + 2000 * ms, id="held", fault="q", held_s=1.99, proto="smtp")
+    msgs = classify(read_columns(ledger))
+    counts = msgs.counts()
+    assert (counts["delivered"], counts["pending"]) == (2, 1)
+    assert live_counts(ledger) == counts
+    fates = Fates()
+    fates.feed_all(LedgerReader(ledger).records())
+    assert fates.unsettled == 1  # the drain waits for the ESP's backlog too
+    assert sorted(msgs.e2e_ms().tolist()) == [10.0, 2000.0]  # the one still held: no latency yet

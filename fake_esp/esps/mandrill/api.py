@@ -9,8 +9,9 @@ queued_reason, _id}`` (the recipients share the message's ``_id`` here). Errors:
 "code", "name", "message"}``: 400 ``ValidationError`` for a missing or invalid payload and 401
 ``Invalid_Key`` (both since 2023: earlier Mandrill answered 500), 429 for a throttle. Mandrill publishes
 no rate-limit headers (over its hourly quota it backlogs: status "queued", queued_reason
-"hourly-quota"), so a 429 carries the error body and Retry-After (the fake's). The correlation id: the
-correlation header in ``message.headers``, else a ``message.metadata`` key of that name or
+"hourly-quota-exhausted": a quota fault with ``over: queue``, delivered when the next hour begins), so
+a 429 carries the error body and Retry-After (the fake's). The correlation id: the correlation header
+in ``message.headers``, else a ``message.metadata`` key of that name or
 ``mailstorm_id`` (metadata comes back in Mandrill's webhooks).
 Reference: https://mailchimp.com/developer/transactional/api/messages/send-new-message/, the release
 notes https://mailchimp.com/developer/release-notes/changing-api-server-response-for-client-errors/ and
@@ -25,6 +26,7 @@ from email.utils import getaddresses
 from aiohttp import web
 
 from mailstorm.fake_esp.http.api import (
+    QUEUED,
     ApiMessage,
     BadRequest,
     EspApi,
@@ -41,6 +43,9 @@ from mailstorm.fake_esp.http.api import (
 _DEFAULT_NAMES = {400: "ValidationError", 401: "Invalid_Key", 404: "Unknown_Message",
                   429: "Too_Many_Requests", 500: "GeneralError", 503: "ServiceUnavailable"}  # fmt: skip
 _CODES = {"ValidationError": -2, "Invalid_Key": -1}
+# queued_reason by what held the message: past the hourly quota (a quota fault with over: queue), or a
+# backlog (values of Mandrill's queued_reason, from the send API's reference).
+_QUEUED_REASONS = {"quota": "hourly-quota-exhausted", "backlog": "sending-backlogged"}
 
 
 @register
@@ -94,8 +99,11 @@ class MandrillApi(EspApi):
 
     def accepted(self, request: web.Request, sub: Submission, esp_ids: list[str]) -> web.Response:
         (m,) = sub.messages
+        held = sub.extra.get(QUEUED)  # accepted into the backlog: "queued", and why
+        status = "queued" if held else "sent"
+        why = _QUEUED_REASONS.get(held, "sending-backlogged") if held else None
         body = [
-            {"email": r, "status": "sent", "reject_reason": None, "queued_reason": None, "_id": esp_ids[0]}
+            {"email": r, "status": status, "reject_reason": None, "queued_reason": why, "_id": esp_ids[0]}
             for r in m.rcpts
         ]
         return json_response(200, body)
