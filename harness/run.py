@@ -58,6 +58,7 @@ from mailstorm.harness.esp_setup import esp_limits, esp_process, esp_security, p
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
+from mailstorm.harness.snapshots import check_snapshots
 from mailstorm.harness.targets.base import (
     TARGETS,
     Actionable,
@@ -198,6 +199,10 @@ class Run:
                             f"(it knows: {', '.join(sorted(known)) or 'none'})"
                         )
                         raise self._config_error(("chaos", i, "target"), msg)
+            # A restore of a snapshot no earlier step takes could only fail mid-run: say so now.
+            unsnapped = check_snapshots([(sc.chaos[i].at, i, a.action, a.params) for i, a in wanted])
+            if unsnapped is not None:
+                raise self._config_error(("chaos", unsnapped[0], "target"), unsnapped[1])
         self._target = target
 
     def _config_error(self, loc: tuple[str | int, ...], message: str) -> UserError:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
+from mailstorm.reports.backups import judge_restores, restores
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.effects import effects
 from mailstorm.reports.fate import NEVER, Messages, classify
@@ -158,6 +159,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         correlation=correlation if isinstance(correlation, str) else "header",
         no_effect=[r.name for r in recs if r.no_effect],
     )
+    backups = restores(cols, msgs, recs, t0)
+    results += judge_restores(slo, backups)
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())
     figures: dict[str, Any] = {
@@ -195,6 +198,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             "peak_backlog": int(series.backlog.max(initial=0)),
         },
         "faults": [r.as_dict() for r in recs],
+        "restores": [r.as_dict() for r in backups],
         "capacity": cap.as_dict() if cap else None,
         "sizing": sizing.as_dict() if sizing else None,
         "slo": [r.as_dict() for r in results],
