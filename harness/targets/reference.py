@@ -317,8 +317,7 @@ class ReferenceTarget:
             copy = where / inst.queue.name
             if not copy.is_file():
                 raise HarnessError(f"reference target: snapshot {name!r} has no copy of {inst.name}'s queue")
-            remove_queue(inst.queue)
-            shutil.copyfile(copy, inst.queue)
+            restore_queue(copy, inst.queue)
         return f"restored snapshot {name!r} to {len(chosen)} queue file(s)"
 
     def _select(self, index: Any) -> list[_Instance]:
@@ -363,6 +362,12 @@ def snapshot_queue(queue: Path, copy: Path) -> None:
                 src.close()
     finally:
         dst.close()
+
+
+def restore_queue(copy: Path, queue: Path) -> None:
+    """Put a snapshot's copy in place of a (stopped) pipeline's queue file."""
+    remove_queue(queue)
+    shutil.copyfile(copy, queue)
 
 
 def remove_queue(queue: Path) -> None:
