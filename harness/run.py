@@ -199,6 +199,12 @@ class Run:
                             f"(it knows: {', '.join(sorted(known)) or 'none'})"
                         )
                         raise self._config_error(("chaos", i, "target"), msg)
+                checker = getattr(target, "check_params", None)  # a target that can judge params early
+                if checker is not None:
+                    try:
+                        checker(action.action, action.params)
+                    except UserError as exc:
+                        raise self._config_error(("chaos", i, "target"), str(exc)) from None
             # A restore of a snapshot no earlier step takes could only fail mid-run: say so now.
             unsnapped = check_snapshots([(sc.chaos[i].at, i, a.action, a.params) for i, a in wanted])
             if unsnapped is not None:

@@ -69,6 +69,9 @@ class TargetContext:
     allow_remote: bool = False
     env: dict[str, str] = field(default_factory=dict)
     esp_security: EspSecurity = field(default_factory=EspSecurity)
+    # The ledger source (file name) the SUT writes under; None: the kind's own ("sut", "postfix"). A pool
+    # gives each member its own, so the records say which member took a message.
+    ledger_source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ class PostfixTarget:
         if not self._atexit:
             atexit.register(self.stop)  # an interrupted runner still leaves no Postfix behind
             self._atexit = True
-        self._writer = LedgerWriter(ctx.ledger_dir, "postfix")
+        self._writer = LedgerWriter(ctx.ledger_dir, ctx.ledger_source or "postfix")
         if self.spec.follow_maillog:
             self._follower = MaillogFollower(self.maillog, self._writer).start()
         self._start()

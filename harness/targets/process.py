@@ -4,9 +4,9 @@ HTTP check, and broken on the timeline: kill -9, SIGSTOP/SIGCONT (a stalled host
 The command and its environment may name run values as placeholders, substituted at start:
 ``{port}`` (the SUT's port, chosen free when the spec says 0), ``{host}``, ``{esp_host}``, ``{esp_port}``,
 ``{esp_http}``, ``{esp_ca}`` (the CA file a SUT must trust when the ESP speaks TLS; empty otherwise),
-``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and ``{python}`` (mailstorm's own
-interpreter), ``{python_prefix}`` (its installation), ``{python_env}`` (its venv, if any),
-``{mailstorm_root}`` (the directory holding
+``{ledger_dir}``, ``{ledger_source}`` (the ledger source to write under: ``sut``, or a pool member's
+own), ``{run_dir}``, ``{seed}``, and ``{python}`` (mailstorm's own interpreter), ``{python_prefix}`` (its
+installation), ``{python_env}`` (its venv, if any), ``{mailstorm_root}`` (the directory holding
 ``harness/``). So the reference pipeline, or any relay, can be started pointed at this run's fake ESP.
 Output goes to ``<run>/logs/<log_name>.log`` (appended across restarts). Signals go to the whole
 group, so a SUT that forks workers is killed/stalled whole.
@@ -44,8 +44,8 @@ from mailstorm.netguard import check_address
 from mailstorm.ports import free_port, port_open
 
 _PLACEHOLDER = re.compile(
-    r"\{(port|host|esp_host|esp_port|esp_http|esp_ca|ledger_dir|run_dir|seed|python|python_prefix|python_env"
-    r"|mailstorm_root)\}"
+    r"\{(port|host|esp_host|esp_port|esp_http|esp_ca|ledger_dir|ledger_source|run_dir|seed|python|python_prefix"
+    r"|python_env|mailstorm_root)\}"
 )
 MAILSTORM_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or install) holding harness/
 # Each action name, with the aliases the timeline's inverse actions use (pause <-> resume, sigstop...).
@@ -164,6 +164,7 @@ class ProcessTarget:
             "esp_ca": str(ctx.esp_security.ca) if ctx.esp_security.ca is not None else "",
             # Absolute: the SUT may run in another cwd (spec.cwd) or a container (bind mounts need it).
             "ledger_dir": str(Path(ctx.ledger_dir).resolve()),
+            "ledger_source": ctx.ledger_source or "sut",
             "run_dir": str(Path(ctx.run_dir).resolve()),
             "seed": str(ctx.seed),
         }

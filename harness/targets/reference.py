@@ -188,7 +188,8 @@ class ReferenceTarget:
             self._atexit = True
         endpoints = []
         for n in range(spec.instances):
-            source = "sut" if spec.instances == 1 else f"sut-{n}"
+            base = ctx.ledger_source or "sut"
+            source = base if spec.instances == 1 else f"{base}-{n}"
             port = spec.port if n == 0 and spec.port else free_port(HOST)
             inst = _Instance(
                 n,

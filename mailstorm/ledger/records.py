@@ -58,6 +58,8 @@ class Kind(StrEnum):
     CHAOS_END = "chaos.end"
     PROBE = "probe"
     ACTION = "action"
+    POOL_MEMBER = "pool.member"
+    POOL_SERVER = "pool.server"
 
 
 def _kind_of(class_name: str) -> str:
@@ -514,13 +516,40 @@ class Action(Record, kw_only=True):
     """When it was issued (ns); ``t`` is when it finished."""
 
 
+class PoolMember(Record, kw_only=True):
+    """A member of a ``pool`` target (written when the pool has started it): who it is in the ledgers."""
+
+    member: int
+    """Its index in the pool (what ``params: {member: N}`` names)."""
+    kind: str
+    """Its target kind."""
+    source: str
+    """The ledger source its SUT writes under: its ``sut.*`` records' ``src`` (or their prefix)."""
+    address: str
+    """``host:port`` the balancer sends its traffic to."""
+
+
+class PoolServer(Record, kw_only=True):
+    """The balancer's view of a pool member changed (HAProxy's stats socket, polled): written at the first
+    poll and at every change of ``status``."""
+
+    member: int
+    """The member's index."""
+    status: str
+    """HAProxy's status: ``UP``, ``DOWN``, ``MAINT``, ``UP 1/2`` (going down), ``DOWN 1/2`` (coming up)..."""
+    check: str | None = None
+    """The last health check's result (``L4OK``, ``L4CON``: connection refused, ``L7STS``...)."""
+    sessions: int = 0
+    """Connections the balancer had sent to it so far (``stot``)."""
+
+
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
         EspAccepted, EspReplied, EspFault, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
-        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
+        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, PoolMember, PoolServer,
     )
 }  # fmt: skip
 """Every kind's record class."""
