@@ -27,6 +27,7 @@ from mailstorm.reports.effects import effects
 from mailstorm.reports.fate import NEVER, Messages, classify
 from mailstorm.reports.ingest import read_columns
 from mailstorm.reports.loadcheck import LoadCheck, check_load
+from mailstorm.reports.pool import pool_figures
 from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
 from mailstorm.reports.series import Series, build_series, start_ns
 from mailstorm.reports.sizing import Sizing, size
@@ -160,6 +161,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         no_effect=[r.name for r in recs if r.no_effect],
     )
     backups = restores(cols, msgs, recs, t0)
+    pool = pool_figures(ledger, cols, msgs, t0, len(series))
     results += judge_restores(slo, backups)
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())
@@ -199,6 +201,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         },
         "faults": [r.as_dict() for r in recs],
         "restores": [r.as_dict() for r in backups],
+        "pool": pool.as_dict() if pool else None,
         "capacity": cap.as_dict() if cap else None,
         "sizing": sizing.as_dict() if sizing else None,
         "slo": [r.as_dict() for r in results],

@@ -160,7 +160,7 @@ class PoolTarget:
             servers.append((smtp[0].host, smtp[0].port))
             address = f"{smtp[0].host}:{smtp[0].port}"
             self._writer.write(
-                PoolMember(member=n, kind=self.member_kind, source=sub.ledger_source, address=address)
+                PoolMember(member=n, target=self.member_kind, source=sub.ledger_source, address=address)
             )
         spec = self.spec
         config = BalancerConfig(

@@ -521,7 +521,7 @@ class PoolMember(Record, kw_only=True):
 
     member: int
     """Its index in the pool (what ``params: {member: N}`` names)."""
-    kind: str
+    target: str
     """Its target kind."""
     source: str
     """The ledger source its SUT writes under: its ``sut.*`` records' ``src`` (or their prefix)."""
