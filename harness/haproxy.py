@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.descendants import terminate_child
 from mailstorm.ports import wait_for_port
 
 BACKEND = "members"
@@ -149,19 +150,7 @@ class Balancer:
         return self.proc.pid
 
     def terminate(self, *, graceful: bool, timeout: float = 10.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        if graceful:
-            proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        proc.kill()
-        proc.wait()
+        terminate_child(self.proc, graceful=graceful, timeout=timeout)
 
     def close(self) -> None:
         """Stop HAProxy and remove its private directory."""

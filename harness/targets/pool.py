@@ -47,7 +47,14 @@ from mailstorm.ports import free_port
 
 HOST = "127.0.0.1"
 BALANCER = "balancer"
-BALANCER_SIGNALS = {"kill", "stop", "start", "restart", "pause", "sigstop", "resume", "sigcont"}
+_SIGNALS = {
+    "kill": signal.SIGKILL,
+    "pause": signal.SIGSTOP,
+    "sigstop": signal.SIGSTOP,
+    "resume": signal.SIGCONT,
+    "sigcont": signal.SIGCONT,
+}
+BALANCER_SIGNALS = frozenset({"stop", "start", "restart", *_SIGNALS})
 HAPROXY_ACTIONS = frozenset({"disable", "enable"})
 SOURCE = "pool"
 
@@ -308,14 +315,12 @@ class PoolTarget:
 
     def _act_balancer(self, action: str) -> str:
         b = self._balancer
-        if action == "kill":
-            pid = b.signal(signal.SIGKILL, action)
-            b.proc.wait(10)
-            return f"HAProxy: SIGKILL to pid {pid}"
-        if action in ("pause", "sigstop"):
-            return f"HAProxy: SIGSTOP to pid {b.signal(signal.SIGSTOP, action)}"
-        if action in ("resume", "sigcont"):
-            return f"HAProxy: SIGCONT to pid {b.signal(signal.SIGCONT, action)}"
+        sig = _SIGNALS.get(action)
+        if sig is not None:
+            pid = b.signal(sig, action)
+            if sig == signal.SIGKILL:
+                b.proc.wait(10)
+            return f"HAProxy: {sig.name} to pid {pid}"
         if action == "stop":
             b.terminate(graceful=True)
             return "HAProxy: stopped"

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import mailstorm.harness
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.descendants import terminate_child
 from mailstorm.harness.reference.config import RELAY_AUTH_ENV
 from mailstorm.harness.reference.store import count_rows, queued_ids
 from mailstorm.harness.snapshots import (
@@ -135,19 +136,7 @@ class _Instance:
         return self.proc.pid
 
     def terminate(self, *, graceful: bool, timeout: float) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        if graceful:
-            proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        proc.kill()
-        proc.wait()
+        terminate_child(self.proc, graceful=graceful, timeout=timeout)
 
 
 @register

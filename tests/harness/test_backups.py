@@ -8,6 +8,8 @@ import json
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import yaml
@@ -29,13 +31,12 @@ from tests.harness.sut_support import ROOT, chaos_window, run_cli
 REFUSE = {"type": "reply", "phase": "eod", "reply": str(replies.TEMP_FAILURE)}
 
 
-@pytest.fixture
-def stepped(tmp_path):
+@contextmanager
+def stepped_run(tmp_path: Path, target):
+    """A fake ESP, ``target`` started relaying to it, and the run directory both write their ledgers in;
+    yields (run, esp, target, the SUT's SMTP port) and stops everything afterwards."""
     run = SteppedRun(tmp_path / "run")
     esp = EspProcess(run.ledger_dir, seed=3, log_path=tmp_path / "esp.log").start()
-    target = ReferenceTarget(
-        ReferenceTargetSpec(backoff_base_s=0.05, backoff_max_s=0.2, queue_interval_s=0.2)
-    )
     ctx = TargetContext(
         run_dir=run.run_dir, ledger_dir=run.ledger_dir, seed=5, esp_smtp=(esp.smtp_host, esp.smtp_port)
     )
@@ -46,7 +47,14 @@ def stepped(tmp_path):
         target.stop()
         esp.stop()
         run.close()
-    assert not any(target.pids)
+
+
+@pytest.fixture
+def stepped(tmp_path):
+    spec = ReferenceTargetSpec(backoff_base_s=0.05, backoff_max_s=0.2, queue_interval_s=0.2)
+    with stepped_run(tmp_path, ReferenceTarget(spec)) as parts:
+        yield parts
+    assert not any(parts[2].pids)
 
 
 def test_reference_restore_loses_exactly_what_came_after_the_snapshot(stepped):
@@ -125,19 +133,8 @@ def test_check_snapshots_follows_the_timeline_order():
 def stepped_postfix(tmp_path):
     if postfix_installed() is None or os.geteuid() != 0:
         pytest.skip("needs Postfix installed and root (set-permissions, chown)")
-    run = SteppedRun(tmp_path / "run")
-    esp = EspProcess(run.ledger_dir, seed=3, log_path=tmp_path / "esp.log").start()
-    target = PostfixTarget(PostfixSpec(queue_sample_s=0))
-    ctx = TargetContext(
-        run_dir=run.run_dir, ledger_dir=run.ledger_dir, seed=5, esp_smtp=(esp.smtp_host, esp.smtp_port)
-    )
-    try:
-        (endpoint,) = target.start(ctx)
-        yield run, esp, target, endpoint.port
-    finally:
-        target.stop()
-        esp.stop()
-        run.close()
+    with stepped_run(tmp_path, PostfixTarget(PostfixSpec(queue_sample_s=0))) as parts:
+        yield parts
 
 
 @pytest.mark.postfix
