@@ -21,12 +21,13 @@ from mailstorm.harness.reference.store import queued_ids
 from mailstorm.harness.snapshots import check_snapshots, snapshot_dir
 from mailstorm.harness.targets.base import TargetContext
 from mailstorm.harness.targets.postfix import PostfixSpec, PostfixTarget, postfix_installed
+from mailstorm.harness.targets.process import ProcessSpec, ProcessTarget
 from mailstorm.harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.spec import SloSpec
 from tests.harness.backup_support import SteppedRun
-from tests.harness.sut_support import ROOT, chaos_window, run_cli
+from tests.harness.sut_support import ROOT, Sink, chaos_window, run_cli
 
 REFUSE = {"type": "reply", "phase": "eod", "reply": str(replies.TEMP_FAILURE)}
 
@@ -213,3 +214,58 @@ def test_backup_restore_scenario_end_to_end(tmp_path):
     truth = sorted((t, i) for i, t in took.items() if snapshot < t <= crash and i not in at_esp)
     assert restore["rpo_ids"] == [i for _, i in truth]
     assert {s["name"] for s in figures["slo"]} >= {"max_rpo_messages", "max_rto_s"}
+
+
+def test_process_target_runs_the_users_backup_commands(tmp_path):
+    """A process SUT (the reference pipeline as a command) with the user's own commands: a snapshot by
+    SQLite's backup through {python}, a restore by cp, a wipe by rm; after kill, wipe, restore and start
+    its queue holds exactly what the snapshot held, and a failing command fails the action."""
+    sink = Sink().up()
+    sink.rec.reply = str(replies.TEMP_FAILURE)  # nothing leaves the queue
+    backup = "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))"
+    queue = "{run_dir}/q.sqlite"
+    spec = ProcessSpec(
+        command=[
+            "{python}", "-m", "mailstorm.harness.reference", "--listen", "{host}:{port}", "--queue", queue,
+            "--relay", "smtp://{esp_host}:{esp_port}", "--ledger", "{ledger_dir}",
+        ],
+        cwd="{mailstorm_root}",
+        snapshot_command=["{python}", "-c", backup, queue, "{snapshot_dir}/q-{name}.sqlite"],
+        restore_command=["cp", "{snapshot_dir}/q-{name}.sqlite", queue],
+        wipe_command=["rm", "-f", queue, f"{queue}-wal", f"{queue}-shm"],
+    )  # fmt: skip
+    target = ProcessTarget(spec)
+    ctx = TargetContext(
+        run_dir=tmp_path, ledger_dir=tmp_path / "ledger", seed=1, esp_smtp=(sink.host, sink.port)
+    )
+    run = SteppedRun(tmp_path / "steps")
+    try:
+        (endpoint,) = target.start(ctx)
+        assert {"snapshot", "restore", "wipe"} <= target.actions()
+        b, c = ["pb-0", "pb-1", "pb-2"], ["pc-0", "pc-1"]
+        run.submit(endpoint.port, b)
+        assert "exited 0" in target.act("snapshot", name="n1")
+        assert (tmp_path / "snapshots" / "n1" / "q-n1.sqlite").is_file()
+        run.submit(endpoint.port, c)
+        target.act("kill")
+        target.act("wipe")
+        assert not (tmp_path / "q.sqlite").exists()
+        target.act("restore", name="n1")
+        assert sorted(corr for _, corr in queued_ids(tmp_path / "q.sqlite")) == b
+        target.act("start")
+        assert target.alive()
+        with pytest.raises(UserError, match="no snapshot named 'n2'"):
+            target.act("restore", name="n2")
+    finally:
+        target.stop()
+        run.close()
+        sink.down()
+    broken = ProcessTarget(spec.model_copy(update={"snapshot_command": ("false",)}))
+    try:
+        broken.start(ctx)
+        with pytest.raises(HarnessError, match="snapshot_command exited 1"):
+            broken.act("snapshot")
+    finally:
+        broken.stop()
+    without = ProcessTarget(ProcessSpec(command=["true"]))
+    assert not {"snapshot", "restore", "wipe"} & without.actions()
