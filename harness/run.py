@@ -64,6 +64,7 @@ from mailstorm.harness.targets.base import (
     Actionable,
     Alive,
     Endpoint,
+    ParamChecked,
     QueueLister,
     QueueSampler,
     Target,
@@ -199,10 +200,9 @@ class Run:
                             f"(it knows: {', '.join(sorted(known)) or 'none'})"
                         )
                         raise self._config_error(("chaos", i, "target"), msg)
-                checker = getattr(target, "check_params", None)  # a target that can judge params early
-                if checker is not None:
+                if isinstance(target, ParamChecked):
                     try:
-                        checker(action.action, action.params)
+                        target.check_params(action.action, action.params)
                     except UserError as exc:
                         raise self._config_error(("chaos", i, "target"), str(exc)) from None
             # A restore of a snapshot no earlier step takes could only fail mid-run: say so now.
