@@ -11,9 +11,11 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
+import mailstorm.reports
 from mailstorm import replies
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.fake_esp.launch import EspProcess
@@ -30,6 +32,8 @@ from tests.harness.backup_support import SteppedRun
 from tests.harness.sut_support import ROOT, Sink, chaos_window, run_cli
 
 REFUSE = {"type": "reply", "phase": "eod", "reply": str(replies.TEMP_FAILURE)}
+
+REPORT_SCHEMA = Path(mailstorm.reports.__file__).parent / "schema" / "report.schema.json"
 
 
 @contextmanager
@@ -203,6 +207,7 @@ def test_backup_restore_scenario_end_to_end(tmp_path):
     code, run_dir, stderr = run_cli(scenario, tmp_path / "runs")
     figures = json.loads((run_dir / "report.json").read_text())
     assert code == 0, stderr
+    jsonschema.validate(figures, json.loads(REPORT_SCHEMA.read_text()))
     (restore,) = figures["restores"]
     assert restore["ok"] and restore["recovered"] and restore["rto_s"] is not None
     assert 20 <= restore["rpo_messages"] <= 60, restore
@@ -214,6 +219,7 @@ def test_backup_restore_scenario_end_to_end(tmp_path):
     truth = sorted((t, i) for i, t in took.items() if snapshot < t <= crash and i not in at_esp)
     assert restore["rpo_ids"] == [i for _, i in truth]
     assert {s["name"] for s in figures["slo"]} >= {"max_rpo_messages", "max_rto_s"}
+    assert "| Restore | Snapshot |" in (run_dir / "report.md").read_text()
 
 
 def test_process_target_runs_the_users_backup_commands(tmp_path):

@@ -5,10 +5,13 @@ checks' reach), sends it nothing more until it is back, and the report says so p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
+import mailstorm.reports
 from mailstorm.harness.haproxy import haproxy_installed
 from mailstorm.harness.targets.pool import PoolSpec, PoolTarget
 from mailstorm.ledger import Kind, LedgerReader
@@ -19,6 +22,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 INTER_MS, FALL = 200, 2
+
+REPORT_SCHEMA = Path(mailstorm.reports.__file__).parent / "schema" / "report.schema.json"
 
 
 def test_haproxy_ejects_a_sigkilled_member_end_to_end(tmp_path):
@@ -42,6 +47,7 @@ def test_haproxy_ejects_a_sigkilled_member_end_to_end(tmp_path):
     code, run_dir, stderr = run_cli(path, tmp_path / "runs")
     assert code == 0, stderr
     figures = json.loads((run_dir / "report.json").read_text())
+    jsonschema.validate(figures, json.loads(REPORT_SCHEMA.read_text()))
     pool = figures["pool"]
     (ejection,) = pool["ejections"]
     assert ejection["member"] == 1 and ejection["action"] == "kill"
@@ -67,6 +73,7 @@ def test_haproxy_ejects_a_sigkilled_member_end_to_end(tmp_path):
     shares = [m["share"] for m in pool["members"]]
     assert abs(sum(shares) - 1) < 1e-3 and shares[0] > shares[1] > 0
     assert [m["accepted"] for m in pool["members"]] == [len(other), len(took)]
+    assert "| Pool member |" in (run_dir / "report.md").read_text()
     assert processes_of(run_dir) == []
 
 
