@@ -5,6 +5,12 @@ checks' reach), sends it nothing more until it is back, and the report says so p
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import smtplib
+import tempfile
+import time
+from collections import Counter
 from pathlib import Path
 
 import jsonschema
@@ -12,8 +18,11 @@ import pytest
 import yaml
 
 import mailstorm.reports
+from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.haproxy import haproxy_installed
+from mailstorm.harness.targets.base import TargetContext
 from mailstorm.harness.targets.pool import PoolSpec, PoolTarget
+from mailstorm.harness.targets.postfix import postfix_installed
 from mailstorm.ledger import Kind, LedgerReader
 from tests.harness.sut_support import chaos_window, processes_of, run_cli
 
@@ -103,3 +112,39 @@ def test_bad_member_and_param_are_refused_before_anything_starts(tmp_path):
 def test_actions_are_the_member_kinds_and_the_balancers():
     target = PoolTarget(PoolSpec(member={"kind": "postfix"}))
     assert {"flush", "snapshot", "kill", "disable", "enable"} <= target.actions()
+
+
+@pytest.mark.postfix
+def test_a_pool_of_postfix_instances(tmp_path):
+    """Two throwaway Postfix instances behind HAProxy: round robin gives each its share (each writes its
+    own ledger source), a SIGKILLed master is taken out (a pool.server DOWN record) and its restart is
+    taken back."""
+    if postfix_installed() is None or os.geteuid() != 0:
+        pytest.skip("needs Postfix installed and root")
+    run_dir = Path(tempfile.mkdtemp(prefix="mailstorm-pool-", dir="/tmp"))  # reachable by the postfix user
+    run_dir.chmod(0o755)
+    ledger = run_dir / "ledger"
+    esp = EspProcess(ledger, log_path=tmp_path / "esp.log").start()
+    target = PoolTarget(PoolSpec(member={"kind": "postfix", "queue_sample_s": 0}))
+    ctx = TargetContext(run_dir=run_dir, ledger_dir=ledger, seed=1, esp_smtp=(esp.smtp_host, esp.smtp_port))
+    try:
+        (endpoint,) = target.start(ctx)
+        for n in range(6):  # one connection each: round robin alternates
+            with smtplib.SMTP(endpoint.host, endpoint.port, timeout=10) as smtp:
+                smtp.sendmail("a@client.test", ["r@example.test"], f"X-Mailstorm-Id: pf-{n}\r\n\r\nhi\r\n")
+        target.act("kill", member=1)
+        reader = LedgerReader(ledger)
+        deadline = time.monotonic() + 10
+        while not [
+            r for r in reader.records([Kind.POOL_SERVER]) if r["member"] == 1 and r["status"] == "DOWN"
+        ]:
+            assert time.monotonic() < deadline, "HAProxy never took the killed Postfix out"
+            time.sleep(0.05)  # polling interval of the pool's own records
+        assert "restarted" in target.act("restart", member=1)
+        target.stop()
+        took = Counter(r["src"] for r in reader.records([Kind.SUT_ACCEPTED]))
+        assert took == {"sut-m0": 3, "sut-m1": 3}
+    finally:
+        target.stop()
+        esp.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
