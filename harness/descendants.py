@@ -1,4 +1,5 @@
-"""Every process a run started, however deep: remembered while they live, ended if a part leaves any.
+"""Every process a run started, however deep: remembered while they live, ended if a part leaves any
+(and ``terminate_child``: how a part ends a child of its own).
 
 Parts start children of their own (Locust workers, Postfix's daemons, the ESP's workers); a part that dies
 or is killed can leave them behind. The runner scans its descendants as it goes (pid plus create time, so
@@ -8,9 +9,29 @@ a reused pid is never mistaken for ours) and reaps whatever is still alive when 
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
 import time
 
 import psutil
+
+
+def terminate_child(proc: subprocess.Popen | None, *, graceful: bool, timeout: float) -> None:
+    """End a child we started and reap it: SIGTERM first when ``graceful`` (SIGKILL after ``timeout``),
+    else SIGKILL; nothing when it has already exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    if graceful:
+        proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
+
 
 SCAN_INTERVAL_S = 1.0  # descendants appear at start-up and restarts; a scan a second catches them cheaply
 

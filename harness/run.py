@@ -60,11 +60,13 @@ from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
+from mailstorm.harness.snapshots import check_snapshots
 from mailstorm.harness.targets.base import (
     TARGETS,
     Actionable,
     Alive,
     Endpoint,
+    ParamChecked,
     QueueLister,
     QueueSampler,
     Target,
@@ -203,6 +205,15 @@ class Run:
                             f"(it knows: {', '.join(sorted(known)) or 'none'})"
                         )
                         raise self._config_error(("chaos", i, "target"), msg)
+                if isinstance(target, ParamChecked):
+                    try:
+                        target.check_params(action.action, action.params)
+                    except UserError as exc:
+                        raise self._config_error(("chaos", i, "target"), str(exc)) from None
+            # A restore of a snapshot no earlier step takes could only fail mid-run: say so now.
+            unsnapped = check_snapshots([(sc.chaos[i].at, i, a.action, a.params) for i, a in wanted])
+            if unsnapped is not None:
+                raise self._config_error(("chaos", unsnapped[0], "target"), unsnapped[1])
         self._target = target
         if sc.alerts is not None:  # Prometheus installed, the rules file accepted: before anything starts
             self._alerts = AlertStack(sc.alerts)

@@ -22,11 +22,13 @@ from pydantic import ValidationError
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
 from mailstorm.reports.alerts import alert_report, judge_alerts
+from mailstorm.reports.backups import judge_restores, restores
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.effects import effects
 from mailstorm.reports.fate import NEVER, Messages, classify
 from mailstorm.reports.ingest import read_columns
 from mailstorm.reports.loadcheck import LoadCheck, check_load
+from mailstorm.reports.pool import pool_figures
 from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
 from mailstorm.reports.series import Series, build_series, start_ns
 from mailstorm.reports.sizing import Sizing, size
@@ -173,6 +175,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         correlation=correlation if isinstance(correlation, str) else "header",
         no_effect=[r.name for r in recs if r.no_effect],
     )
+    backups = restores(cols, msgs, recs, t0)
+    pool = pool_figures(ledger, cols, msgs, t0, len(series))
+    results += judge_restores(slo, backups)
     match = _alert_match(run_dir)
     alerts = alert_report(cols.timeline, recs, t0, match) if match is not None else None
     results += judge_alerts(slo, alerts)
@@ -213,6 +218,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             "peak_backlog": int(series.backlog.max(initial=0)),
         },
         "faults": [r.as_dict() for r in recs],
+        "restores": [r.as_dict() for r in backups],
+        "pool": pool.as_dict() if pool else None,
         "alerts": alerts.as_dict() if alerts is not None else None,
         "capacity": cap.as_dict() if cap else None,
         "sizing": sizing.as_dict() if sizing else None,

@@ -41,6 +41,12 @@ class SloSpec(_Frozen):
     p95_e2e_ms: float | None = Field(None, gt=0, description="95th percentile intended-send -> ESP accept")
     p99_e2e_ms: float | None = Field(None, gt=0, description="99th percentile intended-send -> ESP accept")
     max_recovery_s: float | None = Field(None, ge=0, description="worst time to recover after a fault ends")
+    max_rpo_messages: int | None = Field(
+        None, ge=0, description="messages the worst restore from backup lost (accepted after its snapshot)"
+    )
+    max_rto_s: float | None = Field(
+        None, ge=0, description="worst restore start -> first recovered second (s)"
+    )
     min_throughput: float | None = Field(
         None, gt=0, description="delivered messages per second over the load phase (msg/s)"
     )

@@ -18,6 +18,8 @@ if (( want_test )); then
     need=()
     command -v postfix >/dev/null || [[ -x /usr/sbin/postfix ]] || need+=(postfix)
     command -v swaks >/dev/null || need+=(swaks)
+    # The pool target puts a real HAProxy in front of its members (tests/harness/test_pool.py).
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
     # swaks --tls needs Net::SSLeay and IO::Socket::SSL, --auth needs Authen::SASL (Debian: Recommends,
     # which --no-install-recommends leaves out).
     # Postfix's SASL client (relay_auth) needs libsasl2-modules for PLAIN and LOGIN.

@@ -31,6 +31,7 @@ __all__ = [
     "Endpoint",
     "EspSecurity",
     "Monitored",
+    "ParamChecked",
     "QueueLister",
     "QueueSampler",
     "Target",
@@ -69,6 +70,9 @@ class TargetContext:
     allow_remote: bool = False
     env: dict[str, str] = field(default_factory=dict)
     esp_security: EspSecurity = field(default_factory=EspSecurity)
+    # The ledger source (file name) the SUT writes under; None: the kind's own ("sut", "postfix"). A pool
+    # gives each member its own, so the records say which member took a message.
+    ledger_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,16 @@ class Actionable(Protocol):
     def act(self, action: str, **params: Any) -> str:
         """Carry out ``action``; return a one-line description for the timeline. Raise UserError for an
         action this target does not know."""
+        ...
+
+
+@runtime_checkable
+class ParamChecked(Protocol):
+    """An ``Actionable`` target that can judge an action's params before the run starts (the runner asks
+    for every target step of the timeline, in ``mailstorm validate`` too)."""
+
+    def check_params(self, action: str, params: dict[str, Any]) -> None:
+        """Raise UserError naming what is wrong (a pool member it does not have...)."""
         ...
 
 

@@ -9,10 +9,11 @@ is on the docker bridge, reachable only from this host and its containers. With 
 container shares the host's loopback and the ESP is used directly.
 
 Placeholders in ``command``, ``env`` and ``volumes``: ``{port}`` (the container-side SUT port),
-``{esp_host}``, ``{esp_port}``, ``{esp_http}``, ``{esp_ca}``, ``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and
-``{python}``, ``{python_prefix}``, ``{python_env}``, ``{mailstorm_root}`` (mailstorm's interpreter, its
-installation, its venv and checkout: bind-mounted into the ``mailstorm-pyhost`` image, they run
-mailstorm's own reference pipeline in a container; see docker/build_pyhost_image.py).
+``{esp_host}``, ``{esp_port}``, ``{esp_http}``, ``{esp_ca}``, ``{ledger_dir}``, ``{ledger_source}``,
+``{run_dir}``, ``{seed}``, and ``{python}``, ``{python_prefix}``, ``{python_env}``, ``{mailstorm_root}``
+(mailstorm's interpreter, its installation, its venv and checkout: bind-mounted into the
+``mailstorm-pyhost`` image, they run mailstorm's own reference pipeline in a container; see
+docker/build_pyhost_image.py).
 
 Readiness: the published port alone proves nothing (docker-proxy accepts before the SUT listens), so
 an SMTP SUT is ready when it sends its 220 greeting, an HTTP one when ``ready_url`` answers 2xx.
@@ -223,6 +224,7 @@ class DockerTarget:
             "esp_ca": str(ctx.esp_security.ca) if ctx.esp_security.ca is not None else "",  # mount it in
             # Absolute: the SUT may run in another cwd (spec.cwd) or a container (bind mounts need it).
             "ledger_dir": str(Path(ctx.ledger_dir).resolve()),
+            "ledger_source": ctx.ledger_source or "sut",
             "run_dir": str(Path(ctx.run_dir).resolve()),
             "seed": str(ctx.seed),
         }

@@ -27,7 +27,13 @@ its queue ids mapped to correlation ids through the maillog, is what the instanc
 ``follow_maillog`` the maillog becomes ``sut.accepted/relayed/deferred/bounced`` records too
 (``postfix_maillog``). Actions: ``stop`` (postfix
 stop), ``start``, ``restart``, ``kill`` (SIGKILL to the master; its children exit by themselves),
-``flush`` (``postqueue -f``: retry now, revive a destination marked dead). ``stop()`` leaves no process
+``flush`` (``postqueue -f``: retry now, revive a destination marked dead); backups
+(mailstorm.harness.snapshots): ``snapshot`` (``params: {name}``) stops a running instance, copies its
+queue directories (``cp -a``: Postfix's owners and modes kept) to ``<run>/snapshots/<name>/`` and starts
+it again; ``restore`` (on a stopped or killed instance) replaces them with the copy and renames the queue
+files after their new inodes (``postsuper -s``, as Postfix's manual says for a queue restored from
+backup: restored messages get new queue ids, which the maillog has not tied to their correlation ids;
+the ESP's records still carry them); ``wipe`` empties them. ``stop()`` leaves no process
 of *this* instance: after ``postfix stop`` it SIGKILLs whatever still runs with this instance's
 ``MAIL_CONFIG`` (Postfix sets it for the master and every daemon), never anything found by name.
 """
@@ -52,6 +58,14 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import ConfigError, HarnessError, UserError
+from mailstorm.harness.snapshots import (
+    BACKUP_ACTIONS,
+    RESTORE,
+    SNAPSHOT,
+    fresh_dir,
+    snapshot_name,
+    taken,
+)
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower, correlation_ids
 from mailstorm.harness.targets.process import wait_ready
@@ -59,7 +73,20 @@ from mailstorm.ledger import LedgerWriter, SutQueue
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port, port_open
 
-ACTIONS = frozenset({"stop", "start", "restart", "kill", "flush"})
+ACTIONS = frozenset({"stop", "start", "restart", "kill", "flush"}) | BACKUP_ACTIONS
+# The queue directories that hold messages and their logs (the rest are sockets and the pid file).
+QUEUES = (
+    "maildrop",
+    "incoming",
+    "active",
+    "deferred",
+    "hold",
+    "corrupt",
+    "defer",
+    "bounce",
+    "trace",
+    "flush",
+)
 LISTEN_HOST = "127.0.0.1"  # the instance's only listener (inet_interfaces)
 CMD_TIMEOUT_S = 60.0
 # Settings of the throwaway instance that make it one (the rest comes from the spec).
@@ -182,7 +209,7 @@ class PostfixTarget:
         if not self._atexit:
             atexit.register(self.stop)  # an interrupted runner still leaves no Postfix behind
             self._atexit = True
-        self._writer = LedgerWriter(ctx.ledger_dir, "postfix")
+        self._writer = LedgerWriter(ctx.ledger_dir, ctx.ledger_source or "postfix")
         if self.spec.follow_maillog:
             self._follower = MaillogFollower(self.maillog, self._writer).start()
         self._start()
@@ -273,8 +300,11 @@ class PostfixTarget:
     def act(self, action: str, **params: Any) -> str:
         if action not in ACTIONS:
             raise UserError(f"postfix target: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
-        if params:
-            raise UserError(f"postfix target: action {action!r} takes no params, got {sorted(params)}")
+        takes = {"name"} if action in (SNAPSHOT, RESTORE) else set()
+        if set(params) - takes:
+            raise UserError(f"postfix target: action {action!r} does not take {sorted(set(params) - takes)}")
+        if action in BACKUP_ACTIONS:
+            return self._backup(action, params)
         if action == "kill":
             pid = self.master_pid()
             if pid is None:
@@ -296,6 +326,53 @@ class PostfixTarget:
         self._halt()  # restart: a clean start also after a kill (leftover children would hold the port)
         self._start()
         return f"restarted (master {self.master_pid()})"
+
+    def _backup(self, action: str, params: dict[str, Any]) -> str:
+        assert self.root is not None, "start() first"
+        run_dir = self.root.parent
+        if action == SNAPSHOT:
+            name = snapshot_name("postfix", action, params)
+            where = fresh_dir(run_dir, name)
+            running = self.alive()
+            if running:
+                self._halt()  # a copy of a queue Postfix is writing to is no consistent state
+            try:
+                for queue in QUEUES:
+                    if (self.queue_dir / queue).is_dir():
+                        self._run(["cp", "-a", str(self.queue_dir / queue), str(where / queue)])
+            finally:
+                if running:
+                    self._start()
+            again = ", started again" if running else ""
+            return f"snapshot {name!r}: stopped, copied the queue to {where}{again}"
+        if self.alive():
+            raise HarnessError(f"postfix target: cannot {action}: Postfix is running (stop or kill it first)")
+        self._kill_leftovers()
+        where = (
+            taken(run_dir, "postfix", snapshot_name("postfix", action, params)) if action == RESTORE else None
+        )
+        for queue in QUEUES:
+            here = self.queue_dir / queue
+            if here.is_dir():  # emptied, kept: Postfix wants its directories with their owners
+                for entry in here.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+            if where is not None and (where / queue).is_dir():
+                self._run(["cp", "-a", f"{where / queue}/.", str(here)])
+        if where is None:
+            return "wiped the queue"
+        # Queue file names carry the inode number and files copied back have new ones: postsuper -s
+        # renames them. Stopped, Postfix programs open the maillog themselves, as the postfix user, who
+        # may not write it: this one logs to syslog instead (postfix start would run it and fail so).
+        postconf = [str(self._sbin / "postconf"), "-c", str(self.conf_dir), "-e"]
+        self._run([*postconf, "maillog_file ="])
+        try:
+            self._run([str(self._sbin / "postsuper"), "-c", str(self.conf_dir), "-s"])
+        finally:
+            self._run([*postconf, f"maillog_file = {self.maillog}"])
+        return f"restored snapshot {where.name!r} to the queue (postsuper -s)"
 
     # -- internals ------------------------------------------------------------------------------------
     def master_pid(self) -> int | None:

@@ -4,12 +4,18 @@ HTTP check, and broken on the timeline: kill -9, SIGSTOP/SIGCONT (a stalled host
 The command and its environment may name run values as placeholders, substituted at start:
 ``{port}`` (the SUT's port, chosen free when the spec says 0), ``{host}``, ``{esp_host}``, ``{esp_port}``,
 ``{esp_http}``, ``{esp_ca}`` (the CA file a SUT must trust when the ESP speaks TLS; empty otherwise),
-``{ledger_dir}``, ``{run_dir}``, ``{seed}``, and ``{python}`` (mailstorm's own
-interpreter), ``{python_prefix}`` (its installation), ``{python_env}`` (its venv, if any),
-``{mailstorm_root}`` (the directory holding
+``{ledger_dir}``, ``{ledger_source}`` (the ledger source to write under: ``sut``, or a pool member's
+own), ``{run_dir}``, ``{seed}``, and ``{python}`` (mailstorm's own interpreter), ``{python_prefix}`` (its
+installation), ``{python_env}`` (its venv, if any), ``{mailstorm_root}`` (the directory holding
 ``harness/``). So the reference pipeline, or any relay, can be started pointed at this run's fake ESP.
 Output goes to ``<run>/logs/<log_name>.log`` (appended across restarts). Signals go to the whole
 group, so a SUT that forks workers is killed/stalled whole.
+
+Backups (mailstorm.harness.snapshots): with ``snapshot_command`` and ``restore_command`` (and
+``wipe_command`` for ``wipe``) the target knows ``snapshot``/``restore`` (``params: {name}``) and runs
+the user's command for them, with the run placeholders and ``{name}`` (the snapshot's name) and
+``{snapshot_dir}`` (``<run>/snapshots/<name>/``: made empty for a snapshot, an existing one for a
+restore), in ``cwd`` with the SUT's environment; a non-zero exit fails the action (its output in the log).
 """
 
 from __future__ import annotations
@@ -32,17 +38,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.snapshots import RESTORE, SNAPSHOT, WIPE, fresh_dir, snapshot_name, taken
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.netguard import check_address
 from mailstorm.ports import free_port, port_open
 
 _PLACEHOLDER = re.compile(
-    r"\{(port|host|esp_host|esp_port|esp_http|esp_ca|ledger_dir|run_dir|seed|python|python_prefix|python_env"
-    r"|mailstorm_root)\}"
+    r"\{(port|host|esp_host|esp_port|esp_http|esp_ca|ledger_dir|ledger_source|run_dir|seed|python|python_prefix"
+    r"|python_env|mailstorm_root)\}"
 )
 MAILSTORM_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or install) holding harness/
 # Each action name, with the aliases the timeline's inverse actions use (pause <-> resume, sigstop...).
 ACTIONS = frozenset({"kill", "pause", "resume", "sigstop", "sigcont", "stop", "start", "restart"})
+_BACKUP_PLACEHOLDER = re.compile(r"\{(name|snapshot_dir)\}")
+BACKUP_TIMEOUT_S = 600.0  # a user's copy of a large state may take minutes; never forever
 
 
 class ProcessSpec(BaseModel):
@@ -62,11 +71,22 @@ class ProcessSpec(BaseModel):
     ready_timeout_s: float = Field(30.0, gt=0)
     stop_timeout_s: float = Field(10.0, gt=0, description="SIGTERM grace before SIGKILL")
     log_name: str = Field("sut", pattern=r"^[A-Za-z0-9_.-]+$")
+    snapshot_command: tuple[str, ...] | None = Field(
+        None, min_length=1, description="copies the SUT's state to {snapshot_dir} (action snapshot)"
+    )
+    restore_command: tuple[str, ...] | None = Field(
+        None, min_length=1, description="puts {snapshot_dir} back as the SUT's state (action restore)"
+    )
+    wipe_command: tuple[str, ...] | None = Field(
+        None, min_length=1, description="throws the SUT's state away, as a dead disk (action wipe)"
+    )
 
     @model_validator(mode="after")
     def _http_path(self) -> ProcessSpec:
         if not self.path.startswith("/"):
             raise ValueError("path must start with '/'")
+        if (self.snapshot_command is None) != (self.restore_command is None):
+            raise ValueError("snapshot_command and restore_command go together (a backup never restored)")
         return self
 
 
@@ -144,6 +164,7 @@ class ProcessTarget:
             "esp_ca": str(ctx.esp_security.ca) if ctx.esp_security.ca is not None else "",
             # Absolute: the SUT may run in another cwd (spec.cwd) or a container (bind mounts need it).
             "ledger_dir": str(Path(ctx.ledger_dir).resolve()),
+            "ledger_source": ctx.ledger_source or "sut",
             "run_dir": str(Path(ctx.run_dir).resolve()),
             "seed": str(ctx.seed),
         }
@@ -177,11 +198,16 @@ class ProcessTarget:
 
     # -- Actionable -----------------------------------------------------------------------------------
     def actions(self) -> frozenset[str]:
-        return ACTIONS
+        backups = {SNAPSHOT: self.spec.snapshot_command, RESTORE: self.spec.restore_command}
+        backups[WIPE] = self.spec.wipe_command
+        return ACTIONS | {name for name, command in backups.items() if command is not None}
 
     def act(self, action: str, **params: Any) -> str:
-        if action not in ACTIONS:
-            raise UserError(f"process target: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
+        known = self.actions()
+        if action not in known:
+            raise UserError(f"process target: unknown action {action!r}; known: {', '.join(sorted(known))}")
+        if action in (SNAPSHOT, RESTORE, WIPE):
+            return self._backup(action, params)
         if params:
             raise UserError(f"process target: action {action!r} takes no params, got {sorted(params)}")
         if action == "kill":
@@ -208,6 +234,43 @@ class ProcessTarget:
             return f"started (pid {self._spawn()})"
         self._terminate(graceful=True)  # restart
         return f"restarted (pid {self._spawn()})"
+
+    def _backup(self, action: str, params: dict[str, Any]) -> str:
+        """Run the user's command for a backup action (see the module docstring)."""
+        extra = set(params) - ({"name"} if action != WIPE else set())
+        if extra:
+            raise UserError(f"process target: action {action!r} does not take {sorted(extra)}")
+        run_dir = Path(self._values["run_dir"])
+        name = snapshot_name("process", action, params) if action != WIPE else ""
+        where = ""
+        if action == SNAPSHOT:
+            where = str(fresh_dir(run_dir, name))
+        elif action == RESTORE:
+            where = str(taken(run_dir, "process", name))
+        spec = {SNAPSHOT: self.spec.snapshot_command, RESTORE: self.spec.restore_command}
+        template = spec.get(action, self.spec.wipe_command)
+        own = {"name": name, "snapshot_dir": where}
+        command = [
+            substitute(_BACKUP_PLACEHOLDER.sub(lambda m: own[m.group(1)], part), self._values)
+            for part in template
+        ]
+        cwd = self.spec.cwd and substitute(self.spec.cwd, self._values)
+        assert self._log is not None, "start() first"
+        with self._log.open("ab") as log:
+            try:
+                done = subprocess.run(
+                    command, cwd=cwd, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, timeout=BACKUP_TIMEOUT_S, check=False,
+                )  # fmt: skip
+            except OSError as exc:
+                raise UserError(f"process target: cannot run {command[0]!r}: {exc.strerror}") from None
+            except subprocess.TimeoutExpired:
+                raise HarnessError(
+                    f"process target: {action}_command ran past {BACKUP_TIMEOUT_S:g} s"
+                ) from None
+        if done.returncode != 0:
+            raise HarnessError(f"process target: {action}_command exited {done.returncode} (log {self._log})")
+        return f"{action}{f' {name!r}' if name else ''}: {command[0]} exited 0"
 
     # -- internals ------------------------------------------------------------------------------------
     def _spawn(self) -> int:

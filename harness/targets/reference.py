@@ -16,13 +16,21 @@ Actions: ``kill`` (SIGKILL: a crash; the queue file survives), ``stop`` (SIGTERM
 it is not running), ``restart`` (stop it if it runs, start it again; the new process resumes the queue, and
 messages that were in flight at a kill are relayed again: at-least-once). Params: ``instance`` (an index)
 acts on one instance; without it the action applies to all.
+
+Backups (mailstorm.harness.snapshots): ``snapshot`` (``params: {name}``) copies each queue file with
+SQLite's online backup API, consistent while the pipeline runs, to ``<run>/snapshots/<name>/queue-N.sqlite``;
+``restore`` puts that copy back in place of the queue file and ``wipe`` deletes the queue file (with its
+WAL), both on a stopped or killed instance (a running one keeps its open file: the restore would not be
+what it reads); the next ``start`` resumes from what is there.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -33,13 +41,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import mailstorm.harness
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.descendants import terminate_child
 from mailstorm.harness.reference.config import RELAY_AUTH_ENV
 from mailstorm.harness.reference.store import count_rows, queued_ids
+from mailstorm.harness.snapshots import (
+    BACKUP_ACTIONS,
+    RESTORE,
+    SNAPSHOT,
+    WIPE,
+    fresh_dir,
+    snapshot_name,
+    taken,
+)
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.ports import free_port, wait_for_port
 
 HOST = "127.0.0.1"  # the pipeline is loopback only here; an off-machine relay is not what this target is for
-ACTIONS = frozenset({"kill", "stop", "pause", "sigstop", "resume", "sigcont", "start", "restart"})
+ACTIONS = (
+    frozenset({"kill", "stop", "pause", "sigstop", "resume", "sigcont", "start", "restart"}) | BACKUP_ACTIONS
+)
 _PROJECT_ROOT = str(Path(mailstorm.harness.__file__).resolve().parents[1])
 
 
@@ -116,19 +136,7 @@ class _Instance:
         return self.proc.pid
 
     def terminate(self, *, graceful: bool, timeout: float) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        if graceful:
-            proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        proc.kill()
-        proc.wait()
+        terminate_child(self.proc, graceful=graceful, timeout=timeout)
 
 
 @register
@@ -142,6 +150,7 @@ class ReferenceTarget:
         self._instances: list[_Instance] = []
         self._argv: dict[int, list[str]] = {}
         self._env: dict[str, str] = {}
+        self._run_dir: Path | None = None
         self._atexit = False
 
     # -- Target -------------------------------------------------------------------------------------
@@ -157,7 +166,7 @@ class ReferenceTarget:
             relay = ctx.esp_http.rstrip("/")
         else:
             relay = f"smtp://{ctx.esp_smtp[0]}:{ctx.esp_smtp[1]}"
-        run_dir = Path(ctx.run_dir)
+        run_dir = self._run_dir = Path(ctx.run_dir)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         pythonpath = os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
         self._env = {**os.environ, **ctx.env, "PYTHONPATH": pythonpath}
@@ -168,7 +177,8 @@ class ReferenceTarget:
             self._atexit = True
         endpoints = []
         for n in range(spec.instances):
-            source = "sut" if spec.instances == 1 else f"sut-{n}"
+            base = ctx.ledger_source or "sut"
+            source = base if spec.instances == 1 else f"{base}-{n}"
             port = spec.port if n == 0 and spec.port else free_port(HOST)
             inst = _Instance(
                 n,
@@ -264,11 +274,41 @@ class ReferenceTarget:
         if action not in ACTIONS:
             known = ", ".join(sorted(ACTIONS))
             raise UserError(f"reference target: unknown action {action!r}; known: {known}")
-        extra = set(params) - {"instance"}
+        allowed = {"instance", "name"} if action in (SNAPSHOT, RESTORE) else {"instance"}
+        extra = set(params) - allowed
         if extra:
-            raise UserError(f"reference target: action {action!r} takes only 'instance', got {sorted(extra)}")
+            takes = " and ".join(repr(a) for a in sorted(allowed))
+            raise UserError(f"reference target: action {action!r} takes only {takes}, got {sorted(extra)}")
         chosen = self._select(params.get("instance"))
+        if action in BACKUP_ACTIONS:
+            return self._backup(action, chosen, params)
         return "; ".join(self._act_one(inst, action) for inst in chosen)
+
+    def _backup(self, action: str, chosen: list[_Instance], params: dict[str, Any]) -> str:
+        assert self._run_dir is not None, "start() first"
+        if action == SNAPSHOT:
+            name = snapshot_name("reference", action, params)
+            where = fresh_dir(self._run_dir, name)
+            for inst in chosen:
+                snapshot_queue(inst.queue, where / inst.queue.name)
+            return f"snapshot {name!r} of {len(chosen)} queue file(s) in {where}"
+        running = [inst.name for inst in chosen if inst.alive()]
+        if running:
+            raise HarnessError(
+                f"reference target: cannot {action} {', '.join(running)}: stop or kill it first"
+            )
+        if action == WIPE:
+            for inst in chosen:
+                remove_queue(inst.queue)
+            return f"wiped {len(chosen)} queue file(s)"
+        name = snapshot_name("reference", action, params)
+        where = taken(self._run_dir, "reference", name)
+        for inst in chosen:
+            copy = where / inst.queue.name
+            if not copy.is_file():
+                raise HarnessError(f"reference target: snapshot {name!r} has no copy of {inst.name}'s queue")
+            restore_queue(copy, inst.queue)
+        return f"restored snapshot {name!r} to {len(chosen)} queue file(s)"
 
     def _select(self, index: Any) -> list[_Instance]:
         if index is None:
@@ -296,3 +336,31 @@ class ReferenceTarget:
         inst.terminate(graceful=True, timeout=self.spec.stop_timeout_s)  # restart; no-op for start
         pid = inst.spawn(self._argv[inst.index], self._env, self.spec.ready_timeout_s)
         return f"{name}: {'started' if action == 'start' else 'restarted'} (pid {pid}), queue resumed"
+
+
+def snapshot_queue(queue: Path, copy: Path) -> None:
+    """Copy a queue file with SQLite's online backup API: one consistent state of it (as of the copy's
+    start), also while the pipeline writes to it; an instance that never started leaves an empty copy."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    dst = sqlite3.connect(copy)
+    try:
+        if queue.exists():
+            src = sqlite3.connect(f"file:{queue}?mode=ro", uri=True, timeout=10.0)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+    finally:
+        dst.close()
+
+
+def restore_queue(copy: Path, queue: Path) -> None:
+    """Put a snapshot's copy in place of a (stopped) pipeline's queue file."""
+    remove_queue(queue)
+    shutil.copyfile(copy, queue)
+
+
+def remove_queue(queue: Path) -> None:
+    """Delete a queue file and its WAL and shared-memory files (what a lost disk takes)."""
+    for suffix in ("", "-wal", "-shm"):
+        queue.with_name(queue.name + suffix).unlink(missing_ok=True)

@@ -60,6 +60,8 @@ class Kind(StrEnum):
     CHAOS_END = "chaos.end"
     PROBE = "probe"
     ACTION = "action"
+    POOL_MEMBER = "pool.member"
+    POOL_SERVER = "pool.server"
     ALERT_FIRING = "alert.firing"
     ALERT_RESOLVED = "alert.resolved"
 
@@ -557,6 +559,33 @@ class Action(Record, kw_only=True):
     """When it was issued (ns); ``t`` is when it finished."""
 
 
+class PoolMember(Record, kw_only=True):
+    """A member of a ``pool`` target (written when the pool has started it): who it is in the ledgers."""
+
+    member: int
+    """Its index in the pool (what ``params: {member: N}`` names)."""
+    target: str
+    """Its target kind."""
+    source: str
+    """The ledger source its SUT writes under: its ``sut.*`` records' ``src`` (or their prefix)."""
+    address: str
+    """``host:port`` the balancer sends its traffic to."""
+
+
+class PoolServer(Record, kw_only=True):
+    """The balancer's view of a pool member changed (HAProxy's stats socket, polled): written at the first
+    poll and at every change of ``status``."""
+
+    member: int
+    """The member's index."""
+    status: str
+    """HAProxy's status: ``UP``, ``DOWN``, ``MAINT``, ``UP 1/2`` (going down), ``DOWN 1/2`` (coming up)..."""
+    check: str | None = None
+    """The last health check's result (``L4OK``, ``L4CON``: connection refused, ``L7STS``...)."""
+    sessions: int = 0
+    """Connections the balancer had sent to it so far (``stot``)."""
+
+
 # -- alerts (the runner's webhook receiver, mailstorm.harness.alerts; source "alerts") ---------------------
 
 
@@ -592,7 +621,8 @@ RECORDS: dict[Kind, type[Record]] = {
         EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
-        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, AlertFiring, AlertResolved,
+        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, PoolMember, PoolServer,
+        AlertFiring, AlertResolved,
     )
 }  # fmt: skip
 """Every kind's record class."""

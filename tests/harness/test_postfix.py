@@ -76,7 +76,7 @@ def test_registered_with_its_abilities():
     """postfix is a registered kind that can act, report its queue and say whether it is alive."""
     t = TARGETS["postfix"](PostfixSpec())
     assert isinstance(t, Actionable) and isinstance(t, QueueSampler) and isinstance(t, Alive)
-    assert t.actions() == {"stop", "start", "restart", "kill", "flush"}
+    assert t.actions() == {"stop", "start", "restart", "kill", "flush", "snapshot", "restore", "wipe"}
 
 
 def test_smoke_relays_to_the_esp(postfix, sink, tmp_path):

@@ -62,7 +62,9 @@ def test_validate_names_field_and_line(path, validated):
     assert what in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("name", ["timeline-past-end", "unknown-target-action", "bad-yaml-indent"])
+@pytest.mark.parametrize(
+    "name", ["timeline-past-end", "unknown-target-action", "bad-yaml-indent", "restore-unknown-snapshot"]
+)
 def test_run_refuses_before_starting_anything(name, tmp_path):
     """`mailstorm run BROKEN` fails the same way, before it makes a run directory."""
     path = BROKEN / f"{name}.yaml"
