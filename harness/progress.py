@@ -99,7 +99,7 @@ class LiveStats:
         self._per_second: dict[str, Counter[int]] = {"offered": Counter(), "accepted": Counter()}
         self._per_second["delivered"] = Counter()
 
-    def feed(self, records: Iterator[Record]) -> int:
+    def feed(self, records: Iterable[Record]) -> int:
         n = 0
         for rec in records:
             n += 1
@@ -122,6 +122,11 @@ class LiveStats:
             elif isinstance(rec, SutQueue):
                 self.sut_queue = rec.depth
         return n
+
+    @property
+    def planned_by_load(self) -> int | None:
+        """Arrivals the load processes said they planned (load.started), None until they say."""
+        return self._planned
 
     @property
     def planned(self) -> int:

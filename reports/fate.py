@@ -171,6 +171,12 @@ class Fates:
         for rec in records:
             self.feed(rec)
 
+    def outcome(self, mid: str) -> int | None:
+        """One message's outcome if the run ended now (None: no such id submitted). Before the
+        uncorrelated share, which is a count, not a property of one message."""
+        state = self._state.get(mid, 0)
+        return OUTCOME_OF[state] if state & SUBMITTED else None
+
     def count(self, outcome: int) -> int:
         if outcome == UNCORRELATED:
             return self._uncorrelated()
