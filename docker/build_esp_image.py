@@ -37,7 +37,7 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_pyhost_image import GROUP, PASSWD, needed_libraries
+from build_pyhost_image import add_bytes, needed_libraries, skeleton
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = "docker/Dockerfile"
@@ -100,16 +100,7 @@ def base_rootfs() -> tuple[bytes, Path]:
     site = stdlib / "site-packages"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for d in ("etc", "tmp", "root", "data", "usr/local/bin", "var/tmp"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d.endswith("tmp") else 0o755
-            tar.addfile(info)
-        for name, text in (
-            ("etc/passwd", PASSWD),
-            ("etc/group", GROUP),
-            ("etc/nsswitch.conf", "hosts: files dns\n"),
-        ):
-            _add_bytes(tar, name, text.encode(), 0o644)
+        skeleton(tar, ("etc", "tmp", "root", "data", "usr/local/bin", "var/tmp"))
         for path in [exe, *libpython, *_stdlib_files(prefix, stdlib)]:
             tar.add(path, arcname=str(path).lstrip("/"), recursive=False)
         for lib in libs:
@@ -119,18 +110,12 @@ def base_rootfs() -> tuple[bytes, Path]:
         with zipfile.ZipFile(pip_wheel) as wheel:
             for name in wheel.namelist():
                 if not name.endswith("/"):
-                    _add_bytes(tar, f"{str(site).lstrip('/')}/{name}", wheel.read(name), 0o644)
+                    add_bytes(tar, f"{str(site).lstrip('/')}/{name}", wheel.read(name), 0o644)
         for name in ("python", "python3"):
             info = tarfile.TarInfo(f"usr/local/bin/{name}")
             info.type, info.linkname = tarfile.SYMTYPE, str(exe)
             tar.addfile(info)
     return buf.getvalue(), exe
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), mode
-    tar.addfile(info, io.BytesIO(data))
 
 
 def base_image(client: docker.DockerClient) -> str:

@@ -106,6 +106,7 @@ def test_the_github_jobs_shell_steps_pass_as_written(tmp_path):
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,  # not a checkout: python -c puts its working directory first on sys.path
         check=True,
     ).stdout
     assert str(checkout / ".venv") in where
