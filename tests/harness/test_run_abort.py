@@ -231,3 +231,18 @@ def test_min_throughput_aborts_after_a_silence_of_after_seconds():
 def test_no_abort_rule_no_judge():
     judge, _ = judge_for(max_lost=0, p95_e2e_ms=100)
     assert not judge and judge.check(10**18) is None
+
+
+def test_the_json_schema_takes_both_forms_of_an_objective():
+    """Editors (mailstorm schema) accept a limit as a value or as {limit, abort, after}, and nothing else."""
+    import jsonschema
+    import yaml
+
+    from mailstorm.harness.scenario import json_schema
+
+    schema = json_schema()
+    doc = yaml.safe_load(REFUSING)
+    jsonschema.validate(doc, schema)
+    doc["slo"]["p95_e2e_ms"]["stop"] = True
+    with pytest.raises(jsonschema.ValidationError, match="'stop' was unexpected"):
+        jsonschema.validate(doc, schema)
