@@ -12,13 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import msgspec
 import pytest
+import yaml
 
 from mailstorm.errors import EXIT_BAD_INPUT, EXIT_SLO_BREACHED, ConfigError
 from mailstorm.harness.abort import WINDOW_S, AbortJudge
 from mailstorm.harness.progress import LiveStats
-from mailstorm.harness.scenario import load_scenario_text
+from mailstorm.harness.scenario import json_schema, load_scenario_text
 from mailstorm.ledger import Kind, LedgerReader, LoadDropped, LoadStarted
 from mailstorm.reports.spec import SloSpec
 from tests.records import accepted, replied, submit
@@ -235,11 +237,6 @@ def test_no_abort_rule_no_judge():
 
 def test_the_json_schema_takes_both_forms_of_an_objective():
     """Editors (mailstorm schema) accept a limit as a value or as {limit, abort, after}, and nothing else."""
-    import jsonschema
-    import yaml
-
-    from mailstorm.harness.scenario import json_schema
-
     schema = json_schema()
     doc = yaml.safe_load(REFUSING)
     jsonschema.validate(doc, schema)
