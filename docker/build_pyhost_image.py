@@ -71,22 +71,30 @@ def image_tag(executable: Path, dirs: list[Path]) -> str:
     return f"{REPOSITORY}:{h.hexdigest()[:12]}"
 
 
+def skeleton(tar: tarfile.TarFile, dirs: tuple[str, ...]) -> None:
+    """The directories of a root filesystem (``*tmp`` world-writable) and a minimal /etc."""
+    for d in dirs:
+        info = tarfile.TarInfo(d)
+        info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d.endswith("tmp") else 0o755
+        tar.addfile(info)
+    for name, text in (
+        ("etc/passwd", PASSWD),
+        ("etc/group", GROUP),
+        ("etc/nsswitch.conf", "hosts: files dns\n"),
+    ):
+        add_bytes(tar, name, text.encode(), 0o644)
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
 def rootfs_tar(libs: list[str]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for d in ("etc", "tmp", "root", "lib", "lib64", "usr", "usr/lib", "var", "var/tmp"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d.endswith("tmp") else 0o755
-            tar.addfile(info)
-        for name, text in (
-            ("etc/passwd", PASSWD),
-            ("etc/group", GROUP),
-            ("etc/nsswitch.conf", "hosts: files dns\n"),
-        ):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
+        skeleton(tar, ("etc", "tmp", "root", "lib", "lib64", "usr", "usr/lib", "var", "var/tmp"))
         for lib in libs:
             # Stored as regular files at the path the loader asked for (symlinks resolved on the host).
             tar.add(os.path.realpath(lib), arcname=lib.lstrip("/"), recursive=False)

@@ -44,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control-port", type=int, default=8025, help="control API port (default 8025)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (non-loopback needs --token)")
     p.add_argument("--token", help="bearer token every control API request must carry")
+    p.add_argument(
+        "--no-token",
+        action="store_true",
+        help="listen off loopback with no control token: for a container, whose published ports you choose",
+    )
     p.add_argument("--ledger", type=Path, help="ledger directory (default ./esp-ledger)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault engine's RNG (default 0)")
     p.add_argument(
@@ -230,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every session at INFO
     spec = spec_from_args(args)
     make_dirs(spec, DEFAULT_LEDGER)
-    return serve(spec)
+    return serve(spec, tokenless=args.no_token)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

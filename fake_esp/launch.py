@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import yaml
 
+from mailstorm import PYTHON_M
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, MailstormError
 from mailstorm.fake_esp.client import ControlClient
@@ -94,7 +95,7 @@ class EspProcess:
     def command(self) -> list[str]:
         cmd = [
             sys.executable,
-            "-m",
+            *PYTHON_M,
             "mailstorm.fake_esp",
             "--smtp-port",
             str(self.smtp_port),

@@ -130,11 +130,13 @@ async def start_worker(spec: EspSpec, worker: int, engine: Engine, tls: TlsMater
     return w
 
 
-def check_bind(spec: EspSpec) -> None:
-    if not is_loopback(spec.bind) and not spec.token:
+def check_bind(spec: EspSpec, *, tokenless: bool = False) -> None:
+    """Off loopback, the control API (which can take the ESP down) needs a token, or the user's explicit
+    --no-token (a container: its network is its own, and the user chooses which ports reach it)."""
+    if not is_loopback(spec.bind) and not spec.token and not tokenless:
         raise UserError(
             f"--bind {spec.bind}: not a loopback address; the fake ESP listens off this machine only with "
-            "--token set (every control request must then carry it)"
+            "--token set (every control request must then carry it), or --no-token in a container"
         )
 
 
@@ -150,9 +152,9 @@ def prepare_tls(spec: EspSpec) -> TlsMaterial | None:
     return material
 
 
-def serve(spec: EspSpec) -> int:
+def serve(spec: EspSpec, *, tokenless: bool = False) -> int:
     """Run the ESP until SIGTERM/SIGINT; returns the exit code."""
-    check_bind(spec)
+    check_bind(spec, tokenless=tokenless)
     tls = prepare_tls(spec)
     if spec.processes == 1:
         return _run(_serve_single(spec, tls))

@@ -44,10 +44,38 @@ def load(arg: str | None, *, seed: int | None = None, duration: str | None = Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario, doc = load(args.file, seed=args.seed, duration=args.duration)
+    summary = _summary_file(args.summary_file)
     run = Run(
         scenario, out=Path(args.out), allow_remote=args.allow_remote, document=doc, progress=not args.quiet
     )
-    return run.execute()
+    code = run.execute()
+    if summary is not None:
+        write_summary(run, summary)
+    return code
+
+
+def _summary_file(arg: str | None) -> Path | None:
+    """``--summary-file``: checked before the run starts (a CI step learns of a typo in seconds)."""
+    if arg is None:
+        return None
+    path = Path(arg)
+    if path.is_dir() or not path.parent.is_dir():
+        raise UserError(f"--summary-file {arg}: not a file in an existing directory")
+    return path
+
+
+def write_summary(run: Run, path: Path) -> None:
+    """Append the run's report.md to ``path`` (GitHub's $GITHUB_STEP_SUMMARY is appended to by every
+    step that writes it); a run that made no report says why in one line instead."""
+    from mailstorm.reports import render  # the reports are built by now: numpy is loaded already
+
+    analysis = run.verdict.analysis if run.verdict is not None else None
+    text = render.markdown(analysis) if analysis is not None else f"mailstorm: no report: {run.reason}\n"
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        sys.stderr.write(f"mailstorm: --summary-file {path}: {exc.strerror or exc}\n")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -109,6 +137,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="allow non-loopback targets (the scenario must say allow_remote: true as well)",
     )
     run.add_argument("--quiet", action="store_true", help="no live progress")
+    run.add_argument(
+        "--summary-file",
+        metavar="PATH",
+        help="also append report.md to PATH, where a CI system shows it (GitHub: $GITHUB_STEP_SUMMARY)",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = subparsers.add_parser("validate", help="check scenario files without running them")

@@ -111,7 +111,7 @@ class LiveStats:
         self._latencies: deque[tuple[float, float]] = deque()
         self.alerts: dict[str, str] | None = None  # firing now, fingerprint -> name (None: no alert seen)
 
-    def feed(self, records: Iterator[Record]) -> int:
+    def feed(self, records: Iterable[Record]) -> int:
         n = 0
         for rec in records:
             n += 1
@@ -144,6 +144,11 @@ class LiveStats:
                 else:
                     firing.pop(rec.fingerprint, None)
         return n
+
+    @property
+    def planned_by_load(self) -> int | None:
+        """Arrivals the load processes said they planned (load.started), None until they say."""
+        return self._planned
 
     @property
     def planned(self) -> int:

@@ -52,6 +52,7 @@ from mailstorm.errors import (
     UserError,
 )
 from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.abort import ABORT_DRAIN_S, AbortJudge, Breach
 from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
@@ -133,6 +134,8 @@ class Run:
         self.run_dir: Path | None = None
         self.stats = LiveStats()
         self._metrics = RunnerMetrics(self.stats) if metrics else None  # GET /metrics while the run goes
+        self._judge = AbortJudge(scenario.slo, self.stats)  # the SLOs marked abort: true, judged live
+        self.aborted: Breach | None = None
         self.reason = "completed"
         self.held: int | None = None  # messages the target listed as still held at the end of the drain
         self.verdict: Any = None
@@ -283,6 +286,8 @@ class Run:
                 self._start_parts(run_id)
                 self._load_phase(progress)
                 self._drain_phase(progress)
+                if self.aborted is not None:
+                    self.reason = f"aborted: {self.aborted.detail}; {self.reason.removeprefix('completed: ')}"
                 self._record_held()
             except Interrupted as exc:
                 self.reason = f"interrupted ({exc})"
@@ -480,6 +485,9 @@ class Run:
                 break
             if elapsed > hard_stop:
                 raise PartDied(f"load generator still running {elapsed:.0f}s after a {sc.duration:g}s load")
+            if (breach := self._judge.check(time.time_ns())) is not None:
+                self._abort(breach, elapsed)
+                return
             time.sleep(TICK_S)  # the main loop's period; the work is polling real conditions
         # Steps whose window ends exactly at the end of the load must still close before the drain.
         if self._timeline is not None:
@@ -489,11 +497,20 @@ class Run:
                 self._tick(progress)
                 time.sleep(TICK_S)
 
+    def _abort(self, breach: Breach, elapsed: float) -> None:
+        """An SLO marked abort: true cannot recover: say so on the timeline, stop the load; the drain
+        that follows is short (ABORT_DRAIN_S)."""
+        self.aborted = breach
+        self._writer.write(breach.record(round(elapsed, 1)))
+        sys.stderr.write(f"mailstorm: aborting at {elapsed:.1f}s: {breach.detail}\n")
+        self._load.stop()
+
     def _drain_phase(self, progress: Progress) -> None:
         sc = self.scenario
         self._writer.write(RunPhase(phase="drain"))
         self._phase = "drain"
-        deadline = time.monotonic() + sc.drain_deadline
+        drain_s = sc.drain_deadline if self.aborted is None else min(sc.drain_deadline, ABORT_DRAIN_S)
+        deadline = time.monotonic() + drain_s
         empty_polls = 0
         next_queue = 0.0
         while True:
@@ -514,8 +531,7 @@ class Run:
                     return
             if now >= deadline:
                 self.reason = (
-                    f"completed: drain deadline ({sc.drain_deadline:g}s) with {self.stats.backlog} "
-                    "not at the ESP"
+                    f"completed: drain deadline ({drain_s:g}s) with {self.stats.backlog} not at the ESP"
                 )
                 return
             time.sleep(TICK_S)
@@ -537,7 +553,9 @@ class Run:
         self.stats.feed(self._tail.poll())
 
     def _tick(self, progress: Progress) -> None:
-        self.stats.feed(self._tail.poll())
+        records = list(self._tail.poll())
+        self.stats.feed(records)
+        self._judge.feed(records)
         self._descendants.scan()
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mailstorm import PYTHON_M
 from mailstorm.errors import EXIT_OK
 from mailstorm.harness.leftovers import RUN_DIR_ENV, RunnerLock, end, find
 
@@ -68,7 +69,7 @@ class Watchdog:
     def start(self) -> Watchdog:
         read, write = os.pipe()  # neither end is inherited by any other child (O_CLOEXEC)
         env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}  # it is no part of the run
-        argv = [sys.executable, "-m", "mailstorm.harness.watchdog", "--run-dir", str(self.run_dir)]
+        argv = [sys.executable, *PYTHON_M, "mailstorm.harness.watchdog", "--run-dir", str(self.run_dir)]
         try:
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(

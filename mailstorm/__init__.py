@@ -16,3 +16,9 @@ package's subcommands by name when the command line is parsed.
 """
 
 __version__ = "0.1.0"
+
+PYTHON_M = ("-P", "-m")
+"""How mailstorm starts a module of its own in a child Python (``[sys.executable, *PYTHON_M, module]``):
+``-P`` keeps the working directory off ``sys.path``, so a run started inside a source checkout with a
+non-editable install imports the installed package, not the checkout's ``mailstorm/`` folder (the ground
+alone: the subpackages are mapped in at install)."""

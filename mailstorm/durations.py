@@ -1,5 +1,8 @@
-"""Durations as scenario files write them: seconds, or a string with units (``90``, ``"1.5s"``,
-``"500ms"``, ``"2m"``, ``"1h"``, ``"1m30s"``), parsed once into float seconds by the ``Duration`` type."""
+"""Durations as scenario files write them: ``90``, ``"1.5s"``, ``"500ms"``, ``"2m"``, ``"1m30s"``, ``"1h"``.
+
+``parse_duration`` turns one into seconds; ``Duration`` is the pydantic field type every spec uses
+(the scenario's timeline and phases, the SLOs' abort grace), with the JSON Schema editors see.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +33,11 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-_DURATION_SCHEMA = {
+DURATION_SCHEMA = {
     "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}],
     "description": "seconds, or a string with a unit: 500ms, 30s, 2m, 1h",
 }
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 
 
 def fmt_s(seconds: float) -> str:

@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
-from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
+from mailstorm.ledger import Probe, Record, RunAborted, RunPhase, RunStarted
 from mailstorm.reports.alerts import alert_report, judge_alerts
 from mailstorm.reports.backups import judge_restores, restores
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
@@ -163,6 +163,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
     correlation = (load_section or {}).get("correlation", "header")
+    aborted = next((r for r in cols.timeline if isinstance(r, RunAborted)), None)
     results = judge(
         slo,
         counts=counts,
@@ -174,6 +175,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         esp_unmatched=msgs.esp_unmatched,
         correlation=correlation if isinstance(correlation, str) else "header",
         no_effect=[r.name for r in recs if r.no_effect],
+        aborted=aborted,
     )
     backups = restores(cols, msgs, recs, t0)
     pool = pool_figures(ledger, cols, msgs, t0, len(series))
@@ -197,6 +199,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "verdict": "pass" if all(r.passed for r in results) else "fail",
+        "aborted": _aborted(aborted),
         "outcomes": counts,
         "load": load_check.as_dict(),
         "details": {
@@ -256,6 +259,14 @@ def _esp_limits(profile: str | None, info: RunInfo) -> EspLimits | None:
 
     limits = load_profile(profile).limits.model_dump()
     return EspLimits.model_validate({**limits, "source": f"ESP profile {profile}"})
+
+
+def _aborted(rec: RunAborted | None) -> dict[str, Any] | None:
+    """Where and why an SLO marked abort: true stopped the run (None: it ran its course)."""
+    if rec is None:
+        return None
+    fields = ("slo", "limit", "actual", "after_s", "at_s", "detail")
+    return {name: getattr(rec, name) for name in fields}
 
 
 def _load_phase(timeline: list[Record], msgs: Messages, t0: int) -> tuple[int, int]:

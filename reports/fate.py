@@ -181,6 +181,12 @@ class Fates:
     def was_submitted(self, mid: str) -> bool:
         return bool(self._state.get(mid, 0) & SUBMITTED)
 
+    def outcome(self, mid: str) -> int | None:
+        """One message's outcome if the run ended now (None: no such id submitted). Before the
+        uncorrelated share, which is a count, not a property of one message."""
+        state = self._state.get(mid, 0)
+        return OUTCOME_OF[state] if state & SUBMITTED else None
+
     def count(self, outcome: int) -> int:
         if outcome == UNCORRELATED:
             return self._uncorrelated()

@@ -52,6 +52,7 @@ from mailstorm.ledger import (
     ProxyActed,
     ProxyUpstreamFailed,
     Record,
+    RunAborted,
     RunEnded,
     RunPhase,
     RunStarted,
@@ -69,8 +70,8 @@ from mailstorm.ledger import (
 _BLOCK = 4 << 20  # read buffer
 _FLUSH = 100_000  # rows held per kind before they are reduced to columns (bounds memory)
 _TIMELINE: tuple[type[Record], ...] = (
-    RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, LoadStarted, LoadFinished,
-    AlertFiring, AlertResolved,
+    RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, Action,
+    LoadStarted, LoadFinished, AlertFiring, AlertResolved,
 )  # fmt: skip
 # The fields kept per kind, in column order; "id" becomes an interned integer.
 _COLUMNS: dict[type[Record], tuple[str, ...]] = {

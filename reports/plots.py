@@ -132,6 +132,19 @@ def timeline(a: Analysis) -> Figure:
     ax.set_xlabel("seconds since the run started")
     _head(ax, "End-to-end latency by delivery second", ncol=3)
     _shade_faults(ax, a, label=False)
+    if (aborted := a.figures["aborted"]) is not None:
+        # Where an SLO marked abort: true stopped the load (seconds from the load's zero, as the axis).
+        for ax in axes:
+            ax.axvline(aborted["at_s"], color=_INK, lw=1.4, ls="--")
+        axes[0].annotate(
+            f"stopped: {aborted['slo']}",
+            xy=(aborted["at_s"], 0.5),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=8,
+            color=_INK,
+        )
     ax.set_xlim(0, max(len(s), 1))
     return fig
 

@@ -11,7 +11,9 @@ with no fault window passes it and says so.
 ``min_throughput`` is judged on the messages first delivered during the load phase, per second of it.
 A run that submitted no message at all fails (an extra ``submitted`` result): it tested nothing. A run
 whose correlation broke fails too (an extra ``correlation`` result): messages counted ``uncorrelated``
-may have been delivered or lost, and nobody can say which (``correlation_failure``).
+may have been delivered or lost, and nobody can say which (``correlation_failure``). A run an SLO
+marked ``abort: true`` stopped early (a ``run.aborted`` record) fails first of all (an extra ``abort``
+result naming the SLO, the figure and when): the load it was meant to carry never ran.
 """
 
 from __future__ import annotations
@@ -20,8 +22,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.ledger import CORRELATION_HEADER, RunAborted
 from mailstorm.reports.spec import SloSpec
+
+SLO_UNITS = {
+    "max_lost": "messages",
+    "max_dropped": "messages",
+    "max_duplicated": "messages",
+    "max_bounced": "messages",
+    "max_pending": "messages",
+    "p95_e2e_ms": "ms",
+    "p99_e2e_ms": "ms",
+    "max_recovery_s": "s",
+    "min_throughput": "msg/s",
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +63,12 @@ def judge(
     esp_unmatched: int = 0,
     correlation: str = "header",
     no_effect: Sequence[str] = (),
+    aborted: RunAborted | None = None,
 ) -> list[SloResult]:
     out: list[SloResult] = []
+    if aborted is not None:
+        detail = f"the run was stopped at {aborted.at_s:g} s: {aborted.detail}"
+        out.append(SloResult("abort", aborted.limit, aborted.actual, False, SLO_UNITS[aborted.slo], detail))
     if counts["submitted"] == 0:
         # Nothing was sent, so nothing was tested: no SLO can be said to hold.
         detail = "no message was submitted: the run tested nothing"

@@ -4,17 +4,25 @@ Both are parsed once at the edge (the scenario file, or ``slo.json`` in a run di
 pydantic models; nothing downstream handles raw dicts. Every SLO is optional except ``max_lost``, which
 defaults to 0: a load test that silently loses mail has failed whatever else it shows, and
 ``max_dropped``, which defaults to 1% of the planned arrivals: a load that did not happen tested nothing.
+
+An SLO may also stop a run that can no longer meet it (fail fast, as k6's ``abortOnFail``): its limit
+given as a mapping, ``p95_e2e_ms: {limit: 5000, abort: true, after: 30s}``, is parsed into the scalar
+limit every report reads plus an ``AbortRule`` in ``SloSpec.aborts`` (the runner's live judge,
+mailstorm.harness.abort, reads those). Only the objectives the live ledgers can judge take ``abort``
+(``LIVE_SLOS``); ``after`` is the grace of those whose breach needs time to be hopeless
+(``GRACED_SLOS``). Anything else is a ``FieldError`` naming the key: exit 2 before anything starts.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mailstorm.durations import Duration
+from mailstorm.durations import DURATION_SCHEMA, Duration, parse_duration
+from mailstorm.errors import FieldError
 
 _UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _TARGET_RE = re.compile(r"^\s*([\d_,]+)\s*/\s*(\d*(?:\.\d+)?)\s*([a-z]+)\s*$")
@@ -26,8 +34,63 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The objectives a run can be stopped on, and what ``after`` means for each: a count that only grows
+# is hopeless the moment it is over its limit; the others need ``after`` seconds of breach.
+LIVE_SLOS = ("max_lost", "max_duplicated", "max_bounced", "max_dropped", "p95_e2e_ms", "p99_e2e_ms")
+LIVE_SLOS += ("min_throughput",)
+GRACED_SLOS = {
+    "max_lost": "how long a message the SUT took may be neither at the ESP, refused nor held",
+    "p95_e2e_ms": "how long the live p95 may stay over the limit",
+    "p99_e2e_ms": "how long the live p99 may stay over the limit",
+    "min_throughput": "how long the load may go without a delivery",
+}
+NOT_LIVE = {
+    "max_pending": "it counts what the SUT still holds at the drain's deadline",
+    "max_recovery_s": "it is judged on each fault window's recovery, after the run",
+    "max_time_to_alert_s": "it is judged per fault window on the alerts, after the run",
+    "max_false_alerts": "it is judged against every fault window and its recovery, after the run",
+    "max_missed_alerts": "it is judged per fault window on the alerts, after the run",
+    "max_rpo_messages": "it is judged on each restore's messages, after the run",
+    "max_rto_s": "it is judged on each restore's recovery, after the run",
+}
+DEFAULT_AFTER_S = 30.0
+_LIMIT_KEYS = ("limit", "abort", "after")
+
+
+class AbortRule(_Frozen):
+    """Stop the run as soon as its SLO is breached beyond recovery (judged live by the runner)."""
+
+    after_s: float = Field(DEFAULT_AFTER_S, ge=0, description="grace: seconds the breach must last")
+
+
+def _limit_schema(schema: dict[str, Any]) -> None:
+    """Editors see both forms of an objective: its value, or ``{limit, abort, after}``."""
+    meta_keys = ("default", "description", "title")
+    for name, prop in schema.get("properties", {}).items():
+        if name not in LIVE_SLOS and name not in NOT_LIVE:
+            continue
+        value = {k: v for k, v in prop.items() if k not in meta_keys}
+        mapping = {
+            "type": "object",
+            "properties": {
+                "limit": value,
+                "abort": {
+                    "type": "boolean",
+                    "description": "stop the run once it is breached beyond recovery",
+                },
+                "after": {**DURATION_SCHEMA, "description": "the grace: seconds the breach must last"},
+            },
+            "required": ["limit"],
+            "additionalProperties": False,
+        }
+        meta = {k: v for k, v in prop.items() if k in meta_keys}
+        schema["properties"][name] = {**meta, "anyOf": [*value.get("anyOf", [value]), mapping]}
+
+
 class SloSpec(_Frozen):
     """Service level objectives; ``None`` means "not judged" (the figure is still reported)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_limit_schema)
 
     max_lost: int = Field(0, ge=0, description="messages the SUT accepted that never reached the ESP")
     max_dropped: int | str = Field(
@@ -64,6 +127,34 @@ class SloSpec(_Frozen):
     )
     max_missed_alerts: int | None = Field(None, ge=0, description="fault windows no alert fired for")
 
+    aborts: dict[str, AbortRule] = Field(
+        default_factory=dict,
+        description="the SLOs that stop the run when breached beyond recovery (from their mapping form, "
+        "e.g. p95_e2e_ms: {limit: 5000, abort: true, after: 30s})",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limit_mappings(cls, data: Any) -> Any:
+        """``name: {limit, abort, after}`` -> ``name: limit`` plus ``aborts[name]`` (errors name the key)."""
+        if not isinstance(data, dict):
+            return data
+        data, aborts = dict(data), dict(data.get("aborts") or {})
+        for name, value in list(data.items()):
+            if not isinstance(value, dict) or name == "aborts":
+                continue
+            if name not in LIVE_SLOS and name not in NOT_LIVE:
+                raise FieldError(("slo", name), f"{name} takes a value, not a mapping")
+            data[name], rule = _parse_limit(name, value)
+            if rule is not None:
+                aborts[name] = rule
+        for name in aborts:
+            if name not in LIVE_SLOS:
+                why = NOT_LIVE.get(name, "it is not an SLO")
+                raise FieldError(("slo", "aborts", name), f"{name} cannot stop a run: {why}")
+        data["aborts"] = aborts
+        return data
+
     @field_validator("max_dropped")
     @classmethod
     def _count_or_percent(cls, value: int | str) -> int | str:
@@ -89,6 +180,37 @@ class SloSpec(_Frozen):
         if isinstance(self.max_dropped, int):
             return float(self.max_dropped)
         return planned * float(self.max_dropped[:-1]) / 100
+
+
+def _parse_limit(name: str, value: dict[str, Any]) -> tuple[Any, AbortRule | None]:
+    """One SLO's mapping form: its limit, and its abort rule when ``abort: true``."""
+    for key in value:
+        if key not in _LIMIT_KEYS:
+            raise FieldError(
+                ("slo", name, key), f"unknown key {key!r} (a limit's keys: {', '.join(_LIMIT_KEYS)})"
+            )
+    if "limit" not in value:
+        raise FieldError(("slo", name), f"{name} as a mapping needs its limit: {{limit: ..., abort: true}}")
+    abort = value.get("abort", False)
+    if not isinstance(abort, bool):
+        raise FieldError(("slo", name, "abort"), f"abort is true or false, got {abort!r}")
+    if abort and name in NOT_LIVE:
+        msg = f"{name} cannot be judged while the run goes ({NOT_LIVE[name]}): it cannot abort a run"
+        raise FieldError(("slo", name, "abort"), msg)
+    if "after" in value:
+        if not abort:
+            raise FieldError(("slo", name, "after"), "after is the grace of an abort: set abort: true too")
+        if name not in GRACED_SLOS:
+            msg = f"{name} only grows: it stops the run as soon as it is over its limit, there is no after"
+            raise FieldError(("slo", name, "after"), msg)
+        try:
+            after = float(parse_duration(value["after"]))
+        except (TypeError, ValueError) as exc:
+            raise FieldError(("slo", name, "after"), str(exc) or "not a duration") from None
+        if not after >= 0:
+            raise FieldError(("slo", name, "after"), f"after must be >= 0, got {value['after']!r}")
+        return value["limit"], AbortRule(after_s=after)
+    return value["limit"], AbortRule() if abort else None
 
 
 class SizingSpec(_Frozen):

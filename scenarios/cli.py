@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 
+from mailstorm import PYTHON_M
 from mailstorm.errors import UserError
 from mailstorm.netguard import check_address
 from mailstorm.scenarios.launch import (
@@ -53,7 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     cmd = [
         sys.executable,
-        "-m",
+        *PYTHON_M,
         "locust",
         "-f",
         str(LOCUSTFILE),

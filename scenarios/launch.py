@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from mailstorm import PYTHON_M
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.targets.base import Endpoint
@@ -109,18 +110,22 @@ class LoadRun:
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
-        env[LEDGER_DIR_ENV] = str(self.ledger_dir)
+        env[LEDGER_DIR_ENV] = str(self.ledger_dir.resolve())
         env[ALLOW_REMOTE_ENV] = "1" if self.allow_remote else "0"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
-        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
+        cmd = [sys.executable, *PYTHON_M, "locust", "-f", str(LOCUSTFILE), *args]
         proc = subprocess.Popen(
             cmd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Locust puts its working directory first on sys.path to import a locustfile: started inside a
+            # source checkout (a CI job), that would be the checkout's mailstorm/ folder, the ground alone,
+            # instead of the installed package. The log directory holds no module.
+            cwd=self.log_dir.resolve(),
             **die_with_parent(),  # the load ends with whoever started it, SIGKILL included
         )
         self._procs.append((name, proc))

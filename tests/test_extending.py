@@ -24,6 +24,7 @@ import pytest
 import requests
 import yaml
 
+from mailstorm import PYTHON_M
 from mailstorm.fake_esp.auth import fingerprint
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.fake_esp.spec import FAULT_TYPES
@@ -93,8 +94,8 @@ class PluginEsp(EspProcess):
 
     def command(self) -> list[str]:
         base = super().command()
-        assert base[1:3] == ["-m", "mailstorm.fake_esp"]
-        return command(self.plugins, "esp", *base[3:])
+        assert base[1:4] == [*PYTHON_M, "mailstorm.fake_esp"]
+        return command(self.plugins, "esp", *base[4:])
 
 
 def test_every_example_file_is_lint_clean(plugins):

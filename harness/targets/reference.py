@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import mailstorm.harness
+from mailstorm import PYTHON_M
 from mailstorm.deathsig import die_with_parent
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.descendants import terminate_child
@@ -202,7 +203,7 @@ class ReferenceTarget:
     def _command(self, inst: _Instance, relay: str, ctx: TargetContext) -> list[str]:
         s = self.spec
         argv = [
-            sys.executable, "-m", "mailstorm.harness.reference",
+            sys.executable, *PYTHON_M, "mailstorm.harness.reference",
             "--listen", f"{HOST}:{inst.port}",
             "--queue", str(inst.queue),
             "--relay", relay,

@@ -56,6 +56,7 @@ class Kind(StrEnum):
     RUN_STARTED = "run.started"
     RUN_PHASE = "run.phase"
     RUN_ENDED = "run.ended"
+    RUN_ABORTED = "run.aborted"
     CHAOS_BEGIN = "chaos.begin"
     CHAOS_END = "chaos.end"
     PROBE = "probe"
@@ -504,6 +505,24 @@ class RunEnded(Record, kw_only=True):
     """How: ``drained``, ``drain deadline``, ``interrupted (...)``, ``failed: ...``."""
 
 
+class RunAborted(Record, kw_only=True):
+    """An SLO marked ``abort: true`` was breached beyond recovery while the run went: the runner stopped
+    the load here (``t``), drained briefly and ended the run (mailstorm.harness.abort)."""
+
+    slo: str
+    """The SLO's name (``max_lost``, ``p95_e2e_ms``, ``min_throughput``...)."""
+    limit: float
+    """Its limit (``max_dropped`` as a percentage: in messages, for the plan the load said)."""
+    actual: float
+    """The live figure that breached it (messages, ms, or 0 msg/s for no delivery)."""
+    after_s: float | None
+    """The grace the breach outlasted (None for counts, which only grow)."""
+    at_s: float
+    """When: seconds from the load's zero."""
+    detail: str
+    """Why, in a sentence (the reports show it)."""
+
+
 class _ChaosWindow(Record, kw_only=True):
     """The fields of ``chaos.begin`` and ``chaos.end`` (not a kind itself)."""
 
@@ -621,8 +640,8 @@ RECORDS: dict[Kind, type[Record]] = {
         EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
-        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, PoolMember, PoolServer,
-        AlertFiring, AlertResolved,
+        RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, Action,
+        PoolMember, PoolServer, AlertFiring, AlertResolved,
     )
 }  # fmt: skip
 """Every kind's record class."""
