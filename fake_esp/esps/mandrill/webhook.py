@@ -21,6 +21,7 @@ _EVENTS = {"delivered": "send", "deferred": "deferral", "bounce": "hard_bounce",
 @register
 class MandrillWebhook(WebhookFormat):
     name = "mandrill"
+    per_post = 1000  # mandrill_events holds up to 1000 events
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         body = {"mandrill_events": orjson.dumps([_event(e) for e in events]).decode()}

@@ -17,6 +17,7 @@ from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
 class SendGridWebhook(JsonFormat):
     name = "sendgrid"
     array = True
+    per_post = 10_000  # any count: the profile's batch_max sets how many SendGrid piles up
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {

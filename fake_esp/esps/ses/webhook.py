@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from mailstorm.fake_esp.webhooks.formats import Event, WebhookFormat, iso_time, register
+from mailstorm.fake_esp.webhooks.formats import Event, WebhookFormat, iso_time, one, register
 
 SNS_TOPIC = "arn:aws:sns:us-east-1:000000000000:mailstorm-ses-events"
 _SES_TYPES = {
@@ -29,8 +29,7 @@ class SesWebhook(WebhookFormat):
     name = "ses"
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
-        (e,) = events
-        note = _sns(e)
+        note = _sns(one(self.name, events))
         headers = {
             "Content-Type": "text/plain; charset=UTF-8",
             "x-amz-sns-message-type": "Notification",
