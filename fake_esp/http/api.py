@@ -41,6 +41,10 @@ class ApiMessage:
     mid: str | None  # the Message-ID header, when the request carries one
     size: int
     sha: str
+    # What the ESP echoes in this message's webhook events, in its own field names (metadata, custom
+    # args, user variables, tags, categories, a custom header, the domain): the API module that parsed
+    # the request fills it, the ESP's webhook format reads it.
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,7 +327,7 @@ class HttpApiServer:
                 )
             )
             if self.on_accepted is not None:
-                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id}
+                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id, "echo": m.echo}
                 self.on_accepted({**kept, "sender": m.sender, "to": list(m.rcpts)})
         resp = api.accepted(request, sub, esp_ids)
         if self.counters is not None:

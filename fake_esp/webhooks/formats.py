@@ -12,7 +12,7 @@ receivers, tests and reports: what did the pipeline see?). ``WEBHOOK_FORMATS`` i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -38,6 +38,9 @@ class Event:
     sender: str
     ts: float
     header: str  # the correlation header name (custom args / metadata key)
+    # What the sender set for the ESP to echo (mailstorm.fake_esp.http.api.ApiMessage.echo; empty for
+    # SMTP acceptances), in the ESP's own field names.
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 class WebhookFormat(ABC):

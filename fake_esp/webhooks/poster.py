@@ -121,6 +121,7 @@ class WebhookPoster:
                     sender=accepted.get("sender") or "",
                     ts=time.time(),
                     header=self.header,
+                    echo=accepted.get("echo") or {},
                 )
                 self._fault_and_queue(fmt, ev)
 

@@ -137,7 +137,9 @@ class MailjetApi(EspApi):
         corr, mid = self.correlation_from_headers(headers)
         custom = m.get("CustomID")
         corr = corr or (custom if isinstance(custom, str) and custom else None)
-        return ApiMessage(sender["Email"], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw))
+        # Mailjet echoes CustomID, EventPayload (as Payload) and CustomCampaign in its events.
+        echo = {k: m[k] for k in ("CustomID", "EventPayload", "CustomCampaign") if isinstance(m.get(k), str)}
+        return ApiMessage(sender["Email"], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo)
 
     def new_message_id(self) -> str:
         # Mailjet MessageIDs are 64-bit integers (e.g. 288230376160624642); the fake draws 18 digits.
