@@ -2,8 +2,9 @@
 through anymail's ESP backends (with metadata and tags), the exact requests the fake posted (body and
 headers, basic auth from the webhook URL as a real ESP sends it) fed to each ESP's anymail view through
 Django's RequestFactory. Every event parses (200), its message id is the one the send returned through
-anymail, its metadata and tags are what was sent. Mandrill's view is run without its signature check:
-the fake does not sign Mandrill webhooks yet (X-Mandrill-Signature is a later part of issue 16)."""
+anymail, its metadata and tags are what was sent, and a redelivered event (the ``duplicate`` fault)
+carries the same event id. Mandrill's view is run without its signature check: the fake does not sign
+Mandrill webhooks yet (X-Mandrill-Signature is a later part of issue 16)."""
 
 from __future__ import annotations
 
@@ -141,6 +142,24 @@ def test_anymail_views_parse_every_event_with_the_sends_id_metadata_and_tags(tmp
     # Mandrill's event for a delivered message is "send", which anymail calls "sent".
     done = {fmt: "sent" if fmt == "mandrill" else "delivered" for fmt in ESPS}
     assert {fmt: seen[fmt] for fmt in ESPS} == {fmt: {done[fmt], "opened", "clicked"} for fmt in ESPS}
+
+
+@UNSUPPORTED
+def test_a_redelivered_event_carries_the_same_event_id(tmp_path):
+    """With every event posted twice (duplicate fault), anymail parses both copies to the same event:
+    same message id and type, and the same event id where the ESP's events have one (SendGrid's
+    sg_event_id, Mailgun's signature token)."""
+    sent, posts = run(tmp_path, {"faults": {"duplicate": 1.0}})
+    copies: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for fmt, ev in parse(posts):
+        copies[(fmt, ev.message_id)].append(ev)
+    assert sorted(mid for _, mid in copies) == sorted(sent.values())
+    for (fmt, _), evs in copies.items():
+        assert len(evs) == 2, fmt
+        assert evs[0].event_type == evs[1].event_type
+        assert evs[0].event_id == evs[1].event_id, fmt
+        if fmt in ("sendgrid", "mailgun"):
+            assert evs[0].event_id, fmt
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")

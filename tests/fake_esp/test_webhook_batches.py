@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import tempfile
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailstorm.fake_esp.profiles import load_profile
-from mailstorm.fake_esp.webhooks import WEBHOOK_FORMATS, Event, read_events
+from mailstorm.fake_esp.webhooks import EVENTS, WEBHOOK_FORMATS, Event, read_events
 from mailstorm.fake_esp.webhooks.formats import per_post, render, split
 from mailstorm.fake_esp.webhooks.poster import WebhookPoster
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
@@ -46,6 +47,22 @@ def test_any_count_splits_into_posts_that_render_and_read_back(fmt, n, batch):
         body, _ = render(fmt, p)
         got = read_events(fmt, body, CORRELATION_HEADER)
         assert [(g["id"], g["rcpt"]) for g in got] == [(e.id, e.rcpt) for e in p]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_redelivery_is_the_same_post(fmt):
+    """A redelivered event (the duplicate fault, a retry) renders to the same bytes: the same event id,
+    and for Mailgun the same signature token; two events differ in theirs (in the formats whose events
+    carry an id: Mandrill's and Postmark's delivery events have none)."""
+    for kind in EVENTS:
+        a, b = (Event(kind, f"ev-{kind}-{i}", "c-1", "1001", "u@example.test", "a@example.test", 1.7e9,
+                      CORRELATION_HEADER) for i in range(2))  # fmt: skip
+        body, headers = render(fmt, [a])
+        assert (body, headers) == render(fmt, [a])
+        (got,) = read_events(fmt, body, CORRELATION_HEADER)
+        if got["event_id"] is not None:
+            assert got["event_id"] == a.event_id
+            assert body != render(fmt, [b])[0]
 
 
 async def _post_all(url: str, fmt: str, n: int, ledger_dir: str) -> None:

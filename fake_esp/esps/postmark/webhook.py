@@ -6,6 +6,7 @@ Reference: https://postmarkapp.com/developer/webhooks/webhooks-overview.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ class PostmarkWebhook(JsonFormat):
             hard = e.event == "bounce"
             return {
                 "RecordType": "Bounce",
-                "ID": int(e.ts * 1000),
+                "ID": _bounce_id(e.event_id),
                 "Type": "HardBounce" if hard else "Transient",
                 "TypeCode": 1 if hard else 2,
                 "Email": e.rcpt,
@@ -81,3 +82,8 @@ class PostmarkWebhook(JsonFormat):
                 "event_id": None,  # Postmark events carry no event id of their own
             }
         ]
+
+
+def _bounce_id(event_id: str) -> int:
+    """Postmark's numeric bounce ID, drawn from the event id: the same on a redelivery, apart per event."""
+    return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:6], "big")
