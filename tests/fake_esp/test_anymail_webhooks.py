@@ -22,10 +22,11 @@ from tests.fake_esp.test_https_sdks import ANYMAIL, UNSUPPORTED, anymail_setting
 WEBHOOK_AUTH = "hook:s3cret"  # in the webhook URL, as an ESP is told; anymail's WEBHOOK_SECRET
 METADATA = {"campaign": "spring", "user_id": "42"}
 TAGS = ["newsletter"]  # one: Postmark and Mailjet take a single tag
-ESPS = ["sendgrid", "mailgun", "brevo", "mailjet", "mandrill", "postmark"]
+ESPS = ["sendgrid", "mailgun", "brevo", "mailjet", "mandrill", "postmark", "ses"]
 
 
 def _views() -> dict[str, Any]:
+    from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
     from anymail.webhooks.base import AnymailBasicAuthMixin
     from anymail.webhooks.brevo import BrevoTrackingWebhookView
     from anymail.webhooks.mailgun import MailgunTrackingWebhookView
@@ -45,6 +46,7 @@ def _views() -> dict[str, Any]:
         "mailjet": MailjetTrackingWebhookView,
         "mandrill": MandrillUnsigned,
         "postmark": PostmarkTrackingWebhookView,
+        "ses": AmazonSESTrackingWebhookView,
     }
 
 
@@ -86,7 +88,8 @@ def parse(posts: list[tuple[dict[str, str], bytes]]) -> list[tuple[str, Any]]:
         with override_settings(ANYMAIL=anymail):
             for headers, body in posts:
                 fmt = format_of(headers, body)
-                extra = {k: v for k, v in headers.items() if k.lower() in ("authorization", "user-agent")}
+                skip = ("content-type", "content-length", "host")  # RequestFactory sets these itself
+                extra = {k: v for k, v in headers.items() if k.lower() not in skip}
                 request = RequestFactory().post(
                     "/anymail/hook/", data=body, content_type=headers["Content-Type"], headers=extra
                 )
