@@ -110,6 +110,11 @@ class EspApi(ABC):
     def new_message_id(self) -> str:
         return secrets.token_urlsafe(16)
 
+    def message_ids(self, sub: Submission) -> list[str]:
+        """The ESP message id of each message of ``sub`` (one ``new_message_id`` each, unless the ESP
+        derives them from one id per request)."""
+        return [self.new_message_id() for _ in sub.messages]
+
     def unauthorized(
         self, sub: Submission, status: int, message: str, code: str | int | None
     ) -> web.Response:

@@ -307,7 +307,7 @@ class HttpApiServer:
         session: str,
         peer: str,
     ):
-        esp_ids = [api.new_message_id() for _ in sub.messages]
+        esp_ids = api.message_ids(sub)
         for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
             # Written before the answer leaves (ledger durability rule).
             self.ledger.write(

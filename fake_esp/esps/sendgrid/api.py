@@ -140,8 +140,13 @@ class SendGridApi(EspApi):
             )
         return Submission(key, tuple(messages))
 
+    def message_ids(self, sub: Submission) -> list[str]:
+        # One X-Message-Id per request; each personalization's id starts with it (SendGrid's events
+        # carry sg_message_id = <X-Message-Id>.<filter and per-message suffixes>).
+        first = self.new_message_id()
+        return [first] + [f"{first}-{i}" for i in range(1, len(sub.messages))]
+
     def accepted(self, request: web.Request, sub: Submission, esp_ids: list[str]) -> web.Response:
-        # One X-Message-Id per request, as SendGrid gives; per-recipient ids extend it in events.
         return web.Response(status=202, headers={"X-Message-Id": esp_ids[0]})
 
     def error(
