@@ -170,10 +170,12 @@ class MailjetApi(EspApi):
 
 
 def _with_globals(common: dict[str, Any], message: Any) -> Any:
-    """A message with the ``Globals`` it does not set itself (its own Headers win over the global ones)."""
+    """A message with the ``Globals`` it does not set itself; Headers and Variables are merged key by key
+    (the message's own keys win), as Mailjet does."""
     if not isinstance(message, dict):
         return message  # the message check names the type mismatch
     merged = {**common, **message}
-    if isinstance(common.get("Headers"), dict) and isinstance(message.get("Headers"), dict):
-        merged["Headers"] = {**common["Headers"], **message["Headers"]}
+    for field in ("Headers", "Variables"):
+        if isinstance(common.get(field), dict) and isinstance(message.get(field), dict):
+            merged[field] = {**common[field], **message[field]}
     return merged
