@@ -41,6 +41,10 @@ class ApiMessage:
     mid: str | None  # the Message-ID header, when the request carries one
     size: int
     sha: str
+    # What the ESP echoes in this message's webhook events, in its own field names (metadata, custom
+    # args, user variables, tags, categories, a custom header, the domain): the API module that parsed
+    # the request fills it, the ESP's webhook format reads it.
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 # Submission.extra key set by the server when the ESP accepts the request into its backlog (a queue
@@ -114,6 +118,11 @@ class EspApi(ABC):
 
     def new_message_id(self) -> str:
         return secrets.token_urlsafe(16)
+
+    def message_ids(self, sub: Submission) -> list[str]:
+        """The ESP message id of each message of ``sub`` (one ``new_message_id`` each, unless the ESP
+        derives them from one id per request)."""
+        return [self.new_message_id() for _ in sub.messages]
 
     def unauthorized(
         self, sub: Submission, status: int, message: str, code: str | int | None

@@ -339,7 +339,7 @@ class HttpApiServer:
         peer: str,
         action: Action,
     ):
-        esp_ids = [api.new_message_id() for _ in sub.messages]
+        esp_ids = api.message_ids(sub)
         for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
             # Written before the answer leaves (ledger durability rule).
             self.ledger.write(
@@ -383,7 +383,14 @@ class HttpApiServer:
             if self.on_accepted is None:
                 return
             for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
-                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id, "proto": "http"}
+                kept = {
+                    "id": cid,
+                    "mid": m.mid,
+                    "api": api.name,
+                    "esp_id": esp_id,
+                    "proto": "http",
+                    "echo": m.echo,
+                }
                 kept |= {"sender": m.sender, "to": list(m.rcpts), "size": m.size, "sha": m.sha}
                 self.on_accepted(kept)
 

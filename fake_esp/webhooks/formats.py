@@ -12,7 +12,7 @@ receivers, tests and reports: what did the pipeline see?). ``WEBHOOK_FORMATS`` i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -38,17 +38,23 @@ class Event:
     sender: str
     ts: float
     header: str  # the correlation header name (custom args / metadata key)
+    # What the sender set for the ESP to echo (mailstorm.fake_esp.http.api.ApiMessage.echo; empty for
+    # SMTP acceptances), in the ESP's own field names.
+    echo: dict[str, Any] = field(default_factory=dict)
 
 
 class WebhookFormat(ABC):
-    """One ESP's event webhook body. Subclasses set ``name`` and implement ``render`` and ``read``."""
+    """One ESP's event webhook body. Subclasses set ``name`` and implement ``render`` and ``read``;
+    a format whose POST carries several events (a JSON array, Mandrill's ``mandrill_events``) raises
+    ``per_post``."""
 
     name: ClassVar[str]
+    per_post: ClassVar[int] = 1  # the most events one POST of this format can carry
 
     @abstractmethod
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
-        """The POST body and headers carrying ``events``: one, or up to the profile's ``webhook.batch_max``
-        for an ESP that batches (the poster decides)."""
+        """The POST body and headers carrying ``events``: 1 to ``per_post`` of them (``split`` cuts a
+        longer list into posts)."""
 
     @abstractmethod
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
@@ -64,8 +70,7 @@ class JsonFormat(WebhookFormat):
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         if self.array:
             return orjson.dumps([self.event(e, signing_key) for e in events]), dict(JSON)
-        (e,) = events
-        return orjson.dumps(self.event(e, signing_key)), dict(JSON)
+        return orjson.dumps(self.event(one(self.name, events), signing_key)), dict(JSON)
 
     @abstractmethod
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
@@ -85,8 +90,20 @@ def _format(fmt: str) -> WebhookFormat:
     return cls()
 
 
+def per_post(fmt: str, batch_max: int) -> int:
+    """How many events one POST of format ``fmt`` carries at most: the profile's ``batch_max``, bounded
+    by what the format can carry (1 for the formats whose POST is one event)."""
+    return max(1, min(batch_max, _format(fmt).per_post))
+
+
+def split(fmt: str, events: list[Event], batch_max: int) -> list[list[Event]]:
+    """``events`` cut into the POSTs format ``fmt`` sends them in (each 1 to ``per_post`` events)."""
+    n = per_post(fmt, batch_max)
+    return [events[i : i + n] for i in range(0, len(events), n)]
+
+
 def render(fmt: str, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
-    """The POST body and headers carrying ``events`` in format ``fmt``."""
+    """The POST body and headers carrying ``events`` (1 to the format's ``per_post``) in format ``fmt``."""
     return _format(fmt).render(events, signing_key=signing_key)
 
 
@@ -96,6 +113,13 @@ def read_events(fmt: str, body: bytes, header: str) -> list[dict[str, Any]]:
 
 
 # -- helpers the formats share ----------------------------------------------------------------------
+
+
+def one(fmt: str, events: list[Event]) -> Event:
+    """The one event of a POST in a one-event-per-POST format; ValueError naming the count otherwise."""
+    if len(events) != 1:
+        raise ValueError(f"webhook format {fmt} carries one event per POST, not {len(events)} (use split)")
+    return events[0]
 
 
 def iso_time(ts: float) -> str:

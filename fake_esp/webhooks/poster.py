@@ -3,7 +3,8 @@
 ``notify(accepted)`` (called in the event loop for each esp.accepted record, SMTP or HTTP) draws the
 events for each recipient (WebhookSpec.events), applies the webhook faults (drop / duplicate / reorder /
 delay) and queues them. A dispatcher POSTs them in the ESP's format (mailstorm.fake_esp.webhooks.formats;
-SendGrid batches up to the profile's ``batch_max`` events per POST) and retries a failed POST (connection
+SendGrid, SendPulse and Mandrill batch up to the profile's ``batch_max`` events per POST, bounded by the
+format's ``per_post``) and retries a failed POST (connection
 error, timeout, non-2xx) on that ESP's published schedule (profile ``webhook.retry_schedule_s`` times
 ``retry_time_scale``), stopping at once on the statuses the ESP gives up on and never retrying events
 the ESP does not retry (Mailgun: delivered).
@@ -37,7 +38,7 @@ import aiohttp
 
 from mailstorm.fake_esp.engine import Outage
 from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
-from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, render
+from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, per_post, render
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspWebhook, LedgerWriter
 
@@ -120,6 +121,7 @@ class WebhookPoster:
                     sender=accepted.get("sender") or "",
                     ts=time.time(),
                     header=self.header,
+                    echo=accepted.get("echo") or {},
                 )
                 self._fault_and_queue(fmt, ev)
 
@@ -171,8 +173,10 @@ class WebhookPoster:
             first = await self._queue.get()
             batch = [first]
             policy = _policy(first.fmt)
-            # SendGrid posts what has piled up as one JSON array; the others one event per POST.
-            while len(batch) < policy.batch_max and not self._queue.empty():
+            # A batching ESP (SendGrid, SendPulse, Mandrill) posts what has piled up, up to its batch_max
+            # and what its format carries; the others one event per POST.
+            limit = per_post(first.fmt, policy.batch_max)
+            while len(batch) < limit and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt.fmt != first.fmt:
                     self._queue.put_nowait(nxt)

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from mailstorm.fake_esp.esps.brevo import CUSTOM_HEADER
 from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
@@ -36,7 +37,6 @@ from mailstorm.fake_esp.http.api import (
 
 MAX_VERSION_RECIPIENTS = 99  # brevo sendtransacemail: at most 99 recipients per message version
 MAX_RECIPIENTS = 2000  # brevo sendtransacemail: at most 2000 recipients per API request
-CUSTOM_HEADER = "X-Mailin-custom"  # brevo transactional-webhooks: "custom added header", echoed in events
 _DEFAULT_CODES = {400: "bad_request", 401: "unauthorized", 403: "permission_denied", 404: "not_found",
                   413: "document_too_large", 429: "too_many_requests"}  # fmt: skip
 
@@ -96,9 +96,15 @@ class BrevoApi(EspApi):
             headers = item.get("headers") if isinstance(item.get("headers"), dict) else {}
             corr, mid = self.correlation_from_headers({**top_headers, **headers})
             custom = {**top_headers, **headers}.get(CUSTOM_HEADER)
-            corr = corr or (custom if isinstance(custom, str) and custom else None)
+            custom = custom if isinstance(custom, str) and custom else None
+            corr = corr or _custom_id(custom, self.correlation_header)
             body = raw if whole else orjson.dumps(item)
-            messages.append(ApiMessage(email or "", tuple(rcpts), corr, mid, len(body), sha256_hex(body)))
+            # Brevo echoes X-Mailin-custom as it was sent, and the request's tags.
+            tags = data.get("tags") if isinstance(data.get("tags"), list) else []
+            echo = {CUSTOM_HEADER: custom, "tags": [t for t in tags if isinstance(t, str)]}
+            messages.append(
+                ApiMessage(email or "", tuple(rcpts), corr, mid, len(body), sha256_hex(body), echo)
+            )
         if total > MAX_RECIPIENTS:
             raise self._bad("invalid_parameter", f"at most {MAX_RECIPIENTS} recipients per request")
         return Submission(key, tuple(messages), extra={"versions": not whole})
@@ -139,3 +145,16 @@ class BrevoApi(EspApi):
                 **rate.retry_after(),
             }
         return json_response(status, {"code": err, "message": message}, headers)
+
+
+def _custom_id(custom: str | None, header: str) -> str | None:
+    """The correlation id X-Mailin-custom carries: the whole value, or (a JSON object, as django-anymail
+    sends metadata) its ``mailstorm_id`` / correlation-header key."""
+    if custom is None or not custom.startswith("{"):
+        return custom
+    try:
+        meta = orjson.loads(custom)
+    except orjson.JSONDecodeError:
+        return custom
+    value = meta.get(header, meta.get("mailstorm_id")) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None

@@ -1,6 +1,7 @@
 """Brevo transactional webhook: one JSON event per POST {event: delivered | deferred | hard_bounce |
-opened | click, email, id, date, ts, message-id, ts_event, ts_epoch, X-Mailin-custom, ...}; the
-correlation id comes back as X-Mailin-custom. Reference:
+opened | click, email, id, date, ts, message-id, ts_event, ts_epoch, tags, X-Mailin-custom, ...}; the
+X-Mailin-custom header and tags the send set come back as they were sent, and (the fake's) the
+correlation id under the correlation header's name. Reference:
 https://developers.brevo.com/docs/transactional-webhooks.
 """
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from mailstorm.fake_esp.esps.brevo import CUSTOM_HEADER
 from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
 
 _EVENTS = {"delivered": "delivered", "deferred": "deferred", "bounce": "hard_bounce",
@@ -33,11 +35,13 @@ class BrevoWebhook(JsonFormat):
             "subject": "",
             "sending_ip": "127.0.0.1",
             "ts_epoch": int(e.ts * 1000),
-            "tags": [],
+            "tags": list(e.echo.get("tags") or []),
             "uuid": e.event_id,
         }
+        if e.echo.get(CUSTOM_HEADER):
+            out[CUSTOM_HEADER] = e.echo[CUSTOM_HEADER]  # as the sender set it (django-anymail: JSON metadata)
         if e.id is not None:
-            out["X-Mailin-custom"] = e.id
+            out[e.header] = e.id  # the fake's: the correlation id, whichever way it was sent
         extra = {
             "deferred": {"reason": "451 4.4.1 try later"},
             "bounce": {"reason": "550 5.1.1 user unknown"},
@@ -49,6 +53,6 @@ class BrevoWebhook(JsonFormat):
         data = orjson.loads(body)
         kinds = {v: k for k, v in _EVENTS.items()} | {"soft_bounce": "deferred", "unique_opened": "open"}
         return [
-            {"event": kinds[data["event"]], "id": data.get("X-Mailin-custom"), "esp_id": data["message-id"],
+            {"event": kinds[data["event"]], "id": data.get(header), "esp_id": data["message-id"],
              "rcpt": data["email"], "event_id": data.get("uuid")}
         ]  # fmt: skip

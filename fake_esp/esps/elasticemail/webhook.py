@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from mailstorm.fake_esp.webhooks.formats import FORM, Event, WebhookFormat, parse_form, register
+from mailstorm.fake_esp.webhooks.formats import FORM, Event, WebhookFormat, one, parse_form, register
 
 _STATUS = {
     "delivered": "Sent",
@@ -28,8 +28,7 @@ class ElasticEmailWebhook(WebhookFormat):
     name = "elasticemail"
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
-        (e,) = events
-        return urlencode(_event(e)).encode(), dict(FORM)
+        return urlencode(_event(one(self.name, events))).encode(), dict(FORM)
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         data = parse_form(body)

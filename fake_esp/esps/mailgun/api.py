@@ -15,7 +15,9 @@ import re
 import secrets
 import time
 from email.utils import getaddresses
+from typing import Any
 
+import orjson
 from aiohttp import web
 from multidict import MultiDictProxy
 
@@ -54,9 +56,10 @@ class MailgunApi(EspApi):
             form = await request.post()
         except Exception as exc:  # aiohttp raises several types for a broken multipart/urlencoded body
             raise self._bad(f"Invalid request body: {type(exc).__name__}: {exc}") from None
+        echo = _echo(form, domain)
         if request.path.endswith(".mime"):
-            return self._parse_mime(key, form)
-        return self._parse_fields(key, form, await request.read())
+            return self._parse_mime(key, form, echo)
+        return self._parse_fields(key, form, await request.read(), echo)
 
     def _addresses(self, form: MultiDictProxy, name: str) -> list[str]:
         values = [v for v in form.getall(name, []) if isinstance(v, str)]
@@ -72,7 +75,7 @@ class MailgunApi(EspApi):
             raise self._bad(f"Too many recipients: at most {MAX_RECIPIENTS} allowed")
         return rcpts
 
-    def _parse_fields(self, key: str, form: MultiDictProxy, raw: bytes) -> Submission:
+    def _parse_fields(self, key: str, form: MultiDictProxy, raw: bytes, echo: dict[str, Any]) -> Submission:
         sender = self._addresses(form, "from")
         if not sender:
             raise self._bad("'from' parameter is missing")
@@ -82,9 +85,10 @@ class MailgunApi(EspApi):
         hdr = self.correlation_header
         corr = _str(form.get(f"h:{hdr}")) or _str(form.get(f"v:{hdr}")) or _str(form.get("v:mailstorm_id"))
         mid = _str(form.get("h:Message-Id")) or _str(form.get("h:Message-ID"))
-        return Submission(key, (ApiMessage(sender[0], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw)),))
+        msg = ApiMessage(sender[0], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo)
+        return Submission(key, (msg,))
 
-    def _parse_mime(self, key: str, form: MultiDictProxy) -> Submission:
+    def _parse_mime(self, key: str, form: MultiDictProxy, echo: dict[str, Any]) -> Submission:
         rcpts = self._rcpts(form)
         part = form.get("message")
         if part is None or isinstance(part, str):
@@ -93,7 +97,8 @@ class MailgunApi(EspApi):
         corr, mid, sender, _ = self.parse_mime(body)
         if sender is None:
             raise self._bad("'from' header is missing in the MIME message")
-        return Submission(key, (ApiMessage(sender, tuple(rcpts), corr, mid, len(body), sha256_hex(body)),))
+        msg = ApiMessage(sender, tuple(rcpts), corr, mid, len(body), sha256_hex(body), echo)
+        return Submission(key, (msg,))
 
     def new_message_id(self) -> str:
         return f"{time.strftime('%Y%m%d%H%M%S')}.{secrets.token_hex(8)}"
@@ -116,3 +121,20 @@ def _basic_key(header: str) -> str | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _echo(form: MultiDictProxy, domain: str) -> dict[str, Any]:
+    """What Mailgun echoes in events: user-variables (``h:X-Mailgun-Variables`` JSON, then each ``v:``
+    field), tags (``o:tag``), and the sending domain (the message id the send answers is ``<id@domain>``)."""
+    variables: dict[str, Any] = {}
+    raw = form.get("h:X-Mailgun-Variables")
+    if isinstance(raw, str):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            variables |= parsed
+    variables |= {k[2:]: v for k, v in form.items() if k.startswith("v:") and isinstance(v, str)}
+    tags = [t for t in form.getall("o:tag", []) if isinstance(t, str)]
+    return {"user-variables": variables, "tags": tags, "domain": domain}

@@ -1,6 +1,8 @@
 """Mailgun webhooks: {"signature": {timestamp, token, signature (HMAC-SHA256 of timestamp + token with
 the webhook signing key)}, "event-data": {event: delivered | failed (severity permanent/temporary) |
-opened | clicked, user-variables, ...}}; the correlation id comes back in user-variables.
+opened | clicked, user-variables, tags, message.headers.message-id (the id the send answered, without its
+angle brackets), ...}}; the user variables and tags the send set come back (and the correlation id, in
+user-variables). The token is drawn from the event id, so a redelivery carries the same one.
 Reference: https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhooks.
 """
 
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from typing import Any
 
 import orjson
@@ -22,7 +23,9 @@ class MailgunWebhook(JsonFormat):
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         ts = str(int(e.ts))
-        token = secrets.token_hex(25)
+        # Drawn from the event id: a redelivered event (the duplicate fault) carries the same token,
+        # which receivers such as django-anymail take as the event id to deduplicate by.
+        token = hashlib.sha256(f"mailgun-token:{e.event_id}".encode()).hexdigest()[:50]
         # Mailgun signs timestamp+token with the webhook signing key (HMAC-SHA256), as receivers verify.
         sig = hmac.new(signing_key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
         name, extra = {
@@ -46,13 +49,19 @@ class MailgunWebhook(JsonFormat):
             "open": ("opened", {"ip": "127.0.0.1"}),
             "click": ("clicked", {"ip": "127.0.0.1", "url": "https://example.test/"}),
         }[e.event]
+        variables = dict(e.echo.get("user-variables") or {})
+        if e.id is not None and e.id not in variables.values():
+            variables[e.header] = e.id  # the fake's: a correlation id sent as a header comes back here
+        # The send answered "<id@domain>"; Mailgun's events carry it without the angle brackets.
+        domain = e.echo.get("domain") or e.sender.rpartition("@")[2] or "fake-esp.mailstorm.test"
         data = {
             "id": e.event_id,
             "timestamp": e.ts,
             "event": name,
             "recipient": e.rcpt,
-            "message": {"headers": {"message-id": e.esp_id, "from": e.sender, "to": e.rcpt}},
-            "user-variables": {e.header: e.id} if e.id is not None else {},
+            "message": {"headers": {"message-id": f"{e.esp_id}@{domain}", "from": e.sender, "to": e.rcpt}},
+            "user-variables": variables,
+            "tags": list(e.echo.get("tags") or []),
             **extra,
         }
         return {"signature": {"timestamp": ts, "token": token, "signature": sig}, "event-data": data}
@@ -62,11 +71,12 @@ class MailgunWebhook(JsonFormat):
         kind = {"delivered": "delivered", "opened": "open", "clicked": "click"}.get(ed["event"])
         if kind is None:
             kind = "bounce" if ed.get("severity") == "permanent" else "deferred"
+        uv = ed.get("user-variables", {})
         return [
             {
                 "event": kind,
-                "id": ed.get("user-variables", {}).get(header),
-                "esp_id": ed["message"]["headers"]["message-id"],
+                "id": uv.get(header, uv.get("mailstorm_id")),
+                "esp_id": ed["message"]["headers"]["message-id"].rpartition("@")[0],
                 "rcpt": ed["recipient"],
                 "event_id": ed["id"],
             }

@@ -137,7 +137,9 @@ class MailjetApi(EspApi):
         corr, mid = self.correlation_from_headers(headers)
         custom = m.get("CustomID")
         corr = corr or (custom if isinstance(custom, str) and custom else None)
-        return ApiMessage(sender["Email"], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw))
+        # Mailjet echoes CustomID, EventPayload (as Payload) and CustomCampaign in its events.
+        echo = {k: m[k] for k in ("CustomID", "EventPayload", "CustomCampaign") if isinstance(m.get(k), str)}
+        return ApiMessage(sender["Email"], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo)
 
     def new_message_id(self) -> str:
         # Mailjet MessageIDs are 64-bit integers (e.g. 288230376160624642); the fake draws 18 digits.
@@ -168,10 +170,12 @@ class MailjetApi(EspApi):
 
 
 def _with_globals(common: dict[str, Any], message: Any) -> Any:
-    """A message with the ``Globals`` it does not set itself (its own Headers win over the global ones)."""
+    """A message with the ``Globals`` it does not set itself; Headers and Variables are merged key by key
+    (the message's own keys win), as Mailjet does."""
     if not isinstance(message, dict):
         return message  # the message check names the type mismatch
     merged = {**common, **message}
-    if isinstance(common.get("Headers"), dict) and isinstance(message.get("Headers"), dict):
-        merged["Headers"] = {**common["Headers"], **message["Headers"]}
+    for field in ("Headers", "Variables"):
+        if isinstance(common.get(field), dict) and isinstance(message.get(field), dict):
+            merged[field] = {**common[field], **message[field]}
     return merged

@@ -1,6 +1,7 @@
 """Mailjet Event API: one JSON event per POST {event: sent | bounce (hard_bounce true/false) | open |
-click, time, MessageID, Message_GUID, email, CustomID, Payload, ...}; the correlation id comes back as
-CustomID. Reference: https://dev.mailjet.com/email/guides/webhooks/.
+click, time, MessageID, Message_GUID, email, CustomID, Payload, customcampaign, ...}; the CustomID,
+EventPayload (as Payload) and CustomCampaign the send set come back; CustomID is the correlation id when
+the send set none. Reference: https://dev.mailjet.com/email/guides/webhooks/.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ class MailjetWebhook(JsonFormat):
             "email": e.rcpt,
             "mj_campaign_id": 0,
             "mj_contact_id": 0,
-            "customcampaign": "",
-            "CustomID": e.id or "",
-            "Payload": "",
+            "customcampaign": e.echo.get("CustomCampaign", ""),
+            "CustomID": e.echo.get("CustomID") or e.id or "",
+            "Payload": e.echo.get("EventPayload", ""),
             "_event_id": e.event_id,  # not Mailjet's: Mailjet events carry no id of their own
         }
         extra = {

@@ -92,7 +92,11 @@ class MandrillApi(EspApi):
         corr, mid = self.correlation_from_headers(headers)
         meta = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
         corr = corr or _str(meta.get(self.correlation_header)) or _str(meta.get("mailstorm_id"))
-        return Submission(key, (ApiMessage(sender, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw)),))
+        tags = msg.get("tags") if isinstance(msg.get("tags"), list) else []
+        echo = {"metadata": meta, "tags": [t for t in tags if isinstance(t, str)]}  # echoed in msg
+        return Submission(
+            key, (ApiMessage(sender, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo),)
+        )
 
     def new_message_id(self) -> str:
         return secrets.token_hex(16)  # Mandrill _ids are 32 hex characters

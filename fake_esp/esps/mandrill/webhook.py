@@ -1,6 +1,7 @@
 """Mandrill (Mailchimp Transactional) message event webhook: form-encoded ``mandrill_events`` = a JSON
 array (up to 1000) of {event: send | deferral | hard_bounce | open | click, _id, ts, msg: {_id, email,
-sender, state, metadata, ...}}; the correlation id comes back in msg.metadata. No X-Mandrill-Signature
+sender, state, metadata, tags, ...}} whose _id is the message's (the id the send answered); the metadata and
+tags the send set come back in msg (and the correlation id, in msg.metadata). No X-Mandrill-Signature
 (it signs the URL, which a renderer does not see).
 Reference: https://mandrill.zendesk.com/hc/en-us/articles/205583307-Message-Event-Webhook-Format.
 """
@@ -21,6 +22,7 @@ _EVENTS = {"delivered": "send", "deferred": "deferral", "bounce": "hard_bounce",
 @register
 class MandrillWebhook(WebhookFormat):
     name = "mandrill"
+    per_post = 1000  # mandrill_events holds up to 1000 events
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         body = {"mandrill_events": orjson.dumps([_event(e) for e in events]).decode()}
@@ -30,9 +32,16 @@ class MandrillWebhook(WebhookFormat):
         kinds = {v: k for k, v in _EVENTS.items()} | {"soft_bounce": "deferred"}
         return [
             {"event": kinds[ev["event"]], "id": ev["msg"].get("metadata", {}).get(header),
-             "esp_id": ev["msg"]["_id"], "rcpt": ev["msg"]["email"], "event_id": ev["_id"]}
+             "esp_id": ev["msg"]["_id"], "rcpt": ev["msg"]["email"], "event_id": None}
             for ev in orjson.loads(parse_form(body)["mandrill_events"])
         ]  # fmt: skip
+
+
+def _metadata(e: Event) -> dict[str, Any]:
+    meta = dict(e.echo.get("metadata") or {})
+    if e.id is not None and e.id not in meta.values():
+        meta[e.header] = e.id  # the fake's: a correlation id sent as a header comes back here
+    return meta
 
 
 def _event(e: Event) -> dict[str, Any]:
@@ -43,15 +52,16 @@ def _event(e: Event) -> dict[str, Any]:
         "email": e.rcpt,
         "sender": e.sender,
         "subject": "",
-        "tags": [],
+        "tags": list(e.echo.get("tags") or []),
         "state": state,
-        "metadata": {e.header: e.id} if e.id is not None else {},
+        "metadata": _metadata(e),
     }
     if e.event == "bounce":
         msg |= {"bounce_description": "bad_mailbox", "diag": "smtp;550 5.1.1 user unknown"}
     if e.event == "deferred":
         msg["smtp_events"] = [{"ts": int(e.ts), "type": "deferred", "diag": "451 4.4.1 try later"}]
-    out: dict[str, Any] = {"event": _EVENTS[e.event], "_id": e.event_id, "ts": int(e.ts), "msg": msg}
+    # The event's _id is the message's (Mandrill events carry no id of their own).
+    out: dict[str, Any] = {"event": _EVENTS[e.event], "_id": e.esp_id, "ts": int(e.ts), "msg": msg}
     if e.event in ("open", "click"):
         out |= {"ip": "127.0.0.1", "user_agent": "Mozilla/5.0", "location": None}
     if e.event == "click":

@@ -105,7 +105,9 @@ class PostmarkApi(EspApi):
         corr, mid = self.correlation_from_headers(item.get("Headers") or [])
         meta = item.get("Metadata") if isinstance(item.get("Metadata"), dict) else {}
         corr = corr or _str(meta.get(self.correlation_header)) or _str(meta.get("mailstorm_id"))
-        return ApiMessage(sender[0][1], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw))
+        tag = item.get("Tag") if isinstance(item.get("Tag"), str) else ""
+        echo = {"Metadata": meta, "Tag": tag}  # Postmark echoes both in every event
+        return ApiMessage(sender[0][1], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo)
 
     def new_message_id(self) -> str:
         return str(uuid.uuid4())

@@ -1,10 +1,12 @@
 """Postmark webhooks: {RecordType: Delivery | Bounce (Type HardBounce / Transient) | Open | Click,
-MessageID, Recipient, Metadata, ...}; the correlation id comes back in Metadata.
+MessageID, Recipient, Metadata, Tag, ...}; the Metadata and Tag the send set come back (and the
+correlation id, in Metadata).
 Reference: https://postmarkapp.com/developer/webhooks/webhooks-overview.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -18,12 +20,14 @@ class PostmarkWebhook(JsonFormat):
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         when = iso_time(e.ts)
-        meta = {e.header: e.id} if e.id is not None else {}
+        meta = dict(e.echo.get("Metadata") or {})
+        if e.id is not None and e.id not in meta.values():
+            meta[e.header] = e.id  # the fake's: a correlation id sent as a header comes back here
         common = {
             "MessageID": e.esp_id,
             "MessageStream": "outbound",
             "Metadata": meta,
-            "Tag": "",
+            "Tag": e.echo.get("Tag") or "",
         }
         if e.event == "delivered":
             return {
@@ -38,7 +42,7 @@ class PostmarkWebhook(JsonFormat):
             hard = e.event == "bounce"
             return {
                 "RecordType": "Bounce",
-                "ID": int(e.ts * 1000),
+                "ID": _bounce_id(e.event_id),
                 "Type": "HardBounce" if hard else "Transient",
                 "TypeCode": 1 if hard else 2,
                 "Email": e.rcpt,
@@ -72,9 +76,14 @@ class PostmarkWebhook(JsonFormat):
         return [
             {
                 "event": kind,
-                "id": data.get("Metadata", {}).get(header),
+                "id": data.get("Metadata", {}).get(header, data.get("Metadata", {}).get("mailstorm_id")),
                 "esp_id": data["MessageID"],
                 "rcpt": data.get("Recipient") or data.get("Email"),
                 "event_id": None,  # Postmark events carry no event id of their own
             }
         ]
+
+
+def _bounce_id(event_id: str) -> int:
+    """Postmark's numeric bounce ID, drawn from the event id: the same on a redelivery, apart per event."""
+    return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:6], "big")

@@ -126,8 +126,13 @@ class SendGridApi(EspApi):
             args = p.get("custom_args") or {}
             hdr = self.correlation_header
             corr = corr or _arg(args, hdr) or top_corr or _arg(top_args, hdr)
+            # SendGrid echoes custom args (the request's, then the personalization's) and categories.
+            custom = {**_dict(top_args), **_dict(args)}
+            echo = {"custom_args": {str(k): str(v) for k, v in custom.items()}, "categories": _tags(data)}
             messages.append(
-                ApiMessage(sender["email"], tuple(rcpts), corr, mid or top_mid, len(raw), sha256_hex(raw))
+                ApiMessage(
+                    sender["email"], tuple(rcpts), corr, mid or top_mid, len(raw), sha256_hex(raw), echo
+                )
             )
         if total > MAX_RECIPIENTS:
             raise self._bad(
@@ -135,8 +140,13 @@ class SendGridApi(EspApi):
             )
         return Submission(key, tuple(messages))
 
+    def message_ids(self, sub: Submission) -> list[str]:
+        # One X-Message-Id per request; each personalization's id starts with it (SendGrid's events
+        # carry sg_message_id = <X-Message-Id>.<filter and per-message suffixes>).
+        first = self.new_message_id()
+        return [first] + [f"{first}-{i}" for i in range(1, len(sub.messages))]
+
     def accepted(self, request: web.Request, sub: Submission, esp_ids: list[str]) -> web.Response:
-        # One X-Message-Id per request, as SendGrid gives; per-recipient ids extend it in events.
         return web.Response(status=202, headers={"X-Message-Id": esp_ids[0]})
 
     def error(
@@ -144,6 +154,15 @@ class SendGridApi(EspApi):
     ) -> web.Response:
         headers = rate.x_ratelimit() if rate is not None else None
         return json_response(status, {"errors": [{"field": None, "message": message}]}, headers)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _tags(data: dict[str, Any]) -> list[str]:
+    cats = data.get("categories")
+    return [c for c in cats if isinstance(c, str)] if isinstance(cats, list) else []
 
 
 def _arg(args: Any, header: str) -> str | None:

@@ -17,19 +17,22 @@ from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
 class SendGridWebhook(JsonFormat):
     name = "sendgrid"
     array = True
+    per_post = 10_000  # any count: the profile's batch_max sets how many SendGrid piles up
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {
+        # Custom args are top-level keys of each event (SendGrid's reserved keys win over them).
+        args = dict(e.echo.get("custom_args") or {})
+        if e.id is not None and e.id not in args.values():
+            args[e.header] = e.id  # the fake's: a correlation id sent as a header comes back as an arg
+        out: dict[str, Any] = args | {
             "email": e.rcpt,
             "timestamp": int(e.ts),
             "smtp-id": f"<{e.esp_id}@fake-esp.mailstorm.test>",
             "event": e.event,
-            "category": [],
+            "category": list(e.echo.get("categories") or []),
             "sg_event_id": e.event_id,
             "sg_message_id": f"{e.esp_id}.filter0001.0.0",
         }
-        if e.id is not None:
-            out[e.header] = e.id
         extra = {
             "delivered": {"response": "250 2.0.0 OK"},
             "deferred": {"response": "451 4.3.0 Temporary failure", "attempt": "1"},
@@ -43,7 +46,7 @@ class SendGridWebhook(JsonFormat):
         return [
             {
                 "event": ev["event"],
-                "id": ev.get(header),
+                "id": ev.get(header, ev.get("mailstorm_id")),
                 "esp_id": ev["sg_message_id"].split(".")[0],
                 "rcpt": ev["email"],
                 "event_id": ev["sg_event_id"],

@@ -20,6 +20,7 @@ _EVENTS = {"delivered": "delivered", "deferred": "undelivered", "bounce": "undel
 class SendPulseWebhook(JsonFormat):
     name = "sendpulse"
     array = True
+    per_post = 10_000  # any count: the profile's batch_max sets how many pile up
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {

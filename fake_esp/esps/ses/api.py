@@ -20,6 +20,7 @@ import binascii
 import re
 import secrets
 import uuid
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from aiohttp import web
@@ -95,6 +96,7 @@ class SesApi(EspApi):
                 raise self._bad(f"Destination.{kind} must be a list of email addresses.")
             rcpts += lst
         corr = mid = None
+        headers: list[dict[str, str]] = []  # the message's headers, which SES events carry in mail.headers
         size = len(raw)
         sha = sha256_hex(raw)
         if kinds == ["Raw"]:
@@ -102,6 +104,7 @@ class SesApi(EspApi):
             if body is None:
                 raise self._bad("Content.Raw.Data must be a base64-encoded MIME message.")
             corr, mid, mime_from, mime_rcpts = self.parse_mime(body)
+            headers = [{"name": k, "value": str(v)} for k, v in BytesHeaderParser().parsebytes(body).items()]
             sender = sender or mime_from
             rcpts = rcpts or mime_rcpts
             size, sha = len(body), sha256_hex(body)
@@ -116,16 +119,29 @@ class SesApi(EspApi):
                 if not isinstance(part.get("Body"), dict) or not part["Body"]:
                     raise self._bad("Content.Simple.Body is required.")
             corr, mid = self.correlation_from_headers(part.get("Headers") or [])
+            headers = [
+                {"name": h["Name"], "value": h["Value"]}
+                for h in part.get("Headers") or []
+                if isinstance(h, dict) and isinstance(h.get("Name"), str) and isinstance(h.get("Value"), str)
+            ]
         if not isinstance(sender, str) or "@" not in sender:
             raise self._bad("Missing final '@domain'", code="MessageRejected")
         if not rcpts:
             raise self._bad("Destination must contain at least one recipient.")
         if len(rcpts) > MAX_RECIPIENTS:
             raise self._bad(f"Recipient count exceeds {MAX_RECIPIENTS}.", code="MessageRejected")
+        tags: dict[str, list[str]] = {}  # SES events carry the send's EmailTags as {name: [value]}
         for tag in data.get("EmailTags") or []:
-            if isinstance(tag, dict) and tag.get("Name") in (self.correlation_header, "mailstorm_id"):
-                corr = corr or tag.get("Value")
-        return Submission(key, (ApiMessage(sender, tuple(rcpts), corr, mid, size, sha),))
+            if (
+                isinstance(tag, dict)
+                and isinstance(tag.get("Name"), str)
+                and isinstance(tag.get("Value"), str)
+            ):
+                tags[tag["Name"]] = [tag["Value"]]
+                if tag["Name"] in (self.correlation_header, "mailstorm_id"):
+                    corr = corr or tag["Value"]
+        echo = {"headers": headers, "tags": tags}
+        return Submission(key, (ApiMessage(sender, tuple(rcpts), corr, mid, size, sha, echo),))
 
     def new_message_id(self) -> str:
         # SES message ids look like 0100018c...-<uuid>-000000

@@ -1,7 +1,8 @@
 """Amazon SES events through SNS: an SNS HTTP notification ({Type: "Notification", MessageId, TopicArn,
 Message, ...}, with x-amz-sns-* headers) whose Message is the SES event JSON ({eventType: Delivery |
 Bounce | DeliveryDelay | Open | Click, mail: {messageId, headers, tags, ...}, delivery | ...}); the
-correlation id comes back in the mail's tags (mailstorm_id) and headers.
+message's headers (as sent) come back in mail.headers, the send's EmailTags in mail.tags ({name: [value]}),
+and the correlation id in the tags (mailstorm_id) and headers.
 References: https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html,
 https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from mailstorm.fake_esp.webhooks.formats import Event, WebhookFormat, iso_time, register
+from mailstorm.fake_esp.webhooks.formats import Event, WebhookFormat, iso_time, one, register
 
 SNS_TOPIC = "arn:aws:sns:us-east-1:000000000000:mailstorm-ses-events"
 _SES_TYPES = {
@@ -29,8 +30,7 @@ class SesWebhook(WebhookFormat):
     name = "ses"
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
-        (e,) = events
-        note = _sns(e)
+        note = _sns(one(self.name, events))
         headers = {
             "Content-Type": "text/plain; charset=UTF-8",
             "x-amz-sns-message-type": "Notification",
@@ -55,6 +55,15 @@ class SesWebhook(WebhookFormat):
         ]
 
 
+def _headers(e: Event) -> list[dict[str, str]]:
+    """The message's headers as the send gave them (django-anymail's X-Metadata and X-Tag among them),
+    and the correlation header (the fake's, when the send did not carry it)."""
+    headers = list(e.echo.get("headers") or [])
+    if e.id is not None and not any(h["name"].lower() == e.header.lower() for h in headers):
+        headers.append({"name": e.header, "value": e.id})
+    return headers
+
+
 def _sns(e: Event) -> dict[str, Any]:
     when = iso_time(e.ts)
     mail = {
@@ -64,8 +73,8 @@ def _sns(e: Event) -> dict[str, Any]:
         "messageId": e.esp_id,
         "destination": [e.rcpt],
         "headersTruncated": False,
-        "headers": [{"name": e.header, "value": e.id}] if e.id is not None else [],
-        "tags": {"mailstorm_id": [e.id]} if e.id is not None else {},
+        "headers": _headers(e),
+        "tags": dict(e.echo.get("tags") or {}) | ({"mailstorm_id": [e.id]} if e.id is not None else {}),
     }
     detail: dict[str, Any] = {
         "delivered": {

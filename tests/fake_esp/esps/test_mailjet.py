@@ -13,7 +13,19 @@ from mailjet_rest.client import ApiRateLimitError
 from mailjet_rest.errors import ApiError as MailjetError
 
 from mailstorm.fake_esp.launch import EspProcess
-from tests.fake_esp.http_support import THROTTLE, accepted, kept, new_id, post, replies, reply_fault
+from mailstorm.ledger import CORRELATION_HEADER
+from tests.fake_esp.http_support import (
+    THROTTLE,
+    Receiver,
+    accepted,
+    kept,
+    new_id,
+    post,
+    replies,
+    reply_fault,
+    start_esp,
+    wait_until,
+)
 
 MJ = {"Authorization": "Basic " + base64.b64encode(b"mj-key:mj-secret").decode()}
 ROUTES = [("/v3.1/send", MJ)]
@@ -110,3 +122,38 @@ def test_mailjet_bad_bodies(esp):
     assert r.json()["Messages"][0]["Errors"][0]["ErrorCode"] == "send-0003"
     r = post(esp, "/v3.1/send", {}, json={"Messages": [msg]})
     assert r.status_code == 401 and r.json()["StatusCode"] == 401
+
+
+def test_globals_are_merged_into_each_message(tmp_path):
+    """``Globals`` (as django-anymail sends: From, Subject, TextPart, Headers, EventPayload there, only To
+    in each message): each message is sent with them, its own Headers merged over the global ones
+    (key by key), and its events echo the global EventPayload and CustomCampaign and its own CustomID."""
+    body = {
+        "Globals": {
+            "From": {"Email": "app@example.test"},
+            "Subject": "s",
+            "TextPart": "b",
+            "Headers": {CORRELATION_HEADER: "glob-shared", "X-Campaign": "spring"},
+            "EventPayload": '{"user_id": "42"}',
+            "CustomCampaign": "newsletter",
+        },
+        "Messages": [
+            {"To": [{"Email": "u0@example.test"}], "Headers": {"X-Other": "x"}, "CustomID": "custom-0"},
+            {"To": [{"Email": "u1@example.test"}], "Headers": {CORRELATION_HEADER: "glob-own"},
+             "CustomID": "custom-1"},
+        ],
+    }  # fmt: skip
+    with Receiver() as rx:
+        esp = start_esp(tmp_path, rx.url)
+        try:
+            r = post(esp, "/v3.1/send", MJ, json=body)
+            assert r.status_code == 200, r.text
+            wait_until(lambda: len(rx.events()) >= 2)
+            # Message 0's Headers merged with the global ones (the global id); message 1's own id wins.
+            assert [len(accepted(esp, cid)) for cid in ("glob-shared", "glob-own")] == [1, 1]
+        finally:
+            esp.stop()
+        raws = sorted((e["raw"] for e in rx.events()), key=lambda raw: raw["CustomID"])
+    assert [(raw["CustomID"], raw["Payload"], raw["customcampaign"]) for raw in raws] == [
+        (f"custom-{i}", '{"user_id": "42"}', "newsletter") for i in range(2)
+    ]

@@ -14,6 +14,7 @@ from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ledger import CORRELATION_HEADER
 from tests.fake_esp.http_support import (
     THROTTLE,
+    Receiver,
     accepted,
     assert_delivered_once,
     kept,
@@ -21,6 +22,8 @@ from tests.fake_esp.http_support import (
     post,
     replies,
     reply_fault,
+    start_esp,
+    wait_until,
 )
 
 SG = {"Authorization": "Bearer SG.key", "Content-Type": "application/json"}
@@ -102,3 +105,31 @@ def test_each_accepted_message_is_delivered_once_as_a_sendgrid_event(tmp_path):
     """Five messages: exactly one delivered event each, in SendGrid's format (a batched JSON array),
     carrying the correlation id and the ESP's message id from the ledger."""
     assert_delivered_once(tmp_path, "sendgrid", send_plain)
+
+
+def test_every_personalizations_events_carry_the_requests_x_message_id(tmp_path):
+    """Two personalizations in one request: one X-Message-Id answered; each message has its own id in the
+    ledger, and each one's events carry an sg_message_id starting with the X-Message-Id."""
+    body = {
+        "personalizations": [
+            {"to": [{"email": f"u{i}@example.test"}], "custom_args": {CORRELATION_HEADER: f"pers-{i}"}}
+            for i in range(2)
+        ],
+        "from": {"email": "a@example.test"},
+        "subject": "s",
+        "content": [{"type": "text/plain", "value": "b"}],
+    }
+    with Receiver() as rx:
+        esp = start_esp(tmp_path, rx.url)
+        try:
+            r = post(esp, "/v3/mail/send", SG, json=body)
+            assert r.status_code == 202
+            wait_until(lambda: len(rx.events()) >= 2)
+            esp_ids = [accepted(esp, f"pers-{i}")[0]["esp_id"] for i in range(2)]
+        finally:
+            esp.stop()
+        events = rx.events()
+    x_id = r.headers["X-Message-Id"]
+    assert esp_ids[0] == x_id and len(set(esp_ids)) == 2
+    assert sorted(e["esp_id"] for e in events) == sorted(esp_ids)
+    assert all(ev["sg_message_id"].startswith(x_id) for e in events for ev in e["raw"])

@@ -1,0 +1,98 @@
+"""Any number of events per POST, for every webhook format: ``split`` cuts them into the POSTs the ESP
+sends (batching ESPs several per POST up to their ``batch_max``, the others one), each renders and reads
+back as the events it carries, and the real poster posts them all to a real receiver, each exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.fake_esp.webhooks import EVENTS, WEBHOOK_FORMATS, Event, read_events
+from mailstorm.fake_esp.webhooks.formats import per_post, render, split
+from mailstorm.fake_esp.webhooks.poster import WebhookPoster
+from mailstorm.fake_esp.webhooks.spec import WebhookSpec
+from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader, LedgerWriter
+from tests.fake_esp.http_support import Receiver
+
+FORMATS = sorted(WEBHOOK_FORMATS.names())
+
+
+def batch_max(fmt: str) -> int:
+    policy = load_profile(fmt).webhook
+    assert policy is not None
+    return policy.batch_max
+
+
+def events(n: int) -> list[Event]:
+    return [
+        Event("delivered", f"ev-{i}", f"c-{i}", f"{1000 + i}", f"u{i}@example.test", "a@example.test",
+              1.7e9 + i, CORRELATION_HEADER)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(fmt=st.sampled_from(FORMATS), n=st.integers(0, 300), batch=st.integers(1, 300))
+def test_any_count_splits_into_posts_that_render_and_read_back(fmt, n, batch):
+    evs = events(n)
+    posts = split(fmt, evs, batch)
+    assert [e for p in posts for e in p] == evs
+    assert all(1 <= len(p) <= per_post(fmt, batch) for p in posts)
+    for p in posts:
+        body, _ = render(fmt, p)
+        got = read_events(fmt, body, CORRELATION_HEADER)
+        assert [(g["id"], g["rcpt"]) for g in got] == [(e.id, e.rcpt) for e in p]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_redelivery_is_the_same_post(fmt):
+    """A redelivered event (the duplicate fault, a retry) renders to the same bytes: the same event id,
+    and for Mailgun the same signature token; two events differ in theirs (in the formats whose events
+    carry an id: Mandrill's and Postmark's delivery events have none)."""
+    for kind in EVENTS:
+        a, b = (Event(kind, f"ev-{kind}-{i}", "c-1", "1001", "u@example.test", "a@example.test", 1.7e9,
+                      CORRELATION_HEADER) for i in range(2))  # fmt: skip
+        body, headers = render(fmt, [a])
+        assert (body, headers) == render(fmt, [a])
+        (got,) = read_events(fmt, body, CORRELATION_HEADER)
+        if got["event_id"] is not None:
+            assert got["event_id"] == a.event_id
+            assert body != render(fmt, [b])[0]
+
+
+async def _post_all(url: str, fmt: str, n: int, ledger_dir: str) -> None:
+    writer = LedgerWriter(ledger_dir, "esp")
+    poster = WebhookPoster(WebhookSpec(url=url, format=fmt, seed=1), writer)
+    await poster.start()
+    try:
+        rcpts = [f"u{i}@example.test" for i in range(n)]
+        poster.notify(
+            {"api": fmt, "id": "batch-1", "esp_id": "4242", "sender": "a@example.test", "to": rcpts}
+        )
+        await poster.stop(drain_s=20)
+    finally:
+        writer.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(fmt=st.sampled_from(FORMATS), n=st.integers(0, 250))
+def test_the_poster_posts_any_number_of_events_at_once(fmt, n):
+    """n events queued at once (one message to n recipients): all n reach the receiver, each once, in
+    POSTs of at most what the ESP carries per POST; the ledger has one ok record per event."""
+    with Receiver() as rx, tempfile.TemporaryDirectory() as d:
+        asyncio.run(_post_all(rx.url, fmt, n, d))
+        got = rx.events()
+        posts = list(rx.posts)
+        recs = list(LedgerReader(d).records([Kind.ESP_WEBHOOK]))
+    assert sorted(e["rcpt"] for e in got) == sorted(f"u{i}@example.test" for i in range(n))
+    assert {e["format"] for e in got} <= {fmt}
+    limit = per_post(fmt, batch_max(fmt))
+    assert all(1 <= len(read_events(fmt, body, CORRELATION_HEADER)) <= limit for _, body in posts)
+    if n > limit:
+        assert len(posts) >= -(-n // limit)
+    assert len(recs) == n and all(r["ok"] and r["attempt"] == 1 for r in recs)
