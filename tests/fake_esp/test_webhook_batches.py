@@ -51,14 +51,15 @@ def test_any_count_splits_into_posts_that_render_and_read_back(fmt, n, batch):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_redelivery_is_the_same_post(fmt):
-    """A redelivered event (the duplicate fault, a retry) renders to the same bytes: the same event id,
+    """A redelivered event (the duplicate fault, a retry) renders to the same body: the same event id,
     and for Mailgun the same signature token; two events differ in theirs (in the formats whose events
     carry an id: Mandrill's and Postmark's delivery events have none)."""
     for kind in EVENTS:
         a, b = (Event(kind, f"ev-{kind}-{i}", "c-1", "1001", "u@example.test", "a@example.test", 1.7e9,
                       CORRELATION_HEADER) for i in range(2))  # fmt: skip
-        body, headers = render(fmt, [a])
-        assert (body, headers) == render(fmt, [a])
+        body, _ = render(fmt, [a])
+        # The body is the same; headers may not be: Svix (Resend) signs each attempt with its own time.
+        assert body == render(fmt, [a])[0]
         (got,) = read_events(fmt, body, CORRELATION_HEADER)
         if got["event_id"] is not None:
             assert got["event_id"] == a.event_id

@@ -13,7 +13,7 @@ https://support.sparkpost.com/docs/tech-resources/webhook-event-reference
 from __future__ import annotations
 
 import base64
-import secrets
+import hashlib
 from typing import Any
 
 import orjson
@@ -81,7 +81,8 @@ def _event(e: Event) -> dict[str, Any]:
     ev = {
         "type": kind,
         "event_id": e.event_id,
-        "message_id": secrets.token_hex(10),
+        # One id per message and recipient, the same in every event of it and in a redelivery.
+        "message_id": hashlib.blake2b(f"{e.esp_id} {e.rcpt}".encode(), digest_size=10).hexdigest(),
         "transmission_id": e.esp_id,
         "rcpt_to": e.rcpt,
         "raw_rcpt_to": e.rcpt,
