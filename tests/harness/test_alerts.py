@@ -58,7 +58,7 @@ groups:
 SCENARIO = """\
 name: alerts-test
 seed: 5
-duration: 14s
+duration: 18s
 drain_deadline: 30s
 target: {{kind: reference}}
 load:
@@ -136,7 +136,8 @@ def test_alert_fires_on_an_esp_outage_and_resolves_after_it(tmp_path: Path) -> N
     assert window["time_to_fire_s"] == pytest.approx((fired[0] - begin) / _NS, abs=0.01)
     assert window["time_to_resolve_s"] == pytest.approx((resolved[0] - end) / _NS, abs=0.01)
     (false,) = report["false_alerts"]
-    assert false["name"] == "AlwaysFiring" and false["start_s"] < 0.5  # at start (before the load, even)
+    # At start: before the fault at 4 s (within a second or two of the run's start on a busy machine).
+    assert false["name"] == "AlwaysFiring" and false["start_s"] < 2.0
     always = [r for r in notices if r["name"] == "AlwaysFiring" and r["k"] == Kind.ALERT_FIRING]
     assert always[0]["t"] < started + _NS
     md = (run_dir / "report.md").read_text()
