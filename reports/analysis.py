@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
+from mailstorm.reports.campaign import Campaign
+from mailstorm.reports.campaign import analyze as analyze_campaigns
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.effects import effects
 from mailstorm.reports.fate import NEVER, Messages, classify
@@ -51,6 +53,7 @@ class Analysis:
     slo_results: list[SloResult]
     figures: dict[str, Any]
     load: LoadCheck
+    campaigns: list[Campaign]
 
     @property
     def passed(self) -> bool:
@@ -69,15 +72,26 @@ def load_slo(run_dir: Path) -> SloSpec:
         raise ConfigError(f"{path}: {where}: {err['msg']}") from None
 
 
-def _load_section(run_dir: Path) -> dict[str, Any] | None:
+def _scenario(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "scenario.yaml"
     if not path.exists():
-        return None
+        return {}
     try:
         scenario = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
-        return None  # the scenario only informs capacity; a bad copy must not block the other reports
-    return scenario.get("load") if isinstance(scenario, dict) else None
+        return {}  # the scenario only informs capacity; a bad copy must not block the other reports
+    return scenario if isinstance(scenario, dict) else {}
+
+
+def _campaign_correlations(scenario: dict[str, Any]) -> dict[str, str]:
+    """Each campaign's ``correlation`` as the scenario says (header when it does not)."""
+    section = scenario.get("campaign") or []
+    section = [section] if isinstance(section, dict) else section
+    return {
+        str(c["id"]): str(c.get("correlation", "header"))
+        for c in section
+        if isinstance(c, dict) and "id" in c
+    }
 
 
 def report_spec(info: RunInfo, override: ReportSpec | None) -> ReportSpec:
@@ -125,7 +139,10 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
     for r, effect in zip(recs, effects(windows, recs, cols, t0, len(series)), strict=True):
         r.no_effect, r.effect = effect.none, effect.as_dict()
-    load_section = _load_section(run_dir)
+    scenario = _scenario(run_dir)
+    load_section = scenario.get("load")
+    campaigns = analyze_campaigns(run_dir, _campaign_correlations(scenario), t0, len(series), windows)
+    campaign_figures = [c.as_dict() for c in campaigns]
     steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
     load_check = check_load(cols, msgs, load_section, load_s)
@@ -157,6 +174,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         esp_unmatched=msgs.esp_unmatched,
         correlation=correlation if isinstance(correlation, str) else "header",
         no_effect=[r.name for r in recs if r.no_effect],
+        campaigns=campaign_figures,
     )
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())
@@ -197,6 +215,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "faults": [r.as_dict() for r in recs],
         "capacity": cap.as_dict() if cap else None,
         "sizing": sizing.as_dict() if sizing else None,
+        "campaign": campaign_figures,
         "slo": [r.as_dict() for r in results],
         "slo_settings": slo.model_dump(),
         "probes": [
@@ -206,7 +225,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
-    return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check)
+    return Analysis(
+        run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check, campaigns
+    )
 
 
 def percentiles(values_ms: np.ndarray) -> dict[str, float | int | None]:

@@ -11,7 +11,10 @@ with no fault window passes it and says so.
 ``min_throughput`` is judged on the messages first delivered during the load phase, per second of it.
 A run that submitted no message at all fails (an extra ``submitted`` result): it tested nothing. A run
 whose correlation broke fails too (an extra ``correlation`` result): messages counted ``uncorrelated``
-may have been delivered or lost, and nobody can say which (``correlation_failure``).
+may have been delivered or lost, and nobody can say which (``correlation_failure``). A run with a
+campaign is not "nothing submitted"; each campaign is judged on its own (``judge_campaign``): it started,
+``max_campaign_missing``, ``max_campaign_duplicated`` and ``max_suppressed_sent`` always (default 0),
+``max_campaign_duration_s`` when set.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ def judge(
     esp_unmatched: int = 0,
     correlation: str = "header",
     no_effect: Sequence[str] = (),
+    campaigns: Sequence[dict[str, Any]] = (),
 ) -> list[SloResult]:
     out: list[SloResult] = []
-    if counts["submitted"] == 0:
+    if counts["submitted"] == 0 and not campaigns:
         # Nothing was sent, so nothing was tested: no SLO can be said to hold.
         detail = "no message was submitted: the run tested nothing"
         out.append(SloResult("submitted", 1, 0, False, "messages", detail))
@@ -103,6 +107,49 @@ def judge(
         shown = "none measured" if throughput is None else f"{throughput:g} msg/s"
         detail = f"delivered over the load phase: {shown}, minimum {target:g} msg/s"
         out.append(SloResult("min_throughput", target, throughput, passed, "msg/s", detail))
+    for c in campaigns:
+        out += judge_campaign(slo, c)
+    return out
+
+
+def judge_campaign(slo: SloSpec, c: dict[str, Any]) -> list[SloResult]:
+    """One campaign's objectives (its figures as report.json has them, mailstorm.reports.campaign): it
+    started, and its missing, duplicated, suppressed_sent and duration within their limits."""
+    cid, o, trig = c["id"], c["outcomes"], c["trigger"]
+    out: list[SloResult] = []
+    if not c["started"]:
+        said = (
+            f"{trig['code']} {trig['answer'] or ''}".strip() if trig["ok"] is not None else "no trigger sent"
+        )
+        detail = (
+            f"campaign {cid} never started: the SUT refused its trigger ({trig['request']}: {said[:200]})"
+        )
+        out.append(SloResult(f"campaign_started[{cid}]", 1, 0, False, "campaigns", detail))
+    subscribed = c["recipients"] - c["unsubscribed"]
+    limits = (
+        (
+            "max_campaign_missing",
+            slo.max_campaign_missing,
+            o["missing"],
+            f"of {subscribed:,} subscribers missing",
+        ),
+        ("max_campaign_duplicated", slo.max_campaign_duplicated, o["duplicated"], "subscribers duplicated"),
+        (
+            "max_suppressed_sent",
+            slo.max_suppressed_sent,
+            o["suppressed_sent"],
+            "unsubscribed recipients sent to",
+        ),
+    )
+    for name, limit, actual, what in limits:
+        detail = f"campaign {cid}: {actual:,} {what}, limit {limit:,}"
+        out.append(SloResult(f"{name}[{cid}]", limit, actual, actual <= limit, "recipients", detail))
+    if slo.max_campaign_duration_s is not None:
+        limit, took = slo.max_campaign_duration_s, c["times"]["completion_s"]
+        passed = took is not None and took <= limit and o["missing"] == 0
+        shown = "never completed" if took is None or o["missing"] else f"completed in {took:g} s"
+        detail = f"campaign {cid}: {shown}, limit {limit:g} s"
+        out.append(SloResult(f"max_campaign_duration_s[{cid}]", limit, took, passed, "s", detail))
     return out
 
 

@@ -324,6 +324,7 @@ class HttpApiServer:
                     key=sub.key,
                     acked=True,
                     esp_id=esp_id,
+                    to=list(m.rcpts),
                 )
             )
             if self.on_accepted is not None:

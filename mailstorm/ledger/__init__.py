@@ -14,9 +14,13 @@ from mailstorm.ledger.io import (
     encode_line,
 )
 from mailstorm.ledger.records import (
+    CAMPAIGN_HEADER,
     CORRELATION_HEADER,
     RECORDS,
     Action,
+    CampaignAnswer,
+    CampaignList,
+    CampaignTrigger,
     ChaosBegin,
     ChaosEnd,
     EspAccepted,
@@ -46,10 +50,14 @@ from mailstorm.ledger.records import (
 )
 
 __all__ = [
+    "CAMPAIGN_HEADER",
     "CORRELATION_HEADER",
     "LEDGER_SUFFIX",
     "RECORDS",
     "Action",
+    "CampaignAnswer",
+    "CampaignList",
+    "CampaignTrigger",
     "ChaosBegin",
     "ChaosEnd",
     "EspAccepted",

@@ -30,6 +30,8 @@ import msgspec
 CORRELATION_HEADER = "X-Mailstorm-Id"
 """The header that follows a message end to end (configurable); the Message-ID is the fallback, because
 pipelines may rewrite the Message-ID."""
+CAMPAIGN_HEADER = "X-Mailstorm-Campaign"
+"""The header a campaign's messages carry (its id), when the SUT can add one: docs/campaigns.md."""
 
 
 class Kind(StrEnum):
@@ -58,6 +60,9 @@ class Kind(StrEnum):
     CHAOS_END = "chaos.end"
     PROBE = "probe"
     ACTION = "action"
+    CAMPAIGN_LIST = "campaign.list"
+    CAMPAIGN_TRIGGER = "campaign.trigger"
+    CAMPAIGN_ANSWER = "campaign.answer"
 
 
 def _kind_of(class_name: str) -> str:
@@ -127,6 +132,13 @@ class EspAccepted(Record, kw_only=True):
     """HTTP only: the message id the API answered with (SendGrid ``X-Message-Id``, SES ``MessageId``...)."""
     tls: str | None = None
     """SMTP only: the TLS version of an encrypted session (``TLSv1.3``); null (absent) in plain text."""
+    to: list[str] | None = None
+    """The envelope recipients (SMTP RCPT TO, an API message's to/cc/bcc): a campaign's recipients are
+    followed by address (mailstorm.reports.campaign)."""
+    campaign: str | None = None
+    """The ``X-Mailstorm-Campaign`` header's value: the message is one of that campaign's (SMTP; through
+    an HTTP API a campaign is followed by recipient alone). Such a message is the campaign's, not the
+    load's: the fate of load messages leaves it out."""
 
 
 class EspReplied(Record, kw_only=True):
@@ -514,6 +526,54 @@ class Action(Record, kw_only=True):
     """When it was issued (ns); ``t`` is when it finished."""
 
 
+# -- campaigns (the runner: mailstorm.harness.campaign) ----------------------------------------------
+
+
+class CampaignList(Record, kw_only=True):
+    """A campaign's list, written to ``<run>/campaign/<id>.csv`` before the run starts."""
+
+    id: str
+    """The campaign id."""
+    path: str
+    """The list file (``email,name,status``)."""
+    url: str
+    """Where the run serves it read-only on loopback (``list_url``)."""
+    recipients: int
+    """Rows on the list."""
+    unsubscribed: int
+    """Rows with ``status`` unsubscribed: the SUT must not send to them."""
+
+
+class CampaignTrigger(Record, kw_only=True):
+    """The runner asked the SUT to send a campaign (written before the request leaves)."""
+
+    id: str
+    """The campaign id."""
+    via: str
+    """``http``, ``command`` or ``smtp``."""
+    request: str
+    """What was sent: ``POST http://...``, the argv, ``RCPT TO:<list address>``."""
+    at_s: float
+    """Its time on the timeline (s from the load's zero)."""
+
+
+class CampaignAnswer(Record, kw_only=True):
+    """The SUT's answer to a trigger: accepted (the campaign started) or refused (it never did)."""
+
+    id: str
+    """The campaign id."""
+    via: str
+    """As the trigger's."""
+    ok: bool
+    """The SUT took the trigger (HTTP 2xx, exit 0, SMTP 250)."""
+    code: int | None
+    """HTTP status, exit code or SMTP reply code; null when no answer came (refused connection...)."""
+    answer: str
+    """The answer's text (body or output, cut to 500 characters), or the error."""
+    started: int
+    """When the trigger was sent (ns); ``t`` is when the answer came."""
+
+
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
@@ -521,6 +581,7 @@ RECORDS: dict[Kind, type[Record]] = {
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
+        CampaignList, CampaignTrigger, CampaignAnswer,
     )
 }  # fmt: skip
 """Every kind's record class."""
