@@ -123,6 +123,7 @@ class Campaign:
     trigger_ns: int | None
     windows: list[dict[str, Any]]
     delivered_per_s: np.ndarray  # first deliveries per second of the run (series t0)
+    esp_rate: float | None = None  # the ESP's rate limit (msg/s), when the run had one
 
     def counts(self) -> dict[str, int]:
         per = np.bincount(self.outcome, minlength=len(OUTCOMES))
@@ -130,9 +131,12 @@ class Campaign:
 
     def times(self) -> dict[str, Any]:
         reached = (self.first != NEVER) & np.isin(self.outcome, (DELIVERED, DUPLICATED))
+        subscribed = int(np.isin(self.outcome, (DELIVERED, DUPLICATED, BOUNCED, MISSING)).sum())
+        # What the ESP's quota alone allows: the shortest the send could take.
+        quota = {"at_esp_rate_s": round(subscribed / self.esp_rate, 3) if self.esp_rate else None}
         if self.trigger_ns is None or not reached.any():
             return {"first_delivery_s": None, "completion_s": None, "rate_per_s": None,
-                    **dict.fromkeys(_PCTS)}  # fmt: skip
+                    **dict.fromkeys(_PCTS), **quota}  # fmt: skip
         lat_s = (self.first[reached] - self.trigger_ns) / _NS
         qs = np.percentile(lat_s, list(_PCTS.values()), method="inverted_cdf")
         done = float(lat_s.max())
@@ -141,6 +145,7 @@ class Campaign:
             "completion_s": round(done, 3),
             "rate_per_s": round(int(reached.sum()) / done, 3) if done > 0 else None,
             **{k: round(float(q), 3) for k, q in zip(_PCTS, qs, strict=True)},
+            **quota,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -160,10 +165,16 @@ class Campaign:
 
 
 def analyze(
-    run_dir: Path, correlations: dict[str, str], t0_ns: int, seconds: int, windows: list[Window]
+    run_dir: Path,
+    correlations: dict[str, str],
+    t0_ns: int,
+    seconds: int,
+    windows: list[Window],
+    esp_rate: float | None = None,
 ) -> list[Campaign]:
     """Every campaign of the run. ``correlations`` is each campaign's ``correlation`` (header when not
-    said), ``t0_ns``/``seconds`` the run's series grid, ``windows`` its fault windows."""
+    said), ``t0_ns``/``seconds`` the run's series grid, ``windows`` its fault windows, ``esp_rate`` the
+    ESP's rate limit (the shortest time the list could take)."""
     raw = read(run_dir / "ledger")
     if not raw.lists:
         return []
@@ -172,11 +183,10 @@ def analyze(
     for lst in raw.lists:
         path = run_dir / "campaign" / f"{lst.id}.csv"
         emails, gone = read_list(path if path.exists() else Path(lst.path))
-        out.append(
-            _one(
-                lst.id, emails, gone, raw, acc_t, correlations.get(lst.id, "header"), t0_ns, seconds, windows
-            )
-        )
+        corr = correlations.get(lst.id, "header")
+        c = _one(lst.id, emails, gone, raw, acc_t, corr, t0_ns, seconds, windows)
+        c.esp_rate = esp_rate
+        out.append(c)
     return out
 
 
