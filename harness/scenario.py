@@ -16,13 +16,11 @@ Conventions a scenario file follows (docs/scenarios.md is the reference):
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -35,42 +33,11 @@ from mailstorm.errors import ConfigError, FieldError
 from mailstorm.fake_esp.spec import EspSpec, FaultSpec, Surface
 from mailstorm.harness.campaign.spec import CampaignSpec
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
+from mailstorm.harness.durations import Duration, fmt_s, parse_duration
 from mailstorm.harness.targets.base import TARGETS
 from mailstorm.reports.spec import ReportSpec, SloSpec
 from mailstorm.scenarios.model import LoadSpec
 from mailstorm.yamlload import Document, load_yaml, parse_yaml
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)")
-_DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|min|m|h)\s*)+$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*(ms|s|min|m|h)\s*)+$"
-
-
-def parse_duration(value: Any) -> Any:
-    """``90`` / ``"90s"`` / ``"1m30s"`` / ``"500ms"`` -> seconds; anything else is left to pydantic."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '30s', '2m', '500ms'")
-    if isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        if not _DURATION_FULL.match(text):
-            raise ValueError(f"{value!r} is not a duration (use seconds or a unit: 500ms, 30s, 2m, 1h)")
-        return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(text))
-    return value
-
-
-_DURATION_SCHEMA = {
-    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}],
-    "description": "seconds, or a string with a unit: 500ms, 30s, 2m, 1h",
-}
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
-
-
-def fmt_s(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 class _Frozen(BaseModel):
@@ -419,6 +386,12 @@ def json_schema() -> dict[str, Any]:
     schema = Scenario.model_json_schema(by_alias=True, mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "mailstorm scenario"
+    many = schema["properties"]["campaign"]
+    # A file may write one campaign as a mapping (the model makes it a list of one).
+    schema["properties"]["campaign"] = {
+        "anyOf": [many["items"], many],
+        "description": "one campaign or a list",
+    }
     return schema
 
 

@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from mailstorm.harness.durations import Duration
 
 CAMPAIGN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # What an http trigger's URL, body values and a command's argv may name (substituted when it fires).
@@ -35,12 +37,6 @@ def _percent(value: Any) -> Any:
     return value
 
 
-def _duration(value: Any) -> Any:
-    from mailstorm.harness.scenario import parse_duration  # the scenario's one rule (it imports this module)
-
-    return parse_duration(value)
-
-
 class UnsubscribedColumn(_Frozen):
     """The list file's own column says who unsubscribed: a row whose value is one of ``values``."""
 
@@ -48,7 +44,15 @@ class UnsubscribedColumn(_Frozen):
     values: tuple[str, ...] = ("unsubscribed", "true", "yes", "1")
 
 
-Percent = Annotated[float, Field(ge=0, le=100)]
+Percent = Annotated[
+    float,
+    Field(ge=0, le=100),
+    WithJsonSchema({
+        "anyOf": [{"type": "number", "minimum": 0, "maximum": 100},
+                  {"type": "string", "pattern": _PERCENT.pattern}],
+        "description": "a percentage: '2%' (or 2)",
+    }),
+]  # fmt: skip
 Unsubscribed = Annotated[Percent | UnsubscribedColumn, BeforeValidator(_percent)]
 
 
@@ -94,7 +98,7 @@ class CampaignSpec(_Frozen):
     recipients: int | None = Field(default=None, ge=1, le=10_000_000, description="seeded fake subscribers")
     list: Path | None = Field(default=None, description="a CSV file with an email column")
     unsubscribed: Unsubscribed | None = None
-    at: Annotated[float, BeforeValidator(_duration), Field(ge=0)] = Field(
+    at: Annotated[Duration, Field(ge=0)] = Field(
         default=0.0, description="when on the timeline (s from the load's zero); 30, '5s', '2m'"
     )
     trigger: Trigger = Field(default_factory=HttpTrigger)
