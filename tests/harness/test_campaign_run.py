@@ -74,6 +74,14 @@ def test_a_campaign_beside_a_transactional_load_is_counted_apart(tmp_path):
     assert load["submitted"] > 0 and load["delivered"] == load["submitted"]  # no campaign message among them
     c = report["campaign"][0]
     assert c["outcomes"]["delivered"] == 380 and c["outcomes"]["suppressed"] == 20 and c["unexpected"] == 0
+    # mailstorm sizing takes the campaign run: a list of 100,000 at the rate this one measured.
+    sizing = subprocess.run(
+        [sys.executable, "-m", "mailstorm.cli", "sizing", str(run_dir), "--recipients", "100000", "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    out = json.loads(sizing.stdout)
+    assert out["measured_rate"] == c["times"]["rate_per_s"]
+    assert out["seconds"] == pytest.approx(100_000 / out["measured_rate"])  # no ESP limit in this run
 
 
 def test_a_refused_trigger_is_recorded_and_the_run_says_the_campaign_never_started(tmp_path):
