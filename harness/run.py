@@ -43,6 +43,7 @@ from mailstorm.errors import (
     EXIT_OK,
     EXIT_SLO_BREACHED,
     ConfigError,
+    FieldError,
     HarnessError,
     Interrupted,
     MailstormError,
@@ -201,7 +202,10 @@ class Run:
                         )
                         raise self._config_error(("chaos", i, "target"), msg)
         self._target = target
-        self._campaigns.check()  # a list file that is not a list: the user's to fix, before anything starts
+        try:  # a list file that is not a list, a trigger the target cannot take: before anything starts
+            self._campaigns.check(target, sc.target.kind)
+        except FieldError as exc:
+            raise self._config_error(exc.loc, str(exc)) from None
 
     def _config_error(self, loc: tuple[str | int, ...], message: str) -> UserError:
         if self.document is not None:

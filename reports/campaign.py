@@ -14,7 +14,10 @@ ESPs they add up. With ``correlation: header`` only those carrying the campaign'
 ``X-Mailstorm-Campaign`` count, and one for an address not on the list is ``unexpected`` (counted apart,
 not an outcome); with ``correlation: recipient`` every acceptance for an address on the list counts
 (a transactional message to a subscriber is then indistinguishable from the campaign's, and
-``unexpected`` cannot be measured).
+``unexpected`` cannot be measured). With ``header``, acceptances for listed addresses that carry no
+campaign header are counted (``unheaded``): when subscribers are missing and such mail reached them,
+the header may not have survived the SUT, and the missing objective says so (no false verdict on a
+broken correlation either way).
 
 Times are from the trigger (``campaign.trigger``): to the first delivery, to the last recipient's first
 delivery (the completion), and each recipient's first delivery (p50/p90/p99). Per fault window: of the
@@ -120,6 +123,7 @@ class Campaign:
     outcome: np.ndarray  # int8, one of OUTCOMES
     first: np.ndarray  # ns of the first acceptance, NEVER
     unexpected: int | None
+    unheaded: int  # header mode: acceptances for listed addresses without the campaign header
     trigger_ns: int | None
     windows: list[dict[str, Any]]
     delivered_per_s: np.ndarray  # first deliveries per second of the run (series t0)
@@ -159,6 +163,7 @@ class Campaign:
             "unsubscribed": counts["suppressed_sent"] + counts["suppressed"],
             "outcomes": counts,
             "unexpected": self.unexpected,
+            "unheaded": self.unheaded,
             "times": self.times(),
             "windows": self.windows,
         }
@@ -198,10 +203,12 @@ def _one(
     index = {e: i for i, e in enumerate(emails)}
     idx: list[int] = []
     rows: list[int] = []
-    unexpected = 0
+    unexpected = unheaded = 0
     header = correlation == "header"
     for r, (to, camp) in enumerate(zip(raw.acc_to, raw.acc_campaign, strict=True)):
         if header and camp != cid:
+            if camp is None:  # did the header not survive? (a transactional message to a subscriber, or)
+                unheaded += sum(a.lower() in index for a in to)
             continue
         for address in to:
             i = index.get(address.lower())
@@ -266,6 +273,7 @@ def _one(
         outcome=outcome,
         first=first,
         unexpected=unexpected if header else None,
+        unheaded=unheaded,
         trigger_ns=trigger_ns,
         windows=wins,
         delivered_per_s=per_s,

@@ -143,6 +143,11 @@ def judge_campaign(slo: SloSpec, c: dict[str, Any]) -> list[SloResult]:
     )
     for name, limit, actual, what in limits:
         detail = f"campaign {cid}: {actual:,} {what}, limit {limit:,}"
+        if name == "max_campaign_missing" and actual and c.get("unheaded"):
+            detail += (
+                f"; {c['unheaded']:,} acceptances reached listed addresses without the X-Mailstorm-Campaign "
+                "header: if the SUT does not carry it, follow the campaign with correlation: recipient"
+            )
         out.append(SloResult(f"{name}[{cid}]", limit, actual, actual <= limit, "recipients", detail))
     if slo.max_campaign_duration_s is not None:
         limit, took = slo.max_campaign_duration_s, c["times"]["completion_s"]

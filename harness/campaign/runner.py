@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 from mailstorm.endpoint import Endpoint
+from mailstorm.errors import FieldError
 from mailstorm.harness.campaign import lists
 from mailstorm.harness.campaign.serve import ListServer
-from mailstorm.harness.campaign.spec import CampaignSpec, SmtpTrigger
+from mailstorm.harness.campaign.spec import CampaignSpec, HttpTrigger, SmtpTrigger
 from mailstorm.harness.campaign.trigger import describe, fire
+from mailstorm.harness.targets.base import Monitored
 from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, EspAccepted, LedgerWriter, Record
 
 LIST_DIR = "campaign"  # <run>/campaign/<id>.csv
@@ -38,9 +40,21 @@ class Campaigns:
         self._owed: dict[str, set[str]] = {}  # per campaign: subscribed addresses not yet at the ESP
         self.refused: list[str] = []  # "id: answer" of each trigger the SUT refused
 
-    def check(self) -> None:
-        """Read every list file now: a bad one stops the run before anything starts."""
-        for spec in self.specs:
+    def check(self, target: object, kind: str) -> None:
+        """Read every list file now: a bad one stops the run before anything starts. A trigger that
+        needs what the target does not have (``{target_http}`` of a target without monitoring pages)
+        is a ``FieldError`` on its field."""
+        for i, spec in enumerate(self.specs):
+            trigger = spec.trigger
+            if (
+                isinstance(trigger, HttpTrigger)
+                and "{target_http}" in trigger.url
+                and not isinstance(target, Monitored)
+            ):
+                raise FieldError(
+                    ("campaign", i, "trigger", "url"),
+                    f"{{target_http}}: target kind {kind!r} serves no HTTP pages of its own; give the URL",
+                )
             if spec.list is not None:
                 lists.read(spec.list, spec.unsubscribed, self.seed)
 

@@ -183,3 +183,18 @@ def test_prepare_writes_the_run_copy(tmp_path: Path):
     made = lists.prepare(CampaignSpec(id="n", recipients=50, unsubscribed=10.0), tmp_path, seed=1)
     assert (made.recipients, made.unsubscribed) == (50, 5)
     assert made.path.read_text().splitlines()[0] == "email,name,status"
+
+
+def test_a_trigger_the_target_cannot_take_is_refused_before_the_run(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        BASE + 'target: {kind: smtp, endpoints: ["127.0.0.1:2525"]}\ncampaign: {id: a, recipients: 5}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mailstorm.cli", "validate", str(scenario)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "{target_http}: target kind 'smtp' serves no HTTP pages of its own" in done.stderr

@@ -88,6 +88,9 @@ def test_every_recipient_gets_one_outcome_and_they_add_up(tmp_path):
     }
     f = c.as_dict()
     assert sum(f["outcomes"].values()) == f["recipients"] == 8 and f["unexpected"] == 1
+    assert f["unheaded"] == 1  # d's acceptance, without the header
+    missing = next(r for r in judge_campaign(SloSpec(), f) if r.name.startswith("max_campaign_missing"))
+    assert "without the X-Mailstorm-Campaign header" in missing.detail
     t = f["times"]
     assert (t["first_delivery_s"], t["completion_s"]) == (1.0, 2.0)  # trigger at 1 s; a at 2 s, b at 3 s
     assert c.delivered_per_s[2] == 1 and c.delivered_per_s[3] == 1
