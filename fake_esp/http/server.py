@@ -325,6 +325,7 @@ class HttpApiServer:
                     acked=True,
                     esp_id=esp_id,
                     to=list(m.rcpts),
+                    campaign=m.campaign,
                 )
             )
             if self.on_accepted is not None:

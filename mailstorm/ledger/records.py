@@ -136,9 +136,9 @@ class EspAccepted(Record, kw_only=True):
     """The envelope recipients (SMTP RCPT TO, an API message's to/cc/bcc): a campaign's recipients are
     followed by address (mailstorm.reports.campaign)."""
     campaign: str | None = None
-    """The ``X-Mailstorm-Campaign`` header's value: the message is one of that campaign's (SMTP; through
-    an HTTP API a campaign is followed by recipient alone). Such a message is the campaign's, not the
-    load's: the fate of load messages leaves it out."""
+    """The ``X-Mailstorm-Campaign`` header's value: the message is one of that campaign's (SMTP and the
+    SendGrid API; through the other HTTP APIs a campaign is followed by recipient alone). Such a message
+    is the campaign's, not the load's: the fate of load messages leaves it out."""
 
 
 class EspReplied(Record, kw_only=True):

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from mailstorm.harness.campaign import lists
 from mailstorm.harness.targets.base import TargetContext
 from mailstorm.harness.targets.reference import ReferenceTarget, ReferenceTargetSpec
@@ -22,10 +24,14 @@ from mailstorm.ports import free_port
 HOST = "127.0.0.1"
 
 
-def start(tmp_path: Path, esp_port: int) -> ReferenceTarget:
-    target = ReferenceTarget(ReferenceTargetSpec())
+def start(tmp_path: Path, esp_port: int, esp_http: str | None = None) -> ReferenceTarget:
+    target = ReferenceTarget(ReferenceTargetSpec(relay="http" if esp_http else "smtp"))
     ctx = TargetContext(
-        run_dir=tmp_path / "run", ledger_dir=tmp_path / "run" / "ledger", seed=7, esp_smtp=(HOST, esp_port)
+        run_dir=tmp_path / "run",
+        ledger_dir=tmp_path / "run" / "ledger",
+        seed=7,
+        esp_smtp=(HOST, esp_port),
+        esp_http=esp_http,
     )
     target.start(ctx)
     return target
@@ -62,9 +68,12 @@ def wait_for(fn, timeout: float):
     return got
 
 
-def test_a_campaign_reaches_every_subscriber_once_with_its_header(tmp_path, fake_esp):
+@pytest.mark.parametrize("relay", ["smtp", "http"])
+@pytest.mark.fake_esp(http_port=free_port())
+def test_a_campaign_reaches_every_subscriber_once_with_its_header(tmp_path, fake_esp, relay):
+    """Over SMTP and over the SendGrid API (relay: http), the header travels with every message."""
     subscribed, gone = write_list(tmp_path / "news.csv", 300, 5.0)
-    target = start(tmp_path, fake_esp.smtp_port)
+    target = start(tmp_path, fake_esp.smtp_port, fake_esp.http_url if relay == "http" else None)
     try:
         body = {
             "campaign_id": "news-7",

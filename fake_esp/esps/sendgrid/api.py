@@ -126,8 +126,13 @@ class SendGridApi(EspApi):
             args = p.get("custom_args") or {}
             hdr = self.correlation_header
             corr = corr or _arg(args, hdr) or top_corr or _arg(top_args, hdr)
+            campaign = self.campaign_from_headers(p.get("headers") or {}) or self.campaign_from_headers(
+                data.get("headers") or {}
+            )
             messages.append(
-                ApiMessage(sender["email"], tuple(rcpts), corr, mid or top_mid, len(raw), sha256_hex(raw))
+                ApiMessage(
+                    sender["email"], tuple(rcpts), corr, mid or top_mid, len(raw), sha256_hex(raw), campaign
+                )
             )
         if total > MAX_RECIPIENTS:
             raise self._bad(
