@@ -28,6 +28,8 @@ LIST_DIR = "campaign"  # <run>/campaign/<id>.csv
 
 
 class Campaigns:
+    """The run's campaigns, from their lists to the drain (see the module docstring)."""
+
     def __init__(self, specs: tuple[CampaignSpec, ...], seed: int) -> None:
         self.specs = specs
         self.seed = seed
@@ -38,7 +40,6 @@ class Campaigns:
         self._threads: list[threading.Thread] = []
         self._answers: dict[str, bool] = {}
         self._owed: dict[str, set[str]] = {}  # per campaign: subscribed addresses not yet at the ESP
-        self.refused: list[str] = []  # "id: answer" of each trigger the SUT refused
 
     def check(self, target: object, kind: str) -> None:
         """Read every list file now: a bad one stops the run before anything starts. A trigger that
@@ -114,7 +115,6 @@ class Campaigns:
         )
         self._answers[spec.id] = answer.ok
         if not answer.ok:
-            self.refused.append(f"{spec.id}: {answer.code if answer.code is not None else 'no answer'}")
             sys.stderr.write(
                 f"mailstorm: campaign {spec.id} never started: the SUT refused its trigger "
                 f"({request}: {answer.code} {answer.text[:200]})\n"
