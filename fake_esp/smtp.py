@@ -59,7 +59,7 @@ from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.fake_esp.smtp_secure import SecureSession, authenticate
 from mailstorm.fake_esp.spec import EspSpec
 from mailstorm.fake_esp.tls import Contexts
-from mailstorm.ledger import EspAccepted, EspFault, EspReplied, LedgerWriter
+from mailstorm.ledger import CAMPAIGN_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
 from mailstorm.replies import (
     AUTH_LINE_TOO_LONG,
     MESSAGE_TOO_BIG,
@@ -114,6 +114,9 @@ class SmtpService:
         header = re.escape(spec.correlation_header.encode())
         self._id_re = re.compile(rb"(?im)^" + header + rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
         self._mid_re = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*<?([^\r\n>]*?)>?[ \t]*\r?$")
+        self._campaign_re = re.compile(
+            rb"(?im)^" + re.escape(CAMPAIGN_HEADER.encode()) + rb"[ \t]*:[ \t]*(\S[^\r\n]*?)[ \t]*\r?$"
+        )
         if spec.store_bodies is not None:
             Path(spec.store_bodies).mkdir(parents=True, exist_ok=True)
 
@@ -199,13 +202,17 @@ class SmtpService:
         """Keep an accepted message (esp.accepted) and tell the hooks (webhooks: its delivery) -- when
         ``hold`` (a queue action) holds it in the backlog, when it leaves the backlog instead."""
         sha = hashlib.sha256(content).hexdigest()
+        end = content.find(b"\r\n\r\n")
+        m = self._campaign_re.search(content if end < 0 else content[: end + 2])
+        campaign = m.group(1).decode("utf-8", "replace") if m else None
         if self.spec.store_bodies is not None:
             Path(self.spec.store_bodies, f"{sha}.eml").write_bytes(content)
         self.ledger.write(
             EspAccepted(
                 id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha, proto="smtp",
                 api=None, peer=session.ctx.peer, session=session.ctx.session, key=session.ctx.auth_user,
-                acked=acked, tls=session.tls_version, held=hold is not None,
+                acked=acked, tls=session.tls_version, held=hold is not None, to=list(envelope.rcpt_tos),
+                campaign=campaign,
             )
         )  # fmt: skip
         self.counters.accepted += 1

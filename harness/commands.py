@@ -87,6 +87,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(
             f"{resolve_path(arg)}: ok: {scenario.name}, {scenario.duration:g}s load, target "
             f"{scenario.target.kind}, {steps} chaos step{'s' if steps != 1 else ''}"
+            + (f", {len(scenario.campaign)} campaign(s)" if scenario.campaign else "")
         )
     return EXIT_OK
 

@@ -43,6 +43,7 @@ from mailstorm.errors import (
     EXIT_OK,
     EXIT_SLO_BREACHED,
     ConfigError,
+    FieldError,
     HarnessError,
     Interrupted,
     MailstormError,
@@ -54,6 +55,7 @@ from mailstorm.errors import (
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.abort import ABORT_DRAIN_S, AbortJudge, Breach
 from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
+from mailstorm.harness.campaign.runner import Campaigns
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_setup import esp_limits, esp_process, esp_security, proxied_url, proxy_paths
@@ -151,6 +153,7 @@ class Run:
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
         self._descendants = Descendants()
+        self._campaigns = Campaigns(scenario.campaign, derive_seed(scenario.seed, "campaign"))
         self._watchdog: Watchdog | None = None
         self._phase = "start"
         self._t0 = time.monotonic()
@@ -221,6 +224,10 @@ class Run:
         if sc.alerts is not None:  # Prometheus installed, the rules file accepted: before anything starts
             self._alerts = AlertStack(sc.alerts)
             self._alerts.check()
+        try:  # a list file that is not a list, a trigger the target cannot take: before anything starts
+            self._campaigns.check(target, sc.target.kind)
+        except FieldError as exc:
+            raise self._config_error(exc.loc, str(exc)) from None
 
     def _config_error(self, loc: tuple[str | int, ...], message: str) -> UserError:
         if self.document is not None:
@@ -400,8 +407,9 @@ class Run:
             self.info.alerts = self._alerts.start(self.run_dir, scrape, esp_token=esp.token)
         self._write_info()
         self._descendants.scan(force=True)
+        self._campaigns.start(self.run_dir, writer, self._target, self._endpoints)
         self._phase = "load"
-        self._load = LoadRun(
+        self._load = sc.load and LoadRun(
             sc.load,
             self._endpoints,
             self.ledger_dir,
@@ -411,7 +419,10 @@ class Run:
             allow_remote=self.allow_remote,
         )
         self._t0 = time.monotonic()
-        self._load.start()
+        if self._load is not None:
+            self._load.start()
+        else:  # the campaigns are the load: the timeline's zero is now
+            self.stats.load_t0_ns = time.time_ns()
         self._timeline = Timeline(
             sc.chaos,
             writer=writer,
@@ -474,11 +485,14 @@ class Run:
     def _load_phase(self, progress: Progress) -> None:
         sc = self.scenario
         self._await_load(progress)
-        hard_stop = sc.duration + sc.load.timeout_s + LOAD_GRACE_S
+        hard_stop = sc.duration + (sc.load.timeout_s if sc.load else 0) + LOAD_GRACE_S
         while True:
             self._tick(progress)
             elapsed = time.monotonic() - self._t0
-            if not self._load.alive():
+            if self._load is None:
+                if elapsed >= sc.duration:
+                    break
+            elif not self._load.alive():
                 code = self._load.wait(5.0)
                 if code != 0:
                     raise PartDied(f"load generator exited with code {code} at {elapsed:.1f}s (see logs/)")
@@ -515,7 +529,7 @@ class Run:
         next_queue = 0.0
         while True:
             self._tick(progress)
-            if self.stats.backlog == 0:
+            if self.stats.backlog == 0 and self._campaigns.settled():
                 self.reason = "completed: drained"
                 return
             now = time.monotonic()
@@ -556,6 +570,9 @@ class Run:
         records = list(self._tail.poll())
         self.stats.feed(records)
         self._judge.feed(records)
+        self._campaigns.feed(records)
+        if self.info.load_t0_ns is not None:
+            self._campaigns.tick(time.monotonic() - self._t0)
         self._descendants.scan()
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
@@ -599,6 +616,7 @@ class Run:
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),
+            ("campaigns", self._campaigns.stop),
             ("target", lambda: self._target.stop() if self._target is not None else None),
             ("proxy", self._stop_proxy),
             ("esp", lambda: self._esp.stop() if self._esp is not None else None),

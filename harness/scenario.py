@@ -33,6 +33,7 @@ from mailstorm.durations import Duration, fmt_s, parse_duration
 from mailstorm.errors import ConfigError, FieldError
 from mailstorm.fake_esp.spec import EspSpec, FaultSpec, Surface
 from mailstorm.harness.alerts.spec import AlertsSpec
+from mailstorm.harness.campaign.spec import CampaignSpec
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
 from mailstorm.harness.targets.base import TARGETS
 from mailstorm.reports.spec import ReportSpec, SloSpec
@@ -213,7 +214,8 @@ class Scenario(_Frozen):
     allow_remote: bool = False
     target: TargetSpec = Field(default_factory=lambda: TARGETS["reference"].spec_model(**DEFAULT_TARGET))
     esp: EspSection = Field(default_factory=EspSection)
-    load: LoadSpec
+    load: LoadSpec | None = None
+    campaign: tuple[CampaignSpec, ...] = ()
     chaos: tuple[ChaosStep, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     slo: SloSpec = Field(default_factory=SloSpec)
@@ -227,6 +229,8 @@ class Scenario(_Frozen):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if isinstance(data.get("campaign"), dict):  # one campaign, or a list of them
+            data["campaign"] = [data["campaign"]]
         if isinstance(data.get("load"), dict) and "duration" in data:
             try:
                 seconds = parse_duration(data["duration"])
@@ -243,6 +247,23 @@ class Scenario(_Frozen):
         ):
             data["esp"] = {**esp, "correlation": load["correlation"]}
         return _smtp_target_options_to_load(data)
+
+    @model_validator(mode="after")
+    def _campaigns_fit(self) -> Scenario:
+        """Something sends: a load, a campaign or both; each campaign once, triggered during the load."""
+        if self.load is None and not self.campaign:
+            raise FieldError(("load",), "a scenario needs a load: section, a campaign: section, or both")
+        seen: set[str] = set()
+        for i, c in enumerate(self.campaign):
+            if c.id in seen:
+                raise FieldError(("campaign", i, "id"), f"campaign id {c.id!r} is used twice")
+            seen.add(c.id)
+            if c.at >= self.duration:
+                raise FieldError(
+                    ("campaign", i, "at"),
+                    f"triggered at {fmt_s(c.at)}, not before the end of the run ({fmt_s(self.duration)})",
+                )
+        return self
 
     @model_validator(mode="after")
     def _timeline_fits(self) -> Scenario:
@@ -291,7 +312,8 @@ class Scenario(_Frozen):
         """The scenario as JSON-able data with every default filled in (what ``scenario.yaml`` holds)."""
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         # What the run derives (the load's duration, the ESP's seed) stays out, so the file validates again.
-        data["load"].pop("duration_s", None)
+        if "load" in data:
+            data["load"].pop("duration_s", None)
         data["esp"].pop("seed", None)
         data["esp"].pop("correlation", None)  # load.correlation says it
         return data
@@ -376,6 +398,12 @@ def json_schema() -> dict[str, Any]:
     schema = Scenario.model_json_schema(by_alias=True, mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "mailstorm scenario"
+    many = schema["properties"]["campaign"]
+    # A file may write one campaign as a mapping (the model makes it a list of one).
+    schema["properties"]["campaign"] = {
+        "anyOf": [many["items"], many],
+        "description": "one campaign or a list",
+    }
     return schema
 
 

@@ -23,6 +23,8 @@ from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunAborted, RunPhase, RunStarted
 from mailstorm.reports.alerts import alert_report, judge_alerts
 from mailstorm.reports.backups import judge_restores, restores
+from mailstorm.reports.campaign import Campaign
+from mailstorm.reports.campaign import analyze as analyze_campaigns
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.effects import effects
 from mailstorm.reports.fate import NEVER, Messages, classify
@@ -54,6 +56,7 @@ class Analysis:
     slo_results: list[SloResult]
     figures: dict[str, Any]
     load: LoadCheck
+    campaigns: list[Campaign]
 
     @property
     def passed(self) -> bool:
@@ -72,15 +75,19 @@ def load_slo(run_dir: Path) -> SloSpec:
         raise ConfigError(f"{path}: {where}: {err['msg']}") from None
 
 
-def _section(run_dir: Path, name: str) -> dict[str, Any] | None:
+def _scenario(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "scenario.yaml"
     if not path.exists():
-        return None
+        return {}
     try:
         scenario = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
-        return None  # the scenario only informs capacity; a bad copy must not block the other reports
-    section = scenario.get(name) if isinstance(scenario, dict) else None
+        return {}  # the scenario only informs capacity; a bad copy must not block the other reports
+    return scenario if isinstance(scenario, dict) else {}
+
+
+def _section(run_dir: Path, name: str) -> dict[str, Any] | None:
+    section = _scenario(run_dir).get(name)
     return section if isinstance(section, dict) else None
 
 
@@ -95,6 +102,17 @@ def _alert_match(run_dir: Path) -> AlertMatchSpec | None:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{run_dir / 'scenario.yaml'}: alerts.{where}: {err['msg']}") from None
+
+
+def _campaign_correlations(scenario: dict[str, Any]) -> dict[str, str]:
+    """Each campaign's ``correlation`` as the scenario says (header when it does not)."""
+    section = scenario.get("campaign") or []
+    section = [section] if isinstance(section, dict) else section
+    return {
+        str(c["id"]): str(c.get("correlation", "header"))
+        for c in section
+        if isinstance(c, dict) and "id" in c
+    }
 
 
 def report_spec(info: RunInfo, override: ReportSpec | None) -> ReportSpec:
@@ -142,7 +160,12 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
     for r, effect in zip(recs, effects(windows, recs, cols, t0, len(series)), strict=True):
         r.no_effect, r.effect = effect.none, effect.as_dict()
-    load_section = _section(run_dir, "load")
+    scenario = _scenario(run_dir)
+    load_section = scenario.get("load")
+    esp_rate = info.esp_limits.rate if info.esp_limits is not None else None
+    correlations = _campaign_correlations(scenario)
+    campaigns = analyze_campaigns(run_dir, correlations, t0, len(series), windows, esp_rate)
+    campaign_figures = [c.as_dict() for c in campaigns]
     steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
     load_check = check_load(cols, msgs, load_section, load_s)
@@ -176,6 +199,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         correlation=correlation if isinstance(correlation, str) else "header",
         no_effect=[r.name for r in recs if r.no_effect],
         aborted=aborted,
+        campaigns=campaign_figures,
     )
     backups = restores(cols, msgs, recs, t0)
     pool = pool_figures(ledger, cols, msgs, t0, len(series))
@@ -226,6 +250,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "alerts": alerts.as_dict() if alerts is not None else None,
         "capacity": cap.as_dict() if cap else None,
         "sizing": sizing.as_dict() if sizing else None,
+        "campaign": campaign_figures,
         "slo": [r.as_dict() for r in results],
         "slo_settings": slo.model_dump(),
         "probes": [
@@ -235,7 +260,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
-    return Analysis(run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check)
+    return Analysis(
+        run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check, campaigns
+    )
 
 
 def percentiles(values_ms: np.ndarray) -> dict[str, float | int | None]:

@@ -61,7 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("sizing", help="instances and ESP rate needed for a target volume")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--target", required=True, help="messages per period, e.g. 1000000/1h")
+    p.add_argument("--target", help="messages per period, e.g. 1000000/1h")
+    p.add_argument(
+        "--recipients", type=int, help="a campaign run: how long a list of this many subscribers would take"
+    )
     p.add_argument("--headroom", default="30%", help="spare capacity on top of the target (default 30%%)")
     p.add_argument("--esp-rate", type=float, help="ESP sending-rate limit in msg/s (overrides the profile)")
     p.add_argument("--esp-profile", help="size against this ESP profile's limits (ses, sendgrid, ...)")
@@ -198,6 +201,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_sizing(args: argparse.Namespace) -> int:
     from mailstorm.reports.analysis import analyze
 
+    if (args.target is None) == (args.recipients is None):
+        raise UserError("sizing: give --target (messages per period) or --recipients (a campaign run's list)")
+    if args.recipients is not None:
+        return _campaign_sizing(args)
     try:
         spec = SizingSpec(
             target=args.target,
@@ -265,3 +272,27 @@ def profiles_table(rows: list[dict[str, Any]], required_rate: float, messages: i
 
 def _yes_no(ok: bool | None) -> str:
     return "?" if ok is None else ("[green]yes[/]" if ok else "[red]no[/]")
+
+
+def _campaign_sizing(args: argparse.Namespace) -> int:
+    from mailstorm.reports.analysis import _esp_limits, analyze
+    from mailstorm.reports.sizing import campaign_sizing
+    from mailstorm.runinfo import load_run_info
+
+    if args.recipients < 1:
+        raise UserError(f"--recipients: must be at least 1, got {args.recipients}")
+    a = analyze(args.run_dir, report=ReportSpec(formats=("json",)))
+    campaigns = a.figures["campaign"]
+    if not campaigns:
+        raise UserError(f"{args.run_dir}: --recipients sizes a campaign run, and this run had no campaign")
+    limits = _esp_limits(args.esp_profile, load_run_info(Path(args.run_dir)))
+    out = campaign_sizing(args.recipients, campaigns[0], limits, args.esp_rate)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    console = Console(soft_wrap=True)
+    took = "unknown" if out["seconds"] is None else f"{out['seconds']:,.0f} s"
+    console.print(f"[bold]{args.recipients:,} recipients[/]: the send takes [bold]{took}[/]")
+    for i, line in enumerate(out["arithmetic"], 1):
+        console.print(f"  {i}. {line}", highlight=False)
+    return EXIT_OK

@@ -8,7 +8,8 @@ record; ``submitted`` counts those ids. The ledgers establish facts about each i
     fact       set by
     SUBMITTED  a ``load.submit`` with its id (it is a message)
     TOOK       a ``load.submit`` with ``ok=true``, or a ``sut.accepted`` (the SUT took it)
-    ESP_ONCE   an ``esp.accepted`` (``acked=false`` included: the ESP kept it and will send it)
+    ESP_ONCE   an ``esp.accepted`` (``acked=false`` included: the ESP kept it and will send it); one
+               carrying a ``campaign`` is a campaign's message, judged by mailstorm.reports.campaign
     ESP_AGAIN  a second ``esp.accepted``
     REFUSED    an ``esp.replied`` with a 5xx code, or a ``sut.bounced`` (refused for good)
     DEFERRED   a ``sut.deferred`` (the SUT keeps it for a later retry)
@@ -110,6 +111,10 @@ def record_facts(rec: Record | Mapping[str, Any]) -> int:
     if kind == Kind.LOAD_SUBMIT:
         return SUBMITTED | (TOOK if get("ok") else 0) | (STOPPED if get("phase") == "stop" else 0)
     if kind == Kind.ESP_ACCEPTED:
+        if get(
+            "campaign"
+        ):  # a campaign's message is the campaign's (mailstorm.reports.campaign), not the load's
+            return 0
         return ESP_ONCE | (ESP_HELD if get("held") else 0)
     if kind == Kind.ESP_DELIVERED:
         return ESP_OUT

@@ -199,6 +199,8 @@ def read_columns(ledger_dir: Path) -> Columns:
                 if actor and (name := getattr(rec, actor)) and getattr(rec, "state", None) is None:
                     acts.setdefault(str(name), Counter())[rec.t // _NS] += 1
                 rows = pending.get(cls)
+                if cls is EspAccepted and rec.campaign is not None:
+                    continue  # a campaign's message, not the load's (as fate.record_facts has it)
                 if rows is not None:
                     rows.append(getters[cls](rec))
                     if len(rows) >= _FLUSH:

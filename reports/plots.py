@@ -220,3 +220,32 @@ def capacity_curve(a: Analysis) -> Figure | None:
     ax2.set_title("Universal Scalability Law")
     ax2.legend(loc="lower right")
     return fig
+
+
+@_styled
+def campaign(a: Analysis) -> Figure | None:
+    """Each campaign's subscribers first delivered per second, with the ESP's refusals and the fault
+    windows on the same seconds."""
+    if not a.campaigns:
+        return None
+    s = a.series
+    n = max(len(s), *(len(c.delivered_per_s) for c in a.campaigns), 1)
+    edges = np.arange(n + 1)
+    fig = Figure(figsize=(10, 3.2), layout="tight")
+    ax = fig.subplots()
+    for c in a.campaigns:
+        per_s = np.zeros(n)
+        per_s[: len(c.delivered_per_s)] = c.delivered_per_s
+        ax.stairs(per_s, edges, lw=1.4, label=f"{c.id}: delivered")
+    refused = np.zeros(n)
+    for k, v in s.esp_replies.items():
+        if k == "cut" or not k.startswith("2"):
+            refused[: len(v)] += v
+    if refused.any():
+        ax.stairs(refused, edges, fill=True, color=_COLORS["refused"], alpha=0.35, label="ESP refusals, cuts")
+    ax.set_ylabel("recipients / s")
+    ax.set_xlabel("seconds since the run started")
+    _head(ax, "Campaign: first deliveries per second", ncol=3)
+    _shade_faults(ax, a, label=True)
+    ax.set_xlim(0, n)
+    return fig

@@ -111,11 +111,12 @@ def html(a: Analysis) -> tuple[str, dict[str, bytes]]:
             ("timeline", plots.timeline(a)),
             ("cdf", plots.latency_cdf(a)),
             ("capacity", plots.capacity_curve(a)),
+            ("campaign", plots.campaign(a)),
         )
         if png is not None
     }
     images = {name: base64.b64encode(png).decode() for name, png in pngs.items()}
-    for missing in ("cdf", "capacity"):
+    for missing in ("cdf", "capacity", "campaign"):
         images.setdefault(missing, "")
     specs = charts.specs(a)
     page = _env.get_template("report.html.j2").render(

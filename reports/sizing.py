@@ -145,3 +145,50 @@ def _esp_limit(spec: SizingSpec, esp_limits: EspLimits | None) -> tuple[float | 
         where = esp_limits.source or "the run's ESP profile (run.json esp_limits)"
         return esp_limits.rate, f"{where}, limits.rate"
     return None, None
+
+
+def campaign_sizing(
+    recipients: int, campaign: dict[str, Any], esp_limits: EspLimits | None, esp_rate: float | None = None
+) -> dict[str, Any]:
+    """How long a campaign to ``recipients`` subscribers would take: at the rate the run's campaign
+    (``campaign``, as report.json has it) measured, and within the ESP's rate and its hourly and daily
+    quotas (``esp_rate`` overrides the limits' rate). The arithmetic line by line, as ``size``'s."""
+    measured = campaign["times"]["rate_per_s"]
+    limit = esp_rate if esp_rate is not None else (esp_limits.rate if esp_limits is not None else None)
+    daily = esp_limits.daily_quota if esp_limits is not None else None
+    lines = []
+    at_measured = recipients / measured if measured else None
+    if measured:
+        reached = campaign["recipients"] - campaign["unsubscribed"]
+        lines.append(
+            f"measured: campaign {campaign['id']} reached {reached:,} subscribers at {measured:,.2f}/s -> "
+            f"{recipients:,} take {recipients:,} / {measured:,.2f} = {at_measured:,.0f} s"
+        )
+    else:
+        lines.append(f"measured: campaign {campaign['id']} delivered nothing: no rate to size from")
+    at_limit = recipients / limit if limit else None
+    if limit:
+        hourly = f"hourly {limit * 3600:,.0f}"
+        lines.append(f"ESP rate {limit:,.2f}/s ({hourly}): {recipients:,} / {limit:,.2f} = {at_limit:,.0f} s")
+    days = math.ceil(recipients / daily) if daily else None
+    if daily:
+        lines.append(f"ESP daily quota {daily:,}: {recipients:,} / {daily:,} -> {days} day(s) of quota")
+    known = [x for x in (at_measured, at_limit) if x is not None]
+    seconds = max(known) if known else None
+    if seconds is not None:
+        bound = "the ESP's rate" if at_limit is not None and at_limit >= (at_measured or 0) else "the SUT"
+        lines.append(f"the send takes {seconds:,.0f} s ({seconds / 3600:,.2f} h), bound by {bound}")
+    if days is not None and days > 1:
+        lines.append(f"over the daily quota: the list needs {days} days, or a larger quota")
+    return {
+        "recipients": recipients,
+        "campaign": campaign["id"],
+        "measured_rate": measured,
+        "seconds_at_measured": at_measured,
+        "esp_rate_limit": limit,
+        "seconds_at_esp_rate": at_limit,
+        "daily_quota": daily,
+        "days_of_quota": days,
+        "seconds": seconds,
+        "arithmetic": lines,
+    }

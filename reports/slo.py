@@ -14,6 +14,10 @@ whose correlation broke fails too (an extra ``correlation`` result): messages co
 may have been delivered or lost, and nobody can say which (``correlation_failure``). A run an SLO
 marked ``abort: true`` stopped early (a ``run.aborted`` record) fails first of all (an extra ``abort``
 result naming the SLO, the figure and when): the load it was meant to carry never ran.
+A run with a
+campaign is not "nothing submitted"; each campaign is judged on its own (``judge_campaign``): it started,
+``max_campaign_missing``, ``max_campaign_duplicated`` and ``max_suppressed_sent`` always (default 0),
+``max_campaign_duration_s`` when set.
 """
 
 from __future__ import annotations
@@ -64,12 +68,13 @@ def judge(
     correlation: str = "header",
     no_effect: Sequence[str] = (),
     aborted: RunAborted | None = None,
+    campaigns: Sequence[dict[str, Any]] = (),
 ) -> list[SloResult]:
     out: list[SloResult] = []
     if aborted is not None:
         detail = f"the run was stopped at {aborted.at_s:g} s: {aborted.detail}"
         out.append(SloResult("abort", aborted.limit, aborted.actual, False, SLO_UNITS[aborted.slo], detail))
-    if counts["submitted"] == 0:
+    if counts["submitted"] == 0 and not campaigns:
         # Nothing was sent, so nothing was tested: no SLO can be said to hold.
         detail = "no message was submitted: the run tested nothing"
         out.append(SloResult("submitted", 1, 0, False, "messages", detail))
@@ -121,6 +126,54 @@ def judge(
         shown = "none measured" if throughput is None else f"{throughput:g} msg/s"
         detail = f"delivered over the load phase: {shown}, minimum {target:g} msg/s"
         out.append(SloResult("min_throughput", target, throughput, passed, "msg/s", detail))
+    for c in campaigns:
+        out += judge_campaign(slo, c)
+    return out
+
+
+def judge_campaign(slo: SloSpec, c: dict[str, Any]) -> list[SloResult]:
+    """One campaign's objectives (its figures as report.json has them, mailstorm.reports.campaign): it
+    started, and its missing, duplicated, suppressed_sent and duration within their limits."""
+    cid, o, trig = c["id"], c["outcomes"], c["trigger"]
+    out: list[SloResult] = []
+    if not c["started"]:
+        said = (
+            f"{trig['code']} {trig['answer'] or ''}".strip() if trig["ok"] is not None else "no trigger sent"
+        )
+        detail = (
+            f"campaign {cid} never started: the SUT refused its trigger ({trig['request']}: {said[:200]})"
+        )
+        out.append(SloResult(f"campaign_started[{cid}]", 1, 0, False, "campaigns", detail))
+    subscribed = c["recipients"] - c["unsubscribed"]
+    limits = (
+        (
+            "max_campaign_missing",
+            slo.max_campaign_missing,
+            o["missing"],
+            f"of {subscribed:,} subscribers missing",
+        ),
+        ("max_campaign_duplicated", slo.max_campaign_duplicated, o["duplicated"], "subscribers duplicated"),
+        (
+            "max_suppressed_sent",
+            slo.max_suppressed_sent,
+            o["suppressed_sent"],
+            "unsubscribed recipients sent to",
+        ),
+    )
+    for name, limit, actual, what in limits:
+        detail = f"campaign {cid}: {actual:,} {what}, limit {limit:,}"
+        if name == "max_campaign_missing" and actual and c.get("unheaded"):
+            detail += (
+                f"; {c['unheaded']:,} acceptances reached listed addresses without the X-Mailstorm-Campaign "
+                "header: if the SUT does not carry it, follow the campaign with correlation: recipient"
+            )
+        out.append(SloResult(f"{name}[{cid}]", limit, actual, actual <= limit, "recipients", detail))
+    if slo.max_campaign_duration_s is not None:
+        limit, took = slo.max_campaign_duration_s, c["times"]["completion_s"]
+        passed = took is not None and took <= limit and o["missing"] == 0
+        shown = "never completed" if took is None or o["missing"] else f"completed in {took:g} s"
+        detail = f"campaign {cid}: {shown}, limit {limit:g} s"
+        out.append(SloResult(f"max_campaign_duration_s[{cid}]", limit, took, passed, "s", detail))
     return out
 
 

@@ -113,6 +113,13 @@ class SloSpec(_Frozen):
     min_throughput: float | None = Field(
         None, gt=0, description="delivered messages per second over the load phase (msg/s)"
     )
+    # Campaigns (mailstorm.reports.campaign): judged whenever a campaign runs, per campaign.
+    max_campaign_missing: int = Field(0, ge=0, description="subscribers a campaign never reached")
+    max_campaign_duplicated: int = Field(0, ge=0, description="subscribers a campaign reached twice or more")
+    max_suppressed_sent: int = Field(0, ge=0, description="unsubscribed recipients a campaign reached")
+    max_campaign_duration_s: float | None = Field(
+        None, gt=0, description="trigger to the last subscriber's first delivery (s)"
+    )
     # How recovery is judged: a second is "recovered" when its delivery rate is within
     # recovery_tolerance of the pre-fault baseline and its p95 latency is within the same tolerance
     # above the baseline p95; recovery is the first run of recovery_k such seconds after the fault ends.

@@ -27,8 +27,10 @@ import orjson
 from aiohttp import web
 
 from mailstorm.errors import BadRequest as BadRequest  # each API raises it from here; it lives in the tree
-from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.ledger import CAMPAIGN_HEADER, CORRELATION_HEADER
 from mailstorm.registry import Registry, homes
+
+_CAMPAIGN_LOWER = CAMPAIGN_HEADER.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class ApiMessage:
     # args, user variables, tags, categories, a custom header, the domain): the API module that parsed
     # the request fills it, the ESP's webhook format reads it.
     echo: dict[str, Any] = field(default_factory=dict)
+    campaign: str | None = None  # the X-Mailstorm-Campaign header, where the API carries headers and reads it
 
 
 # Submission.extra key set by the server when the ESP accepts the request into its backlog (a queue
@@ -146,6 +149,15 @@ class EspApi(ABC):
             elif low == "message-id":
                 mid = value
         return corr, mid
+
+    def campaign_from_headers(self, pairs: Any) -> str | None:
+        """The ``X-Mailstorm-Campaign`` header's value from name/value pairs, as ``correlation_from_headers``
+        reads them (docs/campaigns.md)."""
+        items = pairs.items() if isinstance(pairs, dict) else _name_value_pairs(pairs)
+        for name, value in items:
+            if isinstance(name, str) and isinstance(value, str) and name.lower() == _CAMPAIGN_LOWER:
+                return value.strip() or None
+        return None
 
     def parse_mime(self, raw: bytes) -> tuple[str | None, str | None, str | None, list[str]]:
         """(correlation id, Message-ID, From address, To/Cc addresses) from a raw MIME message's headers."""

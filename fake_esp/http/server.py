@@ -357,6 +357,8 @@ class HttpApiServer:
                     acked=True,
                     esp_id=esp_id,
                     held=action.kind == QUEUE,
+                    to=list(m.rcpts),
+                    campaign=m.campaign,
                 )
             )
         notify = self._notifier(api, sub, ids, esp_ids)

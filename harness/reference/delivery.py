@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 
+from mailstorm.harness.reference.campaigns import PREFIX as CAMPAIGN_PREFIX
 from mailstorm.harness.reference.relay import Outcome
 from mailstorm.harness.reference.store import Row, Store
 from mailstorm.ledger import LedgerWriter, SutBounced, SutDeferred, SutRelayed
@@ -162,8 +163,14 @@ class Deliverer:
         for rcpt, code, text in out.refused:
             self.ledger.write(SutBounced(id=row.corr, code=code, text=text, rcpts=[rcpt], partial=True))
             self.counts["bounced"] += 1
+        campaign = row.corr.startswith(CAMPAIGN_PREFIX)
+        if out.status == "delivered" and campaign:
+            self.store.mark_sent(row.id)  # first, with no await before it: see reference.campaigns
         if out.status == "permanent":
-            self.ledger.write(SutBounced(id=row.corr, code=out.code, text=out.text, attempt=attempt))
+            rcpts = row.rcpts if campaign else None  # a campaign's bounce names its recipient
+            self.ledger.write(
+                SutBounced(id=row.corr, code=out.code, text=out.text, attempt=attempt, rcpts=rcpts)
+            )
             self.counts["bounced"] += 1
             await self.store.remove(row.id)
             return
@@ -185,7 +192,8 @@ class Deliverer:
         rcpts = [r for r, _, _ in out.retry] or None  # None: every recipient is still owed
         if attempt >= self.max_attempts:
             text = f"gave up after {attempt} attempts: {out.text}"
-            self.ledger.write(SutBounced(id=row.corr, code=out.code, text=text, attempt=attempt))
+            rcpts = row.rcpts if row.corr.startswith(CAMPAIGN_PREFIX) else None
+            self.ledger.write(SutBounced(id=row.corr, code=out.code, text=text, attempt=attempt, rcpts=rcpts))
             self.counts["bounced"] += 1
             await self.store.remove(row.id)
             return

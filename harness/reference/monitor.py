@@ -3,7 +3,8 @@
 GET /health answers 200 {"status": "ok", ...} while relaying works and 503 {"status": "degraded", ...}
 once every relay attempt has failed for ``DEGRADED_AFTER_S`` (the ESP is down, throttling everything, or
 unreachable): what an operator's probe would alert on. GET /metrics is Prometheus text with the queue
-depth and the accepted/relayed/deferred/bounced counters.
+depth and the accepted/relayed/deferred/bounced counters. The same server takes POST /campaigns, the
+campaign trigger (mailstorm.harness.reference.campaigns).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Monitor:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/campaigns", self.pipeline.campaigns.handle)  # the campaign trigger
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
@@ -71,6 +73,7 @@ class Monitor:
             "queue_depth": self.pipeline.store.depth,
             "uptime_s": round(time.monotonic() - self.started, 3),
             **self.pipeline.counts(),
+            "campaign_queued": self.pipeline.campaigns.queued,
         }
         return web.json_response(body, status=503 if degraded else 200)
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 
+from mailstorm.harness.reference.campaigns import Campaigns
 from mailstorm.harness.reference.config import PipelineConfig
 from mailstorm.harness.reference.delivery import Deliverer
 from mailstorm.harness.reference.inbound import InboundHandler, InboundSMTP
@@ -37,6 +38,7 @@ class Pipeline:
         self.inbound = InboundHandler(
             self.store, self.ledger, cfg.networks(), on_accept=lambda qid: self.deliverer.schedule.put(qid)
         )
+        self.campaigns = Campaigns(self.store, self.deliverer.schedule.put)
         self.monitor = Monitor(self, self.ledger, cfg.queue_interval_s)
 
     def _relay_factory(self):
@@ -61,6 +63,7 @@ class Pipeline:
         for qid, _attempts, next_at in resumed:  # rows in flight at a crash are due again: at-least-once
             self.deliverer.schedule.put(qid, next_at)
         self.deliverer.start()
+        await self.campaigns.resume()
         sampler = asyncio.create_task(self.monitor.sample_forever())
         if cfg.http_port is not None:
             await self.monitor.serve(cfg.listen_host, cfg.http_port)
@@ -87,6 +90,7 @@ class Pipeline:
         log.info("stopping: %d queued", self.store.depth)
         server.close()
         await server.wait_closed()
+        await self.campaigns.close()
         await self.deliverer.stop(cfg.grace_s)
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)

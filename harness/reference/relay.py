@@ -27,7 +27,7 @@ import aiohttp
 import aiosmtplib
 
 from mailstorm.harness.reference.config import RelayTarget
-from mailstorm.ledger import CORRELATION_HEADER
+from mailstorm.ledger import CAMPAIGN_HEADER, CORRELATION_HEADER
 
 # aiosmtplib raises these for a session that can no longer be trusted (RFC 5321 4.2.2: 421 closes it).
 _CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)
@@ -227,6 +227,8 @@ def sendgrid_payload(mail_from: str, rcpts: list[str], data: bytes) -> dict:
     headers = {CORRELATION_HEADER: str(msg.get(CORRELATION_HEADER, "")).strip()}
     if msg.get("Message-ID"):
         headers["Message-ID"] = str(msg["Message-ID"]).strip()
+    if msg.get(CAMPAIGN_HEADER):
+        headers[CAMPAIGN_HEADER] = str(msg[CAMPAIGN_HEADER]).strip()
     return {
         "personalizations": [{"to": [{"email": r} for r in rcpts]}],
         "from": {"email": sender},

@@ -13,6 +13,7 @@ one commit instead of queueing for one each.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -35,6 +36,19 @@ CREATE TABLE IF NOT EXISTS queue (
     created   REAL NOT NULL
 )
 """
+INSERT = "INSERT INTO queue (corr, mail_from, rcpts, data, next_at, created) VALUES (?,?,?,?,?,?)"
+# Campaigns (mailstorm.harness.reference.campaigns): each one's checkpoint (the next list row to fan out),
+# and the idempotency key of every recipient already queued (campaign id + address), so a fan-out
+# resumed after a crash queues no one twice even if it re-reads rows before its checkpoint.
+CAMPAIGN_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS campaign (
+    id        TEXT PRIMARY KEY,
+    body      TEXT NOT NULL,                      -- the trigger's JSON body, as received
+    next_row  INTEGER NOT NULL DEFAULT 0,         -- list rows before this one are queued (or skipped)
+    done      INTEGER NOT NULL DEFAULT 0
+)""",
+    "CREATE TABLE IF NOT EXISTS campaign_key (key TEXT PRIMARY KEY)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,7 @@ class Store:
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self.depth = 0
+        self._sent_fd: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -96,10 +111,36 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         conn.execute(SCHEMA)
+        for sql in CAMPAIGN_SCHEMA:
+            conn.execute(sql)
+        self._forget_sent(conn)
         self._conn = conn
         rows = conn.execute("SELECT id, attempts, next_at FROM queue ORDER BY id").fetchall()
         self.depth = len(rows)
         return rows
+
+    # -- the sent log: relayed campaign rows whose delete the crash may have cut short --------------
+
+    @property
+    def sent_log(self) -> Path:
+        return self.path.with_name(self.path.name + ".sent")
+
+    def mark_sent(self, qid: int) -> None:
+        """Written the moment the ESP said 250 for a campaign row, before the (group-committed) delete:
+        a SIGKILL in between leaves the id here and the next start forgets the row instead of relaying
+        it again. An append of one short line: atomic, and survives a process crash."""
+        if self._sent_fd is None:
+            self._sent_fd = os.open(self.sent_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._sent_fd, b"%d\n" % qid)
+
+    def _forget_sent(self, conn: sqlite3.Connection) -> None:
+        if not self.sent_log.exists():
+            return
+        ids = [(int(x),) for x in self.sent_log.read_bytes().split() if x.isdigit()]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("DELETE FROM queue WHERE id=?", ids)
+        conn.execute("COMMIT")
+        self.sent_log.unlink()
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -107,6 +148,9 @@ class Store:
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
+        if self._sent_fd is not None:
+            os.close(self._sent_fd)
+            self._sent_fd = None
         self._thread.shutdown(wait=True)
 
     # -- operations -------------------------------------------------------------------------------
@@ -115,8 +159,7 @@ class Store:
         """Commit a new message; returns its queue id once it is durable."""
         now = time.time()
         args = (corr, mail_from, orjson.dumps(rcpts).decode(), data, now, now)
-        sql = "INSERT INTO queue (corr, mail_from, rcpts, data, next_at, created) VALUES (?,?,?,?,?,?)"
-        qid = await self._write(lambda c: c.execute(sql, args).lastrowid)
+        qid = await self._write(lambda c: c.execute(INSERT, args).lastrowid)
         self.depth += 1
         return qid
 
@@ -133,6 +176,39 @@ class Store:
             sql = "UPDATE queue SET attempts=?, next_at=?, rcpts=? WHERE id=?"
             args = (attempts, next_at, orjson.dumps(rcpts).decode(), qid)
         await self._write(lambda c: c.execute(sql, args))
+
+    async def fan_out(
+        self, campaign_id: str, rows: list[tuple[str, str, bytes]], mail_from: str, next_row: int
+    ) -> list[int]:
+        """One batch of a campaign, in one transaction: a queue row per (key, recipient, message) whose
+        key is new, and the checkpoint moved to ``next_row``. Returns the new queue ids."""
+        now = time.time()
+
+        def op(c: sqlite3.Connection) -> list[int]:
+            qids = []
+            for key, rcpt, data in rows:
+                if c.execute("INSERT OR IGNORE INTO campaign_key (key) VALUES (?)", (key,)).rowcount:
+                    args = (key, mail_from, orjson.dumps([rcpt]).decode(), data, now, now)
+                    qids.append(c.execute(INSERT, args).lastrowid)
+            c.execute("UPDATE campaign SET next_row=? WHERE id=?", (next_row, campaign_id))
+            return qids
+
+        qids = await self._write(op)
+        self.depth += len(qids)
+        return qids
+
+    async def campaign_begin(self, campaign_id: str, body: str) -> bool:
+        """Record a new campaign (False: it is known already, and resumes or is done)."""
+        sql = "INSERT OR IGNORE INTO campaign (id, body) VALUES (?, ?)"
+        return bool(await self._write(lambda c: c.execute(sql, (campaign_id, body)).rowcount))
+
+    async def campaign_done(self, campaign_id: str) -> None:
+        await self._write(lambda c: c.execute("UPDATE campaign SET done=1 WHERE id=?", (campaign_id,)))
+
+    async def campaigns_open(self) -> list[tuple[str, str, int]]:
+        """(id, body, next_row) of every campaign whose fan-out did not finish: resumed at start."""
+        sql = "SELECT id, body, next_row FROM campaign WHERE done=0 ORDER BY rowid"
+        return await self._run(lambda: self._conn.execute(sql).fetchall())
 
     async def load(self, qid: int) -> Row | None:
         def read(c: sqlite3.Connection) -> Row | None:

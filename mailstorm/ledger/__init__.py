@@ -14,11 +14,15 @@ from mailstorm.ledger.io import (
     encode_line,
 )
 from mailstorm.ledger.records import (
+    CAMPAIGN_HEADER,
     CORRELATION_HEADER,
     RECORDS,
     Action,
     AlertFiring,
     AlertResolved,
+    CampaignAnswer,
+    CampaignList,
+    CampaignTrigger,
     ChaosBegin,
     ChaosEnd,
     EspAccepted,
@@ -53,12 +57,16 @@ from mailstorm.ledger.records import (
 )
 
 __all__ = [
+    "CAMPAIGN_HEADER",
     "CORRELATION_HEADER",
     "LEDGER_SUFFIX",
     "RECORDS",
     "Action",
     "AlertFiring",
     "AlertResolved",
+    "CampaignAnswer",
+    "CampaignList",
+    "CampaignTrigger",
     "ChaosBegin",
     "ChaosEnd",
     "EspAccepted",

@@ -30,6 +30,8 @@ import msgspec
 CORRELATION_HEADER = "X-Mailstorm-Id"
 """The header that follows a message end to end (configurable); the Message-ID is the fallback, because
 pipelines may rewrite the Message-ID."""
+CAMPAIGN_HEADER = "X-Mailstorm-Campaign"
+"""The header a campaign's messages carry (its id), when the SUT can add one: docs/campaigns.md."""
 
 
 class Kind(StrEnum):
@@ -65,6 +67,9 @@ class Kind(StrEnum):
     POOL_SERVER = "pool.server"
     ALERT_FIRING = "alert.firing"
     ALERT_RESOLVED = "alert.resolved"
+    CAMPAIGN_LIST = "campaign.list"
+    CAMPAIGN_TRIGGER = "campaign.trigger"
+    CAMPAIGN_ANSWER = "campaign.answer"
 
 
 def _kind_of(class_name: str) -> str:
@@ -137,6 +142,13 @@ class EspAccepted(Record, kw_only=True):
     ``esp.delivered`` comes, and until then pending, not delivered."""
     tls: str | None = None
     """SMTP only: the TLS version of an encrypted session (``TLSv1.3``); null (absent) in plain text."""
+    to: list[str] | None = None
+    """The envelope recipients (SMTP RCPT TO, an API message's to/cc/bcc): a campaign's recipients are
+    followed by address (mailstorm.reports.campaign)."""
+    campaign: str | None = None
+    """The ``X-Mailstorm-Campaign`` header's value: the message is one of that campaign's (SMTP and the
+    SendGrid API; through the other HTTP APIs a campaign is followed by recipient alone). Such a message
+    is the campaign's, not the load's: the fate of load messages leaves it out."""
 
 
 class EspReplied(Record, kw_only=True):
@@ -634,6 +646,54 @@ class AlertResolved(_AlertNotice, kw_only=True):
     """Alertmanager notified that an alert resolved."""
 
 
+# -- campaigns (the runner: mailstorm.harness.campaign) ----------------------------------------------
+
+
+class CampaignList(Record, kw_only=True):
+    """A campaign's list, written to ``<run>/campaign/<id>.csv`` before the run starts."""
+
+    id: str
+    """The campaign id."""
+    path: str
+    """The list file (``email,name,status``)."""
+    url: str
+    """Where the run serves it read-only on loopback (``list_url``)."""
+    recipients: int
+    """Rows on the list."""
+    unsubscribed: int
+    """Rows with ``status`` unsubscribed: the SUT must not send to them."""
+
+
+class CampaignTrigger(Record, kw_only=True):
+    """The runner asked the SUT to send a campaign (written before the request leaves)."""
+
+    id: str
+    """The campaign id."""
+    via: str
+    """``http``, ``command`` or ``smtp``."""
+    request: str
+    """What was sent: ``POST http://...``, the argv, ``RCPT TO:<list address>``."""
+    at_s: float
+    """Its time on the timeline (s from the load's zero)."""
+
+
+class CampaignAnswer(Record, kw_only=True):
+    """The SUT's answer to a trigger: accepted (the campaign started) or refused (it never did)."""
+
+    id: str
+    """The campaign id."""
+    via: str
+    """As the trigger's."""
+    ok: bool
+    """The SUT took the trigger (HTTP 2xx, exit 0, SMTP 250)."""
+    code: int | None
+    """HTTP status, exit code or SMTP reply code; null when no answer came (refused connection...)."""
+    answer: str
+    """The answer's text (body or output, cut to 500 characters), or the error."""
+    started: int
+    """When the trigger was sent (ns); ``t`` is when the answer came."""
+
+
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
@@ -641,7 +701,7 @@ RECORDS: dict[Kind, type[Record]] = {
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, Action,
-        PoolMember, PoolServer, AlertFiring, AlertResolved,
+        PoolMember, PoolServer, AlertFiring, AlertResolved, CampaignList, CampaignTrigger, CampaignAnswer,
     )
 }  # fmt: skip
 """Every kind's record class."""

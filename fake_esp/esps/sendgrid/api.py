@@ -129,9 +129,19 @@ class SendGridApi(EspApi):
             # SendGrid echoes custom args (the request's, then the personalization's) and categories.
             custom = {**_dict(top_args), **_dict(args)}
             echo = {"custom_args": {str(k): str(v) for k, v in custom.items()}, "categories": _tags(data)}
+            campaign = self.campaign_from_headers(p.get("headers") or {}) or self.campaign_from_headers(
+                data.get("headers") or {}
+            )
             messages.append(
                 ApiMessage(
-                    sender["email"], tuple(rcpts), corr, mid or top_mid, len(raw), sha256_hex(raw), echo
+                    sender["email"],
+                    tuple(rcpts),
+                    corr,
+                    mid or top_mid,
+                    len(raw),
+                    sha256_hex(raw),
+                    echo,
+                    campaign=campaign,
                 )
             )
         if total > MAX_RECIPIENTS:
