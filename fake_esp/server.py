@@ -5,10 +5,11 @@ importable), so a control change takes effect on the next step.
 
 processes > 1: the parent forks N workers before starting its own loop. Each worker binds the SMTP port
 with SO_REUSEPORT (the kernel spreads connections), owns its engine (seeded ``<seed>/<worker>``; so a
-throttle's rate is per worker), its counters and its ledger file ``esp-smtp-<worker>.jsonl``. The parent
-serves the control API over an engine that is only the store of faults, and mirrors every change to the
-workers over a pipe (``("load", snapshot)``); counters are gathered from the workers on request. A
-worker exits when its pipe closes, so it never outlives a killed parent.
+throttle's rate is per worker), its counters and its ledger file ``esp-smtp-<worker>.jsonl``
+(``esp-<name>-smtp-<worker>.jsonl`` with ``--name``). The parent serves the control API over an
+engine that is only the store of faults, and mirrors every change to the workers over a pipe
+(``("load", snapshot)``); counters are gathered from the workers on request. A worker exits
+when its pipe closes, so it never outlives a killed parent.
 
 TLS (``--tls``): the CA and the server certificates are made once, in the parent, before any worker is
 forked (mailstorm.fake_esp.tls.make_material), and the CA written to ``--tls-ca``; each worker builds its
@@ -40,7 +41,7 @@ from mailstorm.fake_esp.control import make_app, start_control
 from mailstorm.fake_esp.counters import Counters, merge
 from mailstorm.fake_esp.engine import Engine
 from mailstorm.fake_esp.smtp import SmtpService
-from mailstorm.fake_esp.spec import EspSpec
+from mailstorm.fake_esp.spec import EspSpec, ledger_source
 from mailstorm.fake_esp.tls import Contexts, TlsMaterial, contexts, make_material
 from mailstorm.ledger import LedgerWriter
 from mailstorm.netguard import is_loopback
@@ -100,7 +101,7 @@ def install_faults(engine: Engine, spec: EspSpec) -> None:
 
 
 async def start_worker(spec: EspSpec, worker: int, engine: Engine, tls: TlsMaterial | None = None) -> Worker:
-    ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, f"esp-smtp-{worker}")
+    ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, ledger_source(spec.name, worker))
     ctx = WorkerContext(spec, worker, engine, Counters(), ledger, tls=contexts(tls) if tls else None)
     smtp = SmtpService(spec, engine, ledger, ctx.counters, worker, tls=ctx.tls)
     smtp.accepted_hooks = ctx.accepted_hooks
