@@ -300,7 +300,7 @@ class Scenario(_Frozen):
                 data["esp"] = {**data.get("esp", {}), **carrier}
             if isinstance(data.get("esps"), list):
                 data["esps"] = [{**e, **carrier} if isinstance(e, dict) else e for e in data["esps"]]
-        return _smtp_target_options_to_load(data)
+        return _smtp_target_options_to_load(_esp_steps_name_their_esp(data))
 
     @property
     def fleet(self) -> tuple[EspSection, ...]:
@@ -404,6 +404,24 @@ class Scenario(_Frozen):
             esp.pop("seed", None)
             esp.pop("correlation", None)  # load.correlation says it
         return data
+
+
+def _esp_steps_name_their_esp(data: dict[str, Any]) -> dict[str, Any]:
+    """With several ESPs, an ESP step that names none acts on the first: said on the step, so the
+    timeline's records (and the reports) name the ESP whatever the file left out."""
+    esps, chaos = data.get("esps"), data.get("chaos")
+    if not (isinstance(esps, list) and esps and isinstance(esps[0], dict) and isinstance(chaos, list)):
+        return data
+    first = esps[0].get("name")
+    if not isinstance(first, str):
+        return data  # the ESP's own validation names the problem
+    steps = [
+        {**step, "esp": first}
+        if isinstance(step, dict) and "esp" not in step and ("esp_fault" in step or "esp_outage" in step)
+        else step
+        for step in chaos
+    ]
+    return {**data, "chaos": steps}
 
 
 def _smtp_target_options_to_load(data: dict[str, Any]) -> dict[str, Any]:
