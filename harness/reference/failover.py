@@ -79,7 +79,9 @@ class Failover:
     async def choose(self) -> tuple[int, bool]:
         """The relay for the next attempt, once its gate is open, and whether it is a failback trial."""
         while True:
-            if self.active != 0 and self.gates[0].open and time.monotonic() >= self._next_probe:
+            # The trial is the primary's probe: its own schedule, not the primary's gate (whose backoff,
+            # grown through the outage, would put failback up to backoff_max after the primary is back).
+            if self.active != 0 and time.monotonic() >= self._next_probe:
                 self._next_probe = time.monotonic() + self.probe_s
                 return 0, True
             index = self.active
@@ -91,15 +93,16 @@ class Failover:
 
     def settled(self, index: int, outcome: Outcome, *, trial: bool = False) -> None:
         """What an attempt through relay ``index`` came to."""
+        if trial:  # a failed trial only waits for the next one
+            if outcome.status == "delivered":
+                self.gates[0].reopened()
+                self._switch(0, "the primary delivered a trial message")
+            return
         gate = self.gates[index]
         if outcome.status == "transient" and outcome.code is None:
             gate.failed()
         elif outcome.code is not None:
             gate.reopened()  # the relay answered: it is there, whatever it said
-        if trial:
-            if outcome.status == "delivered":
-                self._switch(0, "the primary delivered a trial message")
-            return
         if index != self.active:
             return  # an attempt that began before a switch says nothing about the active relay
         if outcome.status == "delivered":
