@@ -30,11 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from docs_section import DOC, write_section  # noqa: E402  (bench/, beside this file)
+
 from mailstorm.fake_esp.launch import EspProcess  # noqa: E402
 from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader  # noqa: E402
 from mailstorm.ports import free_port  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## HTTP APIs: accepted requests/s"
 TEXT = "x" * 1800  # ~2 KB messages, as the SMTP benchmark sends
 SES_AUTH = "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/ses/aws4_request, SignedHeaders=host"
@@ -139,19 +140,6 @@ def measure(api: str, args: argparse.Namespace) -> tuple[float, int]:
     return out["ok"] / out["elapsed"], kept
 
 
-def write_docs(lines: list[str]) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = "\n".join([SECTION, "", *lines]) + "\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + block + (rest[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="1 s per API, one repeat: checks it runs")
@@ -193,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {api} | POST {route} | {best:,.0f} ({med:,.0f}) |")
     print("\n".join(lines))
     if args.write_docs and not args.smoke:
-        write_docs(lines)
+        write_section(SECTION, lines)
     return 0
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from docs_section import DOC, write_section  # noqa: E402  (bench/, beside this file)
+
 from mailstorm.harness.targets.base import Endpoint  # noqa: E402
 from mailstorm.ledger import Kind, LedgerReader  # noqa: E402
 from mailstorm.ports import free_port, wait_for_port  # noqa: E402
@@ -41,7 +43,6 @@ from mailstorm.scenarios.launch import LoadRun  # noqa: E402
 from mailstorm.scenarios.model import LoadSpec  # noqa: E402
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Load generator: Locust SMTP user"
 
 
@@ -149,22 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("\n".join(lines))
     if args.write_docs:
-        write_docs(lines)
+        write_section(SECTION, lines)
     return 0
-
-
-def write_docs(lines: list[str]) -> None:
-    """Replace (or add) this benchmark's section of docs/benchmarks.md, leaving the others alone."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = "\n".join([SECTION, "", *lines]) + "\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + block + (rest[nxt:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":

@@ -46,12 +46,13 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from docs_section import DOC, write_section  # noqa: E402  (bench/, beside this file)
+
 from mailstorm.fake_esp.launch import EspProcess  # noqa: E402
 from mailstorm.ports import free_port, wait_for_port  # noqa: E402
 
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## SMTP: fake ESP vs sinks"
 
 
@@ -351,19 +352,6 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {py}, load avg {load}"
 
 
-def write_docs(lines: list[str]) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = "\n".join([SECTION, "", *lines]) + "\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + block + ("\n" + rest[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="small counts: check that everything runs")
@@ -428,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines))
     if args.write_docs and not args.smoke:
-        write_docs(lines)
+        write_section(SECTION, lines)
     return 0
 
 

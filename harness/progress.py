@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from rich.table import Table
 
 from mailstorm.ledger import (
     LEDGER_SUFFIX,
+    AlertFiring,
+    AlertResolved,
     EspAccepted,
     EspReplied,
     InvalidRecord,
@@ -38,6 +40,7 @@ from mailstorm.ledger import (
 from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, OUTCOMES, REJECTED, Fates
 
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
+LATENCY_WINDOW_S = 10  # the live p95 is over the deliveries of the last seconds
 
 
 class LedgerTail:
@@ -98,6 +101,15 @@ class LiveStats:
         self.load_t0_ns: int | None = None  # intended time of the first arrival seen: the load's zero
         self._per_second: dict[str, Counter[int]] = {"offered": Counter(), "accepted": Counter()}
         self._per_second["delivered"] = Counter()
+        self.esp_replies: Counter[str] = Counter()  # ESP replies other than an acceptance, by code ("cut")
+        self.esp_accepted = 0  # ESP acceptances (a duplicate counts again)
+        # For the live p95: intended send time of each message submitted and not yet at the ESP, the ESP's
+        # time of an acceptance read before its submission (ledger files are read one after the other),
+        # and (ESP time s, end-to-end ms) of recent first deliveries.
+        self._intended: dict[str, int] = {}
+        self._early: dict[str, int] = {}
+        self._latencies: deque[tuple[float, float]] = deque()
+        self.alerts: dict[str, str] | None = None  # firing now, fingerprint -> name (None: no alert seen)
 
     def feed(self, records: Iterator[Record]) -> int:
         n = 0
@@ -109,9 +121,12 @@ class LiveStats:
                 self._tick("offered", rec.t)
                 if rec.ok:
                     self._tick("accepted", rec.t)
+                    self._submitted(rec.id, rec.intended)
             elif isinstance(rec, EspAccepted):
                 self.last_delivery_ns = max(self.last_delivery_ns, rec.t)
                 self._tick("delivered", rec.t)
+                self.esp_accepted += 1
+                self._delivered(rec.id, rec.t)
             elif isinstance(rec, LoadDropped):
                 self._first_intended(rec.intended)
                 self.dropped += rec.count
@@ -119,8 +134,15 @@ class LiveStats:
                 self._planned = (self._planned or 0) + rec.planned
             elif isinstance(rec, EspReplied):
                 self.esp_refusals += 1
+                self.esp_replies["cut" if rec.code is None else str(rec.code)] += 1
             elif isinstance(rec, SutQueue):
                 self.sut_queue = rec.depth
+            elif isinstance(rec, AlertFiring | AlertResolved):
+                firing = self.alerts = self.alerts if self.alerts is not None else {}
+                if isinstance(rec, AlertFiring):
+                    firing[rec.fingerprint] = rec.name
+                else:
+                    firing.pop(rec.fingerprint, None)
         return n
 
     @property
@@ -128,6 +150,41 @@ class LiveStats:
         """Arrivals the load planned: the load processes' sum when they said, else offered + dropped (as
         the reports' load check counts them)."""
         return self._planned if self._planned is not None else self.fates.submitted + self.dropped
+
+    def _submitted(self, mid: str | None, intended: int) -> None:
+        if mid is None:
+            return
+        early = self._early.pop(mid, None)
+        if early is not None:
+            self._latency(early, intended)
+        elif mid not in self._intended:
+            self._intended[mid] = intended
+
+    def _delivered(self, mid: str | None, t_ns: int) -> None:
+        if mid is None:
+            return
+        intended = self._intended.pop(mid, None)
+        if intended is not None:
+            self._latency(t_ns, intended)
+        elif not self.fates.was_submitted(mid) and len(self._early) < 100_000:
+            # Its submission is in a ledger file read later (a duplicate's is not: it is not kept). Bounded:
+            # acceptances of ids the load never submitted must not grow it forever.
+            self._early[mid] = t_ns
+
+    def _latency(self, at_ns: int, intended: int) -> None:
+        lat = self._latencies
+        lat.append((at_ns / 1e9, (at_ns - intended) / 1e6))
+        while lat and lat[0][0] < at_ns / 1e9 - LATENCY_WINDOW_S:
+            lat.popleft()
+
+    def p95_ms(self, now_s: float | None = None) -> float | None:
+        """The 95th percentile end-to-end latency (intended send -> ESP acceptance, nearest rank) of the
+        messages first delivered in the last ``LATENCY_WINDOW_S`` seconds; None when none was."""
+        now = now_s if now_s is not None else time.time()
+        recent = sorted(ms for at, ms in list(self._latencies) if at >= now - LATENCY_WINDOW_S)
+        if not recent:
+            return None
+        return recent[max(0, -(-95 * len(recent) // 100) - 1)]
 
     def _first_intended(self, intended: int) -> None:
         if self.load_t0_ns is None or intended < self.load_t0_ns:
@@ -239,6 +296,7 @@ class Progress:
             f"accepted {stats.accepted} ({stats.rate('accepted'):.0f}/s) "
             f"delivered {stats.delivered} ({stats.rate('delivered'):.0f}/s) "
             f"backlog {stats.backlog} faults: {', '.join(faults) or '-'}"
+            + (f" alerts: {_alerts(stats)}" if stats.alerts is not None else "")
         )
 
     def _table(self, stats: LiveStats, elapsed_s: float, phase: str, faults: list[str]) -> Table:
@@ -256,4 +314,10 @@ class Progress:
         table.add_row("rejected / dropped", f"{stats.rejected} / {stats.dropped}", "")
         table.add_row("ESP refusals", f"{stats.esp_refusals}", f"dup {stats.duplicates}")
         table.add_row("active faults", ", ".join(faults) or "-", "")
+        if stats.alerts is not None:
+            table.add_row("alerts firing", _alerts(stats), "")
         return table
+
+
+def _alerts(stats: LiveStats) -> str:
+    return ", ".join(sorted(set((stats.alerts or {}).values()))) or "-"

@@ -51,10 +51,12 @@ from mailstorm.errors import (
     TargetNotAllowed,
     UserError,
 )
+from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_fleet import EspFleet
 from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, proxy_paths
+from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
@@ -117,6 +119,7 @@ class Run:
         allow_remote: bool = False,
         document: Document | None = None,
         progress: bool = True,
+        metrics: bool = True,
     ) -> None:
         self.scenario = scenario
         self.out = out
@@ -126,6 +129,7 @@ class Run:
         self.show_progress = progress
         self.run_dir: Path | None = None
         self.stats = LiveStats()
+        self._metrics = RunnerMetrics(self.stats) if metrics else None  # GET /metrics while the run goes
         self.reason = "completed"
         self.held: int | None = None  # messages the target listed as still held at the end of the drain
         self.verdict: Any = None
@@ -137,6 +141,7 @@ class Run:
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
         self._prober: Prober | None = None
+        self._alerts: AlertStack | None = None
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
         self._descendants = Descendants()
@@ -202,6 +207,9 @@ class Run:
                         )
                         raise self._config_error(("chaos", i, "target"), msg)
         self._target = target
+        if sc.alerts is not None:  # Prometheus installed, the rules file accepted: before anything starts
+            self._alerts = AlertStack(sc.alerts)
+            self._alerts.check()
 
     def _config_error(self, loc: tuple[str | int, ...], message: str) -> UserError:
         if self.document is not None:
@@ -250,6 +258,8 @@ class Run:
             python=platform.python_version(),
             pid=os.getpid(),
         )
+        if self._metrics is not None:
+            self.info.metrics = self._metrics.start().address
         if ca is not None:
             # The one file the SUT must trust (the ESP writes it at start); said before the run starts.
             print(f"mailstorm: fake ESP TLS {sc.fleet[0].tls}; CA certificate {ca}", file=sys.stderr)
@@ -355,6 +365,10 @@ class Run:
             host = ep.host if ep.kind == "smtp" else (urlsplit(ep.url or "").hostname or ep.host)
             check_address(host, allow_remote=self.allow_remote, what="target endpoint")
         self.info.endpoints = [str(e) for e in self._endpoints]
+        if self._alerts is not None:
+            runner = self._metrics.url if self._metrics is not None else None
+            scrape = scrape_targets(runner, self._fleet.control().base_url, self._target)
+            self.info.alerts = self._alerts.start(self.run_dir, scrape, esp_token=esp.token)
         self._write_info()
         self._descendants.scan(force=True)
         self._phase = "load"
@@ -504,6 +518,8 @@ class Run:
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
+        if self._metrics is not None:
+            self._metrics.faults, self._metrics.phase = faults, self._phase
         self._check_parts()
 
     def _check_parts(self) -> None:
@@ -536,12 +552,14 @@ class Run:
         has not exited after ``HURRY_S`` is killed, so every child is gone within 10 s.
         """
         steps = [
+            ("alerts", lambda: self._alerts.stop() if self._alerts is not None else None),
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),
             ("target", lambda: self._target.stop() if self._target is not None else None),
             ("proxy", self._stop_proxy),
             ("esp", lambda: self._fleet.stop() if self._fleet is not None else None),
+            ("metrics", lambda: self._metrics.stop() if self._metrics is not None else None),
         ]
         if self._writer is not None:
             self._writer.write(RunPhase(phase="stop"))

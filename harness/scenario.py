@@ -16,13 +16,11 @@ Conventions a scenario file follows (docs/scenarios.md is the reference):
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -31,45 +29,15 @@ from pydantic import (
 )
 
 from mailstorm.correlation import Correlation
+from mailstorm.durations import Duration, fmt_s, parse_duration
 from mailstorm.errors import ConfigError, FieldError
 from mailstorm.fake_esp.spec import ESP_NAME_PATTERN, EspSpec, FaultSpec, Surface
+from mailstorm.harness.alerts.spec import AlertsSpec
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
 from mailstorm.harness.targets.base import TARGETS
 from mailstorm.reports.spec import ReportSpec, SloSpec
 from mailstorm.scenarios.model import LoadSpec
 from mailstorm.yamlload import Document, load_yaml, parse_yaml
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)")
-_DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|min|m|h)\s*)+$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*(ms|s|min|m|h)\s*)+$"
-
-
-def parse_duration(value: Any) -> Any:
-    """``90`` / ``"90s"`` / ``"1m30s"`` / ``"500ms"`` -> seconds; anything else is left to pydantic."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '30s', '2m', '500ms'")
-    if isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        if not _DURATION_FULL.match(text):
-            raise ValueError(f"{value!r} is not a duration (use seconds or a unit: 500ms, 30s, 2m, 1h)")
-        return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(text))
-    return value
-
-
-_DURATION_SCHEMA = {
-    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}],
-    "description": "seconds, or a string with a unit: 500ms, 30s, 2m, 1h",
-}
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
-
-
-def fmt_s(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 class _Frozen(BaseModel):
@@ -275,6 +243,7 @@ class Scenario(_Frozen):
     probes: tuple[ProbeSpec, ...] = ()
     slo: SloSpec = Field(default_factory=SloSpec)
     reports: ReportSpec = Field(default_factory=ReportSpec)
+    alerts: AlertsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -373,6 +342,12 @@ class Scenario(_Frozen):
                     f"names ESP {step.esp!r}, which this run does not have (it has: {have})",
                 )
             self._parts_exist(i, step)
+        for alert, steps in (self.alerts.map if self.alerts is not None else {}).items():
+            for step in steps:
+                if step not in labels:
+                    known = ", ".join(sorted(labels)) or "none"
+                    msg = f"{step!r} is no chaos step's name (the timeline has: {known})"
+                    raise FieldError(("alerts", "map", alert), msg)
         return self
 
     def _parts_exist(self, i: int, step: ChaosStep) -> None:
@@ -467,6 +442,10 @@ def validate_document(doc: Document, *, seed: int | None = None, duration: float
             if isinstance(esp, dict) and key in esp:
                 raise doc.error_at(("esps", j, key), f"not allowed here: {why}")
     data = dict(data)
+    alerts = data.get("alerts")
+    if isinstance(alerts, dict) and isinstance(alerts.get("rules"), str) and Path(doc.name).is_file():
+        # A rules file named relative to the scenario file sits beside it (as the library's do).
+        data["alerts"] = {**alerts, "rules": str(Path(doc.name).resolve().parent / alerts["rules"])}
     if seed is not None:
         data["seed"] = seed
     if duration is not None:

@@ -103,6 +103,12 @@ class RunInfo(_Model):
     endpoints: list[str] | int | None = None
     """The SUT's endpoints the load was sent to (a count in a run directory put together by hand): how
     many instances shared the load, for sizing."""
+    metrics: str | None = None
+    """``host:port`` of the runner's live ``GET /metrics`` (Prometheus text), served while the run goes
+    (mailstorm.harness.metrics)."""
+    alerts: dict[str, str] | None = None
+    """The scenario's ``alerts:``: the URL of mailstorm's webhook receiver (``receiver``), and of the
+    Prometheus and Alertmanager it started (``prometheus``, ``alertmanager``)."""
     load_t0_ns: int | None = None
     """The load's zero (the intended time of its first arrival), once the load began."""
     ended_ns: int | None = None

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunPhase, RunStarted
+from mailstorm.reports.alerts import alert_report, judge_alerts
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.effects import effects
 from mailstorm.reports.failover import failover
@@ -31,7 +32,7 @@ from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
 from mailstorm.reports.series import Series, build_series, start_ns
 from mailstorm.reports.sizing import Sizing, size
 from mailstorm.reports.slo import SloResult, judge
-from mailstorm.reports.spec import ReportSpec, SloSpec
+from mailstorm.reports.spec import AlertMatchSpec, ReportSpec, SloSpec
 from mailstorm.runinfo import EspLimits, RunInfo, load_run_info
 
 SCHEMA_VERSION = 1
@@ -70,7 +71,7 @@ def load_slo(run_dir: Path) -> SloSpec:
         raise ConfigError(f"{path}: {where}: {err['msg']}") from None
 
 
-def _load_section(run_dir: Path) -> dict[str, Any] | None:
+def _section(run_dir: Path, name: str) -> dict[str, Any] | None:
     path = run_dir / "scenario.yaml"
     if not path.exists():
         return None
@@ -78,7 +79,21 @@ def _load_section(run_dir: Path) -> dict[str, Any] | None:
         scenario = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
         return None  # the scenario only informs capacity; a bad copy must not block the other reports
-    return scenario.get("load") if isinstance(scenario, dict) else None
+    section = scenario.get(name) if isinstance(scenario, dict) else None
+    return section if isinstance(section, dict) else None
+
+
+def _alert_match(run_dir: Path) -> AlertMatchSpec | None:
+    """The scenario's ``alerts.map`` and ``alerts.grace``; None when it watched no alerts."""
+    section = _section(run_dir, "alerts")
+    if section is None:
+        return None
+    try:
+        return AlertMatchSpec.model_validate({k: section[k] for k in ("map", "grace") if k in section})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{run_dir / 'scenario.yaml'}: alerts.{where}: {err['msg']}") from None
 
 
 def report_spec(info: RunInfo, override: ReportSpec | None) -> ReportSpec:
@@ -126,7 +141,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     recs = recoveries(windows, series, msgs, cols.timeline, slo)
     for r, effect in zip(recs, effects(windows, recs, cols, t0, len(series)), strict=True):
         r.no_effect, r.effect = effect.none, effect.as_dict()
-    load_section = _load_section(run_dir)
+    load_section = _section(run_dir, "load")
     steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
     load_check = check_load(cols, msgs, load_section, load_s)
@@ -159,6 +174,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         correlation=correlation if isinstance(correlation, str) else "header",
         no_effect=[r.name for r in recs if r.no_effect],
     )
+    match = _alert_match(run_dir)
+    alerts = alert_report(cols.timeline, recs, t0, match) if match is not None else None
+    results += judge_alerts(slo, alerts)
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())
     figures: dict[str, Any] = {
@@ -196,6 +214,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             "peak_backlog": int(series.backlog.max(initial=0)),
         },
         "faults": [r.as_dict() for r in recs],
+        "alerts": alerts.as_dict() if alerts is not None else None,
         "capacity": cap.as_dict() if cap else None,
         "sizing": sizing.as_dict() if sizing else None,
         "slo": [r.as_dict() for r in results],

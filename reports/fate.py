@@ -171,6 +171,9 @@ class Fates:
         for rec in records:
             self.feed(rec)
 
+    def was_submitted(self, mid: str) -> bool:
+        return bool(self._state.get(mid, 0) & SUBMITTED)
+
     def count(self, outcome: int) -> int:
         if outcome == UNCORRELATED:
             return self._uncorrelated()

@@ -39,6 +39,8 @@ from mailstorm.errors import UserError
 from mailstorm.ledger import (
     LEDGER_SUFFIX,
     Action,
+    AlertFiring,
+    AlertResolved,
     ChaosBegin,
     ChaosEnd,
     EspAccepted,
@@ -72,6 +74,7 @@ _BLOCK = 4 << 20  # read buffer
 _FLUSH = 100_000  # rows held per kind before they are reduced to columns (bounds memory)
 _TIMELINE: tuple[type[Record], ...] = (
     RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, LoadStarted, LoadFinished,
+    AlertFiring, AlertResolved,
 )  # fmt: skip
 # The fields kept per kind, in column order; "id" becomes an interned integer.
 _COLUMNS: dict[type[Record], tuple[str, ...]] = {

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mailstorm.durations import Duration
+
 _UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _TARGET_RE = re.compile(r"^\s*([\d_,]+)\s*/\s*(\d*(?:\.\d+)?)\s*([a-z]+)\s*$")
 
@@ -47,6 +49,14 @@ class SloSpec(_Frozen):
     # above the baseline p95; recovery is the first run of recovery_k such seconds after the fault ends.
     recovery_tolerance: float = Field(0.2, gt=0, lt=1, description="relative tolerance around the baseline")
     recovery_k: int = Field(3, ge=1, le=600, description="consecutive seconds within tolerance")
+    # Alerts (a scenario's ``alerts:`` section; mailstorm.reports.alerts): judged per fault window.
+    max_time_to_alert_s: float | None = Field(
+        None, ge=0, description="worst fault start -> first alert firing for it (a missed fault fails it)"
+    )
+    max_false_alerts: int | None = Field(
+        None, ge=0, description="alerts that fired outside every fault window and its recovery"
+    )
+    max_missed_alerts: int | None = Field(None, ge=0, description="fault windows no alert fired for")
 
     @field_validator("max_dropped")
     @classmethod
@@ -124,6 +134,19 @@ class ReportSpec(_Frozen):
 
     formats: tuple[Format, ...] = Field(("html", "md", "json", "junit"), min_length=1)
     sizing: SizingSpec | None = None
+
+
+class AlertMatchSpec(_Frozen):
+    """How alerts are matched to fault windows (the judging half of a scenario's ``alerts:`` section)."""
+
+    map: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="alert name -> the chaos steps (names) it is meant to catch; a window no alert is "
+        "mapped to is caught by any alert",
+    )
+    grace: Duration = Field(
+        5.0, ge=0, description="after a window's recovery, how long a new firing is still put down to it"
+    )
 
 
 def parse_target(text: str) -> tuple[int, float]:

@@ -2,7 +2,8 @@
 # Installs mailstorm on a fresh machine into ./.venv.
 #   scripts/setup.sh          the tool and what a demo run needs
 #   scripts/setup.sh --test   also the system packages the tests use (Postfix, swaks with the Perl
-#                             modules it needs for TLS and AUTH, docker.io, chromium) and starts dockerd
+#                             modules it needs for TLS and AUTH, docker.io, chromium, prometheus,
+#                             prometheus-alertmanager) and starts dockerd
 #                             when it is not running
 # Idempotent: a second call only checks.
 set -euo pipefail
@@ -25,6 +26,9 @@ if (( want_test )); then
     done
     command -v dockerd >/dev/null || need+=(docker.io)
     command -v chromium >/dev/null || need+=(chromium)
+    # The alerts tests start a real Prometheus (promtool comes with it) and Alertmanager.
+    command -v prometheus >/dev/null || need+=(prometheus)
+    command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
     if (( ${#need[@]} )); then
         echo "setup: apt-get install ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -34,6 +38,8 @@ if (( want_test )); then
     fi
     # The system Postfix is not used (tests start their own throwaway instances); keep port 25 free.
     as_root postfix stop >/dev/null 2>&1 || true
+    # Nor are the system Prometheus and Alertmanager services (runs start their own on free ports).
+    as_root systemctl stop prometheus prometheus-alertmanager >/dev/null 2>&1 || true
     if ! docker info >/dev/null 2>&1; then
         echo "setup: starting dockerd"
         as_root bash -c 'nohup dockerd >/var/log/mailstorm-dockerd.log 2>&1 &'

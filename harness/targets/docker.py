@@ -86,10 +86,13 @@ def docker_client():
     """A docker SDK client talking to a live dockerd; UserError naming the problem otherwise."""
     import docker  # imported here: only this target needs it
 
+    client = None
     try:
         client = docker.from_env(timeout=60)
         client.ping()
     except Exception as exc:
+        if client is not None:
+            client.close()  # its pooled unix socket, or it leaks (a ResourceWarning at some later GC)
         raise UserError(f"target docker: cannot reach dockerd ({exc}); start it (dockerd &)") from None
     return client
 

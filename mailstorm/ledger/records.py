@@ -58,6 +58,8 @@ class Kind(StrEnum):
     CHAOS_END = "chaos.end"
     PROBE = "probe"
     ACTION = "action"
+    ALERT_FIRING = "alert.firing"
+    ALERT_RESOLVED = "alert.resolved"
 
 
 def _kind_of(class_name: str) -> str:
@@ -516,13 +518,42 @@ class Action(Record, kw_only=True):
     """When it was issued (ns); ``t`` is when it finished."""
 
 
+# -- alerts (the runner's webhook receiver, mailstorm.harness.alerts; source "alerts") ---------------------
+
+
+class _AlertNotice(Record, kw_only=True):
+    """The fields of ``alert.firing`` and ``alert.resolved`` (not a kind itself): one alert of an
+    Alertmanager webhook notification, recorded when the receiver got it (``t``)."""
+
+    name: str
+    """The alert's name (its ``alertname`` label: the rule's ``alert``)."""
+    fingerprint: str
+    """Alertmanager's fingerprint of its labels: a firing and its resolution share it."""
+    labels: dict[str, str]
+    """All its labels."""
+    starts_at: str | None = None
+    """When Prometheus says it began firing (RFC 3339, as Alertmanager sends it)."""
+    ends_at: str | None = None
+    """When it resolved (RFC 3339); absent while it fires."""
+    summary: str | None = None
+    """Its ``summary`` (else ``description``) annotation, when it has one."""
+
+
+class AlertFiring(_AlertNotice, kw_only=True):
+    """Alertmanager notified that an alert fires."""
+
+
+class AlertResolved(_AlertNotice, kw_only=True):
+    """Alertmanager notified that an alert resolved."""
+
+
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
         EspAccepted, EspReplied, EspFault, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
-        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action,
+        RunStarted, RunPhase, RunEnded, ChaosBegin, ChaosEnd, Probe, Action, AlertFiring, AlertResolved,
     )
 }  # fmt: skip
 """Every kind's record class."""

@@ -274,8 +274,12 @@ def test_a_target_that_dies_unexpectedly_fails_the_run_with_exit_1(tmp_path):
 @pytest.mark.long
 @pytest.mark.timeout(1200)  # soak: 10 min of load, 2 min of drain deadline
 @pytest.mark.parametrize(
-    "name", ["demo", "esp-outage", "spike", "slow-esp", "esp-throttling", "campaign", "capacity-ramp", "soak"]
-)
+    "name",
+    [
+        "demo", "esp-outage", "spike", "slow-esp", "esp-throttling", "campaign", "capacity-ramp", "soak",
+        "alerts-esp-outage",  # needs Debian's prometheus and prometheus-alertmanager (setup.sh --test)
+    ],
+)  # fmt: skip
 def test_library_scenarios_hold_their_slos(tmp_path, name):
     """Each minute-long library scenario runs unedited against the reference pipeline and passes."""
     path = LIBRARY / f"{name}.yaml"

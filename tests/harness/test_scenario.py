@@ -240,3 +240,27 @@ def test_on_narrows_outages_and_toxics_to_parts_the_run_has():
         load_scenario_text(BASE + hooks)
     with pytest.raises(ConfigError, match="a crash takes the whole ESP"):
         load_scenario_text(BASE + "chaos:\n  - {at: 1s, for: 2s, esp_outage: {mode: crash, on: [smtp]}}\n")
+
+
+ALERTS = BASE + "chaos:\n  - {at: 5s, for: 5s, name: esp-down, esp_outage: {mode: refuse}}\n"
+
+
+def test_alerts_section_names_real_chaos_steps():
+    text = ALERTS + "alerts:\n  start: false\n  map: {EspDown: [esp-gone]}\n"
+    with pytest.raises(
+        ConfigError, match=r"alerts\.map\.EspDown: 'esp-gone' is no chaos step's name .*esp-down"
+    ):
+        load_scenario_text(text)
+    ok = load_scenario_text(ALERTS + "alerts:\n  start: false\n  map: {EspDown: [esp-down]}\n  grace: 2s\n")
+    assert ok.alerts.map == {"EspDown": ("esp-down",)} and ok.alerts.grace == 2.0 and ok.alerts.rules is None
+
+
+def test_starting_prometheus_needs_a_rules_file():
+    with pytest.raises(ConfigError, match=r"alerts: .*a rules file is needed to start Prometheus"):
+        load_scenario_text(ALERTS + "alerts: {scrape_interval: 1s}\n")
+
+
+def test_a_rules_file_is_found_beside_its_scenario(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(ALERTS + "alerts: {rules: my.rules.yml}\n")
+    assert load_scenario(path).alerts.rules == tmp_path / "my.rules.yml"
