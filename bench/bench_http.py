@@ -75,13 +75,57 @@ def request_for(api: str, cid: str) -> tuple[str, dict[str, str], dict | None, d
             f"h:{h}": cid,
         }
         return "/v3/mg.example.test/messages", auth, None, form
-    body = {"From": "a@example.test", "To": "u@example.test", "Subject": "bench", "TextBody": TEXT}
-    return (
-        "/email",
-        {"X-Postmark-Server-Token": "bench"},
-        {**body, "Headers": [{"Name": h, "Value": cid}]},
-        None,
-    )
+    if api == "postmark":
+        body = {"From": "a@example.test", "To": "u@example.test", "Subject": "bench", "TextBody": TEXT}
+        return (
+            "/email",
+            {"X-Postmark-Server-Token": "bench"},
+            {**body, "Headers": [{"Name": h, "Value": cid}]},
+            None,
+        )
+    return _MORE[api](cid)
+
+
+def _mailersend(cid: str) -> tuple[str, dict[str, str], dict, None]:
+    body = {"from": {"email": "a@example.test"}, "to": [{"email": "u@example.test"}], "subject": "bench",
+            "text": TEXT, "headers": [{"name": CORRELATION_HEADER, "value": cid}]}  # fmt: skip
+    return "/v1/email", {"Authorization": "Bearer bench"}, body, None
+
+
+def _resend(cid: str) -> tuple[str, dict[str, str], dict, None]:
+    body = {"from": "a@example.test", "to": ["u@example.test"], "subject": "bench", "text": TEXT,
+            "headers": {CORRELATION_HEADER: cid}}  # fmt: skip
+    return "/emails", {"Authorization": "Bearer re_bench"}, body, None
+
+
+def _sparkpost(cid: str) -> tuple[str, dict[str, str], dict, None]:
+    body = {"recipients": [{"address": {"email": "u@example.test"}}],
+            "content": {"from": "a@example.test", "subject": "bench", "text": TEXT,
+                        "headers": {CORRELATION_HEADER: cid}}}  # fmt: skip
+    return "/api/v1/transmissions", {"Authorization": "bench"}, body, None
+
+
+def _postal(cid: str) -> tuple[str, dict[str, str], dict, None]:
+    body = {"to": ["u@example.test"], "from": "a@example.test", "subject": "bench", "plain_body": TEXT,
+            "headers": {CORRELATION_HEADER: cid}}  # fmt: skip
+    return "/api/v1/send/message", {"X-Server-API-Key": "bench"}, body, None
+
+
+def _hubspot(cid: str) -> tuple[str, dict[str, str], dict, None]:
+    body = {"emailId": 1, "message": {"to": "u@example.test", "sendId": cid}}
+    return "/marketing/v3/transactional/single-email/send", {"Authorization": "Bearer bench"}, body, None
+
+
+def _klaviyo(cid: str) -> tuple[str, dict[str, str], dict, None]:
+    attrs = {"properties": {CORRELATION_HEADER: cid, "text": TEXT},
+             "metric": {"data": {"type": "metric", "attributes": {"name": "bench"}}},
+             "profile": {"data": {"type": "profile", "attributes": {"email": "u@example.test"}}}}  # fmt: skip
+    headers = {"Authorization": "Klaviyo-API-Key bench", "revision": "2024-10-15"}
+    return "/api/events", headers, {"data": {"type": "event", "attributes": attrs}}, None
+
+
+_MORE = {"mailersend": _mailersend, "resend": _resend, "sparkpost": _sparkpost, "postal": _postal,
+         "hubspot": _hubspot, "klaviyo": _klaviyo}  # fmt: skip
 
 
 # -- the client (its own process: `bench_http.py --client URL API SECONDS CONCURRENCY TAG`) ---------------
@@ -147,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="measurements per API, best kept (default 3)")
     p.add_argument("--concurrency", type=int, default=32, help="connections per client process (default 32)")
     p.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
-    p.add_argument("--apis", default="sendgrid,ses,mailgun,postmark")
+    p.add_argument("--apis", default="sendgrid,ses,mailgun,postmark," + ",".join(_MORE))
     p.add_argument("--write-docs", action="store_true", help=f"write the table into {DOC.relative_to(ROOT)}")
     p.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -158,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seconds, args.repeat = 1.0, 1
     apis = args.apis.split(",")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())  # a shared machine: say how busy it was
     runs: dict[str, list[float]] = {a: [] for a in apis}
     for _ in range(args.repeat):
         for api in apis:  # interleaved, so a noisy neighbour hurts every API alike
@@ -166,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     lines = [
         f"`python bench/bench_http.py` ({when}, {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}): one fake ESP process (ledger on, no fault, no profile), "
+        f"{platform.python_version()}, load avg {load} at start): one fake ESP process (ledger on, no "
+        "fault, no profile), "
         f"{args.clients} aiohttp client process(es) x {args.concurrency} keep-alive connections, "
         f"{args.seconds:g} s per run, best of {args.repeat} (median in brackets); ~2 KB messages; every "
         "accepted request checked against the ledger. Client and ESP share the machine's cores, so these "

@@ -7,7 +7,8 @@ SMTP needs AUTH (PLAIN or LOGIN) before MAIL, and an HTTP request needs a known 
 
     SMTP AUTH              login and password equal one credential's
     HTTP, a token          the token equals one credential's password: SendGrid (Bearer), Mailgun (Basic
-                           api:KEY), Postmark (server token), Brevo (api-key), Elastic Email, Mandrill
+                           api:KEY), Postmark (server token), Brevo (api-key), Elastic Email, Mandrill,
+                           MailerSend, Resend, SparkPost, Postal (X-Server-API-Key), HubSpot, Klaviyo
     HTTP, an id + secret   id and secret equal one credential's user and password: Mailjet (Basic
                            public:private), SendPulse's /oauth/access_token (client_id, client_secret)
     HTTP, an id alone      the id equals one credential's user: SES (the SigV4 access key id; the fake

@@ -62,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-recipients", type=int, help="RCPT per message; past it 452 (default 1000)")
     p.add_argument("--idle-timeout", type=float, help="s without a complete command before a session closes")
     p.add_argument("--store-bodies", type=Path, metavar="DIR", help="keep every accepted body in DIR")
+    p.add_argument(
+        "--keep-messages",
+        type=int,
+        metavar="N",
+        help="latest messages each worker keeps for GET /messages (default 10000; 0: none)",
+    )
     p.add_argument("--correlation-header", help="header carrying the correlation id (default X-Mailstorm-Id)")
     p.add_argument(
         "--correlation",
@@ -141,13 +147,9 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         "store_bodies": args.store_bodies,
     }
     options = (
-        "name",
-        "max_message_size",
-        "max_recipients",
-        "idle_timeout",
-        "correlation_header",
-        "correlation",
-    )
+        "name", "max_message_size", "max_recipients", "idle_timeout", "correlation_header", "correlation",
+        "keep_messages",
+    )  # fmt: skip
     for name in (*options, "hostname"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from mailstorm.errors import ConfigError, HarnessError, UserError
@@ -26,7 +28,7 @@ class ControlClient:
         self.token = token
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, wait: float = 0.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:
@@ -34,7 +36,7 @@ class ControlClient:
         if self.token:
             req.add_header(TOKEN_HEADER, f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout + wait) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             detail = _error_text(exc)
@@ -80,6 +82,42 @@ class ControlClient:
     def counters(self) -> dict[str, Any]:
         """{sessions, accepted, replies: {code: n}, faults: {id: n}, cut, workers} over all workers."""
         return self._call("GET", "/counters")
+
+    def messages(
+        self,
+        *,
+        rcpt: str | None = None,
+        sender: str | None = None,
+        id: str | None = None,  # the correlation id
+        header: str | Sequence[str] = (),
+        since: float | str | None = None,
+        until: float | str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+        body: bool = False,
+        min: int | None = None,  # the long poll: answer once this many match
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """GET /messages: the latest accepted messages that match, newest first, as the ESP answers
+        (``{total, count, messages: [...], ...}``). With ``min``, the ESP answers as soon as that many
+        match, or after ``timeout`` s with what there is: a test waits for mail without sleeping."""
+        params: list[tuple[str, Any]] = [
+            (k, v)
+            for k, v in (("rcpt", rcpt), ("sender", sender), ("id", id), ("since", since), ("until", until))
+            if v is not None
+        ]
+        params += [("header", h) for h in ([header] if isinstance(header, str) else header)]
+        params += [("offset", offset)] if offset else []
+        params += [("limit", limit)] if limit is not None else []
+        params += [("body", 1)] if body else []
+        if min is not None:
+            params += [("min", min), ("timeout", timeout)]
+        path = "/messages" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        return self._call("GET", path, wait=timeout if min is not None else 0.0)
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        """GET /messages/{id}: one message with its headers (and body when the ESP stores bodies)."""
+        return self._call("GET", f"/messages/{urllib.parse.quote(message_id, safe='')}")
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:

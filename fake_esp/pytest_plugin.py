@@ -5,10 +5,16 @@
         my_code.send(host=fake_esp.smtp_host, port=fake_esp.smtp_port)
         assert fake_esp.ledger.count("esp.replied") == 1
 
+    def test_my_signup_mail(fake_esp):
+        my_code.signup("ann@example.test", smtp_port=fake_esp.smtp_port)
+        (mail,) = fake_esp.messages(rcpt="ann@example.test", min=1, timeout=5)  # waits, no sleep
+        assert mail["subject"] == "Welcome"
+
 The fixture starts a real fake ESP process on free loopback ports (one per test), yields a
 ``FakeEsp`` with ``smtp_host``, ``smtp_port``, ``http_url`` (None unless HTTP APIs are served),
 ``control`` (mailstorm.fake_esp.client.ControlClient), ``ledger`` (mailstorm.ledger.LedgerReader) and
-``ledger_dir``, and stops the process afterwards. Options go through ``@pytest.mark.fake_esp(...)``
+``ledger_dir``, and ``messages(**filters)`` (what the ESP received: GET /messages of the control API),
+and stops the process afterwards. Options go through ``@pytest.mark.fake_esp(...)``
 with EspProcess's keyword arguments (seed, faults, processes, max_message_size, ...). With
 ``tls="starttls"`` (or ``"implicit"``) and ``auth=["user:password"]`` it requires what production ESPs
 do, and ``ca_path`` is the CA file your code must trust:
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +47,11 @@ class FakeEsp:
     ledger_dir: Path
     process: EspProcess
     ca_path: Path | None = None  # the CA to trust when the ESP speaks TLS
+
+    def messages(self, **query: Any) -> list[dict[str, Any]]:
+        """What the ESP received, newest first: ``fake_esp.messages(rcpt="a@b.test")``; filters and the
+        long poll as ControlClient.messages (``min=2, timeout=5`` waits for two)."""
+        return self.control.messages(**query)["messages"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

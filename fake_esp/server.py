@@ -40,6 +40,7 @@ from mailstorm.errors import EXIT_OK, HarnessError, UserError
 from mailstorm.fake_esp.control import make_app, start_control
 from mailstorm.fake_esp.counters import Counters, merge
 from mailstorm.fake_esp.engine import Engine
+from mailstorm.fake_esp.messages import Found, MessageStore, Query, Received
 from mailstorm.fake_esp.smtp import SmtpService
 from mailstorm.fake_esp.spec import EspSpec, ledger_source
 from mailstorm.fake_esp.tls import Contexts, TlsMaterial, contexts, make_material
@@ -61,10 +62,12 @@ class WorkerContext:
     engine: Engine
     counters: Counters
     ledger: LedgerWriter
-    # Called with each message the worker keeps, SMTP or HTTP (issue 3: the webhook poster).
+    # Called with each message the worker keeps, SMTP or HTTP: its message store, the webhook poster.
     accepted_hooks: list[Any] = field(default_factory=list)
     # The worker's TLS contexts (SMTP and https); None when TLS is off.
     tls: Contexts | None = None
+    # The latest messages it accepted, for GET /messages (its ``add`` is the first accepted hook).
+    messages: MessageStore | None = None
 
 
 @dataclass
@@ -103,6 +106,8 @@ def install_faults(engine: Engine, spec: EspSpec) -> None:
 async def start_worker(spec: EspSpec, worker: int, engine: Engine, tls: TlsMaterial | None = None) -> Worker:
     ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, ledger_source(spec.name, worker))
     ctx = WorkerContext(spec, worker, engine, Counters(), ledger, tls=contexts(tls) if tls else None)
+    ctx.messages = MessageStore(worker, spec.keep_messages)
+    ctx.accepted_hooks.append(ctx.messages.add)
     smtp = SmtpService(spec, engine, ledger, ctx.counters, worker, tls=ctx.tls)
     smtp.accepted_hooks = ctx.accepted_hooks
     try:
@@ -191,6 +196,20 @@ class LocalBackend:
     async def counters(self) -> dict[str, Any]:
         return merge([self.worker.counters()])
 
+    @property
+    def _store(self) -> MessageStore:
+        assert self.worker.ctx.messages is not None
+        return self.worker.ctx.messages
+
+    async def messages(self, q: Query) -> Found:
+        return self._store.find(q)
+
+    async def message(self, mid: str) -> Received | None:
+        return self._store.get(mid)
+
+    async def arrival(self, timeout: float) -> None:
+        await self._store.arrival(timeout)
+
 
 async def _serve_single(spec: EspSpec, tls: TlsMaterial | None) -> int:
     stop = _stop_event()
@@ -211,7 +230,8 @@ async def _serve_single(spec: EspSpec, tls: TlsMaterial | None) -> int:
 
 async def _control(backend, spec: EspSpec):
     try:
-        return await start_control(make_app(backend, spec.token), spec.bind, spec.control_port)
+        app = make_app(backend, spec.token, spec.store_bodies)
+        return await start_control(app, spec.bind, spec.control_port)
     except OSError as exc:
         raise UserError(
             f"--control-port {spec.control_port}: cannot listen on {spec.bind}: {exc.strerror}"
@@ -270,6 +290,8 @@ async def _serve_worker(
     stop = _stop_event()
     loop = asyncio.get_running_loop()
     worker = await start_worker(spec, index, engine, tls)
+    store = worker.ctx.messages
+    assert store is not None
 
     def on_message() -> None:
         try:
@@ -282,6 +304,10 @@ async def _serve_worker(
                     engine.load(args[0])
                 elif op == "counters":
                     conn.send(("counters", args[0], worker.counters()))
+                elif op == "messages":
+                    conn.send(("messages", args[0], store.find(Query.from_dict(args[1]))))
+                elif op == "message":
+                    conn.send(("message", args[0], store.get(args[1])))
                 elif op == "stop":
                     stop.set()
         except (EOFError, OSError):  # the parent is gone: so are we
@@ -302,7 +328,7 @@ class PipeBackend:
         self.conns = conns
         self.workers = len(conns)
         self._ready: set[int] = set()
-        self._pending: dict[int, tuple[asyncio.Future[None], list[dict[str, Any]]]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[None], list[Any]]] = {}
         self._req = itertools.count(1)
         self.failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
 
@@ -317,7 +343,7 @@ class PipeBackend:
                 op, key, payload = conn.recv()
                 if op == "ready":
                     self._ready.add(key)
-                elif op == "counters" and key in self._pending:
+                elif op in ("counters", "messages", "message") and key in self._pending:
                     done, parts = self._pending[key]
                     parts.append(payload)
                     if len(parts) == self.workers and not done.done():
@@ -340,19 +366,34 @@ class PipeBackend:
     async def changed(self, reset: bool = False) -> None:
         self._broadcast(("reset" if reset else "load", self.engine.snapshot()))
 
-    async def counters(self) -> dict[str, Any]:
+    async def _gather(self, op: str, *args: Any) -> list[Any]:
+        """Ask every worker (``(op, req, *args)``) and collect their answers."""
         req = next(self._req)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        parts: list[dict[str, Any]] = []
+        parts: list[Any] = []
         self._pending[req] = (done, parts)
-        self._broadcast(("counters", req))
+        self._broadcast((op, req, *args))
         try:
             await asyncio.wait_for(done, 5.0)
         except TimeoutError:
-            raise HarnessError(f"only {len(parts)} of {self.workers} workers answered for counters") from None
+            raise HarnessError(f"only {len(parts)} of {self.workers} workers answered for {op}") from None
         finally:
             del self._pending[req]
-        return merge(parts)
+        return parts
+
+    async def counters(self) -> dict[str, Any]:
+        return merge(await self._gather("counters"))
+
+    async def messages(self, q: Query) -> Found:
+        return Found.merge(await self._gather("messages", q.as_dict()), q)
+
+    async def message(self, mid: str) -> Received | None:
+        return next((m for m in await self._gather("message", mid) if m is not None), None)
+
+    async def arrival(self, timeout: float) -> None:
+        """No word from the workers when mail arrives (it would cost a pipe message per message under
+        load): a long poll asks them again after at most 50 ms."""
+        await asyncio.sleep(min(timeout, 0.05))
 
 
 async def _serve_parent(spec: EspSpec, store: Engine, conns: list[Connection], procs: list) -> int:

@@ -96,7 +96,8 @@ class SmtpService:
         self._session_prefix = f"{worker}-{os.getpid()}-"
         self._server: asyncio.AbstractServer | None = None
         self.watch = OutageWatch(engine, "smtp", ledger, close=self._go_down, reopen=self._reopen)
-        # Called with each kept message (its esp.accepted fields plus sender and to): the webhook poster.
+        # Called with each kept message (its esp.accepted fields plus sender, to and content): the
+        # worker's message store and the webhook poster.
         self.accepted_hooks: list[Any] = []
         header = re.escape(spec.correlation_header.encode())
         self._id_re = re.compile(rb"(?im)^" + header + rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
@@ -172,8 +173,11 @@ class SmtpService:
             )
         )  # fmt: skip
         self.counters.accepted += 1
-        for hook in self.accepted_hooks:
-            hook({"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos})
+        if self.accepted_hooks:
+            kept = {"id": cid, "mid": mid, "api": None, "sender": envelope.mail_from, "to": envelope.rcpt_tos}
+            kept |= {"proto": "smtp", "size": len(content), "sha": sha, "content": content}
+            for hook in self.accepted_hooks:
+                hook(kept)
 
 
 class EspSMTP(SecureSession, SMTP):

@@ -34,6 +34,7 @@ from mailstorm.errors import ConfigError
 from mailstorm.fake_esp.auth import Credential
 from mailstorm.fake_esp.faults import outage as _outage
 from mailstorm.fake_esp.faults.base import FAULTS
+from mailstorm.fake_esp.messages import KEEP_DEFAULT
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.ledger import CORRELATION_HEADER
 
@@ -102,6 +103,8 @@ class EspSpec(BaseModel):
     # 4.5.3.2.7 asks for 5 minutes): what stops a slowloris client holding a session forever.
     idle_timeout: float = Field(default=300.0, gt=0)
     store_bodies: Path | None = None
+    # The latest accepted messages each worker keeps in memory for GET /messages (0: none).
+    keep_messages: int = Field(default=KEEP_DEFAULT, ge=0, le=1_000_000)
     hostname: str = Field(default="fake-esp.mailstorm.test", min_length=1, pattern=r"^[!-~]+$")  # one word
     # Event webhooks posted for accepted messages (issue 3: mailstorm.fake_esp.webhooks); None = none.
     webhooks: WebhookSpec | None = None

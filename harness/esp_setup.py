@@ -95,7 +95,7 @@ def proxied_url(url: str, address: tuple[str, int]) -> str:
 def _extra_args(esp: EspSection, run_dir: Path, webhook_url: str | None) -> list[str]:
     """The ESP options EspProcess has no keyword for, as its command line takes them."""
     args = ["--bind", esp.bind, "--correlation-header", esp.correlation_header, "--hostname", esp.hostname]
-    args += ["--correlation", esp.correlation]
+    args += ["--correlation", esp.correlation, "--keep-messages", str(esp.keep_messages)]
     if esp.name:
         args += ["--name", esp.name]
     if esp.rate is not None:

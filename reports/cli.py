@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailstorm.errors import EXIT_OK, EXIT_SLO_BREACHED, UserError
+from mailstorm.reports.sizing_compare import duration
 from mailstorm.reports.spec import ReportSpec, SizingSpec
 
 _FORMATS = ("html", "md", "json", "junit")
@@ -64,6 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--headroom", default="30%", help="spare capacity on top of the target (default 30%%)")
     p.add_argument("--esp-rate", type=float, help="ESP sending-rate limit in msg/s (overrides the profile)")
     p.add_argument("--esp-profile", help="size against this ESP profile's limits (ses, sendgrid, ...)")
+    p.add_argument(
+        "--compare-profiles",
+        action="store_true",
+        help="also weigh the target against every ESP profile side by side (ESP selection)",
+    )
     p.add_argument("--json", action="store_true", help="print the sizing as JSON")
     p.set_defaults(func=cmd_sizing)
 
@@ -194,7 +200,11 @@ def cmd_sizing(args: argparse.Namespace) -> int:
 
     try:
         spec = SizingSpec(
-            target=args.target, headroom=args.headroom, esp_rate=args.esp_rate, esp_profile=args.esp_profile
+            target=args.target,
+            headroom=args.headroom,
+            esp_rate=args.esp_rate,
+            esp_profile=args.esp_profile,
+            compare=args.compare_profiles,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -220,4 +230,38 @@ def cmd_sizing(args: argparse.Namespace) -> int:
     console.print("assumptions:")
     for line in s.assumptions:
         console.print(f"  - {line}", highlight=False)
+    if s.compare is not None:
+        # A pipe or a CI log has no width: give the table room rather than wrapping every cell.
+        wide = console if console.is_terminal else Console(soft_wrap=True, width=132)
+        wide.print(profiles_table(s.compare, s.required_rate, s.messages))
     return EXIT_OK
+
+
+def profiles_table(rows: list[dict[str, Any]], required_rate: float, messages: int) -> Table:
+    """The ESP-selection table (reports.sizing_compare) for the terminal."""
+    table = Table(
+        title=f"every ESP profile for {messages:,} messages at {required_rate:,.2f} msg/s (with headroom)",
+        title_justify="left",
+    )
+    table.add_column("profile")
+    table.add_column("rate msg/s", justify="right")
+    table.add_column("rate carries", justify="center")
+    table.add_column("daily quota", justify="right")
+    table.add_column("quota carries", justify="center")
+    table.add_column("time for the target", justify="right")
+    table.add_column("fake API")
+    for r in rows:
+        table.add_row(
+            r["profile"],
+            "-" if r["rate"] is None else f"{r['rate']:,.2f}",
+            _yes_no(r["rate_ok"]),
+            "-" if r["daily_quota"] is None else f"{r['daily_quota']:,}",
+            _yes_no(r["daily_ok"]),
+            "none published" if r["send_s"] is None else duration(r["send_s"]),
+            r["api"] or "none (sizing only)",
+        )
+    return table
+
+
+def _yes_no(ok: bool | None) -> str:
+    return "?" if ok is None else ("[green]yes[/]" if ok else "[red]no[/]")

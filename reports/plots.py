@@ -30,6 +30,7 @@ _COLORS = {
     "fault": "#ef4444",
     "refused": "#dc2626",
 }
+COLORS = {**_COLORS, "ink": _INK}  # the page's interactive charts (reports/charts.py) use the same colours
 _STYLE = {
     "font.size": 9,
     "axes.edgecolor": "#9ca3af",

@@ -1,7 +1,8 @@
 """Renderers: the analysis as report.html (self-contained), report.md, report.json and junit.xml.
 
-HTML and Markdown come from jinja2 templates in ``reports/templates``; the HTML inlines its PNG plots as
-base64 so the one file can be mailed, attached to a CI run or opened offline. JSON is ``Analysis.figures``
+HTML and Markdown come from jinja2 templates in ``reports/templates``; the HTML draws its charts in the
+browser (reports/charts.py: the data, uPlot and the script all inline, the PNGs as a no-script fallback)
+so the one file can be mailed, attached to a CI run or opened offline. JSON is ``Analysis.figures``
 as is (its shape is documented by ``reports/schema/report.schema.json``). JUnit has one test case per
 judged SLO, failures carrying the figures.
 """
@@ -16,9 +17,10 @@ from typing import Any
 import orjson
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from mailstorm.reports import plots
+from mailstorm.reports import charts, plots
 from mailstorm.reports.analysis import Analysis
 from mailstorm.reports.fate import OUTCOMES
+from mailstorm.reports.sizing_compare import duration
 
 TEMPLATES = Path(__file__).parent / "templates"
 _env = Environment(
@@ -74,7 +76,9 @@ def effect_text(fault: dict[str, Any]) -> str:
     return ", ".join(p for p in parts if p) or "—"
 
 
-_env.globals.update(num=num, ms=ms, secs=secs, pct=pct, effect_text=effect_text, outcome_names=OUTCOMES)
+_env.globals.update(
+    num=num, ms=ms, secs=secs, pct=pct, duration=duration, effect_text=effect_text, outcome_names=OUTCOMES
+)
 
 
 def headline(a: Analysis) -> str:
@@ -114,7 +118,11 @@ def html(a: Analysis) -> tuple[str, dict[str, bytes]]:
     images = {name: base64.b64encode(png).decode() for name, png in pngs.items()}
     for missing in ("cdf", "capacity"):
         images.setdefault(missing, "")
-    return _env.get_template("report.html.j2").render(**_context(a), images=images), pngs
+    specs = charts.specs(a)
+    page = _env.get_template("report.html.j2").render(
+        **_context(a), images=images, charts=specs, chart_json=charts.script_json(specs), **charts.assets()
+    )
+    return page, pngs
 
 
 def markdown(a: Analysis) -> str:

@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mailstorm.reports.sizing_compare import compare_profiles
 from mailstorm.reports.spec import SizingSpec
 from mailstorm.runinfo import EspLimits
 
@@ -41,6 +42,8 @@ class Sizing:
     daily_ok: bool | None
     arithmetic: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
+    # The target against every ESP profile (reports.sizing_compare), when the spec asks for it.
+    compare: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +134,7 @@ def size(
         daily_ok=daily_ok,
         arithmetic=lines,
         assumptions=assumptions,
+        compare=compare_profiles(spec.messages, required) if spec.compare else None,
     )
 
 

@@ -97,6 +97,9 @@ class SizingSpec(_Frozen):
         None,
         description="size against this ESP profile's limits (mailstorm esp --list-profiles), not the run's",
     )
+    compare: bool = Field(
+        False, description="also weigh the target against every ESP profile side by side (ESP selection)"
+    )
 
     @field_validator("target")
     @classmethod

@@ -192,7 +192,7 @@ def test_a_fault_added_by_one_file_is_applied_by_a_real_fake_esp(plugins, tmp_pa
 
 def test_an_esp_added_by_one_folder_is_served_throttled_and_posts_its_webhooks(plugins, tmp_path):
     """The page's Example Mail folder: `--profile examplemail` loads its profile, its API answers beside
-    the nine others (401 without a key, 200 with an id that is the ledger's esp_id), its profile's limit
+    the real ones (401 without a key, 200 with an id that is the ledger's esp_id), its profile's limit
     (one per 10 s) gives a 429 with Retry-After, and the accepted message's webhook is posted in its
     format; `--list-profiles` shows it."""
     listed = mailstorm(plugins, "esp", "--list-profiles")

@@ -42,6 +42,10 @@ def test_the_wheel_has_one_top_level_name(tmp_path):
     assert "mailstorm/fake_esp/esps/ses/profile.yaml" in names  # an ESP home's package data
     assert "mailstorm/scenarios/library/demo.yaml" in names
     assert any(n.startswith("mailstorm/reports/templates/") and n.endswith(".j2") for n in names)
+    vendor = ("uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE")  # what report.html embeds
+    assert {f"mailstorm/reports/templates/vendor/{v}" for v in vendor} <= set(names)
+    assert "mailstorm/reports/templates/charts.js" in names
+    assert "mailstorm/fake_esp/control_page.html" in names  # the control API's page at /
     (dist_info,) = {n.split("/", 1)[0] for n in names if ".dist-info/" in n}
     top_level = zipfile.ZipFile(wheel).read(f"{dist_info}/top_level.txt").decode().split()
     assert top_level == ["mailstorm"]

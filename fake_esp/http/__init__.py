@@ -62,7 +62,7 @@ async def start(ctx: Any) -> HttpSide:
             correlation=spec.correlation,
             max_message_size=spec.max_message_size,
             counters=ctx.counters,
-            on_accepted=poster.notify if poster is not None else None,
+            on_accepted=lambda kept: _tell(ctx.accepted_hooks, kept),
             credentials=Credentials(spec.auth),
         )
         # --tls: the APIs are https only, as ESPs' are; the engine's tls faults act on its handshakes too.
@@ -75,6 +75,12 @@ async def start(ctx: Any) -> HttpSide:
             where = f"--http-port {spec.http_port}: cannot listen on {spec.bind}"
             raise UserError(f"{where}: {exc.strerror}") from None
     return HttpSide(server, poster)
+
+
+def _tell(hooks: list[Any], kept: dict[str, Any]) -> None:
+    """Every accepted hook of the worker (its message store, the webhook poster) hears of the message."""
+    for hook in hooks:
+        hook(kept)
 
 
 __all__ = ["HttpApiServer", "HttpSide", "http_status", "start"]

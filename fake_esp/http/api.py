@@ -61,6 +61,9 @@ class RateInfo:
     remaining: int
     reset: int
     retry_after_s: int
+    # The throttle's window: the seconds an empty bucket takes to refill (burst / rate). An API whose
+    # 429 names the limit it hit (HubSpot's ten-secondly or daily policy) tells them apart by it.
+    window_s: float | None = None
 
     def retry_after(self) -> dict[str, str]:
         """Retry-After alone: what an ESP that publishes no rate-limit headers gets from the fake."""

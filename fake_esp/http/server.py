@@ -7,7 +7,8 @@ unknown key gets the profile's auth_failure in that ESP's shape, 401 or SES's 40
 then the engine decides (throttle per API key, latency, replies, cuts, outage), then the answer:
 
     pass / delay   accepted: one esp.accepted ledger record per message (proto "http", api, esp_id),
-                   written before the success answer is sent, and the webhooks (if configured) told
+                   written before the success answer is sent, then the accepted hooks told (the
+                   worker's message store for GET /messages, the webhooks when configured)
     reply          an error in that ESP's shape: a fault that ``limits_rate`` (throttle, concurrency,
                    message_cap) gives 429 with the ESP's rate-limit headers and Retry-After; otherwise
                    the fault's reply code is the HTTP status when it is one ESPs answer (400, 401, 403,
@@ -281,7 +282,9 @@ class HttpApiServer:
         wait = max(1, math.ceil(1.0 / rate))
         floor = (self.profile.http.retry_after_s if self.profile else 1) or 1
         reset = int(time.time()) + wait
-        return RateInfo(limit=burst, remaining=0, reset=reset, retry_after_s=max(wait, floor))
+        return RateInfo(
+            limit=burst, remaining=0, reset=reset, retry_after_s=max(wait, floor), window_s=burst / rate
+        )
 
     def _oversize(self, api: EspApi, sub: Submission) -> web.Response | None:
         if self.max_message_size is None or all(m.size <= self.max_message_size for m in sub.messages):
@@ -327,8 +330,9 @@ class HttpApiServer:
                 )
             )
             if self.on_accepted is not None:
-                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id}
-                self.on_accepted({**kept, "sender": m.sender, "to": list(m.rcpts)})
+                kept = {"id": cid, "mid": m.mid, "api": api.name, "esp_id": esp_id, "proto": "http"}
+                kept |= {"sender": m.sender, "to": list(m.rcpts), "size": m.size, "sha": m.sha}
+                self.on_accepted(kept)
         resp = api.accepted(request, sub, esp_ids)
         if self.counters is not None:
             self.counters.accepted += len(esp_ids)

@@ -6,7 +6,9 @@
 --rate N            messages/s (token bucket) instead of the profile's, over SMTP (key: client IP,
                     after DATA) and HTTP (key: API key); without --profile, generic-smtp's replies
 --http-port P       serve the ESP HTTP APIs (every ESP home's api.py in mailstorm.fake_esp.esps: SendGrid,
-                    SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic Email, SendPulse, Mandrill) on port P
+                    SES v2, Mailgun, Postmark, Mailjet, Brevo, Elastic Email, SendPulse, Mandrill,
+                    MailerSend, Resend, SparkPost, Postal, and HubSpot's and Klaviyo's rate-limit fakes)
+                    on port P
 --webhook-url URL   post event webhooks for every accepted message to URL (defaults otherwise)
 --webhooks FILE     webhook settings as YAML (mailstorm.fake_esp.webhooks.spec.WebhookSpec);
                     --webhook-url wins
@@ -76,12 +78,14 @@ def _webhooks(args: argparse.Namespace) -> dict[str, Any] | None:
 def profiles_table() -> str:
     """What ``--list-profiles`` prints: one line per profile with its headline limits and its title."""
     head = ("name", "api", "rate/s", "max conn", "msgs/conn", "max size", "rcpts", "description")
-    lines = ["{:<13} {:<12} {:>7} {:>8} {:>9} {:>10} {:>5}  {}".format(*head)]
-    for p in list_profiles():
+    profiles = list_profiles()
+    w = max(len(p.name) for p in profiles)  # the longest name sets the first column
+    lines = [f"{head[0]:<{w}} " + "{:<12} {:>7} {:>8} {:>9} {:>10} {:>5}  {}".format(*head[1:])]
+    for p in profiles:
         lim = p.limits
         size = f"{lim.max_message_size // (1024 * 1024)} MiB" if lim.max_message_size else "-"
         lines.append(
-            f"{p.name:<13} {p.api or '-':<12} {_n(lim.rate):>7} {_n(lim.max_connections):>8} "
+            f"{p.name:<{w}} {p.api or '-':<12} {_n(lim.rate):>7} {_n(lim.max_connections):>8} "
             f"{_n(lim.messages_per_connection):>9} {size:>10} {_n(lim.max_recipients):>5}  {p.title}"
         )
     return "\n".join(lines)

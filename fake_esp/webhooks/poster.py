@@ -37,7 +37,7 @@ import aiohttp
 
 from mailstorm.fake_esp.engine import Outage
 from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
-from mailstorm.fake_esp.webhooks.formats import Event, render
+from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, render
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspWebhook, LedgerWriter
 
@@ -106,8 +106,8 @@ class WebhookPoster:
     def notify(self, accepted: dict[str, Any]) -> None:
         """Queue the events of one accepted message (an esp.accepted record plus sender and to)."""
         fmt = self.spec.format or accepted.get("api") or self.default_format
-        if fmt is None:
-            return
+        if fmt is None or WEBHOOK_FORMATS.get(fmt) is None:
+            return  # a platform API faked for its rate limits (hubspot, klaviyo) posts no webhooks
         esp_id = accepted.get("esp_id") or uuid.uuid4().hex
         for rcpt in accepted.get("to") or []:
             for name in self._draw_events():

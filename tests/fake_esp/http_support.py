@@ -1,7 +1,7 @@
 """Helpers of the fake ESP's HTTP tests: ledger look-ups, fault specs, and a real webhook receiver.
 
 ``Receiver`` is a small aiohttp server on a free loopback port (its own thread and event loop) that keeps
-every webhook POST; ``events()`` decodes them in whichever of the nine ESP formats each one is.
+every webhook POST; ``events()`` decodes them in whichever ESP format each one is.
 """
 
 from __future__ import annotations
@@ -70,17 +70,26 @@ def wait_until(cond, timeout: float = 15.0) -> None:
 
 def format_of(headers: dict[str, str], body: bytes) -> str:
     """Which ESP's webhook a POST is, told apart by its headers and shape."""
-    if "x-amz-sns-message-type" in {k.lower() for k in headers}:
+    lower = {k.lower() for k in headers}
+    if "x-amz-sns-message-type" in lower:
         return "ses"
+    if "svix-id" in lower:
+        return "resend"
     if not body.startswith((b"{", b"[")):
         return "mandrill" if "mandrill_events" in parse_qs(body.decode()) else "elasticemail"
     data = orjson.loads(body)
     if isinstance(data, list):
+        if data and "msys" in data[0]:
+            return "sparkpost"
         return "sendgrid" if data and "sg_event_id" in data[0] else "sendpulse"
     if "event-data" in data:
         return "mailgun"
+    if "uuid" in data and "payload" in data:
+        return "postal"
     if "RecordType" in data:
         return "postmark"
+    if str(data.get("type", "")).startswith("activity."):
+        return "mailersend"
     return "mailjet" if "Message_GUID" in data else "brevo"
 
 

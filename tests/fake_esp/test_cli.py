@@ -46,6 +46,7 @@ def test_bad_faults_file_is_one_line(tmp_path, content, needle):
         (["--processes", "0"], "--processes"),
         (["--max-message-size", "10"], "--max-message-size"),
         (["--seed", "abc"], "--seed"),
+        (["--keep-messages", "-1"], "--keep-messages"),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, args, needle):

@@ -6,7 +6,8 @@ client).
 
 Each SDK sends with a known key (kept; the ledger's key is the credential's name, never the key) and
 with an unknown one (that SDK's own error, with the ESP's status and body). anymail: every ESP backend
-anymail has that the fake serves (Amazon SES, Brevo, Mailgun, Mailjet, Mandrill, Postmark, SendGrid).
+anymail has that the fake serves (Amazon SES, Brevo, Mailgun, Mailjet, Mandrill, Postmark, SendGrid,
+MailerSend, Resend, SparkPost, Postal).
 One fake ESP for the module (--tls starttls, https APIs, one credential per ESP).
 """
 
@@ -18,10 +19,12 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 from ElasticEmail.exceptions import ApiException as ElasticEmailError
+from hubspot.marketing.transactional import ApiException as HubSpotError
 from mailchimp_transactional.api_client import ApiClientError
 from mailjet_rest.errors import MailjetApiError as MailjetError
 from postmarker.exceptions import ClientError as PostmarkError
 from python_http_client.exceptions import UnauthorizedError
+from resend.exceptions import ResendError
 
 from mailstorm.fake_esp.auth import fingerprint
 from mailstorm.fake_esp.launch import EspProcess
@@ -30,13 +33,17 @@ from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader
 from mailstorm.ports import free_port
 from tests.fake_esp.esps.test_brevo import brevo_send
 from tests.fake_esp.esps.test_elasticemail import elasticemail_send
+from tests.fake_esp.esps.test_hubspot import hubspot_send
+from tests.fake_esp.esps.test_mailersend import mailersend_send
 from tests.fake_esp.esps.test_mailgun import DOMAIN, mailgun_send
 from tests.fake_esp.esps.test_mailjet import mailjet_send
 from tests.fake_esp.esps.test_mandrill import mandrill_send
 from tests.fake_esp.esps.test_postmark import postmark_send
+from tests.fake_esp.esps.test_resend import resend_send
 from tests.fake_esp.esps.test_sendgrid import sendgrid_send
 from tests.fake_esp.esps.test_sendpulse import sendpulse_client, sendpulse_send
 from tests.fake_esp.esps.test_ses import ses_send
+from tests.fake_esp.esps.test_sparkpost import sparkpost_send
 
 # One credential per ESP, as each pairs its SMTP login with its API key (mailstorm.fake_esp.auth).
 CREDENTIALS = {
@@ -49,6 +56,11 @@ CREDENTIALS = {
     "elasticemail": ("elastic", "ee-key"),
     "sendpulse": ("sp-client", "sp-secret"),
     "mandrill": ("mandrill", "md-key"),
+    "mailersend": ("ms-token", "ms-token"),
+    "resend": ("re_test", "re_test"),
+    "sparkpost": ("sp-key", "sp-key"),
+    "postal": ("postal-key", "postal-key"),
+    "hubspot": ("hs-token", "hs-token"),
 }
 
 
@@ -109,10 +121,16 @@ SENDS = {
     "elasticemail": lambda esp, cid, key, tmp: elasticemail_send(esp, cid, key, ca=str(esp.ca_path)),
     "sendpulse": lambda esp, cid, key, tmp: sendpulse_send(sendpulse_client(esp, tmp, client_id=key), cid),
     "mandrill": lambda esp, cid, key, tmp: mandrill_send(esp, cid, key=key),
+    "mailersend": lambda esp, cid, key, tmp: mailersend_send(esp, cid, key=key),
+    "resend": lambda esp, cid, key, tmp: resend_send(esp, cid, key=key),
+    "sparkpost": lambda esp, cid, key, tmp: sparkpost_send(esp, cid, key=key),
+    "hubspot": lambda esp, cid, key, tmp: hubspot_send(esp, cid, key=key),
 }
 # Where each SDK's send carries the correlation id (postmark and mandrill: metadata; the rest: the id).
 KEY_OF = {
-    api: (user if api in ("ses", "mailjet", "sendpulse") else pw) for api, (user, pw) in CREDENTIALS.items()
+    api: (user if api in ("ses", "mailjet", "sendpulse") else pw)
+    for api, (user, pw) in CREDENTIALS.items()
+    if api != "postal"  # Postal has no official SDK: anymail's backend below is its client
 }
 
 
@@ -143,6 +161,10 @@ def refusal(exc: BaseException) -> tuple[int, str]:
         return exc.status, exc.body
     if isinstance(exc, ApiClientError):
         return exc.status_code, str(exc.text)
+    if isinstance(exc, HubSpotError):
+        return exc.status, exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body)
+    if isinstance(exc, ResendError):
+        return int(exc.code), exc.message
     if isinstance(exc, requests.HTTPError):
         return exc.response.status_code, exc.response.text
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", 0)
@@ -173,6 +195,24 @@ def test_sendpulse_unknown_client_gets_oauths_invalid_client(esp, tmp_path):
         timeout=10,
     )
     assert resp.status_code == 401 and resp.json()["error"] == "invalid_client"
+
+
+def test_postal_unknown_key_is_refused_in_its_200_envelope(esp):
+    """Postal has no SDK: an unknown X-Server-API-Key gets Postal's own answer, HTTP 200 with status
+    error and code InvalidServerAPIKey; nothing is kept and the refusal is in the ledger."""
+    cid = new_id()
+    body = {"to": ["u@example.test"], "from": "app@example.test", "plain_body": "b",
+            "headers": {CORRELATION_HEADER: cid}}  # fmt: skip
+    resp = requests.post(
+        esp.http_url + "/api/v1/send/message", json=body, headers={"X-Server-API-Key": "nope"}, timeout=10
+    )
+    assert resp.status_code == 200 and resp.json()["status"] == "error"
+    assert resp.json()["data"]["code"] == "InvalidServerAPIKey"
+    assert not [r for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_ACCEPTED]) if r.get("id") == cid]
+    refused = [
+        r for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_REPLIED]) if r.get("api") == "postal"
+    ]
+    assert refused[-1]["text"] == "unknown API key"
 
 
 # -- django-anymail -----------------------------------------------------------------------------------
@@ -211,11 +251,16 @@ def anymail_settings(esp: EspProcess, api: str) -> dict:
         "mandrill": {"ANYMAIL": {"MANDRILL_API_KEY": password, "MANDRILL_API_URL": f"{base}/api/1.0"}},
         "postmark": {"ANYMAIL": {"POSTMARK_SERVER_TOKEN": password, "POSTMARK_API_URL": f"{base}/"}},
         "sendgrid": {"ANYMAIL": {"SENDGRID_API_KEY": password, "SENDGRID_API_URL": f"{base}/v3/"}},
+        "mailersend": {"ANYMAIL": {"MAILERSEND_API_TOKEN": password, "MAILERSEND_API_URL": f"{base}/v1/"}},
+        "resend": {"ANYMAIL": {"RESEND_API_KEY": password, "RESEND_API_URL": f"{base}/"}},
+        "sparkpost": {"ANYMAIL": {"SPARKPOST_API_KEY": password, "SPARKPOST_API_URL": f"{base}/api/v1/"}},
+        "postal": {"ANYMAIL": {"POSTAL_API_KEY": password, "POSTAL_API_URL": f"{base}/"}},
     }[api if api != "ses" else "amazon_ses"]
 
 
 ANYMAIL = {"ses": "amazon_ses", "brevo": "brevo", "mailgun": "mailgun", "mailjet": "mailjet",
-           "mandrill": "mandrill", "postmark": "postmark", "sendgrid": "sendgrid"}  # fmt: skip
+           "mandrill": "mandrill", "postmark": "postmark", "sendgrid": "sendgrid", "mailersend": "mailersend",
+           "resend": "resend", "sparkpost": "sparkpost", "postal": "postal"}  # fmt: skip
 
 
 # anymail 15 warns that it no longer supports SendGrid officially; its backend still ships and works.

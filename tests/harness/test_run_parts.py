@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import smtplib
 import threading
 import time
 from datetime import UTC, datetime
@@ -12,10 +13,11 @@ import msgspec
 import pytest
 
 from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.esp_setup import esp_process
 from mailstorm.harness.probes import Prober, poll_once
 from mailstorm.harness.progress import LedgerTail, LiveStats
 from mailstorm.harness.run import derive_seed, make_run_dir
-from mailstorm.harness.scenario import ChaosStep, ProbeSpec
+from mailstorm.harness.scenario import ChaosStep, EspSection, ProbeSpec
 from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, Record, encode_line
 from mailstorm.reports.fate import classify
@@ -239,3 +241,22 @@ def test_component_seeds_are_stable_and_distinct():
     """The same scenario seed gives each component the same seed every time, and components differ."""
     assert derive_seed(1, "esp") == derive_seed(1, "esp")
     assert len({derive_seed(1, "esp"), derive_seed(1, "load"), derive_seed(2, "esp")}) == 3
+
+
+def test_the_scenarios_esp_keeps_what_its_section_says(tmp_path):
+    """``esp: {keep_messages: 2}`` reaches the run's fake ESP: of three messages it keeps the last two."""
+    esp = esp_process(
+        EspSection(keep_messages=2),
+        seed=1,
+        run_dir=tmp_path,
+        ledger_dir=tmp_path / "esp",
+        log_path=tmp_path / "esp.log",
+        ports=(None, None, None),
+    )
+    with esp:
+        with smtplib.SMTP(esp.smtp_host, esp.smtp_port, timeout=10) as s:
+            for i in range(3):
+                s.sendmail("a@a.test", ["r@x.test"], f"X-Mailstorm-Id: keep-{i}\r\n\r\nbody\r\n")
+        page = esp.control.messages(min=3, timeout=1)
+    assert (page["received"], page["kept"]) == (3, 2)
+    assert [m["correlation_id"] for m in page["messages"]] == ["keep-2", "keep-1"]

@@ -101,3 +101,30 @@ def test_sizing_warns_when_the_esp_limited_the_run(outage_run, capsys):
     s = json.loads(capsys.readouterr().out)
     assert any(a.startswith("the ESP refused 1,000 attempts with 4xx") for a in s["assumptions"])
     assert s["per_instance_source"].startswith("throughput delivered during the load")
+
+
+def test_sizing_compare_profiles_weighs_the_target_against_every_profile(clean_run, capsys):
+    """`--compare-profiles`: one row per ESP profile, whether its published rate and daily quota carry the
+    target and how long the target takes on it; an unpublished limit decides nothing."""
+    from mailstorm.fake_esp.profiles import PROFILE_NAMES
+
+    assert main(["sizing", str(clean_run), "--target", "1000000/1d", "--headroom", "0", "--compare-profiles",
+                 "--json"]) == 0  # fmt: skip
+    s = json.loads(capsys.readouterr().out)
+    rows = {r["profile"]: r for r in s["compare"]}
+    assert set(rows) == set(PROFILE_NAMES)
+    need = 1_000_000 / 86_400  # 11.57 msg/s
+    assert s["required_rate"] == pytest.approx(need, rel=1e-3)
+    brevo, hubspot, ses, sendgrid = rows["brevo"], rows["hubspot"], rows["ses"], rows["sendgrid"]
+    assert (brevo["rate_ok"], brevo["carries"]) == (True, True) and brevo["send_s"] == pytest.approx(1000.0)
+    # HubSpot: 19/s carries the rate, but 650,000 a day does not: one full day, then 350,000 at 19/s.
+    assert (hubspot["rate_ok"], hubspot["daily_ok"], hubspot["carries"]) == (True, False, False)
+    assert hubspot["send_s"] == pytest.approx(86_400 + 350_000 / 19, rel=1e-3)
+    assert (ses["rate_ok"], ses["daily_ok"]) == (False, False)
+    assert (sendgrid["rate"], sendgrid["carries"], sendgrid["send_s"]) == (None, None, None)
+    assert rows["kit"]["api"] is None and rows["klaviyo"]["api"] == "klaviyo"
+    order = [r["carries"] for r in s["compare"]]
+    assert order == sorted(order, key=lambda c: {True: 0, None: 1, False: 2}[c])  # carriers first
+    assert main(["sizing", str(clean_run), "--target", "1000000/1d", "--compare-profiles"]) == 0
+    out = capsys.readouterr().out
+    assert "every ESP profile for 1,000,000 messages" in out and "constantcontact" in out and "29.1 h" in out

@@ -1,13 +1,14 @@
 """The report files: JSON valid against its schema, JUnit one case per SLO, Markdown and HTML readable,
-and the HTML page rendered by a real headless Chromium with its plots present and not blank."""
+and the HTML page rendered by a real headless Chromium with its plots present and not blank, its charts
+interactive (hover, zoom, toggle) and nothing fetched from outside the page."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,16 +19,17 @@ from junitparser import Failure, JUnitXml
 from matplotlib import image as mpimg
 
 import mailstorm.reports
-from mailstorm.reports.spec import ReportSpec, SizingSpec, SloSpec
+from mailstorm.reports.spec import ReportSpec, SloSpec
 from mailstorm.reports.synthetic import synthesize
+from tests.browser import CHROMIUM, Browser, needs_chromium
 
 SCHEMA = Path(mailstorm.reports.__file__).parent / "schema" / "report.schema.json"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A step run with an outage, every SLO set, and a sizing target: every section of every report."""
+    """A step run with an outage, every SLO set, and a sizing target compared against every ESP profile
+    (``reports.sizing.compare: true``): every section of every report."""
     run_dir = tmp_path_factory.mktemp("built")
     rates = np.repeat([100.0, 200.0, 300.0, 400.0, 500.0, 600.0], 10)
     synthesize(
@@ -50,9 +52,9 @@ def built(tmp_path_factory):
             min_throughput=10,
         ),
     )
-    verdict = mailstorm.reports.build(
-        run_dir, report=ReportSpec(sizing=SizingSpec(target="1000000/1h", headroom="30%"))
-    )
+    # As a scenario's ``reports:`` section says it, parsed by the same model.
+    spec = ReportSpec.model_validate({"sizing": {"target": "1000000/1h", "headroom": "30%", "compare": True}})
+    verdict = mailstorm.reports.build(run_dir, report=spec)
     return run_dir, verdict
 
 
@@ -77,6 +79,23 @@ def test_report_json_validates_against_schema(built):
     doc["outcomes"]["lost"] = -1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_sizing_compare_table_in_html_and_markdown(built):
+    """With reports.sizing.compare the HTML page and report.md carry the ESP-selection table: a row per
+    profile, the time the target takes on each (SES's sandbox: 200 a day, so 4,999 days and 200 s)."""
+    from mailstorm.fake_esp.profiles import PROFILE_NAMES
+
+    run_dir, _ = built
+    doc = json.loads((run_dir / "report.json").read_text())
+    assert [r["profile"] for r in doc["sizing"]["compare"]] != [] and len(doc["sizing"]["compare"]) == len(
+        PROFILE_NAMES
+    )
+    html = (run_dir / "report.html").read_text()
+    assert 'id="sizing-compare"' in html and all(f'">{name}</td>' in html for name in PROFILE_NAMES)
+    assert "4,999.0 d" in html  # ses: 1,000,000 at 200 a day: 4,999 full days, then 200 at 1/s
+    md = (run_dir / "report.md").read_text()
+    assert "| profile | rate msg/s | rate carries |" in md and "| ses | 1 | no | 200 | no | 4,999.0 d |" in md
 
 
 def test_junit_has_one_case_per_slo(built):
@@ -116,7 +135,9 @@ def test_inline_plots_are_not_blank(built):
         px = _pixels(png)
         assert px.shape[0] > 200 and px.shape[1] > 500
         assert float(px[..., :3].std()) > 0.05
-    assert "http://" not in page.replace("http://127.0.0.1/health", "") and "<script" not in page
+    # Nothing outside the page: no script, style or image from elsewhere (the browser test below also
+    # watches the requests the page makes).
+    assert not re.search(r"""<(script|link|img|iframe)[^>]+(src|href)=["']?(https?:)?//""", page)
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
@@ -135,7 +156,7 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+@needs_chromium
 def test_html_in_headless_chromium(built, tmp_path):
     """Chromium renders report.html: a screenshot with content, every plot image decoded by the browser."""
     run_dir, _ = built
@@ -154,6 +175,8 @@ def test_html_in_headless_chromium(built, tmp_path):
     probe.write_text(
         (run_dir / "report.html")
         .read_text()
+        .replace("<noscript>", "")  # the PNGs are the page's no-script fallback: make them live here
+        .replace("</noscript>", "")
         .replace(
             "</body>",
             "<script>document.body.setAttribute('data-widths', Array.from(document.images)"
@@ -163,3 +186,92 @@ def test_html_in_headless_chromium(built, tmp_path):
     dom = _chromium("--dump-dom", probe.as_uri(), tmp=tmp_path).stdout
     widths = [int(w) for w in re.search(r'data-widths="([^"]*)"', dom).group(1).split(",")]
     assert len(widths) == 3 and all(w > 500 for w in widths)
+
+
+def _legend(chart: str) -> str:
+    """JS: the legend values of chart ``chart`` (x first), as the page shows them."""
+    return (
+        f"Array.from(document.querySelectorAll('#chart-{chart} .u-legend .u-value')).map(e => e.textContent)"
+    )
+
+
+def _number(text: str) -> float:
+    return float(text.split()[0].replace(",", ""))
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_interactive_charts_in_headless_chromium(built, tmp_path):
+    """The page loads with no request outside itself and no script error, every chart draws, a hover
+    shows the values at that second (those of report.json) in all three timeline panels, a drag zooms
+    the three together, a click on a legend entry hides its series. Screenshots in tmp_path."""
+    run_dir, _ = built
+    page = run_dir / "report.html"
+    series = json.loads((run_dir / "report.json").read_text())["series"]
+
+    async def session() -> None:
+        async with Browser(tmp_path, 1200, 900) as b:
+            await b.goto(page.as_uri())
+            assert page.as_uri() in b.requests  # the page itself: the browser's requests are watched
+            assert all(u == page.as_uri() or u.startswith("data:") for u in b.requests), b.requests
+            assert b.console_errors == []
+            ids = ["throughput", "backlog", "latency", "cdf", "capacity-steps", "capacity-usl"]
+            assert await b.eval("Object.keys(window.mailstormCharts)") == ids
+            # Every chart drew: its canvas has thousands of non-white pixels.
+            inked = await b.eval(
+                "Object.fromEntries(Object.entries(mailstormCharts).map(([id, u]) => { const c = u.ctx;"
+                " const d = c.getImageData(0, 0, c.canvas.width, c.canvas.height).data; let n = 0;"
+                " for (let i = 0; i < d.length; i += 4) if (d[i+3] && (d[i] < 200 || d[i+1] < 200)) n++;"
+                " return [id, n]; }))"
+            )
+            assert all(n > 2000 for n in inked.values()), inked
+
+            # Hover at second 30 of the throughput panel.
+            await b.eval("document.getElementById('chart-throughput').scrollIntoView()")
+            box = await b.eval(
+                "(() => { const u = mailstormCharts.throughput, r = u.over.getBoundingClientRect();"
+                " return [r.left + u.valToPos(30, 'x'), r.top + r.height / 2, r.left, r.width]; })()"
+            )
+            await b.mouse_move(box[0], box[1])
+            hovered = f"(v => v[0] !== '—' && v)({_legend('throughput')})"
+            shown = await b.wait_for(hovered, what="the legend's values at the cursor")
+            await b.screenshot(tmp_path / "hover.png")
+            second = int(_number(shown[0]))
+            assert abs(second - 30) <= 1
+            offered, accepted, delivered = (_number(v) for v in shown[1:4])
+            assert (offered, accepted, delivered) == (
+                series["offered"][second],
+                series["sut_accepted"][second],
+                series["delivered"][second],
+            )
+            assert delivered > 0
+            # The other panels follow the cursor: the same second, report.json's backlog and p95.
+            backlog = await b.eval(_legend("backlog"))
+            assert int(_number(backlog[0])) == second and _number(backlog[1]) == series["backlog"][second]
+            latency = await b.eval(_legend("latency"))
+            assert _number(latency[2]) == pytest.approx(series["p95_ms"][second], abs=0.06)
+
+            # Drag from second 20 to 40: all three panels zoom to it.
+            u = "mailstormCharts.throughput"
+            x20, x40 = await b.eval(f"[{u}.valToPos(20, 'x'), {u}.valToPos(40, 'x')]")
+            await b.drag(box[2] + x20, box[2] + x40, box[1])
+            scales = await b.eval(
+                "['throughput', 'backlog', 'latency'].map(id => "
+                "[mailstormCharts[id].scales.x.min, mailstormCharts[id].scales.x.max])"
+            )
+            for lo, hi in scales:
+                assert lo == pytest.approx(20, abs=0.5) and hi == pytest.approx(40, abs=0.5), scales
+            await b.screenshot(tmp_path / "zoomed.png")
+
+            # A click on the legend's "offered" entry hides that series.
+            entry = await b.eval(
+                "(() => { const r = document.querySelectorAll('#chart-throughput .u-legend .u-series')[1]"
+                ".getBoundingClientRect(); return [r.left + 20, r.top + r.height / 2]; })()"
+            )
+            await b.click(*entry)
+            assert await b.eval(f"{u}.series[1].show") is False
+            assert await b.eval(f"{u}.series[3].show") is True
+            await b.screenshot(tmp_path / "toggled.png", full_page=True)
+            assert b.console_errors == []
+
+    asyncio.run(session())

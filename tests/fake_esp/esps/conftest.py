@@ -1,5 +1,5 @@
 """One fake ESP serving every ESP's HTTP API for the whole ``esps`` test package (its faults reset around
-each test), so nine test modules cost one process start; it must log no traceback."""
+each test), so every test module costs one process start; it must log no traceback."""
 
 from __future__ import annotations
 

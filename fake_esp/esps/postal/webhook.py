@@ -1,0 +1,93 @@
+"""Postal webhooks: one POST per event, {event: MessageSent | MessageDelayed | MessageDeliveryFailed |
+MessageLoaded | MessageLinkClicked, timestamp, uuid, payload: {message: {id, token, direction, message_id,
+to, from, subject, timestamp, tag}, status: Sent | SoftFail | HardFail, details, output, ...}}. Postal's
+webhooks carry none of the message's headers: the correlation id comes back as the message's ``tag``
+(the one field of the sender's that Postal echoes; a pipeline correlating Postal events sets it). Postal
+signs the body with its server's RSA key: ``X-Postal-Signature`` (base64 RSA-SHA1, PKCS#1 v1.5, what
+anymail verifies) and ``X-Postal-Signature-256`` (RSA-SHA256). The fake signs when the signing key is
+the PEM of an RSA private key; any other key and the POST goes unsigned.
+Reference: https://docs.postalserver.io/developer/webhooks and postalserver/postal lib/postal/http.rb.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mailstorm.fake_esp.webhooks.formats import JSON, Event, WebhookFormat, register
+
+_EVENTS = {
+    "delivered": ("MessageSent", "Sent"),
+    "deferred": ("MessageDelayed", "SoftFail"),
+    "bounce": ("MessageDeliveryFailed", "HardFail"),
+    "open": ("MessageLoaded", None),
+    "click": ("MessageLinkClicked", None),
+}
+_OUTPUT = {
+    "Sent": "250 2.0.0 OK",
+    "SoftFail": "451 4.4.1 try later",
+    "HardFail": "550 5.1.1 Mailbox unavailable",
+}
+
+
+def signatures(body: bytes, signing_key: str) -> dict[str, str]:
+    """Postal's signature headers for ``body``; none when the key is not an RSA private key's PEM."""
+    if "PRIVATE KEY" not in signing_key:
+        return {}
+    try:
+        key = serialization.load_pem_private_key(signing_key.encode(), password=None)
+    except (ValueError, TypeError):
+        return {}
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return {}
+    sign = lambda digest: base64.b64encode(key.sign(body, padding.PKCS1v15(), digest)).decode()  # noqa: E731
+    return {"X-Postal-Signature": sign(hashes.SHA1()), "X-Postal-Signature-256": sign(hashes.SHA256())}
+
+
+@register
+class PostalWebhook(WebhookFormat):
+    name = "postal"
+
+    def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
+        (e,) = events
+        name, status = _EVENTS[e.event]
+        message = {
+            "id": int(e.esp_id) if e.esp_id.isdigit() else 0,
+            "token": e.event_id[:12],
+            "direction": "outgoing",
+            "message_id": f"{e.esp_id}@rp.postal.example",
+            "to": e.rcpt,
+            "from": e.sender,
+            "subject": "",
+            "timestamp": e.ts,
+            "spam_status": "NotChecked",
+            "tag": e.id,
+        }
+        payload: dict[str, Any] = {"message": message}
+        if status is not None:
+            payload |= {"status": status, "details": f"Message {status}", "output": _OUTPUT[status],
+                        "sent_with_ssl": True, "timestamp": e.ts, "time": 0.1}  # fmt: skip
+        else:
+            payload |= {"ip_address": "127.0.0.1", "user_agent": "mailstorm"}
+            if e.event == "click":
+                payload |= {"url": "https://example.test/", "token": e.event_id[:8]}
+        body = orjson.dumps({"event": name, "timestamp": e.ts, "payload": payload, "uuid": e.event_id})
+        return body, {**JSON, **signatures(body, signing_key)}
+
+    def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
+        data = orjson.loads(body)
+        kind = {v[0]: k for k, v in _EVENTS.items()}[data["event"]]
+        message = data["payload"]["message"]
+        return [
+            {
+                "event": kind,
+                "id": message.get("tag"),
+                "esp_id": str(message["id"]),
+                "rcpt": message["to"],
+                "event_id": data["uuid"],
+            }
+        ]
