@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", type=Path, help="ledger directory (default ./esp-ledger)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault engine's RNG (default 0)")
     p.add_argument(
+        "--name", help="its name among several ESPs of one run: ledger files esp-NAME-smtp-N.jsonl"
+    )
+    p.add_argument(
         "--faults",
         type=Path,
         metavar="FILE",
@@ -149,7 +152,7 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         "store_bodies": args.store_bodies,
     }
     options = (
-        "max_message_size", "max_recipients", "idle_timeout", "correlation_header", "correlation",
+        "name", "max_message_size", "max_recipients", "idle_timeout", "correlation_header", "correlation",
         "keep_messages",
     )  # fmt: skip
     for name in (*options, "hostname"):

@@ -5,7 +5,8 @@ importable), so a control change takes effect on the next step.
 
 processes > 1: the parent forks N workers before starting its own loop. Each worker binds the SMTP port
 with SO_REUSEPORT (the kernel spreads connections), owns its engine (seeded ``<seed>/<worker>``), its
-counters and its ledger file ``esp-smtp-<worker>.jsonl``; the limits (throttle buckets, quotas, greylist
+counters and its ledger file ``esp-smtp-<worker>.jsonl``
+(``esp-<name>-smtp-<worker>.jsonl`` with ``--name``); the limits (throttle buckets, quotas, greylist
 triplets, count and attempts scopes, open sessions) are the ESP's: held in one ``SharedState``
 (mailstorm.fake_esp.shared) the parent makes before the fork. The parent
 serves the control API over an engine that is only the store of faults, and mirrors every change to the
@@ -44,7 +45,7 @@ from mailstorm.fake_esp.engine import Engine
 from mailstorm.fake_esp.messages import Found, MessageStore, Query, Received
 from mailstorm.fake_esp.shared import SharedState
 from mailstorm.fake_esp.smtp import SmtpService
-from mailstorm.fake_esp.spec import EspSpec
+from mailstorm.fake_esp.spec import EspSpec, ledger_source
 from mailstorm.fake_esp.tls import Contexts, TlsMaterial, contexts, make_material
 from mailstorm.ledger import LedgerWriter
 from mailstorm.netguard import is_loopback
@@ -106,7 +107,7 @@ def install_faults(engine: Engine, spec: EspSpec) -> None:
 
 
 async def start_worker(spec: EspSpec, worker: int, engine: Engine, tls: TlsMaterial | None = None) -> Worker:
-    ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, f"esp-smtp-{worker}")
+    ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, ledger_source(spec.name, worker))
     ctx = WorkerContext(spec, worker, engine, Counters(), ledger, tls=contexts(tls) if tls else None)
     ctx.messages = MessageStore(worker, spec.keep_messages)
     ctx.accepted_hooks.append(ctx.messages.add)

@@ -65,11 +65,22 @@ CredentialField = Annotated[
 ]
 
 
+ESP_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"  # no hyphen: the ledger file name splits on them
+
+
+def ledger_source(name: str | None, worker: int) -> str:
+    """The ledger source (file name) of one worker of the ESP named ``name`` (None: the only ESP)."""
+    return f"esp-{name}-smtp-{worker}" if name else f"esp-smtp-{worker}"
+
+
 class EspSpec(BaseModel):
     """Everything one fake ESP (all its worker processes) is started with."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Its name among several ESPs of one run (a scenario's ``esps:``): its ledger files are then
+    # ``esp-<name>-smtp-<worker>.jsonl``, so the reports tell which ESP took a message. Unset: ``esp-smtp-N``.
+    name: str | None = Field(default=None, pattern=ESP_NAME_PATTERN, max_length=32)
     bind: str = "127.0.0.1"
     # No port 0: N workers must agree on the port, and the caller must know it (EspProcess picks free ones).
     smtp_port: int = Field(default=2525, ge=1, le=65535)

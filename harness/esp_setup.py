@@ -20,9 +20,10 @@ from mailstorm.harness.targets.base import EspSecurity
 from mailstorm.runinfo import EspLimits
 
 
-def ca_path(run_dir: Path) -> Path:
-    """Where a run's fake ESP writes its CA certificate (``<run>/esp/ca.pem``)."""
-    return run_dir / "esp" / "ca.pem"
+def ca_path(run_dir: Path, name: str | None = None) -> Path:
+    """Where a run's fake ESP writes its CA certificate (``<run>/esp/ca.pem``), or the ESP named ``name``
+    of several (``<run>/esp/<name>/ca.pem``; ``<run>/esp/ca.pem`` is then their bundle)."""
+    return run_dir / "esp" / (name or "") / "ca.pem"
 
 
 def esp_security(esp: EspSection, run_dir: Path) -> EspSecurity:
@@ -45,10 +46,12 @@ def esp_process(
     log_path: Path,
     ports: tuple[int | None, int | None, int | None],
     webhook_url: str | None = None,
+    ca: Path | None = None,
 ) -> EspProcess:
     """A (not yet started) fake ESP for ``esp`` on ``ports`` (smtp, http, control; None: free), seeded
     with ``seed`` (the run derives it for the ESP); ``webhook_url`` replaces the webhooks' URL (the
-    chaos proxy's, when it fronts the webhook path)."""
+    chaos proxy's, when it fronts the webhook path); ``ca`` is where it writes its CA (default
+    ``ca_path(run_dir)``)."""
     smtp_port, http_port, control_port = ports
     return EspProcess(
         ledger_dir,
@@ -66,7 +69,7 @@ def esp_process(
         extra_args=_extra_args(esp, run_dir, webhook_url),
         tls=esp.tls,
         require_tls=esp.require_tls,
-        tls_ca=ca_path(run_dir),
+        tls_ca=ca or ca_path(run_dir),
         auth=[f"{c.user}:{c.password}" for c in esp.auth],
     )
 
@@ -93,6 +96,8 @@ def _extra_args(esp: EspSection, run_dir: Path, webhook_url: str | None) -> list
     """The ESP options EspProcess has no keyword for, as its command line takes them."""
     args = ["--bind", esp.bind, "--correlation-header", esp.correlation_header, "--hostname", esp.hostname]
     args += ["--correlation", esp.correlation, "--keep-messages", str(esp.keep_messages)]
+    if esp.name:
+        args += ["--name", esp.name]
     if esp.rate is not None:
         args += ["--rate", f"{esp.rate:g}"]
     for flag, path in (("--tls-cert", esp.tls_cert), ("--tls-key", esp.tls_key)):

@@ -52,13 +52,13 @@ from mailstorm.errors import (
     TargetNotAllowed,
     UserError,
 )
-from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.abort import ABORT_DRAIN_S, AbortJudge, Breach
 from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
 from mailstorm.harness.campaign.runner import Campaigns
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
-from mailstorm.harness.esp_setup import esp_limits, esp_process, esp_security, proxied_url, proxy_paths
+from mailstorm.harness.esp_fleet import EspFleet
+from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, proxy_paths
 from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
@@ -79,8 +79,7 @@ from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
 from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted, SutHeld
 from mailstorm.netguard import check_address
-from mailstorm.ports import free_port
-from mailstorm.runinfo import EspInfo, RunInfo
+from mailstorm.runinfo import RunInfo
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
@@ -141,7 +140,7 @@ class Run:
         self.reason = "completed"
         self.held: int | None = None  # messages the target listed as still held at the end of the drain
         self.verdict: Any = None
-        self._esp: EspProcess | None = None
+        self._fleet: EspFleet | None = None
         self._proxy: ChaosProxy | None = None
         self._proxy_writer: LedgerWriter | None = None
         self._webhook_url: str | None = None  # the proxy's, when it fronts the webhook path
@@ -158,7 +157,7 @@ class Run:
         self._phase = "start"
         self._t0 = time.monotonic()
         self._endpoints: list[Endpoint] = []
-        esp = scenario.esp
+        esp = scenario.fleet[0]
         # What the ESP does from the start, shown beside the timeline's windows as they open and close.
         self._standing_faults = [f"esp:{f.name or f.type}" for f in esp.faults]
         if esp.profile is not None or esp.rate is not None:
@@ -170,7 +169,10 @@ class Run:
     def preflight(self) -> None:
         """Every check that needs no process: the target knows the timeline's actions, addresses allowed."""
         sc = self.scenario
-        hosts = [(("esp", "bind"), sc.esp.bind, "esp.bind")]
+        where = ["esp"] if sc.esps is None else [("esps", j) for j in range(len(sc.esps))]
+        hosts = [
+            ((*_loc(w), "bind"), e.bind, f"{_dotted(w)}.bind") for w, e in zip(where, sc.fleet, strict=True)
+        ]
         hosts += [
             (("probes", i, "url"), urlsplit(p.url).hostname or "", "probe URL")
             for i, p in enumerate(sc.probes)
@@ -190,13 +192,14 @@ class Run:
             except TargetNotAllowed as exc:
                 raise self._config_error(loc, str(exc)) from None
         try:
-            self.esp_limits = esp_limits(sc.esp)
+            self.esp_limits = esp_limits(sc.fleet[0])  # the primary's: what the SUT sends through first
         except ConfigError as exc:
-            raise self._config_error(("esp", "profile"), str(exc)) from None
-        for field in ("tls_cert", "tls_key"):  # the ESP would refuse them at start: say so before anything
-            path = getattr(sc.esp, field)
-            if path is not None and not Path(path).is_file():
-                raise self._config_error(("esp", field), f"{path}: no such file")
+            raise self._config_error((*_loc(where[0]), "profile"), str(exc)) from None
+        for w, esp in zip(where, sc.fleet, strict=True):
+            for field in ("tls_cert", "tls_key"):  # the ESP would refuse them at start: say so first
+                path = getattr(esp, field)
+                if path is not None and not Path(path).is_file():
+                    raise self._config_error((*_loc(w), field), f"{path}: no such file")
         wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
         if wanted:
             known = target.actions() if isinstance(target, Actionable) else frozenset()
@@ -256,7 +259,7 @@ class Run:
             yaml.safe_dump(sc.resolved(), sort_keys=False, allow_unicode=True)
         )
         (self.run_dir / "slo.json").write_text(sc.slo.model_dump_json(indent=2) + "\n")
-        self._security = esp_security(sc.esp, self.run_dir)
+        self._security = esp_security(sc.fleet[0], self.run_dir)  # one for all: the scenario checks
         ca = self._security.ca
         self.info = RunInfo(
             run_id=run_id,
@@ -280,7 +283,7 @@ class Run:
             self.info.metrics = self._metrics.start().address
         if ca is not None:
             # The one file the SUT must trust (the ESP writes it at start); said before the run starts.
-            print(f"mailstorm: fake ESP TLS {sc.esp.tls}; CA certificate {ca}", file=sys.stderr)
+            print(f"mailstorm: fake ESP TLS {sc.fleet[0].tls}; CA certificate {ca}", file=sys.stderr)
         self._write_info()
         self._writer = LedgerWriter(self.ledger_dir, "timeline")
         self._tail = LedgerTail(self.ledger_dir)
@@ -331,39 +334,29 @@ class Run:
             sys.stderr.write(f"mailstorm: {self.reason}\n")
         return code
 
-    def _new_esp(self, smtp_port: int | None, http_port: int | None, control_port: int | None) -> EspProcess:
-        return esp_process(
-            self.scenario.esp,
-            seed=derive_seed(self.scenario.seed, "esp"),
-            run_dir=self.run_dir,
-            ledger_dir=self.ledger_dir,
-            log_path=self.logs_dir / "esp.log",
-            ports=(smtp_port, http_port, control_port),
-            webhook_url=self._webhook_url,
-        )
+    def _restart_esp(self, name: str | None = None) -> str:
+        detail = self._fleet.restart(name)
+        self._record_esps()
+        return detail
 
-    def _crash_esp(self) -> str:
-        """SIGKILL the fake ESP (all its workers): an ESP crash, for an esp_outage in crash mode."""
-        pid = self._esp.pid
-        self._esp.kill()
-        return f"fake ESP pid {pid} killed"
-
-    def _restart_esp(self) -> str:
-        """A new fake ESP on the same ports and ledger, as a crashed ESP comes back (its start-up faults
-        too; faults added at run time died with it)."""
-        old = self._esp
-        self._esp = self._new_esp(old.smtp_port, old.http_port, old.control_port)
-        self._esp.start()
-        assert self.info.esp is not None
-        self.info.esp.pid = self._esp.pid
-        return f"fake ESP restarted (pid {self._esp.pid})"
+    def _record_esps(self) -> None:
+        fleet = self._fleet
+        self.info.esp = fleet.info(fleet.first)
+        self.info.esps = [fleet.info(n) for n in fleet.names] if fleet.several else None
+        self._write_info()
 
     def _start_parts(self, run_id: str) -> None:
         sc, writer = self.scenario, self._writer
         assert writer is not None
-        esp = sc.esp
-        http_port = None if esp.http_port is None else (esp.http_port or free_port())
-        smtp_port = esp.smtp_port or free_port()
+        esp = sc.fleet[0]
+        self._fleet = EspFleet(
+            sc.fleet,
+            seed=lambda part: derive_seed(sc.seed, part),
+            run_dir=self.run_dir,
+            ledger_dir=self.ledger_dir,
+            logs_dir=self.logs_dir,
+        )
+        smtp_port, http_port, _ = self._fleet.ports[self._fleet.first]
         relay_to = ("127.0.0.1", smtp_port)
         scheme = "https" if esp.tls_on else "http"  # the ESP's APIs are https only when it speaks TLS
         esp_http = f"{scheme}://127.0.0.1:{http_port}" if http_port is not None else None
@@ -373,15 +366,8 @@ class Run:
             relay_to = self._proxy.address("smtp")
             if http_port is not None:
                 esp_http = "{}://{}:{}".format(scheme, *self._proxy.address("http"))
-        self._esp = self._new_esp(smtp_port, http_port, esp.control_port)
-        self._esp.start()
-        self.info.esp = EspInfo(
-            smtp=f"{self._esp.smtp_host}:{self._esp.smtp_port}",
-            http=self._esp.http_url,
-            control=self._esp.control_url,
-            pid=self._esp.pid,
-            tls=esp.tls,
-        )
+        self._fleet.start(webhook_url=self._webhook_url)
+        self._record_esps()
         if self._proxy is not None:
             self.info.proxy = {p: "{}:{}".format(*self._proxy.address(p)) for p in self._proxy.paths}
         self._write_info()
@@ -390,6 +376,7 @@ class Run:
             ledger_dir=self.ledger_dir,
             seed=derive_seed(sc.seed, "target"),
             esp_smtp=relay_to,
+            esp_relays=self._fleet.relays(relay_to),
             esp_http=esp_http,
             allow_remote=self.allow_remote,
             esp_security=self._security,
@@ -403,7 +390,7 @@ class Run:
         self.info.endpoints = [str(e) for e in self._endpoints]
         if self._alerts is not None:
             runner = self._metrics.url if self._metrics is not None else None
-            scrape = scrape_targets(runner, self._esp.control_url, self._target)
+            scrape = scrape_targets(runner, self._fleet.control().base_url, self._target)
             self.info.alerts = self._alerts.start(self.run_dir, scrape, esp_token=esp.token)
         self._write_info()
         self._descendants.scan(force=True)
@@ -426,8 +413,8 @@ class Run:
         self._timeline = Timeline(
             sc.chaos,
             writer=writer,
-            esp=lambda: self._esp.control,
-            esp_lifecycle=(self._crash_esp, self._restart_esp),
+            esp=self._fleet.control,
+            esp_lifecycle=(self._fleet.crash, self._restart_esp),
             target=self._target,
             target_kind=sc.target.kind,
             proxy=self._proxy,
@@ -442,13 +429,13 @@ class Run:
         sc = self.scenario
         self._proxy_writer = LedgerWriter(self.ledger_dir, "proxy")
         self._proxy = ChaosProxy(
-            proxy_paths(sc.esp, smtp_port, http_port),
+            proxy_paths(sc.fleet[0], smtp_port, http_port),
             seed=derive_seed(sc.seed, "proxy"),
             allow_remote=self.allow_remote,
             ledger=self._proxy_writer,
         ).start()
-        if sc.esp.webhooks is not None:
-            self._webhook_url = proxied_url(sc.esp.webhooks.url, self._proxy.address("webhooks"))
+        if sc.fleet[0].webhooks is not None:
+            self._webhook_url = proxied_url(sc.fleet[0].webhooks.url, self._proxy.address("webhooks"))
 
     def _await_load(self, progress: Progress) -> None:
         """Start the timeline at the load's zero: the intended time of its first arrival.
@@ -585,9 +572,8 @@ class Run:
         """A part that died (or a timeline that failed) ends the run."""
         if self._timeline is not None and self._timeline.errors:
             raise HarnessError(self._timeline.errors[0])
-        esp_down = self._timeline is not None and self._timeline.esp_down
-        if self._esp is not None and not self._esp.alive() and not esp_down:
-            raise PartDied(f"fake ESP died (see {self.logs_dir / 'esp.log'})")
+        if self._fleet is not None:
+            self._fleet.check(down=self._timeline.esps_down if self._timeline is not None else ())
         if self._proxy is not None and not self._proxy.alive():
             raise PartDied("chaos proxy stopped")
         if (
@@ -619,7 +605,7 @@ class Run:
             ("campaigns", self._campaigns.stop),
             ("target", lambda: self._target.stop() if self._target is not None else None),
             ("proxy", self._stop_proxy),
-            ("esp", lambda: self._esp.stop() if self._esp is not None else None),
+            ("esp", lambda: self._fleet.stop() if self._fleet is not None else None),
             ("metrics", lambda: self._metrics.stop() if self._metrics is not None else None),
         ]
         if self._writer is not None:
@@ -743,3 +729,11 @@ class Run:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def _loc(where: str | tuple[str, int]) -> tuple[str | int, ...]:
+    return (where,) if isinstance(where, str) else where
+
+
+def _dotted(where: str | tuple[str, int]) -> str:
+    return where if isinstance(where, str) else f"{where[0]}[{where[1]}]"

@@ -31,7 +31,7 @@ from pydantic import (
 from mailstorm.correlation import Correlation
 from mailstorm.durations import Duration, fmt_s, parse_duration
 from mailstorm.errors import ConfigError, FieldError
-from mailstorm.fake_esp.spec import EspSpec, FaultSpec, Surface
+from mailstorm.fake_esp.spec import ESP_NAME_PATTERN, EspSpec, FaultSpec, Surface
 from mailstorm.harness.alerts.spec import AlertsSpec
 from mailstorm.harness.campaign.spec import CampaignSpec
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
@@ -118,6 +118,9 @@ class ChaosStep(_Frozen):
     at: Annotated[Duration, Field(ge=0)]
     for_: Annotated[Duration, Field(gt=0)] | None = Field(default=None, alias="for")
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    esp: str | None = Field(
+        default=None, description="the ESP an esp_fault or esp_outage acts on (default: the first)"
+    )
     esp_fault: FaultSpec | None = None
     esp_outage: EspOutage | None = None
     target: TargetActionField | None = None
@@ -129,6 +132,8 @@ class ChaosStep(_Frozen):
         if len(given) != 1:
             got = f"got {', '.join(given)}" if given else "got none"
             raise ValueError(f"a step needs exactly one of {', '.join(WHATS)} ({got})")
+        if self.esp is not None and self.esp_fault is None and self.esp_outage is None:
+            raise ValueError("esp: names the ESP an esp_fault or esp_outage acts on; this step has neither")
         if self.esp_outage is not None and self.for_ is None:
             raise ValueError("an esp_outage needs 'for' (how long the ESP is away)")
         if self.target is not None and self.for_ is not None and self.target.action not in INVERSE_ACTIONS:
@@ -199,6 +204,23 @@ class EspSection(EspSpec):
     control_port: int | None = Field(default=None, ge=1, le=65535, description="unset: a free port")
     rate: float | None = Field(default=None, gt=0, description="messages/s quota; overrides the profile's")
 
+    @property
+    def label(self) -> str:
+        """Its name on the timeline (``esp:`` of a step): the given one, else ``esp``."""
+        return self.name or "esp"
+
+
+class NamedEsp(EspSection):
+    """One entry of ``esps:`` (several ESPs in one run): an ``esp:`` section with a name of its own,
+    which timeline steps use (``esp: secondary``) and its ledger files carry (``esp-<name>-smtp-N``)."""
+
+    name: str = Field(pattern=ESP_NAME_PATTERN, max_length=32)
+
+
+# Ports an ESP fixes in the file; two ESPs of one run on one port would fail to start (or, with
+# SO_REUSEPORT workers, share it silently).
+_ESP_PORTS = ("smtp_port", "http_port", "control_port")
+
 
 # -- the scenario -----------------------------------------------------------------------------------
 
@@ -214,6 +236,9 @@ class Scenario(_Frozen):
     allow_remote: bool = False
     target: TargetSpec = Field(default_factory=lambda: TARGETS["reference"].spec_model(**DEFAULT_TARGET))
     esp: EspSection = Field(default_factory=EspSection)
+    esps: tuple[NamedEsp, ...] | None = Field(
+        default=None, min_length=1, description="several ESPs, each its own fake ESP (instead of esp)"
+    )
     load: LoadSpec | None = None
     campaign: tuple[CampaignSpec, ...] = ()
     chaos: tuple[ChaosStep, ...] = ()
@@ -238,15 +263,63 @@ class Scenario(_Frozen):
                 seconds = None  # the top-level field reports it
             if isinstance(seconds, int | float) and seconds > 0:
                 data["load"] = {**data["load"], "duration_s": seconds}
-        load, esp = data.get("load"), data.get("esp", {})
+        if "esps" in data and "esp" in data:
+            raise FieldError(("esps",), "give esp (one ESP) or esps (several), not both")
+        load = data.get("load")
         # Only a valid carrier is copied: a bad one is the load's to report, on the load's line.
-        if (
-            isinstance(load, dict)
-            and load.get("correlation") in get_args(Correlation)
-            and isinstance(esp, dict)
-        ):
-            data["esp"] = {**esp, "correlation": load["correlation"]}
-        return _smtp_target_options_to_load(data)
+        if isinstance(load, dict) and load.get("correlation") in get_args(Correlation):
+            carrier = {"correlation": load["correlation"]}
+            if isinstance(data.get("esp", {}), dict):
+                data["esp"] = {**data.get("esp", {}), **carrier}
+            if isinstance(data.get("esps"), list):
+                data["esps"] = [{**e, **carrier} if isinstance(e, dict) else e for e in data["esps"]]
+        return _smtp_target_options_to_load(_esp_steps_name_their_esp(data))
+
+    @property
+    def fleet(self) -> tuple[EspSection, ...]:
+        """Every ESP of the run in the file's order, the first being the SUT's primary relay: ``esps``,
+        or the one ``esp`` (a list of one)."""
+        return self.esps if self.esps is not None else (self.esp,)
+
+    def esp_named(self, name: str | None) -> EspSection:
+        """The ESP a timeline step names (None: the first)."""
+        return next(e for e in self.fleet if name is None or e.label == name)
+
+    @model_validator(mode="after")
+    def _fleet_fits(self) -> Scenario:
+        """Names unique, no port fixed twice, and the SUT speaks to every ESP the same way."""
+        if self.esps is None:
+            return self
+        names: dict[str, int] = {}
+        ports: dict[int, str] = {}
+        first = self.esps[0]
+        for j, esp in enumerate(self.esps):
+            if esp.name in names:
+                raise FieldError(
+                    ("esps", j, "name"), f"name {esp.name!r} is used twice (also esps[{names[esp.name]}])"
+                )
+            names[esp.name] = j
+            for field in _ESP_PORTS:
+                port = getattr(esp, field)
+                if not port:
+                    continue
+                if port in ports:
+                    raise FieldError(
+                        ("esps", j, field), f"port {port} is also {ports[port]}: one port per ESP listener"
+                    )
+                ports[port] = f"esps[{j}].{field}"
+            # One relay setting in the SUT for all of them (a CA bundle covers every ESP's CA).
+            if esp.tls != first.tls:
+                raise FieldError(
+                    ("esps", j, "tls"),
+                    f"{esp.tls}, but esps[0] has {first.tls}: the SUT relays to every ESP with one TLS mode",
+                )
+            if [(c.user, c.password) for c in esp.auth[:1]] != [(c.user, c.password) for c in first.auth[:1]]:
+                raise FieldError(
+                    ("esps", j, "auth"),
+                    "the SUT logs in to every ESP with one credential: give each esps[0]'s first one",
+                )
+        return self
 
     @model_validator(mode="after")
     def _campaigns_fit(self) -> Scenario:
@@ -283,6 +356,12 @@ class Scenario(_Frozen):
                     ("chaos", i, "for"),
                     f"ends at {fmt_s(step.end)}, past the end of the load (duration {fmt_s(self.duration)})",
                 )
+            if step.esp is not None and step.esp not in {e.label for e in self.fleet}:
+                have = ", ".join(e.label for e in self.fleet)
+                raise FieldError(
+                    ("chaos", i, "esp"),
+                    f"names ESP {step.esp!r}, which this run does not have (it has: {have})",
+                )
             self._parts_exist(i, step)
         for alert, steps in (self.alerts.map if self.alerts is not None else {}).items():
             for step in steps:
@@ -297,9 +376,11 @@ class Scenario(_Frozen):
         narrowed = step.network.on if step.network is not None else None
         if step.esp_outage is not None:
             narrowed = step.esp_outage.on
+        esp = self.esp_named(step.esp)
+        where = "esp" if self.esps is None else f"esps[{self.fleet.index(esp)}]"
         missing = {
-            "http": (self.esp.http_port, "esp.http_port"),
-            "webhooks": (self.esp.webhooks, "esp.webhooks"),
+            "http": (esp.http_port, f"{where}.http_port"),
+            "webhooks": (esp.webhooks, f"{where}.webhooks"),
         }
         for part in narrowed or ():
             if part in missing and missing[part][0] is None:
@@ -314,9 +395,30 @@ class Scenario(_Frozen):
         # What the run derives (the load's duration, the ESP's seed) stays out, so the file validates again.
         if "load" in data:
             data["load"].pop("duration_s", None)
-        data["esp"].pop("seed", None)
-        data["esp"].pop("correlation", None)  # load.correlation says it
+        if self.esps is not None:
+            del data["esp"]  # the default one, not the run's
+        for esp in data.get("esps") or [data["esp"]]:
+            esp.pop("seed", None)
+            esp.pop("correlation", None)  # load.correlation says it
         return data
+
+
+def _esp_steps_name_their_esp(data: dict[str, Any]) -> dict[str, Any]:
+    """With several ESPs, an ESP step that names none acts on the first: said on the step, so the
+    timeline's records (and the reports) name the ESP whatever the file left out."""
+    esps, chaos = data.get("esps"), data.get("chaos")
+    if not (isinstance(esps, list) and esps and isinstance(esps[0], dict) and isinstance(chaos, list)):
+        return data
+    first = esps[0].get("name")
+    if not isinstance(first, str):
+        return data  # the ESP's own validation names the problem
+    steps = [
+        {**step, "esp": first}
+        if isinstance(step, dict) and "esp" not in step and ("esp_fault" in step or "esp_outage" in step)
+        else step
+        for step in chaos
+    ]
+    return {**data, "chaos": steps}
 
 
 def _smtp_target_options_to_load(data: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +460,9 @@ def validate_document(doc: Document, *, seed: int | None = None, duration: float
     for (section, key), why in _RUN_OWNED.items():
         if isinstance(data.get(section), dict) and key in data[section]:
             raise doc.error_at((section, key), f"not allowed here: {why}")
+        for j, esp in enumerate(data.get("esps") or [] if section == "esp" else []):
+            if isinstance(esp, dict) and key in esp:
+                raise doc.error_at(("esps", j, key), f"not allowed here: {why}")
     data = dict(data)
     alerts = data.get("alerts")
     if isinstance(alerts, dict) and isinstance(alerts.get("rules"), str) and Path(doc.name).is_file():

@@ -51,7 +51,8 @@ def schedule(steps: tuple[ChaosStep, ...]) -> list[Event]:
 class Timeline:
     """Runs the events of ``steps`` against the ESP, the target and the proxy from ``start(t0)`` on.
 
-    ``esp`` returns the current ESP control client (a callable, because an ESP may be replaced);
+    ``esp(name)`` returns the current control client of the ESP a step names (None: the first; a
+    callable, because an ESP may be replaced); ``esp_lifecycle`` is (crash(name), restart(name));
     ``target`` needs ``act(action, **params)`` when the timeline has target steps; ``proxy`` needs
     ``add_toxic(spec) -> str`` and ``remove_toxic(name)`` when it has network steps.
     """
@@ -61,11 +62,11 @@ class Timeline:
         steps: tuple[ChaosStep, ...],
         *,
         writer: LedgerWriter,
-        esp: Callable[[], Any],
+        esp: Callable[[str | None], Any],
         target: Any = None,
         target_kind: str = "",
         proxy: Any = None,
-        esp_lifecycle: tuple[Callable[[], str], Callable[[], str]] | None = None,
+        esp_lifecycle: tuple[Callable[[str | None], str], Callable[[str | None], str]] | None = None,
     ) -> None:
         self.events = schedule(steps)
         self._writer = writer
@@ -74,7 +75,7 @@ class Timeline:
         self._target_kind = target_kind
         self._proxy = proxy
         self._esp_lifecycle = esp_lifecycle  # (crash, restart), for esp_outage in crash mode
-        self.esp_down = False  # the ESP was crashed on purpose and is not back yet
+        self.esps_down: set[str | None] = set()  # ESPs crashed on purpose and not back yet (None: the first)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -119,8 +120,8 @@ class Timeline:
     def _fire(self, event: Event) -> None:
         step, label = event.step, event.label
         params = step.params()
-        begin = ChaosBegin(name=label, what=step.what, params=params, at_s=event.at)
-        end = ChaosEnd(name=label, what=step.what, params=params, at_s=event.at)
+        begin = ChaosBegin(name=label, what=step.what, params=params, at_s=event.at, esp=step.esp)
+        end = ChaosEnd(name=label, what=step.what, params=params, at_s=event.at, esp=step.esp)
         if event.begin:
             self._writer.write(begin)
             with self._lock:
@@ -143,14 +144,14 @@ class Timeline:
         step = event.step
         if step.what == "esp_fault":
             spec = {**params, "name": params.get("name") or event.label}
-            self._handles[event.index] = self._esp().add_fault(spec)
+            self._handles[event.index] = self._esp(step.esp).add_fault(spec)
         elif step.what == "esp_outage" and step.esp_outage.mode == "crash":
             crash, _ = self._esp_lifecycle
-            self.esp_down = True
-            self._record_action("esp-crash", "esp", crash)
+            self.esps_down.add(step.esp)
+            self._record_action("esp-crash", step.esp or "esp", lambda: crash(step.esp))
         elif step.what == "esp_outage":
             spec = {"type": "outage", "name": event.label, "duration_s": step.for_, **params}
-            self._handles[event.index] = self._esp().add_fault(spec)
+            self._handles[event.index] = self._esp(step.esp).add_fault(spec)
         elif step.what == "target":
             self._act(step.target.action, step.target.params)
         elif step.what == "network":
@@ -162,14 +163,16 @@ class Timeline:
         handle = self._handles.pop(event.index, None)
         if step.what == "esp_outage" and step.esp_outage.mode == "crash":
             _, restart = self._esp_lifecycle
-            if not self._record_action("esp-restart", "esp", restart):
-                raise HarnessError("the fake ESP did not come back after its crash")
-            self.esp_down = False
-        elif step.what in ("esp_fault", "esp_outage") and handle is not None and not self.esp_down:
+            if not self._record_action("esp-restart", step.esp or "esp", lambda: restart(step.esp)):
+                raise HarnessError(f"the fake ESP {step.esp or 'esp'} did not come back after its crash")
+            self.esps_down.discard(step.esp)
+        elif (
+            step.what in ("esp_fault", "esp_outage") and handle is not None and step.esp not in self.esps_down
+        ):
             # An outage ends by itself after duration_s, a fault may have its own ttl, and a crashed ESP
             # took its faults with it: the fault may be gone already (404, a UserError), as we want.
             try:
-                self._esp().remove_fault(handle)
+                self._esp(step.esp).remove_fault(handle)
             except UserError:
                 pass
         elif step.what == "target":

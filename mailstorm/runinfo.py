@@ -42,6 +42,8 @@ class EspLimits(BaseModel):
 class EspInfo(_Model):
     """Where the run's fake ESP listened, and its process."""
 
+    name: str | None = None
+    """Its name, in a run with several ESPs (``esps:``)."""
     smtp: str | None = None
     """``host:port`` of its SMTP listener."""
     http: str | None = None
@@ -92,7 +94,9 @@ class RunInfo(_Model):
     pid: int | None = None
     """The runner's process id."""
     esp: EspInfo | None = None
-    """The fake ESP, once started."""
+    """The fake ESP, once started (the first, the SUT's primary relay, when there are several)."""
+    esps: list[EspInfo] | None = None
+    """Every ESP, in a run with several (``esps:``)."""
     proxy: dict[str, str] | None = None
     """The chaos proxy's ``host:port`` per path it fronts (``smtp``, ``http``, ``webhooks``), when the
     scenario had network faults."""

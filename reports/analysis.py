@@ -27,6 +27,7 @@ from mailstorm.reports.campaign import Campaign
 from mailstorm.reports.campaign import analyze as analyze_campaigns
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.effects import effects
+from mailstorm.reports.failover import failover
 from mailstorm.reports.fate import NEVER, Messages, classify
 from mailstorm.reports.ingest import read_columns
 from mailstorm.reports.loadcheck import LoadCheck, check_load
@@ -260,6 +261,9 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
+    order = [e.name for e in info.esps if e.name] if info.esps else None
+    moved = failover(cols, t0, order)  # several ESPs only
+    figures["failover"] = moved.as_dict() if moved is not None else None
     return Analysis(
         run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check, campaigns
     )

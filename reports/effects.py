@@ -14,6 +14,10 @@ ledgers on three counts:
               (``2 * sqrt(expected)``): submissions the SUT refused or failed, the SUT's deferrals and
               bounces, the ESP's refusals and cuts, connections the chaos proxy could not make upstream.
 ``impacted``  the recovery analysis found an unhealthy second (its ``time_to_impact_s`` is set).
+``moved``     in a run with several ESPs, for a step on one of them: acceptances through the *other*
+              ESPs during the window's span beyond what they took in the quiet seconds at the same rate
+              (same slack): mail the SUT moved away from the faulted ESP. A SUT that fails over within
+              one delivery (Postfix's smtp_fallback_relay) shows no failure at all, only this.
 
 Who decides. Where the fault's own actor records every action it takes (an ``esp_fault``: the fake
 ESP's engine; a ``network`` step: the chaos proxy), ``acted`` alone decides, and failures of someone
@@ -47,12 +51,13 @@ class Effect:
     failed: int
     impacted: bool
     decided_by: str  # ACTOR | CLIENT
+    moved: int = 0
 
     @property
     def none(self) -> bool:
         if self.decided_by == ACTOR:
             return self.acted == 0
-        return self.acted == 0 and self.failed == 0 and not self.impacted
+        return self.acted == 0 and self.failed == 0 and not self.impacted and self.moved == 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,16 +100,33 @@ def effects(windows: list[Window], recs: list[Recovery], cols: Columns, t0_ns: i
     quiet[:_WARMUP_S] = False
     for a, b in spans:
         quiet[max(a, 0) : max(b, 0)] = False
-    rate = float(fails[quiet].mean()) if quiet.any() else 0.0
     out = []
     for w, r, (a, b) in zip(windows, recs, spans, strict=True):
         name, decided_by = actor(w)
-        observed = int(fails[max(a, 0) : min(b, n)].sum())
-        expected = rate * (b - a)
-        failed = max(0, observed - int(np.ceil(expected + 2 * np.sqrt(expected))))
+        failed = _beyond(fails, quiet, a, b)
+        moved = 0
+        if w.esp is not None and w.esp in cols.esps and len(cols.esps) > 1:
+            moved = _beyond(_accepted_per_second(cols, t0_ns, n, not_esp=w.esp), quiet, a, b)
         acted = _acted(cols.acts.get(name) if name else None, t0_ns // _NS + a - 1, t0_ns // _NS + b + 1)
-        out.append(Effect(acted, failed, r.time_to_impact_s is not None, decided_by))
+        out.append(Effect(acted, failed, r.time_to_impact_s is not None, decided_by, moved))
     return out
+
+
+def _beyond(per_second: np.ndarray, quiet: np.ndarray, a: int, b: int) -> int:
+    """What ``per_second`` counts in seconds [a, b) beyond its quiet seconds' rate, with Poisson slack."""
+    n = len(per_second)
+    rate = float(per_second[quiet].mean()) if quiet.any() else 0.0
+    observed = int(per_second[max(a, 0) : min(b, n)].sum())
+    expected = rate * (b - a)
+    return max(0, observed - int(np.ceil(expected + 2 * np.sqrt(expected))))
+
+
+def _accepted_per_second(cols: Columns, t0_ns: int, n: int, *, not_esp: str) -> np.ndarray:
+    """ESP acceptances per second through every ESP but ``not_esp``."""
+    acc = cols.table(Kind.ESP_ACCEPTED)
+    other = (acc["esp"] >= 0) & (acc["esp"] != cols.esps.index(not_esp))
+    s = (acc["t"][other] - t0_ns) // _NS
+    return np.bincount(s[(s >= 0) & (s < n)], minlength=n)[:n]
 
 
 def _span(r: Recovery, n: int) -> tuple[int, int]:

@@ -16,10 +16,15 @@ fields taking the defaults below, and a value of the wrong type is a one-line er
 Records that name the fault or toxic that acted on traffic (esp.fault, esp.replied, proxy.acted) are
 also counted per name and second (``Columns.acts``), so a fault window can be told whether its fault
 touched anything.
+
+Several ESPs in one run write ledger files of their own (``esp-<name>-smtp-N``; the only ESP of a run
+writes ``esp-smtp-N``): each ``esp.accepted`` row carries the ESP it came from as an index into
+``Columns.esps`` (column ``esp``, from its file's name), so the reports can tell which ESP took a message.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +112,17 @@ _FLOATS = {key(LoadDropped.loop_lag_ms)}  # float64, NaN where a record lacks it
 _ACTORS: dict[type[Record], str] = {EspFault: "fault", EspReplied: "fault", ProxyActed: "toxic"}
 _ACTOR_KINDS = {str(cls.kind): name for cls, name in _ACTORS.items()}
 _NS = 1_000_000_000
+# Rows of these kinds also get the ESP whose ledger file they come from (column "esp").
+_PER_ESP: frozenset[type[Record]] = frozenset({EspAccepted})
+_ESP_COLUMN = "esp"
+_ESP_FILE = re.compile(r"^esp-(?:([a-z][a-z0-9_]*)-)?smtp-\d+$")  # mailstorm.fake_esp.spec.ledger_source
+UNNAMED_ESP = "esp"  # the name of the ESP of a run with one (its files carry none)
+
+
+def esp_of_file(stem: str) -> str | None:
+    """The ESP a ledger file (by its stem) belongs to; None for a file no ESP wrote."""
+    m = _ESP_FILE.match(stem)
+    return None if m is None else (m.group(1) or UNNAMED_ESP)
 
 
 @dataclass
@@ -133,6 +149,7 @@ class Columns:
     files: int = 0
     skipped: int = 0  # timeline lines that do not fit their declaration (a damaged or foreign ledger)
     acts: dict[str, Counter[int]] = field(default_factory=dict)  # fault/toxic name -> {epoch s: records}
+    esps: list[str] = field(default_factory=list)  # ESP names, in file order: the "esp" column indexes it
 
     def table(self, kind: str) -> Table:
         return self.tables[str(kind)]
@@ -161,14 +178,22 @@ class _Acc:
 def read_columns(ledger_dir: Path) -> Columns:
     """Parse every ``*.jsonl`` under ``ledger_dir`` into ``Columns``."""
     interner: dict[str, int] = {}
-    accs = {cls: _Acc(names, interner) for cls, names in _COLUMNS.items()}
+    accs = {
+        cls: _Acc(names + ((_ESP_COLUMN,) if cls in _PER_ESP else ()), interner)
+        for cls, names in _COLUMNS.items()
+    }
     getters = {cls: _row_getter(names) for cls, names in _COLUMNS.items()}
     by_kind = {cls.kind: cls for cls in _COLUMNS}
     timeline: list[Record] = []
     torn = skipped = 0
     acts: dict[str, Counter[int]] = {}
+    esps: list[str] = []
     files = sorted(Path(ledger_dir).glob(f"*{LEDGER_SUFFIX}"))
     for path in files:
+        esp = esp_of_file(path.stem)
+        if esp is not None and esp not in esps:
+            esps.append(esp)
+        tag = (-1 if esp is None else esps.index(esp),)
         pending: dict[type[Record], list[tuple[Any, ...]]] = {cls: [] for cls in accs}
         with path.open("rb", buffering=_BLOCK) as fh:
             for raw in fh:
@@ -190,7 +215,8 @@ def read_columns(ledger_dir: Path) -> Columns:
                         acts.setdefault(str(name), Counter())[t // _NS] += 1
                     cls = by_kind.get(kind)
                     if cls is not None:
-                        pending[cls].append(tuple(loose.get(n) for n in _COLUMNS[cls]))
+                        row = tuple(loose.get(n) for n in _COLUMNS[cls])
+                        pending[cls].append(row + tag if cls in _PER_ESP else row)
                     elif kind in _TIMELINE_KINDS:
                         skipped += 1
                     continue
@@ -202,7 +228,7 @@ def read_columns(ledger_dir: Path) -> Columns:
                 if cls is EspAccepted and rec.campaign is not None:
                     continue  # a campaign's message, not the load's (as fate.record_facts has it)
                 if rows is not None:
-                    rows.append(getters[cls](rec))
+                    rows.append(getters[cls](rec) + tag if cls in _PER_ESP else getters[cls](rec))
                     if len(rows) >= _FLUSH:
                         _add(accs[cls], rows, path, cls.kind)
                         rows.clear()
@@ -220,6 +246,7 @@ def read_columns(ledger_dir: Path) -> Columns:
         files=len(files),
         skipped=skipped,
         acts=acts,
+        esps=esps,
     )
 
 

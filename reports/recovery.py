@@ -50,6 +50,7 @@ class Window:
     end_s: float
     what: str | None = None
     params: dict[str, Any] = field(default_factory=dict)  # the chaos step's own settings
+    esp: str | None = None  # the ESP an ESP step acted on, in a run with several
 
 
 @dataclass
@@ -91,9 +92,9 @@ def fault_windows(timeline: list[Record], t0_ns: int, end_s: float) -> list[Wind
             open_.setdefault(name, []).append(rec)
         elif open_.get(name):
             b = open_[name].pop(0)
-            found.append(Window(name, (b.t - t0_ns) / _NS, (rec.t - t0_ns) / _NS, b.what, _params(b)))
+            found.append(Window(name, (b.t - t0_ns) / _NS, (rec.t - t0_ns) / _NS, b.what, _params(b), b.esp))
     for name, begins in open_.items():
-        found.extend(Window(name, (b.t - t0_ns) / _NS, end_s, b.what, _params(b)) for b in begins)
+        found.extend(Window(name, (b.t - t0_ns) / _NS, end_s, b.what, _params(b), b.esp) for b in begins)
     return sorted(found, key=lambda w: (w.start_s, w.end_s))
 
 

@@ -70,6 +70,7 @@ def effect_text(fault: dict[str, Any]) -> str:
     parts = [
         f"{e['acted']:,} acted" if e.get("acted") else "",
         f"{e['failed']:,} failed" if e.get("failed") else "",
+        f"{e['moved']:,} moved to another ESP" if e.get("moved") else "",
     ]
     parts.append("impact" if e.get("impacted") else "")
     return ", ".join(p for p in parts if p) or "—"

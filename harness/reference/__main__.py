@@ -30,7 +30,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="SMTP listener (loopback by default)")
     p.add_argument("--queue", required=True, type=Path, metavar="PATH", help="SQLite queue (resumed)")
     p.add_argument(
-        "--relay", required=True, metavar="URL", help="smtp://HOST:PORT or http://HOST:PORT[/PATH]"
+        "--relay",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="smtp://HOST:PORT or http://HOST:PORT[/PATH]; repeated: fallbacks in order (failover)",
+    )
+    p.add_argument(
+        "--failover-after",
+        type=int,
+        default=3,
+        metavar="N",
+        help="consecutive failed attempts through the active relay before the next one (default 3)",
+    )
+    p.add_argument(
+        "--failback-probe",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="while failed over, one message every S seconds is tried through the primary (default 2)",
     )
     p.add_argument("--ledger", required=True, type=Path, metavar="DIR", help="ledger directory")
     p.add_argument("--source", default="sut", help="ledger source (file) name (default: sut)")
@@ -83,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             listen_host=host,
             listen_port=port,
             queue_path=args.queue,
-            relay=RelayTarget.parse(args.relay),
+            relays=tuple(RelayTarget.parse(url) for url in args.relay),
             ledger_dir=args.ledger,
             source=args.source,
             concurrency=args.concurrency,
@@ -100,6 +118,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             max_message_size=args.max_size,
             fsync=args.fsync,
             grace_s=args.grace,
+            failover_after=args.failover_after,
+            failback_probe_s=args.failback_probe,
             relay_tls=args.relay_tls,
             relay_ca=args.relay_ca,
             relay_auth=auth,

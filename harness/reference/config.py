@@ -62,7 +62,7 @@ class PipelineConfig(BaseModel):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(ge=0, le=65535)
     queue_path: Path
-    relay: RelayTarget
+    relays: tuple[RelayTarget, ...] = Field(min_length=1)  # in failover order: the primary first
     ledger_dir: Path
     source: str = "sut"
     concurrency: int = Field(default=20, ge=1, le=2000)
@@ -79,6 +79,10 @@ class PipelineConfig(BaseModel):
     max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
     fsync: bool = False
     grace_s: float = Field(default=5.0, ge=0)
+    # Failover (mailstorm.harness.reference.failover): to the next relay after this many consecutive
+    # failed attempts through the active one; a trial message to the primary this often while failed over.
+    failover_after: int = Field(default=3, ge=1)
+    failback_probe_s: float = Field(default=2.0, gt=0)
     # Relaying to an ESP that requires TLS and AUTH, as production relays do: STARTTLS or implicit TLS
     # (https for the HTTP relay) trusting ``relay_ca`` (the system's CAs when None), and the login.
     relay_tls: Literal["off", "starttls", "implicit"] = "off"
@@ -103,10 +107,16 @@ class PipelineConfig(BaseModel):
                 f"--listen {self.listen_host!r} is not a loopback address; the reference pipeline binds "
                 "off loopback only with --allow-remote (and relays only for --relay-networks peers)"
             )
-        check_address(self.relay.host, allow_remote=self.allow_remote, what="--relay host")
+        for relay in self.relays:
+            check_address(relay.host, allow_remote=self.allow_remote, what="--relay host")
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError("--backoff-max must be >= --backoff-base")
         return self
+
+    @property
+    def relay(self) -> RelayTarget:
+        """The primary relay."""
+        return self.relays[0]
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.relay_networks]

@@ -11,6 +11,11 @@ A connection failure (refused, cut, timed out: no reply at all) also closes a de
 Postfix marks a dead destination: no worker tries the ESP again until the gate reopens (same backoff,
 counted per failed round), so an outage costs about ``concurrency`` attempts per backoff period instead
 of one failed attempt per queued message, and the first round after it ends finds the ESP back.
+
+With several relays (``--relay`` given more than once) each attempt goes to the relay
+``mailstorm.harness.reference.failover.Failover`` chooses: the primary, a fallback after
+``failover_after`` consecutive failures, the primary again once a trial message gets through. Each worker
+keeps one connection per relay it has used.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from mailstorm.harness.reference.campaigns import PREFIX as CAMPAIGN_PREFIX
+from mailstorm.harness.reference.failover import Failover
 from mailstorm.harness.reference.relay import Outcome
 from mailstorm.harness.reference.store import Row, Store
 from mailstorm.ledger import LedgerWriter, SutBounced, SutDeferred, SutRelayed
@@ -64,28 +70,6 @@ class Schedule:
         return None
 
 
-class Gate:
-    """Destination-level backoff after connection failures; see the module docstring."""
-
-    def __init__(self, backoff: Callable[[int], float]) -> None:
-        self._backoff = backoff
-        self.until = 0.0  # monotonic
-        self.failures = 0
-
-    async def wait(self) -> None:
-        while (delay := self.until - time.monotonic()) > 0:
-            await asyncio.sleep(delay)  # the gate's own backoff period
-
-    def failed(self) -> None:
-        if time.monotonic() >= self.until:  # one step per round, not one per worker of the round
-            self.failures += 1
-            self.until = time.monotonic() + self._backoff(self.failures)
-
-    def reopened(self) -> None:
-        self.failures = 0
-        self.until = 0.0
-
-
 class Deliverer:
     """Runs the relay workers and settles every attempt in the queue and the ledger."""
 
@@ -93,13 +77,16 @@ class Deliverer:
         self,
         store: Store,
         ledger: LedgerWriter,
-        relay_factory: Callable[[], object],
+        relay_factory: Callable[[int], object],
         *,
         concurrency: int,
         max_attempts: int,
         backoff_base_s: float,
         backoff_max_s: float,
         seed: int,
+        relays: int = 1,
+        failover_after: int = 3,
+        probe_s: float = 2.0,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -110,7 +97,7 @@ class Deliverer:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._rng = random.Random(seed)
-        self.gate = Gate(self.backoff)
+        self.failover = Failover(relays, self.backoff, failover_after=failover_after, probe_s=probe_s)
         self._workers: list[asyncio.Task] = []
         self._relays: list = []
         self.counts = {"relayed": 0, "deferred": 0, "bounced": 0}
@@ -118,9 +105,7 @@ class Deliverer:
 
     def start(self) -> None:
         for n in range(self.concurrency):
-            relay = self._relay_factory()
-            self._relays.append(relay)
-            self._workers.append(asyncio.create_task(self._work(relay), name=f"relay-{n}"))
+            self._workers.append(asyncio.create_task(self._work(), name=f"relay-{n}"))
 
     async def stop(self, grace_s: float) -> None:
         """Hand out no more messages, give attempts in flight ``grace_s`` to finish, then cut them
@@ -139,18 +124,22 @@ class Deliverer:
         step = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
         return step * (0.5 + 0.5 * self._rng.random())
 
-    async def _work(self, relay) -> None:
+    def _relay(self, clients: dict[int, object], index: int):
+        if index not in clients:
+            clients[index] = self._relay_factory(index)
+            self._relays.append(clients[index])
+        return clients[index]
+
+    async def _work(self) -> None:
+        clients: dict[int, object] = {}  # this worker's connection to each relay it has used
         while (qid := await self.schedule.get()) is not None:
             try:
-                await self.gate.wait()
+                index, trial = await self.failover.choose()
                 row = await self.store.load(qid)
                 if row is None:
                     continue
-                outcome = await relay.send(row.mail_from, row.rcpts, row.data)
-                if outcome.status == "transient" and outcome.code is None:
-                    self.gate.failed()
-                elif outcome.code is not None:
-                    self.gate.reopened()  # the ESP answered: it is there, whatever it said
+                outcome = await self._relay(clients, index).send(row.mail_from, row.rcpts, row.data)
+                self.failover.settled(index, outcome, trial=trial)
                 await self._settle(row, outcome)
             except asyncio.CancelledError:
                 raise

@@ -34,6 +34,9 @@ class Pipeline:
             backoff_base_s=cfg.backoff_base_s,
             backoff_max_s=cfg.backoff_max_s,
             seed=cfg.seed,
+            relays=len(cfg.relays),
+            failover_after=cfg.failover_after,
+            probe_s=cfg.failback_probe_s,
         )
         self.inbound = InboundHandler(
             self.store, self.ledger, cfg.networks(), on_accept=lambda qid: self.deliverer.schedule.put(qid)
@@ -42,12 +45,20 @@ class Pipeline:
         self.monitor = Monitor(self, self.ledger, cfg.queue_interval_s)
 
     def _relay_factory(self):
+        """relay index -> a new client of that relay (SMTP: one per worker; HTTP: one shared pool)."""
         cfg = self.cfg
         security = RelaySecurity(cfg.relay_tls, cfg.relay_ca, cfg.relay_auth)
-        if cfg.relay.scheme == "smtp":
-            return lambda: SmtpRelay(cfg.relay, cfg.relay_timeout_s, security)
-        shared = HttpRelay(cfg.relay, cfg.relay_timeout_s, cfg.api_key, cfg.concurrency, security)  # one pool
-        return lambda: shared
+        shared: dict[int, HttpRelay] = {}
+
+        def make(index: int):
+            target = cfg.relays[index]
+            if target.scheme == "smtp":
+                return SmtpRelay(target, cfg.relay_timeout_s, security)
+            if index not in shared:
+                shared[index] = HttpRelay(target, cfg.relay_timeout_s, cfg.api_key, cfg.concurrency, security)
+            return shared[index]
+
+        return make
 
     def counts(self) -> dict[str, int]:
         return {"accepted": self.inbound.accepted, **self.deliverer.counts}
@@ -82,7 +93,7 @@ class Pipeline:
             "listening on %s:%s, relaying to %s, %d queued from before",
             cfg.listen_host,
             cfg.listen_port,
-            cfg.relay,
+            ", then ".join(map(str, cfg.relays)),
             len(resumed),
         )
         await stop.wait()

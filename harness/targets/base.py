@@ -66,6 +66,8 @@ class TargetContext:
     ledger_dir: Path
     seed: int
     esp_smtp: tuple[str, int]  # where the fake ESP's SMTP listener is (the SUT relays there)
+    # Every ESP's SMTP listener in failover order (esps:), the first being esp_smtp; () with one ESP.
+    esp_relays: tuple[tuple[str, int], ...] = ()
     esp_http: str | None = None  # base URL of the fake ESP's HTTP APIs, when served
     allow_remote: bool = False
     env: dict[str, str] = field(default_factory=dict)

@@ -20,6 +20,11 @@ is ``smtp_tls_security_level`` (none | may | encrypt | verify | secure) with the
 maillog ("TLS is required, but was not offered", "SASL authentication failed", "certificate verification
 failed"). Needs Debian's libsasl2-modules (PLAIN and LOGIN for the SASL client).
 
+Several ESPs (``esps:``): the first is the ``relayhost`` and the others ``smtp_fallback_relay``, in
+order. Postfix tries a fallback within the same delivery when the relayhost fails with a non-permanent
+error (connection refused or timed out, a 4yz), and tries the relayhost first on every delivery: its
+failover costs one failed connection per delivery, its failback needs no probe.
+
 Queue depth: ``postqueue -c CONF -j`` (one JSON line per queued message), sampled every
 ``queue_sample_s`` onto the ledger as ``sut.queue`` records (source ``postfix``); the same listing,
 its queue ids mapped to correlation ids through the maillog, is what the instance still holds
@@ -450,7 +455,8 @@ class PostfixTarget:
             "queue_run_delay": f"{self.spec.queue_run_delay_s}s",
             "smtp_connect_timeout": f"{self.spec.smtp_connect_timeout_s}s",
             "smtp_destination_concurrency_limit": str(self.spec.destination_concurrency),
-            **self._relay_security(f"[{esp_host}]:{esp_port}", ctx),
+            **self._fallback(ctx),
+            **self._relay_security([f"[{esp_host}]:{esp_port}", *_fallbacks(ctx)], ctx),
             **self.spec.main_cf,
         }
         postconf = str(self._sbin / "postconf")
@@ -460,7 +466,16 @@ class PostfixTarget:
         self._run([postconf, "-c", str(conf), "-F", "-e", "*/*/chroot = n"])
         self._postfix("set-permissions")
 
-    def _relay_security(self, relayhost: str, ctx: TargetContext) -> dict[str, str]:
+    @staticmethod
+    def _fallback(ctx: TargetContext) -> dict[str, str]:
+        """Several ESPs: the others are ``smtp_fallback_relay``, tried in order within the same delivery
+        when the relayhost fails with a non-permanent error (see the module docstring)."""
+        fallbacks = _fallbacks(ctx)
+        for host, _ in ctx.esp_relays[1:]:
+            check_address(host, allow_remote=ctx.allow_remote, what="postfix smtp_fallback_relay")
+        return {"smtp_fallback_relay": ", ".join(fallbacks)} if fallbacks else {}
+
+    def _relay_security(self, relayhosts: list[str], ctx: TargetContext) -> dict[str, str]:
         """main.cf settings for TLS and SASL towards the ESP (see the module docstring)."""
         spec, esp, conf = self.spec, ctx.esp_security, self.conf_dir
         out: dict[str, str] = {}
@@ -485,7 +500,7 @@ class PostfixTarget:
         passwords = conf / "sasl_passwd"
         passwords.touch(mode=0o600)
         passwords.chmod(0o600)
-        passwords.write_text(f"{relayhost} {user}:{password}\n")
+        passwords.write_text("".join(f"{relayhost} {user}:{password}\n" for relayhost in relayhosts))
         out |= {
             "smtp_sasl_auth_enable": "yes",
             "smtp_sasl_password_maps": f"texthash:{passwords}",  # texthash: no postmap, read at start
@@ -551,3 +566,8 @@ def _wait_gone(procs: list[psutil.Process], *, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise HarnessError(f"postfix target: process {proc.pid} did not exit")
             time.sleep(0.01)
+
+
+def _fallbacks(ctx: TargetContext) -> list[str]:
+    """The run's other ESPs, in order, as Postfix names a next hop (``[host]:port``: no MX lookup)."""
+    return [f"[{host}]:{port}" for host, port in ctx.esp_relays[1:]]

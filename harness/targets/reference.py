@@ -6,6 +6,10 @@ Each instance gets its own SMTP port, health/metrics port, SQLite queue (``<run>
 ledger source (``sut``, or ``sut-N`` with several instances) and log (``<run>/logs/reference-N.log``,
 appended across restarts). The ports are kept across restarts, so the load's endpoints stay valid.
 
+With several ESPs (``esps:``) each instance relays to the first and fails over to the others in order
+(``failover_after`` consecutive failed attempts; back once a trial message every ``failback_probe_s``
+gets through the first: mailstorm.harness.reference.failover).
+
 Towards an ESP that requires TLS and AUTH (``esp: {tls, require_tls, auth}``), each instance relays as a
 production relay would: STARTTLS or implicit TLS (https for ``relay: http``) trusting the run's CA
 (``<run>/esp/ca.pem``), logged in with the ESP's first credential (for ``relay: http``, its password is the
@@ -83,6 +87,12 @@ class ReferenceTargetSpec(BaseModel):
     api_key: str = Field("mailstorm-reference", min_length=1, description="Bearer key for relay: http")
     ready_timeout_s: float = Field(15.0, gt=0)
     stop_timeout_s: float = Field(10.0, gt=0, description="SIGTERM grace before SIGKILL")
+    failover_after: int = Field(
+        3, ge=1, description="with several ESPs: consecutive failed attempts before the next ESP"
+    )
+    failback_probe_s: float = Field(
+        2.0, gt=0, description="while failed over: one message this often tried through the primary (s)"
+    )
 
     @model_validator(mode="after")
     def _backoff(self) -> ReferenceTargetSpec:
@@ -167,6 +177,8 @@ class ReferenceTarget:
             relay = ctx.esp_http.rstrip("/")
         else:
             relay = f"smtp://{ctx.esp_smtp[0]}:{ctx.esp_smtp[1]}"
+        # Several ESPs (esps:): the others are fallbacks over SMTP, in order (failover).
+        relays = [relay, *(f"smtp://{host}:{port}" for host, port in ctx.esp_relays[1:])]
         run_dir = self._run_dir = Path(ctx.run_dir)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         pythonpath = os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
@@ -189,7 +201,7 @@ class ReferenceTarget:
                 run_dir / "reference" / f"queue-{n}.sqlite",
                 run_dir / "logs" / f"reference-{n}.log",
             )
-            self._argv[n] = self._command(inst, relay, ctx)
+            self._argv[n] = self._command(inst, relays, ctx)
             self._instances.append(inst)
             inst.spawn(self._argv[n], self._env, spec.ready_timeout_s)
             endpoints.append(Endpoint("smtp", HOST, port))
@@ -200,13 +212,15 @@ class ReferenceTarget:
         for inst in self._instances:
             inst.terminate(graceful=True, timeout=self.spec.stop_timeout_s)
 
-    def _command(self, inst: _Instance, relay: str, ctx: TargetContext) -> list[str]:
+    def _command(self, inst: _Instance, relays: list[str], ctx: TargetContext) -> list[str]:
         s = self.spec
         argv = [
             sys.executable, *PYTHON_M, "mailstorm.harness.reference",
             "--listen", f"{HOST}:{inst.port}",
             "--queue", str(inst.queue),
-            "--relay", relay,
+            *(arg for relay in relays for arg in ("--relay", relay)),
+            "--failover-after", str(s.failover_after),
+            "--failback-probe", str(s.failback_probe_s),
             "--ledger", str(ctx.ledger_dir),
             "--source", inst.source,
             "--concurrency", str(s.concurrency),

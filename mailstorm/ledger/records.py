@@ -546,6 +546,8 @@ class _ChaosWindow(Record, kw_only=True):
     """The step's own settings, as the scenario gave them."""
     at_s: float | None = None
     """When it was scheduled: seconds from the load's zero."""
+    esp: str | None = None
+    """The ESP an ``esp_fault`` or ``esp_outage`` acted on, in a run with several; null: the first."""
 
 
 class ChaosBegin(_ChaosWindow, kw_only=True):

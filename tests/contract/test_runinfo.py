@@ -13,7 +13,7 @@ from mailstorm.fake_esp.profiles import Limits
 from mailstorm.runinfo import EspInfo, EspLimits, RunInfo, load_run_info
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = [ROOT / "harness" / "run.py", ROOT / "harness" / "esp_setup.py"]
+RUNNER = [ROOT / "harness" / "run.py", ROOT / "harness" / "esp_setup.py", ROOT / "harness" / "esp_fleet.py"]
 
 
 def test_every_field_is_written_by_the_runner():

@@ -50,6 +50,16 @@ def test_no_bodies_kept_by_default(tmp_path):
     assert [p.name for p in (tmp_path / "ledger").iterdir()] == ["esp-smtp-0.jsonl"]
 
 
+def test_a_named_esp_writes_ledger_files_of_its_own_name(tmp_path):
+    """--name (one of several ESPs in a run): esp-<name>-smtp-N.jsonl, so the reports tell the ESPs apart."""
+    esp = EspProcess(tmp_path / "ledger", log_path=tmp_path / "esp.log", extra_args=["--name", "secondary"])
+    with esp, smtplib.SMTP(esp.smtp_host, esp.smtp_port, timeout=10) as s:
+        s.sendmail("a@b.test", ["c@d.test"], body("Message-ID: <m4@x.test>\r\n"))
+    assert [p.name for p in (tmp_path / "ledger").iterdir()] == ["esp-secondary-smtp-0.jsonl"]
+    (rec,) = LedgerReader(tmp_path / "ledger").records([Kind.ESP_ACCEPTED])
+    assert (rec["src"], rec["id"]) == ("esp-secondary-smtp-0", "m4@x.test")
+
+
 def _sendgrid(esp: EspProcess, to: str, text: str, headers: dict[str, str]) -> None:
     body = {
         "personalizations": [{"to": [{"email": to}]}],

@@ -185,7 +185,7 @@ def test_timeline_adds_and_removes_esp_faults_at_their_times(tmp_path, esp):
         ChaosStep.model_validate({"at": 0.4, "for": 0.8, "name": "down", "esp_outage": {"mode": "hang"}}),
     )
     with LedgerWriter(tmp_path, "timeline") as writer:
-        timeline = Timeline(steps, writer=writer, esp=lambda: esp.control)
+        timeline = Timeline(steps, writer=writer, esp=lambda _name: esp.control)
         t0 = time.monotonic()
         timeline.start(t0)
         seen: dict[str, tuple[float, float]] = {}
@@ -218,7 +218,7 @@ def test_an_esp_that_cannot_be_reached_is_a_timeline_error(tmp_path, esp):
         {"at": 0, "esp_fault": {"type": "reply", "phase": "http", "reply": "451 4.3.0 no"}, "name": "x"}
     )
     with LedgerWriter(tmp_path, "timeline") as writer:
-        timeline = Timeline((step,), writer=writer, esp=lambda: esp.control)
+        timeline = Timeline((step,), writer=writer, esp=lambda _name: esp.control)
         esp.kill()  # the ESP is gone: the control API cannot be reached
         timeline.start(time.monotonic())
         deadline = time.monotonic() + 20

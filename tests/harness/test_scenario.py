@@ -44,6 +44,7 @@ def test_the_library_has_every_ready_scenario():
         "capacity-ramp",
         "soak",
         "campaign",
+        "esp-failover",
     }
     assert wanted | {"demo"} <= names
 
@@ -61,7 +62,7 @@ def test_the_ready_scenarios_run_against_the_reference_pipeline():
     """The ready scenarios need nothing installed: each targets the embedded reference pipeline."""
     for name in ("demo", "smoke", "spike", "esp-outage", "esp-throttling", "slow-esp", "capacity-ramp"):
         assert load_scenario(LIBRARY / f"{name}.yaml").target.kind == "reference"
-    for name in ("soak", "campaign"):
+    for name in ("soak", "campaign", "esp-failover"):
         assert load_scenario(LIBRARY / f"{name}.yaml").target.kind == "reference"
 
 

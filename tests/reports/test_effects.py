@@ -56,6 +56,7 @@ def test_each_window_is_judged_by_who_can_see_its_fault_act(tmp_path):
         "failed": 0,
         "impacted": False,
         "decided_by": "actor",
+        "moved": 0,
     }
     assert faults["toxic"]["effect"]["acted"] == 1
     assert (
