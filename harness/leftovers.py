@@ -21,6 +21,7 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,12 +177,31 @@ def _named_run(proc: psutil.Process, argv: list[str], out: Path) -> Path | None:
     return None
 
 
+def dockerd_down() -> str | None:
+    """Why dockerd's unix socket (DOCKER_HOST's, else the default) takes no connection; None when it does
+    or when DOCKER_HOST is not a unix socket. Asked before the SDK is: a docker SDK that cannot connect
+    while it fetches the API version drops its socket unclosed (a ResourceWarning at a later GC)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return None
+    path = host[len("unix://") :]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5.0)
+            s.connect(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None
+
+
 def _containers(out: Path) -> list[tuple[Path, Any]]:
     """Containers labelled with a run under ``out``; none when docker is not installed or not running
     (then no container of ours can be running either)."""
     try:
         import docker  # only when there may be containers: the SDK is an optional dependency
     except ImportError:
+        return []
+    if dockerd_down() is not None:
         return []
     try:
         client = docker.from_env(timeout=10)

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
-from mailstorm.harness.leftovers import CONTAINER_LABEL
+from mailstorm.harness.leftovers import CONTAINER_LABEL, dockerd_down
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.harness.targets.process import http_ok, ready_url_address, substitute, wait_ready
 from mailstorm.ports import free_port
@@ -87,6 +87,9 @@ def docker_client():
     """A docker SDK client talking to a live dockerd; UserError naming the problem otherwise."""
     import docker  # imported here: only this target needs it
 
+    why = dockerd_down()
+    if why is not None:
+        raise UserError(f"target docker: cannot reach dockerd ({why}); start it (dockerd &)")
     client = None
     try:
         client = docker.from_env(timeout=60)
