@@ -362,8 +362,10 @@ def test_toxic_actions_and_upstream_failures_are_in_the_ledger(echo, tmp_path):
             for _ in range(3):
                 s.sendall(b"x")
                 assert s.recv(10) == b"x"
-        with socket.create_connection(proxy.address("http"), timeout=5) as s, contextlib.suppress(OSError):
-            assert s.recv(10) == b""  # the proxy resets the client when its upstream refuses
+        # The proxy resets the client when its upstream refuses: the reset may reach the client while it
+        # is still inside connect() (ECONNRESET) or after it (recv), depending on scheduling.
+        with contextlib.suppress(OSError), socket.create_connection(proxy.address("http"), timeout=5) as s:
+            assert s.recv(10) == b""
         assert proxy.counters()["upstream_failed"] == 1
     acted = list(LedgerReader(tmp_path).records([Kind.PROXY_ACTED]))
     assert [(r["toxic"], r["path"], r["action"], r["direction"]) for r in acted] == [
