@@ -76,6 +76,12 @@ _TOO_BIG = str(MESSAGE_TOO_BIG).encode()
 _AIOSMTPD_552 = b"552 Error"  # aiosmtpd's own size refusals (MAIL SIZE= and too much DATA)
 
 
+def _header(rx: re.Pattern[bytes], head: bytes) -> str | None:
+    """The first value ``rx`` (one capture group) finds in a header block, decoded."""
+    m = rx.search(head)
+    return m.group(1).decode("utf-8", "replace") if m else None
+
+
 class SmtpService:
     """One worker's SMTP listener, its open sessions and its outage state."""
 
@@ -177,17 +183,17 @@ class SmtpService:
         if self._server is None:
             await self._listen()
 
-    def ids(self, content: bytes, rcpts: list[str] | None = None) -> tuple[str | None, str | None]:
-        """(correlation id, Message-ID): the id from the carrier the spec names (recipient, body), else
-        the correlation header, else the Message-ID."""
+    def ids(
+        self, content: bytes, rcpts: list[str] | None = None
+    ) -> tuple[str | None, str | None, str | None]:
+        """(correlation id, Message-ID, campaign), read from one cut of the header block: the id from the
+        carrier the spec names (recipient, body), else the correlation header, else the Message-ID; the
+        campaign from its header."""
         end = content.find(b"\r\n\r\n")
         head = content if end < 0 else content[: end + 2]
-        m = self._mid_re.search(head)
-        mid = m.group(1).decode("utf-8", "replace") if m else None
-        m = self._id_re.search(head)
-        cid = m.group(1).decode("utf-8", "replace") if m else None
+        mid, cid, campaign = (_header(rx, head) for rx in (self._mid_re, self._id_re, self._campaign_re))
         carried = carried_id(self.spec.correlation, rcpts or (), content)
-        return (carried or cid or mid), mid
+        return (carried or cid or mid), mid, campaign
 
     def keep(
         self,
@@ -196,15 +202,13 @@ class SmtpService:
         content: bytes,
         cid: str | None,
         mid: str | None,
+        campaign: str | None,
         acked: bool,
         hold: Action | None = None,
     ):
         """Keep an accepted message (esp.accepted) and tell the hooks (webhooks: its delivery) -- when
         ``hold`` (a queue action) holds it in the backlog, when it leaves the backlog instead."""
         sha = hashlib.sha256(content).hexdigest()
-        end = content.find(b"\r\n\r\n")
-        m = self._campaign_re.search(content if end < 0 else content[: end + 2])
-        campaign = m.group(1).decode("utf-8", "replace") if m else None
         if self.spec.store_bodies is not None:
             Path(self.spec.store_bodies, f"{sha}.eml").write_bytes(content)
         self.ledger.write(
@@ -503,25 +507,26 @@ class Handler:
     async def handle_DATA(self, server: EspSMTP, session, envelope) -> str:
         svc, ctx = server.svc, server.ctx
         content: bytes = envelope.original_content
-        cid, mid = svc.ids(content, envelope.rcpt_tos)
+        cid, mid, campaign = svc.ids(content, envelope.rcpt_tos)
         ctx.recipients = envelope.rcpt_tos
         ctx.new_message(content, cid)
         act = server.decide("eod")
         ctx.new_message(None, cid)
         ctx.messages += 1
         if act is PASS_ACTION:
-            svc.keep(server, envelope, content, cid, mid, acked=True)
+            svc.keep(server, envelope, content, cid, mid, campaign, acked=True)
             return _QUEUED
         # Cut off (or left hanging) after the whole message arrived: the ESP keeps it and the client
         # never learns so (RFC 5321 4.5.3.2.6's duplicate) -- unless the ESP is down (an outage).
         keeps = act.kind in (DISCONNECT, HANG) and act.fired[-1].ftype != "outage"
 
         def keep_unacked() -> None:
-            svc.keep(server, envelope, content, cid, mid, acked=False)
+            svc.keep(server, envelope, content, cid, mid, campaign, acked=False)
 
         reply = await server.enact(act, "eod", msg_id=cid, before_cut=keep_unacked if keeps else None)
         if reply is not None:
             return str(reply)
         # Accepted; with a queue action into the backlog, delivered later.
-        svc.keep(server, envelope, content, cid, mid, acked=True, hold=act if act.kind == QUEUE else None)
+        hold = act if act.kind == QUEUE else None
+        svc.keep(server, envelope, content, cid, mid, campaign, acked=True, hold=hold)
         return _QUEUED
