@@ -59,6 +59,7 @@ from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_fleet import EspFleet
 from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, proxy_paths
+from mailstorm.harness.held import record_held
 from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
@@ -77,7 +78,7 @@ from mailstorm.harness.targets.base import (
 )
 from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
-from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted, SutHeld
+from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted
 from mailstorm.netguard import check_address
 from mailstorm.runinfo import RunInfo
 from mailstorm.scenarios.launch import LoadRun
@@ -538,19 +539,15 @@ class Run:
             time.sleep(TICK_S)
 
     def _record_held(self) -> None:
-        """At the end of the drain, a target that can list what it still holds does: those messages are
-        pending, not lost. Written to the ledger (sut.held), so the reports rebuilt from the ledgers
-        alone say the same as the console."""
+        """At the end of the drain, a target that can list what it still holds does (mailstorm.harness.held),
+        so the reports rebuilt from the ledgers alone say the same as the console."""
         if not isinstance(self._target, QueueLister):
             return
-        held = self._target.held_ids()
+        held = record_held(self._target, self._writer, self.scenario.target.kind)
         if held is None:
             sys.stderr.write("mailstorm: the target's queue could not be listed at the end of the drain\n")
             return
-        kind = self.scenario.target.kind
-        for cid, queue_id in sorted(held.items()):
-            self._writer.write(SutHeld(id=cid, queue_id=queue_id, target=kind))
-        self.held = len(held)
+        self.held = held
         self.stats.feed(self._tail.poll())
 
     def _tick(self, progress: Progress) -> None:

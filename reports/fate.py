@@ -15,6 +15,8 @@ record; ``submitted`` counts those ids. The ledgers establish facts about each i
     DEFERRED   a ``sut.deferred`` (the SUT keeps it for a later retry)
     RELAYED    a ``sut.relayed`` with a 2xx code (the deferral is over, whatever came before)
     HELD       a ``sut.held`` (the runner listed it in the SUT's queue at the end of the drain)
+    LISTED     a complete ``sut.listed`` (the runner listed the whole queue: what it does not hold, the
+               SUT no longer has); one record with no id, so it sets this fact on every message
     STOPPED    a ``load.submit`` with ``phase: "stop"`` (the generator abandoned it when stopped)
 
 Facts only accumulate, so the order the records arrive in (files are read one after another, the
@@ -28,7 +30,8 @@ that holds (``decide``):
   the sender's only what it saw;
 - ``bounced``: never accepted by the ESP, and REFUSED;
 - ``pending``: accepted once by the ESP into its backlog and not out of it yet (ESP_HELD, no ESP_OUT);
-  or TOOK, and still held by the SUT: HELD, or DEFERRED and not RELAYED. It is in a queue at the
+  or TOOK, and still held by the SUT: HELD, or DEFERRED and not RELAYED (unless LISTED: a complete
+  listing of the queue did not find it, so a wipe or a restore took it). It is in a queue at the
   deadline, not lost;
 - ``lost``: TOOK, and not known to be held;
 - ``rejected``: none of the above: every submission attempt failed and nothing downstream ever saw it
@@ -70,10 +73,9 @@ DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED, UNCORRELATED = range(le
 NEVER = 2**63 - 1  # int64 max: "no such time"
 
 # The facts, one bit each: a message's state is the OR of the facts its records set.
-SUBMITTED, TOOK, ESP_ONCE, ESP_AGAIN, REFUSED, DEFERRED, RELAYED, HELD, STOPPED, ESP_HELD, ESP_OUT = (
-    1 << i for i in range(11)
-)
-STATES = 1 << 11
+(SUBMITTED, TOOK, ESP_ONCE, ESP_AGAIN, REFUSED, DEFERRED, RELAYED, HELD, STOPPED, ESP_HELD, ESP_OUT,
+ LISTED) = (1 << i for i in range(12))  # fmt: skip
+STATES = 1 << 12
 
 
 def decide(state: int) -> int:
@@ -85,7 +87,7 @@ def decide(state: int) -> int:
     if state & REFUSED:
         return BOUNCED
     if state & TOOK:
-        held = state & HELD or (state & DEFERRED and not state & RELAYED)
+        held = state & HELD or (state & DEFERRED and not state & (RELAYED | LISTED))
         return PENDING if held else LOST
     return REJECTED
 
@@ -130,6 +132,8 @@ def record_facts(rec: Record | Mapping[str, Any]) -> int:
         return RELAYED if _code_in(get("code"), 200) else 0
     if kind == Kind.SUT_HELD:
         return HELD
+    if kind == Kind.SUT_LISTED:
+        return LISTED if get("complete") else 0
     return 0
 
 
@@ -149,11 +153,15 @@ class Fates:
         # their running total with those of no id at all: esp_unmatched
         self._unmatched: dict[str, int] = {}
         self.esp_unmatched = 0
+        self._every = 0  # facts a record with no id set on every message (LISTED)
 
     def feed(self, rec: Record | Mapping[str, Any]) -> None:
         facts = record_facts(rec)
         mid = rec.get("id") if isinstance(rec, Mapping) else getattr(rec, "id", None)
         if not facts:
+            return
+        if facts & LISTED:
+            self._set_on_every(LISTED)
             return
         if not isinstance(mid, str):
             self.esp_unmatched += bool(facts & ESP_ONCE)
@@ -168,7 +176,9 @@ class Fates:
             self.esp_unmatched -= self._unmatched.pop(mid, 0)
         if facts & ESP_ONCE and old & ESP_ONCE:
             facts = ESP_AGAIN
-        new = old | facts
+        self._set(mid, old, old | facts | self._every)
+
+    def _set(self, mid: str, old: int, new: int) -> None:
         if new == old:
             return
         self._state[mid] = new
@@ -178,6 +188,14 @@ class Fates:
             self.submitted += 1
         if new & SUBMITTED:
             self._per[OUTCOME_OF[new]] += 1
+
+    def _set_on_every(self, fact: int) -> None:
+        """A run-wide fact: on every message seen, and on every one seen later (once, at a listing)."""
+        if self._every & fact:
+            return
+        self._every |= fact
+        for mid, old in list(self._state.items()):
+            self._set(mid, old, old | fact)
 
     def feed_all(self, records: Iterable[Record | Mapping[str, Any]]) -> None:
         for rec in records:
@@ -334,6 +352,9 @@ def classify(cols: Columns) -> Messages:
     state[flag(Kind.SUT_DEFERRED)] |= DEFERRED
     state[flag(Kind.SUT_RELAYED, code_in(Kind.SUT_RELAYED, 200))] |= RELAYED
     state[flag(Kind.SUT_HELD)] |= HELD
+    listed = cols.table(Kind.SUT_LISTED)
+    if len(listed) and listed["complete"].any():
+        state |= LISTED
     stopped = flag(Kind.LOAD_SUBMIT, sub["phase"])
     state[stopped] |= STOPPED
     outcome = np.asarray(OUTCOME_OF, dtype=np.int8)[state]

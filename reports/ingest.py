@@ -65,6 +65,7 @@ from mailstorm.ledger import (
     SutBounced,
     SutDeferred,
     SutHeld,
+    SutListed,
     SutQueue,
     SutRelayed,
     decode,
@@ -93,6 +94,7 @@ _COLUMNS: dict[type[Record], tuple[str, ...]] = {
         (SutBounced, (SutBounced.id,)),
         (SutRelayed, (SutRelayed.id, SutRelayed.code)),
         (SutHeld, (SutHeld.id,)),
+        (SutListed, (SutListed.complete,)),
         (SutQueue, (SutQueue.depth,)),
         (ProxyUpstreamFailed, ()),
     )

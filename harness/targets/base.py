@@ -30,6 +30,7 @@ __all__ = [
     "Alive",
     "Endpoint",
     "EspSecurity",
+    "HeldQueue",
     "Monitored",
     "ParamChecked",
     "QueueLister",
@@ -147,12 +148,23 @@ class Monitored(Protocol):
 @runtime_checkable
 class QueueLister(Protocol):
     """A target that can list the messages it still holds (accepted, not yet relayed or bounced). The
-    runner asks at the end of the drain: those messages are pending, not lost."""
+    runner asks at the end of the drain: those messages are pending, not lost; and, the listing being
+    complete, a deferred message it does not hold (wiped, or forgotten by a restore) is lost."""
 
-    def held_ids(self) -> dict[str, str | None] | None:
-        """Correlation id -> the SUT's own name for the message (a queue id; None when it has none), for
-        every message still queued; None when the queue cannot be read now."""
+    def held_ids(self) -> HeldQueue | None:
+        """Every message still queued; None when the queue cannot be read now."""
         ...
+
+
+@dataclass(frozen=True)
+class HeldQueue:
+    """What a target's queue held when listed."""
+
+    ids: dict[str, str | None]
+    """Correlation id -> the SUT's own name for the message (a queue id; None when it has none)."""
+    complete: bool = True
+    """False when some queued message could not be named (so a message missing from ``ids`` may
+    still be queued)."""
 
 
 @runtime_checkable

@@ -1,6 +1,8 @@
 """The ``docker`` target: a container as the SUT (docker SDK), an existing one by name or one started
 from an image with a published port, environment and volumes; actions kill, pause, unpause/resume,
-stop, start, restart, and network disconnect/connect.
+stop, start, restart, and network disconnect/connect; with ``state_path`` (a file or directory in the
+container holding the SUT's state) also the backup actions ``snapshot``, ``restore`` (``params: {name}``)
+and ``wipe`` (mailstorm.harness.targets.docker_state).
 
 Reaching the ESP. The fake ESP listens on host loopback, which a container on a bridge network cannot
 reach; the target puts a plain TCP forwarder (a ``ChaosProxy`` without toxics) on the network's gateway
@@ -37,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mailstorm.errors import HarnessError, UserError
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.leftovers import CONTAINER_LABEL, dockerd_down
+from mailstorm.harness.snapshots import BACKUP_ACTIONS, RESTORE, SNAPSHOT, snapshot_name
+from mailstorm.harness.targets import docker_state
 from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
 from mailstorm.harness.targets.process import http_ok, ready_url_address, substitute, wait_ready
 from mailstorm.ports import free_port
@@ -71,6 +75,12 @@ class DockerSpec(BaseModel):
     ready_timeout_s: float = Field(60.0, gt=0)
     stop_timeout_s: int = Field(10, ge=0, description="docker stop/restart grace before SIGKILL")
     log_name: str = Field("sut", pattern=r"^[A-Za-z0-9_.-]+$")
+    state_path: str | None = Field(
+        None,
+        pattern=r"^[/{]",
+        description="the SUT's state in the container (a file or directory; placeholders as in volumes): "
+        "what snapshot, restore and wipe copy and delete",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DockerSpec:
@@ -127,6 +137,7 @@ class DockerTarget:
         self._endpoint: Endpoint | None = None
         self._log: Path | None = None
         self._atexit = False
+        self._state_path: str | None = None
 
     # -- Target ---------------------------------------------------------------------------------------
     def addresses(self) -> list[Address]:
@@ -142,6 +153,9 @@ class DockerTarget:
             self._atexit = True
         if self.spec.container is not None:
             self._adopt()
+            if self.spec.state_path is not None:
+                here = {"run_dir": self._instance, "ledger_dir": str(Path(ctx.ledger_dir).resolve())}
+                self._state_path = substitute(self.spec.state_path, here)
         else:
             self._run(ctx)
         self._wait_ready()
@@ -170,11 +184,14 @@ class DockerTarget:
 
     # -- Actionable -----------------------------------------------------------------------------------
     def actions(self) -> frozenset[str]:
-        return ACTIONS
+        return ACTIONS | BACKUP_ACTIONS if self.spec.state_path is not None else ACTIONS
 
     def act(self, action: str, **params: Any) -> str:
-        if action not in ACTIONS:
-            raise UserError(f"docker target: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
+        known = self.actions()
+        if action not in known:
+            raise UserError(f"docker target: unknown action {action!r}; known: {', '.join(sorted(known))}")
+        if action in BACKUP_ACTIONS:
+            return self._backup(action, params)
         if params:
             raise UserError(f"docker target: action {action!r} takes no params, got {sorted(params)}")
         c = self._require()
@@ -209,6 +226,19 @@ class DockerTarget:
             return f"disconnected {name} from {network.name}"
         network.connect(c)
         return f"connected {name} to {network.name}"
+
+    def _backup(self, action: str, params: dict[str, Any]) -> str:
+        allowed = {"name"} if action in (SNAPSHOT, RESTORE) else set()
+        if set(params) - allowed:
+            takes = "only 'name'" if allowed else "no params"
+            raise UserError(f"docker target: action {action!r} takes {takes}, got {sorted(params)}")
+        c, path, run_dir = self._require(), self._state_path, Path(self._instance)
+        assert path is not None  # set at start() whenever spec.state_path is
+        if action == SNAPSHOT:
+            return docker_state.snapshot(c, path, run_dir, snapshot_name("docker", action, params))
+        if action == RESTORE:
+            return docker_state.restore(c, path, run_dir, snapshot_name("docker", action, params))
+        return docker_state.wipe(c, path)
 
     # -- internals ------------------------------------------------------------------------------------
     def _run(self, ctx: TargetContext) -> None:
@@ -250,6 +280,8 @@ class DockerTarget:
             kwargs["network"] = spec.network
             kwargs["ports"] = {f"{port}/tcp": (PUBLISH_HOST, host_port)}
         command = [substitute(part, values) for part in spec.command] if spec.command else None
+        if spec.state_path is not None:
+            self._state_path = substitute(spec.state_path, values)
         self.stop_leftovers()
         self._owned = True
         try:

@@ -37,6 +37,7 @@ from mailstorm.harness.targets.base import (
     Actionable,
     Address,
     Endpoint,
+    HeldQueue,
     QueueLister,
     QueueSampler,
     TargetContext,
@@ -248,16 +249,20 @@ class PoolTarget:
         known = [d for d in depths if d is not None]
         return sum(known) if known else None
 
-    def held_ids(self) -> dict[str, str | None] | None:
+    def held_ids(self) -> HeldQueue | None:
+        """Every member's listing; complete when every member could list its whole queue."""
         held: dict[str, str | None] = {}
+        complete = True
         for n, m in enumerate(self._members):
             if not isinstance(m, QueueLister):
+                complete = False  # what it holds is unknown
                 continue
-            ids = m.held_ids()
-            if ids is None:
+            listed = m.held_ids()
+            if listed is None:
                 return None
-            held.update((corr, f"m{n}:{qid}") for corr, qid in ids.items())
-        return held
+            held.update((corr, f"m{n}:{qid}") for corr, qid in listed.ids.items())
+            complete = complete and listed.complete
+        return HeldQueue(held, complete=complete)
 
     @property
     def health_urls(self) -> list[str]:

@@ -71,7 +71,7 @@ from mailstorm.harness.snapshots import (
     snapshot_name,
     taken,
 )
-from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
+from mailstorm.harness.targets.base import Address, Endpoint, HeldQueue, TargetContext, register
 from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower, correlation_ids
 from mailstorm.harness.targets.process import wait_ready
 from mailstorm.ledger import LedgerWriter, SutQueue
@@ -247,10 +247,12 @@ class PostfixTarget:
         queue = self._postqueue()
         return None if queue is None else len(queue)
 
-    def held_ids(self) -> dict[str, str | None] | None:
+    def held_ids(self) -> HeldQueue | None:
         """Every queued message by correlation id: ``postqueue -j``'s queue ids, mapped through the
         header_checks lines of the maillog (the follower's map; the file itself for what it has not read
-        yet). A queued message without the correlation header is not one of the run's and is left out."""
+        yet). A queued message the maillog does not name is left out, and the listing is then not
+        complete: it may be one of the run's under a new queue id (``postsuper -s`` renames the files
+        a restore puts back), or not one of the run's at all; which, Postfix cannot say."""
         queue = self._postqueue()
         if queue is None:
             return None
@@ -258,7 +260,7 @@ class PostfixTarget:
         known = self._follower.ids() if self._follower is not None else {}
         if any(q not in known for q in qids):
             known = {**correlation_ids(self.maillog), **known}
-        return {known[q]: q for q in qids if q in known}
+        return HeldQueue({known[q]: q for q in qids if q in known}, complete=all(q in known for q in qids))
 
     def _postqueue(self) -> list[dict[str, Any]] | None:
         """``postqueue -j``: one JSON object per queued message; None when it cannot be read."""

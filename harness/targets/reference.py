@@ -58,7 +58,7 @@ from mailstorm.harness.snapshots import (
     snapshot_name,
     taken,
 )
-from mailstorm.harness.targets.base import Address, Endpoint, TargetContext, register
+from mailstorm.harness.targets.base import Address, Endpoint, HeldQueue, TargetContext, register
 from mailstorm.ports import free_port, wait_for_port
 
 HOST = "127.0.0.1"  # the pipeline is loopback only here; an off-machine relay is not what this target is for
@@ -268,7 +268,7 @@ class ReferenceTarget:
         known = [d for d in depths if d is not None]
         return sum(known) if known else None
 
-    def held_ids(self) -> dict[str, str | None] | None:
+    def held_ids(self) -> HeldQueue | None:
         """Every message still in the instances' queue files, by correlation id (queue id
         ``queue-N:ROW``); None when a queue file cannot be read."""
         held: dict[str, str | None] = {}
@@ -279,7 +279,7 @@ class ReferenceTarget:
             if rows is None:
                 return None
             held.update((corr, f"queue-{inst.index}:{row}") for row, corr in rows)
-        return held
+        return HeldQueue(held)
 
     # -- Actionable -----------------------------------------------------------------------------------
     def actions(self) -> frozenset[str]:

@@ -53,6 +53,7 @@ class Kind(StrEnum):
     SUT_BOUNCED = "sut.bounced"
     SUT_QUEUE = "sut.queue"
     SUT_HELD = "sut.held"
+    SUT_LISTED = "sut.listed"
     PROXY_ACTED = "proxy.acted"
     PROXY_UPSTREAM_FAILED = "proxy.upstream.failed"
     RUN_STARTED = "run.started"
@@ -448,6 +449,22 @@ class SutHeld(Record, kw_only=True):
     """The target kind that listed it."""
 
 
+class SutListed(Record, kw_only=True):
+    """The runner listed the SUT's queue at the end of the drain (source ``timeline``), after the
+    ``sut.held`` records of what it holds. A complete listing is the truth about the SUT's queue: a
+    message the SUT deferred, never relayed and no longer holds (a wiped disk, a restore from an older
+    backup) is lost, not pending."""
+
+    target: str
+    """The target kind that listed its queue."""
+    held: int
+    """Messages of the run it listed (the ``sut.held`` records written)."""
+    complete: bool
+    """False when some queued message could not be named (a Postfix queue file renamed by a restore,
+    whose correlation id the maillog does not map; a pool member that cannot list its queue): then a
+    deferral still counts as held, as without a listing."""
+
+
 # -- the chaos proxy (in the runner's process; source "proxy") ------------------------------------------
 
 
@@ -701,7 +718,8 @@ RECORDS: dict[Kind, type[Record]] = {
     for cls in (
         EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
-        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
+        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, SutListed,
+        ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, Action,
         PoolMember, PoolServer, AlertFiring, AlertResolved, CampaignList, CampaignTrigger, CampaignAnswer,
     )

@@ -9,9 +9,13 @@ from __future__ import annotations
 import smtplib
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.held import record_held
+from mailstorm.harness.targets.base import TargetContext
 from mailstorm.ledger import (
     CORRELATION_HEADER,
     Action,
@@ -84,6 +88,10 @@ class SteppedRun:
         self.timeline.write(ChaosEnd(name=label, what="target", params=what))
         return detail
 
+    def list_queue(self, target: Any, kind: str) -> int | None:
+        """The runner's end-of-drain listing of what the SUT still holds."""
+        return record_held(target, self.timeline, kind)
+
     def esp_counts(self) -> Counter[str]:
         return Counter(r["id"] for r in self.reader.records([Kind.ESP_ACCEPTED]))
 
@@ -100,3 +108,21 @@ class SteppedRun:
     def close(self) -> None:
         self.timeline.close()
         self.load.close()
+
+
+@contextmanager
+def stepped_run(tmp_path: Path, target):
+    """A fake ESP, ``target`` started relaying to it, and the run directory both write their ledgers in;
+    yields (run, esp, target, the SUT's SMTP port) and stops everything afterwards."""
+    run = SteppedRun(tmp_path / "run")
+    esp = EspProcess(run.ledger_dir, seed=3, log_path=tmp_path / "esp.log").start()
+    ctx = TargetContext(
+        run_dir=run.run_dir, ledger_dir=run.ledger_dir, seed=5, esp_smtp=(esp.smtp_host, esp.smtp_port)
+    )
+    try:
+        (endpoint,) = target.start(ctx)
+        yield run, esp, target, endpoint.port
+    finally:
+        target.stop()
+        esp.stop()
+        run.close()

@@ -4,20 +4,30 @@ with every accepted message delivered; an adopted container restored; nothing le
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from mailstorm.errors import UserError
+from mailstorm import replies
+from mailstorm.errors import HarnessError, UserError
+from mailstorm.harness.snapshots import snapshot_dir
 from mailstorm.harness.targets.base import TARGETS, Actionable, Alive, TargetContext
 from mailstorm.harness.targets.docker import LABEL, DockerSpec, DockerTarget, docker_client, smtp_greets
+from mailstorm.reports.analysis import analyze
+from mailstorm.reports.spec import SloSpec
+from tests.harness.backup_support import stepped_run
 from tests.harness.sut_support import Sink, Submitter
+
+REFUSE = {"type": "reply", "phase": "eod", "reply": str(replies.TEMP_FAILURE)}
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = str(Path(sys.base_prefix).resolve())
@@ -45,11 +55,11 @@ def image() -> str:
     return out.stdout.strip()
 
 
-def reference_spec(image: str, **extra) -> DockerSpec:
+def reference_spec(image: str, queue: str = "{run_dir}/docker-queue.sqlite", **extra) -> DockerSpec:
     command = [
         PYTHON, "-m", "mailstorm.harness.reference",
         "--listen", "0.0.0.0:{port}", "--allow-remote", "--relay-networks", "0.0.0.0/0",
-        "--queue", "{run_dir}/docker-queue.sqlite",
+        "--queue", queue,
         "--relay", "smtp://{esp_host}:{esp_port}",
         "--ledger", "{ledger_dir}",
         "--backoff-base", "0.1", "--backoff-max", "0.5", "--grace", "2",
@@ -235,3 +245,65 @@ def test_ctrl_c_of_the_runner_leaves_no_container(image, tmp_path, sink):
         finally:
             runner.kill()
     assert ours(tmp_path) == []
+
+
+def test_restore_loses_exactly_what_came_after_the_snapshot(image, tmp_path):
+    """Backups of a container's state (state_path on the bind-mounted run directory): the reference
+    pipeline's SQLite queue copied out of the running container (paused for the copy), wiped after a
+    SIGKILL, restored, started. A delivered before the snapshot; B queued at it (the ESP refusing), then
+    delivered; C accepted after it and queued at the wipe: the ESP gets B twice and C never, and the
+    reports name exactly those ids (RPO, duplicates caused by the restore)."""
+    spec = reference_spec(image, queue="{run_dir}/state/queue.sqlite", state_path="{run_dir}/state")
+    assert {"snapshot", "restore", "wipe"} <= DockerTarget(spec).actions()
+    assert "snapshot" not in DockerTarget(reference_spec(image)).actions()
+    with stepped_run(tmp_path, DockerTarget(spec)) as (run, esp, target, port):
+        a, b, c = ([f"{g}-{n}" for n in range(k)] for g, k in (("a", 4), ("b", 5), ("c", 6)))
+        run.submit(port, a)
+        run.wait_esp(Counter(a), 30, "A delivered")
+        fault = esp.control.add_fault(REFUSE)
+        run.submit(port, b)
+        detail = run.act(target, "docker", "snapshot", name="nightly")
+        assert "paused for the copy" in detail and target.alive()
+        with tarfile.open(snapshot_dir(run.run_dir, "nightly") / "state.tar") as tar:
+            assert "state/queue.sqlite" in tar.getnames()
+        esp.control.remove_fault(fault)
+        run.wait_esp(Counter(b), 30, "B delivered")
+        fault = esp.control.add_fault(REFUSE)
+        run.submit(port, c)
+        run.act(target, "docker", "kill")
+        run.act(target, "docker", "wipe")
+        assert list((run.run_dir / "state").iterdir()) == []
+        with pytest.raises(UserError, match="no snapshot named 'never'"):
+            target.act("restore", name="never")
+        run.act(target, "docker", "restore", name="nightly")
+        assert (run.run_dir / "state" / "queue.sqlite").exists()
+        run.act(target, "docker", "start")
+        esp.control.remove_fault(fault)
+        run.wait_esp(Counter({i: 2 for i in b}), 30, "B delivered again after the restore")
+    (restore,) = analyze(run.run_dir, slo=SloSpec(max_lost=6)).figures["restores"]
+    assert restore["ok"], restore["detail"]
+    assert restore["rpo_ids"] == c and restore["rpo_messages"] == 6
+    assert restore["duplicates"] == 5
+
+
+def test_wipe_of_state_in_the_writable_layer(image, ctx):
+    """State outside every mount: wiped inside the running container (through /proc/PID/root: the image
+    has no rm); once it is stopped, the wipe says why it cannot, in one line."""
+    t = DockerTarget(reference_spec(image, state_path="/tmp/state"))
+    try:
+        t.start(ctx)
+        c = t._container
+        tree = io.BytesIO()
+        with tarfile.open(fileobj=tree, mode="w") as tar:
+            for name in ("state/sub/f", "state/g"):
+                tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+        assert c.put_archive("/tmp", tree.getvalue())
+        assert t.act("wipe") == "wiped /tmp/state (2 entries, inside the running container)"
+        stream, _ = c.get_archive("/tmp/state")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            assert tar.getnames() == ["state"]
+        t.act("kill")
+        with pytest.raises(HarnessError, match="container is stopped and the path is in its own writable"):
+            t.act("wipe")
+    finally:
+        t.stop()

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, SutHeld
+from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, SutHeld, SutListed
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.fate import OUTCOMES, Fates, classify
 from mailstorm.reports.ingest import read_columns
@@ -146,12 +146,16 @@ def test_edge_cases(tmp_path):
     assert 7.0 in msgs.e2e_ms().tolist()  # "bare": 7 ms from its own timestamp, not from the epoch
 
 
-def _write_fates(ledger: Path, fates: list[dict]) -> None:
+def _write_fates(ledger: Path, fates: list[dict], listing: bool | None = None) -> None:
+    """``listing``: the runner's end-of-drain listing of the SUT's queue, complete (True), not (False), or
+    none at all (None)."""
     with (
         LedgerWriter(ledger, "load-0") as load,
         LedgerWriter(ledger, "esp") as esp,
         LedgerWriter(ledger, "sut") as sut,
     ):
+        if listing is not None:
+            sut.write(SutListed(target="reference", held=0, complete=listing))
         for i, fate in enumerate(fates):
             mid = f"m-{i}"
             for a, ok in enumerate(fate["attempts"]):
@@ -177,14 +181,18 @@ def _write_fates(ledger: Path, fates: list[dict]) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(message_fates, min_size=0, max_size=25), st.integers(0, 2**32))
-def test_outcome_counts_always_add_up(fates, seed):
+@given(
+    st.lists(message_fates, min_size=0, max_size=25),
+    st.integers(0, 2**32),
+    st.sampled_from([None, True, False]),
+)
+def test_outcome_counts_always_add_up(fates, seed, listing):
     """Whatever the ledgers hold, the outcome counts add up to the messages submitted; acceptances rule;
     and the incremental form, fed the records in any order, counts what the batch form does."""
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Path(tmp) / "ledger"
         ledger.mkdir()
-        _write_fates(ledger, fates)
+        _write_fates(ledger, fates, listing)
         msgs = classify(read_columns(ledger))
         counts = msgs.counts()
         assert live_counts(ledger, shuffle_seed=seed) == counts
@@ -198,7 +206,8 @@ def test_outcome_counts_always_add_up(fates, seed):
         for f in never
         if not (f["esp_5xx"] or f["sut_bounced"]) and (any(f["attempts"]) or f["sut_accepted"])
     ]
-    held = [f["sut_held"] or (f["sut_deferred"] and f["sut_relayed"] != 250) for f in took]
+    deferral_held = listing is not True  # a complete listing of the queue knows better than a deferral
+    held = [f["sut_held"] or (deferral_held and f["sut_deferred"] and f["sut_relayed"] != 250) for f in took]
     assert counts["pending"] == sum(held)
     assert counts["lost"] == len(took) - sum(held)
     rejected = [f for f in never if f not in took and not (f["esp_5xx"] or f["sut_bounced"])]
@@ -287,6 +296,30 @@ def test_a_message_the_sut_still_held_at_the_end_is_pending(tmp_path):
     counts = classify(read_columns(ledger)).counts()
     assert counts == live_counts(ledger)
     assert (counts["pending"], counts["delivered"], counts["lost"]) == (2, 1, 1)
+
+
+def test_a_complete_listing_makes_a_deferred_message_it_lacks_lost(tmp_path):
+    """After sut.listed complete (the runner listed the SUT's whole queue), a message the SUT deferred and
+    no longer holds (a wipe, a restore from an older backup) is lost, in both forms and in any order;
+    one it lists is pending. An incomplete listing (a queue file it could not name) changes nothing: a
+    deferral still counts as held."""
+    for complete, expected in ((True, (1, 2)), (False, (3, 0)), (None, (3, 0))):
+        ledger = tmp_path / f"listed-{complete}" / "ledger"
+        with (
+            LedgerWriter(ledger, "load-0") as load,
+            LedgerWriter(ledger, "timeline") as runner,
+            LedgerWriter(ledger, "sut") as sut,
+        ):
+            for i, mid in enumerate(("kept", "wiped-1", "wiped-2")):
+                _submit(load, mid, i, True, 250)
+                sut.write(deferred(mid))
+            runner.write(SutHeld(id="kept", queue_id="queue-0:1", target="reference"))
+            if complete is not None:
+                runner.write(SutListed(target="reference", held=1, complete=complete))
+        counts = classify(read_columns(ledger)).counts()
+        assert (counts["pending"], counts["lost"]) == expected
+        assert live_counts(ledger) == counts
+        assert live_counts(ledger, shuffle_seed=7) == counts
 
 
 def test_the_live_form_keeps_the_runner_free_of_numpy():
