@@ -595,7 +595,10 @@ class Run:
         has not exited after ``HURRY_S`` is killed, so every child is gone within 10 s.
         """
         steps = [
-            ("alerts", lambda: self._alerts.stop() if self._alerts is not None else None),
+            (
+                "alerts",
+                lambda: self._alerts.stop(wait_resolved=not hurry) if self._alerts is not None else None,
+            ),
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),

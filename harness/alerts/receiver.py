@@ -52,6 +52,8 @@ class AlertReceiver:
     def __init__(self, ledger_dir, port: int = 0) -> None:
         self.writer = LedgerWriter(ledger_dir, "alerts")
         self.received = 0  # alerts recorded
+        self._lock = threading.Lock()
+        self._firing: dict[str, str] = {}  # fingerprint (else name) -> alert name, of alerts firing now
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,6 +67,7 @@ class AlertReceiver:
                     return self._answer(400, str(exc).encode())
                 for rec in records:
                     receiver.writer.write(rec)
+                    receiver._note(rec)
                 receiver.received += len(records)
                 return self._answer(200, b"ok")
 
@@ -81,6 +84,18 @@ class AlertReceiver:
         self._server = ThreadingHTTPServer((HOST, port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    def _note(self, rec: AlertFiring | AlertResolved) -> None:
+        with self._lock:
+            if isinstance(rec, AlertFiring):
+                self._firing[rec.fingerprint or rec.name] = rec.name
+            else:
+                self._firing.pop(rec.fingerprint or rec.name, None)
+
+    def firing(self) -> list[str]:
+        """The names of the alerts firing now (fired, not resolved since), one per alert."""
+        with self._lock:
+            return sorted(self._firing.values())
 
     @property
     def url(self) -> str:

@@ -24,6 +24,11 @@ class AlertsSpec(AlertMatchSpec):
     start: bool = Field(True, description="start Prometheus and Alertmanager; false: only the receiver")
     scrape_interval: Annotated[Duration, Field(ge=0.1, le=60)] = 1.0
     evaluation_interval: Annotated[Duration, Field(ge=0.1, le=60)] = 1.0
+    resolve_wait: Annotated[Duration, Field(ge=0, le=600)] = Field(
+        10.0,
+        description="after the drain, wait up to this long for alerts still firing to resolve (those "
+        "named in map, when it is given), so the last fault's time to resolve is measured",
+    )
     receiver_port: int | None = Field(
         None, ge=1, le=65535, description="the webhook receiver's port (unset: a free one)"
     )

@@ -243,8 +243,34 @@ class AlertStack:
             time.sleep(POLL_S)  # the poll period; readiness is the answer of the service itself
         raise HarnessError(f"alerts: {name} not ready within {READY_TIMEOUT_S:g}s (see logs/{name}.log)")
 
-    def stop(self) -> None:
-        """Prometheus first (it stops sending), then Alertmanager, then the receiver; data removed."""
+    def await_resolved(self, out=sys.stderr) -> list[str]:
+        """Wait, up to ``resolve_wait``, until no alert the run waits for is firing (those named in
+        ``map``, when it is given, else all): the alerts still firing at the end (a false alert that
+        never resolves, one whose fault's effects outlast the run). Polls the receiver's own state."""
+        if self.receiver is None or self.spec.resolve_wait <= 0:
+            return []
+        named = set(self.spec.map)
+
+        def waited() -> list[str]:
+            assert self.receiver is not None
+            return [n for n in self.receiver.firing() if not named or n in named]
+
+        if not (left := waited()):
+            return []
+        out.write(
+            f"mailstorm: waiting up to {self.spec.resolve_wait:g}s for {len(left)} firing alert(s) to "
+            f"resolve ({', '.join(sorted(set(left)))})\n"
+        )
+        deadline = time.monotonic() + self.spec.resolve_wait
+        while (left := waited()) and time.monotonic() < deadline:
+            time.sleep(POLL_S)  # the receiver's state is the condition; this is its poll period
+        return left
+
+    def stop(self, *, wait_resolved: bool = False) -> None:
+        """Prometheus first (it stops sending), then Alertmanager, then the receiver; data removed. With
+        ``wait_resolved`` (a run ending normally), first ``await_resolved``."""
+        if wait_resolved:
+            self.await_resolved()
         try:
             self._end_processes()
             if self.receiver is not None:

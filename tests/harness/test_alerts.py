@@ -14,11 +14,13 @@ Alertmanager -> receiver and a busy machine.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -27,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from mailstorm.harness.alerts.receiver import AlertReceiver
-from mailstorm.harness.alerts.stack import ALERTMANAGER
+from mailstorm.harness.alerts.spec import AlertsSpec
+from mailstorm.harness.alerts.stack import ALERTMANAGER, AlertStack
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.ports import free_port
 
@@ -58,7 +61,7 @@ groups:
 SCENARIO = """\
 name: alerts-test
 seed: 5
-duration: 18s
+duration: 12s
 drain_deadline: 30s
 target: {{kind: reference}}
 load:
@@ -250,6 +253,39 @@ def test_the_receiver_refuses_what_is_not_a_notification(tmp_path: Path) -> None
     finally:
         receiver.stop()
     assert LedgerReader(tmp_path).count(Kind.ALERT_FIRING) == 0
+
+
+def test_a_normal_stop_waits_bounded_for_firing_alerts_to_resolve(tmp_path: Path) -> None:
+    """await_resolved: returns at once with nothing firing; waits for the alerts named in map (an alert
+    not named there is not waited for) and returns when they resolve; with one that never does, returns
+    it after resolve_wait."""
+    (tmp_path / "ledger").mkdir()
+    spec = AlertsSpec(start=False, map={"Stalled": ("esp-down",)}, resolve_wait=0.5)
+    stack = AlertStack(spec)
+    stack.start(tmp_path, {})
+    try:
+        url = stack.receiver.url
+        assert stack.await_resolved(io.StringIO()) == []
+        notify = lambda name, status: post(url, {"alerts": [notice(name, status)]})  # noqa: E731
+        notify("Unmapped", "firing")
+        assert stack.await_resolved(io.StringIO()) == []  # not named in map: not waited for
+        notify("Stalled", "firing")
+        said = io.StringIO()
+        started = time.monotonic()
+        assert stack.await_resolved(said) == ["Stalled"]
+        assert 0.5 <= time.monotonic() - started < 5
+        assert "waiting up to 0.5s for 1 firing alert(s) to resolve (Stalled)" in said.getvalue()
+        threading.Timer(0.2, notify, ("Stalled", "resolved")).start()
+        stack.spec = spec.model_copy(update={"resolve_wait": 30.0})
+        started = time.monotonic()
+        assert stack.await_resolved(io.StringIO()) == []
+        assert time.monotonic() - started < 10  # returned at the resolve, not the bound
+    finally:
+        stack.stop()
+
+
+def notice(name: str, status: str) -> dict:
+    return {"status": status, "labels": {"alertname": name}, "fingerprint": f"fp-{name}"}
 
 
 def post(url: str, body: object) -> None:
