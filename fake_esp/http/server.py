@@ -233,6 +233,7 @@ class HttpApiServer:
             api_key=sub.key,
             auth_user=sub.key,  # an API key's name is the ESP's user (the ledger's key)
             recipients=[r for m in sub.messages for r in m.rcpts],
+            headers=tuple(h for m in sub.messages for h in m.headers),
             msg_id=corr,
             open_sessions=self._open,
             extra={"api": api.name, "path": request.path},
