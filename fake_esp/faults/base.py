@@ -121,7 +121,7 @@ class Context:
     """One step of one session (SMTP) or one request (HTTP), filled by the server before it asks.
 
     ``messages`` counts messages already finished on this connection; ``open_sessions`` the sessions
-    (or in-flight requests) open on this worker including this one.
+    (or in-flight requests) open on the ESP including this one (with ``--processes N``: on all workers).
     """
 
     phase: str = "connect"
