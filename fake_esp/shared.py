@@ -50,26 +50,26 @@ class SharedState:
     def view(self, namespace: Hashable) -> SharedMap:
         return SharedMap(self, namespace)
 
-    def session_opened(self) -> int:
+    def _add(self, gauge: Any, n: int) -> int:
         with self.lock:
-            self._open.value += 1
-            return self._open.value
+            gauge.value += n
+            return gauge.value
+
+    def session_opened(self) -> int:
+        return self._add(self._open, 1)
 
     def session_closed(self) -> None:
-        with self.lock:
-            self._open.value -= 1
+        self._add(self._open, -1)
 
     @property
     def open_sessions(self) -> int:
         return self._open.value
 
     def request_opened(self) -> None:
-        with self.lock:
-            self._requests.value += 1
+        self._add(self._requests, 1)
 
     def request_closed(self) -> None:
-        with self.lock:
-            self._requests.value -= 1
+        self._add(self._requests, -1)
 
     @property
     def open_requests(self) -> int:
