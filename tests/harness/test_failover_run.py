@@ -135,3 +135,5 @@ def test_a_network_step_aimed_at_the_primary_sends_the_mail_through_the_secondar
     begin, end = chaos_window(run_dir, "primary-cut")
     secondary = [r["t"] for r in reader.records([Kind.ESP_ACCEPTED]) if r["src"] == "esp-secondary-smtp-0"]
     assert [t for t in secondary if begin < t < end], "the secondary took nothing while the primary was cut"
+    (fault,) = json.loads((run_dir / "report.json").read_text())["failover"]["faults"]
+    assert (fault["name"], fault["esp"], fault["via"]) == ("primary-cut", "primary", "secondary")
