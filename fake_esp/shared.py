@@ -7,7 +7,8 @@ semaphore in shared memory) and one table of slots. The engine gives a fault tha
 (``FaultBase.shared_state``: throttle, quota, greylist) and every ``count``/``attempts`` scope a
 ``SharedMap`` in that table instead of a dict, and runs its step under the lock, so a token taken by one
 worker is gone for the others and a count is the ESP's. The concurrency fault reads the ESP's open
-sessions from ``open_sessions``, which every worker's SMTP listener keeps.
+sessions from ``open_sessions``, which every worker's SMTP listener keeps, and over HTTP the ESP's
+requests in flight from ``open_requests``, which every worker's HTTP server keeps.
 
 Values are what fault state holds: a number or a pair of numbers (a bucket's tokens and time). Keys are
 hashed with Python's ``hash`` (the workers are forks of one parent: one hash secret) together with the
@@ -18,7 +19,9 @@ forgetting that key's state. One process (``--processes 1``) has no SharedState:
 
 Tolerance: the lock makes every read-modify-write whole, so a shared bucket admits exactly what one
 bucket admits; what differs from one process is only when each worker's clock is read (all use
-``time.time``), well under a millisecond. tests/fake_esp/test_shared_limits.py measures it.
+``time.time``), well under a millisecond. An open session or request is counted (under the lock) before
+the concurrency fault reads the count, so the ESP never has more than ``max_sessions`` admitted at once,
+exactly as one worker. tests/fake_esp/test_shared_limits.py measures both.
 """
 
 from __future__ import annotations
@@ -42,22 +45,36 @@ class SharedState:
         self.slots = slots
         self._table = ctx.RawArray("d", slots * _WIDTH)
         self._open = ctx.RawValue("q", 0)
+        self._requests = ctx.RawValue("q", 0)
 
     def view(self, namespace: Hashable) -> SharedMap:
         return SharedMap(self, namespace)
 
-    def session_opened(self) -> int:
+    def _add(self, gauge: Any, n: int) -> int:
         with self.lock:
-            self._open.value += 1
-            return self._open.value
+            gauge.value += n
+            return gauge.value
+
+    def session_opened(self) -> int:
+        return self._add(self._open, 1)
 
     def session_closed(self) -> None:
-        with self.lock:
-            self._open.value -= 1
+        self._add(self._open, -1)
 
     @property
     def open_sessions(self) -> int:
         return self._open.value
+
+    def request_opened(self) -> None:
+        self._add(self._requests, 1)
+
+    def request_closed(self) -> None:
+        self._add(self._requests, -1)
+
+    @property
+    def open_requests(self) -> int:
+        """The HTTP requests in flight on every worker (what a concurrency fault at phase http reads)."""
+        return self._requests.value
 
     # -- the table (callers hold the lock) -----------------------------------------------------------
     def _find(self, h: float, *, insert: bool) -> int | None:

@@ -1,9 +1,11 @@
 """The run's fake ESPs: one process per ESP of the scenario (``esps:``; ``esp:`` is a fleet of one), each
 with its own ports, seed, log and ledger files, started, crashed, restarted and stopped by name.
 
-The first ESP is the SUT's primary relay and the only one the chaos proxy fronts; the others are its
-fallbacks, in the file's order (``relays``). A fleet of one is exactly the single ESP of before: ledger
-files ``esp-smtp-N``, log ``logs/esp.log``, seed ``derive(seed, "esp")``, CA ``<run>/esp/ca.pem``. With
+The first ESP is the SUT's primary relay; the others are its fallbacks, in the file's order
+(``relays``). The chaos proxy fronts every ESP's paths (``proxy_paths``: SMTP, HTTP APIs, webhooks; with
+several ESPs named ``<path>@<esp>``), and then the SUT relays to each ESP through its front. A fleet of
+one is exactly the single ESP of before: ledger files ``esp-smtp-N``, log ``logs/esp.log``, seed
+``derive(seed, "esp")``, CA ``<run>/esp/ca.pem``, proxy paths ``smtp``, ``http``, ``webhooks``. With
 several, each ESP writes ``esp-<name>-smtp-N`` and ``logs/esp-<name>.log`` and its CA to
 ``<run>/esp/<name>/ca.pem``, and the fleet writes their bundle to ``<run>/esp/ca.pem``, the one file the
 SUT trusts for all of them.
@@ -11,16 +13,21 @@ SUT trusts for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailstorm.errors import PartDied
 from mailstorm.fake_esp.client import ControlClient
 from mailstorm.fake_esp.launch import EspProcess
-from mailstorm.harness.esp_setup import ca_path, esp_process
+from mailstorm.harness.chaosproxy.base import path_key
+from mailstorm.harness.esp_setup import ca_path, esp_process, proxy_paths
 from mailstorm.harness.scenario import EspSection
 from mailstorm.ports import free_port
 from mailstorm.runinfo import EspInfo
+
+if TYPE_CHECKING:
+    from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 
 
 class EspFleet:
@@ -50,11 +57,25 @@ class EspFleet:
             for name, spec in self.specs.items()
         }
         self.processes: dict[str, EspProcess] = {}
-        self._webhook_url: str | None = None
+        self._webhook_urls: dict[str, str] = {}
 
     @property
     def first(self) -> str:
         return self.names[0]
+
+    def path(self, kind: str, name: str | None = None) -> str:
+        """The chaos proxy's name of ESP ``name``'s path ``kind`` (None: the first ESP's); a fleet of one
+        keeps the plain names (``smtp``, ``http``, ``webhooks``)."""
+        return path_key(kind, (name or self.first) if self.several else None)
+
+    def proxy_paths(self) -> dict[str, tuple[str, int]]:
+        """What the chaos proxy fronts: every path of every ESP (mailstorm.harness.esp_setup.proxy_paths)."""
+        paths: dict[str, tuple[str, int]] = {}
+        for name, spec in self.specs.items():
+            smtp_port, http_port, _ = self.ports[name]
+            for kind, upstream in proxy_paths(spec, smtp_port, http_port).items():
+                paths[self.path(kind, name)] = upstream
+        return paths
 
     def log_path(self, name: str) -> Path:
         return self._logs_dir / (f"esp-{name}.log" if self.several else "esp.log")
@@ -68,14 +89,16 @@ class EspFleet:
             ledger_dir=self._ledger_dir,
             log_path=self.log_path(name),
             ports=ports,
-            # Only the first ESP's webhooks go through the chaos proxy (it fronts the first ESP alone).
-            webhook_url=self._webhook_url if name == self.first else None,
+            # Its webhooks through the chaos proxy's front for them, when there is one.
+            webhook_url=self._webhook_urls.get(name),
             ca=ca_path(self._run_dir, name if self.several else None),
         )
 
-    def start(self, *, webhook_url: str | None = None) -> None:
-        """Start every ESP in order (each ready before the next starts); then the CA bundle, if TLS."""
-        self._webhook_url = webhook_url
+    def start(self, *, webhook_urls: Mapping[str, str] | None = None) -> None:
+        """Start every ESP in order (each ready before the next starts); then the CA bundle, if TLS.
+        ``webhook_urls``: by ESP name, where it posts its webhooks instead of its spec's URL (the
+        proxy's front)."""
+        self._webhook_urls = dict(webhook_urls or {})
         for name in self.names:
             proc = self._new(name, self.ports[name])
             self.processes[name] = proc
@@ -130,10 +153,20 @@ class EspFleet:
         if errors:
             raise RuntimeError("; ".join(errors))
 
-    def relays(self, first: tuple[str, int]) -> tuple[tuple[str, int], ...]:
-        """The SUT's relays in order: ``first`` (the first ESP, or the proxy in front of it), then every
-        other ESP's SMTP listener."""
-        return (first, *((p.smtp_host, p.smtp_port) for n, p in self.processes.items() if n != self.first))
+    def relays(self, proxy: ChaosProxy | None = None) -> tuple[tuple[str, int], ...]:
+        """The SUT's relays in order: every ESP's SMTP listener, or the ``proxy``'s front for it."""
+        return tuple(
+            proxy.address(self.path("smtp", name)) if proxy is not None else (p.smtp_host, p.smtp_port)
+            for name, p in self.processes.items()
+        )
+
+    def scrapes(self) -> list[tuple[str | None, str, str | None]]:
+        """Every ESP's metrics source for Prometheus (mailstorm.harness.alerts.stack.scrape_targets):
+        (its name, None in a fleet of one; its control API's URL; the token that API wants)."""
+        return [
+            (name if self.several else None, proc.control.base_url, self.specs[name].token)
+            for name, proc in self.processes.items()
+        ]
 
     def info(self, name: str) -> EspInfo:
         proc = self.processes[name]

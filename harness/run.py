@@ -58,7 +58,7 @@ from mailstorm.harness.campaign.runner import Campaigns
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_fleet import EspFleet
-from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, proxy_paths
+from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url
 from mailstorm.harness.held import record_held
 from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.probes import Prober, resolve_probes
@@ -80,7 +80,7 @@ from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
 from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted
 from mailstorm.netguard import check_address
-from mailstorm.runinfo import RunInfo
+from mailstorm.runinfo import EspLimits, RunInfo
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
@@ -144,7 +144,7 @@ class Run:
         self._fleet: EspFleet | None = None
         self._proxy: ChaosProxy | None = None
         self._proxy_writer: LedgerWriter | None = None
-        self._webhook_url: str | None = None  # the proxy's, when it fronts the webhook path
+        self._webhook_urls: dict[str, str] = {}  # by ESP: the proxy's front for its webhooks
         self._target: Target | None = None
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
@@ -192,10 +192,14 @@ class Run:
                 check_address(host, allow_remote=self.allow_remote, what=what)
             except TargetNotAllowed as exc:
                 raise self._config_error(loc, str(exc)) from None
-        try:
-            self.esp_limits = esp_limits(sc.fleet[0])  # the primary's: what the SUT sends through first
-        except ConfigError as exc:
-            raise self._config_error((*_loc(where[0]), "profile"), str(exc)) from None
+        limits: dict[str, EspLimits | None] = {}
+        for w, esp in zip(where, sc.fleet, strict=True):
+            try:
+                limits[esp.label] = esp_limits(esp)
+            except ConfigError as exc:
+                raise self._config_error((*_loc(w), "profile"), str(exc)) from None
+        self.esp_limits = limits[sc.fleet[0].label]  # the primary's: what the SUT sends through first
+        self.esps_limits = limits if sc.esps is not None else None  # every ESP's, for sizing failover
         for w, esp in zip(where, sc.fleet, strict=True):
             for field in ("tls_cert", "tls_key"):  # the ESP would refuse them at start: say so first
                 path = getattr(esp, field)
@@ -272,6 +276,7 @@ class Run:
             target=sc.target.kind,
             report=sc.reports.model_dump(mode="json"),
             esp_limits=self.esp_limits,
+            esps_limits=self.esps_limits,
             esp_ca=str(ca) if ca is not None else None,
             status="running",
             argv=sys.argv,
@@ -357,17 +362,16 @@ class Run:
             ledger_dir=self.ledger_dir,
             logs_dir=self.logs_dir,
         )
-        smtp_port, http_port, _ = self._fleet.ports[self._fleet.first]
-        relay_to = ("127.0.0.1", smtp_port)
+        _, http_port, _ = self._fleet.ports[self._fleet.first]
         scheme = "https" if esp.tls_on else "http"  # the ESP's APIs are https only when it speaks TLS
         esp_http = f"{scheme}://127.0.0.1:{http_port}" if http_port is not None else None
         if any(s.network is not None for s in sc.chaos):
-            # Before the ESP: it must post its webhooks to the proxy, which must know the ESP's ports.
-            self._start_proxy(smtp_port, http_port)
-            relay_to = self._proxy.address("smtp")
+            # Before the ESPs: they must post their webhooks to the proxy, which must know their ports.
+            self._start_proxy()
             if http_port is not None:
-                esp_http = "{}://{}:{}".format(scheme, *self._proxy.address("http"))
-        self._fleet.start(webhook_url=self._webhook_url)
+                esp_http = "{}://{}:{}".format(scheme, *self._proxy.address(self._fleet.path("http")))
+        self._fleet.start(webhook_urls=self._webhook_urls)
+        relays = self._fleet.relays(self._proxy)
         self._record_esps()
         if self._proxy is not None:
             self.info.proxy = {p: "{}:{}".format(*self._proxy.address(p)) for p in self._proxy.paths}
@@ -376,8 +380,8 @@ class Run:
             run_dir=self.run_dir,
             ledger_dir=self.ledger_dir,
             seed=derive_seed(sc.seed, "target"),
-            esp_smtp=relay_to,
-            esp_relays=self._fleet.relays(relay_to),
+            esp_smtp=relays[0],
+            esp_relays=relays,
             esp_http=esp_http,
             allow_remote=self.allow_remote,
             esp_security=self._security,
@@ -391,8 +395,8 @@ class Run:
         self.info.endpoints = [str(e) for e in self._endpoints]
         if self._alerts is not None:
             runner = self._metrics.url if self._metrics is not None else None
-            scrape = scrape_targets(runner, self._fleet.control().base_url, self._target)
-            self.info.alerts = self._alerts.start(self.run_dir, scrape, esp_token=esp.token)
+            scrape = scrape_targets(runner, self._fleet.scrapes(), self._target)
+            self.info.alerts = self._alerts.start(self.run_dir, scrape)
         self._write_info()
         self._descendants.scan(force=True)
         self._campaigns.start(self.run_dir, writer, self._target, self._endpoints)
@@ -424,19 +428,22 @@ class Run:
         self._prober = Prober(probes, writer)
         self._prober.start()
 
-    def _start_proxy(self, smtp_port: int, http_port: int | None) -> None:
-        """The chaos proxy on every path between the SUT and the ESP (SMTP, the HTTP APIs, the webhook
+    def _start_proxy(self) -> None:
+        """The chaos proxy on every path between the SUT and each ESP (SMTP, the HTTP APIs, the webhook
         posts back), recording what its toxics did in ledger/proxy.jsonl."""
-        sc = self.scenario
+        sc, fleet = self.scenario, self._fleet
         self._proxy_writer = LedgerWriter(self.ledger_dir, "proxy")
         self._proxy = ChaosProxy(
-            proxy_paths(sc.fleet[0], smtp_port, http_port),
+            fleet.proxy_paths(),
             seed=derive_seed(sc.seed, "proxy"),
             allow_remote=self.allow_remote,
             ledger=self._proxy_writer,
         ).start()
-        if sc.fleet[0].webhooks is not None:
-            self._webhook_url = proxied_url(sc.fleet[0].webhooks.url, self._proxy.address("webhooks"))
+        self._webhook_urls = {
+            name: proxied_url(spec.webhooks.url, self._proxy.address(fleet.path("webhooks", name)))
+            for name, spec in fleet.specs.items()
+            if spec.webhooks is not None
+        }
 
     def _await_load(self, progress: Progress) -> None:
         """Start the timeline at the load's zero: the intended time of its first arrival.

@@ -119,7 +119,9 @@ class ChaosStep(_Frozen):
     for_: Annotated[Duration, Field(gt=0)] | None = Field(default=None, alias="for")
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     esp: str | None = Field(
-        default=None, description="the ESP an esp_fault or esp_outage acts on (default: the first)"
+        default=None,
+        description="the ESP an esp_fault or esp_outage acts on (default: the first), or the ESP whose "
+        "paths a network step's toxic acts on (default: every ESP's)",
     )
     esp_fault: FaultSpec | None = None
     esp_outage: EspOutage | None = None
@@ -132,8 +134,10 @@ class ChaosStep(_Frozen):
         if len(given) != 1:
             got = f"got {', '.join(given)}" if given else "got none"
             raise ValueError(f"a step needs exactly one of {', '.join(WHATS)} ({got})")
-        if self.esp is not None and self.esp_fault is None and self.esp_outage is None:
-            raise ValueError("esp: names the ESP an esp_fault or esp_outage acts on; this step has neither")
+        if self.esp is not None and self.target is not None:
+            raise ValueError(
+                "esp: names the ESP an esp_fault, esp_outage or network step acts on; a target step has none"
+            )
         if self.esp_outage is not None and self.for_ is None:
             raise ValueError("an esp_outage needs 'for' (how long the ESP is away)")
         if self.target is not None and self.for_ is not None and self.target.action not in INVERSE_ACTIONS:
@@ -376,14 +380,15 @@ class Scenario(_Frozen):
         narrowed = step.network.on if step.network is not None else None
         if step.esp_outage is not None:
             narrowed = step.esp_outage.on
-        esp = self.esp_named(step.esp)
-        where = "esp" if self.esps is None else f"esps[{self.fleet.index(esp)}]"
+        # A network step naming no ESP acts on every ESP's paths: one of them having the part is enough.
+        esps = self.fleet if step.network is not None and step.esp is None else (self.esp_named(step.esp),)
+        where = "esp" if self.esps is None else f"esps[{self.fleet.index(esps[0])}]"
         missing = {
-            "http": (esp.http_port, f"{where}.http_port"),
-            "webhooks": (esp.webhooks, f"{where}.webhooks"),
+            "http": (any(e.http_port is not None for e in esps), f"{where}.http_port"),
+            "webhooks": (any(e.webhooks is not None for e in esps), f"{where}.webhooks"),
         }
         for part in narrowed or ():
-            if part in missing and missing[part][0] is None:
+            if part in missing and not missing[part][0]:
                 raise FieldError(
                     ("chaos", i, step.what, "on"),
                     f"names {part}, which this run does not have (set {missing[part][1]})",

@@ -54,7 +54,8 @@ class Timeline:
     ``esp(name)`` returns the current control client of the ESP a step names (None: the first; a
     callable, because an ESP may be replaced); ``esp_lifecycle`` is (crash(name), restart(name));
     ``target`` needs ``act(action, **params)`` when the timeline has target steps; ``proxy`` needs
-    ``add_toxic(spec) -> str`` and ``remove_toxic(name)`` when it has network steps.
+    ``add_toxic(spec, esp=name) -> str`` (``esp``: the step's, None for every ESP) and
+    ``remove_toxic(name)`` when it has network steps.
     """
 
     def __init__(
@@ -156,7 +157,7 @@ class Timeline:
             self._act(step.target.action, step.target.params)
         elif step.what == "network":
             toxic = step.network.model_copy(update={"name": step.network.name or event.label})
-            self._handles[event.index] = self._proxy.add_toxic(toxic)
+            self._handles[event.index] = self._proxy.add_toxic(toxic, esp=step.esp)
 
     def _end(self, event: Event) -> None:
         step = event.step

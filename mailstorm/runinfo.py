@@ -77,7 +77,11 @@ class RunInfo(_Model):
     report: dict[str, Any] | None = None
     """The scenario's ``reports`` section (a ``mailstorm.reports.spec.ReportSpec``, validated there)."""
     esp_limits: EspLimits | None = None
-    """The ESP's limits, for sizing; absent when the scenario named no profile and no rate."""
+    """The ESP's limits, for sizing; absent when the scenario named no profile and no rate. With several
+    ESPs, the first's (the SUT's primary relay)."""
+    esps_limits: dict[str, EspLimits | None] | None = None
+    """Every ESP's limits by name, in the scenario's order, in a run with several (``esps:``); an ESP
+    with no profile and no rate has none."""
     esp_ca: str | None = None
     """The CA certificate the fake ESP's TLS certificates are signed by (``<run>/esp/ca.pem``), the one
     file a SUT must trust; absent when the ESP's TLS is off."""

@@ -184,6 +184,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             endpoints=n_endpoints,
             amplification=amplification,
             esp_limits=_esp_limits(spec.sizing.esp_profile, info),
+            # Every ESP of the run, unless sizing against another profile (--esp-profile) instead.
+            esps_limits=info.esps_limits if spec.sizing.esp_profile is None else None,
             esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
     correlation = (load_section or {}).get("correlation", "header")

@@ -6,7 +6,8 @@ step acted on; none: the first). Only a run whose ledgers hold more than one ESP
 
 - ``shares``: per second from the run's start, the acceptances per ESP (the per-second shares are these
   over their sum);
-- per ESP fault (an ``esp_fault`` or ``esp_outage`` window on ESP X): ``failover_s``, from the fault's
+- per ESP fault (an ``esp_fault`` or ``esp_outage`` window on ESP X, or a ``network`` window whose step
+  named ESP X: the chaos proxy on X's paths alone): ``failover_s``, from the fault's
   start to the first acceptance through any other ESP after it, and ``failback_s``, from its end to the
   first acceptance through X again after it (None: it never happened in the run);
 - ``both``: messages that more than one ESP accepted. The fate module counts them ``duplicated`` (it
@@ -96,7 +97,7 @@ def _windows(timeline: list[Record], first: str) -> list[tuple[str, str, int, in
     begins: dict[str, ChaosBegin] = {}
     out: list[tuple[str, str, int, int | None]] = []
     for rec in timeline:
-        if isinstance(rec, ChaosBegin) and rec.what in ESP_STEPS:
+        if isinstance(rec, ChaosBegin) and (rec.what in ESP_STEPS or (rec.what == "network" and rec.esp)):
             begins[rec.name] = rec
         elif isinstance(rec, ChaosEnd) and rec.name in begins:
             b = begins.pop(rec.name)

@@ -7,11 +7,17 @@ run never saturated the SUT), the ESP's limits (``run.json``'s ``esp_limits``, t
 ``limits`` section: ``rate`` msg/s, ``daily_quota``; or an explicit ``esp_rate``), the retry
 amplification the run measured (ESP attempts per message), and a target (``1000000/1h``) with headroom.
 The arithmetic is returned line by line so a reader can check it.
+
+With several ESPs (``run.json``'s ``esps_limits``) the verdict above is the first ESP's (the SUT's primary
+relay), and each ESP is then listed against the whole target too (``esps``: after a failover one ESP
+carries everything), with their rates summed (``esps_rate_sum``: what the ESPs carry together, were the
+SUT to spread its mail over them).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +50,10 @@ class Sizing:
     assumptions: list[str] = field(default_factory=list)
     # The target against every ESP profile (reports.sizing_compare), when the spec asks for it.
     compare: list[dict[str, Any]] | None = None
+    # Each ESP of a run with several, against the whole target ({name, rate, ok, daily_quota, daily_ok}),
+    # and their rates summed (None: one of them has no published rate).
+    esps: list[dict[str, Any]] | None = None
+    esps_rate_sum: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +68,7 @@ def size(
     amplification: float,
     esp_limits: EspLimits | None,
     esp_refusals: int = 0,
+    esps_limits: Mapping[str, EspLimits | None] | None = None,
 ) -> Sizing:
     target_rate = spec.messages / spec.period_s
     required = target_rate * (1 + spec.headroom)
@@ -113,6 +124,9 @@ def size(
         )
         assumptions.append("the target volume is sent once per 24 h (daily quota)")
     assumptions.append("the ESP's rate limit counts accepted messages; throttled attempts also cost time")
+    esps, esps_sum = (None, None)
+    if esps_limits and spec.esp_rate is None:  # an --esp-rate replaces the ESPs' limits: nothing to list
+        esps, esps_sum = _every_esp(esps_limits, required, spec.messages, lines, assumptions)
     return Sizing(
         target=spec.target,
         messages=spec.messages,
@@ -135,7 +149,47 @@ def size(
         arithmetic=lines,
         assumptions=assumptions,
         compare=compare_profiles(spec.messages, required) if spec.compare else None,
+        esps=esps,
+        esps_rate_sum=esps_sum,
     )
+
+
+def _every_esp(
+    limits: Mapping[str, EspLimits | None],
+    required: float,
+    messages: int,
+    lines: list[str],
+    assumptions: list[str],
+) -> tuple[list[dict[str, Any]], float | None]:
+    """Each ESP against the whole target (a failover leaves one ESP with all of it), and the rates summed;
+    the arithmetic lines appended."""
+    rows = []
+    for name, lim in limits.items():
+        rate = lim.rate if lim is not None else None
+        daily = int(lim.daily_quota) if lim is not None and lim.daily_quota else None
+        ok = None if not rate else rate >= required
+        daily_ok = None if daily is None else daily >= messages
+        rows.append({"name": name, "rate": rate, "ok": ok, "daily_quota": daily, "daily_ok": daily_ok})
+        if rate:
+            verdict = "enough" if ok else "too small"
+            lines.append(f"ESP {name}: {rate:,.2f} msg/s vs {required:,.2f} msg/s needed alone: {verdict}")
+        else:
+            lines.append(f"ESP {name}: no rate limit known (no profile or rate): it decides nothing")
+        if daily is not None:
+            enough = "ok" if daily_ok else "short"
+            lines.append(f"ESP {name}: daily quota {daily:,} vs {messages:,}: {enough}")
+    rates = [r["rate"] for r in rows]
+    total = None
+    if all(rates):
+        total = round(sum(rates), 3)
+        sum_text = " + ".join(f"{r:,.2f}" for r in rates)
+        verdict = "enough" if total >= required else "too small"
+        lines.append(f"all {len(rows)} ESPs together = {sum_text} = {total:,.2f} msg/s: {verdict}")
+    assumptions.append(
+        "with several ESPs the SUT sends through the first; after a failover one ESP carries the whole"
+        " target, so each is weighed alone; their sum holds only if the SUT spreads its mail over them"
+    )
+    return rows, total
 
 
 def _esp_limit(spec: SizingSpec, esp_limits: EspLimits | None) -> tuple[float | None, str | None]:

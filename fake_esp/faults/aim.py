@@ -9,7 +9,9 @@ engine applies them before the fault sees the step, so no fault module knows abo
     rcpt_domain  the domain of a recipient, as rcpt
     mail_from    the envelope sender (over HTTP: the message's from address)
     header       {name: regex}: the message's header ``name`` (case-insensitive) matches ``regex``
-                 (re.search); SMTP at eod only (HTTP APIs carry headers in each ESP's own shape)
+                 (re.search); SMTP at eod, HTTP (phase http) over the header fields the request carried
+                 in its API's own field (or its raw MIME's header block): any message's, for a request
+                 of several
     api_key      the API key's name (HTTP only; the key's fingerprint when it is a secret, as the ledger)
     auth_user    the SMTP AUTH user; over HTTP the API key's name
     client_ip    the client's IP address
@@ -46,7 +48,7 @@ KNOWN_AT: dict[str, frozenset[str]] = {
     "rcpt": _AFTER_RCPT,
     "rcpt_domain": _AFTER_RCPT,
     "mail_from": _AFTER_MAIL,
-    "header": frozenset({"eod"}),
+    "header": frozenset({"eod", "http"}),
     "api_key": frozenset({"http"}),
     "auth_user": _AFTER_MAIL,
     "client_ip": frozenset(_ORDER),

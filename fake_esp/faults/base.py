@@ -28,6 +28,7 @@ Common spec fields (flat, as Toxiproxy toxics are):
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -120,7 +121,7 @@ class Context:
     """One step of one session (SMTP) or one request (HTTP), filled by the server before it asks.
 
     ``messages`` counts messages already finished on this connection; ``open_sessions`` the sessions
-    (or in-flight requests) open on this worker including this one.
+    (or in-flight requests) open on the ESP including this one (with ``--processes N``: on all workers).
     """
 
     phase: str = "connect"
@@ -140,18 +141,38 @@ class Context:
     message: bytes | None = None
     msg_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    _head: bytes | None = None  # the header block of ``message``, cut once per message
+    # HTTP: the header fields the request carried (every message's, in the API's own field), as pairs.
+    headers: tuple[tuple[str, str], ...] = ()
+    _head: bytes | None = None  # the header block of ``message`` (or ``headers``), cut once per step
 
     @property
     def head(self) -> bytes | None:
-        """The header block of ``message`` (None before eod)."""
-        if self._head is None and self.message is not None:
-            end = self.message.find(b"\r\n\r\n")
-            self._head = self.message if end < 0 else self.message[: end + 2]
+        """The header block of ``message`` (None before eod), or over HTTP the ``headers`` the request
+        carried, written as one (None when it carried none)."""
+        if self._head is None:
+            if self.message is not None:
+                end = self.message.find(b"\r\n\r\n")
+                self._head = self.message if end < 0 else self.message[: end + 2]
+            elif self.headers:
+                self._head = header_block(self.headers)
         return self._head
 
     def new_message(self, message: bytes | None, msg_id: str | None) -> None:
         self.message, self.msg_id, self._head = message, msg_id, None
+
+
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 2.2: printable ASCII but the colon
+_LINE_BREAK = re.compile(r"[\r\n]+")
+
+
+def header_block(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    """Header fields an HTTP request carried, written as a message's header block (``Name: value`` CRLF
+    each) so that ``match.header`` reads them as it reads SMTP's. A line break in a value is unfolded (it
+    could not forge a field of its own); a name that is not a header name is left out."""
+    lines = [
+        f"{name}: {_LINE_BREAK.sub(' ', value)}\r\n" for name, value in pairs if _HEADER_NAME.fullmatch(name)
+    ]
+    return "".join(lines).encode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""concurrency: past ``max_sessions`` open sessions on this worker, refuse (421 at the banner).
+"""concurrency: past ``max_sessions`` open sessions of the ESP (all its workers), refuse (421 at the
+banner); at phase http, past ``max_sessions`` requests in flight (a 429 in the ESP's shape).
 
 Spec: max_sessions, reply (421 4.7.0 Too many concurrent SMTP connections); phase connect."""
 

@@ -31,6 +31,8 @@ from mailstorm.ledger import CAMPAIGN_HEADER, CORRELATION_HEADER
 from mailstorm.registry import Registry, homes
 
 _CAMPAIGN_LOWER = CAMPAIGN_HEADER.lower()
+# The header fields a message carried in its request, as (name, value) pairs in the request's order.
+Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,10 @@ class ApiMessage:
     # the request fills it, the ESP's webhook format reads it.
     echo: dict[str, Any] = field(default_factory=dict)
     campaign: str | None = None  # the X-Mailstorm-Campaign header, where the API carries headers and reads it
+    # The header fields the request carried for this message, in the API's own field (SendGrid
+    # ``headers``, Mailgun ``h:`` fields, Postmark ``Headers``...) or a raw MIME message's header block:
+    # what an aimed fault's ``match.header`` reads over HTTP (mailstorm.fake_esp.faults.aim).
+    headers: Headers = ()
 
 
 # Submission.extra key set by the server when the ESP accepts the request into its backlog (a queue
@@ -159,8 +165,9 @@ class EspApi(ABC):
                 return value.strip() or None
         return None
 
-    def parse_mime(self, raw: bytes) -> tuple[str | None, str | None, str | None, list[str]]:
-        """(correlation id, Message-ID, From address, To/Cc addresses) from a raw MIME message's headers."""
+    def parse_mime(self, raw: bytes) -> tuple[str | None, str | None, str | None, list[str], Headers]:
+        """(correlation id, Message-ID, From address, To/Cc addresses, every header field) from a raw
+        MIME message's headers."""
         msg = BytesHeaderParser().parsebytes(raw)
         sender = getaddresses(msg.get_all("From", []))
         rcpts = [a for _, a in getaddresses(msg.get_all("To", []) + msg.get_all("Cc", [])) if a]
@@ -169,7 +176,28 @@ class EspApi(ABC):
             _clean(msg.get("Message-ID")),
             sender[0][1] if sender and sender[0][1] else None,
             rcpts,
+            tuple((name, str(value)) for name, value in msg.items()),
         )
+
+
+def header_pairs(*sources: Any) -> Headers:
+    """The header fields of each source in turn, as (name, value) pairs: a source is a dict {name: value}
+    or a list of {Name, Value} (or MailerSend's {name, value}); a name or value that is not a string is
+    left out, as ``correlation_from_headers`` leaves it."""
+    pairs: list[tuple[str, str]] = []
+    for source in sources:
+        if isinstance(source, dict):
+            items = source.items()
+        elif isinstance(source, list):
+            items = [
+                (p.get("Name", p.get("name")), p.get("Value", p.get("value")))
+                for p in source
+                if isinstance(p, dict)
+            ]
+        else:
+            continue
+        pairs += [(n, v) for n, v in items if isinstance(n, str) and isinstance(v, str)]
+    return tuple(pairs)
 
 
 def _clean(value: Any) -> str | None:

@@ -196,12 +196,18 @@ class HttpApiServer:
 
     # -- one request -------------------------------------------------------------------------------
     def _handler(self, api: EspApi):
+        shared = self.engine.shared  # with N workers, the requests in flight are counted for the ESP
+
         async def handle(request: web.Request) -> web.StreamResponse:
             self._open += 1
+            if shared is not None:
+                shared.request_opened()
             try:
                 return await self._handle(api, request)
             finally:
                 self._open -= 1
+                if shared is not None:
+                    shared.request_closed()
 
         return handle
 
@@ -233,8 +239,9 @@ class HttpApiServer:
             api_key=sub.key,
             auth_user=sub.key,  # an API key's name is the ESP's user (the ledger's key)
             recipients=[r for m in sub.messages for r in m.rcpts],
+            headers=tuple(h for m in sub.messages for h in m.headers),
             msg_id=corr,
-            open_sessions=self._open,
+            open_sessions=self._open if self.engine.shared is None else self.engine.shared.open_requests,
             extra={"api": api.name, "path": request.path},
         )
         action = self.engine.decide("http", ctx)

@@ -5,11 +5,12 @@ ports with throwaway data directories, ready when their ``/-/ready`` says so, al
 ``prometheus-alertmanager``), and the rules file passes ``promtool check rules`` (without promtool:
 Prometheus started alone on the rules, which it refuses to start with). ``start(run_dir, scrape)``:
 the receiver first (the Alertmanager posts to it), then Alertmanager, then Prometheus scraping
-``scrape`` (job -> metrics URLs: the runner's, the fake ESP's control API, the SUT's own) every
-``scrape_interval`` and evaluating the rules every ``evaluation_interval``, ready once it also knows
-its Alertmanager. Their configs are kept in ``<run>/alerts/`` for reading (their data directories too,
-while they run), their logs in ``logs/``. With ``start: false`` only the receiver runs. ``stop()``
-ends them (SIGTERM, then SIGKILL) and removes the data directories, whatever happened before.
+``scrape`` (``Scrape`` pages from ``scrape_targets``: the runner's, every fake ESP's control API, each
+labelled ``esp="<name>"`` in a run with several, the SUT's own) every ``scrape_interval`` and evaluating
+the rules every ``evaluation_interval``, ready once it also knows its Alertmanager. Their configs are
+kept in ``<run>/alerts/`` for reading (their data directories too, while they run), their logs in
+``logs/``. With ``start: false`` only the receiver runs. ``stop()`` ends them (SIGTERM, then SIGKILL)
+and removes the data directories, whatever happened before.
 
 Alertmanager is set to notify at once and one alert per group (``group_by: ['...']``, ``group_wait: 0s``,
 ``group_interval: 1s``) with resolutions (``send_resolved``), so a notification's arrival is the
@@ -27,7 +28,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,6 +48,17 @@ PROMTOOL = "promtool"
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
 POLL_S = 0.1  # readiness poll period
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One metrics page Prometheus scrapes: its job, its URL, the bearer token it needs (a fake ESP's
+    control API with ``--token``), and the labels its series get (``esp``: which ESP of several)."""
+
+    job: str
+    url: str
+    token: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 def find(name: str, *alternatives: str) -> str | None:
@@ -110,9 +123,7 @@ class AlertStack:
 
     # -- the run -------------------------------------------------------------------------------------------
 
-    def start(
-        self, run_dir: Path, scrape: dict[str, list[str]], *, esp_token: str | None = None
-    ) -> dict[str, str]:
+    def start(self, run_dir: Path, scrape: list[Scrape]) -> dict[str, str]:
         """Start the receiver (and, unless ``start: false``, Alertmanager and Prometheus); their URLs."""
         self.logs_dir = run_dir / "logs"
         try:
@@ -143,9 +154,7 @@ class AlertStack:
         self.alertmanager_url = f"http://{HOST}:{am_port}"
         self._await_ready("alertmanager", self.alertmanager_url)
         prom_config = folder / "prometheus.yml"
-        prom_config.write_text(
-            yaml.safe_dump(self._prometheus_config(scrape, am_port, esp_token), sort_keys=False)
-        )
+        prom_config.write_text(yaml.safe_dump(self._prometheus_config(scrape, am_port), sort_keys=False))
         self._launch(
             "prometheus",
             [
@@ -179,25 +188,32 @@ class AlertStack:
             ],
         }
 
-    def _prometheus_config(self, scrape: dict[str, list[str]], am_port: int, esp_token: str | None) -> dict:
+    def _prometheus_config(self, scrape: list[Scrape], am_port: int) -> dict:
         interval = f"{round(self.spec.scrape_interval * 1000)}ms"
+        # One scrape config per job, scheme, path and token (Prometheus sets those per config, not per
+        # target): ``job``, then ``job-2``...; in each, one static config per set of labels.
+        configs: dict[str, dict[tuple[str, str, str], dict[tuple, list[str]]]] = defaultdict(dict)
+        for page in scrape:
+            parts = urlsplit(page.url)
+            key = (parts.scheme or "http", parts.path or "/metrics", page.token or "")
+            configs[page.job].setdefault(key, defaultdict(list))[page.labels].append(parts.netloc)
         jobs = []
-        for job, urls in scrape.items():
-            by_path: dict[tuple[str, str], list[str]] = defaultdict(list)
-            for url in urls:
-                parts = urlsplit(url)
-                by_path[(parts.scheme or "http", parts.path or "/metrics")].append(parts.netloc)
-            for n, ((scheme, path), hosts) in enumerate(sorted(by_path.items())):
+        for job, by_key in configs.items():
+            for n, ((scheme, path, token), by_labels) in enumerate(sorted(by_key.items())):
+                statics = [
+                    {"targets": hosts, **({"labels": dict(labels)} if labels else {})}
+                    for labels, hosts in by_labels.items()
+                ]
                 entry = {
                     "job_name": job if n == 0 else f"{job}-{n + 1}",
                     "scheme": scheme,
                     "metrics_path": path,
-                    "static_configs": [{"targets": hosts}],
+                    "static_configs": statics,
                 }
                 if scheme == "https":
                     entry["tls_config"] = {"insecure_skip_verify": True}  # the run's own CA, loopback only
-                if job == "esp" and esp_token is not None:
-                    entry["authorization"] = {"credentials": esp_token}
+                if token:
+                    entry["authorization"] = {"credentials": token}
                 jobs.append(entry)
         return {
             "global": {
@@ -323,12 +339,19 @@ def _knows_alertmanager(base: str) -> bool:
         return False
 
 
-def scrape_targets(runner: str | None, esp_control: str | None, target: object) -> dict[str, list[str]]:
-    """What Prometheus scrapes, by job: ``mailstorm`` (the runner's live /metrics), ``esp`` (the fake
-    ESP's control API /metrics) and ``sut`` (the target's own metrics pages, when it serves some)."""
-    jobs = {"mailstorm": [runner] if runner else [], "esp": [f"{esp_control}/metrics"] if esp_control else []}
-    jobs["sut"] = list(target.metrics_urls) if isinstance(target, Monitored) else []
-    return {job: urls for job, urls in jobs.items() if urls}
+def scrape_targets(
+    runner: str | None, esps: Iterable[tuple[str | None, str, str | None]], target: object
+) -> list[Scrape]:
+    """What Prometheus scrapes: job ``mailstorm`` (the runner's live /metrics), job ``esp`` (every fake
+    ESP's control API /metrics; ``esps`` is (name, control URL, token) each, a name labelling its series
+    ``esp="<name>"``, None for the one ESP of a run) and ``sut`` (the target's own metrics pages)."""
+    pages = [Scrape("mailstorm", runner)] if runner else []
+    pages += [
+        Scrape("esp", f"{control}/metrics", token, (("esp", name),) if name else ())
+        for name, control, token in esps
+    ]
+    pages += [Scrape("sut", url) for url in (target.metrics_urls if isinstance(target, Monitored) else ())]
+    return pages
 
 
 def _gist(output: str) -> str:

@@ -13,8 +13,11 @@ proxy, not the toxic: once per connection and toxic, from the proxy's seeded RNG
 
 A proxy fronts one or more paths (``smtp``: the SUT to the ESP's SMTP listener, ``http``: to its HTTP
 APIs, ``webhooks``: the ESP's event posts back to the SUT); a toxic acts on every path unless its ``on``
-narrows it. A toxic that holds bytes back, cuts or swallows them calls ``link.acted`` (the proxy records
-it in the ledger once per connection and toxic), so a run can tell a toxic that touched nothing.
+narrows it. In a run with several ESPs each ESP has its own three, named ``<path>@<esp>`` (``path_key``):
+``on`` still names the kind (``smtp``), and a toxic added for one ESP (``add_toxic(spec, esp=...)``) acts
+on that ESP's paths alone. A toxic that holds bytes back, cuts or swallows them calls ``link.acted`` (the
+proxy records it in the ledger once per connection and toxic), so a run can tell a toxic that touched
+nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +35,18 @@ Stream = Literal["upstream", "downstream", "both"]
 Path = Literal["smtp", "http", "webhooks"]
 PATHS: tuple[str, ...] = ("smtp", "http", "webhooks")
 Send = Callable[[bytes], Awaitable[None]]
+ESP_SEPARATOR = "@"
+
+
+def path_key(kind: str, esp: str | None = None) -> str:
+    """The name of the path ``kind`` of ESP ``esp`` (None: a proxy that fronts one ESP: the kind alone)."""
+    return kind if esp is None else f"{kind}{ESP_SEPARATOR}{esp}"
+
+
+def split_path(path: str) -> tuple[str, str | None]:
+    """(kind, ESP name or None) of a path name made by ``path_key``."""
+    kind, sep, esp = path.partition(ESP_SEPARATOR)
+    return kind, (esp if sep else None)
 
 
 class ToxicSpecBase(BaseModel):

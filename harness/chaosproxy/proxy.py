@@ -132,9 +132,10 @@ class ChaosProxy:
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result(CALL_TIMEOUT_S)
 
-    def add_toxic(self, spec: dict[str, Any] | ToxicSpecBase) -> str:
-        """Activate a toxic now; returns its name. ConfigError on a bad spec (names the field)."""
-        return self._call(self._server.add_toxic, spec)
+    def add_toxic(self, spec: dict[str, Any] | ToxicSpecBase, *, esp: str | None = None) -> str:
+        """Activate a toxic now (``esp``: on that ESP's paths alone); returns its name. ConfigError on a
+        bad spec (names the field)."""
+        return self._call(lambda: self._server.add_toxic(spec, esp=esp))
 
     def remove_toxic(self, name: str) -> None:
         """Deactivate a toxic now; UserError when no toxic has that name."""

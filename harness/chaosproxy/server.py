@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailstorm.errors import ConfigError, UserError
-from mailstorm.harness.chaosproxy.base import Send, ToxicSpecBase
+from mailstorm.harness.chaosproxy.base import Send, ToxicSpecBase, split_path
 from mailstorm.harness.chaosproxy.spec import build_toxic, parse_toxic
 from mailstorm.ledger import LedgerWriter, ProxyActed, ProxyUpstreamFailed
 
@@ -83,6 +83,7 @@ class _Link:
         self.conn = conn
         self.direction = direction
         self.path = conn.path
+        self.kind, self.esp = split_path(conn.path)
         self._ledger = ledger
         self.rng = conn.rng
         self.opened = conn.opened
@@ -127,6 +128,7 @@ class ProxyServer:
         self.ledger = ledger
         self._rng = random.Random(seed)
         self._toxics: dict[str, Any] = {}
+        self._esp_of: dict[str, str] = {}  # toxic name -> the one ESP whose paths it acts on
         self._conns: set[_Connection] = set()
         self._ids = itertools.count(1)
         self._servers: dict[str, asyncio.AbstractServer] = {}
@@ -171,7 +173,9 @@ class ProxyServer:
         self._servers.clear()
 
     # -- toxics --------------------------------------------------------------------------------------
-    def add_toxic(self, raw: dict[str, Any] | ToxicSpecBase) -> str:
+    def add_toxic(self, raw: dict[str, Any] | ToxicSpecBase, *, esp: str | None = None) -> str:
+        """Activate a toxic; ``esp``: on that ESP's paths alone (paths named ``<kind>@<esp>``; a proxy
+        fronting one ESP has no other, so there it changes nothing)."""
         spec = parse_toxic(raw)
         if spec.name is None and spec.type in self._toxics:
             # An unnamed toxic of a type already active (two overlapping timeline windows) gets a free name.
@@ -183,24 +187,32 @@ class ProxyServer:
         if toxic.name in self._toxics:
             raise ConfigError(f"toxic {toxic.name!r} already active; give it another name or remove it")
         self._toxics[toxic.name] = toxic
+        if esp is not None:
+            self._esp_of[toxic.name] = esp
         return toxic.name
 
     def remove_toxic(self, name: str) -> None:
         if self._toxics.pop(name, None) is None:
             raise UserError(f"no active toxic named {name!r}")
+        self._esp_of.pop(name, None)
 
     def clear(self) -> None:
         self._toxics.clear()
+        self._esp_of.clear()
 
     def toxics(self) -> list[dict[str, Any]]:
-        return [t.spec.model_dump() | {"name": n} for n, t in self._toxics.items()]
+        return [
+            t.spec.model_dump() | {"name": n} | ({"esp": self._esp_of[n]} if n in self._esp_of else {})
+            for n, t in self._toxics.items()
+        ]
 
     def _chain_for(self, link: _Link) -> list[Any]:
         return [
             t
             for t in self._toxics.values()
             if t.spec.stream in (link.direction, "both")
-            and (t.spec.on is None or link.path in t.spec.on)
+            and (t.spec.on is None or link.kind in t.spec.on)
+            and (link.esp is None or self._esp_of.get(t.name, link.esp) == link.esp)
             and link.conn.applies(t.name, t.spec.toxicity)
         ]
 

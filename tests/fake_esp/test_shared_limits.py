@@ -165,3 +165,53 @@ def test_quota_count_and_concurrency_hold_across_two_workers(tmp_path):
         finally:
             for s in held:
                 s.quit()
+
+
+def test_http_concurrency_holds_across_two_workers(tmp_path):
+    """``--processes 2``, a concurrency limit of 2 at phase http and a 4 s latency holding every request
+    in flight: requests sent one after another (each once the ESP has it in flight, its esp.fault record
+    written), each on its own connection until both workers have some, get exactly 2 accepted in all and
+    429 for the rest (per worker, 2 each would have passed)."""
+    from python_http_client.exceptions import HTTPError
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import Mail
+
+    from mailstorm.ports import free_port
+
+    faults = [
+        {"name": "slow", "type": "latency", "phase": "http", "dist": "fixed", "ms": 4000},
+        {"name": "cap", "type": "concurrency", "phase": "http", "max_sessions": 2},
+    ]
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def send(url: str, i: int) -> None:
+        mail = Mail("app@example.test", "user@example.test", f"m{i}", plain_text_content="b")
+        try:
+            status = SendGridAPIClient("SG.k", host=url).send(mail).status_code
+        except HTTPError as exc:
+            status = exc.status_code
+        with lock:
+            statuses.append(status)
+
+    with EspProcess(
+        tmp_path / "l", processes=2, http_port=free_port(), faults=faults, log_path=tmp_path / "e.log"
+    ) as esp:
+
+        def in_flight() -> list[dict]:
+            recs = LedgerReader(esp.ledger_dir).records([Kind.ESP_FAULT])
+            return [r for r in recs if r["fault"] == "slow"]
+
+        threads: list[threading.Thread] = []
+        for i in range(16):  # a new connection each: the kernel spreads them over the two workers
+            t = threading.Thread(target=send, args=(esp.http_url, i))
+            t.start()
+            threads.append(t)
+            wait_until(lambda: len(in_flight()) == len(threads), timeout=3, what="the request in flight")
+            if len(threads) >= 6 and len({r["src"] for r in in_flight()}) == 2:
+                break
+        for t in threads:
+            t.join(30)
+        workers = {r["src"] for r in in_flight()}
+    assert len(workers) == 2, f"one worker took every request: {workers}"
+    assert Counter(statuses) == Counter({202: 2, 429: len(threads) - 2}), statuses

@@ -366,3 +366,41 @@ def test_a_run_with_the_receiver_alone_judges_the_users_alertmanager(tmp_path: P
     (window,) = json.loads((run_dir / "report.json").read_text())["alerts"]["windows"]
     assert window["alerts"] == ["MyEspDown"] and 0 <= window["time_to_fire_s"] < 3
     assert window["time_to_resolve_s"] is not None and window["time_to_resolve_s"] >= 0
+
+
+@needs_prometheus
+def test_prometheus_scrapes_every_esp_of_a_run_with_several(tmp_path: Path) -> None:
+    """Two fake ESPs, each with its own control token: the stack's Prometheus has both control APIs as
+    targets (a scrape config per token), labelled with the ESP's name, and scrapes each one up."""
+    from mailstorm.harness.alerts.spec import AlertsSpec
+    from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
+    from mailstorm.harness.esp_fleet import EspFleet
+    from mailstorm.harness.scenario import NamedEsp
+
+    rules = "groups: [{name: t, rules: [{alert: Never, expr: vector(1) == 0}]}]\n"
+    (tmp_path / "rules.yml").write_text(rules)
+    (tmp_path / "logs").mkdir()
+    specs = tuple(NamedEsp(name=n, token=f"token-of-{n}") for n in ("primary", "secondary"))
+    fleet = EspFleet(
+        specs, seed=len, run_dir=tmp_path, ledger_dir=tmp_path / "ledger", logs_dir=tmp_path / "logs"
+    )
+    stack = AlertStack(AlertsSpec(rules=tmp_path / "rules.yml"))
+    try:
+        fleet.start()
+        stack.check()
+        urls = stack.start(tmp_path, scrape_targets(None, fleet.scrapes(), None))
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(f"{urls['prometheus']}/api/v1/targets", timeout=5) as resp:
+                active = json.loads(resp.read())["data"]["activeTargets"]
+            health = {t["labels"].get("esp"): t["health"] for t in active}
+            if health == {"primary": "up", "secondary": "up"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the next scrape (every second) is what changes the answer
+        assert health == {"primary": "up", "secondary": "up"}, active
+        assert {t["labels"]["job"] for t in active} == {"esp", "esp-2"}  # one per token
+        config = (tmp_path / "alerts" / "prometheus.yml").read_text()
+        assert "token-of-primary" in config and "token-of-secondary" in config
+    finally:
+        stack.stop()
+        fleet.stop()

@@ -97,3 +97,43 @@ def test_esp_failover_with_postfix_smtp_fallback_relay(tmp_path):
     secondary = json.loads((run_dir / "run.json").read_text())["esps"][1]["smtp"]
     assert f"smtp_fallback_relay = [{secondary.replace(':', ']:')}" in main_cf
     print(f"postfix: failover {fault['failover_s']} s, failback {fault['failback_s']} s")
+
+
+NETWORK_FAILOVER = """\
+name: network-failover
+seed: 7
+duration: 10s
+drain_deadline: 30s
+target: {kind: reference, failover_after: 3, failback_probe_s: 1}
+esps:
+  - {name: primary}
+  - {name: secondary}
+load:
+  shape: {kind: steady, rate: 20}
+chaos:
+  - {at: 3s, for: 4s, name: primary-cut, esp: primary, network: {type: reset, on: [smtp]}}
+slo:
+  max_lost: 0
+"""
+
+
+def test_a_network_step_aimed_at_the_primary_sends_the_mail_through_the_secondarys_front(tmp_path):
+    """With two ESPs the chaos proxy fronts both, and the SUT relays to each through its front: a reset
+    toxic on the primary's paths alone (``esp: primary``) cuts only the primary's SMTP front, the
+    reference pipeline fails over to the secondary, which takes the mail meanwhile; nothing is lost."""
+    path = tmp_path / "network-failover.yaml"
+    path.write_text(NETWORK_FAILOVER)
+    code, run_dir, err = run_cli(path, tmp_path / "runs", timeout=180)
+    assert code == 0, err
+    not_at_esp, accepted, _ = lost_and_counts(run_dir)
+    assert accepted > 0 and not not_at_esp
+    info = json.loads((run_dir / "run.json").read_text())
+    assert set(info["proxy"]) == {"smtp@primary", "smtp@secondary"}
+    reader = LedgerReader(run_dir / "ledger")
+    acted = list(reader.records([Kind.PROXY_ACTED]))
+    assert acted and {r["path"] for r in acted} == {"smtp@primary"}
+    begin, end = chaos_window(run_dir, "primary-cut")
+    secondary = [r["t"] for r in reader.records([Kind.ESP_ACCEPTED]) if r["src"] == "esp-secondary-smtp-0"]
+    assert [t for t in secondary if begin < t < end], "the secondary took nothing while the primary was cut"
+    (fault,) = json.loads((run_dir / "report.json").read_text())["failover"]["faults"]
+    assert (fault["name"], fault["esp"], fault["via"]) == ("primary-cut", "primary", "secondary")

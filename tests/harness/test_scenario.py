@@ -123,6 +123,24 @@ def test_esp_ports_are_free_unless_fixed():
     assert (fixed.esp.smtp_port, fixed.esp.http_port) == (2600, 0)
 
 
+def test_a_network_step_may_name_the_esp_whose_paths_it_acts_on():
+    """With several ESPs a network step may name one (its toxic then acts on that ESP's proxy paths); one
+    naming none acts on every ESP's, so ``on: [http]`` is fine when any ESP serves HTTP; a target step
+    naming an ESP is refused, naming the field."""
+    esps = "esps:\n  - {name: primary}\n  - {name: secondary, http_port: 0}\n"
+    step = "chaos:\n  - {at: 2s, for: 3s, %s network: {type: latency, ms: 10, on: [http]}}\n"
+    sc = load_scenario_text(BASE + esps + step % "esp: secondary,")
+    assert sc.chaos[0].esp == "secondary"
+    assert load_scenario_text(BASE + esps + step % "").chaos[0].esp is None
+    with pytest.raises(ConfigError, match=r"chaos\[0\]\.network\.on: names http.*esps\[0\]\.http_port"):
+        load_scenario_text(BASE + esps + step % "esp: primary,")
+    with pytest.raises(ConfigError, match=r"chaos\[0\]\.esp: names ESP 'third'"):
+        load_scenario_text(BASE + esps + step % "esp: third,")
+    target = "chaos:\n  - {at: 2s, esp: primary, target: {action: kill}}\n"
+    with pytest.raises(ConfigError, match="a target step has none"):
+        load_scenario_text(BASE + esps + target)
+
+
 def test_the_esp_reads_the_correlation_carrier_the_load_writes():
     """load.correlation is said once: the fake ESP reads that carrier; the ESP section may not set its
     own (a mismatch would lose every id), and the resolved form round-trips."""

@@ -128,3 +128,37 @@ def test_sizing_compare_profiles_weighs_the_target_against_every_profile(clean_r
     assert main(["sizing", str(clean_run), "--target", "1000000/1d", "--compare-profiles"]) == 0
     out = capsys.readouterr().out
     assert "every ESP profile for 1,000,000 messages" in out and "constantcontact" in out and "29.1 h" in out
+
+
+def test_sizing_weighs_every_esp_of_a_run_with_several(clean_run, tmp_path, capsys):
+    """A run with two ESPs (run.json esps_limits): the verdict stays the primary's, each ESP is weighed
+    alone against the whole target (a failover leaves one with all of it), and their rates are summed;
+    the JSON report validates, and the Markdown report names both."""
+    import shutil
+
+    run_dir = tmp_path / "two"
+    shutil.copytree(clean_run, run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    info["esps_limits"] = {"primary": {"rate": 14, "daily_quota": 50_000}, "secondary": {"rate": 100}}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    assert main(["sizing", str(run_dir), "--target", "180000/1h", "--headroom", "0", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["esp_rate_limit"], s["esp_ok"]) == (14.0, False)  # the primary's, as with one ESP
+    assert s["esps"] == [
+        {"name": "primary", "rate": 14.0, "ok": False, "daily_quota": 50_000, "daily_ok": False},
+        {"name": "secondary", "rate": 100.0, "ok": True, "daily_quota": None, "daily_ok": None},
+    ]
+    assert s["esps_rate_sum"] == 114.0
+    assert "all 2 ESPs together = 14.00 + 100.00 = 114.00 msg/s: enough" in s["arithmetic"]
+    assert "ESP secondary: 100.00 msg/s vs 50.00 msg/s needed alone: enough" in s["arithmetic"]
+    info["report"] = {"sizing": {"target": "180000/1h", "headroom": 0}, "formats": ["json", "md"]}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    main(["report", str(run_dir), "--format", "json,md"])
+    capsys.readouterr()
+    md = (run_dir / "report.md").read_text()
+    assert "Each ESP alone" in md and "secondary 100" in md and "together 114" in md
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["sizing"]["esps_rate_sum"] == 114.0
+    # A sizing against another profile, or an --esp-rate, replaces the run's ESPs: nothing listed.
+    assert main(["sizing", str(run_dir), "--target", "10/1h", "--esp-rate", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["esps"] is None

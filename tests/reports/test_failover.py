@@ -53,6 +53,22 @@ def test_failover_and_failback_times_and_shares(tmp_path):
     assert got.both == 1
 
 
+def test_a_network_step_naming_an_esp_is_a_fault_of_that_esp(tmp_path):
+    """A network window whose step named the primary (the proxy on its paths alone) gets its failover and
+    failback times; one naming no ESP (every ESP's paths) is no ESP's fault."""
+    ledger = _ledgers(tmp_path)
+    with LedgerWriter(ledger, "timeline-2") as timeline:
+        for name, esp in (("cut", "primary"), ("everywhere", None)):
+            begin = ChaosBegin(name=name, what="network", params={}, esp=esp)
+            timeline.write(begin, t=T0 + 3 * NS)
+            timeline.write(ChaosEnd(name=name, what="network", params={}, esp=esp), t=T0 + 6 * NS)
+    got = failover(read_columns(ledger), T0, ["primary", "secondary"])
+    assert got is not None
+    faults = {f.name: f for f in got.faults}
+    assert set(faults) == {"down", "cut"}
+    assert (faults["cut"].esp, faults["cut"].via, faults["cut"].failover_s) == ("primary", "secondary", 0.51)
+
+
 def test_a_duplicate_across_esps_is_duplicated_in_both_forms_of_fate(tmp_path):
     """The fate module takes acceptances from every ESP's ledger alike: m-35, accepted by each ESP once,
     is duplicated, in the batch form and in the incremental (live) form."""

@@ -29,6 +29,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -94,17 +95,18 @@ class BrevoApi(EspApi):
                 )
             total += len(rcpts)
             headers = item.get("headers") if isinstance(item.get("headers"), dict) else {}
-            corr, mid = self.correlation_from_headers({**top_headers, **headers})
-            custom = {**top_headers, **headers}.get(CUSTOM_HEADER)
+            merged = {**top_headers, **headers}  # a version's own headers win over the message's
+            corr, mid = self.correlation_from_headers(merged)
+            custom = merged.get(CUSTOM_HEADER)
             custom = custom if isinstance(custom, str) and custom else None
             corr = corr or _custom_id(custom, self.correlation_header)
             body = raw if whole else orjson.dumps(item)
             # Brevo echoes X-Mailin-custom as it was sent, and the request's tags.
             tags = data.get("tags") if isinstance(data.get("tags"), list) else []
             echo = {CUSTOM_HEADER: custom, "tags": [t for t in tags if isinstance(t, str)]}
-            messages.append(
-                ApiMessage(email or "", tuple(rcpts), corr, mid, len(body), sha256_hex(body), echo)
-            )
+            size, sha, carried = len(body), sha256_hex(body), header_pairs(merged)
+            msg = ApiMessage(email or "", tuple(rcpts), corr, mid, size, sha, echo, headers=carried)
+            messages.append(msg)
         if total > MAX_RECIPIENTS:
             raise self._bad("invalid_parameter", f"at most {MAX_RECIPIENTS} recipients per request")
         return Submission(key, tuple(messages), extra={"versions": not whole})

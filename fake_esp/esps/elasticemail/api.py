@@ -26,6 +26,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -82,7 +83,9 @@ class ElasticEmailApi(EspApi):
         corr, mid = self.correlation_from_headers(headers)
         postback = content.get("Postback")
         corr = corr or (postback if isinstance(postback, str) and postback else None)
-        msg = ApiMessage(sender[0][1], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw))
+        msg = ApiMessage(
+            sender[0][1], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), headers=header_pairs(headers)
+        )
         return Submission(key, (msg,))
 
     def new_message_id(self) -> str:

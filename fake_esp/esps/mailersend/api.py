@@ -26,6 +26,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -93,7 +94,8 @@ class MailerSendApi(EspApi):
                 f"{at}text", f"The {at}text field is required when none of html / template id are present."
             )
         corr, mid = self.correlation_from_headers(_pairs(item.get("headers")))
-        return ApiMessage(email, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw))
+        carried = header_pairs(item.get("headers"))
+        return ApiMessage(email, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), headers=carried)
 
     def new_message_id(self) -> str:
         return secrets.token_hex(12)  # MailerSend ids are 24 hex digits

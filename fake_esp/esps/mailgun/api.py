@@ -85,7 +85,9 @@ class MailgunApi(EspApi):
         hdr = self.correlation_header
         corr = _str(form.get(f"h:{hdr}")) or _str(form.get(f"v:{hdr}")) or _str(form.get("v:mailstorm_id"))
         mid = _str(form.get("h:Message-Id")) or _str(form.get("h:Message-ID"))
-        msg = ApiMessage(sender[0], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo)
+        # Mailgun carries each custom header as an ``h:<Name>`` form field.
+        carried = tuple((k[2:], v) for k, v in form.items() if k.startswith("h:") and isinstance(v, str))
+        msg = ApiMessage(sender[0], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo, headers=carried)
         return Submission(key, (msg,))
 
     def _parse_mime(self, key: str, form: MultiDictProxy, echo: dict[str, Any]) -> Submission:
@@ -94,10 +96,10 @@ class MailgunApi(EspApi):
         if part is None or isinstance(part, str):
             raise self._bad("'message' parameter is missing")
         body = part.file.read()
-        corr, mid, sender, _ = self.parse_mime(body)
+        corr, mid, sender, _, carried = self.parse_mime(body)
         if sender is None:
             raise self._bad("'from' header is missing in the MIME message")
-        msg = ApiMessage(sender, tuple(rcpts), corr, mid, len(body), sha256_hex(body), echo)
+        msg = ApiMessage(sender, tuple(rcpts), corr, mid, len(body), sha256_hex(body), echo, headers=carried)
         return Submission(key, (msg,))
 
     def new_message_id(self) -> str:

@@ -34,6 +34,7 @@ from mailstorm.fake_esp.http.api import (
     RateInfo,
     Submission,
     basic_credentials,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -139,7 +140,10 @@ class MailjetApi(EspApi):
         corr = corr or (custom if isinstance(custom, str) and custom else None)
         # Mailjet echoes CustomID, EventPayload (as Payload) and CustomCampaign in its events.
         echo = {k: m[k] for k in ("CustomID", "EventPayload", "CustomCampaign") if isinstance(m.get(k), str)}
-        return ApiMessage(sender["Email"], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo)
+        carried = header_pairs(headers)
+        return ApiMessage(
+            sender["Email"], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo, headers=carried
+        )
 
     def new_message_id(self) -> str:
         # Mailjet MessageIDs are 64-bit integers (e.g. 288230376160624642); the fake draws 18 digits.

@@ -32,6 +32,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -94,9 +95,9 @@ class MandrillApi(EspApi):
         corr = corr or _str(meta.get(self.correlation_header)) or _str(meta.get("mailstorm_id"))
         tags = msg.get("tags") if isinstance(msg.get("tags"), list) else []
         echo = {"metadata": meta, "tags": [t for t in tags if isinstance(t, str)]}  # echoed in msg
-        return Submission(
-            key, (ApiMessage(sender, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo),)
-        )
+        carried = header_pairs(headers)
+        sent = ApiMessage(sender, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo, headers=carried)
+        return Submission(key, (sent,))
 
     def new_message_id(self) -> str:
         return secrets.token_hex(16)  # Mandrill _ids are 32 hex characters

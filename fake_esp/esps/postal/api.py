@@ -33,6 +33,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -111,7 +112,8 @@ class PostalApi(EspApi):
         if not any(isinstance(params.get(k), str) and params[k] for k in ("plain_body", "html_body")):
             raise self._error("NoContent")
         corr, mid = self.correlation_from_headers(params.get("headers") or {})
-        return ApiMessage(sender[0], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw))
+        carried = header_pairs(params.get("headers"))
+        return ApiMessage(sender[0], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), headers=carried)
 
     def _raw(self, params: dict[str, Any], raw: bytes) -> ApiMessage:
         rcpts = params.get("rcpt_to")
@@ -125,7 +127,7 @@ class PostalApi(EspApi):
             mime = base64.b64decode(params["data"])
         except (binascii.Error, ValueError):
             mime = b""
-        corr, mid, from_header, _ = self.parse_mime(mime)
+        corr, mid, from_header, _, carried = self.parse_mime(mime)
         if from_header is None:
             # Postal looks for an authenticated domain in the From/Sender headers; none found, none sent.
             raise self._error(
@@ -135,7 +137,8 @@ class PostalApi(EspApi):
         addresses = list(dict.fromkeys(r for r in rcpts if isinstance(r, str) and "@" in r))
         if not addresses:
             raise self._error("NoRecipients")
-        return ApiMessage(params["mail_from"], tuple(addresses), corr, mid, len(mime), sha256_hex(mime))
+        size, sha = len(mime), sha256_hex(mime)
+        return ApiMessage(params["mail_from"], tuple(addresses), corr, mid, size, sha, headers=carried)
 
     def new_message_id(self) -> str:
         return str(secrets.randbelow(10**8) + 1)  # Postal's message ids are integers

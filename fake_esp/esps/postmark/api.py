@@ -28,6 +28,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -107,7 +108,10 @@ class PostmarkApi(EspApi):
         corr = corr or _str(meta.get(self.correlation_header)) or _str(meta.get("mailstorm_id"))
         tag = item.get("Tag") if isinstance(item.get("Tag"), str) else ""
         echo = {"Metadata": meta, "Tag": tag}  # Postmark echoes both in every event
-        return ApiMessage(sender[0][1], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo)
+        carried = header_pairs(item.get("Headers"))
+        return ApiMessage(
+            sender[0][1], tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), echo, headers=carried
+        )
 
     def new_message_id(self) -> str:
         return str(uuid.uuid4())

@@ -27,6 +27,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -107,7 +108,13 @@ class ResendApi(EspApi):
                 None,
             )
         return ApiMessage(
-            sender[0], tuple(rcpts), corr if isinstance(corr, str) else None, mid, len(raw), sha256_hex(raw)
+            sender[0],
+            tuple(rcpts),
+            corr if isinstance(corr, str) else None,
+            mid,
+            len(raw),
+            sha256_hex(raw),
+            headers=header_pairs(item.get("headers")),
         )
 
     def new_message_id(self) -> str:

@@ -23,6 +23,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -142,6 +143,7 @@ class SendGridApi(EspApi):
                     sha256_hex(raw),
                     echo,
                     campaign=campaign,
+                    headers=header_pairs(data.get("headers"), p.get("headers")),
                 )
             )
         if total > MAX_RECIPIENTS:

@@ -33,6 +33,7 @@ from mailstorm.fake_esp.http.api import (
     EspApi,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -95,7 +96,15 @@ class SendPulseApi(EspApi):
         template = email.get("template") if isinstance(email.get("template"), dict) else {}
         variables = template.get("variables") if isinstance(template.get("variables"), dict) else {}
         corr = corr or _str(variables.get(self.correlation_header)) or _str(variables.get("mailstorm_id"))
-        msg = ApiMessage(str(sender["email"]), tuple(rcpts), corr, mid, len(raw), sha256_hex(raw))
+        msg = ApiMessage(
+            str(sender["email"]),
+            tuple(rcpts),
+            corr,
+            mid,
+            len(raw),
+            sha256_hex(raw),
+            headers=header_pairs(headers),
+        )
         return Submission(key, (msg,))
 
     def _token_request(self, data: Any, why: str | None) -> Submission:

@@ -20,7 +20,6 @@ import binascii
 import re
 import secrets
 import uuid
-from email.parser import BytesHeaderParser
 from typing import Any
 
 from aiohttp import web
@@ -29,8 +28,10 @@ from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,
+    Headers,
     RateInfo,
     Submission,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -96,15 +97,14 @@ class SesApi(EspApi):
                 raise self._bad(f"Destination.{kind} must be a list of email addresses.")
             rcpts += lst
         corr = mid = None
-        headers: list[dict[str, str]] = []  # the message's headers, which SES events carry in mail.headers
+        carried: Headers = ()  # the message's headers, which SES events carry in mail.headers
         size = len(raw)
         sha = sha256_hex(raw)
         if kinds == ["Raw"]:
             body = _raw_bytes(content["Raw"])
             if body is None:
                 raise self._bad("Content.Raw.Data must be a base64-encoded MIME message.")
-            corr, mid, mime_from, mime_rcpts = self.parse_mime(body)
-            headers = [{"name": k, "value": str(v)} for k, v in BytesHeaderParser().parsebytes(body).items()]
+            corr, mid, mime_from, mime_rcpts, carried = self.parse_mime(body)
             sender = sender or mime_from
             rcpts = rcpts or mime_rcpts
             size, sha = len(body), sha256_hex(body)
@@ -119,11 +119,7 @@ class SesApi(EspApi):
                 if not isinstance(part.get("Body"), dict) or not part["Body"]:
                     raise self._bad("Content.Simple.Body is required.")
             corr, mid = self.correlation_from_headers(part.get("Headers") or [])
-            headers = [
-                {"name": h["Name"], "value": h["Value"]}
-                for h in part.get("Headers") or []
-                if isinstance(h, dict) and isinstance(h.get("Name"), str) and isinstance(h.get("Value"), str)
-            ]
+            carried = header_pairs(part.get("Headers"))
         if not isinstance(sender, str) or "@" not in sender:
             raise self._bad("Missing final '@domain'", code="MessageRejected")
         if not rcpts:
@@ -140,8 +136,9 @@ class SesApi(EspApi):
                 tags[tag["Name"]] = [tag["Value"]]
                 if tag["Name"] in (self.correlation_header, "mailstorm_id"):
                     corr = corr or tag["Value"]
-        echo = {"headers": headers, "tags": tags}
-        return Submission(key, (ApiMessage(sender, tuple(rcpts), corr, mid, size, sha, echo),))
+        echo = {"headers": [{"name": n, "value": v} for n, v in carried], "tags": tags}
+        msg = ApiMessage(sender, tuple(rcpts), corr, mid, size, sha, echo, headers=carried)
+        return Submission(key, (msg,))
 
     def new_message_id(self) -> str:
         # SES message ids look like 0100018c...-<uuid>-000000

@@ -25,9 +25,11 @@ from mailstorm.fake_esp.http.api import (
     ApiMessage,
     BadRequest,
     EspApi,
+    Headers,
     RateInfo,
     Submission,
     basic_credentials,
+    header_pairs,
     json_response,
     load_json,
     register,
@@ -73,8 +75,10 @@ class SparkPostApi(EspApi):
             raise self._missing("content object is required")
         rcpts = self._recipients(data.get("recipients"))
         corr = mid = sender = None
+        carried: Headers = ()
         if isinstance(content.get("email_rfc822"), str):
-            corr, mid, sender, _ = self.parse_mime(content["email_rfc822"].encode("utf-8", "replace"))
+            mime = content["email_rfc822"].encode("utf-8", "replace")
+            corr, mid, sender, _, carried = self.parse_mime(mime)
         elif isinstance(content.get("template_id"), str):
             sender = "template@sparkpost.invalid"  # the stored template names the sender
         else:
@@ -82,13 +86,15 @@ class SparkPostApi(EspApi):
             if not any(isinstance(content.get(k), str) for k in ("text", "html")):
                 raise self._missing("At least one of text or html needs to exist in content")
             corr, mid = self.correlation_from_headers(content.get("headers") or {})
+            carried = header_pairs(content.get("headers"))
         if not sender:
             raise self._missing("content.from is required")
         if corr is None:
             corr = _meta_id(data.get("metadata"), self.correlation_header) or _meta_id(
                 _first_meta(data.get("recipients")), self.correlation_header
             )
-        return Submission(key, (ApiMessage(sender, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw)),))
+        msg = ApiMessage(sender, tuple(rcpts), corr, mid, len(raw), sha256_hex(raw), headers=carried)
+        return Submission(key, (msg,))
 
     def _recipients(self, value: Any) -> list[str]:
         if isinstance(value, dict) and "list_id" in value:
