@@ -54,6 +54,10 @@ class ApiMessage:
 # action): the type of the fault that held it ("quota", "backlog"). An API whose answer says "queued"
 # (Mandrill) reads it in ``accepted``; the others answer their normal success.
 QUEUED = "mailstorm.queued"
+# Submission.extra key set by the server for an API that ``refuses_suppressed``: per message, the
+# recipients on the ESP's suppression list, which the server has taken out of the message (a message
+# left with none is not sent). The API's success answer names them (Postmark's inactive addresses).
+SUPPRESSED = "mailstorm.suppressed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,9 @@ class EspApi(ABC):
     # Whether ``Submission.key`` is itself the secret (a token: SendGrid, Mailgun, Postmark...) or an
     # id the secret goes with (SES access key id, Mailjet public key): mailstorm.fake_esp.auth.
     key_is_secret: ClassVar[bool] = True
+    # Whether the ESP refuses suppressed recipients at send (Postmark: ``suppressed`` and SUPPRESSED),
+    # rather than accepting the send and posting its dropped events.
+    refuses_suppressed: ClassVar[bool] = False
 
     def __init__(self, correlation_header: str = CORRELATION_HEADER) -> None:
         self.correlation_header = correlation_header
@@ -126,6 +133,11 @@ class EspApi(ABC):
         """The ESP message id of each message of ``sub`` (one ``new_message_id`` each, unless the ESP
         derives them from one id per request)."""
         return [self.new_message_id() for _ in sub.messages]
+
+    def suppressed(self, sub: Submission, rcpts: list[str]) -> web.Response:
+        """The error answer to a one-message send whose every recipient (``rcpts``) is on the ESP's
+        suppression list, for an ESP that ``refuses_suppressed``."""
+        raise NotImplementedError(f"{self.name} does not refuse suppressed recipients at send")
 
     def unauthorized(
         self, sub: Submission, status: int, message: str, code: str | int | None

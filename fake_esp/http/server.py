@@ -18,6 +18,10 @@ then the engine decides (throttle per API key, latency, replies, cuts, outage), 
     hang           no answer until the outage ends (the client times out), then the connection is cut
     tarpit         the normal (or the fault's) answer written one byte per ``byte_delay_s``
 
+An ESP that refuses suppressed recipients at send (Postmark: ``EspApi.refuses_suppressed``) has them
+taken out of an accepted request first (mailstorm.fake_esp.webhooks.suppression; its answer names
+them), and a one-message send whose every recipient is suppressed gets its refusal (422 ErrorCode 406).
+
 An outage that takes the HTTP APIs down (``on`` names http, the default) is followed by an OutageWatch
 (mailstorm.fake_esp.outage_watch) as the SMTP listener's is: in refuse mode the listening socket closes
 (new connections are refused by the kernel) and every open connection, kept-alive ones included, is
@@ -64,10 +68,19 @@ from mailstorm.fake_esp.faults.base import (
     ended_record,
 )
 from mailstorm.fake_esp.faults.quota import QuotaFault, window_of
-from mailstorm.fake_esp.http.api import ESP_APIS, QUEUED, BadRequest, EspApi, RateInfo, Submission
+from mailstorm.fake_esp.http.api import (
+    ESP_APIS,
+    QUEUED,
+    SUPPRESSED,
+    BadRequest,
+    EspApi,
+    RateInfo,
+    Submission,
+)
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
-from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
+from mailstorm.fake_esp.webhooks.suppression import Suppressions
+from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspOutcome, EspReplied, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.http")
 
@@ -103,8 +116,10 @@ class HttpApiServer:
         on_accepted: Callable[[dict[str, Any]], None] | None = None,
         apis: Iterable[str] | None = None,
         credentials: Credentials | None = None,
+        suppressions: Suppressions | None = None,
     ) -> None:
         self.engine = engine
+        self.suppressions = suppressions
         self.credentials = credentials or Credentials()
         self.ledger = ledger
         self.profile = profile
@@ -277,6 +292,10 @@ class HttpApiServer:
         too_big = self._oversize(api, sub)
         if too_big is not None:
             return self._refuse(api, session, peer, too_big, "message too large", None, corr)
+        kept = self._suppressed(api, sub, session, peer, corr)
+        if not isinstance(kept, Submission):
+            return kept
+        sub = kept
         if action.kind == QUEUE:  # into the backlog: the API says so ("queued") where it has the word
             sub = replace(sub, extra={**sub.extra, QUEUED: action.fired[-1].ftype})
         resp = self._accept(api, request, sub, ids, session, peer, action)
@@ -285,6 +304,35 @@ class HttpApiServer:
                 resp = self._fault_answer(api, action)
             return await _slow_write(request, resp, action.byte_delay_s)
         return resp
+
+    def _suppressed(
+        self, api: EspApi, sub: Submission, session: str, peer: str, corr: str | None
+    ) -> web.Response | Submission:
+        """For an ESP that refuses suppressed recipients at send (``EspApi.refuses_suppressed``): the
+        ESP's refusal of a one-message send whose every recipient is suppressed, else ``sub`` with the
+        suppressed recipients taken out (SUPPRESSED names them for the answer). One esp.outcome
+        (dropped, no events) per suppressed recipient."""
+        if self.suppressions is None or not api.refuses_suppressed:
+            return sub
+        gone = [[r for r in m.rcpts if self.suppressions.why(api.name, r)] for m in sub.messages]
+        if not any(gone):
+            return sub
+        for m, out in zip(sub.messages, gone, strict=True):
+            for rcpt in out:
+                self.ledger.write(
+                    EspOutcome(
+                        api=api.name, id=m.id, esp_id=None, rcpt=rcpt, outcome="dropped", events=[],
+                        unposted=[], source="suppressed", detail=self.suppressions.why(api.name, rcpt),
+                    )
+                )  # fmt: skip
+        if len(sub.messages) == 1 and len(gone[0]) == len(sub.messages[0].rcpts):
+            resp = api.suppressed(sub, gone[0])
+            return self._refuse(api, session, peer, resp, "every recipient suppressed", None, corr)
+        messages = tuple(
+            replace(m, rcpts=tuple(r for r in m.rcpts if r not in out))
+            for m, out in zip(sub.messages, gone, strict=True)
+        )
+        return replace(sub, messages=messages, extra={**sub.extra, SUPPRESSED: gone})
 
     def _fault_answer(self, api: EspApi, action: Action) -> web.Response:
         assert action.reply is not None
@@ -341,6 +389,8 @@ class HttpApiServer:
     ):
         esp_ids = api.message_ids(sub)
         for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
+            if not m.rcpts:  # every recipient suppressed (SUPPRESSED): the ESP did not take it
+                continue
             # Written before the answer leaves (ledger durability rule).
             self.ledger.write(
                 EspAccepted(

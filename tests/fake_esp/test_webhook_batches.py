@@ -19,7 +19,7 @@ from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.fake_esp.webhooks import EVENTS, WEBHOOK_FORMATS, Event, read_events
 from mailstorm.fake_esp.webhooks.formats import SUPPRESSED_FOR, per_post, render, split
 from mailstorm.fake_esp.webhooks.poster import WebhookPoster
-from mailstorm.fake_esp.webhooks.spec import WebhookSpec
+from mailstorm.fake_esp.webhooks.spec import EventMix, WebhookSpec
 from mailstorm.ledger import CORRELATION_HEADER, Kind, LedgerReader, LedgerWriter
 from tests.fake_esp.http_support import Receiver
 
@@ -102,9 +102,9 @@ def test_a_redelivery_is_the_same_post(fmt):
             assert body != render(fmt, [b])[0]
 
 
-async def _post_all(url: str, fmt: str, n: int, ledger_dir: str) -> None:
+async def _post_all(url: str, fmt: str, n: int, ledger_dir: str, mix: EventMix | None = None) -> None:
     writer = LedgerWriter(ledger_dir, "esp")
-    poster = WebhookPoster(WebhookSpec(url=url, format=fmt, seed=1), writer)
+    poster = WebhookPoster(WebhookSpec(url=url, format=fmt, seed=1, events=mix or EventMix()), writer)
     await poster.start()
     try:
         rcpts = [f"u{i}@example.test" for i in range(n)]
@@ -133,3 +133,31 @@ def test_the_poster_posts_any_number_of_events_at_once(fmt, n):
     if n > limit:
         assert len(posts) >= -(-n // limit)
     assert len(recs) == n and all(r["ok"] and r["attempt"] == 1 for r in recs)
+
+
+RATE = st.floats(0, 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    fmt=st.sampled_from(FORMATS),
+    n=st.integers(0, 120),
+    mix=st.builds(EventMix, bounce=RATE, soft_bounce=RATE, deferred=RATE, open=RATE, click=RATE,
+                  complaint=RATE, unsubscribe=RATE),
+)  # fmt: skip
+def test_the_poster_posts_any_mix_of_kinds(fmt, n, mix):
+    """Any events rates, one message to n recipients: every event the ESP has an event for reaches the
+    receiver once, in the POSTs the ESP batches, as its kind; the esp.outcome records (one per
+    recipient) say which events each recipient had and which the ESP has no event for (not posted)."""
+    with Receiver() as rx, tempfile.TemporaryDirectory() as d:
+        asyncio.run(_post_all(rx.url, fmt, n, d, mix))
+        got = rx.events()
+        recs = list(LedgerReader(d).records([Kind.ESP_WEBHOOK]))
+        outcomes = list(LedgerReader(d).records([Kind.ESP_OUTCOME]))
+    assert len(outcomes) == n
+    posted = sorted((o["rcpt"], e) for o in outcomes for e in o["events"] if e not in o.get("unposted", []))
+    assert all(
+        set(o.get("unposted", [])) == set(o["events"]) - WEBHOOK_FORMATS.get(fmt).kinds for o in outcomes
+    )
+    assert sorted((e["rcpt"], e["event"]) for e in got) == posted
+    assert len(recs) == len(posted) and all(r["ok"] and r["attempt"] == 1 for r in recs)
