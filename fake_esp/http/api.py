@@ -55,8 +55,9 @@ class ApiMessage:
 # (Mandrill) reads it in ``accepted``; the others answer their normal success.
 QUEUED = "mailstorm.queued"
 # Submission.extra key set by the server for an API that ``refuses_suppressed``: per message, the
-# recipients on the ESP's suppression list, which the server has taken out of the message (a message
-# left with none is not sent). The API's success answer names them (Postmark's inactive addresses).
+# recipients on the ESP's suppression list ({recipient: the event that suppressed it}), which the server
+# has taken out of the message (a message left with none is not sent). The API's success answer names
+# them (Postmark's inactive addresses, MailerSend's SOME_SUPPRESSED warning).
 SUPPRESSED = "mailstorm.suppressed"
 
 
@@ -104,8 +105,8 @@ class EspApi(ABC):
     # Whether ``Submission.key`` is itself the secret (a token: SendGrid, Mailgun, Postmark...) or an
     # id the secret goes with (SES access key id, Mailjet public key): mailstorm.fake_esp.auth.
     key_is_secret: ClassVar[bool] = True
-    # Whether the ESP refuses suppressed recipients at send (Postmark: ``suppressed`` and SUPPRESSED),
-    # rather than accepting the send and posting its dropped events.
+    # Whether the ESP refuses suppressed recipients at send (Postmark, MailerSend: ``suppressed`` and
+    # SUPPRESSED), rather than accepting the send and posting its dropped events.
     refuses_suppressed: ClassVar[bool] = False
 
     def __init__(self, correlation_header: str = CORRELATION_HEADER) -> None:
@@ -134,9 +135,9 @@ class EspApi(ABC):
         derives them from one id per request)."""
         return [self.new_message_id() for _ in sub.messages]
 
-    def suppressed(self, sub: Submission, rcpts: list[str]) -> web.Response:
-        """The error answer to a one-message send whose every recipient (``rcpts``) is on the ESP's
-        suppression list, for an ESP that ``refuses_suppressed``."""
+    def suppressed(self, sub: Submission, why: dict[str, str]) -> web.Response:
+        """The answer to a one-message send whose every recipient is on the ESP's suppression list
+        (``why``: recipient -> the event that suppressed it), for an ESP that ``refuses_suppressed``."""
         raise NotImplementedError(f"{self.name} does not refuse suppressed recipients at send")
 
     def unauthorized(

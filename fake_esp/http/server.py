@@ -18,9 +18,10 @@ then the engine decides (throttle per API key, latency, replies, cuts, outage), 
     hang           no answer until the outage ends (the client times out), then the connection is cut
     tarpit         the normal (or the fault's) answer written one byte per ``byte_delay_s``
 
-An ESP that refuses suppressed recipients at send (Postmark: ``EspApi.refuses_suppressed``) has them
-taken out of an accepted request first (mailstorm.fake_esp.webhooks.suppression; its answer names
-them), and a one-message send whose every recipient is suppressed gets its refusal (422 ErrorCode 406).
+An ESP that refuses suppressed recipients at send (Postmark, MailerSend: ``EspApi.refuses_suppressed``)
+has them taken out of an accepted request first (mailstorm.fake_esp.webhooks.suppression; its answer
+names them), and a one-message send whose every recipient is suppressed gets its answer for that
+(Postmark: 422 ErrorCode 406; MailerSend: 202 with an ALL_SUPPRESSED warning and no message id).
 
 An outage that takes the HTTP APIs down (``on`` names http, the default) is followed by an OutageWatch
 (mailstorm.fake_esp.outage_watch) as the SMTP listener's is: in refuse mode the listening socket closes
@@ -309,20 +310,24 @@ class HttpApiServer:
         self, api: EspApi, sub: Submission, session: str, peer: str, corr: str | None
     ) -> web.Response | Submission:
         """For an ESP that refuses suppressed recipients at send (``EspApi.refuses_suppressed``): the
-        ESP's refusal of a one-message send whose every recipient is suppressed, else ``sub`` with the
+        ESP's answer to a one-message send whose every recipient is suppressed, else ``sub`` with the
         suppressed recipients taken out (SUPPRESSED names them for the answer). One esp.outcome
         (dropped, no events) per suppressed recipient."""
-        if self.suppressions is None or not api.refuses_suppressed:
+        lists = self.suppressions
+        if lists is None or not api.refuses_suppressed:
             return sub
-        gone = [[r for r in m.rcpts if self.suppressions.why(api.name, r)] for m in sub.messages]
+        gone: list[dict[str, str]] = []
+        for m in sub.messages:
+            why = {r: lists.why(api.name, r) for r in m.rcpts}
+            gone.append({r: w for r, w in why.items() if w is not None})
         if not any(gone):
             return sub
         for m, out in zip(sub.messages, gone, strict=True):
-            for rcpt in out:
+            for rcpt, why in out.items():
                 self.ledger.write(
                     EspOutcome(
                         api=api.name, id=m.id, esp_id=None, rcpt=rcpt, outcome="dropped", events=[],
-                        unposted=[], source="suppressed", detail=self.suppressions.why(api.name, rcpt),
+                        unposted=[], source="suppressed", detail=why,
                     )
                 )  # fmt: skip
         if len(sub.messages) == 1 and len(gone[0]) == len(sub.messages[0].rcpts):

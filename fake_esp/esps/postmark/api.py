@@ -118,11 +118,11 @@ class PostmarkApi(EspApi):
 
     def accepted(self, request: web.Request, sub: Submission, esp_ids: list[str]) -> web.Response:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        inactive = sub.extra.get(SUPPRESSED) or [[] for _ in sub.messages]
+        inactive = sub.extra.get(SUPPRESSED) or [{} for _ in sub.messages]
         answers: list[dict[str, Any]] = []
         for m, mid, gone in zip(sub.messages, esp_ids, inactive, strict=True):
             if not m.rcpts:  # every recipient inactive: this message of the batch is not sent
-                answers.append({"ErrorCode": INACTIVE_RECIPIENT, "Message": _all_inactive(gone)})
+                answers.append({"ErrorCode": INACTIVE_RECIPIENT, "Message": _all_inactive(list(gone))})
                 continue
             text = "OK"
             if gone:
@@ -134,8 +134,9 @@ class PostmarkApi(EspApi):
                             "ErrorCode": 0, "Message": text})  # fmt: skip
         return json_response(200, answers if sub.extra.get("batch") else answers[0])
 
-    def suppressed(self, sub: Submission, rcpts: list[str]) -> web.Response:
-        return self.error(422, _all_inactive(rcpts), code=INACTIVE_RECIPIENT)
+    def suppressed(self, sub: Submission, why: dict[str, str]) -> web.Response:
+        answer = {"ErrorCode": INACTIVE_RECIPIENT, "Message": _all_inactive(list(why))}
+        return json_response(200, [answer]) if sub.extra.get("batch") else json_response(422, answer)
 
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
