@@ -54,10 +54,11 @@ class ApiMessage:
 # action): the type of the fault that held it ("quota", "backlog"). An API whose answer says "queued"
 # (Mandrill) reads it in ``accepted``; the others answer their normal success.
 QUEUED = "mailstorm.queued"
-# Submission.extra key set by the server for an API that ``refuses_suppressed``: per message, the
-# recipients on the ESP's suppression list ({recipient: the event that suppressed it}), which the server
-# has taken out of the message (a message left with none is not sent). The API's success answer names
-# them (Postmark's inactive addresses, MailerSend's SOME_SUPPRESSED warning).
+# Submission.extra key set by the server for an API that ``refuses_suppressed`` or ``answers_suppressed``:
+# per message, the recipients on the ESP's suppression list ({recipient: the event that suppressed it}),
+# which (refuses_suppressed) the server has taken out of the message (a message left with none is not
+# sent). The API's success answer names them (Postmark's inactive addresses, MailerSend's
+# SOME_SUPPRESSED warning, Mandrill's "rejected" recipients).
 SUPPRESSED = "mailstorm.suppressed"
 
 
@@ -108,6 +109,10 @@ class EspApi(ABC):
     # Whether the ESP refuses suppressed recipients at send (Postmark, MailerSend: ``suppressed`` and
     # SUPPRESSED), rather than accepting the send and posting its dropped events.
     refuses_suppressed: ClassVar[bool] = False
+    # Whether the ESP's success answer names the suppressed recipients of a send it still accepts (and
+    # posts their dropped events): Mandrill's "rejected" status. The server sets SUPPRESSED, taking
+    # no one out.
+    answers_suppressed: ClassVar[bool] = False
 
     def __init__(self, correlation_header: str = CORRELATION_HEADER) -> None:
         self.correlation_header = correlation_header

@@ -22,6 +22,7 @@ An ESP that refuses suppressed recipients at send (Postmark, MailerSend: ``EspAp
 has them taken out of an accepted request first (mailstorm.fake_esp.webhooks.suppression; its answer
 names them), and a one-message send whose every recipient is suppressed gets its answer for that
 (Postmark: 422 ErrorCode 406; MailerSend: 202 with an ALL_SUPPRESSED warning and no message id).
+Mandrill (``answers_suppressed``) accepts the send and names them in its answer (status "rejected").
 
 An outage that takes the HTTP APIs down (``on`` names http, the default) is followed by an OutageWatch
 (mailstorm.fake_esp.outage_watch) as the SMTP listener's is: in refuse mode the listening socket closes
@@ -312,9 +313,10 @@ class HttpApiServer:
         """For an ESP that refuses suppressed recipients at send (``EspApi.refuses_suppressed``): the
         ESP's answer to a one-message send whose every recipient is suppressed, else ``sub`` with the
         suppressed recipients taken out (SUPPRESSED names them for the answer). One esp.outcome
-        (dropped, no events) per suppressed recipient."""
+        (dropped, no events) per suppressed recipient. For one whose answer names them
+        (``answers_suppressed``): ``sub`` with SUPPRESSED set."""
         lists = self.suppressions
-        if lists is None or not api.refuses_suppressed:
+        if lists is None or not (api.refuses_suppressed or api.answers_suppressed):
             return sub
         gone: list[dict[str, str]] = []
         for m in sub.messages:
@@ -322,6 +324,8 @@ class HttpApiServer:
             gone.append({r: w for r, w in why.items() if w is not None})
         if not any(gone):
             return sub
+        if not api.refuses_suppressed:  # accepted as it is: the answer names them, the poster drops them
+            return replace(sub, extra={**sub.extra, SUPPRESSED: gone})
         for m, out in zip(sub.messages, gone, strict=True):
             for rcpt, why in out.items():
                 self.ledger.write(

@@ -3,8 +3,8 @@ backends to the real fake ESP (HTTP APIs, loopback) addressed to outcome address
 (``bounce+x@example.test``, SES's mailbox simulator), the webhooks the fake posts received on a loopback
 receiver and fed to anymail's own tracking views: each recipient's events are the ones its address
 names, as anymail's ``event_type``; a second send to a hard-bounced address gets that ESP's suppressed
-answer (Postmark refuses it at send, 406; the others accept it and post their dropped event); the
-esp.outcome ledger records tell the same truth."""
+answer (Postmark refuses it at send, 406; Mandrill answers the recipient rejected; the others accept it;
+all but Postmark post their dropped event); the esp.outcome ledger records tell the same truth."""
 
 from __future__ import annotations
 
@@ -127,6 +127,13 @@ def test_outcome_addresses_give_their_events_and_a_hard_bounce_suppresses(receiv
     statuses = {api: send(esp, api, [addr[(api, "bounce")]]) for api in ESPS}
     assert statuses["postmark"].recipients[addr[("postmark", "bounce")]].status == "rejected"
     assert statuses["postmark"].message_id is None
+    # Mandrill accepts it and answers the recipient "rejected" (reject_reason hard-bounce), then posts
+    # its reject event; the others answer their usual success and post their dropped event.
+    assert statuses["mandrill"].recipients[addr[("mandrill", "bounce")]].status == "rejected"
+    others = [
+        statuses[api].recipients[addr[(api, "bounce")]].status for api in SUPPRESSED if api != "mandrill"
+    ]
+    assert set(others) <= {"queued", "sent"}
     wait_until(lambda: len(rx.posts) >= before + len(SUPPRESSED), timeout=30)
     again = types_by_rcpt(list(rx.posts)[before:])
     assert {api: again[(api, addr[(api, "bounce")])] for api in SUPPRESSED} == {
