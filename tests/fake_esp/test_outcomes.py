@@ -275,3 +275,43 @@ def test_the_suppression_lists_are_shared_by_the_workers():
 def test_outcome_addresses(rcpt, events):
     got = address_events(rcpt)
     assert (got[0] if got else None) == events
+
+
+def test_a_suppression_holds_across_worker_processes(tmp_path):
+    """--processes 2: the hard bounce one worker drew suppresses the recipient for the other too (the
+    lists live in the workers' shared memory): every later send to it over new connections, spread
+    across both workers by the kernel (24 of them: all on one worker has odds 2^-23), is refused with
+    Postmark's 406."""
+    import requests
+    import yaml
+
+    from mailstorm.ports import free_port
+
+    with Receiver() as rx:
+        cfg = tmp_path / "webhooks.yaml"
+        cfg.write_text(yaml.safe_dump({"url": rx.url, "seed": 1}))
+        esp = EspProcess(
+            tmp_path / "ledger", http_port=free_port(), processes=2, extra_args=["--webhooks", str(cfg)],
+            log_path=tmp_path / "esp.log",
+        ).start()  # fmt: skip
+        try:
+            body = {
+                "From": "app@example.test",
+                "To": "bounce+w@example.test",
+                "Subject": "s",
+                "TextBody": "b",
+            }
+            headers = {"X-Postmark-Server-Token": "pm-token", "Connection": "close"}
+
+            def post() -> requests.Response:
+                return requests.post(f"{esp.http_url}/email", json=body, headers=headers, timeout=10)
+
+            assert post().status_code == 200
+            answers = [post() for _ in range(24)]
+        finally:
+            esp.stop()
+    assert [(a.status_code, a.json()["ErrorCode"]) for a in answers] == [(422, 406)] * 24
+    sessions = {
+        r["session"].partition("-")[0] for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_REPLIED])
+    }
+    assert len(sessions) == 2, "both workers answered"
