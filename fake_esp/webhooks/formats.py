@@ -16,6 +16,7 @@ every home's ``webhook`` module the first time it is read.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,14 +112,21 @@ def per_post(fmt: str, batch_max: int) -> int:
     return max(1, min(batch_max, _format(fmt).per_post))
 
 
+@functools.cache
+def _kinds(fmt: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(kinds, suppresses) of format ``fmt``, looked up once: the poster asks per event."""
+    f = _format(fmt)
+    return f.kinds, f.suppresses
+
+
 def posts(fmt: str, kind: str) -> bool:
     """Whether format ``fmt``'s ESP has an event for canonical event ``kind``."""
-    return kind in _format(fmt).kinds
+    return kind in _kinds(fmt)[0]
 
 
 def suppresses(fmt: str, kind: str) -> bool:
     """Whether format ``fmt``'s ESP suppresses a recipient after event ``kind``."""
-    return kind in _format(fmt).suppresses
+    return kind in _kinds(fmt)[1]
 
 
 def split(fmt: str, events: list[Event], batch_max: int) -> list[list[Event]]:

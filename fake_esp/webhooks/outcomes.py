@@ -5,23 +5,25 @@ In this order (the first that applies):
 1. the recipient is on its ESP's suppression list (mailstorm.fake_esp.webhooks.suppression): dropped
    (the ESP's dropped event: SendGrid ``dropped``, Mailgun ``failed`` suppress-bounce, SES's Bounce
    OnAccountSuppressionList...), source ``suppressed``;
-2. an outcome address (``ADDRESSES``, docs/profiles.md "Outcome addresses"): SES's mailbox simulator
+2. an outcome address (``ADDRESSES``, docs/profiles.md "Outcomes"): SES's mailbox simulator
    ``<outcome>@simulator.amazonses.com`` (with or without a ``+label``), for every ESP, and on any domain
    a local part ``<outcome>+<anything>`` (``bounce+u1@example.test``), source ``address``;
 3. the webhook events rates (WebhookSpec.events, ``EventMix``), source ``mix``: deferred first (then the
    outcome), then bounce, else soft_bounce, else delivered followed by open (then click), complaint and
    unsubscribe, each drawn on its own.
 
-The draws are seeded per recipient: a ``random.Random`` keyed on the spec's seed, the message (its
-correlation id, else its Message-ID, else the ESP's id) and the recipient, so a recipient's fate does not
-depend on the order messages arrive in nor on which worker took them, and a resend of the same message
-to it draws the same. A pattern address suppresses as a real recipient does (a second send to
+The draws are seeded per recipient: uniform numbers cut from one BLAKE2b digest of the spec's seed, the
+message (its correlation id, else its Message-ID, else the ESP's id) and the recipient (one hash per
+recipient: a ``random.Random`` seeded per recipient cost several times more), so a recipient's fate does
+not depend on the order messages arrive in nor on which worker took them, and a resend of the same
+message to it draws the same. A pattern address suppresses as a real recipient does (a second send to
 ``bounce+x@...`` is dropped); SES's simulator addresses never do (SES keeps them off the account's list).
 """
 
 from __future__ import annotations
 
-import random
+import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,7 @@ ADDRESSES: dict[str, tuple[str, ...]] = {
     "suppressionlist": ("dropped",),
 }
 FINAL = ("delivered", "bounce", "soft_bounce", "dropped")  # the outcome is the recipient's one of these
+_UNIT = 2.0**-53
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,20 +73,28 @@ def address_events(rcpt: str) -> tuple[tuple[str, ...], bool] | None:
     return None
 
 
-def draw_mix(mix: EventMix, rng: random.Random) -> tuple[str, ...]:
-    out = ["deferred"] if rng.random() < mix.deferred else []
-    if rng.random() < mix.bounce:
+def uniforms(seed: int, key: str, rcpt: str) -> tuple[float, ...]:
+    """Eight uniform numbers in [0, 1) for one recipient of one message: 53 bits each of a 64-byte
+    BLAKE2b digest (a double's precision, as ``random.random``)."""
+    digest = hashlib.blake2b(f"{seed}|{key}|{rcpt.lower()}".encode()).digest()
+    return tuple((n >> 11) * _UNIT for n in struct.unpack("<8Q", digest))
+
+
+def draw_mix(mix: EventMix, u: tuple[float, ...]) -> tuple[str, ...]:
+    """The events of a recipient whose own uniform numbers are ``u`` (one per decision, in order)."""
+    out = ["deferred"] if u[0] < mix.deferred else []
+    if u[1] < mix.bounce:
         return (*out, "bounce")
-    if rng.random() < mix.soft_bounce:
+    if u[2] < mix.soft_bounce:
         return (*out, "soft_bounce")
     out.append("delivered")
-    if rng.random() < mix.open:
+    if u[3] < mix.open:
         out.append("open")
-        if rng.random() < mix.click:
+        if u[4] < mix.click:
             out.append("click")
-    if rng.random() < mix.complaint:
+    if u[5] < mix.complaint:
         out.append("complaint")
-    if rng.random() < mix.unsubscribe:
+    if u[6] < mix.unsubscribe:
         out.append("unsubscribe")
     return tuple(out)
 
@@ -108,7 +119,7 @@ class Outcomes:
             detail = "global" if events == ("dropped",) else ""
         else:
             key = accepted.get("id") or accepted.get("mid") or accepted.get("esp_id") or ""
-            events = draw_mix(self.mix, random.Random(f"{self.seed}|{key}|{rcpt.lower()}"))
+            events = draw_mix(self.mix, uniforms(self.seed, key, rcpt))
             simulator, source, detail = False, "mix", ""
         hit = next((e for e in events if suppresses(esp, e)), None)
         if hit is not None and not simulator:
