@@ -315,3 +315,36 @@ def test_a_suppression_holds_across_worker_processes(tmp_path):
         r["session"].partition("-")[0] for r in LedgerReader(esp.ledger_dir).records([Kind.ESP_REPLIED])
     }
     assert len(sessions) == 2, "both workers answered"
+
+
+@pytest.mark.parametrize(
+    ("profile", "dropped"),
+    [("sendgrid", {"event": "dropped", "reason": "Spam Reporting Address"}),
+     ("postmark", {"RecordType": "Bounce", "Type": "SMTPApiError", "TypeCode": 100007})],
+)  # fmt: skip
+def test_over_smtp_a_complaint_suppresses_and_the_next_send_is_dropped(tmp_path, profile, dropped):
+    """SMTP acceptances get outcomes too (the webhook format is the profile's): a complaint+ address is
+    delivered then complains, and the next message to it is dropped with the ESP's event for that
+    (SendGrid's dropped, Spam Reporting Address; Postmark, which refuses over its API, a Bounce
+    SMTPApiError over SMTP)."""
+    import smtplib
+
+    rcpt = f"complaint+smtp-{uuid.uuid4().hex[:6]}@example.test"
+    with Receiver() as rx:
+        esp = start_esp(tmp_path, rx.url, profile=profile)
+        try:
+            for i in range(2):
+                with smtplib.SMTP(esp.smtp_host, esp.smtp_port, timeout=10) as smtp:
+                    head = f"From: app@example.test\r\nTo: {rcpt}\r\nX-Mailstorm-Id: smtp-{i}\r\n"
+                    msg = head + "Subject: s\r\n\r\nb\r\n"
+                    smtp.sendmail("app@example.test", [rcpt], msg)
+                wait_until(lambda i=i: len(rx.events()) >= 2 + i)
+        finally:
+            esp.stop()
+        got = [(e["id"], e["event"]) for e in rx.events()]
+        last = rx.events()[-1]["raw"]
+    assert got == [("smtp-0", "delivered"), ("smtp-0", "complaint"), ("smtp-1", "dropped")]
+    last = last[0] if isinstance(last, list) else last
+    assert {k: last.get(k) for k in dropped} == dropped
+    recs = [(r["id"], r["outcome"], r["source"]) for r in outcomes(esp)]
+    assert recs == [("smtp-0", "delivered", "address"), ("smtp-1", "dropped", "suppressed")]
