@@ -6,7 +6,9 @@ email.clicked (data.click) | email.complained, created_at, data:
 the tag of its name. Resend signs through Svix: headers ``svix-id``, ``svix-timestamp`` and
 ``svix-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, keyed with the endpoint's
 ``whsec_<base64>`` secret (base64-decoded; a signing key without that prefix is used as raw bytes).
-Resend has no unsubscribe event (its audiences' unsubscribes are contact.updated).
+Resend has no unsubscribe event (its audiences' unsubscribes are contact.updated). email.suppressed
+(Resend's changelog "Email Suppression Visibility") carries the email's fields; its ``suppressed``
+object {type, message} is the fake's (the published payload was not at hand).
 Reference: https://resend.com/docs/dashboard/webhooks/event-types and
 https://resend.com/docs/dashboard/webhooks/verify-webhooks-requests (Svix: https://docs.svix.com/receiving/verifying-payloads/how-manual).
 """
