@@ -18,11 +18,9 @@ then the engine decides (throttle per API key, latency, replies, cuts, outage), 
     hang           no answer until the outage ends (the client times out), then the connection is cut
     tarpit         the normal (or the fault's) answer written one byte per ``byte_delay_s``
 
-An ESP that refuses suppressed recipients at send (Postmark, MailerSend: ``EspApi.refuses_suppressed``)
-has them taken out of an accepted request first (mailstorm.fake_esp.webhooks.suppression; its answer
-names them), and a one-message send whose every recipient is suppressed gets its answer for that
-(Postmark: 422 ErrorCode 406; MailerSend: 202 with an ALL_SUPPRESSED warning and no message id).
-Mandrill (``answers_suppressed``) accepts the send and names them in its answer (status "rejected").
+Recipients on the ESP's suppression list get its answer at send where it has one
+(mailstorm.fake_esp.http.suppressed: Postmark and MailerSend take them out and refuse a send left with no
+one, Mandrill names them "rejected"); the other ESPs accept and post their dropped events.
 
 An outage that takes the HTTP APIs down (``on`` names http, the default) is followed by an OutageWatch
 (mailstorm.fake_esp.outage_watch) as the SMTP listener's is: in refuse mode the listening socket closes
@@ -70,19 +68,12 @@ from mailstorm.fake_esp.faults.base import (
     ended_record,
 )
 from mailstorm.fake_esp.faults.quota import QuotaFault, window_of
-from mailstorm.fake_esp.http.api import (
-    ESP_APIS,
-    QUEUED,
-    SUPPRESSED,
-    BadRequest,
-    EspApi,
-    RateInfo,
-    Submission,
-)
+from mailstorm.fake_esp.http.api import ESP_APIS, QUEUED, BadRequest, EspApi, RateInfo, Submission
+from mailstorm.fake_esp.http.suppressed import at_send
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
 from mailstorm.fake_esp.webhooks.suppression import Suppressions
-from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspOutcome, EspReplied, LedgerWriter
+from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.http")
 
@@ -294,10 +285,12 @@ class HttpApiServer:
         too_big = self._oversize(api, sub)
         if too_big is not None:
             return self._refuse(api, session, peer, too_big, "message too large", None, corr)
-        kept = self._suppressed(api, sub, session, peer, corr)
-        if not isinstance(kept, Submission):
-            return kept
-        sub = kept
+        if self.suppressions is not None:  # recipients the ESP suppressed: its answer at send, if any
+            kept = at_send(api, sub, self.suppressions, self.ledger)
+            if isinstance(kept, dict):
+                resp = api.suppressed(sub, kept)
+                return self._refuse(api, session, peer, resp, "every recipient suppressed", None, corr)
+            sub = kept
         if action.kind == QUEUE:  # into the backlog: the API says so ("queued") where it has the word
             sub = replace(sub, extra={**sub.extra, QUEUED: action.fired[-1].ftype})
         resp = self._accept(api, request, sub, ids, session, peer, action)
@@ -306,42 +299,6 @@ class HttpApiServer:
                 resp = self._fault_answer(api, action)
             return await _slow_write(request, resp, action.byte_delay_s)
         return resp
-
-    def _suppressed(
-        self, api: EspApi, sub: Submission, session: str, peer: str, corr: str | None
-    ) -> web.Response | Submission:
-        """For an ESP that refuses suppressed recipients at send (``EspApi.refuses_suppressed``): the
-        ESP's answer to a one-message send whose every recipient is suppressed, else ``sub`` with the
-        suppressed recipients taken out (SUPPRESSED names them for the answer). One esp.outcome
-        (dropped, no events) per suppressed recipient. For one whose answer names them
-        (``answers_suppressed``): ``sub`` with SUPPRESSED set."""
-        lists = self.suppressions
-        if lists is None or not (api.refuses_suppressed or api.answers_suppressed):
-            return sub
-        gone: list[dict[str, str]] = []
-        for m in sub.messages:
-            why = {r: lists.why(api.name, r) for r in m.rcpts}
-            gone.append({r: w for r, w in why.items() if w is not None})
-        if not any(gone):
-            return sub
-        if not api.refuses_suppressed:  # accepted as it is: the answer names them, the poster drops them
-            return replace(sub, extra={**sub.extra, SUPPRESSED: gone})
-        for m, out in zip(sub.messages, gone, strict=True):
-            for rcpt, why in out.items():
-                self.ledger.write(
-                    EspOutcome(
-                        api=api.name, id=m.id, esp_id=None, rcpt=rcpt, outcome="dropped", events=[],
-                        unposted=[], source="suppressed", detail=why,
-                    )
-                )  # fmt: skip
-        if len(sub.messages) == 1 and len(gone[0]) == len(sub.messages[0].rcpts):
-            resp = api.suppressed(sub, gone[0])
-            return self._refuse(api, session, peer, resp, "every recipient suppressed", None, corr)
-        messages = tuple(
-            replace(m, rcpts=tuple(r for r in m.rcpts if r not in out))
-            for m, out in zip(sub.messages, gone, strict=True)
-        )
-        return replace(sub, messages=messages, extra={**sub.extra, SUPPRESSED: gone})
 
     def _fault_answer(self, api: EspApi, action: Action) -> web.Response:
         assert action.reply is not None
@@ -398,7 +355,7 @@ class HttpApiServer:
     ):
         esp_ids = api.message_ids(sub)
         for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
-            if not m.rcpts:  # every recipient suppressed (SUPPRESSED): the ESP did not take it
+            if not m.rcpts:  # every recipient suppressed (http/suppressed.py): the ESP did not take it
                 continue
             # Written before the answer leaves (ledger durability rule).
             self.ledger.write(
