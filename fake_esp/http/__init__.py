@@ -18,6 +18,7 @@ from mailstorm.fake_esp.http.handshake import https_context
 from mailstorm.fake_esp.http.server import HttpApiServer, http_status
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.fake_esp.webhooks.poster import WebhookPoster
+from mailstorm.fake_esp.webhooks.suppression import Suppressions
 from mailstorm.netguard import check_address
 
 
@@ -40,6 +41,8 @@ async def start(ctx: Any) -> HttpSide:
     profile = load_profile(spec.profile) if spec.profile else None
     ledger = ctx.ledger
     poster = None
+    # The ESPs' suppression lists: the poster adds to them, the APIs that refuse at send read them.
+    suppressions = Suppressions(ctx.engine.shared)
     if spec.webhooks is not None:
         host = urlsplit(spec.webhooks.url).hostname or ""
         check_address(host, what="webhook URL")  # events go to loopback only (design: no traffic off-box)
@@ -49,6 +52,7 @@ async def start(ctx: Any) -> HttpSide:
             default_format=profile.api if profile else None,
             correlation_header=spec.correlation_header,
             outage=lambda: ctx.engine.outage("webhooks"),
+            suppressions=suppressions,
         )
         await poster.start()
         ctx.accepted_hooks.append(poster.notify)
@@ -64,6 +68,7 @@ async def start(ctx: Any) -> HttpSide:
             counters=ctx.counters,
             on_accepted=lambda kept: _tell(ctx.accepted_hooks, kept),
             credentials=Credentials(spec.auth),
+            suppressions=suppressions,
         )
         # --tls: the APIs are https only, as ESPs' are; the engine's tls faults act on its handshakes too.
         https = https_context(ctx.tls, ctx.engine, ledger, ctx.counters) if ctx.tls is not None else None

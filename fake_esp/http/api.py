@@ -60,6 +60,12 @@ class ApiMessage:
 # action): the type of the fault that held it ("quota", "backlog"). An API whose answer says "queued"
 # (Mandrill) reads it in ``accepted``; the others answer their normal success.
 QUEUED = "mailstorm.queued"
+# Submission.extra key set by the server for an API that ``refuses_suppressed`` or ``answers_suppressed``:
+# per message, the recipients on the ESP's suppression list ({recipient: the event that suppressed it}),
+# which (refuses_suppressed) the server has taken out of the message (a message left with none is not
+# sent). The API's success answer names them (Postmark's inactive addresses, MailerSend's
+# SOME_SUPPRESSED warning, Mandrill's "rejected" recipients).
+SUPPRESSED = "mailstorm.suppressed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,13 @@ class EspApi(ABC):
     # Whether ``Submission.key`` is itself the secret (a token: SendGrid, Mailgun, Postmark...) or an
     # id the secret goes with (SES access key id, Mailjet public key): mailstorm.fake_esp.auth.
     key_is_secret: ClassVar[bool] = True
+    # Whether the ESP refuses suppressed recipients at send (Postmark, MailerSend: ``suppressed`` and
+    # SUPPRESSED), rather than accepting the send and posting its dropped events.
+    refuses_suppressed: ClassVar[bool] = False
+    # Whether the ESP's success answer names the suppressed recipients of a send it still accepts (and
+    # posts their dropped events): Mandrill's "rejected" status. The server sets SUPPRESSED, taking
+    # no one out.
+    answers_suppressed: ClassVar[bool] = False
 
     def __init__(self, correlation_header: str = CORRELATION_HEADER) -> None:
         self.correlation_header = correlation_header
@@ -132,6 +145,11 @@ class EspApi(ABC):
         """The ESP message id of each message of ``sub`` (one ``new_message_id`` each, unless the ESP
         derives them from one id per request)."""
         return [self.new_message_id() for _ in sub.messages]
+
+    def suppressed(self, sub: Submission, why: dict[str, str]) -> web.Response:
+        """The answer to a one-message send whose every recipient is on the ESP's suppression list
+        (``why``: recipient -> the event that suppressed it), for an ESP that ``refuses_suppressed``."""
+        raise NotImplementedError(f"{self.name} does not refuse suppressed recipients at send")
 
     def unauthorized(
         self, sub: Submission, status: int, message: str, code: str | int | None

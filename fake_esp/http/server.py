@@ -18,6 +18,10 @@ then the engine decides (throttle per API key, latency, replies, cuts, outage), 
     hang           no answer until the outage ends (the client times out), then the connection is cut
     tarpit         the normal (or the fault's) answer written one byte per ``byte_delay_s``
 
+Recipients on the ESP's suppression list get its answer at send where it has one
+(mailstorm.fake_esp.http.suppressed: Postmark and MailerSend take them out and refuse a send left with no
+one, Mandrill names them "rejected"); the other ESPs accept and post their dropped events.
+
 An outage that takes the HTTP APIs down (``on`` names http, the default) is followed by an OutageWatch
 (mailstorm.fake_esp.outage_watch) as the SMTP listener's is: in refuse mode the listening socket closes
 (new connections are refused by the kernel) and every open connection, kept-alive ones included, is
@@ -65,8 +69,10 @@ from mailstorm.fake_esp.faults.base import (
 )
 from mailstorm.fake_esp.faults.quota import QuotaFault, window_of
 from mailstorm.fake_esp.http.api import ESP_APIS, QUEUED, BadRequest, EspApi, RateInfo, Submission
+from mailstorm.fake_esp.http.suppressed import at_send
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
+from mailstorm.fake_esp.webhooks.suppression import Suppressions
 from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.http")
@@ -103,8 +109,10 @@ class HttpApiServer:
         on_accepted: Callable[[dict[str, Any]], None] | None = None,
         apis: Iterable[str] | None = None,
         credentials: Credentials | None = None,
+        suppressions: Suppressions | None = None,
     ) -> None:
         self.engine = engine
+        self.suppressions = suppressions
         self.credentials = credentials or Credentials()
         self.ledger = ledger
         self.profile = profile
@@ -284,6 +292,12 @@ class HttpApiServer:
         too_big = self._oversize(api, sub)
         if too_big is not None:
             return self._refuse(api, session, peer, too_big, "message too large", None, corr)
+        if self.suppressions is not None:  # recipients the ESP suppressed: its answer at send, if any
+            kept = at_send(api, sub, self.suppressions, self.ledger)
+            if isinstance(kept, dict):
+                resp = api.suppressed(sub, kept)
+                return self._refuse(api, session, peer, resp, "every recipient suppressed", None, corr)
+            sub = kept
         if action.kind == QUEUE:  # into the backlog: the API says so ("queued") where it has the word
             sub = replace(sub, extra={**sub.extra, QUEUED: action.fired[-1].ftype})
         resp = self._accept(api, request, sub, ids, session, peer, action)
@@ -348,6 +362,8 @@ class HttpApiServer:
     ):
         esp_ids = api.message_ids(sub)
         for m, cid, esp_id in zip(sub.messages, ids, esp_ids, strict=True):
+            if not m.rcpts:  # every recipient suppressed (http/suppressed.py): the ESP did not take it
+                continue
             # Written before the answer leaves (ledger durability rule).
             self.ledger.write(
                 EspAccepted(

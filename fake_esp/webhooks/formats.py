@@ -1,16 +1,22 @@
 """Event webhook formats: the canonical event, what a format is, and the ``WEBHOOK_FORMATS`` registry.
 
-Canonical events: delivered, deferred, bounce, open, click (``Event``: one event about one recipient of
-one accepted message). Each ESP's format is the ``webhook.py`` of its home
-(``mailstorm.fake_esp.esps.<name>.webhook``): a ``WebhookFormat`` subclass whose ``name`` is the home's
-name, with ``@register`` on the class. ``render`` builds the POST body and headers carrying events in
-that format; ``read`` inverts it into canonical dicts {event, id, esp_id, rcpt, event_id} (for
-receivers, tests and reports: what did the pipeline see?). ``WEBHOOK_FORMATS`` imports every home's
-``webhook`` module the first time it is read.
+Canonical events (``EVENTS``; ``Event``: one event about one recipient of one accepted message):
+delivered, deferred (a temporary failure before the outcome), bounce (hard), soft_bounce (a temporary
+failure the ESP gave up on: mailbox full...), dropped (not sent: the recipient is on the ESP's
+suppression list), open, click, complaint (a spam report), unsubscribe. Each ESP's format is the
+``webhook.py`` of its home (``mailstorm.fake_esp.esps.<name>.webhook``): a ``WebhookFormat`` subclass
+whose ``name`` is the home's name, with ``@register`` on the class. ``render`` builds the POST body and
+headers carrying events in that format; ``read`` inverts it into canonical dicts {event, id, esp_id,
+rcpt, event_id} (for receivers, tests and reports: what did the pipeline see?). ``kinds`` names the
+canonical events the ESP has an event for (an ESP without one, e.g. Postal's complaints, posts nothing:
+the poster records the event as not posted); ``suppresses`` the events after which the ESP puts the
+recipient on its suppression list (mailstorm.fake_esp.webhooks.suppression). ``WEBHOOK_FORMATS`` imports
+every home's ``webhook`` module the first time it is read.
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +27,11 @@ import orjson
 
 from mailstorm.registry import Registry, homes
 
-EVENTS: tuple[str, ...] = ("delivered", "deferred", "bounce", "open", "click")
+EVENTS: tuple[str, ...] = (
+    "delivered", "deferred", "bounce", "soft_bounce", "dropped", "open", "click", "complaint", "unsubscribe",
+)  # fmt: skip
+# Why a recipient was dropped (Event.detail of a dropped event): the event that suppressed it.
+SUPPRESSED_FOR: tuple[str, ...] = ("bounce", "complaint", "unsubscribe")
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -41,6 +51,9 @@ class Event:
     # What the sender set for the ESP to echo (mailstorm.fake_esp.http.api.ApiMessage.echo; empty for
     # SMTP acceptances), in the ESP's own field names.
     echo: dict[str, Any] = field(default_factory=dict)
+    # A detail of the event: for ``dropped``, what suppressed the recipient (SUPPRESSED_FOR), or
+    # "global" (a global suppression list: SES's simulator suppressionlist@).
+    detail: str = ""
 
 
 class WebhookFormat(ABC):
@@ -50,6 +63,9 @@ class WebhookFormat(ABC):
 
     name: ClassVar[str]
     per_post: ClassVar[int] = 1  # the most events one POST of this format can carry
+    kinds: ClassVar[frozenset[str]] = frozenset(EVENTS)  # the canonical events the ESP posts
+    # After which events the ESP suppresses the recipient (a later send gets its dropped answer).
+    suppresses: ClassVar[frozenset[str]] = frozenset({"bounce", "complaint"})
 
     @abstractmethod
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
@@ -94,6 +110,23 @@ def per_post(fmt: str, batch_max: int) -> int:
     """How many events one POST of format ``fmt`` carries at most: the profile's ``batch_max``, bounded
     by what the format can carry (1 for the formats whose POST is one event)."""
     return max(1, min(batch_max, _format(fmt).per_post))
+
+
+@functools.cache
+def _kinds(fmt: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(kinds, suppresses) of format ``fmt``, looked up once: the poster asks per event."""
+    f = _format(fmt)
+    return f.kinds, f.suppresses
+
+
+def posts(fmt: str, kind: str) -> bool:
+    """Whether format ``fmt``'s ESP has an event for canonical event ``kind``."""
+    return kind in _kinds(fmt)[0]
+
+
+def suppresses(fmt: str, kind: str) -> bool:
+    """Whether format ``fmt``'s ESP suppresses a recipient after event ``kind``."""
+    return kind in _kinds(fmt)[1]
 
 
 def split(fmt: str, events: list[Event], batch_max: int) -> list[list[Event]]:

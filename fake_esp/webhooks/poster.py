@@ -1,13 +1,15 @@
 """WebhookPoster: turns accepted messages into ESP events and POSTs them, with its own faults and retries.
 
-``notify(accepted)`` (called in the event loop for each esp.accepted record, SMTP or HTTP) draws the
-events for each recipient (WebhookSpec.events), applies the webhook faults (drop / duplicate / reorder /
-delay) and queues them. A dispatcher POSTs them in the ESP's format (mailstorm.fake_esp.webhooks.formats;
-SendGrid, SendPulse and Mandrill batch up to the profile's ``batch_max`` events per POST, bounded by the
-format's ``per_post``) and retries a failed POST (connection
-error, timeout, non-2xx) on that ESP's published schedule (profile ``webhook.retry_schedule_s`` times
-``retry_time_scale``), stopping at once on the statuses the ESP gives up on and never retrying events
-the ESP does not retry (Mailgun: delivered).
+``notify(accepted)`` (called in the event loop for each esp.accepted record, SMTP or HTTP) decides each
+recipient's outcome and events (mailstorm.fake_esp.webhooks.outcomes: its ESP's suppression list, the
+outcome addresses, the WebhookSpec.events rates; one esp.outcome ledger record per recipient, which also
+names the events the ESP has no webhook event for: those are not posted), applies the webhook faults
+(drop / duplicate / reorder / delay) and queues them. A dispatcher POSTs them in the ESP's format
+(mailstorm.fake_esp.webhooks.formats; SendGrid, SendPulse and Mandrill batch up to the profile's
+``batch_max`` events per POST, bounded by the format's ``per_post``) and retries a failed POST
+(connection error, timeout, non-2xx) on that ESP's published schedule (profile
+``webhook.retry_schedule_s`` times ``retry_time_scale``), stopping at once on the statuses the ESP gives
+up on and never retrying events the ESP does not retry (Mailgun: delivered).
 
 Ledger: one esp.webhook record per event per attempt: api (format), event, id (correlation id),
 esp_id, rcpt, event_id, url, status (HTTP status, null when no answer), attempt (1..; 0 for a dropped
@@ -38,9 +40,11 @@ import aiohttp
 
 from mailstorm.fake_esp.engine import Outage
 from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
-from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, per_post, render
+from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, per_post, posts, render
+from mailstorm.fake_esp.webhooks.outcomes import Outcomes
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
-from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspWebhook, LedgerWriter
+from mailstorm.fake_esp.webhooks.suppression import Suppressions
+from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspOutcome, EspWebhook, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.webhooks")
 REORDER_HOLD_S = 1.0
@@ -67,8 +71,10 @@ class WebhookPoster:
         default_format: str | None = None,
         correlation_header: str = CORRELATION_HEADER,
         outage: Callable[[], Outage | None] | None = None,
+        suppressions: Suppressions | None = None,
     ) -> None:
         self.spec = spec
+        self.outcomes = Outcomes(spec.events, spec.seed, suppressions or Suppressions())
         self._outage = outage
         self.ledger = ledger
         self.default_format = default_format
@@ -111,7 +117,18 @@ class WebhookPoster:
             return  # a platform API faked for its rate limits (hubspot, klaviyo) posts no webhooks
         esp_id = accepted.get("esp_id") or uuid.uuid4().hex
         for rcpt in accepted.get("to") or []:
-            for name in self._draw_events():
+            outcome = self.outcomes.decide(fmt, accepted, rcpt)
+            unposted = [name for name in outcome.events if not posts(fmt, name)]
+            self.ledger.write(
+                EspOutcome(
+                    api=fmt, id=accepted.get("id"), esp_id=esp_id, rcpt=rcpt, outcome=outcome.final,
+                    events=list(outcome.events), unposted=unposted, source=outcome.source,
+                    detail=outcome.detail or None, suppresses=outcome.suppresses is not None,
+                )
+            )  # fmt: skip
+            for name in outcome.events:
+                if name in unposted:
+                    continue
                 ev = Event(
                     event=name,
                     event_id=uuid.uuid4().hex,
@@ -122,20 +139,9 @@ class WebhookPoster:
                     ts=time.time(),
                     header=self.header,
                     echo=accepted.get("echo") or {},
+                    detail=outcome.detail if name == "dropped" else "",
                 )
                 self._fault_and_queue(fmt, ev)
-
-    def _draw_events(self) -> list[str]:
-        mix = self.spec.events
-        out = ["deferred"] if self.rng.random() < mix.deferred else []
-        if self.rng.random() < mix.bounce:
-            return [*out, "bounce"]
-        out.append("delivered")
-        if self.rng.random() < mix.open:
-            out.append("open")
-            if self.rng.random() < mix.click:
-                out.append("click")
-        return out
 
     def _fault_and_queue(self, fmt: str, ev: Event) -> None:
         f = self.spec.faults

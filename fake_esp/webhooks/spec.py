@@ -4,14 +4,17 @@ url               where to POST (loopback unless allowed: mailstorm.netguard)
 format            a registered webhook format (mailstorm.fake_esp.webhooks.formats.WEBHOOK_FORMATS: one
                   per ESP home); default: the API the message came in by, else the profile's API (SMTP
                   acceptances); none of those: no webhooks for that message
-events            probabilities per accepted recipient: bounce (else delivered), deferred (a deferred
-                  event before the outcome), open and click (after a delivery; click after an open)
+events            probabilities per accepted recipient (mailstorm.fake_esp.webhooks.outcomes, seeded per
+                  recipient): bounce (hard), soft_bounce, else delivered; deferred (a deferred event
+                  before the outcome); open, click (after an open), complaint and unsubscribe after a
+                  delivery
 faults            delay_ms (+ jitter_ms uniform) before the first attempt; duplicate / drop /
                   reorder probabilities (reorder: the event is held back and posted after the next)
 retry_time_scale  the ESP's retry schedule (fake_esp/esps/*/profile.yaml webhook) times this: 1 = real
                   minutes and hours, 0.001 = the same shape in milliseconds for a test
 timeout_s         a POST that takes longer failed (and is retried)
-seed              the poster's own RNG (events and faults): same seed, same decisions
+seed              the events' draws (per recipient) and the poster's RNG (faults): same seed, same
+                  decisions
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ class _Frozen(BaseModel):
 
 class EventMix(_Frozen):
     bounce: float = Field(0.0, ge=0, le=1)
+    soft_bounce: float = Field(0.0, ge=0, le=1)
     deferred: float = Field(0.0, ge=0, le=1)
     open: float = Field(0.0, ge=0, le=1)
     click: float = Field(0.0, ge=0, le=1)
+    complaint: float = Field(0.0, ge=0, le=1)
+    unsubscribe: float = Field(0.0, ge=0, le=1)
 
 
 class WebhookFaults(_Frozen):

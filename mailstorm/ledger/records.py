@@ -43,6 +43,7 @@ class Kind(StrEnum):
     ESP_FAULT_ENDED = "esp.fault.ended"
     ESP_DELIVERED = "esp.delivered"
     ESP_WEBHOOK = "esp.webhook"
+    ESP_OUTCOME = "esp.outcome"
     LOAD_SUBMIT = "load.submit"
     LOAD_DROPPED = "load.dropped"
     LOAD_STARTED = "load.started"
@@ -279,6 +280,36 @@ class EspWebhook(Record, kw_only=True):
     """The receiver answered 2xx."""
     error: str | None
     """Why the post failed without a status (connection refused, timeout)."""
+
+
+class EspOutcome(Record, kw_only=True):
+    """What happened to one recipient of a message at the ESP (the truth its webhooks report): written
+    once per recipient when the fake ESP draws its events (mailstorm.fake_esp.webhooks.outcomes), and
+    once per recipient of a send the ESP refused at once because every recipient was suppressed."""
+
+    api: str
+    """The ESP (its webhook format's name) whose events and suppression list these are."""
+    id: str | None
+    """The message's correlation id."""
+    esp_id: str | None
+    """The ESP's message id; null for a send refused at once (no message)."""
+    rcpt: str
+    """The recipient."""
+    outcome: str
+    """``delivered``, ``bounce``, ``soft_bounce`` or ``dropped`` (not sent: on the suppression list)."""
+    events: list[str]
+    """The canonical events the ESP has for the recipient, in order (``deferred``, ``delivered``,
+    ``open``, ``click``, ``complaint``, ``unsubscribe``...); empty for a send refused at once."""
+    unposted: list[str]
+    """Those of ``events`` the ESP has no webhook event for (not posted: Postal's complaints...)."""
+    source: str
+    """Why: ``mix`` (drawn from the webhook events rates), ``address`` (a simulator or pattern address:
+    docs/profiles.md), ``suppressed`` (the recipient is on the ESP's suppression list)."""
+    detail: str | None = None
+    """For ``dropped``: the event that suppressed the recipient (bounce, complaint, unsubscribe), or
+    ``global`` (SES's simulator suppressionlist@)."""
+    suppresses: bool = False
+    """This outcome put the recipient on the ESP's suppression list."""
 
 
 # -- load generator --------------------------------------------------------------------------------------
@@ -716,7 +747,7 @@ class CampaignAnswer(Record, kw_only=True):
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
-        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook,
+        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook, EspOutcome,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, SutListed,
         ProxyActed, ProxyUpstreamFailed,

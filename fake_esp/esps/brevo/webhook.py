@@ -1,8 +1,9 @@
 """Brevo transactional webhook: one JSON event per POST {event: delivered | deferred | hard_bounce |
-opened | click, email, id, date, ts, message-id, ts_event, ts_epoch, tags, X-Mailin-custom, ...}; the
-X-Mailin-custom header and tags the send set come back as they were sent, and (the fake's) the
-correlation id under the correlation header's name. Reference:
-https://developers.brevo.com/docs/transactional-webhooks.
+soft_bounce | blocked | opened | click | spam | unsubscribe, email, id, date, ts, message-id, ts_event,
+ts_epoch, tags, X-Mailin-custom, ...}; the X-Mailin-custom header and tags the send set come back as they
+were sent, and (the fake's) the correlation id under the correlation header's name. ``blocked``: a send
+to a recipient Brevo has blocklisted (after a hard bounce, a spam complaint or an unsubscribe).
+Reference: https://developers.brevo.com/docs/transactional-webhooks.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from mailstorm.fake_esp.esps.brevo import CUSTOM_HEADER
 from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
 
 _EVENTS = {"delivered": "delivered", "deferred": "deferred", "bounce": "hard_bounce",
-           "open": "opened", "click": "click"}  # fmt: skip
+           "soft_bounce": "soft_bounce", "dropped": "blocked", "open": "opened", "click": "click",
+           "complaint": "spam", "unsubscribe": "unsubscribe"}  # fmt: skip
 
 
 @register
 class BrevoWebhook(JsonFormat):
     name = "brevo"
+    suppresses = frozenset({"bounce", "complaint", "unsubscribe"})
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -45,13 +48,15 @@ class BrevoWebhook(JsonFormat):
         extra = {
             "deferred": {"reason": "451 4.4.1 try later"},
             "bounce": {"reason": "550 5.1.1 user unknown"},
+            "soft_bounce": {"reason": "452 4.2.2 mailbox full"},
+            "dropped": {"reason": "blocked: the contact is blocklisted"},
             "click": {"link": "https://example.test/"},
         }
         return out | extra.get(e.event, {})
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         data = orjson.loads(body)
-        kinds = {v: k for k, v in _EVENTS.items()} | {"soft_bounce": "deferred", "unique_opened": "open"}
+        kinds = {v: k for k, v in _EVENTS.items()} | {"unique_opened": "open", "complaint": "complaint"}
         return [
             {"event": kinds[data["event"]], "id": data.get(header), "esp_id": data["message-id"],
              "rcpt": data["email"], "event_id": data.get("uuid")}

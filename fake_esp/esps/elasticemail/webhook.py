@@ -1,5 +1,6 @@
 """Elastic Email HTTP web notification: the documented URL parameters (transaction, messageid, to, from,
-date, status: Sent | Opened | Clicked | Error, category, postback), form-encoded in the POST body —
+date, status: Sent | Opened | Clicked | Error | AbuseReport | Unsubscribed, category, postback),
+form-encoded in the POST body —
 Elastic Email itself sends them as a GET query string, which the poster (POST only) does not do; the
 correlation id comes back as postback.
 Reference: https://help.elasticemail.com/en/articles/4804685-notification-settings.
@@ -17,24 +18,34 @@ _STATUS = {
     "delivered": "Sent",
     "deferred": "Error",
     "bounce": "Error",
+    "soft_bounce": "Error",
+    "dropped": "Error",
     "open": "Opened",
     "click": "Clicked",
+    "complaint": "AbuseReport",
+    "unsubscribe": "Unsubscribed",
 }
+_CATEGORY = {"deferred": "GreyListed", "bounce": "NoMailbox", "soft_bounce": "AccountProblem",
+             "dropped": "BlackListed", "complaint": "Spam"}  # fmt: skip
 _TRANSIENT = ("GreyListed", "Throttled", "Timeout", "ConnectionProblem")  # ee-notifications categories
 
 
 @register
 class ElasticEmailWebhook(WebhookFormat):
     name = "elasticemail"
+    suppresses = frozenset({"bounce", "complaint", "unsubscribe"})
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         return urlencode(_event(one(self.name, events))).encode(), dict(FORM)
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         data = parse_form(body)
-        kind = {"Sent": "delivered", "Opened": "open", "Clicked": "click"}.get(data["status"])
+        kind = {"Sent": "delivered", "Opened": "open", "Clicked": "click", "AbuseReport": "complaint",
+                "Unsubscribed": "unsubscribe"}.get(data["status"])  # fmt: skip
         if kind is None:
-            kind = "deferred" if data.get("category") in _TRANSIENT else "bounce"
+            category = data.get("category")
+            errors = {"AccountProblem": "soft_bounce", "BlackListed": "dropped"}
+            kind = "deferred" if category in _TRANSIENT else errors.get(category or "", "bounce")
         return [
             {"event": kind, "id": data.get("postback") or None, "esp_id": data["messageid"],
              "rcpt": data["to"], "event_id": data.get("transaction")}
@@ -52,7 +63,7 @@ def _event(e: Event) -> dict[str, str]:
         "status": _STATUS[e.event],
         "channel": "API",
         "account": e.sender,
-        "category": {"deferred": "GreyListed", "bounce": "NoMailbox"}.get(e.event, "Unknown"),
+        "category": _CATEGORY.get(e.event, "Unknown"),
         "postback": e.id or "",
     }
     if e.event == "click":

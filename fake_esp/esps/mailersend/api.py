@@ -7,7 +7,10 @@ endpoint takes a JSON array of up to 500 of those. Auth: ``Authorization: Bearer
 (bulk: 202 ``{"message", "bulk_email_id"}``). Errors: MailerSend is a Laravel application, so a body it
 cannot validate, unparseable JSON included, is a 422 ``{"message", "errors": {field: [message]}}``; a 429
 is ``{"message": "Too Many Attempts."}`` with ``X-RateLimit-Limit``/``X-RateLimit-Remaining`` and
-``Retry-After``. The correlation id: the correlation header in ``headers``.
+``Retry-After``. Recipients MailerSend suppresses (after a hard bounce, a spam complaint or an
+unsubscribe) are not sent to: the 202 then carries ``{"warnings": [{type: SOME_SUPPRESSED, warning,
+recipients: [{email, name, reasons}]}]}``, and when there is no one left ALL_SUPPRESSED and no
+``X-Message-Id``. The correlation id: the correlation header in ``headers``.
 Reference: https://developers.mailersend.com/api/v1/email.html and
 https://developers.mailersend.com/general.html#validation-errors (the shapes below are theirs).
 """
@@ -21,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from mailstorm.fake_esp.http.api import (
+    SUPPRESSED,
     ApiMessage,
     BadRequest,
     EspApi,
@@ -42,6 +46,7 @@ MAX_BULK = 500  # ms-bulk: up to 500 email objects per bulk request
 class MailerSendApi(EspApi):
     name = "mailersend"
     routes = (("POST", "/v1/email"), ("POST", "/v1/bulk-email"))
+    refuses_suppressed = True
 
     def _bad(self, field: str, message: str) -> BadRequest:
         body = {"message": message, "errors": {field: [message]}}
@@ -102,10 +107,15 @@ class MailerSendApi(EspApi):
 
     def accepted(self, request: web.Request, sub: Submission, esp_ids: list[str]) -> web.Response:
         if sub.extra.get("bulk"):
-            body = {"message": "The bulk email is being processed.", "bulk_email_id": secrets.token_hex(12)}
-            return json_response(202, body)
+            return _bulk()
+        gone = (sub.extra.get(SUPPRESSED) or [{}])[0]
+        if gone:
+            return json_response(202, _warning("SOME_SUPPRESSED", gone), {"X-Message-Id": esp_ids[0]})
         # An empty body that still names a Content-Type (Laravel's default; anymail reads the header).
         return web.Response(status=202, content_type="text/html", headers={"X-Message-Id": esp_ids[0]})
+
+    def suppressed(self, sub: Submission, why: dict[str, str]) -> web.Response:
+        return _bulk() if sub.extra.get("bulk") else json_response(202, _warning("ALL_SUPPRESSED", why))
 
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
@@ -118,6 +128,27 @@ class MailerSendApi(EspApi):
                 **rate.retry_after(),
             }
         return json_response(status, {"message": message}, headers)
+
+
+_REASONS = {"bounce": "hard_bounced", "complaint": "spam_complaint", "unsubscribe": "unsubscribed"}
+_WARNINGS = {
+    "SOME_SUPPRESSED": "Some of the recipients have not received this email because they are suppressed.",
+    "ALL_SUPPRESSED": "None of the recipients were sent this email because they are all suppressed.",
+}
+
+
+def _bulk() -> web.Response:
+    """A bulk request's answer, whatever becomes of its messages (they are sent later)."""
+    body = {"message": "The bulk email is being processed.", "bulk_email_id": secrets.token_hex(12)}
+    return json_response(202, body)
+
+
+def _warning(kind: str, why: dict[str, str]) -> dict[str, Any]:
+    """MailerSend's suppression warning naming each suppressed recipient and why."""
+    recipients = [
+        {"email": r, "name": None, "reasons": [_REASONS.get(w, "blocklisted")]} for r, w in why.items()
+    ]
+    return {"warnings": [{"type": kind, "warning": _WARNINGS[kind], "recipients": recipients}]}
 
 
 def _pairs(headers: Any) -> dict[str, Any]:

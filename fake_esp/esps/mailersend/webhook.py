@@ -1,9 +1,12 @@
 """MailerSend activity webhooks: one POST per event, {type: "activity.<t>", created_at, webhook_id, data:
-{object: "activity", id, type: delivered | soft_bounced | hard_bounced | opened | clicked, created_at,
+{object: "activity", id, type: delivered | soft_bounced | hard_bounced | opened | clicked |
+spam_complaint | unsubscribed, created_at,
 email: {id, from, subject, status, tags, headers, message: {id}, recipient: {email}}, morph}}, signed
 with the webhook's signing secret: header ``Signature`` = hex HMAC-SHA256 of the body. The message id is
 the ``X-Message-Id`` the send answered; the correlation id comes back in ``data.email.headers`` (the
-fake echoes the request's correlation header there).
+fake echoes the request's correlation header there). MailerSend has no event for a delayed delivery
+(a temporary failure it retries) nor for a send to a suppressed recipient (it answers the send with a
+warning instead); it suppresses after hard bounces, spam complaints and unsubscribes.
 Reference: https://developers.mailersend.com/api/v1/webhooks.html (payload and "Signing requests").
 """
 
@@ -19,13 +22,21 @@ from mailstorm.fake_esp.webhooks.formats import JSON, Event, WebhookFormat, iso_
 
 _TYPES = {
     "delivered": "delivered",
-    "deferred": "soft_bounced",
+    "soft_bounce": "soft_bounced",
     "bounce": "hard_bounced",
     "open": "opened",
     "click": "clicked",
+    "complaint": "spam_complaint",
+    "unsubscribe": "unsubscribed",
 }
 _MORPH = {
-    "soft_bounced": {"object": "recipient_bounce", "reason": "Mailbox temporarily unavailable"},
+    "soft_bounced": {"object": "recipient_bounce", "reason": "Mailbox full"},
+    "spam_complaint": {"object": "spam_complaint", "reason": None},
+    "unsubscribed": {
+        "object": "recipient_unsubscribe",
+        "reason": "NO_LONGER_WANT",
+        "readable_reason": "I no longer want to receive these emails",
+    },
     "hard_bounced": {"object": "recipient_bounce", "reason": "Mailbox unavailable"},
     "opened": {"object": "open", "ip": "127.0.0.1"},
     "clicked": {"object": "click", "ip": "127.0.0.1", "url": "https://example.test/"},
@@ -40,6 +51,8 @@ def sign(body: bytes, signing_key: str) -> str:
 @register
 class MailerSendWebhook(WebhookFormat):
     name = "mailersend"
+    kinds = frozenset(_TYPES)
+    suppresses = frozenset({"bounce", "complaint", "unsubscribe"})
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         (e,) = events

@@ -1,8 +1,11 @@
 """Mailgun webhooks: {"signature": {timestamp, token, signature (HMAC-SHA256 of timestamp + token with
-the webhook signing key)}, "event-data": {event: delivered | failed (severity permanent/temporary) |
-opened | clicked, user-variables, tags, message.headers.message-id (the id the send answered, without its
+the webhook signing key)}, "event-data": {event: delivered | failed | opened | clicked | complained |
+unsubscribed, user-variables, tags, message.headers.message-id (the id the send answered, without its
 angle brackets), ...}}; the user variables and tags the send set come back (and the correlation id, in
-user-variables). The token is drawn from the event id, so a redelivery carries the same one.
+user-variables). The token is drawn from the event id, so a redelivery carries the same one. ``failed``:
+severity temporary (deferred, retried), permanent with reason bounce (hard), old (a soft bounce given up
+after the retries) or suppress-bounce / suppress-complaint / suppress-unsubscribe (a send to a recipient
+on Mailgun's bounces, complaints or unsubscribes list: dropped). Mailgun suppresses after each of those.
 Reference: https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhooks.
 """
 
@@ -16,10 +19,14 @@ import orjson
 
 from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
 
+_KINDS = {"delivered": "delivered", "opened": "open", "clicked": "click", "complained": "complaint",
+          "unsubscribed": "unsubscribe"}  # fmt: skip
+
 
 @register
 class MailgunWebhook(JsonFormat):
     name = "mailgun"
+    suppresses = frozenset({"bounce", "complaint", "unsubscribe"})
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         ts = str(int(e.ts))
@@ -46,8 +53,29 @@ class MailgunWebhook(JsonFormat):
                     "delivery-status": {"code": 550, "message": "Mailbox unavailable"},
                 },
             ),
+            "soft_bounce": (
+                "failed",
+                {
+                    "severity": "permanent",
+                    "reason": "old",
+                    "delivery-status": {"code": 452, "message": "Mailbox full", "attempt-no": 8},
+                },
+            ),
+            "dropped": (
+                "failed",
+                {
+                    "severity": "permanent",
+                    "reason": f"suppress-{e.detail or 'bounce'}",
+                    "delivery-status": {
+                        "code": 605,
+                        "message": "Not delivering to previously bounced address",
+                    },
+                },
+            ),
             "open": ("opened", {"ip": "127.0.0.1"}),
             "click": ("clicked", {"ip": "127.0.0.1", "url": "https://example.test/"}),
+            "complaint": ("complained", {}),
+            "unsubscribe": ("unsubscribed", {"ip": "127.0.0.1"}),
         }[e.event]
         variables = dict(e.echo.get("user-variables") or {})
         if e.id is not None and e.id not in variables.values():
@@ -68,9 +96,19 @@ class MailgunWebhook(JsonFormat):
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         ed = orjson.loads(body)["event-data"]
-        kind = {"delivered": "delivered", "opened": "open", "clicked": "click"}.get(ed["event"])
+        kind = _KINDS.get(ed["event"])
         if kind is None:
-            kind = "bounce" if ed.get("severity") == "permanent" else "deferred"
+            reason = str(ed.get("reason") or "")
+            if ed.get("severity") != "permanent":
+                kind = "deferred"
+            else:
+                kind = (
+                    "dropped"
+                    if reason.startswith("suppress-")
+                    else "soft_bounce"
+                    if reason == "old"
+                    else "bounce"
+                )
         uv = ed.get("user-variables", {})
         return [
             {

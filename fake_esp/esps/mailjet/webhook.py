@@ -1,7 +1,9 @@
-"""Mailjet Event API: one JSON event per POST {event: sent | bounce (hard_bounce true/false) | open |
-click, time, MessageID, Message_GUID, email, CustomID, Payload, customcampaign, ...}; the CustomID,
-EventPayload (as Payload) and CustomCampaign the send set come back; CustomID is the correlation id when
-the send set none. Reference: https://dev.mailjet.com/email/guides/webhooks/.
+"""Mailjet Event API: one JSON event per POST {event: sent | bounce (hard_bounce true/false; error
+greylisted: deferred) | blocked (error preblocked: a recipient Mailjet blocks after a hard bounce or a
+spam report) | open | click | spam | unsub, time, MessageID, Message_GUID, email, CustomID, Payload,
+customcampaign, ...}; the CustomID, EventPayload (as Payload) and CustomCampaign the send set come back;
+CustomID is the correlation id when the send set none. Reference:
+https://dev.mailjet.com/email/guides/webhooks/.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import orjson
 
 from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
 
+_NAMES = {"delivered": "sent", "deferred": "bounce", "soft_bounce": "bounce", "dropped": "blocked",
+          "complaint": "spam", "unsubscribe": "unsub"}  # fmt: skip
+_KINDS = {"sent": "delivered", "open": "open", "click": "click", "blocked": "dropped", "spam": "complaint",
+          "unsub": "unsubscribe"}  # fmt: skip
+
 
 @register
 class MailjetWebhook(JsonFormat):
@@ -20,7 +27,7 @@ class MailjetWebhook(JsonFormat):
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {
-            "event": {"delivered": "sent", "deferred": "bounce", "bounce": "bounce"}.get(e.event, e.event),
+            "event": _NAMES.get(e.event, e.event),
             "time": int(e.ts),
             "MessageID": int(e.esp_id) if e.esp_id.isdigit() else 0,
             "Message_GUID": str(uuid.uuid5(uuid.NAMESPACE_URL, e.esp_id)),
@@ -38,6 +45,11 @@ class MailjetWebhook(JsonFormat):
                          "error": "greylisted"},
             "bounce": {"blocked": False, "hard_bounce": True, "error_related_to": "recipient",
                        "error": "user unknown"},
+            "soft_bounce": {"blocked": False, "hard_bounce": False, "error_related_to": "recipient",
+                            "error": "quota exceeded"},
+            "dropped": {"error_related_to": "mailjet", "error": "preblocked"},
+            "complaint": {"source": "JMRPP"},
+            "unsubscribe": {"mj_list_id": 0, "ip": "127.0.0.1", "geo": "", "agent": "Mozilla/5.0"},
             "open": {"ip": "127.0.0.1", "geo": "", "agent": "Mozilla/5.0"},
             "click": {"url": "https://example.test/", "ip": "127.0.0.1", "geo": "", "agent": "Mozilla/5.0"},
         }  # fmt: skip
@@ -47,9 +59,10 @@ class MailjetWebhook(JsonFormat):
         data = orjson.loads(body)
         out = []
         for ev in data if isinstance(data, list) else [data]:
-            kind = {"sent": "delivered", "open": "open", "click": "click"}.get(ev["event"])
+            kind = _KINDS.get(ev["event"])
             if kind is None:
-                kind = "bounce" if ev.get("hard_bounce") else "deferred"
+                hard, grey = ev.get("hard_bounce"), ev.get("error") == "greylisted"
+                kind = "bounce" if hard else "deferred" if grey else "soft_bounce"
             out.append(
                 {"event": kind, "id": ev.get("CustomID") or None, "esp_id": str(ev["MessageID"]),
                  "rcpt": ev["email"], "event_id": ev.get("_event_id")}

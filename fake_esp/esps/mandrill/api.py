@@ -1,20 +1,22 @@
 """Mailchimp Transactional (Mandrill): ``POST /api/1.0/messages/send.json`` (JSON, key in the body).
 
 Request: ``{"key", "message": {html, text, subject, from_email, from_name, to: [{email, name, type:
-to|cc|bcc}], headers {name: value}, metadata {k: v}, tags}, "async", "ip_pool", "send_at"}``. One
-request is one message. Auth: the ``key`` field (401 ``Invalid_Key`` otherwise). The official SDK
-(mailchimp-transactional) posts to ``/api/1.3/...``; both versions, with and without the ``.json``
-output suffix, are served. Success: 200, one entry per recipient ``{email, status: "sent", reject_reason,
+to|cc|bcc}], headers {name: value}, metadata {k: v}, tags}, "async", "ip_pool", "send_at"}``. One request
+is one message. Auth: the ``key`` field (401 ``Invalid_Key`` otherwise). The official SDK
+(mailchimp-transactional) posts to ``/api/1.3/...``; both versions, with and without the ``.json`` output
+suffix, are served. Success: 200, one entry per recipient ``{email, status: "sent", reject_reason,
 queued_reason, _id}`` (the recipients share the message's ``_id`` here). Errors: ``{"status": "error",
 "code", "name", "message"}``: 400 ``ValidationError`` for a missing or invalid payload and 401
 ``Invalid_Key`` (both since 2023: earlier Mandrill answered 500), 429 for a throttle. Mandrill publishes
 no rate-limit headers (over its hourly quota it backlogs: status "queued", queued_reason
-"hourly-quota-exhausted": a quota fault with ``over: queue``, delivered when the next hour begins), so
-a 429 carries the error body and Retry-After (the fake's). The correlation id: the correlation header
-in ``message.headers``, else a ``message.metadata`` key of that name or
-``mailstorm_id`` (metadata comes back in Mandrill's webhooks).
-Reference: https://mailchimp.com/developer/transactional/api/messages/send-new-message/, the release
-notes https://mailchimp.com/developer/release-notes/changing-api-server-response-for-client-errors/ and
+"hourly-quota-exhausted": a quota fault with ``over: queue``, delivered when the next hour begins), so a
+429 carries the error body and Retry-After (the fake's). A recipient on Mandrill's rejection list (a hard
+bounce, a spam complaint, an unsubscribe) is answered ``status: "rejected"``, ``reject_reason``
+hard-bounce / spam / unsub (and its ``reject`` webhook event follows). The correlation id: the
+correlation header in ``message.headers``, else a ``message.metadata`` key of that name or
+``mailstorm_id`` (metadata comes back in Mandrill's webhooks). Reference:
+https://mailchimp.com/developer/transactional/api/messages/send-new-message/, the release notes
+https://mailchimp.com/developer/release-notes/changing-api-server-response-for-client-errors/ and
 https://mailchimp.com/developer/release-notes/added-support-for-401-unauthorized-response-code/
 """
 
@@ -27,6 +29,7 @@ from aiohttp import web
 
 from mailstorm.fake_esp.http.api import (
     QUEUED,
+    SUPPRESSED,
     ApiMessage,
     BadRequest,
     EspApi,
@@ -52,6 +55,7 @@ _QUEUED_REASONS = {"quota": "hourly-quota-exhausted", "backlog": "sending-backlo
 @register
 class MandrillApi(EspApi):
     name = "mandrill"
+    answers_suppressed = True
     routes = tuple(("POST", f"/api/{v}/messages/send{ext}") for v in ("1.0", "1.3") for ext in (".json", ""))
 
     def _bad(self, message: str) -> BadRequest:
@@ -107,10 +111,14 @@ class MandrillApi(EspApi):
         held = sub.extra.get(QUEUED)  # accepted into the backlog: "queued", and why
         status = "queued" if held else "sent"
         why = _QUEUED_REASONS.get(held, "sending-backlogged") if held else None
+        gone = (sub.extra.get(SUPPRESSED) or [{}])[0]
         body = [
             {"email": r, "status": status, "reject_reason": None, "queued_reason": why, "_id": esp_ids[0]}
+            if r not in gone
+            else {"email": r, "status": "rejected", "reject_reason": _REJECT_REASONS.get(gone[r], "custom"),
+                  "queued_reason": None, "_id": esp_ids[0]}
             for r in m.rcpts
-        ]
+        ]  # fmt: skip
         return json_response(200, body)
 
     def error(
@@ -120,6 +128,10 @@ class MandrillApi(EspApi):
         body = {"status": "error", "code": _CODES.get(name, -1), "name": name, "message": message}
         headers = rate.retry_after() if rate is not None else None
         return json_response(status, body, headers)
+
+
+# What put a recipient on the rejection list -> Mandrill's reject_reason.
+_REJECT_REASONS = {"bounce": "hard-bounce", "complaint": "spam", "unsubscribe": "unsub"}
 
 
 def _str(value: object) -> str | None:

@@ -1,8 +1,11 @@
 """Mandrill (Mailchimp Transactional) message event webhook: form-encoded ``mandrill_events`` = a JSON
-array (up to 1000) of {event: send | deferral | hard_bounce | open | click, _id, ts, msg: {_id, email,
+array (up to 1000) of {event: send | deferral | hard_bounce | soft_bounce | reject | open | click | spam |
+unsub, _id, ts, msg: {_id, email,
 sender, state, metadata, tags, ...}} whose _id is the message's (the id the send answered); the metadata and
 tags the send set come back in msg (and the correlation id, in msg.metadata). No X-Mandrill-Signature
-(it signs the URL, which a renderer does not see).
+(it signs the URL, which a renderer does not see). A send to a recipient on Mandrill's rejection
+list (hard bounces, spam complaints, unsubscribes: Mandrill adds each) is a ``reject`` event with
+``msg.state`` rejected.
 Reference: https://mandrill.zendesk.com/hc/en-us/articles/205583307-Message-Event-Webhook-Format.
 """
 
@@ -15,21 +18,25 @@ import orjson
 
 from mailstorm.fake_esp.webhooks.formats import FORM, Event, WebhookFormat, parse_form, register
 
-_EVENTS = {"delivered": "send", "deferred": "deferral", "bounce": "hard_bounce", "open": "open",
-           "click": "click"}  # fmt: skip
+_EVENTS = {"delivered": "send", "deferred": "deferral", "bounce": "hard_bounce",
+           "soft_bounce": "soft_bounce", "dropped": "reject", "open": "open", "click": "click",
+           "complaint": "spam", "unsubscribe": "unsub"}  # fmt: skip
+_STATES = {"delivered": "sent", "deferred": "deferred", "bounce": "bounced", "soft_bounce": "soft-bounced",
+           "dropped": "rejected"}  # fmt: skip
 
 
 @register
 class MandrillWebhook(WebhookFormat):
     name = "mandrill"
     per_post = 1000  # mandrill_events holds up to 1000 events
+    suppresses = frozenset({"bounce", "complaint", "unsubscribe"})
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         body = {"mandrill_events": orjson.dumps([_event(e) for e in events]).decode()}
         return urlencode(body).encode(), dict(FORM)
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
-        kinds = {v: k for k, v in _EVENTS.items()} | {"soft_bounce": "deferred"}
+        kinds = {v: k for k, v in _EVENTS.items()}
         return [
             {"event": kinds[ev["event"]], "id": ev["msg"].get("metadata", {}).get(header),
              "esp_id": ev["msg"]["_id"], "rcpt": ev["msg"]["email"], "event_id": None}
@@ -45,7 +52,7 @@ def _metadata(e: Event) -> dict[str, Any]:
 
 
 def _event(e: Event) -> dict[str, Any]:
-    state = {"delivered": "sent", "deferred": "deferred", "bounce": "bounced"}.get(e.event, "sent")
+    state = _STATES.get(e.event, "sent")
     msg: dict[str, Any] = {
         "ts": int(e.ts),
         "_id": e.esp_id,
@@ -58,11 +65,16 @@ def _event(e: Event) -> dict[str, Any]:
     }
     if e.event == "bounce":
         msg |= {"bounce_description": "bad_mailbox", "diag": "smtp;550 5.1.1 user unknown"}
+    if e.event == "soft_bounce":
+        msg |= {"bounce_description": "mailbox_full", "diag": "smtp;452 4.2.2 mailbox full"}
+    if e.event == "dropped":  # the rejection list's reason (Mandrill's reject_reason values)
+        why = {"complaint": "spam", "unsubscribe": "unsub"}.get(e.detail, "hard-bounce")
+        msg |= {"reject": {"reason": why, "detail": f"{e.rcpt} is on the rejection list"}}
     if e.event == "deferred":
         msg["smtp_events"] = [{"ts": int(e.ts), "type": "deferred", "diag": "451 4.4.1 try later"}]
     # The event's _id is the message's (Mandrill events carry no id of their own).
     out: dict[str, Any] = {"event": _EVENTS[e.event], "_id": e.esp_id, "ts": int(e.ts), "msg": msg}
-    if e.event in ("open", "click"):
+    if e.event in ("open", "click", "unsubscribe"):
         out |= {"ip": "127.0.0.1", "user_agent": "Mozilla/5.0", "location": None}
     if e.event == "click":
         out["url"] = "https://example.test/"

@@ -1,6 +1,10 @@
 """Postal webhooks: one POST per event, {event: MessageSent | MessageDelayed | MessageDeliveryFailed |
-MessageLoaded | MessageLinkClicked, timestamp, uuid, payload: {message: {id, token, direction, message_id,
-to, from, subject, timestamp, tag}, status: Sent | SoftFail | HardFail, details, output, ...}}. Postal's
+MessageHeld | MessageBounced | MessageLoaded | MessageLinkClicked, timestamp, uuid, payload: {message:
+{id, token, direction, message_id, to, from, subject, timestamp, tag}, status: Sent | SoftFail |
+HardFail | Held, details, output, ...}}. A bounce message that comes back later (the soft bounce here) is
+MessageBounced {original_message, bounce}; a message to a recipient on the server's suppression list
+(Postal adds hard-failing recipients) is held: MessageHeld. Postal has no complaint or unsubscribe
+events. Postal's
 webhooks carry none of the message's headers: the correlation id comes back as the message's ``tag``
 (the one field of the sender's that Postal echoes; a pipeline correlating Postal events sets it). Postal
 signs the body with its server's RSA key: ``X-Postal-Signature`` (base64 RSA-SHA1, PKCS#1 v1.5, what
@@ -24,6 +28,8 @@ _EVENTS = {
     "delivered": ("MessageSent", "Sent"),
     "deferred": ("MessageDelayed", "SoftFail"),
     "bounce": ("MessageDeliveryFailed", "HardFail"),
+    "dropped": ("MessageHeld", "Held"),
+    "soft_bounce": ("MessageBounced", None),
     "open": ("MessageLoaded", None),
     "click": ("MessageLinkClicked", None),
 }
@@ -31,6 +37,7 @@ _OUTPUT = {
     "Sent": "250 2.0.0 OK",
     "SoftFail": "451 4.4.1 try later",
     "HardFail": "550 5.1.1 Mailbox unavailable",
+    "Held": "",
 }
 
 
@@ -51,6 +58,8 @@ def signatures(body: bytes, signing_key: str) -> dict[str, str]:
 @register
 class PostalWebhook(WebhookFormat):
     name = "postal"
+    kinds = frozenset(_EVENTS)
+    suppresses = frozenset({"bounce"})
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         (e,) = events
@@ -68,8 +77,14 @@ class PostalWebhook(WebhookFormat):
             "tag": e.id,
         }
         payload: dict[str, Any] = {"message": message}
-        if status is not None:
-            payload |= {"status": status, "details": f"Message {status}", "output": _OUTPUT[status],
+        if e.event == "soft_bounce":  # the bounce message is a message of its own, pointing at the first
+            bounce = message | {"id": message["id"] + 1, "token": e.event_id[12:24], "direction": "incoming",
+                                "to": e.sender, "from": "MAILER-DAEMON@rp.postal.example",
+                                "subject": "Mail delivery failed: mailbox full"}  # fmt: skip
+            payload = {"original_message": message, "bounce": bounce}
+        elif status is not None:
+            details = "Recipient is on the suppression list" if status == "Held" else f"Message {status}"
+            payload |= {"status": status, "details": details, "output": _OUTPUT[status],
                         "sent_with_ssl": True, "timestamp": e.ts, "time": 0.1}  # fmt: skip
         else:
             payload |= {"ip_address": "127.0.0.1", "user_agent": "mailstorm"}
@@ -81,7 +96,7 @@ class PostalWebhook(WebhookFormat):
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         data = orjson.loads(body)
         kind = {v[0]: k for k, v in _EVENTS.items()}[data["event"]]
-        message = data["payload"]["message"]
+        message = data["payload"].get("message") or data["payload"]["original_message"]
         return [
             {
                 "event": kind,

@@ -6,8 +6,9 @@ takes a JSON array of up to 500 of those. Auth: ``X-Postmark-Server-Token`` (401
 otherwise). Success: 200 ``{To, SubmittedAt, MessageID, ErrorCode: 0, Message: "OK"}`` (an array for a
 batch). Errors: ``{"ErrorCode", "Message"}``: 422 for a request Postmark cannot process (ErrorCode 402
 invalid JSON, 300 invalid email request) — Postmark's own shape for a bad request, where other ESPs use
-400 — and 429/500/503 from faults. The correlation id: the correlation header in ``Headers``, or a
-``Metadata`` key of that name or ``mailstorm_id``.
+400 — and 429/500/503 from faults. A send whose every recipient Postmark has deactivated (a hard bounce,
+a spam complaint or an unsubscribe: its suppression list) is refused: 422 ErrorCode 406. The correlation
+id: the correlation header in ``Headers``, or a ``Metadata`` key of that name or ``mailstorm_id``.
 Reference: https://postmarkapp.com/developer/api/email-api and
 https://postmarkapp.com/developer/api/overview#error-codes
 """
@@ -23,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from mailstorm.fake_esp.http.api import (
+    SUPPRESSED,
     ApiMessage,
     BadRequest,
     EspApi,
@@ -36,6 +38,7 @@ from mailstorm.fake_esp.http.api import (
 )
 
 MAX_RECIPIENTS = 50  # pm-300 in profile.yaml
+INACTIVE_RECIPIENT = 406  # pm-error-codes: "Inactive recipient"
 MAX_BATCH = 500  # https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails
 # ErrorCode for an HTTP status when a fault names none (pm-error-codes; 500 has no code of its own).
 _DEFAULT_CODES = {401: 10, 422: 300, 429: 429, 503: 100}
@@ -44,6 +47,7 @@ _DEFAULT_CODES = {401: 10, 422: 300, 429: 429, 503: 100}
 @register
 class PostmarkApi(EspApi):
     name = "postmark"
+    refuses_suppressed = True
     routes = (("POST", "/email"), ("POST", "/email/batch"))
 
     def _bad(self, code: int, message: str) -> BadRequest:
@@ -118,11 +122,25 @@ class PostmarkApi(EspApi):
 
     def accepted(self, request: web.Request, sub: Submission, esp_ids: list[str]) -> web.Response:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        answers = [
-            {"To": ", ".join(m.rcpts), "SubmittedAt": now, "MessageID": mid, "ErrorCode": 0, "Message": "OK"}
-            for m, mid in zip(sub.messages, esp_ids, strict=True)
-        ]
+        inactive = sub.extra.get(SUPPRESSED) or [{} for _ in sub.messages]
+        answers: list[dict[str, Any]] = []
+        for m, mid, gone in zip(sub.messages, esp_ids, inactive, strict=True):
+            if not m.rcpts:  # every recipient inactive: this message of the batch is not sent
+                answers.append({"ErrorCode": INACTIVE_RECIPIENT, "Message": _all_inactive(list(gone))})
+                continue
+            text = "OK"
+            if gone:
+                text = (
+                    f"Message OK, but will not deliver to these inactive addresses: {', '.join(gone)}. "
+                    "Inactive recipients are ones that have generated a hard bounce or a spam complaint."
+                )
+            answers.append({"To": ", ".join([*m.rcpts, *gone]), "SubmittedAt": now, "MessageID": mid,
+                            "ErrorCode": 0, "Message": text})  # fmt: skip
         return json_response(200, answers if sub.extra.get("batch") else answers[0])
+
+    def suppressed(self, sub: Submission, why: dict[str, str]) -> web.Response:
+        answer = {"ErrorCode": INACTIVE_RECIPIENT, "Message": _all_inactive(list(why))}
+        return json_response(200, [answer]) if sub.extra.get("batch") else json_response(422, answer)
 
     def error(
         self, status: int, message: str, *, code: str | int | None = None, rate: RateInfo | None = None
@@ -131,6 +149,16 @@ class PostmarkApi(EspApi):
         err = code if isinstance(code, int) else _DEFAULT_CODES.get(status, status)
         headers = rate.retry_after() if rate is not None else None
         return json_response(status, {"ErrorCode": err, "Message": message}, headers)
+
+
+def _all_inactive(rcpts: list[str]) -> str:
+    """Postmark's ErrorCode 406 message (anymail reads the addresses out of it)."""
+    return (
+        "You tried to send to a recipient that has been marked as inactive.\n"
+        f"Found inactive addresses: {', '.join(r.lower() for r in rcpts)}.\n"
+        "Inactive recipients are ones that have generated a hard bounce, a spam complaint, or a manual "
+        "suppression."
+    )
 
 
 def _str(value: object) -> str | None:

@@ -1,6 +1,9 @@
-"""Postmark webhooks: {RecordType: Delivery | Bounce (Type HardBounce / Transient) | Open | Click,
+"""Postmark webhooks: {RecordType: Delivery | Bounce | SpamComplaint | Open | Click | SubscriptionChange,
 MessageID, Recipient, Metadata, Tag, ...}; the Metadata and Tag the send set come back (and the
-correlation id, in Metadata).
+correlation id, in Metadata). Bounce types: HardBounce (1), Transient (2: deferred), SoftBounce (4096),
+SMTPApiError (100007: a message sent over SMTP to an inactive recipient; over the API Postmark refuses
+the send itself, 422 ErrorCode 406). Postmark deactivates a recipient after a hard bounce, a spam
+complaint and an unsubscribe (SubscriptionChange with SuppressSending).
 Reference: https://postmarkapp.com/developer/webhooks/webhooks-overview.
 """
 
@@ -17,6 +20,7 @@ from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, iso_time, reg
 @register
 class PostmarkWebhook(JsonFormat):
     name = "postmark"
+    suppresses = frozenset({"bounce", "complaint", "unsubscribe"})
 
     def event(self, e: Event, signing_key: str = "") -> dict[str, Any]:
         when = iso_time(e.ts)
@@ -38,17 +42,30 @@ class PostmarkWebhook(JsonFormat):
                 "Details": "smtp;250 2.0.0 OK",
                 **common,
             }
-        if e.event in ("bounce", "deferred"):
-            hard = e.event == "bounce"
+        if e.event in _BOUNCES:
+            kind, code, text = _BOUNCES[e.event]
             return {
-                "RecordType": "Bounce",
+                "RecordType": "SpamComplaint" if e.event == "complaint" else "Bounce",
                 "ID": _bounce_id(e.event_id),
-                "Type": "HardBounce" if hard else "Transient",
-                "TypeCode": 1 if hard else 2,
+                "Type": kind,
+                "TypeCode": code,
                 "Email": e.rcpt,
                 "From": e.sender,
                 "BouncedAt": when,
-                "Description": "The server was unable to deliver your message" if hard else "Message delayed",
+                "Description": text,
+                "Inactive": e.event in ("bounce", "complaint", "dropped"),
+                "CanActivate": True,
+                **common,
+            }
+        if e.event == "unsubscribe":
+            return {
+                "RecordType": "SubscriptionChange",
+                "ServerID": 1,
+                "ChangedAt": when,
+                "Recipient": e.rcpt,
+                "Origin": "Recipient",
+                "SuppressSending": True,
+                "SuppressionReason": "ManualSuppression",
                 **common,
             }
         if e.event == "open":
@@ -70,9 +87,9 @@ class PostmarkWebhook(JsonFormat):
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         data = orjson.loads(body)
-        kind = {"Delivery": "delivered", "Open": "open", "Click": "click"}.get(data["RecordType"])
-        if kind is None:
-            kind = "bounce" if data.get("Type") == "HardBounce" else "deferred"
+        kinds = {"Delivery": "delivered", "Open": "open", "Click": "click", "SpamComplaint": "complaint",
+                 "SubscriptionChange": "unsubscribe"}  # fmt: skip
+        kind = kinds.get(data["RecordType"]) or {v[0]: k for k, v in _BOUNCES.items()}[data["Type"]]
         return [
             {
                 "event": kind,
@@ -82,6 +99,16 @@ class PostmarkWebhook(JsonFormat):
                 "event_id": None,  # Postmark events carry no event id of their own
             }
         ]
+
+
+# Canonical event: (Type, TypeCode, Description) of its Bounce (or SpamComplaint) record.
+_BOUNCES = {
+    "bounce": ("HardBounce", 1, "The server was unable to deliver your message"),
+    "deferred": ("Transient", 2, "Message delayed"),
+    "soft_bounce": ("SoftBounce", 4096, "The mailbox is full"),
+    "dropped": ("SMTPApiError", 100007, "You tried to send to a recipient that has been marked as inactive."),
+    "complaint": ("SpamComplaint", 100001, "The subscriber explicitly marked this message as spam."),
+}
 
 
 def _bounce_id(event_id: str) -> int:

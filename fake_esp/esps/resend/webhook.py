@@ -1,9 +1,14 @@
 """Resend webhooks: one POST per event, {type: email.delivered | email.delivery_delayed | email.bounced
-(data.bounce {type: Permanent, message}) | email.opened | email.clicked (data.click), created_at, data:
+(data.bounce {type: Permanent | Transient, subType, message}) | email.suppressed (a send to a recipient
+on Resend's suppression list, which it fills after hard bounces and complaints) | email.opened |
+email.clicked (data.click) | email.complained, created_at, data:
 {email_id, from, to: [...], subject, created_at, tags: {name: value}}}; the correlation id comes back as
 the tag of its name. Resend signs through Svix: headers ``svix-id``, ``svix-timestamp`` and
 ``svix-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, keyed with the endpoint's
 ``whsec_<base64>`` secret (base64-decoded; a signing key without that prefix is used as raw bytes).
+Resend has no unsubscribe event (its audiences' unsubscribes are contact.updated). email.suppressed
+(Resend's changelog "Email Suppression Visibility") carries the email's fields; its ``suppressed``
+object {type, message} is the fake's (the published payload was not at hand).
 Reference: https://resend.com/docs/dashboard/webhooks/event-types and
 https://resend.com/docs/dashboard/webhooks/verify-webhooks-requests (Svix: https://docs.svix.com/receiving/verifying-payloads/how-manual).
 """
@@ -25,8 +30,15 @@ _TYPES = {
     "delivered": "email.delivered",
     "deferred": "email.delivery_delayed",
     "bounce": "email.bounced",
+    "soft_bounce": "email.bounced",
+    "dropped": "email.suppressed",
     "open": "email.opened",
     "click": "email.clicked",
+    "complaint": "email.complained",
+}
+_BOUNCES = {
+    "bounce": {"type": "Permanent", "subType": "General", "message": "Mailbox unavailable"},
+    "soft_bounce": {"type": "Transient", "subType": "MailboxFull", "message": "The mailbox is full"},
 }
 
 
@@ -47,9 +59,16 @@ def svix_headers(msg_id: str, body: bytes, signing_key: str, now: int) -> dict[s
     return {"svix-id": msg_id, "svix-timestamp": str(now), "svix-signature": f"v1,{sig}"}
 
 
+def _kind(ev: dict[str, Any]) -> str:
+    if ev["type"] == "email.bounced":
+        return "soft_bounce" if ev["data"]["bounce"].get("type") == "Transient" else "bounce"
+    return {v: k for k, v in _TYPES.items() if v != "email.bounced"}[ev["type"]]
+
+
 @register
 class ResendWebhook(WebhookFormat):
     name = "resend"
+    kinds = frozenset(_TYPES)
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         (e,) = events
@@ -62,8 +81,11 @@ class ResendWebhook(WebhookFormat):
             "subject": "",
             "tags": {e.header: e.id} if e.id is not None else {},
         }
-        if e.event == "bounce":
-            data["bounce"] = {"type": "Permanent", "subType": "General", "message": "Mailbox unavailable"}
+        if e.event in _BOUNCES:
+            data["bounce"] = _BOUNCES[e.event]
+        elif e.event == "dropped":
+            data["suppressed"] = {"type": "OnAccountSuppressionList",
+                                  "message": "The recipient is on your suppression list."}  # fmt: skip
         elif e.event == "click":
             data["click"] = {"ipAddress": "127.0.0.1", "link": "https://example.test/", "timestamp": when,
                              "userAgent": "mailstorm"}  # fmt: skip
@@ -76,7 +98,7 @@ class ResendWebhook(WebhookFormat):
         data = ev["data"]
         return [
             {
-                "event": {v: k for k, v in _TYPES.items()}[ev["type"]],
+                "event": _kind(ev),
                 "id": (data.get("tags") or {}).get(header),
                 "esp_id": data["email_id"],
                 "rcpt": data["to"][0],

@@ -1,8 +1,12 @@
 """Amazon SES events through SNS: an SNS HTTP notification ({Type: "Notification", MessageId, TopicArn,
 Message, ...}, with x-amz-sns-* headers) whose Message is the SES event JSON ({eventType: Delivery |
-Bounce | DeliveryDelay | Open | Click, mail: {messageId, headers, tags, ...}, delivery | ...}); the
-message's headers (as sent) come back in mail.headers, the send's EmailTags in mail.tags ({name: [value]}),
-and the correlation id in the tags (mailstorm_id) and headers.
+Bounce | DeliveryDelay | Open | Click | Complaint | Subscription, mail: {messageId, headers, tags, ...},
+delivery | ...}); the message's headers (as sent) come back in mail.headers, the send's EmailTags in
+mail.tags ({name: [value]}), and the correlation id in the tags (mailstorm_id) and headers. Bounces:
+Permanent/General (hard), Transient/MailboxFull (soft), Permanent/OnAccountSuppressionList (a send to a
+recipient on the account's suppression list, which SES fills after hard bounces and complaints: SES
+accepts the send and posts this bounce) and Permanent/Suppressed (the global list: the simulator's
+suppressionlist@). Unsubscribe is SES's Subscription event (list management's unsubscribe-all).
 References: https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html,
 https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html.
 """
@@ -20,9 +24,23 @@ _SES_TYPES = {
     "delivered": "Delivery",
     "deferred": "DeliveryDelay",
     "bounce": "Bounce",
+    "soft_bounce": "Bounce",
+    "dropped": "Bounce",
     "open": "Open",
     "click": "Click",
+    "complaint": "Complaint",
+    "unsubscribe": "Subscription",
 }
+# Canonical bounce-like event: (bounceType, bounceSubType, status, diagnosticCode).
+_BOUNCES = {
+    "bounce": ("Permanent", "General", "5.1.1", "smtp; 550 5.1.1 user unknown"),
+    "soft_bounce": ("Transient", "MailboxFull", "4.2.2", "smtp; 452 4.2.2 mailbox full"),
+    "dropped": ("Permanent", "OnAccountSuppressionList", "5.1.1",
+                "Amazon SES did not send the message to this address because it is on the suppression list "
+                "for your account."),
+}  # fmt: skip
+_GLOBAL = ("Permanent", "Suppressed", "5.1.1", "Amazon SES has suppressed sending to this address because it "
+           "has a recent history of bouncing as an invalid address.")  # fmt: skip
 
 
 @register
@@ -42,7 +60,13 @@ class SesWebhook(WebhookFormat):
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         data = orjson.loads(body)
         msg = orjson.loads(data["Message"])
-        kind = {v: k for k, v in _SES_TYPES.items()}[msg["eventType"]]
+        kind = {v: k for k, v in _SES_TYPES.items() if v != "Bounce"}.get(msg["eventType"])
+        if kind is None:
+            sub = msg["bounce"]["bounceSubType"]
+            transient = msg["bounce"]["bounceType"] == "Transient"
+            kind = (
+                "soft_bounce" if transient else "dropped" if sub == "OnAccountSuppressionList" else "bounce"
+            )
         tags = msg["mail"].get("tags", {})
         return [
             {
@@ -62,6 +86,19 @@ def _headers(e: Event) -> list[dict[str, str]]:
     if e.id is not None and not any(h["name"].lower() == e.header.lower() for h in headers):
         headers.append({"name": e.header, "value": e.id})
     return headers
+
+
+def _bounce(e: Event, when: str) -> dict[str, Any]:
+    kind, sub, status, diag = _GLOBAL if e.detail == "global" else _BOUNCES[e.event]
+    recipient = {"emailAddress": e.rcpt, "action": "failed", "status": status, "diagnosticCode": diag}
+    return {
+        "bounceType": kind,
+        "bounceSubType": sub,
+        "bouncedRecipients": [recipient],
+        "timestamp": when,
+        "feedbackId": e.event_id,
+        "reportingMTA": "dns; amazonses.com",
+    }
 
 
 def _sns(e: Event) -> dict[str, Any]:
@@ -95,20 +132,24 @@ def _sns(e: Event) -> dict[str, Any]:
                 ],
             }
         },
-        "bounce": {
-            "bounce": {
-                "bounceType": "Permanent",
-                "bounceSubType": "General",
-                "bouncedRecipients": [
-                    {
-                        "emailAddress": e.rcpt,
-                        "action": "failed",
-                        "status": "5.1.1",
-                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
-                    }
-                ],
+        "complaint": {
+            "complaint": {
+                "complainedRecipients": [{"emailAddress": e.rcpt}],
                 "timestamp": when,
                 "feedbackId": e.event_id,
+                "complaintSubType": None,
+                "userAgent": "Mozilla/5.0",
+                "complaintFeedbackType": "abuse",
+                "arrivalDate": when,
+            }
+        },
+        "unsubscribe": {
+            "subscription": {
+                "contactList": "mailstorm",
+                "timestamp": when,
+                "source": "UnsubscribeHeader",
+                "newTopicPreferences": {"unsubscribeAll": True, "topicSubscriptionStatus": []},
+                "oldTopicPreferences": {"unsubscribeAll": False, "topicSubscriptionStatus": []},
             }
         },
         "open": {"open": {"ipAddress": "127.0.0.1", "timestamp": when, "userAgent": "Mozilla/5.0"}},
@@ -121,7 +162,7 @@ def _sns(e: Event) -> dict[str, Any]:
                 "linkTags": {},
             }
         },
-    }[e.event]
+    }.get(e.event) or {"bounce": _bounce(e, when)}
     message = {"eventType": _SES_TYPES[e.event], "mail": mail, **detail}
     return {
         "Type": "Notification",

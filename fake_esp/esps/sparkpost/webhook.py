@@ -1,6 +1,9 @@
 """SparkPost webhooks: batches, a JSON array of ``{"msys": {<class>: {type, event_id, message_id,
-transmission_id, rcpt_to, rcpt_meta, timestamp, ...}}}``: class ``message_event`` for delivery, delay
-and bounce (``bounce_class`` 10: invalid recipient), ``track_event`` for open and click. The correlation
+transmission_id, rcpt_to, rcpt_meta, timestamp, ...}}}``: class ``message_event`` for delivery, delay,
+bounce (``bounce_class`` 10: invalid recipient, hard; 22: mailbox full, soft), policy_rejection (a
+recipient on the suppression list, which SparkPost fills after hard bounces, spam complaints and
+unsubscribes) and spam_complaint; ``track_event`` for open and click; ``unsubscribe_event``
+link_unsubscribe. The correlation
 id comes back in ``rcpt_meta`` (the transmission's and the recipient's metadata, merged), the
 transmission id the send answered as ``transmission_id``. SparkPost authenticates its webhook POSTs with
 HTTP Basic (or OAuth 2.0) credentials set on the webhook: the fake sends ``Authorization: Basic`` of
@@ -24,8 +27,12 @@ _CLASS_TYPE = {
     "delivered": ("message_event", "delivery"),
     "deferred": ("message_event", "delay"),
     "bounce": ("message_event", "bounce"),
+    "soft_bounce": ("message_event", "bounce"),
+    "dropped": ("message_event", "policy_rejection"),
     "open": ("track_event", "open"),
     "click": ("track_event", "click"),
+    "complaint": ("message_event", "spam_complaint"),
+    "unsubscribe": ("unsubscribe_event", "link_unsubscribe"),
 }
 _EXTRA: dict[str, dict[str, Any]] = {
     "delivered": {"raw_reason": "250 2.0.0 OK", "num_retries": "0"},
@@ -36,6 +43,14 @@ _EXTRA: dict[str, dict[str, Any]] = {
         "num_retries": "1",
     },
     "bounce": {"reason": "550 5.1.1 Mailbox unavailable", "error_code": "550", "bounce_class": "10"},
+    "soft_bounce": {"reason": "452 4.2.2 Mailbox full", "error_code": "452", "bounce_class": "22"},
+    "dropped": {
+        "reason": "550 5.7.1 [internal] recipient address was suppressed due to customer policy",
+        "error_code": "550",
+        "bounce_class": "25",
+    },
+    "complaint": {"fbtype": "abuse", "report_by": "mailstorm.test", "report_to": "fake-esp.mailstorm.test"},
+    "unsubscribe": {"ip_address": "127.0.0.1", "user_agent": "mailstorm", "mailfrom": ""},
     "open": {"ip_address": "127.0.0.1", "user_agent": "mailstorm"},
     "click": {
         "ip_address": "127.0.0.1",
@@ -54,19 +69,20 @@ def basic_auth(signing_key: str) -> str:
 @register
 class SparkPostWebhook(WebhookFormat):
     name = "sparkpost"
+    suppresses = frozenset({"bounce", "complaint", "unsubscribe"})
 
     def render(self, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
         body = orjson.dumps([_event(e) for e in events])
         return body, {**JSON, "Authorization": basic_auth(signing_key)}
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
-        kinds = {v: k for k, v in _CLASS_TYPE.items()}
+        kinds = {v: k for k, v in _CLASS_TYPE.items() if k != "soft_bounce"}
         out = []
         for item in orjson.loads(body):
             ((cls, ev),) = item["msys"].items()
             out.append(
                 {
-                    "event": kinds[(cls, ev["type"])],
+                    "event": _kind(kinds[(cls, ev["type"])], ev),
                     "id": (ev.get("rcpt_meta") or {}).get(header),
                     "esp_id": ev["transmission_id"],
                     "rcpt": ev["rcpt_to"],
@@ -74,6 +90,12 @@ class SparkPostWebhook(WebhookFormat):
                 }
             )
         return out
+
+
+def _kind(kind: str, ev: dict[str, Any]) -> str:
+    """A bounce of a soft class (20-29 but 25, the admin failure) is the soft bounce."""
+    soft = kind == "bounce" and ev.get("bounce_class", "").startswith("2") and ev["bounce_class"] != "25"
+    return "soft_bounce" if soft else kind
 
 
 def _event(e: Event) -> dict[str, Any]:
