@@ -7,6 +7,10 @@ files ``esp-smtp-N``, log ``logs/esp.log``, seed ``derive(seed, "esp")``, CA ``<
 several, each ESP writes ``esp-<name>-smtp-N`` and ``logs/esp-<name>.log`` and its CA to
 ``<run>/esp/<name>/ca.pem``, and the fleet writes their bundle to ``<run>/esp/ca.pem``, the one file the
 SUT trusts for all of them.
+
+An ``esp:`` with ``hosts`` is served by fake ESPs that join from those hosts (``remote``, an
+``mailstorm.harness.esp_hosts.EspHosts``): the fleet starts none of its own, its control client fans every
+change out to all of them, and the SUT's relays are their SMTP listeners.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from mailstorm.errors import PartDied
 from mailstorm.fake_esp.client import ControlClient
 from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.esp_hosts import EspHosts, FanOut
 from mailstorm.harness.esp_setup import ca_path, esp_process
 from mailstorm.harness.scenario import EspSection
 from mailstorm.ports import free_port
@@ -34,6 +39,7 @@ class EspFleet:
         run_dir: Path,
         ledger_dir: Path,
         logs_dir: Path,
+        allow_remote: bool = False,
     ) -> None:
         self.specs = {spec.label: spec for spec in specs}
         self.names = tuple(self.specs)
@@ -51,6 +57,14 @@ class EspFleet:
         }
         self.processes: dict[str, EspProcess] = {}
         self._webhook_url: str | None = None
+        first = specs[0]
+        self.remote = (
+            EspHosts(
+                first, seed=seed("esp"), run_id=run_dir.name, ledger_dir=ledger_dir, allow_remote=allow_remote
+            )
+            if first.hosts
+            else None
+        )
 
     @property
     def first(self) -> str:
@@ -76,6 +90,9 @@ class EspFleet:
     def start(self, *, webhook_url: str | None = None) -> None:
         """Start every ESP in order (each ready before the next starts); then the CA bundle, if TLS."""
         self._webhook_url = webhook_url
+        if self.remote is not None:
+            self.remote.wait_ready()  # serve() was called by the runner, which wrote the URL to run.json
+            return
         for name in self.names:
             proc = self._new(name, self.ports[name])
             self.processes[name] = proc
@@ -84,8 +101,10 @@ class EspFleet:
             cas = [ca_path(self._run_dir, name).read_bytes() for name in self.names]
             ca_path(self._run_dir).write_bytes(b"".join(cas))
 
-    def control(self, name: str | None = None) -> ControlClient:
-        """The control client of the ESP named ``name`` (None: the first)."""
+    def control(self, name: str | None = None) -> ControlClient | FanOut:
+        """The control client of the ESP named ``name`` (None: the first; a fleet of hosts: all of them)."""
+        if self.remote is not None:
+            return self.remote.control()
         return self.processes[name or self.first].control
 
     def crash(self, name: str | None = None) -> str:
@@ -112,6 +131,8 @@ class EspFleet:
     def check(self, down: Iterable[str | None] = ()) -> None:
         """``PartDied`` for an ESP that died, unless the timeline took it down (``down``; None: the
         first)."""
+        if self.remote is not None:
+            self.remote.check()
         down = {name or self.first for name in down}
         for name, proc in self.processes.items():
             if name not in down and not proc.alive():
@@ -122,6 +143,11 @@ class EspFleet:
     def stop(self) -> None:
         """Stop every ESP; one failing to stop does not leave the others running."""
         errors: list[str] = []
+        if self.remote is not None:
+            try:
+                self.remote.stop()
+            except Exception as exc:
+                errors.append(str(exc))
         for name, proc in self.processes.items():
             try:
                 proc.stop()
@@ -132,10 +158,14 @@ class EspFleet:
 
     def relays(self, first: tuple[str, int]) -> tuple[tuple[str, int], ...]:
         """The SUT's relays in order: ``first`` (the first ESP, or the proxy in front of it), then every
-        other ESP's SMTP listener."""
+        other ESP's SMTP listener; a fleet of hosts: every host's."""
+        if self.remote is not None:
+            return self.remote.relays()
         return (first, *((p.smtp_host, p.smtp_port) for n, p in self.processes.items() if n != self.first))
 
     def info(self, name: str) -> EspInfo:
+        if self.remote is not None:
+            return self.remote.info()[0]
         proc = self.processes[name]
         return EspInfo(
             name=name if self.several else None,

@@ -1,0 +1,190 @@
+"""A fake ESP served by a fleet of hosts (``esp.hosts``, ``mailstorm esp --join``), on loopback: the
+"hosts" are 127.0.0.2 and 127.0.0.3 (loopback, so no allowance is needed; the network-namespace test in
+tests/hardening/test_distributed.py runs the same across namespaces with the allowance).
+
+Checked: the join API's refusals (token, address, a second join) and that a ledger batch sent twice is
+written once; then a whole run: every message counted exactly once across both hosts, a timeline ESP
+fault at both hosts, both hosts' ledgers in the one report, and the run token and clock offsets in run.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mailstorm.errors import ConfigError
+from mailstorm.harness.esp_hosts import TOKEN_ENV, EspHosts
+from mailstorm.harness.scenario import EspSection, load_scenario_text
+from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ports import free_port
+from tests.harness.sut_support import ROOT, run_cli
+
+TOKEN = "fleet-test-token-0123456789"
+
+
+def _post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_join_api_refuses_strangers_and_writes_a_batch_sent_twice_once(tmp_path, monkeypatch):
+    """Wrong token 401, an address not in esp.hosts 403, a second join from one address 409; a ledger
+    batch re-sent from an older offset (a retry after a lost answer) adds only what is new, and a gap is
+    answered with the offset the runner has."""
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    spec = EspSection(hosts=("127.0.0.2",))
+    hosts = EspHosts(spec, seed=1, run_id="r", ledger_dir=tmp_path, allow_remote=False)
+    url = hosts.serve()
+    try:
+        join = f"{url}/fleet/join"
+        assert _post(join, b'{"address": "127.0.0.2"}', token="wrong-token-wrong-token")[0] == 401
+        assert _post(join, b'{"address": "127.0.0.9"}')[0] == 403
+        status, answer = _post(join, b'{"address": "127.0.0.2"}')
+        assert status == 200 and answer["index"] == 1 and answer["esp"]["profile"] is None
+        assert _post(join, b'{"address": "127.0.0.2"}')[0] == 409
+        line1 = b'{"k":"esp.accepted","t":1,"src":"esp-smtp-0","id":"a"}\n'
+        line2 = b'{"k":"esp.accepted","t":2,"src":"esp-smtp-0","id":"b"}\n'
+        ship = f"{url}/fleet/ledger?index=1&file=esp-smtp-0&offset="
+        assert _post(ship + "0", line1)[1]["offset"] == len(line1)
+        assert _post(ship + "0", line1 + line2)[1]["offset"] == len(line1 + line2)  # line1 again: skipped
+        status, answer = _post(ship + "999", line2)
+        assert (status, answer["offset"]) == (409, len(line1 + line2))
+        assert _post(f"{url}/fleet/ledger?index=1&file=esp-smtp-7&offset=0", line1)[0] == 400
+    finally:
+        hosts.stopping = True
+        hosts.hosts[0].left = True
+        hosts.stop()
+    written = (tmp_path / "esp-smtp-100.jsonl").read_bytes()
+    assert written == (line1 + line2).replace(b'"src":"esp-smtp-0"', b'"src":"esp-smtp-100"')
+
+
+def test_a_fleet_of_hosts_refuses_what_it_cannot_do():
+    """A crash outage, network chaos and TLS need an ESP the runner starts: one line each."""
+    base = "name: f\nduration: 5s\nload: {shape: {kind: steady, rate: 1}}\nesp: {hosts: [127.0.0.2]"
+    with pytest.raises(ConfigError, match="mode refuse or hang"):
+        load_scenario_text(base + "}\nchaos: [{at: 1s, for: 1s, esp_outage: {mode: crash}}]\n")
+    with pytest.raises(ConfigError, match="chaos proxy"):
+        load_scenario_text(base + "}\nchaos: [{at: 1s, for: 1s, network: {type: latency, ms: 5}}]\n")
+    with pytest.raises(ConfigError, match="tls: off"):
+        load_scenario_text(base + ", tls: starttls}\n")
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_scenario_text(base.replace("127.0.0.2]", "127.0.0.2, 127.0.0.2]") + "}\n")
+
+
+def join_command(url: str, address: str, spool: Path, *extra: str) -> list[str]:
+    """``mailstorm esp --join`` as a user types it on a host."""
+    return [
+        sys.executable, "-m", "mailstorm.cli", "esp", "--join", url, "--advertise", address,
+        "--smtp-port", str(free_port()), "--control-port", str(free_port()), "--ledger", str(spool), *extra,
+    ]  # fmt: skip
+
+
+def fleet_scenario(path: Path, hosts: list[str], listen: str, *, allow_remote: bool = False) -> Path:
+    path.write_text(
+        f"""name: esp-hosts
+seed: 5
+duration: 6s
+drain_deadline: 30s
+allow_remote: {str(allow_remote).lower()}
+target: {{kind: reference, instances: 2}}
+esp:
+  hosts: [{", ".join(hosts)}]
+  join_listen: "{listen}"
+  join_timeout: 60s
+load:
+  shape: {{kind: steady, rate: 20}}
+chaos:
+  - {{at: 2s, for: 2s, name: deferrals, esp_fault: {{type: reply, phase: eod, reply: "451 4.3.0 Try later",
+      probability: 0.5}}}}
+slo: {{max_lost: 0}}
+"""
+    )
+    return path
+
+
+def check_fleet_run(run_dir: Path, code: int, err: str, hosts: list[str]) -> None:
+    """Every message counted once across the hosts, the fault at each, one report over both ledgers."""
+    assert code == 0, err
+    ledger = run_dir / "ledger"
+    files = sorted(p.name for p in ledger.glob("esp-*.jsonl"))
+    assert files == ["esp-smtp-100.jsonl", "esp-smtp-200.jsonl"], files
+    reader = LedgerReader(ledger)
+    accepted = {r["id"] for r in reader.records([Kind.LOAD_SUBMIT]) if r["ok"]}
+    by_file: dict[str, list[str]] = {}
+    deferred: dict[str, int] = {}
+    for path in reader.files():
+        if path.name.startswith("esp-"):
+            recs = list(reader.iter_file(path))
+            assert {r["src"] for r in recs} == {path.stem}
+            by_file[path.stem] = [r["id"] for r in recs if r["k"] == Kind.ESP_ACCEPTED]
+            deferred[path.stem] = sum(
+                1 for r in recs if r["k"] == Kind.ESP_REPLIED and r.get("fault") == "deferrals"
+            )
+    assert all(by_file.values()), f"a host took nothing: { {k: len(v) for k, v in by_file.items()} }"
+    assert all(deferred.values()), f"the timeline fault did not reach every host: {deferred}"
+    at_esp = [i for ids in by_file.values() for i in ids]
+    report = json.loads((run_dir / "report.json").read_text())
+    outcomes = report["outcomes"]
+    assert len(accepted) > 50
+    assert set(at_esp) == accepted
+    assert outcomes["delivered"] + outcomes["duplicated"] == len(accepted)
+    assert outcomes["duplicated"] == len(at_esp) - len(set(at_esp))
+    assert outcomes["lost"] == 0 and outcomes["pending"] == 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["join"]["token"] == TOKEN and info["join"]["url"].startswith("http://")
+    assert [h["smtp"].rsplit(":", 1)[0] for h in info["esp_hosts"]] == hosts
+    assert all(h["clock_offset_ms"] is not None for h in info["esp_hosts"])
+    print(
+        f"fleet run: {len(accepted)} accepted, per host "
+        f"{ {k: len(v) for k, v in by_file.items()} }, deferred by the fault {deferred}, "
+        f"clock offsets {[h['clock_offset_ms'] for h in info['esp_hosts']]} ms"
+    )
+
+
+def test_a_run_served_by_two_hosts_counts_every_message_once(tmp_path, monkeypatch):
+    """Two fake ESPs join from 127.0.0.2 and 127.0.0.3 before the runner is up (they wait for it); the
+    reference pipeline's two instances each relay to one of them; a timeline fault defers half the mail
+    at both; the one report counts every message, nothing lost, and both hosts' ledgers are in it."""
+    port = free_port()
+    hosts = ["127.0.0.2", "127.0.0.3"]
+    scenario = fleet_scenario(tmp_path / "fleet.yaml", hosts, f"127.0.0.1:{port}")
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)  # the hosts' and the runner's (run_cli inherits it)
+    env = dict(os.environ)
+    logs = [(tmp_path / f"host-{h}.log").open("wb") for h in hosts]
+    joins = [
+        subprocess.Popen(
+            join_command(f"http://127.0.0.1:{port}", h, tmp_path / f"spool-{h}"),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for h, log in zip(hosts, logs, strict=True)
+    ]
+    try:
+        code, run_dir, err = run_cli(scenario, tmp_path / "runs", timeout=240)
+        for proc in joins:
+            assert proc.wait(60) == 0
+    finally:
+        for proc in joins:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+    host_logs = "".join((tmp_path / f"host-{h}.log").read_text() for h in hosts)
+    check_fleet_run(run_dir, code, err + host_logs, hosts)
+    assert "left run" in host_logs
