@@ -9,8 +9,10 @@ fault at both hosts, both hosts' ledgers in the one report, and the run token an
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -82,6 +84,20 @@ def test_a_fleet_of_hosts_refuses_what_it_cannot_do():
         load_scenario_text(base + ", tls: starttls}\n")
     with pytest.raises(ConfigError, match="listed twice"):
         load_scenario_text(base.replace("127.0.0.2]", "127.0.0.2, 127.0.0.2]") + "}\n")
+
+
+def test_join_refuses_a_runner_off_loopback_without_the_allowance_and_a_missing_token(monkeypatch):
+    """``mailstorm esp --join``: one line and exit 2, before anything is sent or started."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    cmd = [sys.executable, "-m", "mailstorm.cli", "esp", "--join"]
+    out = subprocess.run([*cmd, "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "run token" in out.stderr and "Traceback" not in out.stderr
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    off = [*cmd, "http://198.51.100.7:9", "--join-wait", "0"]  # TEST-NET-2: refused before any packet
+    out = subprocess.run(off, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "not a loopback address" in out.stderr, out.stderr
+    out = subprocess.run([*cmd, "127.0.0.1:9"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "expected http://HOST:PORT" in out.stderr, out.stderr
 
 
 def join_command(url: str, address: str, spool: Path, *extra: str) -> list[str]:
@@ -188,3 +204,111 @@ def test_a_run_served_by_two_hosts_counts_every_message_once(tmp_path, monkeypat
     host_logs = "".join((tmp_path / f"host-{h}.log").read_text() for h in hosts)
     check_fleet_run(run_dir, code, err + host_logs, hosts)
     assert "left run" in host_logs
+
+
+# -- across network namespaces ------------------------------------------------------------------------
+
+NETNS_SUBNETS = [f"10.231.{n}.0/24" for n in range(10, 250, 10)]  # private; the first pair free here
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+def _free_subnets(count: int) -> list[ipaddress.IPv4Network]:
+    """``count`` /24s of NETNS_SUBNETS that no route or address of this machine overlaps."""
+    out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = []
+    for line in out.splitlines():
+        dst = line.split()[0] if line.split() else ""
+        if dst and dst not in ("default", "local", "broadcast", "unreachable"):
+            try:
+                used.append(ipaddress.ip_network(dst, strict=False))
+            except ValueError:
+                continue
+        elif dst in ("local", "broadcast") and len(line.split()) > 1:
+            used.append(ipaddress.ip_network(line.split()[1], strict=False))
+    free = [n for n in map(ipaddress.ip_network, NETNS_SUBNETS) if not any(n.overlaps(u) for u in used)]
+    if len(free) < count:
+        pytest.skip(f"no free private /24 among {NETNS_SUBNETS[0]}..: this machine routes them all")
+    return free[:count]
+
+
+@pytest.fixture
+def two_esp_hosts():
+    """Two network namespaces, each a "host" joined to the root namespace by a veth pair with private
+    addresses (root end .1, namespace end .2); the second namespace reaches the runner's address on the
+    first pair by a host route. Yields [(namespace, host address, runner address)]; everything is
+    deleted after (deleting a namespace deletes its veth pair, root end included)."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("network namespaces need root and iproute2's ip")
+    tag = f"{os.getpid() % 100000}"
+    made: list[str] = []
+    hosts = []
+    try:
+        for letter, net in zip("ab", _free_subnets(2), strict=True):
+            ns, outer, inner = f"ms-fleet-{tag}-{letter}", f"msf{tag}{letter}0", f"msf{tag}{letter}1"
+            root_addr, host_addr = str(net.network_address + 1), str(net.network_address + 2)
+            try:
+                _ip("netns", "add", ns)
+            except subprocess.CalledProcessError as exc:
+                pytest.skip(f"ip netns add failed here: {exc.stderr.decode().strip()}")
+            made.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
+            _ip("addr", "add", f"{root_addr}/24", "dev", outer)
+            _ip("link", "set", outer, "up")
+            _ip("-n", ns, "addr", "add", f"{host_addr}/24", "dev", inner)
+            _ip("-n", ns, "link", "set", inner, "up")
+            hosts.append((ns, host_addr, root_addr))
+        runner = hosts[0][2]
+        _ip("-n", hosts[1][0], "route", "add", f"{runner}/32", "via", hosts[1][2])
+        yield hosts
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+def test_a_run_across_network_namespaces_counts_every_message_once(tmp_path, monkeypatch, two_esp_hosts):
+    """The runner, the reference pipeline and the load in the root namespace, a fake ESP in each of two
+    namespaces joined over veth pairs: the run needs the allowance in the file and on the command line
+    (refused without the flag, before anything starts); with it, every message is counted once across
+    both hosts and the timeline's fault reaches both."""
+    hosts = [addr for _, addr, _ in two_esp_hosts]
+    runner = two_esp_hosts[0][2]
+    port = free_port(runner)
+    scenario = fleet_scenario(tmp_path / "fleet.yaml", hosts, f"{runner}:{port}", allow_remote=True)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    refused = subprocess.run(
+        [sys.executable, "-m", "mailstorm.cli", "run", str(scenario), "--out", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert refused.returncode == 2 and "not a loopback address" in refused.stderr, refused.stderr
+    logs = [(tmp_path / f"host-{addr}.log").open("wb") for addr in hosts]
+    url = f"http://{runner}:{port}"
+    joins = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", ns, *join_command(url, addr, tmp_path / f"s-{addr}", "--allow-remote")],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for (ns, addr, _), log in zip(two_esp_hosts, logs, strict=True)
+    ]
+    try:
+        code, run_dir, err = run_cli(scenario, tmp_path / "runs", "--allow-remote", timeout=240)
+        for proc in joins:
+            assert proc.wait(60) == 0
+    finally:
+        for proc in joins:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+    host_logs = "".join((tmp_path / f"host-{addr}.log").read_text() for addr in hosts)
+    check_fleet_run(run_dir, code, err + host_logs, hosts)
