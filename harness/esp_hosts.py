@@ -16,10 +16,14 @@ H's worker W as ``esp-smtp-<H*100+W>`` (``esp-<name>-smtp-...`` for a named ESP)
 line rewritten to match, so the reports read every host's ledger as the one ESP's. ``offset`` is the
 byte offset in the host's own file: a batch sent twice (a retry after a lost answer) is written once.
 
-Each ledger call also tells the host whether to stop (the run's ESP stop step) and the runner's clock;
-the host answers with its clock offset to the runner (the sample of least round-trip time), kept in
-run.json (``esp_hosts``): records are stamped by each host's clock (docs/distributed.md says what skew
-does to latency figures).
+Clocks. Each host stamps its records by its own clock. Before it says ready, a host measures its offset
+to the runner's clock (``POST /fleet/clock``, ``CLOCK_SAMPLES`` round trips, the one of least round trip
+kept, as NTP does: the offset is known within half that round trip). When the offset exceeds that
+uncertainty, the runner moves every record of that host onto its own clock as it writes it (``t`` minus
+the offset): the reports' latencies (intended send at the load, acceptance at a host) are then measured
+on one clock. Each ledger call carries the host's latest measurement too, so a clock that drifts during
+the run is seen (a warning past ``SKEW_WARN_MS``); run.json's ``esp_hosts`` keeps all three figures.
+Each ledger call also tells the host whether to stop (the run's ESP stop step).
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ HOST_STRIDE = 100  # host H's worker W writes esp-smtp-<H*100+W> (an ESP has at 
 SILENT_S = 15.0  # a host that has not shipped for this long is gone (it ships every half second)
 LEFT_WAIT_S = 30.0  # at the stop: how long the hosts get to stop their ESP and ship their last lines
 MAX_BATCH = 64 * 1024 * 1024
-SKEW_WARN_MS = 50.0
+SKEW_WARN_MS = 50.0  # a host's clock drifting this far from the correction made at its join
+CLOCK_SAMPLES = 8  # round trips a host makes to measure its clock's offset
+_T = re.compile(rb'^(\{(?:[^"]|"[^"]*")*?"t":)(-?\d+)')  # a line's top-level "t" (keys and strings skipped)
 
 
 @dataclass
@@ -67,8 +73,10 @@ class Host:
     http_port: int | None = None
     control: ControlClient | None = None
     last_seen: float = 0.0  # monotonic
-    clock_offset_ms: float | None = None
-    rtt_ms: float | None = None
+    clock_offset_ms: float | None = None  # its clock minus the runner's, measured at its join
+    rtt_ms: float | None = None  # the round trip of that measurement (the offset is known within half)
+    shift_ns: int = 0  # what the runner subtracts from its records' t (0: within the uncertainty)
+    clock_offset_end_ms: float | None = None  # the latest measurement, from its ledger calls
     offsets: dict[str, int] = field(default_factory=dict)  # the host's file -> bytes received
     writers: dict[str, LedgerWriter] = field(default_factory=dict)
 
@@ -160,10 +168,10 @@ class EspHosts:
                     )
                 self._changed.wait(min(left, 0.5))
         for h in self.hosts:
-            if h.clock_offset_ms is not None and abs(h.clock_offset_ms) > SKEW_WARN_MS:
+            if h.shift_ns:
                 sys.stderr.write(
-                    f"mailstorm: fake ESP host {h.address}'s clock is {h.clock_offset_ms:+.0f} ms off the "
-                    "runner's: its latencies are off by as much (sync the clocks: docs/distributed.md)\n"
+                    f"mailstorm: fake ESP host {h.address}'s clock is {h.clock_offset_ms:+.1f} ms off the "
+                    f"runner's (+-{h.rtt_ms / 2:.1f} ms): its records are put on the runner's clock\n"
                 )
 
     def control(self) -> FanOut:
@@ -188,6 +196,8 @@ class EspHosts:
                 tls="off",
                 clock_offset_ms=h.clock_offset_ms,
                 rtt_ms=h.rtt_ms,
+                clock_shift_ms=h.shift_ns / 1e6,
+                clock_offset_end_ms=h.clock_offset_end_ms,
             )
             for h in self.hosts
         ]
@@ -209,6 +219,13 @@ class EspHosts:
             while not all(h.left or not h.joined for h in self.hosts) and time.monotonic() < deadline:
                 self._changed.wait(0.5)
         late = [h.address for h in self.hosts if h.joined and not h.left]
+        for h in self.hosts:
+            drift = None if h.clock_offset_end_ms is None else h.clock_offset_end_ms - h.shift_ns / 1e6
+            if drift is not None and abs(drift) > SKEW_WARN_MS:
+                sys.stderr.write(
+                    f"mailstorm: fake ESP host {h.address}'s clock drifted {drift:+.0f} ms from the runner's "
+                    "during the run: its latencies are off by up to that (docs/distributed.md)\n"
+                )
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -248,8 +265,9 @@ class EspHosts:
         try:
             smtp, control = int(body["smtp_port"]), int(body["control_port"])
             http = None if body.get("http_port") is None else int(body["http_port"])
+            offset, rtt = float(body["clock_offset_ms"]), float(body["rtt_ms"])
         except (KeyError, TypeError, ValueError):
-            return 400, {"error": "ready needs smtp_port and control_port"}
+            return 400, {"error": "ready needs smtp_port, control_port, clock_offset_ms and rtt_ms"}
         client = ControlClient(f"http://{_url_host(host.address)}:{control}", self.control_token, timeout=5)
         try:
             if not client.health().get("ready"):
@@ -258,6 +276,8 @@ class EspHosts:
             return 502, {"error": f"the runner cannot reach its control API: {exc}"}
         with self._changed:
             host.smtp_port, host.http_port, host.control = smtp, http, client
+            host.clock_offset_ms, host.rtt_ms = round(offset, 3), round(rtt, 3)
+            host.shift_ns = clock_shift_ns(offset, rtt)
             host.ready, host.last_seen = True, time.monotonic()
             self._changed.notify_all()
         return 200, {}
@@ -278,12 +298,11 @@ class EspHosts:
             host.last_seen = time.monotonic()
             if query.get("esp") == "died":
                 host.esp_died = query.get("why", "its fake ESP process ended")
-            for key, attr in (("offset_ms", "clock_offset_ms"), ("rtt_ms", "rtt_ms")):
-                if key in query:
-                    try:
-                        setattr(host, attr, round(float(query[key]), 1))
-                    except ValueError:
-                        pass
+            if "offset_ms" in query:
+                try:
+                    host.clock_offset_end_ms = round(float(query["offset_ms"]), 3)
+                except ValueError:
+                    pass
             have = host.offsets.get(name, 0)
             if offset > have:  # a gap: the host resends from what we have
                 return 409, {"offset": have, "stop": self.stopping, "t_ns": time.time_ns()}
@@ -296,8 +315,9 @@ class EspHosts:
                     source = ledger_source(self.spec.name, host.index * HOST_STRIDE + worker)
                     writer = host.writers[name] = LedgerWriter(self.ledger_dir, source)
                 theirs = f'"src":"{name}"'.encode()
-                writer.write_lines((fresh.replace(theirs, f'"src":"{writer.source}"'.encode()),))
-                host.offsets[name] = have + len(fresh)
+                ours = fresh.replace(theirs, f'"src":"{writer.source}"'.encode())
+                writer.write_lines((shift_times(ours, host.shift_ns) if host.shift_ns else ours,))
+                host.offsets[name] = have + len(fresh)  # bytes of the host's own file
             return 200, {"offset": host.offsets.get(name, 0), "stop": self.stopping, "t_ns": time.time_ns()}
 
     def left(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -344,6 +364,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(*fleet.ledger(query, data))
         if url.path == "/fleet/left":
             return self._answer(*fleet.left(query))
+        if url.path == "/fleet/clock":
+            return self._answer(200, {"t_ns": time.time_ns()})
         try:
             body = json.loads(data or b"{}")
         except ValueError:
@@ -363,6 +385,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
         self.wfile.write(raw)
+
+
+def clock_shift_ns(offset_ms: float, rtt_ms: float) -> int:
+    """What to subtract from a host's times: its measured offset, unless that is within the
+    measurement's uncertainty (half the round trip), where the clocks cannot be told apart."""
+    return 0 if abs(offset_ms) <= rtt_ms / 2 else round(offset_ms * 1e6)
+
+
+def shift_times(lines: bytes, shift_ns: int) -> bytes:
+    """Every line's ``t`` minus ``shift_ns`` (the line otherwise byte for byte as it came)."""
+
+    def one(line: bytes) -> bytes:
+        return _T.sub(lambda m: m.group(1) + str(int(m.group(2)) - shift_ns).encode(), line, count=1)
+
+    return b"\n".join(one(line) for line in lines.split(b"\n"))
 
 
 def _run_token() -> str:

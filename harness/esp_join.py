@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urlsplit
 
 from mailstorm.errors import EXIT_OK, HarnessError, MailstormError, UserError
 from mailstorm.fake_esp.spec import ledger_source
-from mailstorm.harness.esp_hosts import TOKEN_ENV
+from mailstorm.harness.esp_hosts import CLOCK_SAMPLES, TOKEN_ENV
 from mailstorm.harness.esp_setup import esp_process
 from mailstorm.harness.scenario import EspSection
 from mailstorm.ledger import LEDGER_SUFFIX
@@ -80,6 +80,21 @@ class _Shipper:
         self.stop = False
         self.last_ok = time.monotonic()
 
+    def clock(self) -> tuple[float, float]:
+        """(offset ms: this host's clock minus the runner's, round trip ms), from the quickest of
+        ``CLOCK_SAMPLES`` round trips (the offset is known within half of it)."""
+        samples = []
+        for _ in range(CLOCK_SAMPLES):
+            sent = time.time_ns()
+            status, answer = self.runner.call("/fleet/clock", b"")
+            got = time.time_ns()
+            if status == 200:
+                samples.append(((got - sent) / 1e6, ((sent + got) / 2 - int(answer["t_ns"])) / 1e6))
+        if not samples:
+            raise HarnessError("the runner did not answer the clock measurement")
+        rtt, offset = min(samples)
+        return offset, rtt
+
     def ship(self, *, died: str | None = None) -> bool:
         """One round over every file; True when everything on disk has been taken."""
         done = True
@@ -94,7 +109,7 @@ class _Shipper:
             data = data[: data.rfind(b"\n") + 1]  # whole lines: the ESP may be mid-write
             query: dict[str, Any] = {"index": self.index, "file": name, "offset": self.sent[name]}
             if self.best is not None:
-                query |= {"rtt_ms": f"{self.best[0]:.2f}", "offset_ms": f"{self.best[1]:.2f}"}
+                query["offset_ms"] = f"{self.best[1]:.3f}"
             if died is not None:
                 query |= {"esp": "died", "why": died}
             sent_ns = time.time_ns()
@@ -190,9 +205,12 @@ def join(args: argparse.Namespace) -> int:
     died: str | None = None
     proc.start()
     try:
+        offset_ms, rtt_ms = shipper.clock()
         runner.json(
             "/fleet/ready",
             {
+                "clock_offset_ms": offset_ms,
+                "rtt_ms": rtt_ms,
                 "index": index,
                 "smtp_port": proc.smtp_port,
                 "control_port": proc.control_port,

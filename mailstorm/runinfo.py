@@ -55,10 +55,15 @@ class EspInfo(_Model):
     tls: str | None = None
     """Its TLS mode: ``off``, ``starttls`` or ``implicit`` (the HTTP APIs are https unless off)."""
     clock_offset_ms: float | None = None
-    """A host of ``esp.hosts``: its clock minus the runner's, measured over the ledger calls (the sample
-    of least round trip); its records' times are off by this much."""
+    """A host of ``esp.hosts``: its clock minus the runner's, measured when it joined (the round trip of
+    least time of several); known within half ``rtt_ms``."""
     rtt_ms: float | None = None
-    """A host of ``esp.hosts``: the round trip of that sample."""
+    """A host of ``esp.hosts``: the round trip of that measurement."""
+    clock_shift_ms: float | None = None
+    """A host of ``esp.hosts``: what the runner subtracted from its records' times (0 when the offset
+    was within the measurement's uncertainty)."""
+    clock_offset_end_ms: float | None = None
+    """A host of ``esp.hosts``: its offset as last measured during the run (drift since the join)."""
 
 
 class RunInfo(_Model):

@@ -22,11 +22,13 @@ from pathlib import Path
 import pytest
 
 from mailstorm.errors import ConfigError
-from mailstorm.harness.esp_hosts import TOKEN_ENV, EspHosts
+from mailstorm.harness.esp_hosts import TOKEN_ENV, EspHosts, clock_shift_ns, shift_times
 from mailstorm.harness.scenario import EspSection, load_scenario_text
 from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ledger.io import decode, encode_line
 from mailstorm.ports import free_port
 from tests.harness.sut_support import ROOT, run_cli
+from tests.records import accepted, replied
 
 TOKEN = "fleet-test-token-0123456789"
 
@@ -71,6 +73,20 @@ def test_the_join_api_refuses_strangers_and_writes_a_batch_sent_twice_once(tmp_p
         hosts.stop()
     written = (tmp_path / "esp-smtp-100.jsonl").read_bytes()
     assert written == (line1 + line2).replace(b'"src":"esp-smtp-0"', b'"src":"esp-smtp-100"')
+
+
+def test_a_host_clock_off_by_more_than_the_measurement_can_tell_is_corrected():
+    """An offset within half the round trip is noise (no shift); past it, every line's ``t`` is moved by
+    it and nothing else of the line changes, a correlation id that looks like a "t" key included."""
+    assert clock_shift_ns(0.2, 0.5) == 0 and clock_shift_ns(-0.2, 0.5) == 0
+    assert clock_shift_ns(1500.0, 0.5) == 1_500_000_000 and clock_shift_ns(-3.0, 1.0) == -3_000_000
+    records = [replied('x"t":5', 451), accepted("b")]
+    lines = b"".join(encode_line(r, t=2_000_000_000 + i, src="esp-smtp-100") for i, r in enumerate(records))
+    shifted = shift_times(lines, 1_500_000_000).splitlines()
+    got = [decode(line) for line in shifted]
+    assert [r.t for r in got] == [500_000_000, 500_000_001]
+    assert [r.id for r in got] == ['x"t":5', "b"]
+    assert shifted[0].replace(b"500000000", b"2000000000") == lines.splitlines()[0]
 
 
 def test_a_fleet_of_hosts_refuses_what_it_cannot_do():
@@ -162,7 +178,9 @@ def check_fleet_run(run_dir: Path, code: int, err: str, hosts: list[str]) -> Non
     info = json.loads((run_dir / "run.json").read_text())
     assert info["join"]["token"] == TOKEN and info["join"]["url"].startswith("http://")
     assert [h["smtp"].rsplit(":", 1)[0] for h in info["esp_hosts"]] == hosts
-    assert all(h["clock_offset_ms"] is not None for h in info["esp_hosts"])
+    # One machine, one clock: the measured offset is within its uncertainty, so nothing is shifted.
+    assert all(abs(h["clock_offset_ms"]) <= h["rtt_ms"] / 2 + 1 for h in info["esp_hosts"]), info["esp_hosts"]
+    assert all(h["clock_shift_ms"] == 0 for h in info["esp_hosts"]), info["esp_hosts"]
     print(
         f"fleet run: {len(accepted)} accepted, per host "
         f"{ {k: len(v) for k, v in by_file.items()} }, deferred by the fault {deferred}, "
