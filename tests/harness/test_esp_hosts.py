@@ -89,6 +89,14 @@ def test_a_host_clock_off_by_more_than_the_measurement_can_tell_is_corrected():
     assert shifted[0].replace(b"500000000", b"2000000000") == lines.splitlines()[0]
 
 
+def test_the_scenario_in_docs_distributed_is_valid():
+    """docs/distributed.md's scenario for two ESP hosts validates as it is written."""
+    text = (ROOT / "docs" / "distributed.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    scenario = load_scenario_text(block)
+    assert scenario.esp.hosts == ("10.0.1.2", "10.0.2.2") and scenario.allow_remote
+
+
 def test_a_fleet_of_hosts_refuses_what_it_cannot_do():
     """A crash outage, network chaos and TLS need an ESP the runner starts: one line each."""
     base = "name: f\nduration: 5s\nload: {shape: {kind: steady, rate: 1}}\nesp: {hosts: [127.0.0.2]"
