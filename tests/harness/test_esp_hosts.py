@@ -9,6 +9,7 @@ fault at both hosts, both hosts' ledgers in the one report, and the run token an
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -17,8 +18,10 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mailstorm.errors import ConfigError
@@ -27,7 +30,7 @@ from mailstorm.harness.scenario import EspSection, load_scenario_text
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.ledger.io import decode, encode_line
 from mailstorm.ports import free_port
-from tests.harness.sut_support import ROOT, run_cli
+from tests.harness.sut_support import ROOT, run_cli, start_run, wait_for_load
 from tests.records import accepted, replied
 
 TOKEN = "fleet-test-token-0123456789"
@@ -204,32 +207,72 @@ def test_a_run_served_by_two_hosts_counts_every_message_once(tmp_path, monkeypat
     hosts = ["127.0.0.2", "127.0.0.3"]
     scenario = fleet_scenario(tmp_path / "fleet.yaml", hosts, f"127.0.0.1:{port}")
     monkeypatch.setenv(TOKEN_ENV, TOKEN)  # the hosts' and the runner's (run_cli inherits it)
-    env = dict(os.environ)
-    logs = [(tmp_path / f"host-{h}.log").open("wb") for h in hosts]
-    joins = [
-        subprocess.Popen(
-            join_command(f"http://127.0.0.1:{port}", h, tmp_path / f"spool-{h}"),
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for h, log in zip(hosts, logs, strict=True)
-    ]
+    url = f"http://127.0.0.1:{port}"
+    commands = {h: join_command(url, h, tmp_path / f"spool-{h}") for h in hosts}
+    code, run_dir, err = run_fleet(tmp_path, scenario, commands)
+    check_fleet_run(run_dir, code, err, hosts)
+    assert err.count("left run") == 2
+
+
+@pytest.mark.long  # ~25 s; the failure path of the join protocol (the default suite has the good one)
+def test_a_host_whose_fake_esp_dies_fails_the_run(tmp_path, monkeypatch):
+    """A host's fake ESP killed mid-run: the host says so with its next ledger call, the runner stops the
+    run naming the host (exit 3), the other host is stopped as at any end, and the reports are built."""
+    port = free_port()
+    hosts = ["127.0.0.2", "127.0.0.3"]
+    scenario = fleet_scenario(tmp_path / "fleet.yaml", hosts, f"127.0.0.1:{port}")
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    url, out, stderr = f"http://127.0.0.1:{port}", tmp_path / "runs", tmp_path / "runner.err"
+    with joined(tmp_path, {h: join_command(url, h, tmp_path / f"spool-{h}") for h in hosts}) as procs:
+        run = start_run(scenario, out, stderr)
+        try:
+            run_dir = wait_for_load(run, out, stderr)
+            (esp,) = psutil.Process(procs["127.0.0.2"].pid).children()
+            esp.kill()
+            code = run.wait(120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert procs["127.0.0.3"].wait(60) == 0
+        assert procs["127.0.0.2"].wait(60) == 3
+    err = stderr.read_text()
+    assert code == 3, err
+    assert "fake ESP on host 127.0.0.2 died" in err
+    assert (run_dir / "report.json").exists()
+
+
+@contextlib.contextmanager
+def joined(tmp_path: Path, commands: dict[str, list[str]]) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """The hosts' ``mailstorm esp --join`` processes (address -> command), each logging to
+    ``host-<address>.log``; whatever is left is killed after."""
+    logs = {a: (tmp_path / f"host-{a}.log").open("wb") for a in commands}
+    procs = {
+        a: subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=logs[a], stderr=subprocess.STDOUT)
+        for a, cmd in commands.items()
+    }
     try:
-        code, run_dir, err = run_cli(scenario, tmp_path / "runs", timeout=240)
-        for proc in joins:
-            assert proc.wait(60) == 0
+        yield procs
     finally:
-        for proc in joins:
+        for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        for log in logs:
+        for log in logs.values():
             log.close()
-    host_logs = "".join((tmp_path / f"host-{h}.log").read_text() for h in hosts)
-    check_fleet_run(run_dir, code, err + host_logs, hosts)
-    assert "left run" in host_logs
+
+
+def run_fleet(
+    tmp_path: Path, scenario: Path, commands: dict[str, list[str]], *args: str
+) -> tuple[int, Path, str]:
+    """``mailstorm run`` with the hosts joining; (exit code, run directory, the runner's and the hosts'
+    output), each host having exited 0."""
+    with joined(tmp_path, commands) as procs:
+        code, run_dir, err = run_cli(scenario, tmp_path / "runs", *args, timeout=240)
+        codes = {a: proc.wait(60) for a, proc in procs.items()}
+    err += "".join((tmp_path / f"host-{a}.log").read_text() for a in commands)
+    assert set(codes.values()) == {0}, f"{codes}: {err}"
+    return code, run_dir, err
 
 
 # -- across network namespaces ------------------------------------------------------------------------
@@ -313,28 +356,10 @@ def test_a_run_across_network_namespaces_counts_every_message_once(tmp_path, mon
         cwd=ROOT,
     )
     assert refused.returncode == 2 and "not a loopback address" in refused.stderr, refused.stderr
-    logs = [(tmp_path / f"host-{addr}.log").open("wb") for addr in hosts]
     url = f"http://{runner}:{port}"
-    joins = [
-        subprocess.Popen(
-            ["ip", "netns", "exec", ns, *join_command(url, addr, tmp_path / f"s-{addr}", "--allow-remote")],
-            cwd=ROOT,
-            env=dict(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for (ns, addr, _), log in zip(two_esp_hosts, logs, strict=True)
-    ]
-    try:
-        code, run_dir, err = run_cli(scenario, tmp_path / "runs", "--allow-remote", timeout=240)
-        for proc in joins:
-            assert proc.wait(60) == 0
-    finally:
-        for proc in joins:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for log in logs:
-            log.close()
-    host_logs = "".join((tmp_path / f"host-{addr}.log").read_text() for addr in hosts)
-    check_fleet_run(run_dir, code, err + host_logs, hosts)
+    commands = {
+        addr: ["ip", "netns", "exec", ns, *join_command(url, addr, tmp_path / f"s-{addr}", "--allow-remote")]
+        for ns, addr, _ in two_esp_hosts
+    }
+    code, run_dir, err = run_fleet(tmp_path, scenario, commands, "--allow-remote")
+    check_fleet_run(run_dir, code, err, hosts)
