@@ -33,6 +33,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -140,8 +141,9 @@ class EspHosts:
         host, _, port = self.spec.join_listen.rpartition(":")
         host = host.strip("[]")
         handler = type("Handler", (_Handler,), {"fleet": self})
+        server = type("Server", (ThreadingHTTPServer,), {"address_family": _family(host)})
         try:
-            self._server = ThreadingHTTPServer((host, int(port)), handler)
+            self._server = server((host, int(port)), handler)
         except OSError as exc:
             raise UserError(
                 f"esp.join_listen {self.spec.join_listen}: cannot listen: {exc.strerror}"
@@ -414,6 +416,10 @@ def _worker_of(name: str, esp: str | None) -> int | None:
     pattern = re.escape(ledger_source(esp, 0))[: -len("0")] + r"(\d{1,2})"
     m = re.fullmatch(pattern, name)
     return None if m is None else int(m.group(1))
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _url_host(address: str) -> str:
