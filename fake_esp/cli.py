@@ -42,7 +42,10 @@ from mailstorm.yamlload import safe_load
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525)")
     p.add_argument("--control-port", type=int, default=8025, help="control API port (default 8025)")
-    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (non-loopback needs --token)")
+    p.add_argument(
+        "--bind",
+        help="address to listen on (default 127.0.0.1; non-loopback needs --token; --join: --advertise)",
+    )
     p.add_argument("--token", help="bearer token every control API request must carry")
     p.add_argument(
         "--no-token",
@@ -98,6 +101,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"require AUTH and API keys: these credentials (repeatable; also ${AUTH_ENV}, one per line)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every session")
+    join = p.add_argument_group("serving a run from this host (mailstorm.harness.esp_join)")
+    join.add_argument(
+        "--join", metavar="URL", help="join the run whose runner is at URL (run.json: join.url)"
+    )
+    join.add_argument("--advertise", metavar="ADDR", help="this host's address as esp.hosts lists it")
+    join.add_argument(
+        "--run-token-file", type=Path, metavar="FILE", help="the run token (else $MAILSTORM_RUN_TOKEN)"
+    )
+    join.add_argument(
+        "--join-wait", type=float, default=300.0, metavar="S", help="wait for the runner (default 300)"
+    )
+    join.add_argument("--allow-remote", action="store_true", help="allow a runner off this machine")
     profile_options.add_arguments(p)  # --profile --rate --http-port --webhook-url --webhooks --list-profiles
 
 
@@ -142,7 +157,6 @@ def load_faults_file(path: Path) -> list[Any]:
 
 def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "bind": args.bind,
         "smtp_port": args.smtp_port,
         "control_port": args.control_port,
         "token": args.token,
@@ -155,7 +169,7 @@ def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
         "name", "max_message_size", "max_recipients", "idle_timeout", "correlation_header", "correlation",
         "keep_messages",
     )  # fmt: skip
-    for name in (*options, "hostname"):
+    for name in (*options, "hostname", "bind"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.faults is not None:
@@ -229,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
     if args.list_profiles:
         print(profile_options.profiles_table())
         return EXIT_OK
+    if args.join:  # the run's runner says what to serve (the harness is the roof: imported only here)
+        from mailstorm.harness.esp_join import join
+
+        return join(args)
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

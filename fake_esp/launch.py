@@ -57,10 +57,11 @@ class EspProcess:
         require_tls: bool = False,
         tls_ca: str | os.PathLike[str] | None = None,
         auth: Iterable[str] = (),
+        host: str = "127.0.0.1",
     ) -> None:
         self.ledger_dir = Path(ledger_dir)
         self.seed = seed
-        self.smtp_host = "127.0.0.1"
+        self.smtp_host = host  # where it is reached: its --bind (loopback unless a fleet host's)
         self.smtp_port = smtp_port if smtp_port is not None else free_port()
         self.http_port = http_port
         self.control_port = control_port if control_port is not None else free_port()
@@ -77,7 +78,7 @@ class EspProcess:
         self.require_tls = require_tls
         self.ca_path = Path(tls_ca) if tls_ca is not None else self.ledger_dir / "ca.pem"
         self.auth = list(auth)
-        self.control_url = f"http://127.0.0.1:{self.control_port}"
+        self.control_url = f"http://{host}:{self.control_port}"
         self.control = ControlClient(self.control_url, token=token)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -86,7 +87,7 @@ class EspProcess:
     @property
     def http_url(self) -> str | None:
         scheme = "https" if self.tls != "off" else "http"
-        return f"{scheme}://127.0.0.1:{self.http_port}" if self.http_port is not None else None
+        return f"{scheme}://{self.smtp_host}:{self.http_port}" if self.http_port is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -159,7 +160,9 @@ class EspProcess:
         return self
 
     def _wait_ready(self) -> None:
-        wait_for_port("127.0.0.1", self.control_port, self.start_timeout, what="fake ESP", alive=self.alive)
+        wait_for_port(
+            self.smtp_host, self.control_port, self.start_timeout, what="fake ESP", alive=self.alive
+        )
         deadline = time.monotonic() + self.start_timeout
         while True:
             try:

@@ -9,6 +9,10 @@ one is exactly the single ESP of before: ledger files ``esp-smtp-N``, log ``logs
 several, each ESP writes ``esp-<name>-smtp-N`` and ``logs/esp-<name>.log`` and its CA to
 ``<run>/esp/<name>/ca.pem``, and the fleet writes their bundle to ``<run>/esp/ca.pem``, the one file the
 SUT trusts for all of them.
+
+An ``esp:`` with ``hosts`` is served by fake ESPs that join from those hosts (``remote``, an
+``mailstorm.harness.esp_hosts.EspHosts``): the fleet starts none of its own, its control client fans every
+change out to all of them, and the SUT's relays are their SMTP listeners.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from mailstorm.errors import PartDied
 from mailstorm.fake_esp.client import ControlClient
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.harness.chaosproxy.base import path_key
+from mailstorm.harness.esp_hosts import EspHosts, FanOut
 from mailstorm.harness.esp_setup import ca_path, esp_process, proxy_paths
 from mailstorm.harness.scenario import EspSection
 from mailstorm.ports import free_port
@@ -41,6 +46,7 @@ class EspFleet:
         run_dir: Path,
         ledger_dir: Path,
         logs_dir: Path,
+        allow_remote: bool = False,
     ) -> None:
         self.specs = {spec.label: spec for spec in specs}
         self.names = tuple(self.specs)
@@ -58,6 +64,14 @@ class EspFleet:
         }
         self.processes: dict[str, EspProcess] = {}
         self._webhook_urls: dict[str, str] = {}
+        first = specs[0]
+        self.remote = (
+            EspHosts(
+                first, seed=seed("esp"), run_id=run_dir.name, ledger_dir=ledger_dir, allow_remote=allow_remote
+            )
+            if first.hosts
+            else None
+        )
 
     @property
     def first(self) -> str:
@@ -97,8 +111,11 @@ class EspFleet:
     def start(self, *, webhook_urls: Mapping[str, str] | None = None) -> None:
         """Start every ESP in order (each ready before the next starts); then the CA bundle, if TLS.
         ``webhook_urls``: by ESP name, where it posts its webhooks instead of its spec's URL (the
-        proxy's front)."""
+        proxy's front). A fleet of hosts: wait until every host has joined."""
         self._webhook_urls = dict(webhook_urls or {})
+        if self.remote is not None:
+            self.remote.wait_ready()  # serve() was called by the runner, which wrote the URL to run.json
+            return
         for name in self.names:
             proc = self._new(name, self.ports[name])
             self.processes[name] = proc
@@ -107,8 +124,10 @@ class EspFleet:
             cas = [ca_path(self._run_dir, name).read_bytes() for name in self.names]
             ca_path(self._run_dir).write_bytes(b"".join(cas))
 
-    def control(self, name: str | None = None) -> ControlClient:
-        """The control client of the ESP named ``name`` (None: the first)."""
+    def control(self, name: str | None = None) -> ControlClient | FanOut:
+        """The control client of the ESP named ``name`` (None: the first; a fleet of hosts: all of them)."""
+        if self.remote is not None:
+            return self.remote.control()
         return self.processes[name or self.first].control
 
     def crash(self, name: str | None = None) -> str:
@@ -135,6 +154,8 @@ class EspFleet:
     def check(self, down: Iterable[str | None] = ()) -> None:
         """``PartDied`` for an ESP that died, unless the timeline took it down (``down``; None: the
         first)."""
+        if self.remote is not None:
+            self.remote.check()
         down = {name or self.first for name in down}
         for name, proc in self.processes.items():
             if name not in down and not proc.alive():
@@ -145,6 +166,11 @@ class EspFleet:
     def stop(self) -> None:
         """Stop every ESP; one failing to stop does not leave the others running."""
         errors: list[str] = []
+        if self.remote is not None:
+            try:
+                self.remote.stop()
+            except Exception as exc:
+                errors.append(str(exc))
         for name, proc in self.processes.items():
             try:
                 proc.stop()
@@ -154,7 +180,10 @@ class EspFleet:
             raise RuntimeError("; ".join(errors))
 
     def relays(self, proxy: ChaosProxy | None = None) -> tuple[tuple[str, int], ...]:
-        """The SUT's relays in order: every ESP's SMTP listener, or the ``proxy``'s front for it."""
+        """The SUT's relays in order: every ESP's SMTP listener, or the ``proxy``'s front for it; a fleet
+        of hosts: every host's."""
+        if self.remote is not None:
+            return self.remote.relays()
         return tuple(
             proxy.address(self.path("smtp", name)) if proxy is not None else (p.smtp_host, p.smtp_port)
             for name, p in self.processes.items()
@@ -169,6 +198,8 @@ class EspFleet:
         ]
 
     def info(self, name: str) -> EspInfo:
+        if self.remote is not None:
+            return self.remote.info()[0]
         proc = self.processes[name]
         return EspInfo(
             name=name if self.several else None,

@@ -47,11 +47,12 @@ def esp_process(
     ports: tuple[int | None, int | None, int | None],
     webhook_url: str | None = None,
     ca: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> EspProcess:
     """A (not yet started) fake ESP for ``esp`` on ``ports`` (smtp, http, control; None: free), seeded
     with ``seed`` (the run derives it for the ESP); ``webhook_url`` replaces the webhooks' URL (the
     chaos proxy's, when it fronts the webhook path); ``ca`` is where it writes its CA (default
-    ``ca_path(run_dir)``)."""
+    ``ca_path(run_dir)``); ``host``: where it is reached (a fleet host's own address)."""
     smtp_port, http_port, control_port = ports
     return EspProcess(
         ledger_dir,
@@ -71,6 +72,7 @@ def esp_process(
         require_tls=esp.require_tls,
         tls_ca=ca or ca_path(run_dir),
         auth=[f"{c.user}:{c.password}" for c in esp.auth],
+        host=host,
     )
 
 

@@ -174,6 +174,11 @@ class Run:
         hosts = [
             ((*_loc(w), "bind"), e.bind, f"{_dotted(w)}.bind") for w, e in zip(where, sc.fleet, strict=True)
         ]
+        first = sc.fleet[0]  # a fleet of hosts: the runner talks to each, and listens for their joins
+        hosts += [(("esp", "hosts", i), h, "esp.hosts address") for i, h in enumerate(first.hosts)]
+        if first.hosts:
+            listen = first.join_listen.rpartition(":")[0].strip("[]")
+            hosts.append((("esp", "join_listen"), listen, "esp.join_listen"))
         hosts += [
             (("probes", i, "url"), urlsplit(p.url).hostname or "", "probe URL")
             for i, p in enumerate(sc.probes)
@@ -349,6 +354,7 @@ class Run:
         fleet = self._fleet
         self.info.esp = fleet.info(fleet.first)
         self.info.esps = [fleet.info(n) for n in fleet.names] if fleet.several else None
+        self.info.esp_hosts = fleet.remote.info() if fleet.remote is not None else None
         self._write_info()
 
     def _start_parts(self, run_id: str) -> None:
@@ -361,6 +367,7 @@ class Run:
             run_dir=self.run_dir,
             ledger_dir=self.ledger_dir,
             logs_dir=self.logs_dir,
+            allow_remote=self.allow_remote,
         )
         _, http_port, _ = self._fleet.ports[self._fleet.first]
         scheme = "https" if esp.tls_on else "http"  # the ESP's APIs are https only when it speaks TLS
@@ -370,8 +377,14 @@ class Run:
             self._start_proxy()
             if http_port is not None:
                 esp_http = "{}://{}:{}".format(scheme, *self._proxy.address(self._fleet.path("http")))
+        if (hosts := self._fleet.remote) is not None:  # esp.hosts: their fake ESPs join; URL and token first
+            self.info.join = {"url": hosts.serve(), "token": hosts.token}
+            self._write_info()
+            print(f"mailstorm: waiting for fake ESPs to join at {self.info.join['url']}", file=sys.stderr)
         self._fleet.start(webhook_urls=self._webhook_urls)
         relays = self._fleet.relays(self._proxy)
+        if hosts is not None:
+            esp_http = hosts.http_url()
         self._record_esps()
         if self._proxy is not None:
             self.info.proxy = {p: "{}:{}".format(*self._proxy.address(p)) for p in self._proxy.paths}
@@ -385,6 +398,7 @@ class Run:
             esp_http=esp_http,
             allow_remote=self.allow_remote,
             esp_security=self._security,
+            esp_spread=hosts is not None,
         )
         self._endpoints = list(self._target.start(ctx))
         if not self._endpoints:
@@ -657,6 +671,8 @@ class Run:
         self._writer.close()
         failed = self._timeline.action_failures if self._timeline is not None else []
         info = self.info
+        if self._fleet is not None and self._fleet.remote is not None:  # their clocks, measured to the end
+            info.esp_hosts = self._fleet.remote.info()
         info.ended_ns, info.reason, info.outcomes, info.action_failures = (
             time.time_ns(),
             self.reason,

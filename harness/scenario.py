@@ -207,6 +207,30 @@ class EspSection(EspSpec):
     smtp_port: int | None = Field(default=None, ge=1, le=65535, description="unset: a free port")
     control_port: int | None = Field(default=None, ge=1, le=65535, description="unset: a free port")
     rate: float | None = Field(default=None, gt=0, description="messages/s quota; overrides the profile's")
+    # A fleet of hosts (mailstorm.harness.esp_hosts): the runner starts no fake ESP of its own; one joins
+    # from each of these addresses (``mailstorm esp --join``) and they serve the ESP together.
+    hosts: tuple[str, ...] = Field(
+        default=(), description="addresses of hosts whose fake ESPs join the run (mailstorm esp --join)"
+    )
+    join_listen: str = Field(
+        default="127.0.0.1:0",
+        pattern=r"^\[?[0-9A-Za-z.:-]+\]?:\d{1,5}$",
+        description="HOST:PORT where the runner takes the hosts' joins and ledgers (port 0: a free one)",
+    )
+    join_timeout: Annotated[Duration, Field(gt=0, le=3600)] = Field(
+        default=120.0, description="how long the runner waits for every host to join"
+    )
+
+    @model_validator(mode="after")
+    def _hosts_fit(self) -> EspSection:
+        if len(set(self.hosts)) != len(self.hosts):
+            raise ValueError("hosts: an address is listed twice (one fake ESP joins from each)")
+        if self.hosts and self.tls_on:
+            raise ValueError(
+                "hosts: a fleet of hosts serves plain SMTP and http for now (each host would make its own "
+                "CA); set tls: off"
+            )
+        return self
 
     @property
     def label(self) -> str:
@@ -303,6 +327,8 @@ class Scenario(_Frozen):
                     ("esps", j, "name"), f"name {esp.name!r} is used twice (also esps[{names[esp.name]}])"
                 )
             names[esp.name] = j
+            if esp.hosts:
+                raise FieldError(("esps", j, "hosts"), "a fleet of hosts serves the one ESP of esp: only")
             for field in _ESP_PORTS:
                 port = getattr(esp, field)
                 if not port:
@@ -323,6 +349,22 @@ class Scenario(_Frozen):
                     ("esps", j, "auth"),
                     "the SUT logs in to every ESP with one credential: give each esps[0]'s first one",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _hosts_fit(self) -> Scenario:
+        """What a fleet of hosts cannot do: the runner reaches their fake ESPs only by the control API."""
+        if not self.esp.hosts:
+            return self
+        for i, step in enumerate(self.chaos):
+            if step.network is not None:
+                msg = "the chaos proxy fronts a fake ESP the runner starts; this run's ESP is on esp.hosts"
+                raise FieldError(("chaos", i, "network"), msg)
+            if step.esp_outage is not None and step.esp_outage.mode == "crash":
+                msg = "a crash kills a fake ESP the runner started; with esp.hosts use mode refuse or hang"
+                raise FieldError(("chaos", i, "esp_outage", "mode"), msg)
+        if self.alerts is not None:
+            raise FieldError(("alerts",), "Prometheus scrapes a fake ESP the runner starts, not esp.hosts")
         return self
 
     @model_validator(mode="after")

@@ -54,6 +54,16 @@ class EspInfo(_Model):
     """Its (first) process id; a restarted ESP's new one."""
     tls: str | None = None
     """Its TLS mode: ``off``, ``starttls`` or ``implicit`` (the HTTP APIs are https unless off)."""
+    clock_offset_ms: float | None = None
+    """A host of ``esp.hosts``: its clock minus the runner's, measured when it joined (the round trip of
+    least time of several); known within half ``rtt_ms``."""
+    rtt_ms: float | None = None
+    """A host of ``esp.hosts``: the round trip of that measurement."""
+    clock_shift_ms: float | None = None
+    """A host of ``esp.hosts``: what the runner subtracted from its records' times (0 when the offset
+    was within the measurement's uncertainty)."""
+    clock_offset_end_ms: float | None = None
+    """A host of ``esp.hosts``: its offset as last measured during the run (drift since the join)."""
 
 
 class RunInfo(_Model):
@@ -101,6 +111,11 @@ class RunInfo(_Model):
     """The fake ESP, once started (the first, the SUT's primary relay, when there are several)."""
     esps: list[EspInfo] | None = None
     """Every ESP, in a run with several (``esps:``)."""
+    join: dict[str, str] | None = None
+    """A run whose ESP is served by ``esp.hosts``: ``url`` the hosts join (``mailstorm esp --join URL``)
+    and ``token`` the run token every join request carries."""
+    esp_hosts: list[EspInfo] | None = None
+    """The fake ESPs that joined from ``esp.hosts``, in its order."""
     proxy: dict[str, str] | None = None
     """The chaos proxy's ``host:port`` per path it fronts (``smtp``, ``http``, ``webhooks``), when the
     scenario had network faults."""

@@ -3,7 +3,7 @@
 #   scripts/setup.sh          the tool and what a demo run needs
 #   scripts/setup.sh --test   also the system packages the tests use (Postfix, swaks with the Perl
 #                             modules it needs for TLS and AUTH, docker.io, chromium, prometheus,
-#                             prometheus-alertmanager) and starts dockerd
+#                             prometheus-alertmanager, iproute2) and starts dockerd
 #                             when it is not running
 # Idempotent: a second call only checks.
 set -euo pipefail
@@ -31,6 +31,8 @@ if (( want_test )); then
     # The alerts tests start a real Prometheus (promtool comes with it) and Alertmanager.
     command -v prometheus >/dev/null || need+=(prometheus)
     command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+    # The network-namespace tests (off-loopback security checks, a run across hosts) need iproute2's ip.
+    command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need+=(iproute2)
     if (( ${#need[@]} )); then
         echo "setup: apt-get install ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive

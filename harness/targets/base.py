@@ -69,6 +69,9 @@ class TargetContext:
     esp_smtp: tuple[str, int]  # where the fake ESP's SMTP listener is (the SUT relays there)
     # Every ESP's SMTP listener in failover order (esps:), the first being esp_smtp; () with one ESP.
     esp_relays: tuple[tuple[str, int], ...] = ()
+    # The relays are hosts of one ESP (esp.hosts), not fallbacks: spread the load over them (the
+    # reference pipeline's instance N starts at relay N).
+    esp_spread: bool = False
     esp_http: str | None = None  # base URL of the fake ESP's HTTP APIs, when served
     allow_remote: bool = False
     env: dict[str, str] = field(default_factory=dict)

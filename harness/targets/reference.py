@@ -201,7 +201,9 @@ class ReferenceTarget:
                 run_dir / "reference" / f"queue-{n}.sqlite",
                 run_dir / "logs" / f"reference-{n}.log",
             )
-            self._argv[n] = self._command(inst, relays, ctx)
+            # A fleet of hosts: each instance starts at its own host (the others are its fallbacks).
+            mine = relays[n % len(relays) :] + relays[: n % len(relays)] if ctx.esp_spread else relays
+            self._argv[n] = self._command(inst, mine, ctx)
             self._instances.append(inst)
             inst.spawn(self._argv[n], self._env, spec.ready_timeout_s)
             endpoints.append(Endpoint("smtp", HOST, port))

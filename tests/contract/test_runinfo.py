@@ -13,7 +13,9 @@ from mailstorm.fake_esp.profiles import Limits
 from mailstorm.runinfo import EspInfo, EspLimits, RunInfo, load_run_info
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = [ROOT / "harness" / "run.py", ROOT / "harness" / "esp_setup.py", ROOT / "harness" / "esp_fleet.py"]
+RUNNER = [
+    ROOT / "harness" / f"{name}.py" for name in ("run", "esp_setup", "esp_fleet", "esp_hosts")
+]  # esp_hosts: the hosts of esp.hosts
 
 
 def test_every_field_is_written_by_the_runner():
