@@ -348,3 +348,38 @@ def test_over_smtp_a_complaint_suppresses_and_the_next_send_is_dropped(tmp_path,
     assert {k: last.get(k) for k in dropped} == dropped
     recs = [(r["id"], r["outcome"], r["source"]) for r in outcomes(esp)]
     assert recs == [("smtp-0", "delivered", "address"), ("smtp-1", "dropped", "suppressed")]
+
+
+def test_postmark_batch_answers_each_message(tmp_path):
+    """/email/batch: a message whose every recipient is inactive gets its own 406 in the 200 array (and
+    is not sent); the others are sent, one naming its inactive recipient."""
+    import requests
+
+    tag = uuid.uuid4().hex[:6]
+    bounced, fresh = f"bounce+b-{tag}@example.test", f"fresh-{tag}@example.test"
+    headers = {"X-Postmark-Server-Token": "pm-token"}
+
+    def msg(to: str) -> dict[str, str]:
+        return {"From": "app@example.test", "To": to, "Subject": "s", "TextBody": "b"}
+
+    with Receiver() as rx:
+        esp = start_esp(tmp_path, rx.url)
+        try:
+            url = f"{esp.http_url}/email/batch"
+            assert requests.post(url, json=[msg(bounced)], headers=headers, timeout=10).status_code == 200
+            wait_until(lambda: len(rx.events()) >= 1)
+            only = requests.post(url, json=[msg(bounced)], headers=headers, timeout=10)
+            mixed = requests.post(url, json=[msg(bounced), msg(f"{bounced}, {fresh}"), msg(fresh)],
+                                  headers=headers, timeout=10)  # fmt: skip
+            wait_until(lambda: len(rx.events()) >= 3)
+        finally:
+            esp.stop()
+    assert only.status_code == 200 and [a["ErrorCode"] for a in only.json()] == [406]
+    assert f"Found inactive addresses: {bounced}." in only.json()[0]["Message"]
+    answers = mixed.json()
+    assert [a["ErrorCode"] for a in answers] == [406, 0, 0]
+    assert "will not deliver to these inactive addresses: " + bounced in answers[1]["Message"]
+    assert answers[2]["Message"] == "OK"
+    assert sorted((e["rcpt"], e["event"]) for e in rx.events()) == [
+        (bounced, "bounce"), (fresh, "delivered"), (fresh, "delivered")
+    ]  # fmt: skip

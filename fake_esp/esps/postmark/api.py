@@ -7,9 +7,11 @@ otherwise). Success: 200 ``{To, SubmittedAt, MessageID, ErrorCode: 0, Message: "
 batch). Errors: ``{"ErrorCode", "Message"}``: 422 for a request Postmark cannot process (ErrorCode 402
 invalid JSON, 300 invalid email request) — Postmark's own shape for a bad request, where other ESPs use
 400 — and 429/500/503 from faults. A send whose every recipient Postmark has deactivated (a hard bounce,
-a spam complaint or an unsubscribe: its suppression list) is refused: 422 ErrorCode 406. The correlation
-id: the correlation header in ``Headers``, or a ``Metadata`` key of that name or ``mailstorm_id``.
-Reference: https://postmarkapp.com/developer/api/email-api and
+a spam complaint or an unsubscribe: its suppression list) is refused: 422 ErrorCode 406 (in a batch, that
+message's answer is the 406); with some inactive, it goes to the others and its ``Message`` names the
+inactive ones (mailstorm.fake_esp.http.suppressed). The correlation id: the correlation header in
+``Headers``, or a ``Metadata`` key of that name or ``mailstorm_id``. Reference:
+https://postmarkapp.com/developer/api/email-api and
 https://postmarkapp.com/developer/api/overview#error-codes
 """
 
