@@ -7,7 +7,9 @@ section: profile, faults, limits), start the fake ESP as a child process (``EspP
 ESP's ledger to the runner every ``SHIP_EVERY_S`` from a local spool (``--ledger``, a directory per
 run), by byte offset, so a batch sent twice is written once. When the runner says stop (the run's ESP
 stop step), stop the ESP, ship the last lines, say so and exit 0. A runner gone for ``RUNNER_LOST_S``
-ends it too (exit 3): nothing of a run outlives it on this host either.
+ends it too (exit 3): nothing of a run outlives it on this host either. SIGINT or SIGTERM here stops the
+ESP the same way, ships what it wrote and leaves (the runner fails the run: a host left early; exit
+128 + the signal).
 
 The token comes from ``$MAILSTORM_RUN_TOKEN`` or ``--run-token-file`` (a command line is visible to every
 local user); a runner off loopback needs ``--allow-remote``, as every mailstorm traffic off loopback.
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from mailstorm.errors import EXIT_OK, HarnessError, MailstormError, UserError
+from mailstorm.errors import EXIT_OK, EXIT_SIGNALLED, HarnessError, MailstormError, UserError
 from mailstorm.fake_esp.spec import ledger_source
 from mailstorm.harness.esp_hosts import CLOCK_SAMPLES, TOKEN_ENV
 from mailstorm.harness.esp_setup import esp_process
@@ -239,4 +241,4 @@ def join(args: argparse.Namespace) -> int:
     print(f"mailstorm: left run {joined['run_id']}; ledger spool {spool}", file=sys.stderr)
     if died is not None:
         raise HarnessError(died)
-    return EXIT_OK
+    return EXIT_SIGNALLED + stopping["signal"] if stopping["signal"] else EXIT_OK
