@@ -27,7 +27,6 @@ import numpy as np
 
 from mailstorm.ledger import Kind, segments
 from mailstorm.reports.fate import (
-    ESP_UNMATCHED_SQL,
     MESSAGES_SQL,
     NEVER,
     OUTCOMES,
@@ -83,10 +82,10 @@ def load(con: Any, ledger_dir: Path) -> None:
     cols = "{" + ", ".join(f"'{name}': '{typ}'" for name, typ in _COLUMNS.items()) + "}"
     kinds = ", ".join(f"'{k}'" for k in _KINDS)
     if not files:
-        con.execute(f"CREATE TEMP TABLE rec AS SELECT * FROM (SELECT {_nulls()}) WHERE false")
+        con.execute(f"CREATE OR REPLACE TABLE rec AS SELECT * FROM (SELECT {_nulls()}) WHERE false")
         return
     con.execute(
-        f"""CREATE TEMP TABLE rec AS SELECT * FROM read_json(?, format = 'newline_delimited',
+        f"""CREATE OR REPLACE TABLE rec AS SELECT * FROM read_json(?, format = 'newline_delimited',
             compression = 'auto', ignore_errors = true, columns = {cols}) WHERE k IN ({kinds})""",
         [files],
     )
@@ -119,7 +118,7 @@ def _core(con: Any, t0: int) -> Core:
                    count(*) FILTER (WHERE outcome = {REJECTED} AND stopped),
                    avg(esp_attempts) FILTER (WHERE esp_attempts > 0) FROM msg"""
     ).fetchone()
-    unmatched = con.execute(ESP_UNMATCHED_SQL).fetchone()[0]
+    unmatched = con.execute("SELECT n FROM unmatched").fetchone()[0]
     return Core(
         counts=counts,
         e2e=_percentiles(con, "esp_delivered"),

@@ -378,7 +378,8 @@ def mark_uncorrelated(outcome: np.ndarray, sut_in: np.ndarray, esp_unmatched: in
 # test_fate_sql.py proves both give every message the same outcome. It reads a relation ``rec`` with one
 # row per ledger line of the kinds below (columns k, t, id, intended, start, "end", ok, code, phase, acked,
 # held, campaign; NULL where a line lacks the field) and leaves a table ``msg``, one row per submitted
-# message, with classify's columns (NEVER for "no such time") and ``outcome`` (UNCORRELATED applied).
+# message, with classify's columns (NEVER for "no such time") and ``outcome`` (UNCORRELATED applied),
+# and a table ``unmatched`` whose one value ``n`` is esp_unmatched.
 
 SQL_KINDS = tuple(
     str(k)
@@ -395,7 +396,7 @@ def _messages_sql() -> str:
                                              "ESP_REPLIED", "SUT_BOUNCED", "SUT_DEFERRED", "SUT_RELAYED",
                                              "SUT_HELD")}  # fmt: skip
     return f"""
-CREATE OR REPLACE TEMP TABLE msg AS
+CREATE OR REPLACE TABLE per_id AS  -- every id, submitted or not
 WITH r AS (  -- a line without intended/start/end (0 in the batch form) falls back on what it did record
     SELECT k, t, id, code, coalesce(ok, false) AS ok, phase, coalesce(held, false) AS held,
            CASE WHEN coalesce("end", 0) > 0 THEN "end" ELSE t END AS end_t,
@@ -405,8 +406,8 @@ WITH r AS (  -- a line without intended/start/end (0 in the batch form) falls ba
                 WHEN coalesce(start, 0) > 0 THEN start
                 WHEN coalesce("end", 0) > 0 THEN "end" ELSE t END AS intended_t
     FROM rec WHERE id IS NOT NULL AND NOT (k = {k["ESP_ACCEPTED"]} AND campaign IS NOT NULL)
-), per AS (
-    SELECT id,
+)
+SELECT id,
         min(intended_t) FILTER (WHERE k = {k["LOAD_SUBMIT"]}) AS intended,
         count(*) FILTER (WHERE k = {k["LOAD_SUBMIT"]}) AS submit_attempts,
         min(start_t) FILTER (WHERE k = {k["LOAD_SUBMIT"]}) AS first_start,
@@ -423,7 +424,17 @@ WITH r AS (  -- a line without intended/start/end (0 in the batch form) falls ba
         bool_or(k = {k["SUT_RELAYED"]} AND code >= 200 AND code < 300) AS relayed,
         bool_or(k = {k["SUT_HELD"]}) AS held,
         bool_or(k = {k["LOAD_SUBMIT"]} AND phase = 'stop') AS stopped
-    FROM r GROUP BY id HAVING count(*) FILTER (WHERE k = {k["LOAD_SUBMIT"]}) > 0
+FROM r GROUP BY id;
+
+-- ESP acceptances of ids never submitted (or of no id): esp_unmatched
+CREATE OR REPLACE TABLE unmatched AS
+SELECT coalesce(sum(esp_count) FILTER (WHERE submit_attempts = 0), 0)
+       + (SELECT count(*) FROM rec WHERE k = {k["ESP_ACCEPTED"]} AND campaign IS NULL AND id IS NULL) AS n
+FROM per_id;
+
+CREATE OR REPLACE TABLE msg AS
+WITH per AS (
+    SELECT * FROM per_id WHERE submit_attempts > 0
 ), facts AS (  -- the facts, as record_facts sets them
     SELECT *, least(submit_ok_end, sut_accepted) AS took_at,
         ({SUBMITTED}
@@ -440,19 +451,14 @@ WITH r AS (  -- a line without intended/start/end (0 in the batch form) falls ba
     FROM per
 ), decided AS (
     SELECT *, {lookup}[state + 1]::TINYINT AS fate FROM facts
-), unmatched AS (  -- ESP acceptances of ids never submitted (or of no id)
-    SELECT count(*) AS n FROM rec
-    WHERE k = {k["ESP_ACCEPTED"]} AND campaign IS NULL
-      AND (id IS NULL OR id NOT IN (SELECT id FROM per))
-), ranked AS (  -- mark_uncorrelated: of the would-be lost, the earliest the SUT took
-    SELECT *, CASE WHEN fate = {LOST}
-                   THEN row_number() OVER (PARTITION BY fate = {LOST} ORDER BY took_at, intended, id)
-              END AS lost_rank
-    FROM decided
+), uncorrelated AS (  -- mark_uncorrelated: of the would-be lost, as many, the earliest the SUT took
+    SELECT id FROM decided WHERE fate = {LOST}
+    QUALIFY row_number() OVER (ORDER BY took_at, intended, id) <= (SELECT n FROM unmatched)
 )
 SELECT id, intended, first_start, submit_ok_end, first_esp, submit_attempts,
     esp_count + replies AS esp_attempts, stopped,
-    CASE WHEN lost_rank <= (SELECT n FROM unmatched) THEN {UNCORRELATED} ELSE fate END AS outcome,
+    CASE WHEN fate = {LOST} AND id IN (SELECT id FROM uncorrelated) THEN {UNCORRELATED} ELSE fate END
+        AS outcome,
     CASE WHEN held_until != {NEVER} THEN held_until WHEN held_at_esp THEN {NEVER} ELSE first_esp END
         AS esp_delivered,
     CASE WHEN first_esp != {NEVER} THEN first_esp WHEN fate = {BOUNCED} THEN bounce_at ELSE {NEVER} END
@@ -460,14 +466,13 @@ SELECT id, intended, first_start, submit_ok_end, first_esp, submit_attempts,
     -- a message the ESP saw before the sender heard back (timeout after DATA) was in the SUT no later
     least(took_at, CASE WHEN first_esp != {NEVER} THEN first_esp
                         WHEN fate = {BOUNCED} THEN bounce_at ELSE {NEVER} END) AS sut_in
-FROM ranked
+FROM decided;
+
+DROP TABLE per_id;
 """
 
 
 MESSAGES_SQL = _messages_sql()
-ESP_UNMATCHED_SQL = f"""
-SELECT count(*) FROM rec WHERE k = '{Kind.ESP_ACCEPTED}' AND campaign IS NULL
-    AND (id IS NULL OR id NOT IN (SELECT id FROM msg))"""
 UNACKED_SQL = (
     f"SELECT count(*) FROM rec WHERE k = '{Kind.ESP_ACCEPTED}' AND campaign IS NULL AND acked = false"
 )
