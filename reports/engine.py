@@ -75,10 +75,11 @@ def connect(tmp_dir: Path) -> Any:
     return con
 
 
-def load(con: Any, ledger_dir: Path) -> None:
-    """The ledger lines of the kinds the fate rules and the series read, as table ``rec``. A torn line (a
-    writer killed mid-write) or a line whose field has the wrong type is skipped."""
-    files = [str(p) for p in segments(ledger_dir)]
+def load(con: Any, paths: list[Path]) -> None:
+    """The lines of the ledger segments ``paths`` (``.jsonl``, or zstd-compressed ``.jsonl.zst``) of the
+    kinds the fate rules and the series read, as table ``rec``. A torn line (a writer killed mid-write)
+    or a line whose field has the wrong type is skipped."""
+    files = [str(p) for p in paths]
     cols = "{" + ", ".join(f"'{name}': '{typ}'" for name, typ in _COLUMNS.items()) + "}"
     kinds = ", ".join(f"'{k}'" for k in _KINDS)
     if not files:
@@ -99,7 +100,7 @@ def core(run_dir: Path, t0_ns: int | None = None) -> Core:
     try:
         con = connect(tmp)
         try:
-            load(con, run_dir / "ledger")
+            load(con, segments(run_dir / "ledger"))
             con.execute(MESSAGES_SQL)
             t0 = _t0(con, run_dir) if t0_ns is None else t0_ns
             return _core(con, t0)

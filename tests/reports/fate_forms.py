@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mailstorm.ledger import Kind
+from mailstorm.ledger import Kind, segments
 from mailstorm.reports.engine import connect, load
 from mailstorm.reports.fate import MESSAGES_SQL, OUTCOMES, classify
 from mailstorm.reports.ingest import read_columns
@@ -25,7 +25,7 @@ def sql_fates(ledger: Path) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         con = connect(Path(tmp))
         try:
-            load(con, ledger)
+            load(con, segments(ledger))
             con.execute(MESSAGES_SQL)
             return {mid: OUTCOMES[o] for mid, o in con.execute("SELECT id, outcome FROM msg").fetchall()}
         finally:

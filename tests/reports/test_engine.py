@@ -3,11 +3,15 @@ outcome counts, e2e and submission latency percentiles, the per-second series an
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
-from mailstorm.ledger import LedgerWriter, SutHeld
+from mailstorm.ledger import LedgerWriter, SutHeld, segments
 from mailstorm.reports import engine
 from mailstorm.reports.analysis import analyze
+from mailstorm.reports.fate import MESSAGES_SQL
 from mailstorm.reports.synthetic import synthesize
 from tests.records import accepted, loose, replied, submit
 from tests.reports.test_fate import SYNTHETIC
@@ -74,3 +78,39 @@ def test_dropped_arrivals_queue_samples_cuts_and_held_mail_have_the_same_figures
     core = assert_same_figures(tmp_path)
     assert int(core.series.dropped.sum()) == 9 and core.series.reordered.tolist()[2:5] == [0, 2, 1]
     assert core.series.esp_replies["cut"].sum() == 1 and core.esp_unmatched == 1
+
+
+def test_zstd_compressed_segments_read_as_the_plain_ones(tmp_path):
+    """A closed segment compressed with zstd (``.jsonl.zst``) is read by the engine's loader as its plain
+    form is (DuckDB decompresses it itself): the same messages get the same outcomes."""
+    synthesize(tmp_path, seed=9, **SYNTHETIC["every-fate"])
+    plain = segments(tmp_path / "ledger")
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    with tempfile.TemporaryDirectory() as tmp:
+        con = engine.connect(Path(tmp))
+        for path in plain:  # re-written by DuckDB as zstd-compressed JSON Lines (the fields the engine reads)
+            con.execute(
+                f"""COPY (SELECT * FROM read_json('{path}', format = 'newline_delimited'))
+                    TO '{packed / path.name}.zst' (FORMAT json, COMPRESSION zstd)"""
+            )
+        con.close()
+    assert sorted(p.name for p in packed.iterdir()) == [f"{p.name}.zst" for p in plain]
+    assert (packed / f"{plain[0].name}.zst").read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # the zstd frame magic
+
+    def outcomes(paths: list[Path]) -> list[tuple]:
+        with tempfile.TemporaryDirectory() as tmp:
+            con = engine.connect(Path(tmp))
+            engine.load(con, paths)
+            con.execute(MESSAGES_SQL)
+            return con.execute("SELECT id, outcome, first_esp, sut_in FROM msg ORDER BY id").fetchall()
+
+    expected = outcomes(plain)
+    assert len(expected) == 1500 and outcomes(sorted(packed.iterdir())) == expected
+
+
+def test_an_empty_ledger_gives_empty_figures(tmp_path):
+    """A run whose ledger directory holds no segments: nothing submitted, no latency, one empty second."""
+    (tmp_path / "ledger").mkdir()
+    core = assert_same_figures(tmp_path)
+    assert core.counts["submitted"] == 0 and core.e2e["count"] == 0 and len(core.series) == 1
