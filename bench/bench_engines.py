@@ -6,7 +6,8 @@ child process (so its peak RSS is its own) from the same ledger files:
 
 - numpy: today's path (reports/ingest.py -> fate.classify -> analysis.percentiles -> series.build_series);
 - duckdb: reports/engine.py (DuckDB reading the JSON Lines itself, memory_limit and 2 threads);
-- polars: Polars' streaming engine (scan_ndjson, the per-message group-by, then the same figures).
+- polars: Polars' streaming engine (scan_ndjson, the per-message group-by, then the same figures);
+  Polars is no dependency of mailstorm: ``pip install polars`` to run this benchmark.
 
     python bench/bench_engines.py                   # 1,000,000 messages
     python bench/bench_engines.py --run RUN_DIR     # an existing run directory (bench_reports --keep)
