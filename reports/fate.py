@@ -392,3 +392,108 @@ def mark_uncorrelated(outcome: np.ndarray, sut_in: np.ndarray, esp_unmatched: in
     if len(lost) > esp_unmatched:
         lost = lost[np.argsort(sut_in[lost], kind="stable")[:esp_unmatched]]
     outcome[lost] = UNCORRELATED
+
+
+# -- The batch form in SQL (mailstorm.reports.engine runs it in DuckDB, out of core, for large runs) --------
+# The same facts from the same records as ``classify`` and the same OUTCOME_OF table: tests/reports/
+# test_fate_sql.py proves both give every message the same outcome. It reads a relation ``rec`` with one
+# row per ledger line of the kinds below (columns k, t, id, intended, start, "end", ok, code, phase, acked,
+# held, campaign; NULL where a line lacks the field) and leaves a table ``msg``, one row per submitted
+# message, with classify's columns (NEVER for "no such time") and ``outcome`` (UNCORRELATED applied),
+# and a table ``unmatched`` whose one value ``n`` is esp_unmatched.
+
+SQL_KINDS = tuple(
+    str(k)
+    for k in (
+        Kind.LOAD_SUBMIT, Kind.SUT_ACCEPTED, Kind.ESP_ACCEPTED, Kind.ESP_DELIVERED, Kind.ESP_REPLIED,
+        Kind.SUT_BOUNCED, Kind.SUT_DEFERRED, Kind.SUT_RELAYED, Kind.SUT_HELD,
+    )
+)  # fmt: skip
+
+
+def _messages_sql() -> str:
+    lookup = "[" + ",".join(map(str, OUTCOME_OF)) + "]"
+    k = {name: f"'{Kind[name]}'" for name in ("LOAD_SUBMIT", "SUT_ACCEPTED", "ESP_ACCEPTED", "ESP_DELIVERED",
+                                             "ESP_REPLIED", "SUT_BOUNCED", "SUT_DEFERRED", "SUT_RELAYED",
+                                             "SUT_HELD")}  # fmt: skip
+    return f"""
+CREATE OR REPLACE TABLE per_id AS  -- every id, submitted or not
+WITH r AS (  -- a line without intended/start/end (0 in the batch form) falls back on what it did record
+    SELECT k, t, id, code, coalesce(ok, false) AS ok, phase, coalesce(held, false) AS held,
+           CASE WHEN coalesce("end", 0) > 0 THEN "end" ELSE t END AS end_t,
+           CASE WHEN coalesce(start, 0) > 0 THEN start
+                WHEN coalesce("end", 0) > 0 THEN "end" ELSE t END AS start_t,
+           CASE WHEN coalesce(intended, 0) > 0 THEN intended
+                WHEN coalesce(start, 0) > 0 THEN start
+                WHEN coalesce("end", 0) > 0 THEN "end" ELSE t END AS intended_t
+    FROM rec WHERE id IS NOT NULL AND NOT (k = {k["ESP_ACCEPTED"]} AND campaign IS NOT NULL)
+)
+SELECT id,
+        min(intended_t) FILTER (WHERE k = {k["LOAD_SUBMIT"]}) AS intended,
+        count(*) FILTER (WHERE k = {k["LOAD_SUBMIT"]}) AS submit_attempts,
+        min(start_t) FILTER (WHERE k = {k["LOAD_SUBMIT"]}) AS first_start,
+        coalesce(min(end_t) FILTER (WHERE k = {k["LOAD_SUBMIT"]} AND ok), {NEVER}) AS submit_ok_end,
+        coalesce(min(t) FILTER (WHERE k = {k["SUT_ACCEPTED"]}), {NEVER}) AS sut_accepted,
+        count(*) FILTER (WHERE k = {k["ESP_ACCEPTED"]}) AS esp_count,
+        coalesce(min(t) FILTER (WHERE k = {k["ESP_ACCEPTED"]}), {NEVER}) AS first_esp,
+        coalesce(min(t) FILTER (WHERE k = {k["ESP_DELIVERED"]}), {NEVER}) AS held_until,
+        coalesce(bool_or(held) FILTER (WHERE k = {k["ESP_ACCEPTED"]}), false) AS held_at_esp,
+        count(*) FILTER (WHERE k = {k["ESP_REPLIED"]}) AS replies,
+        coalesce(min(t) FILTER (WHERE (k = {k["ESP_REPLIED"]} AND code >= 500 AND code < 600)
+                                   OR k = {k["SUT_BOUNCED"]}), {NEVER}) AS bounce_at,
+        bool_or(k = {k["SUT_DEFERRED"]}) AS deferred,
+        bool_or(k = {k["SUT_RELAYED"]} AND code >= 200 AND code < 300) AS relayed,
+        bool_or(k = {k["SUT_HELD"]}) AS held,
+        bool_or(k = {k["LOAD_SUBMIT"]} AND phase = 'stop') AS stopped
+FROM r GROUP BY id;
+
+-- ESP acceptances of ids never submitted (or of no id): esp_unmatched
+CREATE OR REPLACE TABLE unmatched AS
+SELECT coalesce(sum(esp_count) FILTER (WHERE submit_attempts = 0), 0)
+       + (SELECT count(*) FROM rec WHERE k = {k["ESP_ACCEPTED"]} AND campaign IS NULL AND id IS NULL) AS n
+FROM per_id;
+
+CREATE OR REPLACE TABLE msg AS
+WITH per AS (
+    SELECT * FROM per_id WHERE submit_attempts > 0
+), facts AS (  -- the facts, as record_facts sets them
+    SELECT *, least(submit_ok_end, sut_accepted) AS took_at,
+        ({SUBMITTED}
+         | CASE WHEN least(submit_ok_end, sut_accepted) != {NEVER} THEN {TOOK} ELSE 0 END
+         | CASE WHEN esp_count >= 1 THEN {ESP_ONCE} ELSE 0 END
+         | CASE WHEN esp_count >= 2 THEN {ESP_AGAIN} ELSE 0 END
+         | CASE WHEN held_at_esp THEN {ESP_HELD} ELSE 0 END
+         | CASE WHEN held_until != {NEVER} THEN {ESP_OUT} ELSE 0 END
+         | CASE WHEN bounce_at != {NEVER} THEN {REFUSED} ELSE 0 END
+         | CASE WHEN deferred THEN {DEFERRED} ELSE 0 END
+         | CASE WHEN relayed THEN {RELAYED} ELSE 0 END
+         | CASE WHEN held THEN {HELD} ELSE 0 END
+         | CASE WHEN stopped THEN {STOPPED} ELSE 0 END) AS state
+    FROM per
+), decided AS (
+    SELECT *, {lookup}[state + 1]::TINYINT AS fate FROM facts
+), uncorrelated AS (  -- mark_uncorrelated: of the would-be lost, as many, the earliest the SUT took
+    SELECT id FROM decided WHERE fate = {LOST}
+    QUALIFY row_number() OVER (ORDER BY took_at, intended, id) <= (SELECT n FROM unmatched)
+)
+SELECT id, intended, first_start, submit_ok_end, first_esp, submit_attempts,
+    esp_count + replies AS esp_attempts, stopped,
+    CASE WHEN fate = {LOST} AND id IN (SELECT id FROM uncorrelated) THEN {UNCORRELATED} ELSE fate END
+        AS outcome,
+    CASE WHEN held_until != {NEVER} THEN held_until WHEN held_at_esp THEN {NEVER} ELSE first_esp END
+        AS esp_delivered,
+    CASE WHEN first_esp != {NEVER} THEN first_esp WHEN fate = {BOUNCED} THEN bounce_at ELSE {NEVER} END
+        AS left_at,
+    -- a message the ESP saw before the sender heard back (timeout after DATA) was in the SUT no later
+    least(took_at, CASE WHEN first_esp != {NEVER} THEN first_esp
+                        WHEN fate = {BOUNCED} THEN bounce_at ELSE {NEVER} END) AS sut_in
+FROM decided;
+
+DROP TABLE per_id;
+"""
+
+
+MESSAGES_SQL = _messages_sql()
+UNACKED_SQL = (
+    f"SELECT count(*) FROM rec WHERE k = '{Kind.ESP_ACCEPTED}' AND campaign IS NULL AND acked = false"
+)

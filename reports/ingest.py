@@ -37,7 +37,6 @@ import orjson
 
 from mailstorm.errors import UserError
 from mailstorm.ledger import (
-    LEDGER_SUFFIX,
     Action,
     AlertFiring,
     AlertResolved,
@@ -71,6 +70,7 @@ from mailstorm.ledger import (
     decode,
     field_types,
     key,
+    segments,
 )
 
 _BLOCK = 4 << 20  # read buffer
@@ -190,7 +190,7 @@ def read_columns(ledger_dir: Path) -> Columns:
     torn = skipped = 0
     acts: dict[str, Counter[int]] = {}
     esps: list[str] = []
-    files = sorted(Path(ledger_dir).glob(f"*{LEDGER_SUFFIX}"))
+    files = segments(ledger_dir)
     for path in files:
         esp = esp_of_file(path.stem)
         if esp is not None and esp not in esps:

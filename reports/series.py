@@ -21,7 +21,7 @@ from mailstorm.reports.fate import NEVER, Messages
 from mailstorm.reports.ingest import Columns
 
 _NS = 1_000_000_000
-_MAX_SECONDS = 7 * 86_400  # a guard against a stray timestamp stretching the series to years
+MAX_SECONDS = 7 * 86_400  # a guard against a stray timestamp stretching the series to years
 
 
 @dataclass
@@ -76,7 +76,7 @@ def build_series(cols: Columns, msgs: Messages, t0_ns: int) -> Series:
     rep = cols.table(Kind.ESP_REPLIED)
     arrays = [*ends, esp_t, rep["t"]]
     last = max((int(a[a != NEVER].max()) for a in arrays if (a != NEVER).any()), default=t0_ns)
-    length = int(min((last - t0_ns) // _NS + 1, _MAX_SECONDS))
+    length = int(min((last - t0_ns) // _NS + 1, MAX_SECONDS))
     length = max(length, 1)
 
     def sec(t: np.ndarray) -> np.ndarray:
@@ -103,9 +103,10 @@ def build_series(cols: Columns, msgs: Messages, t0_ns: int) -> Series:
     took = msgs.sut_in != NEVER
     backlog = np.cumsum(count(msgs.sut_in[took])) - np.cumsum(count(msgs.left_at[took]))
 
-    # Reordering: deliveries (in delivery order) whose intended time is below the running maximum.
+    # Reordering: deliveries (in delivery order; at one instant, by intended time: an order the ledgers'
+    # file order cannot change) whose intended time is below the running maximum.
     got = np.flatnonzero(msgs.first_esp != NEVER)
-    order = got[np.argsort(msgs.first_esp[got], kind="stable")]
+    order = got[np.lexsort((msgs.intended[got], msgs.first_esp[got]))]
     intended_in_order = msgs.intended[order]
     running = np.maximum.accumulate(intended_in_order)
     inversions = np.zeros(len(order), dtype=bool)

@@ -12,6 +12,7 @@ from mailstorm.ledger.io import (
     LedgerWriter,
     decode,
     encode_line,
+    segments,
 )
 from mailstorm.ledger.records import (
     CAMPAIGN_HEADER,
@@ -107,4 +108,5 @@ __all__ = [
     "encode_line",
     "field_types",
     "key",
+    "segments",
 ]

@@ -113,6 +113,12 @@ class LedgerWriter:
         self.close()
 
 
+def segments(directory: str | os.PathLike[str]) -> list[Path]:
+    """Every ledger segment file of one ledger directory, in name order: the one list each reader of a
+    run's ledgers (this module's, the reports' ingest and their DuckDB engine) goes through."""
+    return sorted(Path(directory).glob(f"*{LEDGER_SUFFIX}"))
+
+
 class LedgerReader:
     """Reads and merges every ledger file of one run directory (or one ledger directory).
 
@@ -128,7 +134,7 @@ class LedgerReader:
         self.skipped = 0
 
     def files(self) -> list[Path]:
-        return sorted(self.directory.glob(f"*{LEDGER_SUFFIX}"))
+        return segments(self.directory)
 
     def _lines(self, path: Path, kinds: Iterable[str] | None) -> Iterator[bytes]:
         # Cheap pre-filter: look for the kind's bytes before paying for a parse.

@@ -4,8 +4,28 @@ from __future__ import annotations
 
 import pytest
 
+from mailstorm.errors import UserError
 from mailstorm.reports.spec import SloSpec
 from mailstorm.reports.synthetic import synthesize
+from tests.reports.fate_forms import ledger_dirs, numpy_fates, sql_fates
+
+
+@pytest.fixture(autouse=True)
+def fate_forms_agree(request):
+    """After every test here that made ledgers in its tmp_path: the fate rules' numpy and SQL forms give
+    every message of every such ledger the same outcome (so each known-answer ledger of the suite holds
+    the out-of-core path to the numpy one)."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    tmp_path = request.getfixturevalue("tmp_path")
+    yield
+    for ledger in ledger_dirs(tmp_path):
+        try:
+            expected = numpy_fates(ledger)
+        except UserError:
+            continue  # a ledger damaged on purpose: the numpy form refuses it (a one-line error)
+        assert sql_fates(ledger) == expected, f"the fate rules' two forms disagree on {ledger}"
 
 
 @pytest.fixture(scope="module")
