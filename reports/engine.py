@@ -48,7 +48,7 @@ _PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99_9": 99.9}  # as
 _COLUMNS = {
     "k": "VARCHAR", "t": "BIGINT", "id": "VARCHAR", "intended": "BIGINT", "start": "BIGINT",
     "end": "BIGINT", "ok": "BOOLEAN", "code": "BIGINT", "phase": "VARCHAR", "acked": "BOOLEAN",
-    "held": "BOOLEAN", "campaign": "VARCHAR", "count": "BIGINT", "depth": "BIGINT",
+    "held": "BOOLEAN", "campaign": "VARCHAR", "count": "BIGINT", "depth": "BIGINT", "complete": "BOOLEAN",
 }  # fmt: skip
 _KINDS = (*SQL_KINDS, str(Kind.LOAD_DROPPED), str(Kind.SUT_QUEUE), str(Kind.RUN_STARTED))
 

@@ -398,15 +398,15 @@ def mark_uncorrelated(outcome: np.ndarray, sut_in: np.ndarray, esp_unmatched: in
 # The same facts from the same records as ``classify`` and the same OUTCOME_OF table: tests/reports/
 # test_fate_sql.py proves both give every message the same outcome. It reads a relation ``rec`` with one
 # row per ledger line of the kinds below (columns k, t, id, intended, start, "end", ok, code, phase, acked,
-# held, campaign; NULL where a line lacks the field) and leaves a table ``msg``, one row per submitted
-# message, with classify's columns (NEVER for "no such time") and ``outcome`` (UNCORRELATED applied),
-# and a table ``unmatched`` whose one value ``n`` is esp_unmatched.
+# held, campaign, complete; NULL where a line lacks the field) and leaves a table ``msg``, one row per
+# submitted message, with classify's columns (NEVER for "no such time") and ``outcome`` (UNCORRELATED
+# applied), and a table ``unmatched`` whose one value ``n`` is esp_unmatched.
 
 SQL_KINDS = tuple(
     str(k)
     for k in (
         Kind.LOAD_SUBMIT, Kind.SUT_ACCEPTED, Kind.ESP_ACCEPTED, Kind.ESP_DELIVERED, Kind.ESP_REPLIED,
-        Kind.SUT_BOUNCED, Kind.SUT_DEFERRED, Kind.SUT_RELAYED, Kind.SUT_HELD,
+        Kind.SUT_BOUNCED, Kind.SUT_DEFERRED, Kind.SUT_RELAYED, Kind.SUT_HELD, Kind.SUT_LISTED,
     )
 )  # fmt: skip
 
@@ -415,7 +415,7 @@ def _messages_sql() -> str:
     lookup = "[" + ",".join(map(str, OUTCOME_OF)) + "]"
     k = {name: f"'{Kind[name]}'" for name in ("LOAD_SUBMIT", "SUT_ACCEPTED", "ESP_ACCEPTED", "ESP_DELIVERED",
                                              "ESP_REPLIED", "SUT_BOUNCED", "SUT_DEFERRED", "SUT_RELAYED",
-                                             "SUT_HELD")}  # fmt: skip
+                                             "SUT_HELD", "SUT_LISTED")}  # fmt: skip
     return f"""
 CREATE OR REPLACE TABLE per_id AS  -- every id, submitted or not
 WITH r AS (  -- a line without intended/start/end (0 in the batch form) falls back on what it did record
@@ -468,7 +468,10 @@ WITH per AS (
          | CASE WHEN deferred THEN {DEFERRED} ELSE 0 END
          | CASE WHEN relayed THEN {RELAYED} ELSE 0 END
          | CASE WHEN held THEN {HELD} ELSE 0 END
-         | CASE WHEN stopped THEN {STOPPED} ELSE 0 END) AS state
+         | CASE WHEN stopped THEN {STOPPED} ELSE 0 END
+         -- a complete queue listing (one record, no id) is a fact about every message
+         | CASE WHEN (SELECT bool_or(complete) FROM rec WHERE k = {k["SUT_LISTED"]}) THEN {LISTED} ELSE 0 END
+        ) AS state
     FROM per
 ), decided AS (
     SELECT *, {lookup}[state + 1]::TINYINT AS fate FROM facts

@@ -33,12 +33,13 @@ def test_the_synthetic_runs_get_the_same_outcomes_in_both_forms(tmp_path, name):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(message_fates, min_size=0, max_size=25))
-def test_generated_ledgers_get_the_same_outcomes_in_both_forms(fates):
+@given(st.lists(message_fates, min_size=0, max_size=25), st.sampled_from([None, True, False]))
+def test_generated_ledgers_get_the_same_outcomes_in_both_forms(fates, listing):
     """Whatever mix of records a message has (retries, 4xx/5xx, acked or not, deferrals, relays, holds, a
-    stop), the SQL form decides what the numpy form decides, message by message."""
+    stop; a complete queue listing, an incomplete one, none), the SQL form decides what the numpy form
+    decides, message by message."""
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Path(tmp) / "ledger"
         ledger.mkdir()
-        _write_fates(ledger, fates)
+        _write_fates(ledger, fates, listing)
         assert sql_fates(ledger) == numpy_fates(ledger)
