@@ -17,6 +17,7 @@ from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.http.handshake import https_context
 from mailstorm.fake_esp.http.server import HttpApiServer, http_status
 from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.fake_esp.server import webhook_keys
 from mailstorm.fake_esp.webhooks.poster import WebhookPoster
 from mailstorm.netguard import check_address
 
@@ -49,6 +50,8 @@ async def start(ctx: Any) -> HttpSide:
             default_format=profile.api if profile else None,
             correlation_header=spec.correlation_header,
             outage=lambda: ctx.engine.outage("webhooks"),
+            keys=webhook_keys(spec),  # the parent made them: every worker signs with the same keys
+            control=spec.control_url,
         )
         await poster.start()
         ctx.accepted_hooks.append(poster.notify)

@@ -15,6 +15,16 @@ event, which is never posted), fault (null | "drop" | "duplicate" | "reorder" | 
 second post of a duplicated event), final (true on the last attempt: delivered, given up, or out of
 retries), ok. So the ledger says which events were posted twice, which never, and which the URL missed.
 
+Authentication (mailstorm.fake_esp.webhooks.signing): each POST is signed as its ESP signs (the
+format's ``render`` with the signing key, then its ``sign`` with the run's keys and the URL) and carries
+the spec's ``auth`` headers; the ``bad_signature`` fault (drawn per event, only when its probability is
+set, so other seeds' draws do not move) signs that event's POSTs with wrong secrets and sends wrong
+credentials, and its records say ``fault: bad_signature`` (a verifying receiver is right to refuse it;
+the retries carry the same wrong signature). A format with a handshake (SES through SNS) posts it once,
+before its first event (an ``esp.subscription`` record per attempt, retried on the ESP's schedule);
+events follow whether or not the endpoint confirmed (the ledger says whether it did). The ledger's
+``url`` never shows a password.
+
 An ESP outage that takes the webhooks down (``outage`` returns it; the outage fault's ``on`` names
 webhooks, the default) holds every POST until it ends: a down ESP posts nothing. Each held POST writes
 one esp.fault record first (ftype outage, phase "webhook", action "hold", proto "webhooks", events: how
@@ -38,9 +48,16 @@ import aiohttp
 
 from mailstorm.fake_esp.engine import Outage
 from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
-from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, per_post, render
+from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, handshake, per_post, render, sign
+from mailstorm.fake_esp.webhooks.signing import (
+    Signer,
+    WebhookKeys,
+    auth_headers,
+    redact_url,
+    url_with_wrong_password,
+)
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
-from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspWebhook, LedgerWriter
+from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspSubscription, EspWebhook, LedgerWriter
 
 log = logging.getLogger("mailstorm.fake_esp.webhooks")
 REORDER_HOLD_S = 1.0
@@ -54,6 +71,7 @@ class _Item:
     event: Event
     fault: str | None
     copy: int = 0
+    bad: bool = False  # the bad_signature fault: signed with wrong secrets
 
 
 class WebhookPoster:
@@ -67,8 +85,13 @@ class WebhookPoster:
         default_format: str | None = None,
         correlation_header: str = CORRELATION_HEADER,
         outage: Callable[[], Outage | None] | None = None,
+        keys: WebhookKeys | None = None,
+        control: str = "",
     ) -> None:
         self.spec = spec
+        self.signer = Signer(spec.url, spec.signing_key, keys, control, spec.sns_signature_version)
+        self.url = redact_url(spec.url)  # what the ledger shows
+        self._handshakes: dict[str, asyncio.Task[None]] = {}
         self._outage = outage
         self.ledger = ledger
         self.default_format = default_format
@@ -145,9 +168,10 @@ class WebhookPoster:
         copies = 2 if self.rng.random() < f.duplicate else 1
         reorder = self.rng.random() < f.reorder
         delay = f.delay_ms + (self.rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
+        bad = bool(f.bad_signature) and self.rng.random() < f.bad_signature
         for copy in range(copies):
             fault = "duplicate" if copy else ("reorder" if reorder else ("delay" if delay else None))
-            item = _Item(fmt, ev, fault, copy)
+            item = _Item(fmt, ev, "bad_signature" if bad else fault, copy, bad)
             self.pending += 1
             if reorder and copy == 0:
                 # Posted after the next event (out of order), or after REORDER_HOLD_S if none comes.
@@ -178,7 +202,7 @@ class WebhookPoster:
             limit = per_post(first.fmt, policy.batch_max)
             while len(batch) < limit and not self._queue.empty():
                 nxt = self._queue.get_nowait()
-                if nxt.fmt != first.fmt:
+                if nxt.fmt != first.fmt or nxt.bad != first.bad:  # one POST: one signature
                     self._queue.put_nowait(nxt)
                     break
                 batch.append(nxt)
@@ -192,16 +216,23 @@ class WebhookPoster:
         self._sem.release()
 
     async def _post(self, batch: list[_Item], policy: WebhookPolicy) -> None:
-        fmt = batch[0].fmt
-        body, headers = render(fmt, [i.event for i in batch], signing_key=self.spec.signing_key)
+        fmt, bad = batch[0].fmt, batch[0].bad
+        signer = self.signer.wrong() if bad else self.signer
+        url = url_with_wrong_password(self.spec.url) if bad else self.spec.url
+        body, headers = render(fmt, [i.event for i in batch], signing_key=signer.signing_key)
         schedule = [s * self.spec.retry_time_scale for s in policy.retry_schedule_s]
         no_retry = all(i.event.event in policy.no_retry_events for i in batch)
         attempt = 0
         try:
+            await self._handshake(fmt, schedule)
             while True:
                 attempt += 1
                 await self._hold(len(batch))
-                status, error = await self._send(body, headers)
+                # Signed at each sending (SendGrid's timestamp is the sending's); credentials last, so
+                # the spec's auth wins over a format's own Authorization.
+                signed_body, signed = sign(fmt, body, headers, signer)
+                signed |= auth_headers(self.spec.auth, wrong=bad)
+                status, error = await self._send(url, signed_body, signed)
                 ok = status is not None and 200 <= status < 300
                 out_of_retries = no_retry or attempt > len(schedule) or status in policy.give_up_on
                 final = ok or out_of_retries
@@ -212,6 +243,33 @@ class WebhookPoster:
                 await asyncio.sleep(schedule[attempt - 1])
         finally:
             self.pending -= len(batch)
+
+    async def _handshake(self, fmt: str, schedule: list[float]) -> None:
+        """The format's handshake POST to this endpoint (SNS's SubscriptionConfirmation), once: every
+        POST of the format waits for it to be answered or out of retries."""
+        task = self._handshakes.get(fmt)
+        if task is None:
+            task = self._handshakes[fmt] = asyncio.get_running_loop().create_task(self._shake(fmt, schedule))
+        await asyncio.shield(task)
+
+    async def _shake(self, fmt: str, schedule: list[float]) -> None:
+        post = handshake(fmt, self.signer)
+        if post is None:
+            return
+        body, headers = post
+        topic = str(headers.get("x-amz-sns-topic-arn", ""))
+        headers = headers | auth_headers(self.spec.auth)
+        for attempt in range(len(schedule) + 1):
+            await self._hold(0)
+            status, error = await self._send(self.spec.url, body, headers)
+            ok = status is not None and 200 <= status < 300
+            self.ledger.write(
+                EspSubscription(api=fmt, action="request", topic=topic, url=self.url, ok=ok, status=status,
+                                error=error)
+            )  # fmt: skip
+            if ok or attempt == len(schedule):
+                return
+            await asyncio.sleep(schedule[attempt])
 
     async def _hold(self, events: int) -> None:
         """Wait while an outage takes the webhooks down (a down ESP posts nothing); record the hold."""
@@ -229,10 +287,10 @@ class WebhookPoster:
             await asyncio.sleep(HOLD_POLL_S)  # polling the outage's end, which the engine knows
             outage = self._outage()
 
-    async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
+    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
         assert self._session is not None
         try:
-            async with self._session.post(self.spec.url, data=body, headers=headers) as resp:
+            async with self._session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
                 return resp.status, None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -257,7 +315,7 @@ class WebhookPoster:
                 esp_id=ev.esp_id,
                 rcpt=ev.rcpt,
                 event_id=ev.event_id,
-                url=self.spec.url,
+                url=self.url,
                 status=status,
                 attempt=attempt,
                 fault=item.fault,

@@ -43,6 +43,7 @@ class Kind(StrEnum):
     ESP_FAULT_ENDED = "esp.fault.ended"
     ESP_DELIVERED = "esp.delivered"
     ESP_WEBHOOK = "esp.webhook"
+    ESP_SUBSCRIPTION = "esp.subscription"
     LOAD_SUBMIT = "load.submit"
     LOAD_DROPPED = "load.dropped"
     LOAD_STARTED = "load.started"
@@ -278,6 +279,27 @@ class EspWebhook(Record, kw_only=True):
     """The receiver answered 2xx."""
     error: str | None
     """Why the post failed without a status (connection refused, timeout)."""
+
+
+class EspSubscription(Record, kw_only=True):
+    """A step of a webhook subscription handshake (SES through SNS): the SubscriptionConfirmation the ESP
+    posted to a new endpoint (``request``), or the endpoint's confirmation (``confirm``, on the SNS URL
+    the ESP serves)."""
+
+    api: str
+    """The webhook format (``ses``)."""
+    action: str
+    """``request`` (the ESP posted a SubscriptionConfirmation) or ``confirm`` (the endpoint confirmed)."""
+    topic: str
+    """The SNS topic ARN."""
+    url: str
+    """The endpoint (its password, if any, redacted)."""
+    ok: bool
+    """request: the endpoint answered 2xx; confirm: the token was right."""
+    status: int | None = None
+    """request: the endpoint's HTTP status; null when nothing answered."""
+    error: str | None = None
+    """request: why nothing answered."""
 
 
 # -- load generator --------------------------------------------------------------------------------------
@@ -699,7 +721,7 @@ class CampaignAnswer(Record, kw_only=True):
 RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
-        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook,
+        EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook, EspSubscription,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, ProxyActed, ProxyUpstreamFailed,
         RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, Action,
