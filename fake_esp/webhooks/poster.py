@@ -18,7 +18,8 @@ retries), ok. So the ledger says which events were posted twice, which never, an
 Authentication (mailstorm.fake_esp.webhooks.signing): each POST is signed as its ESP signs (the
 format's ``render`` with the signing key, then its ``sign`` with the run's keys and the URL) and carries
 the spec's ``auth`` headers; the ``bad_signature`` fault (drawn per event, only when its probability is
-set, so other seeds' draws do not move) signs that event's POSTs with wrong secrets and sends wrong
+set, so other seeds' draws do not move, and only for a POST that carries a signature or credentials)
+signs that event's POSTs with wrong secrets and sends wrong
 credentials, and its records say ``fault: bad_signature`` (a verifying receiver is right to refuse it;
 the retries carry the same wrong signature). A format with a handshake (SES through SNS) posts it once,
 before its first event (an ``esp.subscription`` record per attempt, retried on the ESP's schedule);
@@ -92,6 +93,7 @@ class WebhookPoster:
         self.signer = Signer(spec.url, spec.signing_key, keys, control, spec.sns_signature_version)
         self.url = redact_url(spec.url)  # what the ledger shows
         self._handshakes: dict[str, asyncio.Task[None]] = {}
+        self._forgeable_formats: dict[str, bool] = {}
         self._outage = outage
         self.ledger = ledger
         self.default_format = default_format
@@ -168,7 +170,7 @@ class WebhookPoster:
         copies = 2 if self.rng.random() < f.duplicate else 1
         reorder = self.rng.random() < f.reorder
         delay = f.delay_ms + (self.rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
-        bad = bool(f.bad_signature) and self.rng.random() < f.bad_signature
+        bad = bool(f.bad_signature) and self._forgeable(fmt) and self.rng.random() < f.bad_signature
         for copy in range(copies):
             fault = "duplicate" if copy else ("reorder" if reorder else ("delay" if delay else None))
             item = _Item(fmt, ev, "bad_signature" if bad else fault, copy, bad)
@@ -180,6 +182,22 @@ class WebhookPoster:
                 continue
             self._later(item, delay / 1000.0)
             self._release_held(delay / 1000.0)
+
+    def _forgeable(self, fmt: str) -> bool:
+        """Whether a POST of ``fmt`` to this URL carries anything a wrong secret changes (a signature,
+        credentials): the bad_signature fault is drawn only where it can act, so its records never
+        name a POST that went out as a good one would (an unsigned format without credentials)."""
+        if fmt not in self._forgeable_formats:
+            if self.spec.auth is not None or url_with_wrong_password(self.spec.url) != self.spec.url:
+                self._forgeable_formats[fmt] = True
+            else:
+                sample = Event("delivered", "probe", None, "probe", "p@example.test", "", 0.0, self.header)
+                posts = [
+                    sign(fmt, *render(fmt, [sample], signing_key=s.signing_key), s)
+                    for s in (self.signer, self.signer.wrong())
+                ]
+                self._forgeable_formats[fmt] = posts[0] != posts[1]
+        return self._forgeable_formats[fmt]
 
     def _release_held(self, delay_s: float = 0.0) -> None:
         while self._held:

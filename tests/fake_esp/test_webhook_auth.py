@@ -7,6 +7,8 @@ fault signed wrongly, which the ledger marks ``bad_signature``, and accepting ev
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import importlib
 import re
 from collections import defaultdict
@@ -197,3 +199,25 @@ def test_verifying_receivers_refuse_exactly_the_bad_signatures(tmp_path):
     assert kinds == {api: {True, False} for api in APIS}
     subs = list(LedgerReader(esp.ledger_dir).records([Kind.ESP_SUBSCRIPTION]))
     assert [(r["action"], r["ok"]) for r in subs] == [("request", True), ("confirm", True)]
+
+
+def test_bad_signature_acts_only_where_a_post_carries_a_secret(tmp_path):
+    """bad_signature 1.0: every Mailgun event is signed wrongly (its records say so, and its signature
+    is not the one the signing key gives); Brevo's posts carry no signature and, without credentials,
+    nothing to get wrong: they go out as ever and no record names the fault."""
+    with Receiver() as rx:
+        esp = start_esp(tmp_path, rx.url, faults={"bad_signature": 1.0})
+        try:
+            send(esp, "mailgun", 2)
+            send(esp, "brevo", 2)
+            wait_until(lambda: len(rx.posts) >= 4)
+        finally:
+            esp.stop()
+        posts = list(rx.posts)
+    faults = {(r["api"], r["fault"]) for r in webhook_records(esp)}
+    assert faults == {("mailgun", "bad_signature"), ("brevo", None)}
+    for headers, body in posts:
+        if format_of(headers, body) == "mailgun":
+            sig = orjson.loads(body)["signature"]
+            good = hmac.new(SIGNING_KEY.encode(), (sig["timestamp"] + sig["token"]).encode(), hashlib.sha256)
+            assert sig["signature"] != good.hexdigest()

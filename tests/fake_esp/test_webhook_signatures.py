@@ -179,3 +179,29 @@ def test_mandrill_signs_the_url_and_sorted_params(tmp_path):
             hmac.new(SIGNING_KEY.encode(), signed.encode(), hashlib.sha1).digest()
         ).decode()
         assert headers["X-Mandrill-Signature"] == want
+
+
+def test_the_keys_file_is_made_once_and_a_configured_sendgrid_key_replaces_its_key(tmp_path):
+    """load_or_make writes the keys once (mode 0600) and gives the same keys after (an ESP started again
+    signs with them); a configured SendGrid key replaces the made one and stays; a broken file is one
+    line naming it."""
+    from mailstorm.errors import UserError
+
+    path = tmp_path / "esp" / "webhook-keys.json"
+    first = load_or_make(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_make(path) == first
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+    configured = load_or_make(path, pem)
+    assert configured.sendgrid_public != first.sendgrid_public
+    assert (configured.sns_cert, configured.sns_secret) == (first.sns_cert, first.sns_secret)
+    assert load_or_make(path) == configured
+    path.write_text("{")
+    with pytest.raises(UserError, match=r"^webhook keys .*webhook-keys.json: unreadable"):
+        load_or_make(path)

@@ -15,7 +15,9 @@ same form fields. The token is an HMAC of the topic and endpoint under the run's
 or process of the ESP can check it. Each confirmation is an ``esp.subscription`` record (action
 ``confirm``, ok: the token was right) in the ESP's ``esp[-<name>]-sns`` ledger; each SubscriptionConfirmation
 POST one with action ``request``. The control API serves these paths without its token (they are the
-ESP's public side: SNS's endpoints need no credentials but the subscription token).
+ESP's public side: SNS's endpoints need no credentials but the subscription token). Each worker process
+of an ESP (``--processes N``) posts its own SubscriptionConfirmation, before its first SES event: a
+receiver confirms N times, harmlessly.
 References: https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html,
 https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html,
 https://docs.aws.amazon.com/sns/latest/api/API_ConfirmSubscription.html.
