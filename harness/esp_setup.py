@@ -49,9 +49,9 @@ def esp_process(
     ca: Path | None = None,
 ) -> EspProcess:
     """A (not yet started) fake ESP for ``esp`` on ``ports`` (smtp, http, control; None: free), seeded
-    with ``seed`` (the run derives it for the ESP); ``webhook_url`` replaces the webhooks' URL (the
-    chaos proxy's, when it fronts the webhook path); ``ca`` is where it writes its CA (default
-    ``ca_path(run_dir)``)."""
+    with ``seed`` (the run derives it for the ESP); ``webhook_url`` is where the webhooks are posted
+    instead of their URL (the chaos proxy's, when it fronts the webhook path: ``via``); ``ca`` is where
+    it writes its CA (default ``ca_path(run_dir)``)."""
     smtp_port, http_port, control_port = ports
     return EspProcess(
         ledger_dir,
@@ -105,7 +105,8 @@ def _extra_args(esp: EspSection, run_dir: Path, webhook_url: str | None) -> list
             args += [flag, str(path)]
     if esp.webhooks is not None:
         path = run_dir / "esp-webhooks.yaml"
-        hooks = esp.webhooks.model_dump(mode="json") | ({"url": webhook_url} if webhook_url else {})
+        # Posted through the proxy, signed and recorded as the URL the scenario gave (Mandrill signs it).
+        hooks = esp.webhooks.model_dump(mode="json") | ({"via": webhook_url} if webhook_url else {})
         hooks["keys_file"] = str(esp.webhooks.keys_file or webhook_keys_path(run_dir))
         path.write_text(yaml.safe_dump(hooks, sort_keys=False))
         args += ["--webhooks", str(path)]

@@ -42,8 +42,9 @@ async def start(ctx: Any) -> HttpSide:
     ledger = ctx.ledger
     poster = None
     if spec.webhooks is not None:
-        host = urlsplit(spec.webhooks.url).hostname or ""
-        check_address(host, what="webhook URL")  # events go to loopback only (design: no traffic off-box)
+        for url in (spec.webhooks.url, spec.webhooks.via):  # events go to loopback only (no traffic off-box)
+            if url is not None:
+                check_address(urlsplit(url).hostname or "", what="webhook URL")
         poster = WebhookPoster(
             spec.webhooks,
             ledger,

@@ -92,6 +92,7 @@ class WebhookPoster:
         self.spec = spec
         self.signer = Signer(spec.url, spec.signing_key, keys, control, spec.sns_signature_version)
         self.url = redact_url(spec.url)  # what the ledger shows
+        self.target = spec.via or spec.url  # where the POSTs go (the chaos proxy, when it fronts them)
         self._handshakes: dict[str, asyncio.Task[None]] = {}
         self._forgeable_formats: dict[str, bool] = {}
         self._outage = outage
@@ -188,7 +189,7 @@ class WebhookPoster:
         credentials): the bad_signature fault is drawn only where it can act, so its records never
         name a POST that went out as a good one would (an unsigned format without credentials)."""
         if fmt not in self._forgeable_formats:
-            if self.spec.auth is not None or url_with_wrong_password(self.spec.url) != self.spec.url:
+            if self.spec.auth is not None or url_with_wrong_password(self.target) != self.target:
                 self._forgeable_formats[fmt] = True
             else:
                 sample = Event("delivered", "probe", None, "probe", "p@example.test", "", 0.0, self.header)
@@ -236,7 +237,7 @@ class WebhookPoster:
     async def _post(self, batch: list[_Item], policy: WebhookPolicy) -> None:
         fmt, bad = batch[0].fmt, batch[0].bad
         signer = self.signer.wrong() if bad else self.signer
-        url = url_with_wrong_password(self.spec.url) if bad else self.spec.url
+        url = url_with_wrong_password(self.target) if bad else self.target
         body, headers = render(fmt, [i.event for i in batch], signing_key=signer.signing_key)
         schedule = [s * self.spec.retry_time_scale for s in policy.retry_schedule_s]
         no_retry = all(i.event.event in policy.no_retry_events for i in batch)
@@ -279,7 +280,7 @@ class WebhookPoster:
         headers = headers | auth_headers(self.spec.auth)
         for attempt in range(len(schedule) + 1):
             await self._hold(0)
-            status, error = await self._send(self.spec.url, body, headers)
+            status, error = await self._send(self.target, body, headers)
             ok = status is not None and 200 <= status < 300
             self.ledger.write(
                 EspSubscription(api=fmt, action="request", topic=topic, url=self.url, ok=ok, status=status,

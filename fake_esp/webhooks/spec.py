@@ -22,6 +22,9 @@ sendgrid_key      the PEM of the ECDSA P-256 private key SendGrid's Signed Event
                   unset: made per run (mailstorm.fake_esp.webhooks.signing)
 sns_signature_version  1 (SHA1withRSA, SNS's default) or 2 (SHA256withRSA) for SES's SNS messages
 keys_file         where the run's webhook keys are kept (default <ledger>/webhook-keys.json)
+via               where the POSTs go instead of url (the chaos proxy fronting the webhook path: the
+                  runner sets it); url stays what the ESP was configured with, what Mandrill signs and
+                  the ledger records
 auth              credentials every POST carries, for receivers that check them: basic "user:password",
                   or bearer "token" (one of those two), and/or headers {Name: value}; never in the ledger
 """
@@ -107,12 +110,13 @@ class WebhookSpec(_Frozen):
     sns_signature_version: Literal[1, 2] = 1
     keys_file: Path | None = None
     auth: WebhookAuth | None = None
+    via: str | None = None
     seed: int = 0
 
-    @field_validator("url")
+    @field_validator("url", "via")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return v
 
