@@ -38,6 +38,20 @@ def send(esp, api: str, n: int) -> None:
         send_plain(esp.http_url, f"auth-{api}-{i}")
 
 
+def posted(tmp_path, sends: dict[str, int], posts: int, url=lambda u: u, **webhooks: Any):
+    """Messages through each API of ``sends`` (how many each) to an ESP posting to a receiver (at
+    ``url(its URL)``); (the ESP, stopped; the posts received; the receiver's URL) once ``posts`` came."""
+    with Receiver() as rx:
+        esp = start_esp(tmp_path, url(rx.url), **webhooks)
+        try:
+            for api, n in sends.items():
+                send(esp, api, n)
+            wait_until(lambda: len(rx.posts) >= posts)
+        finally:
+            esp.stop()
+        return esp, list(rx.posts), rx.url
+
+
 def ledger_text(esp) -> str:
     return "".join(p.read_text() for p in esp.ledger_dir.glob("*.jsonl"))
 
@@ -58,15 +72,7 @@ def ledger_text(esp) -> str:
 def test_auth_is_on_every_post_and_never_in_the_ledger(tmp_path, auth, header, value):
     """Every POST (events of two formats, SES's SubscriptionConfirmation included) carries the
     configured credentials; no ledger line holds the secret."""
-    with Receiver() as rx:
-        esp = start_esp(tmp_path, rx.url, auth=auth)
-        try:
-            send(esp, "mailgun", 2)
-            send(esp, "ses", 1)
-            wait_until(lambda: len(rx.posts) >= 4)
-        finally:
-            esp.stop()
-        posts = list(rx.posts)
+    esp, posts, _ = posted(tmp_path, {"mailgun": 2, "ses": 1}, 4, auth=auth)
     assert {format_of(h, b) for h, b in posts} == {"mailgun", "ses"}
     assert all(h.get(header) == value for h, _ in posts)
     assert len(webhook_records(esp)) == 3
@@ -76,18 +82,11 @@ def test_auth_is_on_every_post_and_never_in_the_ledger(tmp_path, auth, header, v
 def test_a_password_in_the_url_is_sent_and_redacted_in_the_ledger(tmp_path):
     """Basic auth given in the URL goes out as the Authorization header; the ledger's url shows the user,
     not the password."""
-    with Receiver() as rx:
-        url = rx.url.replace("http://", f"http://hook:{SECRET}@")
-        esp = start_esp(tmp_path, url)
-        try:
-            send(esp, "mailgun", 1)
-            wait_until(lambda: len(rx.posts) >= 1)
-        finally:
-            esp.stop()
-        ((headers, _),) = rx.posts
+    with_password = lambda u: u.replace("http://", f"http://hook:{SECRET}@")  # noqa: E731
+    esp, ((headers, _),), rx_url = posted(tmp_path, {"mailgun": 1}, 1, url=with_password)
     assert headers["Authorization"] == "Basic " + base64.b64encode(f"hook:{SECRET}".encode()).decode()
     (rec,) = webhook_records(esp)
-    assert rec["url"] == rx.url.replace("http://", "http://hook:***@")
+    assert rec["url"] == rx_url.replace("http://", "http://hook:***@")
     assert SECRET not in ledger_text(esp)
 
 
@@ -205,15 +204,7 @@ def test_bad_signature_acts_only_where_a_post_carries_a_secret(tmp_path):
     """bad_signature 1.0: every Mailgun event is signed wrongly (its records say so, and its signature
     is not the one the signing key gives); Brevo's posts carry no signature and, without credentials,
     nothing to get wrong: they go out as ever and no record names the fault."""
-    with Receiver() as rx:
-        esp = start_esp(tmp_path, rx.url, faults={"bad_signature": 1.0})
-        try:
-            send(esp, "mailgun", 2)
-            send(esp, "brevo", 2)
-            wait_until(lambda: len(rx.posts) >= 4)
-        finally:
-            esp.stop()
-        posts = list(rx.posts)
+    esp, posts, _ = posted(tmp_path, {"mailgun": 2, "brevo": 2}, 4, faults={"bad_signature": 1.0})
     faults = {(r["api"], r["fault"]) for r in webhook_records(esp)}
     assert faults == {("mailgun", "bad_signature"), ("brevo", None)}
     for headers, body in posts:
