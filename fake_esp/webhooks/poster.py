@@ -17,14 +17,13 @@ retries), ok. So the ledger says which events were posted twice, which never, an
 
 Authentication (mailstorm.fake_esp.webhooks.signing): each POST is signed as its ESP signs (the
 format's ``render`` with the signing key, then its ``sign`` with the run's keys and the URL) and carries
-the spec's ``auth`` headers; the ``bad_signature`` fault (drawn per event, only when its probability is
+the spec's ``auth`` headers. The ``bad_signature`` fault (drawn per event, only when its probability is
 set, so other seeds' draws do not move, and only for a POST that carries a signature or credentials)
-signs that event's POSTs with wrong secrets and sends wrong
-credentials, and its records say ``fault: bad_signature`` (a verifying receiver is right to refuse it;
-the retries carry the same wrong signature). A format with a handshake (SES through SNS) posts it once,
-before its first event (an ``esp.subscription`` record per attempt, retried on the ESP's schedule);
-events follow whether or not the endpoint confirmed (the ledger says whether it did). The ledger's
-``url`` never shows a password.
+signs that event's POSTs with wrong secrets and sends wrong credentials; its records say ``fault:
+bad_signature`` (a verifying receiver is right to refuse it; the retries carry the same wrong
+signature). A format with a handshake (SES through SNS) posts it once, before its first event (an
+``esp.subscription`` record per attempt, retried on the ESP's schedule); events follow whether or not
+the endpoint confirmed (the ledger says whether it did). The ledger's ``url`` never shows a password.
 
 An ESP outage that takes the webhooks down (``outage`` returns it; the outage fault's ``on`` names
 webhooks, the default) holds every POST until it ends: a down ESP posts nothing. Each held POST writes
@@ -119,10 +118,11 @@ class WebhookPoster:
         deadline = time.monotonic() + drain_s
         while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # polling a drain condition, bounded by drain_s
-        for task in [self._dispatcher, *self._tasks]:
+        tasks = [self._dispatcher, *self._tasks, *self._handshakes.values()]
+        for task in tasks:
             if task is not None:
                 task.cancel()
-        for task in [self._dispatcher, *self._tasks]:
+        for task in tasks:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
