@@ -18,6 +18,8 @@
                            N messages match, or after S s (<= 120) with what there is (a long poll)
     GET /messages/{id}     one message with its headers (and body with --store-bodies); 404 when unknown
     GET /messages/{id}/raw its stored body as message/rfc822 (--store-bodies); 404 when not stored
+    GET /sns/...           with webhooks: the fake SNS's signing certificate and ConfirmSubscription
+                           (mailstorm.fake_esp.esps.ses.sns; served without the token)
     GET /                  a read-only page of the latest messages and active faults, refreshing live
                            (no data in it; with a token, open it as /#token=<token>)
 
@@ -34,6 +36,7 @@ import hmac
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,12 +81,17 @@ def _bad(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 
 
-def make_app(backend: Backend, token: str | None = None, bodies: Path | None = None) -> web.Application:
-    """The control API over ``backend``; ``bodies``: the --store-bodies directory, if any."""
+def make_app(
+    backend: Backend, token: str | None = None, bodies: Path | None = None, public: Sequence[Any] = ()
+) -> web.Application:
+    """The control API over ``backend``; ``bodies``: the --store-bodies directory, if any; ``public``:
+    routes served without the token (the webhooks' SNS endpoints: mailstorm.fake_esp.webhooks.formats)."""
+    open_paths = {"/", *(r.path for r in public)}
 
     @web.middleware
     async def require_token(request: web.Request, handler):
-        if token is not None and request.path != "/":  # the page holds no data; its requests carry it
+        # The page holds no data (its requests carry the token); the public routes are the ESP's own.
+        if token is not None and request.path not in open_paths:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
@@ -240,6 +248,7 @@ def make_app(backend: Backend, token: str | None = None, bodies: Path | None = N
             web.get("/messages/{id}", get_message),
             web.get("/messages/{id}/raw", raw_message),
             web.get("/", page),
+            *public,
         ]
     )
     return app

@@ -13,6 +13,11 @@ serves the control API over an engine that is only the store of faults, and mirr
 workers over a pipe (``("load", snapshot)``); counters are gathered from the workers on request. A
 worker exits when its pipe closes, so it never outlives a killed parent.
 
+Webhook keys (mailstorm.fake_esp.webhooks.signing): when webhooks are set, the parent loads or makes the
+run's keys file before any worker starts (``prepare_webhook_keys``, which prints SendGrid's verification
+key); each worker's poster loads the same file, and the control API serves what the formats publish
+(SNS's certificate and ConfirmSubscription), recording in the ``esp[-<name>]-sns`` ledger.
+
 TLS (``--tls``): the CA and the server certificates are made once, in the parent, before any worker is
 forked (mailstorm.fake_esp.tls.make_material), and the CA written to ``--tls-ca``; each worker builds its
 own ssl contexts from them, so every worker serves the same certificate.
@@ -36,7 +41,7 @@ import signal
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailstorm.errors import EXIT_OK, HarnessError, UserError
 from mailstorm.fake_esp.control import make_app, start_control
@@ -49,6 +54,9 @@ from mailstorm.fake_esp.spec import EspSpec, ledger_source
 from mailstorm.fake_esp.tls import Contexts, TlsMaterial, contexts, make_material
 from mailstorm.ledger import LedgerWriter
 from mailstorm.netguard import is_loopback
+
+if TYPE_CHECKING:
+    from mailstorm.fake_esp.webhooks.signing import WebhookKeys
 
 log = logging.getLogger("fake_esp")
 
@@ -153,10 +161,48 @@ def prepare_tls(spec: EspSpec) -> TlsMaterial | None:
     return material
 
 
+def webhook_keys(spec: EspSpec) -> WebhookKeys | None:
+    """The run's webhook keys (None without webhooks), made if their file is not there yet."""
+    if spec.webhooks is None:
+        return None
+    from mailstorm.fake_esp.webhooks.signing import load_or_make
+
+    return load_or_make(spec.webhook_keys_path(DEFAULT_LEDGER), spec.webhooks.sendgrid_key)
+
+
+def prepare_webhook_keys(spec: EspSpec) -> None:
+    """Make the webhook keys before any worker starts (they all load the file); say SendGrid's
+    verification key, which a receiver is configured with."""
+    keys = webhook_keys(spec)
+    if keys is not None:
+        where = spec.webhook_keys_path(DEFAULT_LEDGER)
+        print(f"fake ESP: webhook keys {where}; SendGrid verification key {keys.sendgrid_public}", flush=True)
+
+
+def public_routes(spec: EspSpec) -> list[Any]:
+    """What the control API serves for the webhooks without its token (SNS's URLs); records of them go
+    to the ``esp[-<name>]-sns`` ledger, opened at the first."""
+    keys = webhook_keys(spec)
+    if spec.webhooks is None or keys is None:
+        return []
+    from mailstorm.fake_esp.webhooks.formats import routes
+
+    writers: list[LedgerWriter] = []
+
+    def write(record: Any) -> None:
+        if not writers:
+            writers.append(LedgerWriter(spec.ledger or DEFAULT_LEDGER, f"esp-{spec.name}-sns" if spec.name
+                                        else "esp-sns"))  # fmt: skip
+        writers[0].write(record)
+
+    return routes(keys, spec.webhooks.url, write)
+
+
 def serve(spec: EspSpec, *, tokenless: bool = False) -> int:
     """Run the ESP until SIGTERM/SIGINT; returns the exit code."""
     check_bind(spec, tokenless=tokenless)
     tls = prepare_tls(spec)
+    prepare_webhook_keys(spec)
     if spec.processes == 1:
         return _run(_serve_single(spec, tls))
     return _serve_multi(spec, tls)
@@ -235,7 +281,7 @@ async def _serve_single(spec: EspSpec, tls: TlsMaterial | None) -> int:
 
 async def _control(backend, spec: EspSpec):
     try:
-        app = make_app(backend, spec.token, spec.store_bodies)
+        app = make_app(backend, spec.token, spec.store_bodies, public_routes(spec))
         return await start_control(app, spec.bind, spec.control_port)
     except OSError as exc:
         raise UserError(

@@ -139,6 +139,18 @@ class EspSpec(BaseModel):
     def tls_on(self) -> bool:
         return self.tls != "off"
 
+    def webhook_keys_path(self, default_ledger: Path) -> Path:
+        """Where the webhook keys are kept: ``webhooks.keys_file``, else ``<ledger>/webhook-keys.json``."""
+        if self.webhooks is not None and self.webhooks.keys_file is not None:
+            return self.webhooks.keys_file
+        return (self.ledger or default_ledger) / "webhook-keys.json"
+
+    @property
+    def control_url(self) -> str:
+        """The control API's base URL as a local client reaches it (a wildcard bind: over loopback)."""
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "", "::") else self.bind
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.control_port}"
+
     def ca_path(self, default_ledger: Path) -> Path:
         """Where the CA certificate is written: ``tls_ca``, else ``<ledger dir>/ca.pem``."""
         return self.tls_ca if self.tls_ca is not None else (self.ledger or default_ledger) / "ca.pem"

@@ -17,7 +17,7 @@ from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.harness.scenario import EspSection
 from mailstorm.harness.targets.base import EspSecurity
-from mailstorm.runinfo import EspLimits
+from mailstorm.runinfo import EspLimits, WebhookKeysInfo
 
 
 def ca_path(run_dir: Path, name: str | None = None) -> Path:
@@ -50,9 +50,10 @@ def esp_process(
     host: str = "127.0.0.1",
 ) -> EspProcess:
     """A (not yet started) fake ESP for ``esp`` on ``ports`` (smtp, http, control; None: free), seeded
-    with ``seed`` (the run derives it for the ESP); ``webhook_url`` replaces the webhooks' URL (the
-    chaos proxy's, when it fronts the webhook path); ``ca`` is where it writes its CA (default
-    ``ca_path(run_dir)``); ``host``: where it is reached (a fleet host's own address)."""
+    with ``seed`` (the run derives it for the ESP); ``webhook_url`` is where the webhooks are posted
+    instead of their URL (the chaos proxy's, when it fronts the webhook path: ``via``); ``ca`` is where
+    it writes its CA (default ``ca_path(run_dir)``); ``host``: where it is reached (a fleet host's own
+    address)."""
     smtp_port, http_port, control_port = ports
     return EspProcess(
         ledger_dir,
@@ -107,10 +108,30 @@ def _extra_args(esp: EspSection, run_dir: Path, webhook_url: str | None) -> list
             args += [flag, str(path)]
     if esp.webhooks is not None:
         path = run_dir / "esp-webhooks.yaml"
-        hooks = esp.webhooks.model_dump(mode="json") | ({"url": webhook_url} if webhook_url else {})
+        # Posted through the proxy, signed and recorded as the URL the scenario gave (Mandrill signs it).
+        hooks = esp.webhooks.model_dump(mode="json") | ({"via": webhook_url} if webhook_url else {})
+        hooks["keys_file"] = str(esp.webhooks.keys_file or webhook_keys_path(run_dir))
         path.write_text(yaml.safe_dump(hooks, sort_keys=False))
         args += ["--webhooks", str(path)]
     return args
+
+
+def webhook_keys_path(run_dir: Path) -> Path:
+    """Where a run keeps its webhook keys (``<run>/esp/webhook-keys.json``), shared by its ESPs."""
+    return run_dir / "esp" / "webhook-keys.json"
+
+
+def webhook_keys(fleet: tuple[EspSection, ...], run_dir: Path) -> WebhookKeysInfo | None:
+    """The run's webhook keys, made before any ESP starts (each loads the file), for run.json; None when
+    no ESP posts webhooks. A configured SendGrid key (the first ESP's that has one) is the run's."""
+    hooks = [e.webhooks for e in fleet if e.webhooks is not None]
+    if not hooks:
+        return None
+    from mailstorm.fake_esp.webhooks.signing import load_or_make
+
+    path = hooks[0].keys_file or webhook_keys_path(run_dir)
+    keys = load_or_make(path, next((h.sendgrid_key for h in hooks if h.sendgrid_key), None))
+    return WebhookKeysInfo(keys_file=str(path), sendgrid_public_key=keys.sendgrid_public)
 
 
 def esp_limits(esp: EspSection) -> EspLimits | None:

@@ -58,7 +58,7 @@ from mailstorm.harness.campaign.runner import Campaigns
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_fleet import EspFleet
-from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url
+from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, webhook_keys
 from mailstorm.harness.held import record_held
 from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.probes import Prober, resolve_probes
@@ -283,6 +283,7 @@ class Run:
             esp_limits=self.esp_limits,
             esps_limits=self.esps_limits,
             esp_ca=str(ca) if ca is not None else None,
+            webhook_keys=webhook_keys(sc.fleet, self.run_dir),
             status="running",
             argv=sys.argv,
             host=socket.gethostname(),
@@ -295,6 +296,9 @@ class Run:
         if ca is not None:
             # The one file the SUT must trust (the ESP writes it at start); said before the run starts.
             print(f"mailstorm: fake ESP TLS {sc.fleet[0].tls}; CA certificate {ca}", file=sys.stderr)
+        if self.info.webhook_keys is not None:  # what a receiver verifying SendGrid's webhooks needs
+            key = self.info.webhook_keys.sendgrid_public_key
+            print(f"mailstorm: webhook keys in run.json; SendGrid verification key {key}", file=sys.stderr)
         self._write_info()
         self._writer = LedgerWriter(self.ledger_dir, "timeline")
         self._tail = LedgerTail(self.ledger_dir)

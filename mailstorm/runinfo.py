@@ -66,6 +66,16 @@ class EspInfo(_Model):
     """A host of ``esp.hosts``: its offset as last measured during the run (drift since the join)."""
 
 
+class WebhookKeysInfo(_Model):
+    """The keys the run's fake ESPs sign their webhooks with (mailstorm.fake_esp.webhooks.signing)."""
+
+    keys_file: str | None = None
+    """Where they are kept (``<run>/esp/webhook-keys.json``, mode 0600; private keys inside)."""
+    sendgrid_public_key: str | None = None
+    """SendGrid's Signed Event Webhook verification key, base64 DER as SendGrid shows it: what a
+    receiver verifies ``X-Twilio-Email-Event-Webhook-Signature`` with."""
+
+
 class RunInfo(_Model):
     """One run, as ``run.json`` says."""
 
@@ -95,6 +105,8 @@ class RunInfo(_Model):
     esp_ca: str | None = None
     """The CA certificate the fake ESP's TLS certificates are signed by (``<run>/esp/ca.pem``), the one
     file a SUT must trust; absent when the ESP's TLS is off."""
+    webhook_keys: WebhookKeysInfo | None = None
+    """The webhook signing keys, when an ESP posts webhooks."""
     status: str | None = None
     """``running`` until the run is over, then ``done``."""
     argv: list[str] = []

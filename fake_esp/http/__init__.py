@@ -17,6 +17,7 @@ from mailstorm.fake_esp.auth import Credentials
 from mailstorm.fake_esp.http.handshake import https_context
 from mailstorm.fake_esp.http.server import HttpApiServer, http_status
 from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.fake_esp.server import webhook_keys
 from mailstorm.fake_esp.webhooks.poster import WebhookPoster
 from mailstorm.fake_esp.webhooks.suppression import Suppressions
 from mailstorm.netguard import check_address
@@ -44,8 +45,9 @@ async def start(ctx: Any) -> HttpSide:
     # The ESPs' suppression lists: the poster adds to them, the APIs that refuse at send read them.
     suppressions = Suppressions(ctx.engine.shared)
     if spec.webhooks is not None:
-        host = urlsplit(spec.webhooks.url).hostname or ""
-        check_address(host, what="webhook URL")  # events go to loopback only (design: no traffic off-box)
+        for url in (spec.webhooks.url, spec.webhooks.via):  # events go to loopback only (no traffic off-box)
+            if url is not None:
+                check_address(urlsplit(url).hostname or "", what="webhook URL")
         poster = WebhookPoster(
             spec.webhooks,
             ledger,
@@ -53,6 +55,8 @@ async def start(ctx: Any) -> HttpSide:
             correlation_header=spec.correlation_header,
             outage=lambda: ctx.engine.outage("webhooks"),
             suppressions=suppressions,
+            keys=webhook_keys(spec),  # the parent made them: every worker signs with the same keys
+            control=spec.control_url,
         )
         await poster.start()
         ctx.accepted_hooks.append(poster.notify)

@@ -12,6 +12,12 @@ canonical events the ESP has an event for (an ESP without one, e.g. Postal's com
 the poster records the event as not posted); ``suppresses`` the events after which the ESP puts the
 recipient on its suppression list (mailstorm.fake_esp.webhooks.suppression). ``WEBHOOK_FORMATS`` imports
 every home's ``webhook`` module the first time it is read.
+
+Signing: a format that signs with a shared secret does it in ``render`` (``signing_key``); one that
+signs what ``render`` cannot see (Mandrill: the URL; SendGrid: a timestamp of the sending; SNS: with the
+run's keys, naming the control API's URLs) overrides ``sign``, which gets the rendered POST and a
+``Signer`` (mailstorm.fake_esp.webhooks.signing). ``handshake`` is a POST an ESP makes once to a new
+endpoint before any event (SNS's SubscriptionConfirmation).
 """
 
 from __future__ import annotations
@@ -20,12 +26,18 @@ import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs
 
 import orjson
 
 from mailstorm.registry import Registry, homes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mailstorm.fake_esp.webhooks.signing import Signer, WebhookKeys
+    from mailstorm.ledger import Record
 
 EVENTS: tuple[str, ...] = (
     "delivered", "deferred", "bounce", "soft_bounce", "dropped", "open", "click", "complaint", "unsubscribe",
@@ -75,6 +87,21 @@ class WebhookFormat(ABC):
     @abstractmethod
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         """Canonical {event, id, esp_id, rcpt, event_id} dicts from a body this format rendered."""
+
+    def sign(self, body: bytes, headers: dict[str, str], signer: Signer) -> tuple[bytes, dict[str, str]]:
+        """The rendered POST as sent, signed where the ESP signs with more than ``render`` sees (the URL,
+        the time of sending, the run's keys); unchanged by default."""
+        return body, headers
+
+    def handshake(self, signer: Signer) -> tuple[bytes, dict[str, str]] | None:
+        """The POST this ESP makes to a new endpoint before any event (None: none)."""
+        return None
+
+    def routes(self, keys: WebhookKeys, endpoint: str, write: Callable[[Record], object]) -> list[Any]:
+        """aiohttp routes the ESP serves (on the control API, without its token) for the endpoint's
+        handshake and verification (SNS: the signing certificate, ConfirmSubscription); ``write``
+        records in the ledger. None by default."""
+        return []
 
 
 class JsonFormat(WebhookFormat):
@@ -138,6 +165,21 @@ def split(fmt: str, events: list[Event], batch_max: int) -> list[list[Event]]:
 def render(fmt: str, events: list[Event], *, signing_key: str = "") -> tuple[bytes, dict[str, str]]:
     """The POST body and headers carrying ``events`` (1 to the format's ``per_post``) in format ``fmt``."""
     return _format(fmt).render(events, signing_key=signing_key)
+
+
+def sign(fmt: str, body: bytes, headers: dict[str, str], signer: Signer) -> tuple[bytes, dict[str, str]]:
+    """A rendered POST of format ``fmt`` signed as the ESP sends it (``WebhookFormat.sign``)."""
+    return _format(fmt).sign(body, headers, signer)
+
+
+def handshake(fmt: str, signer: Signer) -> tuple[bytes, dict[str, str]] | None:
+    """The POST format ``fmt``'s ESP makes to a new endpoint first, if any (``WebhookFormat.handshake``)."""
+    return _format(fmt).handshake(signer)
+
+
+def routes(keys: WebhookKeys, endpoint: str, write: Callable[[Record], object]) -> list[Any]:
+    """Every format's ``routes`` for ``endpoint``: what the control API serves for the webhooks."""
+    return [r for name in WEBHOOK_FORMATS.names() for r in _format(name).routes(keys, endpoint, write)]
 
 
 def read_events(fmt: str, body: bytes, header: str) -> list[dict[str, Any]]:

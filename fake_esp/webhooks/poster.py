@@ -17,6 +17,16 @@ event, which is never posted), fault (null | "drop" | "duplicate" | "reorder" | 
 second post of a duplicated event), final (true on the last attempt: delivered, given up, or out of
 retries), ok. So the ledger says which events were posted twice, which never, and which the URL missed.
 
+Authentication (mailstorm.fake_esp.webhooks.signing): each POST is signed as its ESP signs (the
+format's ``render`` with the signing key, then its ``sign`` with the run's keys and the URL) and carries
+the spec's ``auth`` headers. The ``bad_signature`` fault (drawn per event, only when its probability is
+set, so other seeds' draws do not move, and only for a POST that carries a signature or credentials)
+signs that event's POSTs with wrong secrets and sends wrong credentials; its records say ``fault:
+bad_signature`` (a verifying receiver is right to refuse it; the retries carry the same wrong
+signature). A format with a handshake (SES through SNS) posts it once, before its first event (an
+``esp.subscription`` record per attempt, retried on the ESP's schedule); events follow whether or not
+the endpoint confirmed (the ledger says whether it did). The ledger's ``url`` never shows a password.
+
 An ESP outage that takes the webhooks down (``outage`` returns it; the outage fault's ``on`` names
 webhooks, the default) holds every POST until it ends: a down ESP posts nothing. Each held POST writes
 one esp.fault record first (ftype outage, phase "webhook", action "hold", proto "webhooks", events: how
@@ -40,11 +50,33 @@ import aiohttp
 
 from mailstorm.fake_esp.engine import Outage
 from mailstorm.fake_esp.profiles import WebhookPolicy, load_profile
-from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, per_post, posts, render
+from mailstorm.fake_esp.webhooks.formats import (
+    WEBHOOK_FORMATS,
+    Event,
+    handshake,
+    per_post,
+    posts,
+    render,
+    sign,
+)
 from mailstorm.fake_esp.webhooks.outcomes import Outcomes
+from mailstorm.fake_esp.webhooks.signing import (
+    Signer,
+    WebhookKeys,
+    auth_headers,
+    redact_url,
+    url_with_wrong_password,
+)
 from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.fake_esp.webhooks.suppression import Suppressions
-from mailstorm.ledger import CORRELATION_HEADER, EspFault, EspOutcome, EspWebhook, LedgerWriter
+from mailstorm.ledger import (
+    CORRELATION_HEADER,
+    EspFault,
+    EspOutcome,
+    EspSubscription,
+    EspWebhook,
+    LedgerWriter,
+)
 
 log = logging.getLogger("mailstorm.fake_esp.webhooks")
 REORDER_HOLD_S = 1.0
@@ -58,6 +90,7 @@ class _Item:
     event: Event
     fault: str | None
     copy: int = 0
+    bad: bool = False  # the bad_signature fault: signed with wrong secrets
 
 
 class WebhookPoster:
@@ -72,9 +105,16 @@ class WebhookPoster:
         correlation_header: str = CORRELATION_HEADER,
         outage: Callable[[], Outage | None] | None = None,
         suppressions: Suppressions | None = None,
+        keys: WebhookKeys | None = None,
+        control: str = "",
     ) -> None:
         self.spec = spec
         self.outcomes = Outcomes(spec.events, spec.seed, suppressions or Suppressions())
+        self.signer = Signer(spec.url, spec.signing_key, keys, control, spec.sns_signature_version)
+        self.url = redact_url(spec.url)  # what the ledger shows
+        self.target = spec.via or spec.url  # where the POSTs go (the chaos proxy, when it fronts them)
+        self._handshakes: dict[str, asyncio.Task[None]] = {}
+        self._forgeable_formats: dict[str, bool] = {}
         self._outage = outage
         self.ledger = ledger
         self.default_format = default_format
@@ -99,10 +139,11 @@ class WebhookPoster:
         deadline = time.monotonic() + drain_s
         while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # polling a drain condition, bounded by drain_s
-        for task in [self._dispatcher, *self._tasks]:
+        tasks = [self._dispatcher, *self._tasks, *self._handshakes.values()]
+        for task in tasks:
             if task is not None:
                 task.cancel()
-        for task in [self._dispatcher, *self._tasks]:
+        for task in tasks:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -151,9 +192,10 @@ class WebhookPoster:
         copies = 2 if self.rng.random() < f.duplicate else 1
         reorder = self.rng.random() < f.reorder
         delay = f.delay_ms + (self.rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
+        bad = bool(f.bad_signature) and self._forgeable(fmt) and self.rng.random() < f.bad_signature
         for copy in range(copies):
             fault = "duplicate" if copy else ("reorder" if reorder else ("delay" if delay else None))
-            item = _Item(fmt, ev, fault, copy)
+            item = _Item(fmt, ev, "bad_signature" if bad else fault, copy, bad)
             self.pending += 1
             if reorder and copy == 0:
                 # Posted after the next event (out of order), or after REORDER_HOLD_S if none comes.
@@ -162,6 +204,22 @@ class WebhookPoster:
                 continue
             self._later(item, delay / 1000.0)
             self._release_held(delay / 1000.0)
+
+    def _forgeable(self, fmt: str) -> bool:
+        """Whether a POST of ``fmt`` to this URL carries anything a wrong secret changes (a signature,
+        credentials): the bad_signature fault is drawn only where it can act, so its records never
+        name a POST that went out as a good one would (an unsigned format without credentials)."""
+        if fmt not in self._forgeable_formats:
+            if self.spec.auth is not None or url_with_wrong_password(self.target) != self.target:
+                self._forgeable_formats[fmt] = True
+            else:
+                sample = Event("delivered", "probe", None, "probe", "p@example.test", "", 0.0, self.header)
+                posts = [
+                    sign(fmt, *render(fmt, [sample], signing_key=s.signing_key), s)
+                    for s in (self.signer, self.signer.wrong())
+                ]
+                self._forgeable_formats[fmt] = posts[0] != posts[1]
+        return self._forgeable_formats[fmt]
 
     def _release_held(self, delay_s: float = 0.0) -> None:
         while self._held:
@@ -184,7 +242,7 @@ class WebhookPoster:
             limit = per_post(first.fmt, policy.batch_max)
             while len(batch) < limit and not self._queue.empty():
                 nxt = self._queue.get_nowait()
-                if nxt.fmt != first.fmt:
+                if nxt.fmt != first.fmt or nxt.bad != first.bad:  # one POST: one signature
                     self._queue.put_nowait(nxt)
                     break
                 batch.append(nxt)
@@ -198,16 +256,23 @@ class WebhookPoster:
         self._sem.release()
 
     async def _post(self, batch: list[_Item], policy: WebhookPolicy) -> None:
-        fmt = batch[0].fmt
-        body, headers = render(fmt, [i.event for i in batch], signing_key=self.spec.signing_key)
+        fmt, bad = batch[0].fmt, batch[0].bad
+        signer = self.signer.wrong() if bad else self.signer
+        url = url_with_wrong_password(self.target) if bad else self.target
+        body, headers = render(fmt, [i.event for i in batch], signing_key=signer.signing_key)
         schedule = [s * self.spec.retry_time_scale for s in policy.retry_schedule_s]
         no_retry = all(i.event.event in policy.no_retry_events for i in batch)
         attempt = 0
         try:
+            await self._handshake(fmt, schedule)
             while True:
                 attempt += 1
                 await self._hold(len(batch))
-                status, error = await self._send(body, headers)
+                # Signed at each sending (SendGrid's timestamp is the sending's); credentials last, so
+                # the spec's auth wins over a format's own Authorization.
+                signed_body, signed = sign(fmt, body, headers, signer)
+                signed |= auth_headers(self.spec.auth, wrong=bad)
+                status, error = await self._send(url, signed_body, signed)
                 ok = status is not None and 200 <= status < 300
                 out_of_retries = no_retry or attempt > len(schedule) or status in policy.give_up_on
                 final = ok or out_of_retries
@@ -218,6 +283,33 @@ class WebhookPoster:
                 await asyncio.sleep(schedule[attempt - 1])
         finally:
             self.pending -= len(batch)
+
+    async def _handshake(self, fmt: str, schedule: list[float]) -> None:
+        """The format's handshake POST to this endpoint (SNS's SubscriptionConfirmation), once: every
+        POST of the format waits for it to be answered or out of retries."""
+        task = self._handshakes.get(fmt)
+        if task is None:
+            task = self._handshakes[fmt] = asyncio.get_running_loop().create_task(self._shake(fmt, schedule))
+        await asyncio.shield(task)
+
+    async def _shake(self, fmt: str, schedule: list[float]) -> None:
+        post = handshake(fmt, self.signer)
+        if post is None:
+            return
+        body, headers = post
+        topic = str(headers.get("x-amz-sns-topic-arn", ""))
+        headers = headers | auth_headers(self.spec.auth)
+        for attempt in range(len(schedule) + 1):
+            await self._hold(0)
+            status, error = await self._send(self.target, body, headers)
+            ok = status is not None and 200 <= status < 300
+            self.ledger.write(
+                EspSubscription(api=fmt, action="request", topic=topic, url=self.url, ok=ok, status=status,
+                                error=error)
+            )  # fmt: skip
+            if ok or attempt == len(schedule):
+                return
+            await asyncio.sleep(schedule[attempt])
 
     async def _hold(self, events: int) -> None:
         """Wait while an outage takes the webhooks down (a down ESP posts nothing); record the hold."""
@@ -235,10 +327,10 @@ class WebhookPoster:
             await asyncio.sleep(HOLD_POLL_S)  # polling the outage's end, which the engine knows
             outage = self._outage()
 
-    async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
+    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
         assert self._session is not None
         try:
-            async with self._session.post(self.spec.url, data=body, headers=headers) as resp:
+            async with self._session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
                 return resp.status, None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -263,7 +355,7 @@ class WebhookPoster:
                 esp_id=ev.esp_id,
                 rcpt=ev.rcpt,
                 event_id=ev.event_id,
-                url=self.spec.url,
+                url=self.url,
                 status=status,
                 attempt=attempt,
                 fault=item.fault,

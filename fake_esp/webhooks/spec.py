@@ -9,20 +9,37 @@ events            probabilities per accepted recipient (mailstorm.fake_esp.webho
                   before the outcome); open, click (after an open), complaint and unsubscribe after a
                   delivery
 faults            delay_ms (+ jitter_ms uniform) before the first attempt; duplicate / drop /
-                  reorder probabilities (reorder: the event is held back and posted after the next)
+                  reorder probabilities (reorder: the event is held back and posted after the next);
+                  bad_signature: the POST is signed with the wrong secrets and carries wrong
+                  credentials (its esp.webhook records say fault bad_signature: a receiver that
+                  verifies is right to refuse it)
 retry_time_scale  the ESP's retry schedule (fake_esp/esps/*/profile.yaml webhook) times this: 1 = real
                   minutes and hours, 0.001 = the same shape in milliseconds for a test
 timeout_s         a POST that takes longer failed (and is retried)
 seed              the events' draws (per recipient) and the poster's RNG (faults): same seed, same
                   decisions
+signing_key       the shared secret of the formats that sign with one (Mailgun's webhook signing key,
+                  Mandrill's webhook key, MailerSend, Resend's whsec_...; Postal: an RSA key's PEM;
+                  SparkPost: its basic-auth user:password)
+sendgrid_key      the PEM of the ECDSA P-256 private key SendGrid's Signed Event Webhook signs with;
+                  unset: made per run (mailstorm.fake_esp.webhooks.signing)
+sns_signature_version  1 (SHA1withRSA, SNS's default) or 2 (SHA256withRSA) for SES's SNS messages
+keys_file         where the run's webhook keys are kept (default <ledger>/webhook-keys.json)
+via               where the POSTs go instead of url (the chaos proxy fronting the webhook path: the
+                  runner sets it); url stays what the ESP was configured with, what Mandrill signs and
+                  the ledger records
+auth              credentials every POST carries, for receivers that check them: basic "user:password",
+                  or bearer "token" (one of those two), and/or headers {Name: value}; never in the ledger
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mailstorm.errors import ConfigError
 from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS
@@ -31,6 +48,7 @@ from mailstorm.yamlload import safe_load
 # The formats' names as one Literal (a runtime-built one: a new ESP home adds its name here, and to the
 # JSON Schema of scenario files).
 FormatName = Literal[WEBHOOK_FORMATS.names()]  # type: ignore[valid-type]
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.1: a field name is a token
 
 
 class _Frozen(BaseModel):
@@ -53,6 +71,37 @@ class WebhookFaults(_Frozen):
     duplicate: float = Field(0.0, ge=0, le=1)
     drop: float = Field(0.0, ge=0, le=1)
     reorder: float = Field(0.0, ge=0, le=1)
+    bad_signature: float = Field(0.0, ge=0, le=1)
+
+
+class WebhookAuth(_Frozen):
+    basic: str | None = None
+    bearer: str | None = Field(None, min_length=1)
+    headers: dict[str, str] = {}
+
+    @field_validator("basic")
+    @classmethod
+    def _user_password(cls, v: str | None) -> str | None:
+        if v is not None and ":" not in v:
+            raise ValueError("must be user:password")
+        return v
+
+    @field_validator("bearer")
+    @classmethod
+    def _one_scheme(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("basic") is not None:
+            raise ValueError("basic and bearer both set: a POST carries one Authorization")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name")
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"{name}: a header value is one line")
+        return v
 
 
 class WebhookSpec(_Frozen):
@@ -63,13 +112,38 @@ class WebhookSpec(_Frozen):
     retry_time_scale: float = Field(1.0, gt=0)
     timeout_s: float = Field(10.0, gt=0)
     signing_key: str = "mailstorm-webhook-signing-key"
+    sendgrid_key: str | None = None
+    sns_signature_version: Literal[1, 2] = 1
+    keys_file: Path | None = None
+    auth: WebhookAuth | None = None
+    via: str | None = None
     seed: int = 0
 
-    @field_validator("url")
+    @field_validator("url", "via")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("sendgrid_key")
+    @classmethod
+    def _p256(cls, v: str | None) -> str | None:
+        if v is not None:
+            from mailstorm.fake_esp.webhooks.signing import sendgrid_key_pem  # cryptography: only when set
+
+            try:
+                sendgrid_key_pem(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc).partition(": ")[2]) from None
+        return v
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_once(cls, v: WebhookAuth | None, info: ValidationInfo) -> WebhookAuth | None:
+        url = info.data.get("url") or ""
+        if v is not None and (v.basic or v.bearer) and "@" in url.split("/")[2]:
+            raise ValueError("the url carries credentials (user:password@) already")
         return v
 
 

@@ -44,6 +44,7 @@ class Kind(StrEnum):
     ESP_DELIVERED = "esp.delivered"
     ESP_WEBHOOK = "esp.webhook"
     ESP_OUTCOME = "esp.outcome"
+    ESP_SUBSCRIPTION = "esp.subscription"
     LOAD_SUBMIT = "load.submit"
     LOAD_DROPPED = "load.dropped"
     LOAD_STARTED = "load.started"
@@ -310,6 +311,27 @@ class EspOutcome(Record, kw_only=True):
     ``global`` (SES's simulator suppressionlist@)."""
     suppresses: bool = False
     """This outcome put the recipient on the ESP's suppression list."""
+
+
+class EspSubscription(Record, kw_only=True):
+    """A step of a webhook subscription handshake (SES through SNS): the SubscriptionConfirmation the ESP
+    posted to a new endpoint (``request``), or the endpoint's confirmation (``confirm``, on the SNS URL
+    the ESP serves)."""
+
+    api: str
+    """The webhook format (``ses``)."""
+    action: str
+    """``request`` (the ESP posted a SubscriptionConfirmation) or ``confirm`` (the endpoint confirmed)."""
+    topic: str
+    """The SNS topic ARN."""
+    url: str
+    """The endpoint (its password, if any, redacted)."""
+    ok: bool
+    """request: the endpoint answered 2xx; confirm: the token was right."""
+    status: int | None = None
+    """request: the endpoint's HTTP status; null when nothing answered."""
+    error: str | None = None
+    """request: why nothing answered."""
 
 
 # -- load generator --------------------------------------------------------------------------------------
@@ -748,6 +770,7 @@ RECORDS: dict[Kind, type[Record]] = {
     Kind(cls.__struct_config__.tag): cls
     for cls in (
         EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook, EspOutcome,
+        EspSubscription,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
         SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, SutListed,
         ProxyActed, ProxyUpstreamFailed,

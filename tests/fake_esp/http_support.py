@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -96,12 +97,19 @@ def format_of(headers: dict[str, str], body: bytes) -> str:
 class Receiver:
     """A webhook receiver on a free loopback port, in its own thread and event loop.
 
-    The first ``fail_first`` posts get ``fail_status`` (the URL "down"); the rest are kept and get 200.
+    The first ``fail_first`` posts get ``fail_status`` (the URL "down"); the rest are kept and get 200,
+    or with ``judge`` what it answers for (headers, body): kept when 2xx (a receiver that verifies).
     """
 
-    def __init__(self, fail_first: int = 0, fail_status: int = 503) -> None:
+    def __init__(
+        self,
+        fail_first: int = 0,
+        fail_status: int = 503,
+        judge: Callable[[dict[str, str], bytes], int] | None = None,
+    ) -> None:
         self.fail_first = fail_first
         self.fail_status = fail_status
+        self.judge = judge
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.attempts = 0
@@ -117,8 +125,13 @@ class Receiver:
             self.attempts += 1
             if self.attempts <= self.fail_first:
                 return web.Response(status=self.fail_status)
-            self.posts.append((dict(request.headers), body))
-        return web.Response(status=200)
+        status = 200
+        if self.judge is not None:  # off the loop: a judge may call back into the ESP (SNS's confirm)
+            status = await asyncio.to_thread(self.judge, dict(request.headers), body)
+        if 200 <= status < 300:
+            with self._lock:
+                self.posts.append((dict(request.headers), body))
+        return web.Response(status=status)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -3,8 +3,10 @@ through anymail's ESP backends (with metadata and tags), the exact requests the 
 headers, basic auth from the webhook URL as a real ESP sends it) fed to each ESP's anymail view through
 Django's RequestFactory. Every event parses (200), its message id is the one the send returned through
 anymail, its metadata and tags are what was sent, and a redelivered event (the ``duplicate`` fault)
-carries the same event id. Mandrill's view is run without its signature check: the fake does not sign
-Mandrill webhooks yet (X-Mandrill-Signature is a later part of issue 16)."""
+carries the same event id. Every view verifies what it can: SendGrid's signature with the run's
+verification key, Mandrill's X-Mandrill-Signature with the webhook key and URL, Mailgun's with its
+signing key, basic auth everywhere; SES's view confirms the SNS subscription (through boto3, at the
+fake's ConfirmSubscription URL), and the fake records the confirmation."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from typing import Any
 import pytest
 
 from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.fake_esp.webhooks.signing import load_or_make
+from mailstorm.ledger import Kind, LedgerReader
 from tests.fake_esp.http_support import SIGNING_KEY, Receiver, format_of, start_esp, wait_until
 from tests.fake_esp.test_https_sdks import ANYMAIL, UNSUPPORTED, anymail_settings
 
@@ -27,7 +31,6 @@ ESPS = ["sendgrid", "mailgun", "brevo", "mailjet", "mandrill", "postmark", "ses"
 
 def _views() -> dict[str, Any]:
     from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
-    from anymail.webhooks.base import AnymailBasicAuthMixin
     from anymail.webhooks.brevo import BrevoTrackingWebhookView
     from anymail.webhooks.mailgun import MailgunTrackingWebhookView
     from anymail.webhooks.mailjet import MailjetTrackingWebhookView
@@ -35,16 +38,12 @@ def _views() -> dict[str, Any]:
     from anymail.webhooks.postmark import PostmarkTrackingWebhookView
     from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
 
-    class MandrillUnsigned(MandrillCombinedWebhookView):
-        def run_validators(self, request: Any) -> None:  # basic auth only: no signature from the fake yet
-            AnymailBasicAuthMixin.validate_request(self, request)
-
     return {
         "sendgrid": SendGridTrackingWebhookView,
         "mailgun": MailgunTrackingWebhookView,
         "brevo": BrevoTrackingWebhookView,
         "mailjet": MailjetTrackingWebhookView,
-        "mandrill": MandrillUnsigned,
+        "mandrill": MandrillCombinedWebhookView,
         "postmark": PostmarkTrackingWebhookView,
         "ses": AmazonSESTrackingWebhookView,
     }
@@ -69,8 +68,28 @@ def send(esp: EspProcess, api: str, cid: str) -> str:
     return status.message_id
 
 
-def parse(posts: list[tuple[dict[str, str], bytes]]) -> list[tuple[str, Any]]:
-    """Each POST fed to its ESP's anymail view as it came; (format, AnymailTrackingEvent) pairs."""
+def verifying(esp: EspProcess, url: str) -> dict[str, Any]:
+    """anymail's settings that verify every signature the fake makes for ``esp`` posting to ``url``, and
+    confirm SES's SNS subscription at the fake's SNS endpoint."""
+    keys = load_or_make(esp.ledger_dir / "webhook-keys.json")
+    return {
+        "WEBHOOK_SECRET": WEBHOOK_AUTH,
+        "MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY,
+        "MANDRILL_WEBHOOK_KEY": SIGNING_KEY,
+        "MANDRILL_WEBHOOK_URL": url,
+        "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": keys.sendgrid_public,
+        "AMAZON_SES_CLIENT_PARAMS": {
+            "endpoint_url": f"{esp.control_url}/sns",
+            "region_name": "us-east-1",
+            "aws_access_key_id": "AKIDEXAMPLE",
+            "aws_secret_access_key": "secret",
+        },
+    }
+
+
+def parse(posts: list[tuple[dict[str, str], bytes]], anymail: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Each POST fed to its ESP's anymail view (configured with ``anymail``) as it came; (format,
+    AnymailTrackingEvent) pairs."""
     from anymail.signals import tracking
     from django.test import RequestFactory
     from django.test.utils import override_settings
@@ -83,7 +102,6 @@ def parse(posts: list[tuple[dict[str, str], bytes]]) -> list[tuple[str, Any]]:
 
     tracking.connect(keep, weak=False)
     views = _views()
-    anymail = {"WEBHOOK_SECRET": WEBHOOK_AUTH, "MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY}
     try:
         with override_settings(ANYMAIL=anymail):
             for headers, body in posts:
@@ -100,8 +118,9 @@ def parse(posts: list[tuple[dict[str, str], bytes]]) -> list[tuple[str, Any]]:
     return got
 
 
-def run(tmp_path, webhooks: dict[str, Any]) -> tuple[dict[str, str], list[tuple[dict[str, str], bytes]]]:
-    """Send one message through each anymail backend; ({cid: anymail's message id}, the posts received)."""
+def run(tmp_path, webhooks: dict[str, Any]) -> tuple[dict[str, str], list[tuple[str, Any]], list[dict]]:
+    """Send one message through each anymail backend; ({cid: anymail's message id}, the events anymail's
+    views parsed from the posts received, the fake's esp.subscription records)."""
     from tests.fake_esp.django_setup import configure
 
     configure()
@@ -115,19 +134,21 @@ def run(tmp_path, webhooks: dict[str, Any]) -> tuple[dict[str, str], list[tuple[
                 sent[cid] = send(esp, api, cid)
             expect = len(ESPS) * (3 if webhooks.get("events") else 1) * (2 if webhooks.get("faults") else 1)
             wait_until(lambda: len(rx.events()) >= expect)
+            posts = list(rx.posts)
+            auth = "Basic " + base64.b64encode(WEBHOOK_AUTH.encode()).decode()
+            assert all(h.get("Authorization") == auth for h, _ in posts)
+            events = parse(posts, verifying(esp, url))  # while the ESP runs: SES's view confirms on it
         finally:
             esp.stop()
-        posts = list(rx.posts)
     assert "Traceback" not in (tmp_path / "esp.log").read_text()
-    return sent, posts
+    return sent, events, list(LedgerReader(esp.ledger_dir).records([Kind.ESP_SUBSCRIPTION]))
 
 
 @UNSUPPORTED
 def test_anymail_views_parse_every_event_with_the_sends_id_metadata_and_tags(tmp_path):
-    sent, posts = run(tmp_path, {"events": {"open": 1.0, "click": 1.0}})
-    auth = "Basic " + base64.b64encode(WEBHOOK_AUTH.encode()).decode()
-    assert all(h.get("Authorization") == auth for h, _ in posts)
-    events = parse(posts)
+    sent, events, subscription = run(tmp_path, {"events": {"open": 1.0, "click": 1.0}})
+    # SES's first POST was SNS's SubscriptionConfirmation, which anymail's view confirmed.
+    assert [(r["action"], r["ok"]) for r in subscription] == [("request", True), ("confirm", True)]
     by_id = {mid: cid for cid, mid in sent.items()}
     seen: dict[str, set[str]] = defaultdict(set)
     for fmt, ev in events:
@@ -152,9 +173,9 @@ def test_a_redelivered_event_carries_the_same_event_id(tmp_path):
     """With every event posted twice (duplicate fault), anymail parses both copies to the same event:
     same message id and type, and the same event id where the ESP's events have one (SendGrid's
     sg_event_id, Mailgun's signature token)."""
-    sent, posts = run(tmp_path, {"faults": {"duplicate": 1.0}})
+    sent, events, _ = run(tmp_path, {"faults": {"duplicate": 1.0}})
     copies: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for fmt, ev in parse(posts):
+    for fmt, ev in events:
         copies[(fmt, ev.message_id)].append(ev)
     assert sorted(mid for _, mid in copies) == sorted(sent.values())
     for (fmt, _), evs in copies.items():

@@ -23,7 +23,7 @@ from mailstorm.fake_esp.webhooks.spec import EventMix
 from mailstorm.fake_esp.webhooks.suppression import Suppressions
 from mailstorm.ledger import Kind, LedgerReader
 from tests.fake_esp.http_support import Receiver, start_esp, wait_until
-from tests.fake_esp.test_anymail_tracking import ESPS, WEBHOOK_AUTH, parse
+from tests.fake_esp.test_anymail_tracking import ESPS, WEBHOOK_AUTH, parse, verifying
 from tests.fake_esp.test_https_sdks import ANYMAIL, UNSUPPORTED, anymail_settings
 
 PATTERNS = ("bounce", "softbounce", "defer", "complaint", "unsubscribe", "click")
@@ -74,12 +74,18 @@ def send(esp: EspProcess, api: str, to: list[str]) -> Any:
     return msg.anymail_status
 
 
-def types_by_rcpt(posts: list[tuple[dict[str, str], bytes]]) -> dict[tuple[str, str], list[str]]:
-    """{(format, recipient): [anymail event types]} of the posts, each fed to its ESP's anymail view."""
+def types_by_rcpt(rx: Receiver, esp: EspProcess, start: int = 0) -> dict[tuple[str, str], list[str]]:
+    """{(format, recipient): [anymail event types]} of the posts ``rx`` received (from the ``start``th
+    on), each fed to its ESP's anymail view with every signature check on."""
     got: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for fmt, ev in parse(posts):
+    for fmt, ev in parse(list(rx.posts)[start:], verifying(esp, hook_url(rx))):
         got[(fmt, ev.recipient)].append(ev.event_type)
     return got
+
+
+def hook_url(rx: Receiver) -> str:
+    """The receiver's URL as the ESP is told it: with the webhook's basic-auth credentials."""
+    return rx.url.replace("http://", f"http://{WEBHOOK_AUTH}@")
 
 
 def outcomes(esp: EspProcess) -> list[dict]:
@@ -92,7 +98,7 @@ def receiver_esp(tmp_path):
 
     configure()
     with Receiver() as rx:
-        esp = start_esp(tmp_path, rx.url.replace("http://", f"http://{WEBHOOK_AUTH}@"))
+        esp = start_esp(tmp_path, hook_url(rx))
         try:
             yield rx, esp
         finally:
@@ -110,7 +116,7 @@ def test_outcome_addresses_give_their_events_and_a_hard_bounce_suppresses(receiv
     want = {(api, to): expected(api, p) for (api, p), to in addr.items()}
     n = sum(len(v) for v in want.values())
     wait_until(lambda: len(rx.events()) >= n, timeout=30)
-    got = types_by_rcpt(list(rx.posts))
+    got = types_by_rcpt(rx, esp)
     assert {k: set(v) for k, v in got.items()} == want
     assert all(len(v) == len(set(v)) for v in got.values()), "each event posted once"
     first = {(r["api"], r["rcpt"]): r for r in outcomes(esp)}
@@ -135,7 +141,7 @@ def test_outcome_addresses_give_their_events_and_a_hard_bounce_suppresses(receiv
     ]
     assert set(others) <= {"queued", "sent"}
     wait_until(lambda: len(rx.posts) >= before + len(SUPPRESSED), timeout=30)
-    again = types_by_rcpt(list(rx.posts)[before:])
+    again = types_by_rcpt(rx, esp, before)
     assert {api: again[(api, addr[(api, "bounce")])] for api in SUPPRESSED} == {
         api: [kind] for api, kind in SUPPRESSED.items()
     }
@@ -193,7 +199,7 @@ def test_the_ses_mailbox_simulator_addresses(receiver_esp):
         send(esp, "ses", [f"{local}@simulator.amazonses.com"])
     n = sum(len(v) for v in SIMULATOR.values())
     wait_until(lambda: len(rx.events()) >= n)
-    got = types_by_rcpt(list(rx.posts))
+    got = types_by_rcpt(rx, esp)
     assert {k: set(v) for k, v in got.items()} == {
         ("ses", f"{local}@simulator.amazonses.com"): kinds for local, kinds in SIMULATOR.items()
     }
@@ -205,7 +211,7 @@ def test_the_ses_mailbox_simulator_addresses(receiver_esp):
     send(esp, "ses", ["bounce+again@simulator.amazonses.com"])
     send(esp, "ses", ["bounce+again@simulator.amazonses.com"])
     wait_until(lambda: len(rx.events()) >= n + 2)
-    assert types_by_rcpt(list(rx.posts))[("ses", "bounce+again@simulator.amazonses.com")] == ["bounced"] * 2
+    assert types_by_rcpt(rx, esp)[("ses", "bounce+again@simulator.amazonses.com")] == ["bounced"] * 2
     recs = [r for r in outcomes(esp) if r["rcpt"].startswith("bounce")]
     assert [r["outcome"] for r in recs] == ["bounce"] * 3 and not any(r.get("suppresses") for r in recs)
 

@@ -12,7 +12,9 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
+from mailstorm.fake_esp.webhooks.signing import load_or_make
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.ports import free_port
 from tests.harness.sut_support import chaos_window, lost_and_counts, run_cli
@@ -189,6 +191,15 @@ def test_webhook_path_goes_through_the_proxy(tmp_path):
     assert retried and retried <= {r["event_id"] for r in failed}
     assert {r["path"] for r in reader.records([Kind.PROXY_ACTED])} == {"webhooks"}
     assert not report_window(run_dir)["no_effect"]
+    # The run's webhook keys: made by the runner, SendGrid's verification key in run.json and printed,
+    # the file the ESP signed with.
+    keys = json.loads((run_dir / "run.json").read_text())["webhook_keys"]
+    assert keys["keys_file"] == str(run_dir / "esp" / "webhook-keys.json")
+    assert load_or_make(Path(keys["keys_file"])).sendgrid_public == keys["sendgrid_public_key"]
+    assert f"SendGrid verification key {keys['sendgrid_public_key']}" in err
+    # Posted via the proxy; the ledger names the URL the scenario gave.
+    hooks = yaml.safe_load((run_dir / "esp-webhooks.yaml").read_text())
+    assert hooks["via"] != hooks["url"] and {r["url"] for r in posts} == {hooks["url"]}
 
 
 def test_a_fault_that_matches_nothing_is_no_effect_and_fails(tmp_path):

@@ -2,21 +2,29 @@
 array (up to 1000) of {event: send | deferral | hard_bounce | soft_bounce | reject | open | click | spam |
 unsub, _id, ts, msg: {_id, email,
 sender, state, metadata, tags, ...}} whose _id is the message's (the id the send answered); the metadata and
-tags the send set come back in msg (and the correlation id, in msg.metadata). No X-Mandrill-Signature
-(it signs the URL, which a renderer does not see). A send to a recipient on Mandrill's rejection
-list (hard bounces, spam complaints, unsubscribes: Mandrill adds each) is a ``reject`` event with
-``msg.state`` rejected.
-Reference: https://mandrill.zendesk.com/hc/en-us/articles/205583307-Message-Event-Webhook-Format.
+tags the send set come back in msg (and the correlation id, in msg.metadata). A send to a recipient on
+Mandrill's rejection list (hard bounces, spam complaints, unsubscribes: Mandrill adds each) is a
+``reject`` event with ``msg.state`` rejected. ``X-Mandrill-Signature``:
+base64 of the HMAC-SHA1, keyed with the webhook key (the signing key), of the webhook URL exactly as
+configured (userinfo and query included) followed by each POST parameter's name and value, sorted by name.
+Reference: https://mandrill.zendesk.com/hc/en-us/articles/205583307-Message-Event-Webhook-Format and
+https://mailchimp.com/developer/transactional/guides/track-respond-activity-webhooks/#authenticating-webhook-requests.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import hashlib
+import hmac
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import orjson
 
 from mailstorm.fake_esp.webhooks.formats import FORM, Event, WebhookFormat, parse_form, register
+
+if TYPE_CHECKING:
+    from mailstorm.fake_esp.webhooks.signing import Signer
 
 _EVENTS = {"delivered": "send", "deferred": "deferral", "bounce": "hard_bounce",
            "soft_bounce": "soft_bounce", "dropped": "reject", "open": "open", "click": "click",
@@ -35,6 +43,9 @@ class MandrillWebhook(WebhookFormat):
         body = {"mandrill_events": orjson.dumps([_event(e) for e in events]).decode()}
         return urlencode(body).encode(), dict(FORM)
 
+    def sign(self, body: bytes, headers: dict[str, str], signer: Signer) -> tuple[bytes, dict[str, str]]:
+        return body, {**headers, "X-Mandrill-Signature": signature(signer.url, body, signer.signing_key)}
+
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         kinds = {v: k for k, v in _EVENTS.items()}
         return [
@@ -42,6 +53,13 @@ class MandrillWebhook(WebhookFormat):
              "esp_id": ev["msg"]["_id"], "rcpt": ev["msg"]["email"], "event_id": None}
             for ev in orjson.loads(parse_form(body)["mandrill_events"])
         ]  # fmt: skip
+
+
+def signature(url: str, body: bytes, key: str) -> str:
+    """X-Mandrill-Signature of a form-encoded ``body`` posted to ``url``."""
+    params = parse_form(body)
+    signed = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(key.encode(), signed.encode(), hashlib.sha1).digest()).decode()
 
 
 def _metadata(e: Event) -> dict[str, Any]:

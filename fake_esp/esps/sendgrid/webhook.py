@@ -4,18 +4,30 @@ what has piled up (the profile's ``webhook.batch_max``). Events: delivered, defe
 bounce: hard; ``type`` blocked: the soft bounce), dropped (``reason`` Bounced Address / Spam Reporting
 Address / Unsubscribed Address: a send to a suppressed recipient), open, click, spamreport, unsubscribe.
 SendGrid suppresses after a bounce, a spam report and an unsubscribe (its bounce, spam report and global
-unsubscribe lists).
-Reference: https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event.
+unsubscribe lists). Signed Event Webhook: each POST carries
+``X-Twilio-Email-Event-Webhook-Timestamp`` (epoch seconds at sending) and
+``X-Twilio-Email-Event-Webhook-Signature``, base64 of the ECDSA P-256 / SHA-256 signature (DER) of the
+timestamp followed by the body, by the run's key (mailstorm.fake_esp.webhooks.signing; its public key is
+what the receiver verifies with, as ``sendgrid.helpers.eventwebhook.EventWebhook`` does).
+Reference: https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event and
+https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/getting-started-event-webhook-security-features.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import time
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mailstorm.fake_esp.webhooks.formats import Event, JsonFormat, register
 
+if TYPE_CHECKING:
+    from mailstorm.fake_esp.webhooks.signing import Signer
+
+SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 _NAMES = {"soft_bounce": "bounce", "complaint": "spamreport"}
 # A dropped event's reason, by what suppressed the recipient (SendGrid's dropped reasons).
 _DROPPED = {"bounce": "Bounced Address", "complaint": "Spam Reporting Address",
@@ -61,6 +73,17 @@ class SendGridWebhook(JsonFormat):
             "unsubscribe": {},
         }
         return out | extra[e.event]
+
+    def sign(self, body: bytes, headers: dict[str, str], signer: Signer) -> tuple[bytes, dict[str, str]]:
+        if signer.keys is None:
+            return body, headers
+        from cryptography.hazmat.primitives import hashes  # signing only: not for who only reads formats
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        # Signed at each sending, as SendGrid does: a retry carries its own timestamp.
+        ts = str(int(time.time()))
+        sig = signer.keys.sendgrid_private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return body, {**headers, TIMESTAMP: ts, SIGNATURE: base64.b64encode(sig).decode()}
 
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         return [

@@ -7,17 +7,26 @@ Permanent/General (hard), Transient/MailboxFull (soft), Permanent/OnAccountSuppr
 recipient on the account's suppression list, which SES fills after hard bounces and complaints: SES
 accepts the send and posts this bounce) and Permanent/Suppressed (the global list: the simulator's
 suppressionlist@). Unsubscribe is SES's Subscription event (list management's unsubscribe-all).
+Signed as SNS signs (``sign``, with the run's SNS key: mailstorm.fake_esp.esps.ses.sns); the first POST
+to a new endpoint is SNS's SubscriptionConfirmation (``handshake``).
 References: https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html,
 https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mailstorm.fake_esp.webhooks.formats import Event, WebhookFormat, iso_time, one, register
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mailstorm.fake_esp.webhooks.signing import Signer, WebhookKeys
+    from mailstorm.ledger import Record
 
 SNS_TOPIC = "arn:aws:sns:us-east-1:000000000000:mailstorm-ses-events"
 _SES_TYPES = {
@@ -57,8 +66,31 @@ class SesWebhook(WebhookFormat):
         }
         return orjson.dumps(note), headers
 
+    def sign(self, body: bytes, headers: dict[str, str], signer: Signer) -> tuple[bytes, dict[str, str]]:
+        if signer.keys is None:
+            return body, headers
+        from mailstorm.fake_esp.esps.ses import sns  # the keys' code: not for who only reads formats
+
+        note = orjson.loads(body)
+        note["UnsubscribeURL"] = sns.unsubscribe_url(signer.control)
+        return orjson.dumps(sns.signed(note, signer)), headers
+
+    def handshake(self, signer: Signer) -> tuple[bytes, dict[str, str]] | None:
+        if signer.keys is None:
+            return None
+        from mailstorm.fake_esp.esps.ses import sns
+
+        return sns.confirmation(signer, iso_time(time.time()))
+
+    def routes(self, keys: WebhookKeys, endpoint: str, write: Callable[[Record], object]) -> list[Any]:
+        from mailstorm.fake_esp.esps.ses import sns
+
+        return sns.routes(keys, endpoint, write)
+
     def read(self, body: bytes, header: str) -> list[dict[str, Any]]:
         data = orjson.loads(body)
+        if data.get("Type") != "Notification":
+            return []  # SNS's SubscriptionConfirmation: no event
         msg = orjson.loads(data["Message"])
         kind = {v: k for k, v in _SES_TYPES.items() if v != "Bounce"}.get(msg["eventType"])
         if kind is None:
@@ -171,8 +203,6 @@ def _sns(e: Event) -> dict[str, Any]:
         "Subject": "Amazon SES Email Event Notification",
         "Message": orjson.dumps(message).decode(),
         "Timestamp": when,
-        "SignatureVersion": "1",
-        "Signature": "bWFpbHN0b3JtLWZha2Utc2lnbmF0dXJl",  # not verifiable: this is a fake SNS
-        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-mailstorm.pem",
-        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+        # SignatureVersion, Signature, SigningCertURL and UnsubscribeURL: ``sign`` adds them (the run's
+        # key, the control API's URLs).
     }
