@@ -1,7 +1,8 @@
 """What a run is doing right now: counters tailed from the ledgers, and their live rendering (rich).
 
-``LedgerTail`` reads only the bytes appended to each ledger file since the last poll (a torn last line
-waits for its end), so following a long run costs as much as the records it adds, and yields them as
+``LedgerTail`` reads only the bytes appended to each ledger source since the last poll
+(``mailstorm.ledger.tail``: across segments; a torn last line waits for its end), so following a long
+run costs as much as the records it adds, and yields them as
 their declared record classes (``mailstorm.ledger``; a line of no known kind is skipped). ``LiveStats`` folds
 those records into the figures a person watching wants (offered, accepted and delivered per second, the
 backlog, ESP refusals) and, through the fate module's incremental form (mailstorm.reports.fate), into
@@ -24,7 +25,6 @@ from rich.live import Live
 from rich.table import Table
 
 from mailstorm.ledger import (
-    LEDGER_SUFFIX,
     AlertFiring,
     AlertResolved,
     EspAccepted,
@@ -37,6 +37,7 @@ from mailstorm.ledger import (
     SutQueue,
     decode,
 )
+from mailstorm.ledger.tail import LineTail
 from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, OUTCOMES, REJECTED, Fates
 
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
@@ -44,35 +45,17 @@ LATENCY_WINDOW_S = 10  # the live p95 is over the deliveries of the last seconds
 
 
 class LedgerTail:
-    """Yields the records appended to ``directory/*.jsonl`` since the previous ``poll``."""
+    """Yields the records appended to the ledger directory's sources since the previous ``poll``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._offsets: dict[Path, int] = {}
-        self._partial: dict[Path, bytes] = {}
+        self._lines = LineTail(directory)
 
     def poll(self, *, final: bool = False) -> Iterator[Record]:
-        """The records appended since the last poll. ``final`` (every writer has stopped): also a last
-        line left without its newline, as the reports' reader takes it."""
-        for path in sorted(self.directory.glob(f"*{LEDGER_SUFFIX}")):
-            offset = self._offsets.get(path, 0)
-            try:
-                with path.open("rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                continue
-            if not chunk:
-                continue
-            self._offsets[path] = offset + len(chunk)
-            data = self._partial.pop(path, b"") + chunk
-            lines = data.split(b"\n")
-            if lines[-1]:
-                self._partial[path] = lines[-1]  # no newline yet: the writer is mid-line
-            yield from _parse(lines[:-1])
-        if final:
-            yield from _parse(self._partial.values())
-            self._partial.clear()
+        """The records appended since the last poll (``mailstorm.ledger.tail``: across segments, a line
+        waits for its newline). ``final`` (every writer has stopped): also a last line left without its
+        newline, as the reports' reader takes it."""
+        return _parse(self._lines.poll(final=final))
 
 
 def _parse(lines: Iterable[bytes]) -> Iterator[Record]:

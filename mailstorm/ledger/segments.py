@@ -1,0 +1,249 @@
+"""A ledger source's segments: how they are named, listed in order, opened and compressed.
+
+One writing process and source (``esp-smtp-0``, ``load-1``, ``sut``...) writes one *open segment*,
+``<source>.jsonl``, as it always has. When that file reaches the segment size (``SegmentPolicy``) the
+writer closes it by renaming it ``<source>.<seq>.jsonl`` (``seq`` six digits from 000001, in write order)
+and opens a fresh ``<source>.jsonl``; a background thread of the writer's process then compresses the
+closed segment to ``<source>.<seq>.jsonl.zst`` (zstd) and removes the plain one. A run shorter than one
+segment therefore keeps exactly the files it had before segments existed.
+
+Readers go through ``segments`` (every segment of a ledger directory, source by source, each source's
+closed segments in order and its open segment last) and ``open_segment`` (plain or zstd alike, and the
+compressed twin when the plain file was compressed away between listing and opening), so that no
+reader globs ``*.jsonl`` itself. ``source_of`` names the source a segment belongs to.
+
+Settings, read from the environment of each writing process (the runner's children inherit the
+runner's): ``MAILSTORM_LEDGER_SEGMENT`` the size a segment closes at (``64MB`` by default, ``0`` never:
+one file per source, uncompressed, as before), ``MAILSTORM_LEDGER_SEGMENT_AGE`` an age a segment also
+closes at (a duration: ``10m``; unset by default), ``MAILSTORM_LEDGER_COMPRESS`` ``zstd`` (default) or
+``none`` (closed segments stay plain).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from mailstorm.durations import parse_duration
+from mailstorm.errors import UserError
+
+LEDGER_SUFFIX = ".jsonl"
+ZSTD_SUFFIX = ".zst"
+SEGMENT_ENV = "MAILSTORM_LEDGER_SEGMENT"
+SEGMENT_AGE_ENV = "MAILSTORM_LEDGER_SEGMENT_AGE"
+COMPRESS_ENV = "MAILSTORM_LEDGER_COMPRESS"
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+# Measured on ledger lines (bench/bench_ledger.py --segments): level 3 (zstd's default) keeps the
+# compressor's CPU a small part of the writer's, higher levels buy few bytes for much more CPU.
+ZSTD_LEVEL = 3
+_READ_BLOCK = 4 << 20
+
+_NAME = re.compile(r"^(?P<source>.+?)(?:\.(?P<seq>\d{6}))?\.jsonl(?P<zst>\.zst)?$")
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+
+
+def parse_size(value: str) -> int:
+    """``"64MB"`` / ``"512KiB"`` / ``"1000000"`` -> bytes."""
+    m = _SIZE.match(value.lower())
+    if m is None or m.group(2) not in _UNITS:
+        raise ValueError(f"{value!r} is not a size (use bytes or a unit: 512KB, 64MB, 1GiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+@dataclass(frozen=True)
+class SegmentPolicy:
+    """When a writer closes its open segment, and whether closed segments are compressed."""
+
+    max_bytes: int = DEFAULT_SEGMENT_BYTES  # 0: never by size
+    max_age_s: float | None = None  # None: never by age
+    compress: bool = True
+
+    @property
+    def rotates(self) -> bool:
+        return self.max_bytes > 0 or self.max_age_s is not None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> SegmentPolicy:
+        """The policy the environment sets (unset variables: the defaults); a bad value is a
+        ``UserError`` naming the variable."""
+        try:
+            size = env.get(SEGMENT_ENV)
+            max_bytes = DEFAULT_SEGMENT_BYTES if size is None else parse_size(size)
+            age = env.get(SEGMENT_AGE_ENV)
+            max_age_s = None if not age else float(parse_duration(age))
+            if max_age_s is not None and max_age_s <= 0:
+                raise ValueError(f"{SEGMENT_AGE_ENV}={age!r}: an age must be above zero")
+        except ValueError as exc:
+            raise UserError(f"ledger segments: {exc}") from None
+        compress = env.get(COMPRESS_ENV, "zstd").strip().lower()
+        if compress not in ("zstd", "none"):
+            raise UserError(f"ledger segments: {COMPRESS_ENV}={compress!r}: use zstd or none")
+        return cls(max_bytes=max_bytes, max_age_s=max_age_s, compress=compress == "zstd")
+
+
+def source_of(path: Path) -> str:
+    """The source a segment file belongs to: ``esp-smtp-0`` for ``esp-smtp-0.000003.jsonl.zst``."""
+    m = _NAME.match(path.name)
+    return m.group("source") if m else path.stem
+
+
+def closed_path(directory: Path, source: str, seq: int) -> Path:
+    return directory / f"{source}.{seq:06d}{LEDGER_SUFFIX}"
+
+
+def parse_name(name: str) -> tuple[str, int | None, bool] | None:
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    seq = m.group("seq")
+    return m.group("source"), None if seq is None else int(seq), m.group("zst") is not None
+
+
+def closed_seqs(directory: Path, source: str) -> list[int]:
+    """The numbers of ``source``'s closed segments in ``directory`` (plain or compressed), ascending."""
+    seqs = set()
+    for path in directory.glob(f"{glob_escape(source)}.*{LEDGER_SUFFIX}*"):
+        parsed = parse_name(path.name)
+        if parsed and parsed[0] == source and parsed[1] is not None:
+            seqs.add(parsed[1])
+    return sorted(seqs)
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def ledger_dir_of(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when it holds ledger files, else its ``ledger/`` folder (a run directory)."""
+    path = Path(path)
+    sub = path / "ledger"
+    if sub.is_dir() and not any(path.glob(f"*{LEDGER_SUFFIX}*")):
+        return sub
+    return path
+
+
+def segments(path: str | os.PathLike[str]) -> list[Path]:
+    """Every ledger segment of a ledger directory (or of a run directory's ``ledger/``), in reading
+    order: sources by name, each source's closed segments by number, then its open segment. A closed
+    segment present both plain and compressed (compression under way) is listed once, plain."""
+    directory = ledger_dir_of(path)
+    found: dict[tuple[str, float], Path] = {}
+    for entry in directory.glob(f"*{LEDGER_SUFFIX}*"):
+        parsed = parse_name(entry.name)
+        if parsed is None:
+            continue  # a compressor's temporary file, or a stranger
+        source, seq, zst = parsed
+        if seq is None and zst:
+            continue  # only closed segments are compressed
+        slot = (source, float("inf") if seq is None else seq)
+        if slot not in found or not zst:
+            found[slot] = entry
+    return [found[slot] for slot in sorted(found)]
+
+
+@contextlib.contextmanager
+def open_segment(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for reading its lines, decompressed when it is a ``.zst``; a plain closed
+    segment compressed away since it was listed is read from its ``.zst`` twin."""
+    try:
+        raw = path.open("rb", buffering=_READ_BLOCK)
+    except FileNotFoundError:
+        parsed = parse_name(path.name)
+        if parsed is None or parsed[1] is None or parsed[2]:
+            raise
+        path = path.with_name(path.name + ZSTD_SUFFIX)
+        raw = path.open("rb")
+    with raw:
+        if path.suffix != ZSTD_SUFFIX:
+            yield raw  # type: ignore[misc]
+            return
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=_READ_BLOCK)
+        with io.BufferedReader(reader, buffer_size=_READ_BLOCK) as fh:  # type: ignore[arg-type]
+            yield fh  # type: ignore[misc]
+
+
+def compress_segment(path: Path, *, fsync: bool = False) -> Path:
+    """Compress the closed segment ``path`` to ``path.zst`` and remove ``path``; the ``.zst`` appears
+    whole (written aside, then renamed), so a reader sees one of the two at every moment."""
+    target = path.with_name(path.name + ZSTD_SUFFIX)
+    tmp = path.with_name(path.name + ZSTD_SUFFIX + ".tmp")
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        cctx.copy_stream(src, dst, size=os.fstat(src.fileno()).st_size)
+        if fsync:
+            dst.flush()
+            os.fsync(dst.fileno())
+    os.replace(tmp, target)
+    path.unlink()
+    return target
+
+
+class Compressor:
+    """One background thread per process compressing the segments its writers close.
+
+    At a lower scheduling priority than the process's other threads where the OS allows it, so that a
+    fake ESP's event loop is not kept waiting by it. ``wait`` returns once the given segments are done.
+    """
+
+    _instance: Compressor | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Path, bool]] = queue.Queue()
+        self._pending: set[Path] = set()
+        self._done = threading.Condition()
+        self.failed: list[tuple[Path, str]] = []
+        self._thread = threading.Thread(target=self._run, name="ledger-compressor", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def shared(cls) -> Compressor:
+        with cls._instance_lock:
+            if cls._instance is None or not cls._instance._thread.is_alive():
+                cls._instance = cls()
+            return cls._instance
+
+    def submit(self, path: Path, *, fsync: bool = False) -> None:
+        with self._done:
+            self._pending.add(path)
+        self._queue.put((path, fsync))
+
+    def wait(self, paths: set[Path], timeout: float | None = None) -> bool:
+        """True once none of ``paths`` is still to be compressed (False: ``timeout`` passed first)."""
+        with self._done:
+            return self._done.wait_for(lambda: not (paths & self._pending), timeout)
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: per thread
+        while True:
+            path, fsync = self._queue.get()
+            try:
+                compress_segment(path, fsync=fsync)
+            except (OSError, zstandard.ZstdError) as exc:
+                # The segment stays plain, which every reader reads: worth a note, not a lost record.
+                self.failed.append((path, str(exc)))
+            finally:
+                with self._done:
+                    self._pending.discard(path)
+                    self._done.notify_all()
