@@ -249,10 +249,13 @@ class Progress:
         enabled: bool = True,
         console: Console | None = None,
         every_s: float = 5.0,
+        drain_s: float | None = None,
     ) -> None:
         self.name = name
         self.enabled = enabled
         self.duration_s = duration_s
+        self.drain_s = drain_s  # the drain deadline: the longest the drain can take
+        self._drain_from: float | None = None  # elapsed seconds when the drain began
         self.console = console or Console(file=sys.stderr)
         self._live: Live | None = None
         self._every_s = every_s
@@ -270,6 +273,8 @@ class Progress:
             self._live = None
 
     def update(self, stats: LiveStats, *, elapsed_s: float, phase: str, faults: list[str]) -> None:
+        if phase == "drain" and self._drain_from is None:
+            self._drain_from = elapsed_s
         if self._live is not None:
             self._live.update(self._table(stats, elapsed_s, phase, faults), refresh=True)
             return
@@ -283,7 +288,8 @@ class Progress:
             f"[{elapsed_s:6.1f}s {phase}] offered {stats.offered} ({stats.rate('offered'):.0f}/s) "
             f"accepted {stats.accepted} ({stats.rate('accepted'):.0f}/s) "
             f"delivered {stats.delivered} ({stats.rate('delivered'):.0f}/s) "
-            f"backlog {stats.backlog} faults: {', '.join(faults) or '-'}"
+            f"backlog {stats.backlog} ETA {self.eta(stats, elapsed_s, phase)} "
+            f"faults: {', '.join(faults) or '-'}"
             + (f" alerts: {_alerts(stats)}" if stats.alerts is not None else "")
         )
 
@@ -293,6 +299,7 @@ class Progress:
         table.add_column(justify="right")
         table.add_column(justify="right")
         table.add_row("elapsed", f"{elapsed_s:.1f} s of {self.duration_s:g} s", phase)
+        table.add_row("ETA", self.eta(stats, elapsed_s, phase), "")
         table.add_row("offered", f"{stats.offered}", f"{stats.rate('offered'):.0f}/s")
         table.add_row("accepted by SUT", f"{stats.accepted}", f"{stats.rate('accepted'):.0f}/s")
         table.add_row("delivered to ESP", f"{stats.delivered}", f"{stats.rate('delivered'):.0f}/s")
@@ -305,6 +312,23 @@ class Progress:
         if stats.alerts is not None:
             table.add_row("alerts firing", _alerts(stats), "")
         return table
+
+    def eta(self, stats: LiveStats, elapsed_s: float, phase: str) -> str:
+        """When the run should end: the load's remaining seconds, then the drain's, estimated from the
+        backlog and the delivery rate and never past the drain deadline."""
+        drain_max = self.drain_s
+        if phase == "drain" and self._drain_from is not None and drain_max is not None:
+            drain_max = max(0.0, drain_max - (elapsed_s - self._drain_from))
+        rate = stats.rate("delivered")
+        drain = stats.backlog / rate if rate > 0 else drain_max
+        if drain is not None and drain_max is not None:
+            drain = min(drain, drain_max)
+        if phase == "load":
+            left = max(0.0, self.duration_s - elapsed_s)
+            return f"{left:.0f} s of load" + (f" + drain ~{drain:.0f} s" if drain is not None else "")
+        if phase == "drain":
+            return f"drain ~{drain:.0f} s" if drain is not None else "drain: unknown"
+        return "-"
 
 
 def _alerts(stats: LiveStats) -> str:

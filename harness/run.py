@@ -60,6 +60,7 @@ from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_fleet import EspFleet
 from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, proxy_paths
 from mailstorm.harness.metrics import RunnerMetrics
+from mailstorm.harness.partials import Partials, every_s
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
@@ -255,6 +256,10 @@ class Run:
         self.ledger_dir = self.run_dir / "ledger"
         self.logs_dir = self.run_dir / "logs"
         self.ledger_dir.mkdir()
+        # report.html/json rebuilt, marked partial, while the run goes (mailstorm.harness.partials)
+        self._partials = Partials(
+            self.run_dir, every=every_s(sc.reports, sc.duration), duration_s=sc.duration
+        )
         (self.run_dir / "scenario.yaml").write_text(
             yaml.safe_dump(sc.resolved(), sort_keys=False, allow_unicode=True)
         )
@@ -561,6 +566,7 @@ class Run:
         if self.info.load_t0_ns is not None:
             self._campaigns.tick(time.monotonic() - self._t0)
         self._descendants.scan()
+        self._partials.tick(time.monotonic() - self._t0)
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
@@ -598,6 +604,7 @@ class Run:
         has not exited after ``HURRY_S`` is killed, so every child is gone within 10 s.
         """
         steps = [
+            ("partial reports", self._partials.stop),
             ("alerts", lambda: self._alerts.stop() if self._alerts is not None else None),
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
@@ -705,7 +712,8 @@ class Run:
 
     @contextlib.contextmanager
     def _progress(self) -> Iterator[Progress]:
-        progress = Progress(self.scenario.name, self.scenario.duration, enabled=self.show_progress)
+        sc = self.scenario
+        progress = Progress(sc.name, sc.duration, enabled=self.show_progress, drain_s=sc.drain_deadline)
         with progress:
             yield progress
 
