@@ -69,8 +69,8 @@ class LedgerWriter:
     Thread-safe (a lock around the single write), usable from asyncio (the write is a short
     non-blocking syscall on a local file) and from gevent (no cooperative yield inside). The open
     segment is closed by ``policy`` (``SegmentPolicy.from_env()`` unless given): a rename and an open
-    under the same lock, after the write that filled it; the process's ``Compressor`` thread compresses
-    it from there.
+    under the same lock, after the write that filled it; the writer's ``Compressor`` (a child process)
+    compresses it from there.
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class LedgerWriter:
         self._fsync = fsync
         self._lock = threading.Lock()
         self.records_written = 0
-        self._compressed: set[Path] = set()  # closed segments handed to the compressor
+        self.compressor = Compressor(fsync=fsync)  # closed segments are compressed in a child process
         seqs = closed_seqs(self.directory, source)
         self._seq = seqs[-1] if seqs else 0
         self._fd: int | None = None
@@ -115,8 +115,7 @@ class LedgerWriter:
         self._opened = time.monotonic()
 
     def _compress(self, path: Path) -> None:
-        self._compressed.add(path)
-        Compressor.shared().submit(path, fsync=self._fsync)
+        self.compressor.submit(path)
 
     def _full(self) -> bool:
         policy = self.policy
@@ -158,6 +157,8 @@ class LedgerWriter:
             self._size += len(data)
             if self.policy.rotates and self._full():
                 self._rotate()
+            elif self.compressor.queued:
+                self.compressor.pump()  # segments closed while the child was busy: their turn
 
     def close(self, *, wait_s: float = 60.0) -> None:
         """Close the open segment (it stays plain, the last of its source) and wait up to ``wait_s``
@@ -166,8 +167,7 @@ class LedgerWriter:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-        if self._compressed:
-            Compressor.shared().wait(self._compressed, wait_s)
+        self.compressor.wait(wait_s)
 
     def __enter__(self) -> LedgerWriter:
         return self

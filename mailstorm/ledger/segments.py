@@ -3,8 +3,8 @@
 One writing process and source (``esp-smtp-0``, ``load-1``, ``sut``...) writes one *open segment*,
 ``<source>.jsonl``, as it always has. When that file reaches the segment size (``SegmentPolicy``) the
 writer closes it by renaming it ``<source>.<seq>.jsonl`` (``seq`` six digits from 000001, in write order)
-and opens a fresh ``<source>.jsonl``; a background thread of the writer's process then compresses the
-closed segment to ``<source>.<seq>.jsonl.zst`` (zstd) and removes the plain one. A run shorter than one
+and opens a fresh ``<source>.jsonl``; a child process of the writer's (``Compressor``) then compresses
+the closed segment to ``<source>.<seq>.jsonl.zst`` (zstd) and removes the plain one. A run shorter than one
 segment therefore keeps exactly the files it had before segments existed.
 
 Readers go through ``segments`` (every segment of a ledger directory, source by source, each source's
@@ -24,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import queue
 import re
-import threading
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,51 +200,76 @@ def compress_segment(path: Path, *, fsync: bool = False) -> Path:
 
 
 class Compressor:
-    """One background thread per process compressing the segments its writers close.
+    """Compresses one writer's closed segments in a child process, one batch at a time.
 
-    At a lower scheduling priority than the process's other threads where the OS allows it, so that a
-    fake ESP's event loop is not kept waiting by it. ``wait`` returns once the given segments are done.
+    A child process, not a thread: a thread would share the writer's GIL (the fake ESP's event loop)
+    and, in a Locust process, would be a greenlet once gevent has patched ``threading``, blocking the
+    load's hub while it compresses. The child (``python -m mailstorm.ledger.segments PATH...``) runs at
+    a lower priority and takes every segment closed since the previous one started; ``pump`` starts the
+    next batch once the child is done (the writer calls it at each rotation), ``wait`` drives it to the end.
     """
 
-    _instance: Compressor | None = None
-    _instance_lock = threading.Lock()
+    def __init__(self, *, fsync: bool = False) -> None:
+        self._fsync = fsync
+        self.queued: list[Path] = []
+        self._child: subprocess.Popen[bytes] | None = None
+        self.batches = 0
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Path, bool]] = queue.Queue()
-        self._pending: set[Path] = set()
-        self._done = threading.Condition()
-        self.failed: list[tuple[Path, str]] = []
-        self._thread = threading.Thread(target=self._run, name="ledger-compressor", daemon=True)
-        self._thread.start()
+    def submit(self, path: Path) -> None:
+        self.queued.append(path)
+        self.pump()
 
-    @classmethod
-    def shared(cls) -> Compressor:
-        with cls._instance_lock:
-            if cls._instance is None or not cls._instance._thread.is_alive():
-                cls._instance = cls()
-            return cls._instance
+    @property
+    def busy(self) -> bool:
+        return bool(self.queued) or (self._child is not None and self._child.poll() is None)
 
-    def submit(self, path: Path, *, fsync: bool = False) -> None:
-        with self._done:
-            self._pending.add(path)
-        self._queue.put((path, fsync))
+    def pump(self) -> None:
+        """Start the next batch if there is one and no child is at work."""
+        if self._child is not None and self._child.poll() is None:
+            return
+        self._child = None
+        if not self.queued:
+            return
+        argv = [sys.executable, "-m", "mailstorm.ledger.segments", *(["--fsync"] if self._fsync else [])]
+        batch, self.queued = self.queued, []
+        self._child = subprocess.Popen(
+            [*argv, *map(str, batch)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        self.batches += 1
 
-    def wait(self, paths: set[Path], timeout: float | None = None) -> bool:
-        """True once none of ``paths`` is still to be compressed (False: ``timeout`` passed first)."""
-        with self._done:
-            return self._done.wait_for(lambda: not (paths & self._pending), timeout)
-
-    def _run(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: per thread
-        while True:
-            path, fsync = self._queue.get()
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once every segment submitted is compressed (or was tried); False: ``timeout`` passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.busy:
+            self.pump()
+            if self._child is None:
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
             try:
-                compress_segment(path, fsync=fsync)
-            except (OSError, zstandard.ZstdError) as exc:
-                # The segment stays plain, which every reader reads: worth a note, not a lost record.
-                self.failed.append((path, str(exc)))
-            finally:
-                with self._done:
-                    self._pending.discard(path)
-                    self._done.notify_all()
+                self._child.wait(left)
+            except subprocess.TimeoutExpired:
+                return False
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compress the closed segments named (the ``Compressor``'s child); one that fails stays plain,
+    which every reader reads: said on stderr, not fatal."""
+    args = sys.argv[1:] if argv is None else argv
+    fsync = "--fsync" in args
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    failed = 0
+    for name in (a for a in args if a != "--fsync"):
+        try:
+            compress_segment(Path(name), fsync=fsync)
+        except (OSError, zstandard.ZstdError) as exc:
+            failed += 1
+            print(f"ledger segment {name} left plain: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,7 +19,7 @@ from mailstorm.ledger import (
     segments,
     source_of,
 )
-from mailstorm.ledger.segments import Compressor, compress_segment, parse_size
+from mailstorm.ledger.segments import compress_segment, parse_size
 from mailstorm.ledger.tail import LineTail
 from mailstorm.reports.fate import classify
 from mailstorm.reports.ingest import read_columns
@@ -128,7 +128,7 @@ def test_the_tail_reads_each_line_once_across_rotations_between_and_during_polls
             _write(w, burst % 7, start=burst * 10)  # 0..6 pairs: sometimes none, sometimes several segments
             seen += list(tail.poll())
             if burst % 5 == 0:
-                Compressor.shared().wait(w._compressed, 10)
+                assert w.compressor.wait(30)
     finally:
         w.close()
     seen += list(tail.poll(final=True))
