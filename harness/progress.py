@@ -40,6 +40,8 @@ from mailstorm.ledger import (
 from mailstorm.ledger.tail import LineTail
 from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, OUTCOMES, REJECTED, Fates
 
+FORGET_AFTER_S = 600.0  # the runner's live view forgets settled messages this long after (LiveStats)
+EARLY_MAX = 100_000  # ESP acceptances read before their submission, kept for the live p95
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
 LATENCY_WINDOW_S = 10  # the live p95 is over the deliveries of the last seconds
 
@@ -72,10 +74,18 @@ class LiveStats:
     Every count of messages comes from ``fates``, the fate module's incremental form: the same rules as
     the reports, so the drain waits on exactly the messages a report would call lost or pending, and the
     last counts equal report.md's. The rest (rates, drops, refusals, the sampled queue) is for watching.
+
+    ``forget_after_s`` (the runner gives ``FORGET_AFTER_S``; None: never) keeps its memory flat on a long
+    run: ``fates`` forgets settled ids that long after they settled (what that changes: ``Fates``), and
+    the live p95 forgets a submission not at the ESP after that long (a message delivered later than
+    that is not in the live p95; the reports have it). The per-second rates keep the last minute, the
+    p95 its window, ESP acceptances read before their submission at most ``EARLY_MAX``.
     """
 
-    def __init__(self) -> None:
-        self.fates = Fates()
+    def __init__(self, *, forget_after_s: float | None = None) -> None:
+        self.fates = Fates(forget_after_s=forget_after_s)
+        self._forget_ns = None if forget_after_s is None else int(forget_after_s * 1e9)
+        self._pruned_ns = 0
         self.dropped = 0
         self._planned: int | None = None  # the load processes' own word (load.started), when they give it
         self.esp_refusals = 0  # ESP replies other than an acceptance (retries included)
@@ -126,6 +136,10 @@ class LiveStats:
                     firing[rec.fingerprint] = rec.name
                 else:
                     firing.pop(rec.fingerprint, None)
+        if self._forget_ns is not None and self.last_delivery_ns - self._pruned_ns > self._forget_ns // 10:
+            self._pruned_ns = self.last_delivery_ns
+            horizon = self.last_delivery_ns - self._forget_ns
+            self._intended = {mid: t for mid, t in self._intended.items() if t >= horizon}
         return n
 
     @property
@@ -154,7 +168,7 @@ class LiveStats:
         intended = self._intended.pop(mid, None)
         if intended is not None:
             self._latency(t_ns, intended)
-        elif not self.fates.was_submitted(mid) and len(self._early) < 100_000:
+        elif not self.fates.was_submitted(mid) and len(self._early) < EARLY_MAX:
             # Its submission is in a ledger file read later (a duplicate's is not: it is not kept). Bounded:
             # acceptances of ids the load never submitted must not grow it forever.
             self._early[mid] = t_ns

@@ -62,7 +62,7 @@ from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, p
 from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.partials import Partials, every_s
 from mailstorm.harness.probes import Prober, resolve_probes
-from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
+from mailstorm.harness.progress import FORGET_AFTER_S, LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
 from mailstorm.harness.snapshots import check_snapshots
 from mailstorm.harness.targets.base import (
@@ -134,7 +134,7 @@ class Run:
         self.document = document
         self.show_progress = progress
         self.run_dir: Path | None = None
-        self.stats = LiveStats()
+        self.stats = LiveStats(forget_after_s=FORGET_AFTER_S)  # flat memory on a long run
         self._metrics = RunnerMetrics(self.stats) if metrics else None  # GET /metrics while the run goes
         self._judge = AbortJudge(scenario.slo, self.stats)  # the SLOs marked abort: true, judged live
         self.aborted: Breach | None = None
