@@ -78,7 +78,7 @@ from mailstorm.harness.targets.base import (
 )
 from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
-from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted, SutHeld
+from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted, SegmentPolicy, SutHeld
 from mailstorm.netguard import check_address
 from mailstorm.runinfo import RunInfo
 from mailstorm.scenarios.launch import LoadRun
@@ -170,6 +170,7 @@ class Run:
     def preflight(self) -> None:
         """Every check that needs no process: the target knows the timeline's actions, addresses allowed."""
         sc = self.scenario
+        SegmentPolicy.from_env()  # the ledger settings every part inherits: a bad one stops the run here
         where = ["esp"] if sc.esps is None else [("esps", j) for j in range(len(sc.esps))]
         hosts = [
             ((*_loc(w), "bind"), e.bind, f"{_dotted(w)}.bind") for w, e in zip(where, sc.fleet, strict=True)

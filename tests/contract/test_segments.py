@@ -5,7 +5,10 @@ compressed segments alike, in write order, each record once."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +194,18 @@ def test_sizes():
     assert parse_size("1000") == 1000
     with pytest.raises(ValueError):
         parse_size("12 parsecs")
+
+
+def test_mailstorm_run_refuses_a_bad_ledger_setting_in_one_line(tmp_path):
+    """Every part of a run inherits the runner's environment: a bad setting stops the run at its start."""
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "library" / "smoke.yaml"
+    cmd = [sys.executable, "-m", "mailstorm.cli", "run", str(scenario), "--out", str(tmp_path), "--quiet"]
+    env = {**os.environ, "MAILSTORM_LEDGER_SEGMENT": "huge"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == UserError.exit_code
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("ledger segments: 'huge' is not a size (use bytes or a unit: 512KB, 64MB, 1GiB)")
+    )
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
