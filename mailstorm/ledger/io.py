@@ -107,15 +107,12 @@ class LedgerWriter:
             for seq in seqs:
                 plain = closed_path(self.directory, source, seq)
                 if plain.exists():
-                    self._compress(plain)
+                    self.compressor.submit(plain)
 
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
         self._opened = time.monotonic()
-
-    def _compress(self, path: Path) -> None:
-        self.compressor.submit(path)
 
     def _full(self) -> bool:
         policy = self.policy
@@ -131,7 +128,7 @@ class LedgerWriter:
         os.rename(self.path, closed)
         self._open()
         if self.policy.compress:
-            self._compress(closed)
+            self.compressor.submit(closed)
 
     def write(self, record: Record, /, *, t: int | None = None) -> int:
         """Write one record now and return its timestamp (ns): ``t`` when given (a record dated earlier

@@ -185,17 +185,25 @@ def open_segment(path: Path) -> Iterator[BinaryIO]:
 
 def compress_segment(path: Path, *, fsync: bool = False) -> Path:
     """Compress the closed segment ``path`` to ``path.zst`` and remove ``path``; the ``.zst`` appears
-    whole (written aside, then renamed), so a reader sees one of the two at every moment."""
+    whole (written aside, then renamed), so a reader sees one of the two at every moment. Two processes
+    at it at once (a restarted writer and its killed predecessor's child) each write their own temporary
+    file and rename the same bytes into place."""
     target = path.with_name(path.name + ZSTD_SUFFIX)
-    tmp = path.with_name(path.name + ZSTD_SUFFIX + ".tmp")
+    tmp = path.with_name(f"{path.name}{ZSTD_SUFFIX}.{os.getpid()}.tmp")
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    with path.open("rb") as src, tmp.open("wb") as dst:
+    try:
+        src = path.open("rb")
+    except FileNotFoundError:
+        if target.exists():
+            return target  # the other one finished first
+        raise
+    with src, tmp.open("wb") as dst:
         cctx.copy_stream(src, dst, size=os.fstat(src.fileno()).st_size)
         if fsync:
             dst.flush()
             os.fsync(dst.fileno())
     os.replace(tmp, target)
-    path.unlink()
+    path.unlink(missing_ok=True)
     return target
 
 

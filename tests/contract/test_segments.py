@@ -45,6 +45,8 @@ def test_writer_rotates_by_size_compresses_closed_segments_and_readers_read_them
     assert names[-1] == "load-0.jsonl"  # the open segment, last and plain
     assert all(n == f"load-0.{i:06d}.jsonl.zst" for i, n in enumerate(names[:-1], 1))
     assert not list(tmp_path.glob("*.tmp"))
+    # A second compression of the same segment (a killed writer's child and its successor): harmless.
+    assert compress_segment(tmp_path / "load-0.000001.jsonl") == tmp_path / "load-0.000001.jsonl.zst"
     assert {source_of(p) for p in segments(tmp_path)} == {"load-0"}
     # Every closed segment but the open one is under the segment size (plus one record).
     reader = LedgerReader(tmp_path)
