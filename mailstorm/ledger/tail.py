@@ -53,10 +53,10 @@ class LineTail:
     def poll(self, *, final: bool = False) -> Iterator[bytes]:
         """The lines appended since the last poll. ``final`` (every writer has stopped): also a last
         line left without its newline."""
-        before, _ = _closed_by_source(self.directory)
+        before, opens = _closed_by_source(self.directory)
         opened: dict[str, int] = {}
         try:
-            for source, path in _closed_by_source(self.directory)[1].items():
+            for source, path in opens.items():
                 try:
                     opened[source] = os.open(path, os.O_RDONLY)
                 except FileNotFoundError:
