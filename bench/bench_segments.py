@@ -19,11 +19,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import zstandard
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +37,7 @@ from docs_section import DOC, write_section  # noqa: E402
 from mailstorm.ledger import Kind, LedgerReader, open_segment, segments, source_of  # noqa: E402
 from mailstorm.ledger.segments import SEGMENT_ENV, ZSTD_LEVEL  # noqa: E402
 
+_SHA = re.compile(rb'"sha":"[0-9a-f]{64}",')
 SECTION = "## Ledger: bytes per message on disk, segments and zstd"
 
 
@@ -121,8 +125,34 @@ def run_sizes(work: Path, rate: int, duration: int, segment: str) -> list[str]:
         f"bytes per message) are counted at the closed segments' ratio ({ratio:.1f}x).",
         f"- this run's ledger directory as it is, open segments plain: {on_disk:,.0f} bytes per message "
         f"(the open segments are at most one segment per source: a rounding error on a long run).",
+        f"- of which the fake ESP's body hash (`esp.accepted` `sha`, 32 random bytes a message that no "
+        f"compressor can shrink): {_sha_cost(ledger, messages):,.1f} bytes per message.",
     ]
     return rows
+
+
+def _sha_cost(ledger: Path, messages: int) -> float:
+    """Compressed bytes per message the ESP's closed segments take with their sha256 and without."""
+    with_sha = without = 0
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    for path in segments(ledger):
+        if source_of(path).startswith("esp-") and path.name.endswith(".zst"):
+            with open_segment(path) as fh:
+                data = fh.read()
+            with_sha += len(cctx.compress(data))
+            without += len(cctx.compress(_SHA.sub(b"", data)))
+    return (with_sha - without) / messages * _share(ledger)
+
+
+def _share(ledger: Path) -> float:
+    """How many of the ESP's lines are in its closed segments: their cost scaled to all its lines."""
+    closed = total = 0
+    for path in segments(ledger):
+        if source_of(path).startswith("esp-"):
+            n = _lines_and_bytes(path)[0]
+            total += n
+            closed += n if path.name.endswith(".zst") else 0
+    return total / closed if closed else 0.0
 
 
 def throughput(work: Path, args: argparse.Namespace) -> list[str]:

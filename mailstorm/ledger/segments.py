@@ -213,7 +213,7 @@ class Compressor:
 
     A child process, not a thread: a thread would share the writer's GIL (the fake ESP's event loop)
     and, in a Locust process, would be a greenlet once gevent has patched ``threading``, blocking the
-    load's hub while it compresses. The child (``python -m mailstorm.ledger.segments PATH...``) runs at
+    load's hub while it compresses. The child (``python -m mailstorm.ledger.compress PATH...``) runs at
     a lower priority and takes every segment closed since the previous one started; ``pump`` starts the
     next batch once the child is done (the writer calls it at each rotation), ``wait`` drives it to the end.
     """
@@ -239,7 +239,7 @@ class Compressor:
         self._child = None
         if not self.queued:
             return
-        argv = [sys.executable, "-m", "mailstorm.ledger.segments", *(["--fsync"] if self._fsync else [])]
+        argv = [sys.executable, "-m", "mailstorm.ledger.compress", *(["--fsync"] if self._fsync else [])]
         batch, self.queued = self.queued, []
         self._child = subprocess.Popen(
             [*argv, *map(str, batch)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
@@ -261,24 +261,3 @@ class Compressor:
             except subprocess.TimeoutExpired:
                 return False
         return True
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Compress the closed segments named (the ``Compressor``'s child); one that fails stays plain,
-    which every reader reads: said on stderr, not fatal."""
-    args = sys.argv[1:] if argv is None else argv
-    fsync = "--fsync" in args
-    with contextlib.suppress(OSError):
-        os.nice(10)
-    failed = 0
-    for name in (a for a in args if a != "--fsync"):
-        try:
-            compress_segment(Path(name), fsync=fsync)
-        except (OSError, zstandard.ZstdError) as exc:
-            failed += 1
-            print(f"ledger segment {name} left plain: {exc}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
