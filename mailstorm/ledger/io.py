@@ -21,6 +21,7 @@ and the reports (plain) all import it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -112,13 +113,10 @@ class LedgerWriter:
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
-        self._opened = time.monotonic()
-
-    def _full(self) -> bool:
-        policy = self.policy
-        if policy.max_bytes and self._size >= policy.max_bytes:
-            return True
-        return policy.max_age_s is not None and time.monotonic() - self._opened >= policy.max_age_s
+        # What the write path compares, worked out once per segment (it runs once per record).
+        self._rotate_at = self.policy.max_bytes or sys.maxsize
+        age = self.policy.max_age_s
+        self._rotate_by: float | None = None if age is None else time.monotonic() + age
 
     def _rotate(self) -> None:
         """Close the open segment (under the lock): rename it to the next number, open a fresh one."""
@@ -152,7 +150,9 @@ class LedgerWriter:
                 os.fsync(self._fd)
             self.records_written += data.count(b"\n")
             self._size += len(data)
-            if self.policy.rotates and self._full():
+            if self._size >= self._rotate_at or (
+                self._rotate_by is not None and time.monotonic() >= self._rotate_by
+            ):
                 self._rotate()
             elif self.compressor.queued:
                 self.compressor.pump()  # segments closed while the child was busy: their turn

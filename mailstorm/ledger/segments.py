@@ -80,10 +80,6 @@ class SegmentPolicy:
     max_age_s: float | None = None  # None: never by age
     compress: bool = True
 
-    @property
-    def rotates(self) -> bool:
-        return self.max_bytes > 0 or self.max_age_s is not None
-
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> SegmentPolicy:
         """The policy the environment sets (unset variables: the defaults); a bad value is a
