@@ -51,7 +51,7 @@ from typing import Any
 from mailstorm.fake_esp.faults import build
 from mailstorm.fake_esp.faults.aim import compile_match
 from mailstorm.fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
-from mailstorm.fake_esp.shared import SharedState
+from mailstorm.fake_esp.shared import LocalMap, SharedState
 from mailstorm.fake_esp.spec import fault_to_dict, parse_fault
 
 log = logging.getLogger("mailstorm.fake_esp.engine")
@@ -70,11 +70,11 @@ class Entry:
     added_at: float
     active_from: float
     expires_at: float
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=LocalMap)
     # The aim: a predicate over the step's context (None: every step), and the scope's own counts
     # (``used``: actions so far under ``count``; a correlation id: attempts seen under ``attempts``).
     match: Callable[[Context], bool] | None = None
-    scope: dict[Any, Any] = field(default_factory=dict)
+    scope: dict[Any, Any] = field(default_factory=LocalMap)
     aimed: bool = False  # a match or a scope to check before the fault sees a step
     locked: bool = False  # its state (or scope) is shared by the workers: its steps run under the lock
 

@@ -15,7 +15,10 @@ hashed with Python's ``hash`` (the workers are forks of one parent: one hash sec
 fault's id and installation time, so a replaced fault starts afresh. The table has ``SLOTS`` slots and
 probes ``PROBES`` of them; when all are taken (more live keys than a test or a load run has: a key is a
 client IP, a sender domain, an API key, or a message under ``attempts``) the oldest probe slot is reused,
-forgetting that key's state. One process (``--processes 1``) has no SharedState: plain dicts, no lock.
+forgetting that key's state. One process (``--processes 1``) has no SharedState and no lock: each fault's
+state is a ``LocalMap``, a dict bounded the same way (at most ``SLOTS`` keys, the least recently written
+forgotten first), so that a day of distinct keys (greylist triplets, ``attempts`` per message) keeps
+the fake ESP's memory flat.
 
 Tolerance: the lock makes every read-modify-write whole, so a shared bucket admits exactly what one
 bucket admits; what differs from one process is only when each worker's clock is read (all use
@@ -27,6 +30,7 @@ exactly as one worker. tests/fake_esp/test_shared_limits.py measures both.
 from __future__ import annotations
 
 import multiprocessing
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
@@ -131,3 +135,20 @@ class SharedMap:
 
     def clear(self) -> None:
         """Nothing to wipe: a fault installed again has a new namespace (its id and time)."""
+
+
+class LocalMap(OrderedDict):
+    """One process's state of one fault: a dict of at most ``limit`` keys; writing one more forgets the
+    least recently written (for a greylist triplet: greylisted again as new; for a message under
+    ``attempts``: its attempts counted from one again; for a quota or throttle key: a fresh window or
+    bucket)."""
+
+    def __init__(self, limit: int = SLOTS) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)

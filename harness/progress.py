@@ -1,7 +1,8 @@
 """What a run is doing right now: counters tailed from the ledgers, and their live rendering (rich).
 
-``LedgerTail`` reads only the bytes appended to each ledger file since the last poll (a torn last line
-waits for its end), so following a long run costs as much as the records it adds, and yields them as
+``LedgerTail`` reads only the bytes appended to each ledger source since the last poll
+(``mailstorm.ledger.tail``: across segments; a torn last line waits for its end), so following a long
+run costs as much as the records it adds, and yields them as
 their declared record classes (``mailstorm.ledger``; a line of no known kind is skipped). ``LiveStats`` folds
 those records into the figures a person watching wants (offered, accepted and delivered per second, the
 backlog, ESP refusals) and, through the fate module's incremental form (mailstorm.reports.fate), into
@@ -24,7 +25,6 @@ from rich.live import Live
 from rich.table import Table
 
 from mailstorm.ledger import (
-    LEDGER_SUFFIX,
     AlertFiring,
     AlertResolved,
     EspAccepted,
@@ -37,42 +37,27 @@ from mailstorm.ledger import (
     SutQueue,
     decode,
 )
+from mailstorm.ledger.tail import LineTail
 from mailstorm.reports.fate import BOUNCED, DELIVERED, DUPLICATED, OUTCOMES, REJECTED, Fates
 
+FORGET_AFTER_S = 600.0  # the runner's live view forgets settled messages this long after (LiveStats)
+EARLY_MAX = 100_000  # ESP acceptances read before their submission, kept for the live p95
 RATE_WINDOW_S = 2  # rates are averaged over the last whole seconds, so they do not flicker
 LATENCY_WINDOW_S = 10  # the live p95 is over the deliveries of the last seconds
 
 
 class LedgerTail:
-    """Yields the records appended to ``directory/*.jsonl`` since the previous ``poll``."""
+    """Yields the records appended to the ledger directory's sources since the previous ``poll``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._offsets: dict[Path, int] = {}
-        self._partial: dict[Path, bytes] = {}
+        self._lines = LineTail(directory)
 
     def poll(self, *, final: bool = False) -> Iterator[Record]:
-        """The records appended since the last poll. ``final`` (every writer has stopped): also a last
-        line left without its newline, as the reports' reader takes it."""
-        for path in sorted(self.directory.glob(f"*{LEDGER_SUFFIX}")):
-            offset = self._offsets.get(path, 0)
-            try:
-                with path.open("rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                continue
-            if not chunk:
-                continue
-            self._offsets[path] = offset + len(chunk)
-            data = self._partial.pop(path, b"") + chunk
-            lines = data.split(b"\n")
-            if lines[-1]:
-                self._partial[path] = lines[-1]  # no newline yet: the writer is mid-line
-            yield from _parse(lines[:-1])
-        if final:
-            yield from _parse(self._partial.values())
-            self._partial.clear()
+        """The records appended since the last poll (``mailstorm.ledger.tail``: across segments, a line
+        waits for its newline). ``final`` (every writer has stopped): also a last line left without its
+        newline, as the reports' reader takes it."""
+        return _parse(self._lines.poll(final=final))
 
 
 def _parse(lines: Iterable[bytes]) -> Iterator[Record]:
@@ -89,10 +74,18 @@ class LiveStats:
     Every count of messages comes from ``fates``, the fate module's incremental form: the same rules as
     the reports, so the drain waits on exactly the messages a report would call lost or pending, and the
     last counts equal report.md's. The rest (rates, drops, refusals, the sampled queue) is for watching.
+
+    ``forget_after_s`` (the runner gives ``FORGET_AFTER_S``; None: never) keeps its memory flat on a long
+    run: ``fates`` forgets settled ids that long after they settled (what that changes: ``Fates``), and
+    the live p95 forgets a submission not at the ESP after that long (a message delivered later than
+    that is not in the live p95; the reports have it). The per-second rates keep the last minute, the
+    p95 its window, ESP acceptances read before their submission at most ``EARLY_MAX``.
     """
 
-    def __init__(self) -> None:
-        self.fates = Fates()
+    def __init__(self, *, forget_after_s: float | None = None) -> None:
+        self.fates = Fates(forget_after_s=forget_after_s)
+        self._forget_ns = None if forget_after_s is None else int(forget_after_s * 1e9)
+        self._pruned_ns = 0
         self.dropped = 0
         self._planned: int | None = None  # the load processes' own word (load.started), when they give it
         self.esp_refusals = 0  # ESP replies other than an acceptance (retries included)
@@ -143,6 +136,10 @@ class LiveStats:
                     firing[rec.fingerprint] = rec.name
                 else:
                     firing.pop(rec.fingerprint, None)
+        if self._forget_ns is not None and self.last_delivery_ns - self._pruned_ns > self._forget_ns // 10:
+            self._pruned_ns = self.last_delivery_ns
+            horizon = self.last_delivery_ns - self._forget_ns
+            self._intended = {mid: t for mid, t in self._intended.items() if t >= horizon}
         return n
 
     @property
@@ -171,7 +168,7 @@ class LiveStats:
         intended = self._intended.pop(mid, None)
         if intended is not None:
             self._latency(t_ns, intended)
-        elif not self.fates.was_submitted(mid) and len(self._early) < 100_000:
+        elif not self.fates.was_submitted(mid) and len(self._early) < EARLY_MAX:
             # Its submission is in a ledger file read later (a duplicate's is not: it is not kept). Bounded:
             # acceptances of ids the load never submitted must not grow it forever.
             self._early[mid] = t_ns
@@ -266,10 +263,13 @@ class Progress:
         enabled: bool = True,
         console: Console | None = None,
         every_s: float = 5.0,
+        drain_s: float | None = None,
     ) -> None:
         self.name = name
         self.enabled = enabled
         self.duration_s = duration_s
+        self.drain_s = drain_s  # the drain deadline: the longest the drain can take
+        self._drain_from: float | None = None  # elapsed seconds when the drain began
         self.console = console or Console(file=sys.stderr)
         self._live: Live | None = None
         self._every_s = every_s
@@ -287,6 +287,8 @@ class Progress:
             self._live = None
 
     def update(self, stats: LiveStats, *, elapsed_s: float, phase: str, faults: list[str]) -> None:
+        if phase == "drain" and self._drain_from is None:
+            self._drain_from = elapsed_s
         if self._live is not None:
             self._live.update(self._table(stats, elapsed_s, phase, faults), refresh=True)
             return
@@ -300,7 +302,8 @@ class Progress:
             f"[{elapsed_s:6.1f}s {phase}] offered {stats.offered} ({stats.rate('offered'):.0f}/s) "
             f"accepted {stats.accepted} ({stats.rate('accepted'):.0f}/s) "
             f"delivered {stats.delivered} ({stats.rate('delivered'):.0f}/s) "
-            f"backlog {stats.backlog} faults: {', '.join(faults) or '-'}"
+            f"backlog {stats.backlog} ETA {self.eta(stats, elapsed_s, phase)} "
+            f"faults: {', '.join(faults) or '-'}"
             + (f" alerts: {_alerts(stats)}" if stats.alerts is not None else "")
         )
 
@@ -310,6 +313,7 @@ class Progress:
         table.add_column(justify="right")
         table.add_column(justify="right")
         table.add_row("elapsed", f"{elapsed_s:.1f} s of {self.duration_s:g} s", phase)
+        table.add_row("ETA", self.eta(stats, elapsed_s, phase), "")
         table.add_row("offered", f"{stats.offered}", f"{stats.rate('offered'):.0f}/s")
         table.add_row("accepted by SUT", f"{stats.accepted}", f"{stats.rate('accepted'):.0f}/s")
         table.add_row("delivered to ESP", f"{stats.delivered}", f"{stats.rate('delivered'):.0f}/s")
@@ -322,6 +326,23 @@ class Progress:
         if stats.alerts is not None:
             table.add_row("alerts firing", _alerts(stats), "")
         return table
+
+    def eta(self, stats: LiveStats, elapsed_s: float, phase: str) -> str:
+        """When the run should end: the load's remaining seconds, then the drain's, estimated from the
+        backlog and the delivery rate and never past the drain deadline."""
+        drain_max = self.drain_s
+        if phase == "drain" and self._drain_from is not None and drain_max is not None:
+            drain_max = max(0.0, drain_max - (elapsed_s - self._drain_from))
+        rate = stats.rate("delivered")
+        drain = stats.backlog / rate if rate > 0 else drain_max
+        if drain is not None and drain_max is not None:
+            drain = min(drain, drain_max)
+        if phase == "load":
+            left = max(0.0, self.duration_s - elapsed_s)
+            return f"{left:.0f} s of load" + (f" + drain ~{drain:.0f} s" if drain is not None else "")
+        if phase == "drain":
+            return f"drain ~{drain:.0f} s" if drain is not None else "drain: unknown"
+        return "-"
 
 
 def _alerts(stats: LiveStats) -> str:

@@ -61,8 +61,9 @@ from mailstorm.harness.esp_fleet import EspFleet
 from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, webhook_keys
 from mailstorm.harness.held import record_held
 from mailstorm.harness.metrics import RunnerMetrics
+from mailstorm.harness.partials import Partials, every_s
 from mailstorm.harness.probes import Prober, resolve_probes
-from mailstorm.harness.progress import LedgerTail, LiveStats, Progress, outcome_table
+from mailstorm.harness.progress import FORGET_AFTER_S, LedgerTail, LiveStats, Progress, outcome_table
 from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
 from mailstorm.harness.snapshots import check_snapshots
 from mailstorm.harness.targets.base import (
@@ -78,7 +79,7 @@ from mailstorm.harness.targets.base import (
 )
 from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
-from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted
+from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted, SegmentPolicy
 from mailstorm.netguard import check_address
 from mailstorm.runinfo import EspLimits, RunInfo
 from mailstorm.scenarios.launch import LoadRun
@@ -134,7 +135,7 @@ class Run:
         self.document = document
         self.show_progress = progress
         self.run_dir: Path | None = None
-        self.stats = LiveStats()
+        self.stats = LiveStats(forget_after_s=FORGET_AFTER_S)  # flat memory on a long run
         self._metrics = RunnerMetrics(self.stats) if metrics else None  # GET /metrics while the run goes
         self._judge = AbortJudge(scenario.slo, self.stats)  # the SLOs marked abort: true, judged live
         self.aborted: Breach | None = None
@@ -170,6 +171,7 @@ class Run:
     def preflight(self) -> None:
         """Every check that needs no process: the target knows the timeline's actions, addresses allowed."""
         sc = self.scenario
+        SegmentPolicy.from_env()  # the ledger settings every part inherits: a bad one stops the run here
         where = ["esp"] if sc.esps is None else [("esps", j) for j in range(len(sc.esps))]
         hosts = [
             ((*_loc(w), "bind"), e.bind, f"{_dotted(w)}.bind") for w, e in zip(where, sc.fleet, strict=True)
@@ -265,6 +267,10 @@ class Run:
         self.ledger_dir = self.run_dir / "ledger"
         self.logs_dir = self.run_dir / "logs"
         self.ledger_dir.mkdir()
+        # report.html/json rebuilt, marked partial, while the run goes (mailstorm.harness.partials)
+        self._partials = Partials(
+            self.run_dir, every=every_s(sc.reports, sc.duration), duration_s=sc.duration
+        )
         (self.run_dir / "scenario.yaml").write_text(
             yaml.safe_dump(sc.resolved(), sort_keys=False, allow_unicode=True)
         )
@@ -583,6 +589,7 @@ class Run:
         if self.info.load_t0_ns is not None:
             self._campaigns.tick(time.monotonic() - self._t0)
         self._descendants.scan()
+        self._partials.tick(time.monotonic() - self._t0)
         faults = list(self._standing_faults)
         faults += self._timeline.active() if self._timeline is not None else []
         progress.update(self.stats, elapsed_s=time.monotonic() - self._t0, phase=self._phase, faults=faults)
@@ -620,10 +627,9 @@ class Run:
         has not exited after ``HURRY_S`` is killed, so every child is gone within 10 s.
         """
         steps = [
-            (
-                "alerts",
-                lambda: self._alerts.stop(wait_resolved=not hurry) if self._alerts is not None else None,
-            ),
+            ("partial reports", self._partials.stop),
+            # A normal stop first waits (bounded) for the alerts still firing to resolve.
+            ("alerts", lambda: self._alerts and self._alerts.stop(wait_resolved=not hurry)),
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),
@@ -732,7 +738,8 @@ class Run:
 
     @contextlib.contextmanager
     def _progress(self) -> Iterator[Progress]:
-        progress = Progress(self.scenario.name, self.scenario.duration, enabled=self.show_progress)
+        sc = self.scenario
+        progress = Progress(sc.name, sc.duration, enabled=self.show_progress, drain_s=sc.drain_deadline)
         with progress:
             yield progress
 

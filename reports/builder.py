@@ -15,6 +15,7 @@ from mailstorm.reports.slo import SloResult
 from mailstorm.reports.spec import ReportSpec, SloSpec
 
 FILES = {"html": "report.html", "md": "report.md", "json": "report.json", "junit": "junit.xml"}
+PARTIAL_FORMATS = ("html", "json")  # what a run still going rebuilds (a CI reads junit.xml at the end)
 
 
 @dataclass
@@ -31,16 +32,33 @@ class Verdict:
     analysis: Analysis | None = field(default=None, repr=False)
 
 
-def build(run_dir: Path | str, *, report: ReportSpec | None = None, slo: SloSpec | None = None) -> Verdict:
-    """Analyse ``run_dir`` (slo.json, run.json, ledger/*.jsonl) and write the reports into it.
+def build(
+    run_dir: Path | str,
+    *,
+    report: ReportSpec | None = None,
+    slo: SloSpec | None = None,
+    partial: tuple[float, float] | None = None,
+) -> Verdict:
+    """Analyse ``run_dir`` (slo.json, run.json, its ledger segments) and write the reports into it.
 
     ``report`` and ``slo`` override what the run directory says (run.json's ``report``, slo.json).
+    ``partial`` (seconds into the run, of how many): a report of a run still going, from the ledgers so
+    far: only report.html and report.json, each saying "partial, at N s of M s" (``partial`` in the JSON).
     Raises ``UserError`` for a directory that is not a run, ``ConfigError`` for a bad slo.json.
     """
     run_dir = Path(run_dir)
     a = analyze(run_dir, report=report, slo=slo)
+    formats = a.report.formats
+    if partial is not None:
+        at, of = partial
+        a.figures["partial"] = {
+            "at_s": round(at, 1),
+            "of_s": of,
+            "text": f"partial, at {at:.0f} s of {of:g} s",
+        }
+        formats = tuple(f for f in formats if f in PARTIAL_FORMATS)
     files: dict[str, Path] = {}
-    for fmt in a.report.formats:
+    for fmt in formats:
         path = run_dir / FILES[fmt]
         if fmt == "html":
             page, pngs = render.html(a)

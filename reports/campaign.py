@@ -40,7 +40,6 @@ import numpy as np
 
 from mailstorm.errors import UserError
 from mailstorm.ledger import (
-    LEDGER_SUFFIX,
     CampaignAnswer,
     CampaignList,
     CampaignTrigger,
@@ -48,6 +47,8 @@ from mailstorm.ledger import (
     InvalidRecord,
     SutBounced,
     decode,
+    open_segment,
+    segments,
 )
 from mailstorm.reports.recovery import Window
 
@@ -74,8 +75,8 @@ class Raw:
 
 def read(ledger_dir: Path) -> Raw:
     raw = Raw()
-    for path in sorted(Path(ledger_dir).glob(f"*{LEDGER_SUFFIX}")):
-        with path.open("rb", buffering=4 << 20) as fh:
+    for path in segments(ledger_dir):
+        with open_segment(path) as fh:
             for line in fh:
                 if not any(w in line for w in _WANTED):
                     continue

@@ -57,6 +57,7 @@ runner never loads numpy.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,12 @@ def decide(state: int) -> int:
 
 
 OUTCOME_OF = tuple(decide(s) for s in range(STATES))  # both forms look outcomes up here
+_SETTLED = frozenset((DELIVERED, DUPLICATED, BOUNCED, REJECTED))
+
+
+def _forgettable(state: int) -> bool:
+    """A state the incremental form may forget: settled, or never submitted (see ``Fates``)."""
+    return not state & SUBMITTED or OUTCOME_OF[state] in _SETTLED
 
 
 def _code_in(code: Any, low: int) -> bool:
@@ -142,10 +149,24 @@ class Fates:
 
     Costs one small int per id seen; fed every record of a run, in any order, its counts equal the
     batch form's over the same ledgers.
+
+    ``forget_after_s`` (the runner's live view sets it; None: never) keeps that cost flat over a long
+    run: an id is forgotten once that long (in ledger time, the newest record's ``t``) has passed since it
+    settled (delivered, duplicated, bounced or rejected: its outcome counted) or since it was first seen
+    without a submission (an ESP acceptance of an id never submitted, whose count stays in
+    ``esp_unmatched``). The counts keep them. What is lost: a record about a forgotten id is taken as
+    about a new one, so a duplicate acceptance arriving later than that counts as an ESP acceptance of
+    an unknown id (``esp_unmatched``) instead of turning the message ``duplicated``, and a submission
+    arriving that much after its ESP acceptance is counted as submitted and not delivered. Lost and
+    pending messages are never forgotten: they are what the drain waits on.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, forget_after_s: float | None = None) -> None:
         self._state: dict[str, int] = {}
+        self._horizon_ns = None if forget_after_s is None else int(forget_after_s * 1e9)
+        self._expiry: deque[tuple[int, str]] = deque()  # (t, id) in the order ids settled or appeared
+        self._newest_ns = 0
+        self.forgotten = 0
         self._per = [0] * len(OUTCOMES)
         self.submitted = 0
         self.attempts = 0  # load.submit records: several attempts may carry one message
@@ -176,9 +197,9 @@ class Fates:
             self.esp_unmatched -= self._unmatched.pop(mid, 0)
         if facts & ESP_ONCE and old & ESP_ONCE:
             facts = ESP_AGAIN
-        self._set(mid, old, old | facts | self._every)
+        self._set(mid, old, old | facts | self._every, rec)
 
-    def _set(self, mid: str, old: int, new: int) -> None:
+    def _set(self, mid: str, old: int, new: int, rec: Record | Mapping[str, Any] | None = None) -> None:
         if new == old:
             return
         self._state[mid] = new
@@ -188,6 +209,27 @@ class Fates:
             self.submitted += 1
         if new & SUBMITTED:
             self._per[OUTCOME_OF[new]] += 1
+        if self._horizon_ns is not None and rec is not None:
+            self._expire(rec, mid, old, new)
+
+    def _expire(self, rec: Record | Mapping[str, Any], mid: str, old: int, new: int) -> None:
+        t = rec.get("t") if isinstance(rec, Mapping) else getattr(rec, "t", None)
+        if not isinstance(t, int):
+            return
+        if old == 0 or (_forgettable(new) and not _forgettable(old)):
+            self._expiry.append((t, mid))
+        if t <= self._newest_ns:
+            return
+        self._newest_ns = t
+        assert self._horizon_ns is not None
+        horizon, expiry, state = t - self._horizon_ns, self._expiry, self._state
+        while expiry and expiry[0][0] < horizon:
+            _, old_id = expiry.popleft()
+            st = state.get(old_id)
+            if st is not None and _forgettable(st):
+                del state[old_id]
+                self._unmatched.pop(old_id, None)
+                self.forgotten += 1
 
     def _set_on_every(self, fact: int) -> None:
         """A run-wide fact: on every message seen, and on every one seen later (once, at a listing)."""

@@ -70,10 +70,11 @@ from mailstorm.ledger import (
     decode,
     field_types,
     key,
+    open_segment,
     segments,
+    source_of,
 )
 
-_BLOCK = 4 << 20  # read buffer
 _FLUSH = 100_000  # rows held per kind before they are reduced to columns (bounds memory)
 _TIMELINE: tuple[type[Record], ...] = (
     RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, Action,
@@ -178,7 +179,7 @@ class _Acc:
 
 
 def read_columns(ledger_dir: Path) -> Columns:
-    """Parse every ``*.jsonl`` under ``ledger_dir`` into ``Columns``."""
+    """Parse every ledger segment under ``ledger_dir`` (plain or compressed) into ``Columns``."""
     interner: dict[str, int] = {}
     accs = {
         cls: _Acc(names + ((_ESP_COLUMN,) if cls in _PER_ESP else ()), interner)
@@ -192,12 +193,12 @@ def read_columns(ledger_dir: Path) -> Columns:
     esps: list[str] = []
     files = segments(ledger_dir)
     for path in files:
-        esp = esp_of_file(path.stem)
+        esp = esp_of_file(source_of(path))
         if esp is not None and esp not in esps:
             esps.append(esp)
         tag = (-1 if esp is None else esps.index(esp),)
         pending: dict[type[Record], list[tuple[Any, ...]]] = {cls: [] for cls in accs}
-        with path.open("rb", buffering=_BLOCK) as fh:
+        with open_segment(path) as fh:
             for raw in fh:
                 try:
                     rec = decode(raw)

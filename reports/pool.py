@@ -24,12 +24,22 @@ from typing import Any
 
 import numpy as np
 
-from mailstorm.ledger import ChaosBegin, Kind, LedgerReader, PoolMember, PoolServer, decode
+from mailstorm.ledger import (
+    ChaosBegin,
+    Kind,
+    LedgerReader,
+    PoolMember,
+    PoolServer,
+    decode,
+    open_segment,
+    segments,
+    source_of,
+)
 from mailstorm.reports.fate import LOST, NEVER, Messages
 from mailstorm.reports.ingest import Columns
 
 _NS = 1_000_000_000
-POOL_LEDGER = "pool.jsonl"
+POOL_SOURCE = "pool"  # its ledger: pool.jsonl
 DOWN_ACTIONS = frozenset({"kill", "stop", "pause", "sigstop", "disable"})
 _OUT = ("DOWN", "MAINT")
 
@@ -70,13 +80,15 @@ class Pool:
 
 def pool_figures(ledger_dir: Path, cols: Columns, msgs: Messages, t0_ns: int, n: int) -> Pool | None:
     """The pool's figures; None when the run's target was no pool (there is no pool ledger)."""
-    path = Path(ledger_dir) / POOL_LEDGER
-    if not path.exists():
+    paths = [p for p in segments(ledger_dir) if source_of(p) == POOL_SOURCE]
+    if not paths:
         return None
     members: list[PoolMember] = []
     servers: list[PoolServer] = []
-    with path.open("rb") as fh:
-        for raw in fh:
+    for path in paths:
+        with open_segment(path) as fh:
+            lines = list(fh)
+        for raw in lines:
             try:
                 rec = decode(raw)
             except Exception:  # a torn last line: the ingest counts those
@@ -95,7 +107,7 @@ def pool_figures(ledger_dir: Path, cols: Columns, msgs: Messages, t0_ns: int, n:
     for m in sorted(members, key=lambda m: m.member):
         took: dict[int, int] = {}  # interned id -> when this member accepted it (first time)
         for f in reader.files():
-            if f.stem == m.source or f.stem.startswith(f"{m.source}-"):
+            if (src := source_of(f)) == m.source or src.startswith(f"{m.source}-"):
                 for r in reader.iter_file(f, [Kind.SUT_ACCEPTED]):
                     i = index.get(r.get("id"))
                     if i is not None and isinstance(r.get("t"), int):

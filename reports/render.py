@@ -101,7 +101,7 @@ def _context(a: Analysis) -> dict[str, Any]:
     f = a.figures
     recs = [r.time_to_recover_s for r in a.recoveries]
     slowest = "never" if any(r is None for r in recs) else secs(max(recs)) if recs else "—"
-    return {**f, "headline": headline(a), "slowest_recovery": slowest}
+    return {"partial": None, **f, "headline": headline(a), "slowest_recovery": slowest}
 
 
 def html(a: Analysis) -> tuple[str, dict[str, bytes]]:

@@ -272,6 +272,12 @@ class ReportSpec(_Frozen):
 
     formats: tuple[Format, ...] = Field(("html", "md", "json", "junit"), min_length=1)
     sizing: SizingSpec | None = None
+    every: Duration | None = Field(
+        None,
+        gt=0,
+        description="rebuild report.html and report.json (marked partial) this often while the run goes; "
+        "unset: every 5 minutes on runs over 15 minutes, never on shorter ones",
+    )
 
 
 class AlertMatchSpec(_Frozen):

@@ -1,18 +1,17 @@
 """The ledger: the only contract between the processes that act and the analysis that judges.
 
 ``records`` declares every record kind with its fields (the contract); ``io`` writes and reads the
-JSON Lines files (the durability rule). Import from here: ``from mailstorm.ledger import EspAccepted,
-LedgerWriter``.
+JSON Lines files (the durability rule); ``segments`` names, lists (``segments(path)``: every segment of
+a run, in reading order), opens and compresses a source's segments. Import from here:
+``from mailstorm.ledger import EspAccepted, LedgerWriter``.
 """
 
 from mailstorm.ledger.io import (
-    LEDGER_SUFFIX,
     InvalidRecord,
     LedgerReader,
     LedgerWriter,
     decode,
     encode_line,
-    segments,
 )
 from mailstorm.ledger.records import (
     CAMPAIGN_HEADER,
@@ -59,6 +58,13 @@ from mailstorm.ledger.records import (
     field_types,
     key,
 )
+from mailstorm.ledger.segments import (
+    LEDGER_SUFFIX,
+    SegmentPolicy,
+    open_segment,
+    segments,
+    source_of,
+)
 
 __all__ = [
     "CAMPAIGN_HEADER",
@@ -99,6 +105,7 @@ __all__ = [
     "RunEnded",
     "RunPhase",
     "RunStarted",
+    "SegmentPolicy",
     "SutAccepted",
     "SutBounced",
     "SutDeferred",
@@ -110,5 +117,7 @@ __all__ = [
     "encode_line",
     "field_types",
     "key",
+    "open_segment",
     "segments",
+    "source_of",
 ]

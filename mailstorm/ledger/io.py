@@ -1,8 +1,10 @@
 """Writing and reading ledger files: the durability rule, the line format, torn and foreign lines.
 
-Format. A run's ledger is a directory of JSON Lines files, one file per writing process, named
-``<source>.jsonl`` (``esp-smtp-0``, ``load-1``, ``sut``, ``timeline``...). A process that restarts
-appends to its own file again. A line is ``{"k":...,"t":...,"src":...,<the record's fields>}``, the
+Format. A run's ledger is a directory of JSON Lines files, one source per writing process
+(``esp-smtp-0``, ``load-1``, ``sut``, ``timeline``...), written to its open segment ``<source>.jsonl``
+and closed into numbered, zstd-compressed segments as it grows (``mailstorm.ledger.segments``: the
+names, the order, the settings). A process that restarts appends to its own open segment again. A line
+is ``{"k":...,"t":...,"src":...,<the record's fields>}``, the
 fields being those ``mailstorm.ledger.records`` declares for the kind (readers do not depend on the order
 of keys: lines written before the record classes have ``t`` first).
 
@@ -19,6 +21,7 @@ and the reports (plain) all import it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -29,8 +32,15 @@ import msgspec
 import orjson
 
 from mailstorm.ledger.records import RECORDS, Kind, Record
-
-LEDGER_SUFFIX = ".jsonl"
+from mailstorm.ledger.segments import (
+    LEDGER_SUFFIX,
+    Compressor,
+    SegmentPolicy,
+    closed_path,
+    closed_seqs,
+    open_segment,
+    segments,
+)
 
 _encode = msgspec.json.Encoder().encode
 # One decoder for every kind: msgspec picks the class by the "k" tag and ignores keys it does not declare.
@@ -58,25 +68,65 @@ class LedgerWriter:
     """Appends records to ``<directory>/<source>.jsonl``; one writer per process and source.
 
     Thread-safe (a lock around the single write), usable from asyncio (the write is a short
-    non-blocking syscall on a local file) and from gevent (no cooperative yield inside).
+    non-blocking syscall on a local file) and from gevent (no cooperative yield inside). The open
+    segment is closed by ``policy`` (``SegmentPolicy.from_env()`` unless given): a rename and an open
+    under the same lock, after the write that filled it; the writer's ``Compressor`` (a child process)
+    compresses it from there.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], source: str, *, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        source: str,
+        *,
+        fsync: bool = False,
+        policy: SegmentPolicy | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.source = source
         self.path = self.directory / f"{source}{LEDGER_SUFFIX}"
+        self.policy = SegmentPolicy.from_env() if policy is None else policy
         self._fsync = fsync
         self._lock = threading.Lock()
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.records_written = 0
+        self.compressor = Compressor(fsync=fsync)  # closed segments are compressed in a child process
+        seqs = closed_seqs(self.directory, source)
+        self._seq = seqs[-1] if seqs else 0
+        self._fd: int | None = None
+        self._open()
         # A restart after a kill mid-write: end the torn line, or our first record would be glued to it
         # and skipped with it.
-        with self.path.open("rb") as fh:
-            if fh.seek(0, os.SEEK_END) > 0:
+        if self._size > 0:
+            with self.path.open("rb") as fh:
                 fh.seek(-1, os.SEEK_END)
                 if fh.read(1) != b"\n":
-                    os.write(self._fd, b"\n")
+                    os.write(self._fd, b"\n")  # type: ignore[arg-type]
+                    self._size += 1
+        if self.policy.compress:
+            # Segments a killed predecessor closed and did not get to compress.
+            for seq in seqs:
+                plain = closed_path(self.directory, source, seq)
+                if plain.exists():
+                    self.compressor.submit(plain)
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        # What the write path compares, worked out once per segment (it runs once per record).
+        self._rotate_at = self.policy.max_bytes or sys.maxsize
+        age = self.policy.max_age_s
+        self._rotate_by: float | None = None if age is None else time.monotonic() + age
+
+    def _rotate(self) -> None:
+        """Close the open segment (under the lock): rename it to the next number, open a fresh one."""
+        self._seq += 1
+        closed = closed_path(self.directory, self.source, self._seq)
+        os.close(self._fd)  # type: ignore[arg-type]
+        os.rename(self.path, closed)
+        self._open()
+        if self.policy.compress:
+            self.compressor.submit(closed)
 
     def write(self, record: Record, /, *, t: int | None = None) -> int:
         """Write one record now and return its timestamp (ns): ``t`` when given (a record dated earlier
@@ -99,24 +149,28 @@ class LedgerWriter:
             if self._fsync:
                 os.fsync(self._fd)
             self.records_written += data.count(b"\n")
+            self._size += len(data)
+            if self._size >= self._rotate_at or (
+                self._rotate_by is not None and time.monotonic() >= self._rotate_by
+            ):
+                self._rotate()
+            elif self.compressor.queued:
+                self.compressor.pump()  # segments closed while the child was busy: their turn
 
-    def close(self) -> None:
+    def close(self, *, wait_s: float = 60.0) -> None:
+        """Close the open segment (it stays plain, the last of its source) and wait up to ``wait_s``
+        for this writer's closed segments to be compressed (a segment left plain is still read)."""
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        self.compressor.wait(wait_s)
 
     def __enter__(self) -> LedgerWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def segments(directory: str | os.PathLike[str]) -> list[Path]:
-    """Every ledger segment file of one ledger directory, in name order: the one list each reader of a
-    run's ledgers (this module's, the reports' ingest and their DuckDB engine) goes through."""
-    return sorted(Path(directory).glob(f"*{LEDGER_SUFFIX}"))
 
 
 class LedgerReader:
@@ -134,12 +188,13 @@ class LedgerReader:
         self.skipped = 0
 
     def files(self) -> list[Path]:
+        """Every segment, in reading order (``mailstorm.ledger.segments``)."""
         return segments(self.directory)
 
     def _lines(self, path: Path, kinds: Iterable[str] | None) -> Iterator[bytes]:
         # Cheap pre-filter: look for the kind's bytes before paying for a parse.
         needles = [f'"k":"{k}"'.encode() for k in kinds] if kinds is not None else None
-        with path.open("rb") as fh:
+        with open_segment(path) as fh:
             for raw in fh:
                 if needles is None or any(n in raw for n in needles):
                     yield raw
@@ -157,7 +212,7 @@ class LedgerReader:
                 yield rec
 
     def records(self, kinds: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Every record (of the given kinds), file by file, each file in write order."""
+        """Every record (of the given kinds), segment by segment, each in write order."""
         kinds = list(kinds) if kinds is not None else None
         for path in self.files():
             yield from self.iter_file(path, kinds)

@@ -1,7 +1,9 @@
 """Ledger durability and multi-process serving, with real processes and real clients.
 
 - SIGKILL of the fake ESP during a load of at least 2,000 messages: every message a client saw 250 for
-  has its esp.accepted record (records are written before the reply).
+  has its esp.accepted record (records are written before the reply); also with small ledger segments
+  (closed and compressed as the load runs): the open segment torn by the kill is read to its last
+  whole record.
 - 2 worker processes on one port (SO_REUSEPORT): both take connections and write their own ledger; the
   merged count equals what the clients sent; a fault added through the control API reaches both.
 """
@@ -12,8 +14,11 @@ import smtplib
 import threading
 import time
 
+import pytest
+
 from mailstorm.fake_esp.launch import EspProcess
-from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ledger import Kind, LedgerReader, segments
+from mailstorm.ledger.segments import SEGMENT_ENV
 from tests.fake_esp.clients import message, smtp_transaction, wait_until
 
 CLIENTS = 4
@@ -35,8 +40,11 @@ def blast(port: int, name: str, count: int, per_conn: int, acked: list[str], sto
         pass  # the ESP was killed under us: expected
 
 
-def test_sigkill_loses_no_record_of_an_acknowledged_message(tmp_path):
+@pytest.mark.parametrize("segment", [None, "64KB"])
+def test_sigkill_loses_no_record_of_an_acknowledged_message(tmp_path, monkeypatch, segment):
     """Kill -9 mid-load (>= 2,000 messages acknowledged): each acknowledged id is in the ledger."""
+    if segment is not None:
+        monkeypatch.setenv(SEGMENT_ENV, segment)
     ledger = tmp_path / "ledger"
     esp = EspProcess(ledger, log_path=tmp_path / "esp.log").start()
     acked: list[str] = []
@@ -61,6 +69,12 @@ def test_sigkill_loses_no_record_of_an_acknowledged_message(tmp_path):
     recorded = {r["id"] for r in reader.records([Kind.ESP_ACCEPTED]) if r["acked"]}
     assert seen - recorded == set()
     assert reader.torn_lines <= 1  # at most the line being written when the kill landed
+    names = [p.name for p in segments(ledger)]
+    if segment is None:
+        assert names == ["esp-smtp-0.jsonl"]
+    else:  # ~2,200 messages of ~300 ledger bytes: about ten 64 KB segments, all but the last compressed
+        assert len(names) >= 5 and names[-1] == "esp-smtp-0.jsonl"
+        assert any(n.endswith(".jsonl.zst") for n in names)
 
 
 def test_two_processes_share_one_port(tmp_path):

@@ -1,0 +1,35 @@
+"""The child process a ledger writer's ``Compressor`` starts: ``python -m mailstorm.ledger.compress
+[--fsync] PATH...`` compresses those closed segments (``mailstorm.ledger.segments.compress_segment``),
+at a lower priority than the writer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import zstandard
+
+from mailstorm.ledger.segments import compress_segment
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compress the closed segments named; one that fails stays plain, which every reader reads: said
+    on stderr, not fatal."""
+    args = sys.argv[1:] if argv is None else argv
+    fsync = "--fsync" in args
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    failed = 0
+    for name in (a for a in args if a != "--fsync"):
+        try:
+            compress_segment(Path(name), fsync=fsync)
+        except (OSError, zstandard.ZstdError) as exc:
+            failed += 1
+            print(f"ledger segment {name} left plain: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
