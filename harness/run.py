@@ -54,6 +54,7 @@ from mailstorm.errors import (
 )
 from mailstorm.harness.abort import ABORT_DRAIN_S, AbortJudge, Breach
 from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
+from mailstorm.harness.analytics.watch import AnalyticsWatch
 from mailstorm.harness.campaign.runner import Campaigns
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
@@ -148,6 +149,8 @@ class Run:
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
         self._prober: Prober | None = None
+        hooks = scenario.fleet[0].webhooks
+        self._analytics = AnalyticsWatch(scenario.analytics, hooks.signing_key if hooks else None)
         self._alerts: AlertStack | None = None
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
@@ -299,6 +302,7 @@ class Run:
                 if self.aborted is not None:
                     self.reason = f"aborted: {self.aborted.detail}; {self.reason.removeprefix('completed: ')}"
                 self._record_held()
+                self._settle_analytics(progress)
             except Interrupted as exc:
                 self.reason = f"interrupted ({exc})"
                 code, interrupted = exc.exit_code, True
@@ -366,6 +370,8 @@ class Run:
             relay_to = self._proxy.address("smtp")
             if http_port is not None:
                 esp_http = "{}://{}:{}".format(scheme, *self._proxy.address("http"))
+        fmt = esp.webhooks.format if esp.webhooks is not None else None
+        self._webhook_url = self._analytics.wire(self._target, fmt) or self._webhook_url
         self._fleet.start(webhook_url=self._webhook_url)
         self._record_esps()
         if self._proxy is not None:
@@ -380,6 +386,7 @@ class Run:
             esp_http=esp_http,
             allow_remote=self.allow_remote,
             esp_security=self._security,
+            env=self._analytics.target_env,
         )
         self._endpoints = list(self._target.start(ctx))
         if not self._endpoints:
@@ -422,6 +429,7 @@ class Run:
         probes = resolve_probes(sc.probes, self._target, sc.target.kind, allow_remote=self.allow_remote)
         self._prober = Prober(probes, writer)
         self._prober.start()
+        self._analytics.start(self._target, writer, allow_remote=self.allow_remote)
 
     def _start_proxy(self, smtp_port: int, http_port: int | None) -> None:
         """The chaos proxy on every path between the SUT and the ESP (SMTP, the HTTP APIs, the webhook
@@ -553,9 +561,21 @@ class Run:
         self.held = len(held)
         self.stats.feed(self._tail.poll())
 
+    def _settle_analytics(self, progress: Progress) -> None:
+        """The ESP's webhook retries go on after the mail drained: wait for them (within the drain
+        deadline), then read the SUT's final counts."""
+        if not self._analytics.active:
+            return
+        deadline = time.monotonic() + self.scenario.drain_deadline
+        while not self._analytics.settled() and time.monotonic() < deadline:
+            self._tick(progress)
+            time.sleep(TICK_S)  # the main loop's period
+        self._analytics.final_poll()
+
     def _tick(self, progress: Progress) -> None:
         records = list(self._tail.poll())
         self.stats.feed(records)
+        self._analytics.feed(records)
         self._judge.feed(records)
         self._campaigns.feed(records)
         if self.info.load_t0_ns is not None:
@@ -602,6 +622,7 @@ class Run:
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),
+            ("analytics", self._analytics.stop),
             ("campaigns", self._campaigns.stop),
             ("target", lambda: self._target.stop() if self._target is not None else None),
             ("proxy", self._stop_proxy),

@@ -22,8 +22,9 @@ Per event kind:
 
 Per fault window, for the events first posted inside it and for those first posted after it (until the
 next window opens): the same figures (the counts only with ``sut.event``), plus the gap: the most
-events the SUT's count was behind the events posted so far, second by second inside the window, and the
-seconds in it when its analytics did not answer at all (probe mode). ``series`` holds the cumulative
+events the SUT's count was behind the events posted so far, second by second from the window's start to
+the first second its count is known again after it, and the seconds in the window when its analytics
+did not answer at all (probe mode). ``series`` holds the cumulative
 sent, acknowledged and counted events per second of the run (counted null while the probe got no answer).
 
 One pass over the ledgers reads only the lines it needs (esp.webhook, sut.event, analytics.probe).
@@ -261,13 +262,14 @@ def _windows(
                     missed[ev.event] += per_id[eid] == 0
                     double[ev.event] += max(per_id[eid] - 1, 0)
             row[part] = _figures(sent, acked, Counter(), counted, missed, double, kinds)["total"]
-        # The gap inside the window: how far behind the posted events the SUT's count was.
+        # The gap: how far behind the posted events the SUT's count was, from the window's start to the
+        # first second its count is known again at or after its end (what it said when it came back).
+        counted = series["counted"]
         s0, s1 = _second(start, t0_ns, n_s), _second(max(end - 1, start), t0_ns, n_s)
-        gaps = [series["sent"][s] - c for s in range(s0, s1 + 1) if (c := series["counted"][s]) is not None]
+        back = next((s for s in range(s1, n_s) if counted[s] is not None), s1)
+        gaps = [series["sent"][s] - c for s in range(s0, back + 1) if (c := counted[s]) is not None]
         row["max_gap"] = max(gaps) if gaps else None
-        row["blind_s"] = (
-            sum(series["counted"][s] is None for s in range(s0, s1 + 1)) if source == "probe" else 0
-        )
+        row["blind_s"] = sum(counted[s] is None for s in range(s0, s1 + 1)) if source == "probe" else 0
         out.append(row)
     return out
 

@@ -1,0 +1,61 @@
+"""The scenario's ``analytics:`` section: the receiver's URL and format filled in (the profile's format
+when none is given), every misfit one error naming its field, and the probe's reading of JSON and
+Prometheus counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailstorm.errors import ConfigError
+from mailstorm.harness.analytics.spec import RECEIVER_PLACEHOLDER, AnalyticsProbeSpec
+from mailstorm.harness.analytics.watch import read_counts
+from mailstorm.harness.scenario import load_scenario_text
+
+BASE = """\
+name: t
+duration: 5s
+load: {shape: {kind: steady, rate: 5}}
+"""
+
+
+def test_receiver_target_fills_the_url_and_the_profiles_format():
+    """The ESP posts to the target in its profile's format; the placeholder is replaced at start."""
+    sc = load_scenario_text(BASE + "esp: {profile: mailgun, webhooks: {}}\nanalytics: {receiver: target}\n")
+    hooks = sc.esp.webhooks
+    assert hooks.url == RECEIVER_PLACEHOLDER and hooks.format == "mailgun"
+    assert load_scenario_text(BASE + "esp: {webhooks: {format: sendgrid}}\nanalytics: {receiver: target}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("esp: {profile: mailgun}\nanalytics: {receiver: target}\n", r"esp\.webhooks: analytics\.receiver"),
+        ("esp: {profile: ses, webhooks: {url: 'http://127.0.0.1:9/x'}}\nanalytics: {receiver: target}\n",
+         r"esp\.webhooks\.url: leave it out"),
+        ("esp: {webhooks: {}}\nanalytics: {receiver: target}\n", r"esp\.webhooks\.format: set it"),
+        ("analytics: {probe: {format: prometheus}}\n", r"analytics\.probe.*needs metric"),
+        ("analytics: {probe: {url: 'ftp://x'}}\n", r"analytics\.probe\.url"),
+        ("esp: {profile: mailgun, webhooks: {}}\nanalytics: {receiver: target}\n"
+         "chaos: [{at: 1s, for: 1s, network: {type: latency, ms: 10}}]\n", r"receiver: target cannot"),
+    ],
+)  # fmt: skip
+def test_misfits_are_one_error_naming_the_field(text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_scenario_text(BASE + text)
+
+
+def test_the_probe_reads_json_and_prometheus_counts():
+    """JSON: an object of counts (at a dotted path); Prometheus: a counter's samples summed per label."""
+    assert read_counts(AnalyticsProbeSpec(), b'{"open": 3, "click": 1}') == {"open": 3.0, "click": 1.0}
+    nested = AnalyticsProbeSpec.model_validate({"json": "stats.events"})
+    assert read_counts(nested, b'{"stats": {"events": {"open": 2}}}') == {"open": 2.0}
+    with pytest.raises(TypeError):
+        read_counts(AnalyticsProbeSpec(), b'{"open": "many"}')
+    prom = AnalyticsProbeSpec(format="prometheus", metric="hooks", label="kind")
+    text = (
+        b'# TYPE hooks counter\nhooks_total{kind="open",shard="a"} 2\nhooks_total{kind="open",shard="b"} 3\n'
+    )
+    assert read_counts(prom, text + b'hooks_total{kind="click",shard="a"} 1\nother_total 9\n') == {
+        "open": 5.0,
+        "click": 1.0,
+    }
