@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailstorm.ledger import LEDGER_SUFFIX, AnalyticsProbe, EspWebhook, InvalidRecord, SutEvent, decode
+from mailstorm.ledger import AnalyticsProbe, EspWebhook, SutEvent
+from mailstorm.reports.ingest import scan
 from mailstorm.reports.recovery import Window
 from mailstorm.reports.slo import SloResult
 from mailstorm.reports.spec import SloSpec
@@ -67,29 +68,21 @@ class Raw:
 
 def read(ledger_dir: Path) -> Raw:
     raw = Raw()
-    for path in sorted(Path(ledger_dir).glob(f"*{LEDGER_SUFFIX}")):
-        with path.open("rb", buffering=4 << 20) as fh:
-            for line in fh:
-                if not any(w in line for w in _WANTED):
-                    continue
-                try:
-                    rec = decode(line)
-                except InvalidRecord:
-                    continue  # torn or partial: the reports' ingest counts those
-                if isinstance(rec, EspWebhook):
-                    ev = raw.events.get(rec.event_id)
-                    if ev is None:
-                        ev = raw.events[rec.event_id] = _Posted(rec.event)
-                    if rec.attempt == 0:
-                        ev.dropped = True
-                        continue
-                    ev.first_t = min(ev.first_t, rec.t)
-                    if rec.ok:
-                        ev.acked_t = min(ev.acked_t, rec.t)
-                elif isinstance(rec, SutEvent):
-                    raw.sut.append(rec)
-                elif isinstance(rec, AnalyticsProbe):
-                    raw.probes.append(rec)
+    for rec in scan(ledger_dir, _WANTED):
+        if isinstance(rec, EspWebhook):
+            ev = raw.events.get(rec.event_id)
+            if ev is None:
+                ev = raw.events[rec.event_id] = _Posted(rec.event)
+            if rec.attempt == 0:
+                ev.dropped = True
+                continue
+            ev.first_t = min(ev.first_t, rec.t)
+            if rec.ok:
+                ev.acked_t = min(ev.acked_t, rec.t)
+        elif isinstance(rec, SutEvent):
+            raw.sut.append(rec)
+        elif isinstance(rec, AnalyticsProbe):
+            raw.probes.append(rec)
     raw.probes.sort(key=lambda r: r.t)
     return raw
 
