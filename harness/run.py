@@ -149,8 +149,7 @@ class Run:
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
         self._prober: Prober | None = None
-        hooks = scenario.fleet[0].webhooks
-        self._analytics = AnalyticsWatch(scenario.analytics, hooks.signing_key if hooks else None)
+        self._analytics = AnalyticsWatch(scenario.analytics, scenario.fleet[0].webhooks)
         self._alerts: AlertStack | None = None
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailstorm.errors import UserError
+from mailstorm.fake_esp.webhooks.spec import WebhookSpec
 from mailstorm.harness.analytics.spec import AnalyticsProbeSpec, AnalyticsSpec
 from mailstorm.harness.reference.config import WEBHOOK_KEY_ENV
 from mailstorm.harness.targets.base import WebhookReceiving
@@ -31,6 +32,7 @@ from mailstorm.netguard import check_address
 
 MAX_BODY = 4 * 1024 * 1024
 QUIET_S = 1.0  # after the last event settled, this long without a new post: the ESP has nothing more
+REORDER_HOLD_S = 1.0  # the poster holds a reordered event back this long at most (its REORDER_HOLD_S)
 
 
 def read_counts(spec: AnalyticsProbeSpec, body: bytes) -> dict[str, float]:
@@ -72,9 +74,12 @@ def poll(spec: AnalyticsProbeSpec, url: str, *, final: bool = False) -> Analytic
 class AnalyticsWatch:
     """Inert without an ``analytics:`` section; see the module docstring."""
 
-    def __init__(self, spec: AnalyticsSpec | None, signing_key: str | None) -> None:
+    def __init__(self, spec: AnalyticsSpec | None, hooks: WebhookSpec | None) -> None:
         self.spec = spec
-        self._key = signing_key
+        self._key = hooks.signing_key if hooks is not None else None
+        faults = hooks.faults if hooks is not None else None
+        held_s = (faults.delay_ms + faults.jitter_ms) / 1000 if faults is not None else 0.0
+        self._quiet_s = QUIET_S + held_s + (REORDER_HOLD_S if faults is not None and faults.reorder else 0.0)
         self._url: str | None = None
         self._writer: LedgerWriter | None = None
         self._stop = threading.Event()
@@ -127,8 +132,8 @@ class AnalyticsWatch:
                     self._open.add(rec.event_id)
 
     def settled(self) -> bool:
-        """Every event posted has its final answer, and no post came for ``QUIET_S``."""
-        return not self._open and time.monotonic() - self._last_post >= QUIET_S
+        """Every event posted has its final answer, and no post came for the quiet time."""
+        return not self._open and time.monotonic() - self._last_post >= self._quiet_s
 
     @property
     def active(self) -> bool:

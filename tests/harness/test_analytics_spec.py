@@ -1,15 +1,18 @@
 """The scenario's ``analytics:`` section: the receiver's URL and format filled in (the profile's format
 when none is given), every misfit one error naming its field, and the probe's reading of JSON and
-Prometheus counts."""
+Prometheus counts, and the wait for the ESP's retries to settle."""
 
 from __future__ import annotations
 
 import pytest
 
-from mailstorm.errors import ConfigError
-from mailstorm.harness.analytics.spec import RECEIVER_PLACEHOLDER, AnalyticsProbeSpec
-from mailstorm.harness.analytics.watch import read_counts
+from mailstorm.errors import ConfigError, UserError
+from mailstorm.fake_esp.webhooks.spec import WebhookSpec
+from mailstorm.harness.analytics.spec import RECEIVER_PLACEHOLDER, AnalyticsProbeSpec, AnalyticsSpec
+from mailstorm.harness.analytics.watch import AnalyticsWatch, read_counts
+from mailstorm.harness.reference.config import WEBHOOK_KEY_ENV
 from mailstorm.harness.scenario import load_scenario_text
+from mailstorm.ledger import EspWebhook
 
 BASE = """\
 name: t
@@ -59,3 +62,27 @@ def test_the_probe_reads_json_and_prometheus_counts():
         "open": 5.0,
         "click": 1.0,
     }
+
+
+def _hook(eid: str, *, final: bool, attempt: int = 1) -> EspWebhook:
+    return EspWebhook(
+        api="mailgun", event="open", id=None, esp_id="e", rcpt="a@x.test", event_id=eid, url="http://x/",
+        status=200 if final else None, attempt=attempt, fault=None, copy=0, final=final, ok=final, error=None,
+    )  # fmt: skip
+
+
+def test_the_watch_settles_once_every_event_is_final_and_the_quiet_time_passed():
+    """An event with a failed post keeps the run waiting until its final answer; then the quiet time
+    (one second plus what the webhook faults hold an event back) must pass without a post."""
+    hooks = WebhookSpec(url="http://127.0.0.1:9/", faults={"delay_ms": 200, "jitter_ms": 300})
+    watch = AnalyticsWatch(AnalyticsSpec(receiver="target"), hooks)
+    assert watch.target_env == {WEBHOOK_KEY_ENV: hooks.signing_key}
+    watch.feed([_hook("a", final=False), _hook("b", final=True)])
+    assert not watch.settled()
+    watch.feed([_hook("a", final=True, attempt=2)])
+    assert not watch.settled()  # the quiet time (1.5 s here) has not passed
+    watch._last_post -= 1.6
+    assert watch.settled()
+    assert AnalyticsWatch(None, None).wire(object(), "mailgun") is None
+    with pytest.raises(UserError, match="receives no webhooks"):
+        watch.wire(object(), "mailgun")
