@@ -180,6 +180,11 @@ class Run:
             for i, p in enumerate(sc.probes)
             if p.url
         ]
+        probe = sc.analytics.probe if sc.analytics is not None else None
+        if probe is not None and probe.url != "target":
+            hosts.append(
+                (("analytics", "probe", "url"), urlsplit(probe.url).hostname or "", "analytics probe URL")
+            )
         target = TARGETS[sc.target.kind](sc.target)
         if not isinstance(target, Target):
             raise HarnessError(

@@ -4,6 +4,9 @@ Prometheus counts, and the wait for the ESP's retries to settle."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mailstorm.errors import ConfigError, UserError
@@ -86,3 +89,16 @@ def test_the_watch_settles_once_every_event_is_final_and_the_quiet_time_passed()
     assert AnalyticsWatch(None, None).wire(object(), "mailgun") is None
     with pytest.raises(UserError, match="receives no webhooks"):
         watch.wire(object(), "mailgun")
+
+
+def test_a_remote_probe_url_is_refused_before_anything_starts(tmp_path):
+    """The loopback guard names the analytics probe's field and line (mailstorm validate: exit 2)."""
+    path = tmp_path / "remote.yaml"
+    path.write_text(BASE + 'analytics: {probe: {url: "http://10.1.2.3:9/analytics"}}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailstorm.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and f"{path}:4: analytics.probe.url:" in proc.stderr
