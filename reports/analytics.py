@@ -46,7 +46,6 @@ from mailstorm.reports.spec import SloSpec
 _NS = 1_000_000_000
 _WANTED = (b'"k":"esp.webhook"', b'"k":"sut.event"', b'"k":"analytics.probe"')
 NEVER = 2**63 - 1
-FIGURES = ("sent", "acknowledged", "not_posted", "counted", "missed", "double_counted", "error")
 
 
 @dataclass
