@@ -15,6 +15,7 @@ import yaml
 
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.fake_esp.profiles import load_profile
+from mailstorm.harness.analytics.spec import RECEIVER_PLACEHOLDER
 from mailstorm.harness.scenario import EspSection
 from mailstorm.harness.targets.base import EspSecurity
 from mailstorm.runinfo import EspLimits, WebhookKeysInfo
@@ -108,8 +109,11 @@ def _extra_args(esp: EspSection, run_dir: Path, webhook_url: str | None) -> list
             args += [flag, str(path)]
     if esp.webhooks is not None:
         path = run_dir / "esp-webhooks.yaml"
-        # Posted through the proxy, signed and recorded as the URL the scenario gave (Mandrill signs it).
-        hooks = esp.webhooks.model_dump(mode="json") | ({"via": webhook_url} if webhook_url else {})
+        hooks = esp.webhooks.model_dump(mode="json")
+        if webhook_url and hooks["url"] == RECEIVER_PLACEHOLDER:  # analytics.receiver: target
+            hooks["url"] = webhook_url
+        elif webhook_url:  # posted through the proxy; signed and recorded as the URL the scenario gave
+            hooks["via"] = webhook_url
         hooks["keys_file"] = str(esp.webhooks.keys_file or webhook_keys_path(run_dir))
         path.write_text(yaml.safe_dump(hooks, sort_keys=False))
         args += ["--webhooks", str(path)]

@@ -54,6 +54,7 @@ from mailstorm.errors import (
 )
 from mailstorm.harness.abort import ABORT_DRAIN_S, AbortJudge, Breach
 from mailstorm.harness.alerts.stack import AlertStack, scrape_targets
+from mailstorm.harness.analytics.watch import AnalyticsWatch
 from mailstorm.harness.campaign.runner import Campaigns
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
@@ -150,6 +151,7 @@ class Run:
         self._load: LoadRun | None = None
         self._timeline: Timeline | None = None
         self._prober: Prober | None = None
+        self._analytics = AnalyticsWatch(scenario.analytics, scenario.fleet[0].webhooks)
         self._alerts: AlertStack | None = None
         self._writer: LedgerWriter | None = None
         self._tail: LedgerTail | None = None
@@ -186,6 +188,11 @@ class Run:
             for i, p in enumerate(sc.probes)
             if p.url
         ]
+        probe = sc.analytics.probe if sc.analytics is not None else None
+        if probe is not None and probe.url != "target":
+            hosts.append(
+                (("analytics", "probe", "url"), urlsplit(probe.url).hostname or "", "analytics probe URL")
+            )
         target = TARGETS[sc.target.kind](sc.target)
         if not isinstance(target, Target):
             raise HarnessError(
@@ -320,6 +327,7 @@ class Run:
                 if self.aborted is not None:
                     self.reason = f"aborted: {self.aborted.detail}; {self.reason.removeprefix('completed: ')}"
                 self._record_held()
+                self._settle_analytics(progress)
             except Interrupted as exc:
                 self.reason = f"interrupted ({exc})"
                 code, interrupted = exc.exit_code, True
@@ -387,6 +395,9 @@ class Run:
             self._start_proxy()
             if http_port is not None:
                 esp_http = "{}://{}:{}".format(scheme, *self._proxy.address(self._fleet.path("http")))
+        fmt = esp.webhooks.format if esp.webhooks is not None else None
+        if (receiver := self._analytics.wire(self._target, fmt)) is not None:  # analytics.receiver: target
+            self._webhook_urls[self._fleet.first] = receiver
         if (hosts := self._fleet.remote) is not None:  # esp.hosts: their fake ESPs join; URL and token first
             self.info.join = {"url": hosts.serve(), "token": hosts.token}
             self._write_info()
@@ -409,6 +420,7 @@ class Run:
             allow_remote=self.allow_remote,
             esp_security=self._security,
             esp_spread=hosts is not None,
+            env=self._analytics.target_env,
         )
         self._endpoints = list(self._target.start(ctx))
         if not self._endpoints:
@@ -451,6 +463,7 @@ class Run:
         probes = resolve_probes(sc.probes, self._target, sc.target.kind, allow_remote=self.allow_remote)
         self._prober = Prober(probes, writer)
         self._prober.start()
+        self._analytics.start(self._target, writer, allow_remote=self.allow_remote)
 
     def _start_proxy(self) -> None:
         """The chaos proxy on every path between the SUT and each ESP (SMTP, the HTTP APIs, the webhook
@@ -581,9 +594,21 @@ class Run:
         self.held = held
         self.stats.feed(self._tail.poll())
 
+    def _settle_analytics(self, progress: Progress) -> None:
+        """The ESP's webhook retries go on after the mail drained: wait for them (within the drain
+        deadline), then read the SUT's final counts."""
+        if not self._analytics.active:
+            return
+        deadline = time.monotonic() + self.scenario.drain_deadline
+        while not self._analytics.settled() and time.monotonic() < deadline:
+            self._tick(progress)
+            time.sleep(TICK_S)  # the main loop's period
+        self._analytics.final_poll()
+
     def _tick(self, progress: Progress) -> None:
         records = list(self._tail.poll())
         self.stats.feed(records)
+        self._analytics.feed(records)
         self._judge.feed(records)
         self._campaigns.feed(records)
         if self.info.load_t0_ns is not None:
@@ -633,6 +658,7 @@ class Run:
             ("load", lambda: self._load.stop() if self._load is not None else None),
             ("timeline", lambda: self._timeline.stop() if self._timeline is not None else None),
             ("probes", lambda: self._prober.stop() if self._prober is not None else None),
+            ("analytics", self._analytics.stop),
             ("campaigns", self._campaigns.stop),
             ("target", lambda: self._target.stop() if self._target is not None else None),
             ("proxy", self._stop_proxy),

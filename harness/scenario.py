@@ -33,6 +33,7 @@ from mailstorm.durations import Duration, fmt_s, parse_duration
 from mailstorm.errors import ConfigError, FieldError
 from mailstorm.fake_esp.spec import ESP_NAME_PATTERN, EspSpec, FaultSpec, Surface
 from mailstorm.harness.alerts.spec import AlertsSpec
+from mailstorm.harness.analytics.spec import AnalyticsSpec, fill_receiver, schema_url_optional
 from mailstorm.harness.campaign.spec import CampaignSpec
 from mailstorm.harness.chaosproxy.spec import ToxicSpec
 from mailstorm.harness.targets.base import TARGETS
@@ -274,6 +275,7 @@ class Scenario(_Frozen):
     slo: SloSpec = Field(default_factory=SloSpec)
     reports: ReportSpec = Field(default_factory=ReportSpec)
     alerts: AlertsSpec | None = None
+    analytics: AnalyticsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -301,7 +303,7 @@ class Scenario(_Frozen):
                 data["esp"] = {**data.get("esp", {}), **carrier}
             if isinstance(data.get("esps"), list):
                 data["esps"] = [{**e, **carrier} if isinstance(e, dict) else e for e in data["esps"]]
-        return _smtp_target_options_to_load(_esp_steps_name_their_esp(data))
+        return fill_receiver(_smtp_target_options_to_load(_esp_steps_name_their_esp(data)))
 
     @property
     def fleet(self) -> tuple[EspSection, ...]:
@@ -382,6 +384,18 @@ class Scenario(_Frozen):
                     ("campaign", i, "at"),
                     f"triggered at {fmt_s(c.at)}, not before the end of the run ({fmt_s(self.duration)})",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _analytics_fits(self) -> Scenario:
+        """The chaos proxy fronts the webhooks at the URL the file gives: not the target's receiver."""
+        receiving = self.analytics is not None and self.analytics.receiver == "target"
+        if receiving and any(s.network is not None for s in self.chaos):
+            raise FieldError(
+                ("analytics", "receiver"),
+                "target cannot be combined with network chaos steps yet (the proxy would front the "
+                "webhooks at esp.webhooks.url); give esp.webhooks.url instead",
+            )
         return self
 
     @model_validator(mode="after")
@@ -556,6 +570,7 @@ def json_schema() -> dict[str, Any]:
         "anyOf": [many["items"], many],
         "description": "one campaign or a list",
     }
+    schema_url_optional(schema)
     return schema
 
 

@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from mailstorm.errors import ConfigError, UserError
 from mailstorm.ledger import Probe, Record, RunAborted, RunPhase, RunStarted
 from mailstorm.reports.alerts import alert_report, judge_alerts
+from mailstorm.reports.analytics import Analytics, judge_analytics
+from mailstorm.reports.analytics import analyze as analyze_analytics
 from mailstorm.reports.backups import judge_restores, restores
 from mailstorm.reports.campaign import Campaign
 from mailstorm.reports.campaign import analyze as analyze_campaigns
@@ -58,6 +60,7 @@ class Analysis:
     figures: dict[str, Any]
     load: LoadCheck
     campaigns: list[Campaign]
+    analytics: Analytics | None = None
 
     @property
     def passed(self) -> bool:
@@ -210,6 +213,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     match = _alert_match(run_dir)
     alerts = alert_report(cols.timeline, recs, t0, match) if match is not None else None
     results += judge_alerts(slo, alerts)
+    analytics = analyze_analytics(ledger, t0, windows, len(series))
+    results += judge_analytics(slo, analytics)
     reordered = int(series.reordered.sum())
     got = int((msgs.first_esp != NEVER).sum())
     figures: dict[str, Any] = {
@@ -254,6 +259,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "capacity": cap.as_dict() if cap else None,
         "sizing": sizing.as_dict() if sizing else None,
         "campaign": campaign_figures,
+        "analytics": analytics.as_dict() if analytics is not None else None,
         "slo": [r.as_dict() for r in results],
         "slo_settings": slo.model_dump(),
         "probes": [
@@ -267,7 +273,19 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     moved = failover(cols, t0, order)  # several ESPs only
     figures["failover"] = moved.as_dict() if moved is not None else None
     return Analysis(
-        run_dir, slo, spec, msgs, series, recs, cap, sizing, results, figures, load_check, campaigns
+        run_dir,
+        slo,
+        spec,
+        msgs,
+        series,
+        recs,
+        cap,
+        sizing,
+        results,
+        figures,
+        load_check,
+        campaigns,
+        analytics,
     )
 
 

@@ -39,17 +39,8 @@ from typing import Any
 import numpy as np
 
 from mailstorm.errors import UserError
-from mailstorm.ledger import (
-    CampaignAnswer,
-    CampaignList,
-    CampaignTrigger,
-    EspAccepted,
-    InvalidRecord,
-    SutBounced,
-    decode,
-    open_segment,
-    segments,
-)
+from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, EspAccepted, SutBounced
+from mailstorm.reports.ingest import scan
 from mailstorm.reports.recovery import Window
 
 OUTCOMES = ("delivered", "duplicated", "bounced", "missing", "suppressed_sent", "suppressed")
@@ -75,28 +66,20 @@ class Raw:
 
 def read(ledger_dir: Path) -> Raw:
     raw = Raw()
-    for path in segments(ledger_dir):
-        with open_segment(path) as fh:
-            for line in fh:
-                if not any(w in line for w in _WANTED):
-                    continue
-                try:
-                    rec = decode(line)
-                except InvalidRecord:
-                    continue  # torn or partial: the reports' ingest counts those
-                if isinstance(rec, EspAccepted):
-                    if rec.to:
-                        raw.acc_t.append(rec.t)
-                        raw.acc_to.append(rec.to)
-                        raw.acc_campaign.append(rec.campaign)
-                elif isinstance(rec, SutBounced):
-                    raw.bounced.update(r.lower() for r in rec.rcpts or ())
-                elif isinstance(rec, CampaignList):
-                    raw.lists.append(rec)
-                elif isinstance(rec, CampaignTrigger):
-                    raw.triggers[rec.id] = rec
-                elif isinstance(rec, CampaignAnswer):
-                    raw.answers[rec.id] = rec
+    for rec in scan(ledger_dir, _WANTED):
+        if isinstance(rec, EspAccepted):
+            if rec.to:
+                raw.acc_t.append(rec.t)
+                raw.acc_to.append(rec.to)
+                raw.acc_campaign.append(rec.campaign)
+        elif isinstance(rec, SutBounced):
+            raw.bounced.update(r.lower() for r in rec.rcpts or ())
+        elif isinstance(rec, CampaignList):
+            raw.lists.append(rec)
+        elif isinstance(rec, CampaignTrigger):
+            raw.triggers[rec.id] = rec
+        elif isinstance(rec, CampaignAnswer):
+            raw.answers[rec.id] = rec
     return raw
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -126,6 +126,20 @@ def esp_of_file(stem: str) -> str | None:
     """The ESP a ledger file (by its stem) belongs to; None for a file no ESP wrote."""
     m = _ESP_FILE.match(stem)
     return None if m is None else (m.group(1) or UNNAMED_ESP)
+
+
+def scan(ledger_dir: Path, wanted: tuple[bytes, ...]) -> Iterator[Record]:
+    """Every record of a line holding one of ``wanted`` (``b'"k":"esp.webhook"'``...), file by file: what
+    a section that needs a few kinds reads without decoding the rest; torn lines are skipped (the main
+    ingest counts those)."""
+    for path in segments(ledger_dir):
+        with open_segment(path) as fh:
+            for line in fh:
+                if any(w in line for w in wanted):
+                    try:
+                        yield decode(line)
+                    except InvalidRecord:
+                        continue
 
 
 @dataclass

@@ -52,6 +52,7 @@ NOT_LIVE = {
     "max_missed_alerts": "it is judged per fault window on the alerts, after the run",
     "max_rpo_messages": "it is judged on each restore's messages, after the run",
     "max_rto_s": "it is judged on each restore's recovery, after the run",
+    "max_analytics_error": "it is judged on the SUT's final analytics counts, after the run",
 }
 DEFAULT_AFTER_S = 30.0
 _LIMIT_KEYS = ("limit", "abort", "after")
@@ -120,6 +121,12 @@ class SloSpec(_Frozen):
     max_campaign_duration_s: float | None = Field(
         None, gt=0, description="trigger to the last subscriber's first delivery (s)"
     )
+    # Analytics (mailstorm.reports.analytics): the SUT's event counts against the webhooks the ESP posted.
+    max_analytics_error: int | str | None = Field(
+        None,
+        description="events the SUT's analytics missed or double-counted, per event kind: a count (0), a "
+        "share of the kind's events ('1%'), or both ('5, 1%': both must hold)",
+    )
     # How recovery is judged: a second is "recovered" when its delivery rate is within
     # recovery_tolerance of the pre-fault baseline and its p95 latency is within the same tolerance
     # above the baseline p95; recovery is the first run of recovery_k such seconds after the fault ends.
@@ -182,11 +189,58 @@ class SloSpec(_Frozen):
             )
         return f"{share:g}%"
 
+    @field_validator("max_analytics_error")
+    @classmethod
+    def _count_and_or_share(cls, value: int | str | None) -> int | str | None:
+        if value is None or (isinstance(value, int) and value >= 0):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        counts = [p for p in parts if p.isdigit()]
+        shares = [p for p in parts if p.endswith("%") and _share(p) is not None]
+        if (
+            isinstance(value, int)
+            or len(counts) > 1
+            or len(shares) > 1
+            or len(counts) + len(shares) != len(parts)
+        ):
+            raise ValueError(
+                f"max_analytics_error {value!r} is not a count (0), a share of the events ('1%') "
+                "or both ('5, 1%')"
+            )
+        return (
+            int(counts[0])
+            if counts and not shares
+            else ", ".join([*counts, *(f"{_share(s):g}%" for s in shares)])
+        )
+
+    def analytics_limits(self) -> tuple[int | None, float | None]:
+        """``max_analytics_error`` as (events, share of the events as a fraction); None for a part not set."""
+        value = self.max_analytics_error
+        if value is None or isinstance(value, int):
+            return value, None
+        count = share = None
+        for part in value.split(","):
+            part = part.strip()
+            if part.endswith("%"):
+                share = float(part[:-1]) / 100
+            else:
+                count = int(part)
+        return count, share
+
     def dropped_limit(self, planned: int) -> float:
         """``max_dropped`` in messages for a run that planned ``planned`` arrivals."""
         if isinstance(self.max_dropped, int):
             return float(self.max_dropped)
         return planned * float(self.max_dropped[:-1]) / 100
+
+
+def _share(text: str) -> float | None:
+    """``"1.5%"`` -> 1.5; None when it is not a percentage from 0 to 100."""
+    try:
+        share = float(text[:-1])
+    except ValueError:
+        return None
+    return share if 0 <= share <= 100 else None
 
 
 def _parse_limit(name: str, value: dict[str, Any]) -> tuple[Any, AbortRule | None]:

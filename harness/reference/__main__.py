@@ -2,7 +2,9 @@
 queue).
 
 Relaying to an ESP that requires TLS and AUTH: ``--relay-tls starttls|implicit --relay-ca CA.pem`` and
-the login in ``--relay-auth USER:PASSWORD`` or, kept off the command line, ``$MAILSTORM_RELAY_AUTH``."""
+the login in ``--relay-auth USER:PASSWORD`` or, kept off the command line, ``$MAILSTORM_RELAY_AUTH``.
+The ESP's webhooks (POST /webhooks/<format> on --http-port) are checked with the signing key in
+``--webhook-key`` or ``$MAILSTORM_WEBHOOK_KEY``."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from mailstorm.errors import EXIT_HARNESS_FAILED, EXIT_OK, ConfigError, Mailstor
 from mailstorm.harness.reference.config import (
     DEFAULT_RELAY_NETWORKS,
     RELAY_AUTH_ENV,
+    WEBHOOK_KEY_ENV,
     PipelineConfig,
     RelayTarget,
     split_hostport,
@@ -78,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--relay-auth", metavar="USER:PASSWORD", help=f"AUTH towards the ESP (or ${RELAY_AUTH_ENV})"
     )
+    p.add_argument(
+        "--webhook-key",
+        metavar="KEY",
+        help=f"the ESP's webhook signing key, checked on every post (or ${WEBHOOK_KEY_ENV}; unset: none)",
+    )
     return p
 
 
@@ -123,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             relay_tls=args.relay_tls,
             relay_ca=args.relay_ca,
             relay_auth=auth,
+            webhook_key=args.webhook_key or os.environ.get(WEBHOOK_KEY_ENV) or None,
         )
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -13,6 +13,7 @@ from mailstorm.errors import TargetNotAllowed, UserError
 from mailstorm.netguard import check_address, is_loopback
 
 RELAY_AUTH_ENV = "MAILSTORM_RELAY_AUTH"  # USER:PASSWORD for the relay's AUTH, kept off the command line
+WEBHOOK_KEY_ENV = "MAILSTORM_WEBHOOK_KEY"  # the webhooks' signing key, kept off the command line
 # Peers allowed to relay through the pipeline unless told otherwise (Postfix's mynetworks idea).
 DEFAULT_RELAY_NETWORKS = ("127.0.0.0/8", "::1/128")
 
@@ -88,6 +89,9 @@ class PipelineConfig(BaseModel):
     relay_tls: Literal["off", "starttls", "implicit"] = "off"
     relay_ca: Path | None = None
     relay_auth: tuple[str, str] | None = Field(default=None, repr=False)
+    # The ESP's webhook signing key: the receiver refuses a post whose signature it does not make
+    # (mailstorm.harness.reference.signatures); None: signatures are not checked.
+    webhook_key: str | None = Field(default=None, repr=False)
 
     @field_validator("relay_networks")
     @classmethod

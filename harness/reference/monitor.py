@@ -3,8 +3,9 @@
 GET /health answers 200 {"status": "ok", ...} while relaying works and 503 {"status": "degraded", ...}
 once every relay attempt has failed for ``DEGRADED_AFTER_S`` (the ESP is down, throttling everything, or
 unreachable): what an operator's probe would alert on. GET /metrics is Prometheus text with the queue
-depth and the accepted/relayed/deferred/bounced counters. The same server takes POST /campaigns, the
-campaign trigger (mailstorm.harness.reference.campaigns).
+depth and the accepted/relayed/deferred/bounced counters, and the webhook events counted per kind. The
+same server takes POST /campaigns, the campaign trigger (mailstorm.harness.reference.campaigns), and the
+ESP's webhooks: POST /webhooks/<format> and GET /analytics (mailstorm.harness.reference.webhooks).
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ class Monitor:
             for name in ("accepted", "relayed", "deferred", "bounced")
         }
         self._last = dict.fromkeys(self._counters, 0)
+        self._events = Counter(
+            "mailstorm_sut_webhook_events",
+            "Webhook events counted, per kind",
+            ["event"],
+            registry=self.registry,
+        )
+        self._hooks = {
+            name: Counter(f"mailstorm_sut_webhook_{name}", what, registry=self.registry)
+            for name, what in (
+                ("redelivered", "Webhook events posted again and not counted again"),
+                ("refused", "Webhook posts refused (bad signature, unreadable body)"),
+            )
+        }
+        self._last_events: dict[str, int] = {}
+        self._last_hooks = dict.fromkeys(self._hooks, 0)
         self._runner: web.AppRunner | None = None
 
     def degraded(self) -> bool:
@@ -58,6 +74,8 @@ class Monitor:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/campaigns", self.pipeline.campaigns.handle)  # the campaign trigger
+        app.router.add_post("/webhooks/{format}", self.pipeline.webhooks.handle)
+        app.router.add_get("/analytics", self.pipeline.webhooks.analytics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
@@ -82,5 +100,12 @@ class Monitor:
         for name, total in self.pipeline.counts().items():
             self._counters[name].inc(total - self._last[name])
             self._last[name] = total
+        hooks = self.pipeline.webhooks
+        for kind, total in hooks.counts.items():
+            self._events.labels(event=kind).inc(total - self._last_events.get(kind, 0))
+            self._last_events[kind] = total
+        for name, total in (("redelivered", hooks.redelivered), ("refused", hooks.refused)):
+            self._hooks[name].inc(total - self._last_hooks[name])
+            self._last_hooks[name] = total
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -15,6 +15,7 @@ from mailstorm.harness.reference.inbound import InboundHandler, InboundSMTP
 from mailstorm.harness.reference.monitor import Monitor
 from mailstorm.harness.reference.relay import HttpRelay, RelaySecurity, SmtpRelay
 from mailstorm.harness.reference.store import Store
+from mailstorm.harness.reference.webhooks import WebhookReceiver
 from mailstorm.ledger import LedgerWriter, SutQueue
 
 log = logging.getLogger("mailstorm.reference")
@@ -42,6 +43,7 @@ class Pipeline:
             self.store, self.ledger, cfg.networks(), on_accept=lambda qid: self.deliverer.schedule.put(qid)
         )
         self.campaigns = Campaigns(self.store, self.deliverer.schedule.put)
+        self.webhooks = WebhookReceiver(self.store, self.ledger, cfg.webhook_key)
         self.monitor = Monitor(self, self.ledger, cfg.queue_interval_s)
 
     def _relay_factory(self):
@@ -71,6 +73,7 @@ class Pipeline:
             loop.add_signal_handler(sig, stop.set)
 
         resumed = await self.store.open()
+        await self.webhooks.open()
         for qid, _attempts, next_at in resumed:  # rows in flight at a crash are due again: at-least-once
             self.deliverer.schedule.put(qid, next_at)
         self.deliverer.start()

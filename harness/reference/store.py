@@ -49,6 +49,14 @@ CAMPAIGN_SCHEMA = (
 )""",
     "CREATE TABLE IF NOT EXISTS campaign_key (key TEXT PRIMARY KEY)",
 )
+# Webhook events the receiver counted (mailstorm.harness.reference.webhooks): one row per event id, so a
+# redelivered event is counted once, also across a crash (the row is committed before the 2xx).
+EVENT_SCHEMA = """CREATE TABLE IF NOT EXISTS webhook_event (
+    event_id  TEXT PRIMARY KEY,
+    event     TEXT NOT NULL,                      -- the canonical kind: delivered, open, click...
+    api       TEXT NOT NULL,                      -- the webhook format it came in
+    t         REAL NOT NULL
+)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,7 @@ class Store:
         conn.execute(SCHEMA)
         for sql in CAMPAIGN_SCHEMA:
             conn.execute(sql)
+        conn.execute(EVENT_SCHEMA)
         self._forget_sent(conn)
         self._conn = conn
         rows = conn.execute("SELECT id, attempts, next_at FROM queue ORDER BY id").fetchall()
@@ -209,6 +218,24 @@ class Store:
         """(id, body, next_row) of every campaign whose fan-out did not finish: resumed at start."""
         sql = "SELECT id, body, next_row FROM campaign WHERE done=0 ORDER BY rowid"
         return await self._run(lambda: self._conn.execute(sql).fetchall())
+
+    async def count_events(self, events: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        """Count (event id, kind, format) events in one transaction; returns the (event id, kind) of
+        those not counted before (a redelivery is not), once they are durable."""
+        now = time.time()
+        sql = "INSERT OR IGNORE INTO webhook_event (event_id, event, api, t) VALUES (?,?,?,?)"
+
+        def op(c: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [
+                (eid, kind) for eid, kind, api in events if c.execute(sql, (eid, kind, api, now)).rowcount
+            ]
+
+        return await self._write(op)
+
+    async def event_counts(self) -> dict[str, int]:
+        """Events counted so far, per kind (what a restart resumes its counts from)."""
+        sql = "SELECT event, count(*) FROM webhook_event GROUP BY event"
+        return dict(await self._run(lambda: self._conn.execute(sql).fetchall()))
 
     async def load(self, qid: int) -> Row | None:
         def read(c: sqlite3.Connection) -> Row | None:

@@ -37,6 +37,7 @@ __all__ = [
     "QueueSampler",
     "Target",
     "TargetContext",
+    "WebhookReceiving",
     "register",
 ]
 
@@ -146,6 +147,21 @@ class Monitored(Protocol):
 
     @property
     def metrics_urls(self) -> list[str]: ...
+
+
+@runtime_checkable
+class WebhookReceiving(Protocol):
+    """A target whose SUT receives the ESP's event webhooks and counts them (a scenario's
+    ``analytics.receiver: target``). The ESP starts first, so ``webhook_url`` is known before ``start``;
+    ``analytics_urls`` answer the counts per event kind as one JSON object (``analytics.probe.url:
+    target``)."""
+
+    def webhook_url(self, fmt: str) -> str:
+        """Where the ESP posts webhooks of format ``fmt`` (a free port is taken for it now)."""
+        ...
+
+    @property
+    def analytics_urls(self) -> list[str]: ...
 
 
 @runtime_checkable

@@ -21,6 +21,11 @@ it is not running), ``restart`` (stop it if it runs, start it again; the new pro
 messages that were in flight at a kill are relayed again: at-least-once). Params: ``instance`` (an index)
 acts on one instance; without it the action applies to all.
 
+Webhooks (``WebhookReceiving``): instance 0 receives the ESP's event webhooks on its HTTP port,
+``POST /webhooks/<format>``, counted once per event id in its queue file, and answers the counts at ``GET
+/analytics`` (mailstorm.harness.reference.webhooks); its signing key comes in the environment
+(``MAILSTORM_WEBHOOK_KEY``).
+
 Backups (mailstorm.harness.snapshots): ``snapshot`` (``params: {name}``) copies each queue file with
 SQLite's online backup API, consistent while the pipeline runs, to ``<run>/snapshots/<name>/queue-N.sqlite``;
 ``restore`` puts that copy back in place of the queue file and ``wipe`` deletes the queue file (with its
@@ -163,6 +168,7 @@ class ReferenceTarget:
         self._env: dict[str, str] = {}
         self._run_dir: Path | None = None
         self._atexit = False
+        self._http0: int | None = None  # instance 0's HTTP port, taken early when the ESP posts to it
 
     # -- Target -------------------------------------------------------------------------------------
     def addresses(self) -> list[Address]:
@@ -197,7 +203,7 @@ class ReferenceTarget:
                 n,
                 source,
                 port,
-                free_port(HOST),
+                self._http0 if n == 0 and self._http0 is not None else free_port(HOST),
                 run_dir / "reference" / f"queue-{n}.sqlite",
                 run_dir / "logs" / f"reference-{n}.log",
             )
@@ -254,6 +260,18 @@ class ReferenceTarget:
     @property
     def metrics_urls(self) -> list[str]:
         return [f"http://{HOST}:{i.http_port}/metrics" for i in self._instances]
+
+    # -- WebhookReceiving -------------------------------------------------------------------------------
+    def webhook_url(self, fmt: str) -> str:
+        """Instance 0's receiver for format ``fmt`` (its HTTP port taken now: the ESP starts first)."""
+        if self._http0 is None:
+            self._http0 = free_port(HOST)
+        return f"http://{HOST}:{self._http0}/webhooks/{fmt}"
+
+    @property
+    def analytics_urls(self) -> list[str]:
+        """GET /analytics of instance 0, the one that receives the webhooks."""
+        return [f"http://{HOST}:{i.http_port}/analytics" for i in self._instances[:1]]
 
     @property
     def pids(self) -> list[int | None]:

@@ -56,6 +56,7 @@ class Kind(StrEnum):
     SUT_QUEUE = "sut.queue"
     SUT_HELD = "sut.held"
     SUT_LISTED = "sut.listed"
+    SUT_EVENT = "sut.event"
     PROXY_ACTED = "proxy.acted"
     PROXY_UPSTREAM_FAILED = "proxy.upstream.failed"
     RUN_STARTED = "run.started"
@@ -65,6 +66,7 @@ class Kind(StrEnum):
     CHAOS_BEGIN = "chaos.begin"
     CHAOS_END = "chaos.end"
     PROBE = "probe"
+    ANALYTICS_PROBE = "analytics.probe"
     ACTION = "action"
     POOL_MEMBER = "pool.member"
     POOL_SERVER = "pool.server"
@@ -518,6 +520,20 @@ class SutListed(Record, kw_only=True):
     deferral still counts as held, as without a listing."""
 
 
+class SutEvent(Record, kw_only=True):
+    """The SUT counted one webhook event in its analytics: one record per count it made (an event it
+    counted twice is two records), written by a SUT that reports its counts in the ledger (the reference
+    pipeline writes one after its commit, before its 2xx). mailstorm.reports.analytics compares them
+    with the ESP's ``esp.webhook`` records, event id by event id."""
+
+    event: str
+    """The canonical event it counted (``delivered``, ``open``, ``click``...)."""
+    event_id: str
+    """The ESP's event id (``esp.webhook``'s ``event_id``)."""
+    api: str | None = None
+    """The webhook format it came in (``mailgun``, ``sendgrid``...), when the SUT says."""
+
+
 # -- the chaos proxy (in the runner's process; source "proxy") ------------------------------------------
 
 
@@ -647,6 +663,24 @@ class Probe(Record, kw_only=True):
     """Why the poll failed, or why the value was not found."""
 
 
+class AnalyticsProbe(Record, kw_only=True):
+    """One poll of the SUT's analytics counts (a scenario's ``analytics.probe``: JSON or Prometheus),
+    written by the runner (source ``timeline``), during the run and once more at its end."""
+
+    url: str
+    """What was polled."""
+    status: int | None
+    """The HTTP status; null when nothing answered."""
+    ok: bool
+    """A 2xx answer whose counts were read."""
+    counts: dict[str, float] | None = None
+    """The SUT's count per canonical event (``open``: 12...); null when the poll failed."""
+    error: str | None = None
+    """Why the poll failed, or why the counts were not found."""
+    final: bool = False
+    """The poll made after the drain: the SUT's last word on its counts."""
+
+
 class Action(Record, kw_only=True):
     """An action the timeline took on the target or the ESP (kill, pause, restart, an ESP crash...)."""
 
@@ -772,9 +806,9 @@ RECORDS: dict[Kind, type[Record]] = {
         EspAccepted, EspReplied, EspFault, EspFaultEnded, EspDelivered, EspWebhook, EspOutcome,
         EspSubscription,
         LoadSubmit, LoadDropped, LoadStarted, LoadFinished,
-        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, SutListed,
+        SutAccepted, SutRelayed, SutDeferred, SutBounced, SutQueue, SutHeld, SutListed, SutEvent,
         ProxyActed, ProxyUpstreamFailed,
-        RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, Action,
+        RunStarted, RunPhase, RunEnded, RunAborted, ChaosBegin, ChaosEnd, Probe, AnalyticsProbe, Action,
         PoolMember, PoolServer, AlertFiring, AlertResolved, CampaignList, CampaignTrigger, CampaignAnswer,
     )
 }  # fmt: skip
