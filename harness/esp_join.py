@@ -36,6 +36,7 @@ from mailstorm.harness.esp_hosts import CLOCK_SAMPLES, TOKEN_ENV
 from mailstorm.harness.esp_setup import esp_process
 from mailstorm.harness.scenario import EspSection
 from mailstorm.ledger import LEDGER_SUFFIX
+from mailstorm.ledger.segments import SEGMENT_ENV
 from mailstorm.netguard import check_address
 
 SHIP_EVERY_S = 0.5
@@ -187,6 +188,9 @@ def join(args: argparse.Namespace) -> int:
     esp = esp.model_copy(update={"bind": args.bind or advertise, "token": joined["control_token"]})
     spool = Path(args.ledger or "esp-ledger") / f"{joined['run_id']}-host{index}"
     files = [ledger_source(esp.name, w) for w in range(esp.processes)]
+    # The shipper follows each worker's one open ledger file by byte offset: the host's fake ESP keeps
+    # it whole (no rotation into segments); the runner writes what it receives into the run's ledger.
+    os.environ[SEGMENT_ENV] = "0"
     proc = esp_process(
         esp,
         seed=int(joined["seed"]),
