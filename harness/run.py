@@ -420,7 +420,7 @@ class Run:
             allow_remote=self.allow_remote,
             esp_security=self._security,
             esp_spread=hosts is not None,
-            env=self._analytics.target_env,
+            env=self._analytics.target_env(self.info.webhook_keys),
         )
         self._endpoints = list(self._target.start(ctx))
         if not self._endpoints:

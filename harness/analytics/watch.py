@@ -29,6 +29,7 @@ from mailstorm.harness.reference.config import WEBHOOK_KEY_ENV
 from mailstorm.harness.targets.base import WebhookReceiving
 from mailstorm.ledger import AnalyticsProbe, EspWebhook, LedgerWriter, Record
 from mailstorm.netguard import check_address
+from mailstorm.runinfo import WebhookKeysInfo
 
 MAX_BODY = 4 * 1024 * 1024
 QUIET_S = 1.0  # after the last event settled, this long without a new post: the ESP has nothing more
@@ -77,6 +78,7 @@ class AnalyticsWatch:
     def __init__(self, spec: AnalyticsSpec | None, hooks: WebhookSpec | None) -> None:
         self.spec = spec
         self._key = hooks.signing_key if hooks is not None else None
+        self._format = hooks.format if hooks is not None else None
         faults = hooks.faults if hooks is not None else None
         held_s = (faults.delay_ms + faults.jitter_ms) / 1000 if faults is not None else 0.0
         self._quiet_s = QUIET_S + held_s + (REORDER_HOLD_S if faults is not None and faults.reorder else 0.0)
@@ -96,11 +98,13 @@ class AnalyticsWatch:
             raise UserError("analytics.receiver: target: this target kind receives no webhooks")
         return target.webhook_url(fmt)
 
-    @property
-    def target_env(self) -> dict[str, str]:
-        """What the target's SUT needs in its environment: the key it checks the posts' signatures with."""
-        receiving = self.spec is not None and self.spec.receiver == "target" and self._key
-        return {WEBHOOK_KEY_ENV: self._key} if receiving else {}
+    def target_env(self, keys: WebhookKeysInfo | None) -> dict[str, str]:
+        """What the target's SUT needs in its environment: the key it checks the posts' signatures with
+        (SendGrid's: the run's verification key, from ``keys``; the others': the webhooks' signing key)."""
+        if self.spec is None or self.spec.receiver != "target":
+            return {}
+        key = keys.sendgrid_public_key if self._format == "sendgrid" and keys is not None else self._key
+        return {WEBHOOK_KEY_ENV: key} if key else {}
 
     # -- while the run goes ------------------------------------------------------------------------
     def start(self, target: object, writer: LedgerWriter, *, allow_remote: bool) -> None:

@@ -48,7 +48,7 @@ class WebhookReceiver:
         if WEBHOOK_FORMATS.get(fmt) is None:
             return web.json_response({"error": WEBHOOK_FORMATS.unknown(fmt)}, status=404)
         body = await request.read()
-        if self.key is not None and not verify(fmt, body, request.headers, self.key):
+        if self.key is not None and not verify(fmt, body, request.headers, self.key, str(request.url)):
             self.refused += 1
             return web.json_response({"error": f"bad {fmt} webhook signature"}, status=401)
         try:

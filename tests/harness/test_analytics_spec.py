@@ -16,6 +16,7 @@ from mailstorm.harness.analytics.watch import AnalyticsWatch, read_counts
 from mailstorm.harness.reference.config import WEBHOOK_KEY_ENV
 from mailstorm.harness.scenario import load_scenario_text
 from mailstorm.ledger import EspWebhook
+from mailstorm.runinfo import WebhookKeysInfo
 
 BASE = """\
 name: t
@@ -79,7 +80,13 @@ def test_the_watch_settles_once_every_event_is_final_and_the_quiet_time_passed()
     (one second plus what the webhook faults hold an event back) must pass without a post."""
     hooks = WebhookSpec(url="http://127.0.0.1:9/", faults={"delay_ms": 200, "jitter_ms": 300})
     watch = AnalyticsWatch(AnalyticsSpec(receiver="target"), hooks)
-    assert watch.target_env == {WEBHOOK_KEY_ENV: hooks.signing_key}
+    assert watch.target_env(None) == {WEBHOOK_KEY_ENV: hooks.signing_key}
+    # SendGrid's posts are checked with the run's verification key (run.json webhook_keys), not a secret.
+    sendgrid = AnalyticsWatch(
+        AnalyticsSpec(receiver="target"), hooks.model_copy(update={"format": "sendgrid"})
+    )
+    keys = WebhookKeysInfo(keys_file="k.json", sendgrid_public_key="PUBLIC")
+    assert sendgrid.target_env(keys) == {WEBHOOK_KEY_ENV: "PUBLIC"}
     watch.feed([_hook("a", final=False), _hook("b", final=True)])
     assert not watch.settled()
     watch.feed([_hook("a", final=True, attempt=2)])

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from mailstorm.fake_esp.launch import EspProcess
-from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, render
+from mailstorm.fake_esp.webhooks.formats import WEBHOOK_FORMATS, Event, render, sign
+from mailstorm.fake_esp.webhooks.signing import Signer, load_or_make
 from mailstorm.harness.reference.config import WEBHOOK_KEY_ENV
 from mailstorm.harness.reference.signatures import verify
 from mailstorm.harness.targets.base import TargetContext, WebhookReceiving
@@ -136,6 +137,28 @@ def test_a_signed_post_verifies_with_its_key_only(fmt):
     ev = Event(event="open", event_id="e1", id="c1", esp_id="m1", rcpt="r@x.test", sender="s@x.test",
                ts=1_800_000_000.0, header="X-Mailstorm-Id")  # fmt: skip
     body, headers = render(fmt, [ev], signing_key=KEY)
+    if fmt in ("mandrill", "sendgrid"):  # signed with what the renderer cannot see: the URL, the run's key
+        return
     assert verify(fmt, body, headers, KEY)
     signed = fmt in ("mailgun", "mailersend", "resend")
     assert verify(fmt, body, headers, "another-key") is not signed
+
+
+@pytest.mark.parametrize("fmt", ["mandrill", "sendgrid"])
+def test_posts_signed_with_the_url_or_the_runs_key_verify(fmt, tmp_path):
+    """Mandrill (HMAC-SHA1 of the URL + sorted fields) and SendGrid (ECDSA with the run's key pair), signed
+    by the fake ESP's own signer: the receiver's check passes with the key a run gives it (SendGrid: the
+    verification key, as run.json publishes it) at the URL the ESP was told, and fails with another key,
+    another URL, a changed body."""
+    ev = Event(event="click", event_id="e2", id="c2", esp_id="m2", rcpt="r@x.test", sender="s@x.test",
+               ts=1_800_000_000.0, header="X-Mailstorm-Id")  # fmt: skip
+    keys = load_or_make(tmp_path / "keys.json")
+    url = "http://127.0.0.1:8025/webhooks/" + fmt
+    body, headers = sign(fmt, *render(fmt, [ev], signing_key=KEY), Signer(url, KEY, keys, ""))
+    key = keys.sendgrid_public if fmt == "sendgrid" else KEY
+    assert verify(fmt, body, headers, key, url)
+    other = load_or_make(tmp_path / "other.json").sendgrid_public if fmt == "sendgrid" else "another-key"
+    assert not verify(fmt, body, headers, other, url)
+    assert not verify(fmt, body.replace(b"c2", b"c3"), headers, key, url)
+    if fmt == "mandrill":
+        assert not verify(fmt, body, headers, key, url + "x")
