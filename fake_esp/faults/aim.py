@@ -249,33 +249,42 @@ class _ValueKey:
 
 
 class _HeaderKey:
-    """``header``: one search for a line of any header named, then each (name, regex) alone."""
+    """``header``: is any header named in the block at all (lower-cased, one ``in`` per name: header names
+    are ASCII, as the regexes' case folding of bytes), then each (name, regex) alone."""
 
     def __init__(self, atoms: list[tuple[int, tuple[str, str]]]) -> None:
-        names = sorted({name.lower() for _, (name, _) in atoms})
-        alternatives = b"|".join(re.escape(n.encode()) for n in names)
-        self.line = re.compile(rb"(?im)^(?:" + alternatives + rb")[ \t]*:")
+        self.names = tuple(sorted({name.lower().encode() for _, (name, _) in atoms}))
         self.tests = [(atom, _header_test(name, regex)) for atom, (name, regex) in atoms]
 
     def any(self, ctx: Context) -> bool:
         head = ctx.head
-        return head is not None and self.line.search(head) is not None and any(t(ctx) for _, t in self.tests)
+        if head is None:
+            return False
+        low = head.lower()
+        for name in self.names:
+            if name in low:
+                return any(test(ctx) for _, test in self.tests)
+        return False
 
     def hit(self, ctx: Context, hits: set[int]) -> None:
         hits.update(atom for atom, test in self.tests if test(ctx))
 
 
-def _either(tests: list[Callable[[Context], Any]]) -> Callable[[Context], Any]:
-    """One test that is truthy when any of ``tests`` is (the usual counts of keys without a loop)."""
+def _selector(
+    tests: list[Callable[[Context], Any]], slow: Callable[[Context], list[Any]], free: list[Any]
+) -> Callable[[Context], list[Any]]:
+    """``free`` when none of ``tests`` (one per key) is truthy, else ``slow(ctx)``: one closure for the
+    usual counts of keys (this runs at every step)."""
     if len(tests) == 1:
-        return tests[0]
+        (first,) = tests
+        return lambda ctx: slow(ctx) if first(ctx) else free
     if len(tests) == 2:
         first, second = tests
-        return lambda ctx: first(ctx) or second(ctx)
+        return lambda ctx: slow(ctx) if first(ctx) or second(ctx) else free
     if len(tests) == 3:
         first, second, third = tests
-        return lambda ctx: first(ctx) or second(ctx) or third(ctx)
-    return lambda ctx: any(test(ctx) for test in tests)
+        return lambda ctx: slow(ctx) if first(ctx) or second(ctx) or third(ctx) else free
+    return lambda ctx: slow(ctx) if any(test(ctx) for test in tests) else free
 
 
 class MatchIndex:
@@ -304,12 +313,11 @@ class MatchIndex:
         self._keys: list[_ValueKey | _HeaderKey] = [_ValueKey(k, phase, a) for k, a in values.items()]
         if headers:
             self._keys.append(_HeaderKey(headers))  # last: the costliest look-up
-        self._free = [item for item, atoms in self._items if atoms is None]  # no match: every step
-        self._any = _either([key.any for key in self._keys])
+        free = [item for item, atoms in self._items if atoms is None]  # no match: every step
+        # The usual step: no pattern fits, one look-up per key, and the faults without a match.
+        self.select: Callable[[Context], list[Any]] = _selector([k.any for k in self._keys], self._hits, free)
 
-    def select(self, ctx: Context) -> list[Any]:
-        if not self._any(ctx):
-            return self._free  # the usual step: no pattern fits, one look-up per key
+    def _hits(self, ctx: Context) -> list[Any]:
         hits: set[int] = set()
         for key in self._keys:
             key.hit(ctx, hits)
