@@ -38,6 +38,7 @@ from mailstorm.replies import DATA_GO_AHEAD
 log = logging.getLogger("mailstorm.fake_esp.smtp")
 
 READ_SIZE = 256 * 1024
+_SPLIT_MAX = 64 * 1024  # up to this size a message is judged on a split into lines (a copy)
 _END = b"\r\n.\r\n"
 _DATA_GO_AHEAD = str(DATA_GO_AHEAD)
 # aiosmtpd's own answers to a DATA too long a line or too much data (push() replaces the 552's text).
@@ -75,19 +76,21 @@ def verdict(data: bytes | bytearray, size_limit: int | None, line_limit: int) ->
     NOMINAL, TOO_LONG or TOO_MUCH, the first in the stream's order. aiosmtpd's reader refuses a line
     longer than ``line_limit`` before it counts its bytes (TOO_LONG first); a line of ``line_limit - 1``
     or ``line_limit`` bytes before its CRLF is counted, then refused."""
-    lines = data.split(b"\r\n")  # the last: the unfinished line (b"" when data ends with CRLF)
-    if max(map(len, lines)) + 2 <= line_limit:  # the usual message: only its size counts
-        return TOO_MUCH if size_limit and len(data) - len(lines[-1]) > size_limit else NOMINAL
-    total = 0
-    for line in lines[:-1]:
-        if len(line) > line_limit:
+    if len(data) <= _SPLIT_MAX:  # the usual message: one split, and only its size counts
+        lines = data.split(b"\r\n")  # the last: the unfinished line (b"" when data ends with CRLF)
+        if max(map(len, lines)) + 2 <= line_limit:
+            return TOO_MUCH if size_limit and len(data) - len(lines[-1]) > size_limit else NOMINAL
+    total = start = 0  # line by line, without a copy (a big message is judged in place)
+    while (end := data.find(b"\r\n", start)) >= 0:
+        if end - start > line_limit:
             return TOO_LONG
-        total += len(line) + 2
+        total += end - start + 2
         if size_limit and total > size_limit:
             return TOO_MUCH
-        if len(line) + 2 > line_limit:
+        if end - start + 2 > line_limit:
             return TOO_LONG
-    return TOO_LONG if len(lines[-1]) > line_limit else NOMINAL
+        start = end + 2
+    return TOO_LONG if len(data) - start > line_limit else NOMINAL
 
 
 def unstuff(data: bytes) -> bytes:
@@ -130,7 +133,9 @@ async def read_message(
         reader._buffer[:0] = buf[stop:]  # type: ignore[attr-defined]
     if state != NOMINAL:
         return state, b""
-    data = bytes(buf[:cut])
+    del buf[cut:]
+    data = bytes(buf)
+    del buf[:]
     state = verdict(data, size_limit, line_limit)
     return (NOMINAL, unstuff(data)) if state == NOMINAL else (state, b"")
 
