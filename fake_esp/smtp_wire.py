@@ -35,7 +35,7 @@ from aiosmtpd.smtp import MISSING
 
 from mailstorm.replies import DATA_GO_AHEAD
 
-log = logging.getLogger("mailstorm.fake_esp.smtp")
+log = logging.getLogger("mail.log")  # aiosmtpd's: its DATA loop logs a lost connection there
 
 READ_SIZE = 256 * 1024
 _SPLIT_MAX = 64 * 1024  # up to this size a message is judged on a split into lines (a copy)
