@@ -186,9 +186,10 @@ def _any_test(patterns: list[str]) -> Callable[[str], bool]:
                 checks.append(_value_test(pattern))
             continue
         kind, text = _glob_kind(pattern)
-        {"exact": exact.add, "prefix": prefixes.append, "suffix": suffixes.append, "glob": globs.append}[
-            kind
-        ](text)
+        if kind == "exact":
+            exact.add(text)
+        else:
+            {"prefix": prefixes, "suffix": suffixes, "glob": globs}[kind].append(text)
     pre, suf = tuple(prefixes), tuple(suffixes)
     # The usual cases get a test of their own (this runs at every step): a regex's own method, or one
     # lambda. A test's answer is only read for its truth (a match object or None).
