@@ -21,10 +21,11 @@ step and ends the evaluation. Stateful faults (throttle buckets, greylist triple
 in the engine, one dict per installed fault, which ``reset()`` wipes and ``replace`` restarts.
 
 Aim. A fault with a ``match``, a ``count`` or ``attempts`` (mailstorm.fake_esp.faults.aim) sees only the
-steps it is aimed at: the match first, then the message's attempt number (counted per fault and
-correlation id), then the probability. An action that uses up ``count`` ends the fault: it is removed
-at once, its ``Fired`` says ``ended`` (the server writes esp.fault.ended) and ``on_end`` hooks are told
-(a worker tells the control process, which drops it from the store).
+steps it is aimed at: the match first (one ``MatchIndex`` per phase holds the matches of all its faults,
+so a step pays one look-up per key whatever the number of faults), then the message's attempt number
+(counted per fault and correlation id), then the probability. An action that uses up ``count`` ends
+the fault: it is removed at once, its ``Fired`` says ``ended`` (the server writes esp.fault.ended) and
+``on_end`` hooks are told (a worker tells the control process, which drops it from the store).
 
 Time. ``after`` (s) delays activation from when the fault was added; ``ttl`` (s) removes it that long
 after it became active (an outage ends after ``duration_s``, or its ttl if shorter). Times are wall
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailstorm.fake_esp.faults import build
-from mailstorm.fake_esp.faults.aim import compile_match
+from mailstorm.fake_esp.faults.aim import MatchIndex
 from mailstorm.fake_esp.faults.base import DELAY, PASS_ACTION, Action, Context, Fault, Fired
 from mailstorm.fake_esp.shared import LocalMap, SharedState
 from mailstorm.fake_esp.spec import fault_to_dict, parse_fault
@@ -71,11 +72,10 @@ class Entry:
     active_from: float
     expires_at: float
     state: dict[str, Any] = field(default_factory=LocalMap)
-    # The aim: a predicate over the step's context (None: every step), and the scope's own counts
-    # (``used``: actions so far under ``count``; a correlation id: attempts seen under ``attempts``).
-    match: Callable[[Context], bool] | None = None
+    # The scope's own counts (``used``: actions so far under ``count``; a correlation id: attempts seen
+    # under ``attempts``); the ``match`` is checked by the phase's MatchIndex, for every fault at once.
     scope: dict[Any, Any] = field(default_factory=LocalMap)
-    aimed: bool = False  # a match or a scope to check before the fault sees a step
+    aimed: bool = False  # a scope (count, attempts) to check before the fault sees a step
     locked: bool = False  # its state (or scope) is shared by the workers: its steps run under the lock
 
     def describe(self) -> dict[str, Any]:
@@ -86,6 +86,12 @@ class Entry:
             "active_from": self.active_from,
             "expires_at": None if self.expires_at == _NEVER else self.expires_at,
         }
+
+
+def _match_index(phase: str, entries: list[Entry]) -> MatchIndex | None:
+    if any(e.spec.match is not None for e in entries):
+        return MatchIndex(phase, [(e, e.spec.match) for e in entries])
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,9 @@ class Engine:
         self.clock = clock
         self.shared = shared
         self._entries: dict[str, Entry] = {}
-        self._by_phase: dict[str, list[Entry]] = {}
+        # Per phase: its faults in order, and the index of their matches when one has a match (an aim
+        # that misses costs one look-up per key, not one test per fault).
+        self._by_phase: dict[str, tuple[list[Entry], MatchIndex | None]] = {}
         self._next_change = _NEVER  # earliest active_from/expires_at still ahead: when to re-index
         self._ids = itertools.count(1)
         self.fired: Counter[str] = Counter()  # per fault id, cumulative over the process's life
@@ -167,9 +175,8 @@ class Engine:
         life = spec.ttl if spec.ttl is not None else _NEVER
         if spec.type == "outage":
             life = min(life, spec.duration_s)
-        match = compile_match(spec.match) if spec.match is not None else None
         fault = build(spec)
-        entry = Entry(fid, spec, fault, added, active_from, active_from + life, match=match)
+        entry = Entry(fid, spec, fault, added, active_from, active_from + life)
         entry.aimed = spec.count is not None or spec.attempts is not None
         if self.shared is not None:
             if getattr(fault, "shared_state", False):
@@ -214,7 +221,9 @@ class Engine:
             upcoming = min(upcoming, e.expires_at)
             for phase in e.spec.phases:
                 by_phase.setdefault(phase, []).append(e)
-        self._by_phase = by_phase
+        self._by_phase = {
+            phase: (entries, _match_index(phase, entries)) for phase, entries in by_phase.items()
+        }
         self._next_change = upcoming
 
     def expire(self) -> None:
@@ -240,16 +249,19 @@ class Engine:
         """What step ``phase`` of ``ctx`` gets. Never raises: a failing fault is skipped and counted."""
         if self._next_change != _NEVER:
             self.expire()
-        candidates = self._by_phase.get(phase)
-        if not candidates:
+        step = self._by_phase.get(phase)
+        if step is None:
             return PASS_ACTION
-        now = self.clock()
         ctx.phase = phase
+        candidates, aim = step
+        if aim is not None:
+            candidates = aim.select(ctx)  # the faults whose match this step passes, in order
+            if not candidates:
+                return PASS_ACTION
+        now = self.clock()
         delay = 0.0
         fired: list[Fired] = []
         for e in candidates:
-            if e.match is not None and not e.match(ctx):
-                continue
             if e.locked:
                 assert self.shared is not None
                 with self.shared.lock:

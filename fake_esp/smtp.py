@@ -3,6 +3,7 @@
 Phases and where they hook into aiosmtpd: connect (before the banner: ``_handle_client``), ehlo
 (``handle_EHLO``/``handle_HELO``), mail (``handle_MAIL``), rcpt (``handle_RCPT``), data (the DATA
 command, before the 354: ``smtp_DATA``), eod (after the final ".", before the answer: ``handle_DATA``).
+The message itself is read in whole reads, not line by line (mailstorm.fake_esp.smtp_wire.FastWire).
 
 Ledger. Every record is written before the reply it describes is sent: esp.accepted before the 250 at
 eod (acked=false when the client is cut off or left hanging after the ESP kept the message), esp.replied
@@ -57,6 +58,7 @@ from mailstorm.fake_esp.faults.tls import CUT_MID_DATA, NO_STARTTLS
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.fake_esp.smtp_secure import SecureSession, authenticate
+from mailstorm.fake_esp.smtp_wire import FastWire, guard_logs
 from mailstorm.fake_esp.spec import EspSpec
 from mailstorm.fake_esp.tls import Contexts
 from mailstorm.ledger import CAMPAIGN_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
@@ -74,10 +76,14 @@ log = logging.getLogger("mailstorm.fake_esp.smtp")
 _QUEUED = str(OK_QUEUED)
 _TOO_BIG = str(MESSAGE_TOO_BIG).encode()
 _AIOSMTPD_552 = b"552 Error"  # aiosmtpd's own size refusals (MAIL SIZE= and too much DATA)
+_CAMPAIGN_NAME = CAMPAIGN_HEADER.encode().lower()
 
 
-def _header(rx: re.Pattern[bytes], head: bytes) -> str | None:
-    """The first value ``rx`` (one capture group) finds in a header block, decoded."""
+def _header(name: bytes, rx: re.Pattern[bytes], head: bytes, low: bytes) -> str | None:
+    """The first value ``rx`` (one capture group) finds in a header block, decoded; ``low`` is the block
+    lower-cased: a header whose ``name`` it does not hold is not searched for (most messages lack one)."""
+    if name not in low:
+        return None
     m = rx.search(head)
     return m.group(1).decode("utf-8", "replace") if m else None
 
@@ -108,6 +114,7 @@ class SmtpService:
         self.auth_required = parse_reply(replies.auth_required)
         self.tls_required = parse_reply(replies.tls_required)
         self.sessions: set[EspSMTP] = set()
+        guard_logs()
         self.deliveries = Deliveries(ledger)  # messages accepted into the backlog (a queue action)
         self.handler = Handler()
         self._session_ids = itertools.count(1)
@@ -117,6 +124,7 @@ class SmtpService:
         # Called with each kept message (its esp.accepted fields plus sender, to and content): the
         # worker's message store and the webhook poster.
         self.accepted_hooks: list[Any] = []
+        self._id_name = spec.correlation_header.encode().lower()
         header = re.escape(spec.correlation_header.encode())
         self._id_re = re.compile(rb"(?im)^" + header + rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
         self._mid_re = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*<?([^\r\n>]*?)>?[ \t]*\r?$")
@@ -184,14 +192,15 @@ class SmtpService:
             await self._listen()
 
     def ids(
-        self, content: bytes, rcpts: list[str] | None = None
+        self, content: bytes, head: bytes, rcpts: list[str] | None = None
     ) -> tuple[str | None, str | None, str | None]:
-        """(correlation id, Message-ID, campaign), read from one cut of the header block: the id from the
-        carrier the spec names (recipient, body), else the correlation header, else the Message-ID; the
-        campaign from its header."""
-        end = content.find(b"\r\n\r\n")
-        head = content if end < 0 else content[: end + 2]
-        mid, cid, campaign = (_header(rx, head) for rx in (self._mid_re, self._id_re, self._campaign_re))
+        """(correlation id, Message-ID, campaign) of a message and its header block (``Context.head``):
+        the id from the carrier the spec names (recipient, body), else the correlation header, else the
+        Message-ID; the campaign from its header."""
+        low = head.lower()
+        mid = _header(b"message-id", self._mid_re, head, low)
+        cid = _header(self._id_name, self._id_re, head, low)
+        campaign = _header(_CAMPAIGN_NAME, self._campaign_re, head, low)
         carried = carried_id(self.spec.correlation, rcpts or (), content)
         return (carried or cid or mid), mid, campaign
 
@@ -240,7 +249,7 @@ class SmtpService:
             )
 
 
-class EspSMTP(SecureSession, SMTP):
+class EspSMTP(SecureSession, FastWire, SMTP):
     """One SMTP session: aiosmtpd's state machine plus the connect and DATA-start phases, the fault
     actions (delay, reply, cut, tarpit, hang), TLS and AUTH (SecureSession) and the ledger records."""
 
@@ -507,9 +516,9 @@ class Handler:
     async def handle_DATA(self, server: EspSMTP, session, envelope) -> str:
         svc, ctx = server.svc, server.ctx
         content: bytes = envelope.original_content
-        cid, mid, campaign = svc.ids(content, envelope.rcpt_tos)
-        ctx.recipients = envelope.rcpt_tos
-        ctx.new_message(content, cid)
+        ctx.new_message(content, None)  # its header block is cut once, here, for the ids and the aims
+        cid, mid, campaign = svc.ids(content, ctx.head or b"", envelope.rcpt_tos)
+        ctx.recipients, ctx.msg_id = envelope.rcpt_tos, cid
         act = server.decide("eod")
         ctx.new_message(None, cid)
         ctx.messages += 1

@@ -31,8 +31,10 @@ message without an id is never aimed at.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -102,52 +104,33 @@ class Match(BaseModel):
         return [k for k in type(self).model_fields if getattr(self, k) is not None]
 
 
+def _glob_kind(pattern: str) -> tuple[str, str]:
+    """How a glob is tested: ("exact", value), ("prefix", start), ("suffix", end) or ("glob", pattern),
+    all lower-cased. The usual globs skip the regex engine: no wildcard is a comparison, ``*suffix`` an
+    endswith, ``prefix*`` a startswith."""
+    low = pattern.lower()
+    inner = low[1:] if low.startswith("*") else low[:-1] if low.endswith("*") else low
+    if any(c in inner for c in "*?["):
+        return "glob", low
+    if low.startswith("*"):
+        return "suffix", inner
+    return ("prefix", inner) if low.endswith("*") else ("exact", low)
+
+
 def _value_test(pattern: str) -> Callable[[str], bool]:
-    """A test of one value: a regex search after ``re:``, else a case-insensitive whole-value glob.
-    The usual globs skip the regex engine (this runs at every step of every aimed fault): no wildcard
-    is a comparison, ``*suffix`` an endswith, ``prefix*`` a startswith."""
+    """A test of one value: a regex search after ``re:``, else a case-insensitive whole-value glob."""
     if pattern.startswith(REGEX_PREFIX):
         search = re.compile(pattern[len(REGEX_PREFIX) :]).search
         return lambda value: search(value) is not None
-    low = pattern.lower()
-    inner = low[1:] if low.startswith("*") else low[:-1] if low.endswith("*") else low
-    if not any(c in inner for c in "*?["):
-        if low.startswith("*"):
-            return lambda value: value.lower().endswith(inner)
-        if low.endswith("*"):
-            return lambda value: value.lower().startswith(inner)
-        return lambda value: value.lower() == low
-    match = re.compile(fnmatch.translate(low), re.IGNORECASE).match
+    kind, text = _glob_kind(pattern)
+    if kind == "suffix":
+        return lambda value: value.lower().endswith(text)
+    if kind == "prefix":
+        return lambda value: value.lower().startswith(text)
+    if kind == "exact":
+        return lambda value: value.lower() == text
+    match = re.compile(fnmatch.translate(text), re.IGNORECASE).match
     return lambda value: match(value) is not None
-
-
-def _domain_test(pattern: str) -> Callable[[str], bool]:
-    test = _value_test(pattern)
-    return lambda address: test(address.rpartition("@")[2])
-
-
-def _key_test(key: str, pattern: Any) -> Callable[[Context], bool]:
-    """The test of one match key over a step's context (closures kept flat: this runs at every step)."""
-    if key == "client_ip":
-        t = _value_test(pattern)
-        return lambda ctx: t(ctx.peer)
-    if key in ("mail_from", "auth_user", "api_key"):
-        t = _value_test(pattern)
-        return lambda ctx: (v := getattr(ctx, key)) is not None and t(v)
-    if key in ("rcpt", "rcpt_domain"):
-        t = _value_test(pattern) if key == "rcpt" else _domain_test(pattern)
-
-        def any_rcpt(ctx: Context) -> bool:
-            if ctx.phase == "rcpt":  # the recipient being given (the envelope holds those before it)
-                return ctx.rcpt is not None and t(ctx.rcpt)
-            for r in ctx.recipients:  # noqa: SIM110 (a loop: any() over a generator costs more, every step)
-                if t(r):
-                    return True
-            return False
-
-        return any_rcpt
-    tests = [_header_test(name, regex) for name, regex in pattern.items()]
-    return tests[0] if len(tests) == 1 else lambda ctx: all(t(ctx) for t in tests)
 
 
 def _header_test(name: str, regex: str) -> Callable[[Context], bool]:
@@ -158,7 +141,7 @@ def _header_test(name: str, regex: str) -> Callable[[Context], bool]:
         head = ctx.head
         if head is None:
             return False
-        for m in line.finditer(head):  # noqa: SIM110 (as above)
+        for m in line.finditer(head):  # noqa: SIM110 (a loop: any() over a generator costs more)
             if value(m.group(1).decode("utf-8", "replace")):
                 return True
         return False
@@ -166,15 +149,182 @@ def _header_test(name: str, regex: str) -> Callable[[Context], bool]:
     return header
 
 
-def compile_match(match: Match) -> Callable[[Context], bool]:
-    """One predicate over a step's context that is true when every key of ``match`` matches."""
-    tests = [_key_test(key, getattr(match, key)) for key in match.given()]
+# -- the index: every fault of one phase, one look-up per match key ---------------------------------------
+# A step is first asked, key by key, whether any of the phase's patterns on that key fits what it shows:
+# one look-up for all of them (a set of the exact values, one startswith/endswith over a tuple, one
+# combined regex for the other globs and one for the regexes). Nearly always none does, and the step goes
+# on with the faults that have no match. Otherwise every pattern of every key is tested alone, so which
+# faults see the step is exactly what testing each fault's match gives.
+
+
+def _combined(sources: list[str], flags: int = 0) -> re.Pattern[str] | None:
+    """One regex with a branch per source (each compiles alone, no groups): it matches where any does."""
+    return re.compile("|".join(f"(?:{s})" for s in sources), flags) if sources else None
+
+
+def _alone(source: str) -> bool:
+    """Whether a user's regex keeps its meaning as one branch of a combined regex: no groups (whose
+    numbers would shift under back-references), no global inline flags (refused past the start)."""
+    try:
+        return re.compile(f"(?:{source})").groups == 0
+    except re.error:
+        return False
+
+
+def _any_test(patterns: list[str]) -> Callable[[str], bool]:
+    """One test of a value that is true when any of ``patterns`` matches it (as ``_value_test`` each)."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    globs: list[str] = []
+    regexes: list[str] = []
+    checks: list[Callable[[str], bool]] = []  # regexes that cannot join the combined one: alone
+    for pattern in patterns:
+        if pattern.startswith(REGEX_PREFIX):
+            source = pattern[len(REGEX_PREFIX) :]
+            if _alone(source):
+                regexes.append(source)
+            else:
+                checks.append(_value_test(pattern))
+            continue
+        kind, text = _glob_kind(pattern)
+        if kind == "exact":
+            exact.add(text)
+        else:
+            {"prefix": prefixes, "suffix": suffixes, "glob": globs}[kind].append(text)
+    pre, suf = tuple(prefixes), tuple(suffixes)
+    # The usual cases get a test of their own (this runs at every step): a regex's own method, or one
+    # lambda. A test's answer is only read for its truth (a match object or None).
+    if exact and not (pre or suf):
+        checks.append(lambda value: value.lower() in exact)
+    elif pre and not (exact or suf):
+        checks.append(lambda value: value.lower().startswith(pre))
+    elif suf and not (exact or pre):
+        checks.append(lambda value: value.lower().endswith(suf))
+    elif exact or pre or suf:
+        checks.append(
+            lambda value: (low := value.lower()) in exact or low.startswith(pre) or low.endswith(suf)
+        )
+    # A glob matches the whole value: fnmatch's "...\Z", and match (not search) from its start.
+    glob = _combined([fnmatch.translate(g) for g in globs], re.IGNORECASE)
+    if glob is not None:
+        checks.append(glob.match)
+    regex = _combined(regexes)
+    if regex is not None:
+        checks.append(regex.search)
+    if len(checks) == 1:
+        return checks[0]
+    return lambda value: any(check(value) for check in checks)
+
+
+class _ValueKey:
+    """A key whose value the step carries (``rcpt``, ``rcpt_domain``, ``mail_from``, ``api_key``,
+    ``auth_user``, ``client_ip``): the values it shows at ``phase``, against every pattern on the key.
+    ``any`` is one closure over the context (this runs at every step)."""
+
+    def __init__(self, key: str, phase: str, atoms: list[tuple[int, str]]) -> None:
+        self.tests = [(atom, _value_test(pattern)) for atom, pattern in atoms]
+        test = _any_test([pattern for _, pattern in atoms])
+        if key == "rcpt_domain":
+            self.tests = [(atom, lambda a, t=t: t(a.rpartition("@")[2])) for atom, t in self.tests]
+            domain_test = test
+            test = lambda address: domain_test(address.rpartition("@")[2])  # noqa: E731
+        self.values: Callable[[Context], Any]
+        self.any: Callable[[Context], Any]
+        if key in ("rcpt", "rcpt_domain") and phase != "rcpt":  # any recipient of the message
+            self.values = attrgetter("recipients")
+
+            def any_recipient(ctx: Context) -> bool:
+                for r in ctx.recipients:  # noqa: SIM110 (a loop: any() over a generator costs more)
+                    if test(r):
+                        return True
+                return False
+
+            self.any = any_recipient
+        else:  # one value; at rcpt: the recipient being given
+            get = attrgetter({"client_ip": "peer", "rcpt_domain": "rcpt"}.get(key, key))
+            self.values = lambda ctx: () if (v := get(ctx)) is None else (v,)
+            self.any = lambda ctx: (v := get(ctx)) is not None and test(v)
+
+    def hit(self, ctx: Context, hits: set[int]) -> None:
+        for value in self.values(ctx):
+            hits.update(atom for atom, test in self.tests if test(value))
+
+
+class _HeaderKey:
+    """``header``: is any header named in the block at all (lower-cased, one ``in`` per name: header names
+    are ASCII, as the regexes' case folding of bytes), then each (name, regex) alone."""
+
+    def __init__(self, atoms: list[tuple[int, tuple[str, str]]]) -> None:
+        self.names = tuple(sorted({name.lower().encode() for _, (name, _) in atoms}))
+        self.tests = [(atom, _header_test(name, regex)) for atom, (name, regex) in atoms]
+
+    def any(self, ctx: Context) -> bool:
+        head = ctx.head
+        if head is None:
+            return False
+        low = head.lower()
+        for name in self.names:
+            if name in low:
+                return any(test(ctx) for _, test in self.tests)
+        return False
+
+    def hit(self, ctx: Context, hits: set[int]) -> None:
+        hits.update(atom for atom, test in self.tests if test(ctx))
+
+
+def _selector(
+    tests: list[Callable[[Context], Any]], slow: Callable[[Context], list[Any]], free: list[Any]
+) -> Callable[[Context], list[Any]]:
+    """``free`` when none of ``tests`` (one per key) is truthy, else ``slow(ctx)``: one closure for the
+    usual counts of keys (this runs at every step)."""
     if len(tests) == 1:
-        return tests[0]
+        (first,) = tests
+        return lambda ctx: slow(ctx) if first(ctx) else free
     if len(tests) == 2:
         first, second = tests
-        return lambda ctx: first(ctx) and second(ctx)
-    return lambda ctx: all(t(ctx) for t in tests)
+        return lambda ctx: slow(ctx) if first(ctx) or second(ctx) else free
+    if len(tests) == 3:
+        first, second, third = tests
+        return lambda ctx: slow(ctx) if first(ctx) or second(ctx) or third(ctx) else free
+    return lambda ctx: slow(ctx) if any(test(ctx) for test in tests) else free
+
+
+class MatchIndex:
+    """The ``match`` of every fault installed at one phase, indexed per key: ``select`` gives, in their
+    order, the items (faults) whose match the step passes and those without a match."""
+
+    def __init__(self, phase: str, items: list[tuple[Any, Match | None]]) -> None:
+        values: dict[str, list[tuple[int, str]]] = {}
+        headers: list[tuple[int, tuple[str, str]]] = []
+        self._items: list[tuple[Any, frozenset[int] | None]] = []
+        atom_ids = itertools.count()  # an atom: one fault's pattern on one key (one header name)
+        for item, match in items:
+            if match is None:
+                self._items.append((item, None))
+                continue
+            atoms: list[int] = []
+            for key in match.given():
+                pairs = list(match.header.items()) if key == "header" else [getattr(match, key)]  # type: ignore[union-attr]
+                for pattern in pairs:
+                    atoms.append(next(atom_ids))
+                    if key == "header":
+                        headers.append((atoms[-1], pattern))
+                    else:
+                        values.setdefault(key, []).append((atoms[-1], pattern))
+            self._items.append((item, frozenset(atoms)))
+        self._keys: list[_ValueKey | _HeaderKey] = [_ValueKey(k, phase, a) for k, a in values.items()]
+        if headers:
+            self._keys.append(_HeaderKey(headers))  # last: the costliest look-up
+        free = [item for item, atoms in self._items if atoms is None]  # no match: every step
+        # The usual step: no pattern fits, one look-up per key, and the faults without a match.
+        self.select: Callable[[Context], list[Any]] = _selector([k.any for k in self._keys], self._hits, free)
+
+    def _hits(self, ctx: Context) -> list[Any]:
+        hits: set[int] = set()
+        for key in self._keys:
+            key.hit(ctx, hits)
+        return [item for item, atoms in self._items if atoms is None or atoms <= hits]
 
 
 def check_aim(spec: Any) -> None:

@@ -33,7 +33,12 @@ class Raw:
                     out = b"\r\n".join(lines[: i + 1])
                     self.buf = b"\r\n".join(lines[i + 1 :])
                     return out
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                # The server closed (aiosmtpd after too many unrecognized commands) and the kernel
+                # answered what the client sent after that with a reset: a close, not a failure.
+                return b""
             if not chunk:
                 return b""
             self.buf += chunk
