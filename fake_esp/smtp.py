@@ -58,7 +58,7 @@ from mailstorm.fake_esp.faults.tls import CUT_MID_DATA, NO_STARTTLS
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import load_profile
 from mailstorm.fake_esp.smtp_secure import SecureSession, authenticate
-from mailstorm.fake_esp.smtp_wire import FastWire, guard_logs
+from mailstorm.fake_esp.smtp_wire import FastWire, cache_introspection, guard_logs
 from mailstorm.fake_esp.spec import EspSpec
 from mailstorm.fake_esp.tls import Contexts
 from mailstorm.ledger import CAMPAIGN_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
@@ -115,6 +115,7 @@ class SmtpService:
         self.tls_required = parse_reply(replies.tls_required)
         self.sessions: set[EspSMTP] = set()
         guard_logs()
+        cache_introspection()
         self.deliveries = Deliveries(ledger)  # messages accepted into the backlog (a queue action)
         self.handler = Handler()
         self._session_ids = itertools.count(1)
