@@ -193,12 +193,11 @@ class SmtpService:
             await self._listen()
 
     def ids(
-        self, content: bytes, head: bytes, rcpts: list[str] | None = None
+        self, content: bytes, head: bytes, low: bytes, rcpts: list[str] | None = None
     ) -> tuple[str | None, str | None, str | None]:
-        """(correlation id, Message-ID, campaign) of a message and its header block (``Context.head``):
-        the id from the carrier the spec names (recipient, body), else the correlation header, else the
-        Message-ID; the campaign from its header."""
-        low = head.lower()
+        """(correlation id, Message-ID, campaign) of a message, its header block and that lower-cased
+        (``Context.head``, ``Context.low_head``): the id from the carrier the spec names (recipient,
+        body), else the correlation header, else the Message-ID; the campaign from its header."""
         mid = _header(b"message-id", self._mid_re, head, low)
         cid = _header(self._id_name, self._id_re, head, low)
         campaign = _header(_CAMPAIGN_NAME, self._campaign_re, head, low)
@@ -518,7 +517,7 @@ class Handler:
         svc, ctx = server.svc, server.ctx
         content: bytes = envelope.original_content
         ctx.new_message(content, None)  # its header block is cut once, here, for the ids and the aims
-        cid, mid, campaign = svc.ids(content, ctx.head or b"", envelope.rcpt_tos)
+        cid, mid, campaign = svc.ids(content, ctx.head or b"", ctx.low_head or b"", envelope.rcpt_tos)
         ctx.recipients, ctx.msg_id = envelope.rcpt_tos, cid
         act = server.decide("eod")
         ctx.new_message(None, cid)

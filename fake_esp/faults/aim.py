@@ -260,10 +260,9 @@ class _HeaderKey:
         self.tests = [(atom, _header_test(name, regex)) for atom, (name, regex) in atoms]
 
     def any(self, ctx: Context) -> bool:
-        head = ctx.head
-        if head is None:
+        low = ctx.low_head
+        if low is None:
             return False
-        low = head.lower()
         for name in self.names:
             if name in low:
                 return any(test(ctx) for _, test in self.tests)

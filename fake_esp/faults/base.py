@@ -144,6 +144,7 @@ class Context:
     # HTTP: the header fields the request carried (every message's, in the API's own field), as pairs.
     headers: tuple[tuple[str, str], ...] = ()
     _head: bytes | None = None  # the header block of ``message`` (or ``headers``), cut once per step
+    _low_head: bytes | None = None  # the same, lower-cased once per step (header names are looked for in it)
 
     @property
     def head(self) -> bytes | None:
@@ -157,8 +158,15 @@ class Context:
                 self._head = header_block(self.headers)
         return self._head
 
+    @property
+    def low_head(self) -> bytes | None:
+        """``head`` lower-cased (cut and lowered once per message: the ids and the header aims share it)."""
+        if self._low_head is None and (head := self.head) is not None:
+            self._low_head = head.lower()
+        return self._low_head
+
     def new_message(self, message: bytes | None, msg_id: str | None) -> None:
-        self.message, self.msg_id, self._head = message, msg_id, None
+        self.message, self.msg_id, self._head, self._low_head = message, msg_id, None, None
 
 
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 2.2: printable ASCII but the colon

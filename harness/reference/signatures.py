@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 
 import orjson
 
 from mailstorm.fake_esp.esps.mailersend.webhook import sign as mailersend_sign
+from mailstorm.fake_esp.esps.mailgun.webhook import sign as mailgun_sign
 from mailstorm.fake_esp.esps.mandrill.webhook import signature as mandrill_signature
 from mailstorm.fake_esp.esps.resend.webhook import svix_headers
 from mailstorm.fake_esp.esps.sendgrid.webhook import SIGNATURE, TIMESTAMP
@@ -35,11 +35,11 @@ Check = Callable[[bytes, Mapping[str, str], str, str], bool]
 def _mailgun(body: bytes, headers: Mapping[str, str], key: str, url: str) -> bool:
     try:
         sig = orjson.loads(body)["signature"]
-        signed = (str(sig["timestamp"]) + str(sig["token"])).encode()
+        want = mailgun_sign(str(sig["timestamp"]), str(sig["token"]), key)
         given = str(sig["signature"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return False
-    return hmac.compare_digest(hmac.new(key.encode(), signed, hashlib.sha256).hexdigest(), given)
+    return hmac.compare_digest(want, given)
 
 
 def _mailersend(body: bytes, headers: Mapping[str, str], key: str, url: str) -> bool:
