@@ -88,6 +88,7 @@ from mailstorm.yamlload import Document
 
 TICK_S = 0.25  # main loop period: progress, parts alive, drain check
 QUEUE_POLL_S = 1.0  # a target's queue depth may cost a subprocess (postqueue -j): not every tick
+EMPTY_POLLS = 3  # empty listings in a row (QUEUE_POLL_S apart) that end a drain before the ledgers settle
 HURRY_S = 6.0  # after a signal: how long the parts get to stop by themselves before they are killed
 LOAD_GRACE_S = 30.0
 LOAD_START_TIMEOUT_S = 60.0  # Locust needs a few seconds to import and start; a minute means it is stuck
@@ -568,11 +569,16 @@ class Run:
             if isinstance(self._target, QueueSampler) and now >= next_queue:
                 next_queue = now + QUEUE_POLL_S
                 depth = self._target.queue_depth()
+                if depth == 0:
+                    # A listing can miss a message the SUT moves between queues while it reads them
+                    # (Postfix's showq reads active before deferred; a retry moves deferred -> active):
+                    # an empty one is read twice.
+                    depth = self._target.queue_depth()
                 idle = time.time_ns() - self.stats.last_delivery_ns > QUEUE_POLL_S * 1e9
-                # An empty queue twice in a row, with nothing reaching the ESP meanwhile: the SUT holds
-                # nothing more, whatever the ledgers still miss will not come.
+                # An empty queue on EMPTY_POLLS polls in a row, with nothing reaching the ESP meanwhile:
+                # the SUT holds nothing more, whatever the ledgers still miss will not come.
                 empty_polls = empty_polls + 1 if depth == 0 and idle else 0
-                if empty_polls >= 2:
+                if empty_polls >= EMPTY_POLLS:
                     self.reason = "completed: target queue empty"
                     return
             if now >= deadline:

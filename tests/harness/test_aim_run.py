@@ -27,6 +27,7 @@ load:
   shape: {{kind: steady, rate: 10}}
 slo:
   max_lost: 0
+  max_pending: 0  # a message still queued at the end fails the run, with the drain's reason in err
 """
 
 
