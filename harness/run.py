@@ -42,14 +42,11 @@ import mailstorm.reports
 from mailstorm.errors import (
     EXIT_OK,
     EXIT_SLO_BREACHED,
-    ConfigError,
-    FieldError,
     HarnessError,
     Interrupted,
     MailstormError,
     PartDied,
     TargetDied,
-    TargetNotAllowed,
     UserError,
 )
 from mailstorm.harness.abort import ABORT_DRAIN_S, AbortJudge, Breach
@@ -59,20 +56,17 @@ from mailstorm.harness.campaign.runner import Campaigns
 from mailstorm.harness.chaosproxy.proxy import ChaosProxy
 from mailstorm.harness.descendants import Descendants
 from mailstorm.harness.esp_fleet import EspFleet
-from mailstorm.harness.esp_setup import esp_limits, esp_security, proxied_url, webhook_keys
+from mailstorm.harness.esp_setup import esp_security, proxied_url, webhook_keys
 from mailstorm.harness.held import record_held
 from mailstorm.harness.metrics import RunnerMetrics
 from mailstorm.harness.partials import Partials, every_s
+from mailstorm.harness.preflight import preflight
 from mailstorm.harness.probes import Prober, resolve_probes
 from mailstorm.harness.progress import FORGET_AFTER_S, LedgerTail, LiveStats, Progress, outcome_table
-from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
-from mailstorm.harness.snapshots import check_snapshots
+from mailstorm.harness.scenario import Scenario
 from mailstorm.harness.targets.base import (
-    TARGETS,
-    Actionable,
     Alive,
     Endpoint,
-    ParamChecked,
     QueueLister,
     QueueSampler,
     Target,
@@ -80,9 +74,9 @@ from mailstorm.harness.targets.base import (
 )
 from mailstorm.harness.timeline import Timeline
 from mailstorm.harness.watchdog import Watchdog, lifeline
-from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted, SegmentPolicy
+from mailstorm.ledger import LedgerWriter, RunEnded, RunPhase, RunStarted
 from mailstorm.netguard import check_address
-from mailstorm.runinfo import EspLimits, RunInfo
+from mailstorm.runinfo import RunInfo
 from mailstorm.scenarios.launch import LoadRun
 from mailstorm.yamlload import Document
 
@@ -172,85 +166,12 @@ class Run:
     # -- checks before anything starts -----------------------------------------------------------------
 
     def preflight(self) -> None:
-        """Every check that needs no process: the target knows the timeline's actions, addresses allowed."""
-        sc = self.scenario
-        SegmentPolicy.from_env()  # the ledger settings every part inherits: a bad one stops the run here
-        where = ["esp"] if sc.esps is None else [("esps", j) for j in range(len(sc.esps))]
-        hosts = [
-            ((*_loc(w), "bind"), e.bind, f"{_dotted(w)}.bind") for w, e in zip(where, sc.fleet, strict=True)
-        ]
-        first = sc.fleet[0]  # a fleet of hosts: the runner talks to each, and listens for their joins
-        hosts += [(("esp", "hosts", i), h, "esp.hosts address") for i, h in enumerate(first.hosts)]
-        if first.hosts:
-            listen = first.join_listen.rpartition(":")[0].strip("[]")
-            hosts.append((("esp", "join_listen"), listen, "esp.join_listen"))
-        hosts += [
-            (("probes", i, "url"), urlsplit(p.url).hostname or "", "probe URL")
-            for i, p in enumerate(sc.probes)
-            if p.url
-        ]
-        probe = sc.analytics.probe if sc.analytics is not None else None
-        if probe is not None and probe.url != "target":
-            hosts.append(
-                (("analytics", "probe", "url"), urlsplit(probe.url).hostname or "", "analytics probe URL")
-            )
-        target = TARGETS[sc.target.kind](sc.target)
-        if not isinstance(target, Target):
-            raise HarnessError(
-                f"target kind {sc.target.kind!r} does not implement the Target protocol "
-                "(kind, addresses, start, stop)"
-            )
-        # Whatever its fields are called, a target names the hosts its spec sends traffic to.
-        hosts += [(("target", *a.field), a.host, "target address") for a in target.addresses()]
-        for loc, host, what in hosts:
-            try:
-                check_address(host, allow_remote=self.allow_remote, what=what)
-            except TargetNotAllowed as exc:
-                raise self._config_error(loc, str(exc)) from None
-        limits: dict[str, EspLimits | None] = {}
-        for w, esp in zip(where, sc.fleet, strict=True):
-            try:
-                limits[esp.label] = esp_limits(esp)
-            except ConfigError as exc:
-                raise self._config_error((*_loc(w), "profile"), str(exc)) from None
-        self.esp_limits = limits[sc.fleet[0].label]  # the primary's: what the SUT sends through first
-        self.esps_limits = limits if sc.esps is not None else None  # every ESP's, for sizing failover
-        for w, esp in zip(where, sc.fleet, strict=True):
-            for field in ("tls_cert", "tls_key"):  # the ESP would refuse them at start: say so first
-                path = getattr(esp, field)
-                if path is not None and not Path(path).is_file():
-                    raise self._config_error((*_loc(w), field), f"{path}: no such file")
-        wanted = [(i, s.target) for i, s in enumerate(sc.chaos) if s.target is not None]
-        if wanted:
-            known = target.actions() if isinstance(target, Actionable) else frozenset()
-            for i, action in wanted:
-                needed = [action.action]
-                if sc.chaos[i].for_ is not None:
-                    needed.append(INVERSE_ACTIONS[action.action])
-                for name in needed:
-                    if name not in known:
-                        msg = (
-                            f"target kind {sc.target.kind!r} has no action {name!r} "
-                            f"(it knows: {', '.join(sorted(known)) or 'none'})"
-                        )
-                        raise self._config_error(("chaos", i, "target"), msg)
-                if isinstance(target, ParamChecked):
-                    try:
-                        target.check_params(action.action, action.params)
-                    except UserError as exc:
-                        raise self._config_error(("chaos", i, "target"), str(exc)) from None
-            # A restore of a snapshot no earlier step takes could only fail mid-run: say so now.
-            unsnapped = check_snapshots([(sc.chaos[i].at, i, a.action, a.params) for i, a in wanted])
-            if unsnapped is not None:
-                raise self._config_error(("chaos", unsnapped[0], "target"), unsnapped[1])
-        self._target = target
-        if sc.alerts is not None:  # Prometheus installed, the rules file accepted: before anything starts
-            self._alerts = AlertStack(sc.alerts)
-            self._alerts.check()
-        try:  # a list file that is not a list, a trigger the target cannot take: before anything starts
-            self._campaigns.check(target, sc.target.kind)
-        except FieldError as exc:
-            raise self._config_error(exc.loc, str(exc)) from None
+        """Every check that needs no process (mailstorm.harness.preflight); keeps the target it built."""
+        checked = preflight(
+            self.scenario, allow_remote=self.allow_remote, campaigns=self._campaigns, error=self._config_error
+        )
+        self._target, self._alerts = checked.target, checked.alerts
+        self.esp_limits, self.esps_limits = checked.esp_limits, checked.esps_limits
 
     def _config_error(self, loc: tuple[str | int, ...], message: str) -> UserError:
         if self.document is not None:
@@ -795,11 +716,3 @@ class Run:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-
-
-def _loc(where: str | tuple[str, int]) -> tuple[str | int, ...]:
-    return (where,) if isinstance(where, str) else where
-
-
-def _dotted(where: str | tuple[str, int]) -> str:
-    return where if isinstance(where, str) else f"{where[0]}[{where[1]}]"
