@@ -72,6 +72,7 @@ from mailstorm.harness.snapshots import (
     taken,
 )
 from mailstorm.harness.targets.base import Address, Endpoint, HeldQueue, TargetContext, register
+from mailstorm.harness.targets.postfix_conf import LISTEN_HOST, main_cf
 from mailstorm.harness.targets.postfix_maillog import HEADER_CHECK, MaillogFollower, correlation_ids
 from mailstorm.harness.targets.process import wait_ready
 from mailstorm.ledger import LedgerWriter, SutQueue
@@ -92,26 +93,7 @@ QUEUES = (
     "trace",
     "flush",
 )
-LISTEN_HOST = "127.0.0.1"  # the instance's only listener (inet_interfaces)
 CMD_TIMEOUT_S = 60.0
-# Settings of the throwaway instance that make it one (the rest comes from the spec).
-_FIXED = {
-    "myhostname": "sut.test",
-    "mydestination": "",
-    "inet_interfaces": LISTEN_HOST,
-    "inet_protocols": "ipv4",
-    "mynetworks": "127.0.0.0/8",
-    "default_transport": "smtp",
-    "relay_transport": "relay",
-    "smtp_host_lookup": "native",
-    "smtp_dns_support_level": "disabled",
-    "disable_dns_lookups": "yes",
-    "smtpd_relay_restrictions": "permit_mynetworks reject_unauth_destination",
-    "alias_maps": "",
-    "alias_database": "",
-    "smtp_tls_security_level": "none",
-    "smtpd_tls_security_level": "none",
-}
 
 
 class PostfixSpec(BaseModel):
@@ -442,74 +424,21 @@ class PostfixTarget:
         # master.lock lives in data_directory and is opened as postfix: "Permission denied" otherwise.
         shutil.chown(data_dir, "postfix", "postfix")
         (conf / "mailstorm_header_checks").write_text(HEADER_CHECK)
-        settings = {
-            **_FIXED,
-            # Logs each message's correlation id with its queue id (postfix_maillog reads it back).
-            "header_checks": f"regexp:{conf / 'mailstorm_header_checks'}",
-            "queue_directory": str(self.queue_dir),
-            "data_directory": str(data_dir),
-            "relayhost": f"[{esp_host}]:{esp_port}",
-            "maillog_file": str(self.maillog),
-            # maillog_file must start with one of these prefixes.
-            "maillog_file_prefixes": f"/var, /dev/stdout, {root}",
-            "minimal_backoff_time": f"{self.spec.minimal_backoff_s}s",
-            "maximal_backoff_time": f"{self.spec.maximal_backoff_s}s",
-            "queue_run_delay": f"{self.spec.queue_run_delay_s}s",
-            "smtp_connect_timeout": f"{self.spec.smtp_connect_timeout_s}s",
-            "smtp_destination_concurrency_limit": str(self.spec.destination_concurrency),
-            **self._fallback(ctx),
-            **self._relay_security([f"[{esp_host}]:{esp_port}", *_fallbacks(ctx)], ctx),
-            **self.spec.main_cf,
-        }
+        settings = main_cf(
+            self.spec,
+            conf=conf,
+            queue_dir=self.queue_dir,
+            data_dir=data_dir,
+            maillog=self.maillog,
+            relayhost=(esp_host, esp_port),
+            ctx=ctx,
+        )
         postconf = str(self._sbin / "postconf")
         self._run([postconf, "-c", str(conf), "-e", *(f"{k} = {v}" for k, v in settings.items())])
         listener = f"smtp/inet={LISTEN_HOST}:{self.port} inet n - n - - smtpd"
         self._run([postconf, "-c", str(conf), "-M", "-e", listener])
         self._run([postconf, "-c", str(conf), "-F", "-e", "*/*/chroot = n"])
         self._postfix("set-permissions")
-
-    @staticmethod
-    def _fallback(ctx: TargetContext) -> dict[str, str]:
-        """Several ESPs: the others are ``smtp_fallback_relay``, tried in order within the same delivery
-        when the relayhost fails with a non-permanent error (see the module docstring)."""
-        fallbacks = _fallbacks(ctx)
-        for host, _ in ctx.esp_relays[1:]:
-            check_address(host, allow_remote=ctx.allow_remote, what="postfix smtp_fallback_relay")
-        return {"smtp_fallback_relay": ", ".join(fallbacks)} if fallbacks else {}
-
-    def _relay_security(self, relayhosts: list[str], ctx: TargetContext) -> dict[str, str]:
-        """main.cf settings for TLS and SASL towards the ESP (see the module docstring)."""
-        spec, esp, conf = self.spec, ctx.esp_security, self.conf_dir
-        out: dict[str, str] = {}
-        if spec.relay_tls != "none":
-            out["smtp_tls_security_level"] = spec.relay_tls
-            out["smtp_tls_loglevel"] = "1"  # "Trusted/Verified TLS connection established" in the maillog
-            if esp.ca is not None:
-                out["smtp_tls_CAfile"] = str(esp.ca)
-            if spec.relay_tls in ("verify", "secure"):
-                out["smtp_tls_verify_cert_match"] = esp.hostname  # [127.0.0.1] is no name to match
-                out["smtp_tls_secure_cert_match"] = esp.hostname
-            if esp.tls == "implicit" and spec.relay_tls != "may":
-                out["smtp_tls_wrappermode"] = "yes"  # TLS from the first byte (port 465's "TLS wrapper")
-        if spec.relay_auth is False:
-            return out
-        if spec.relay_auth is True:
-            if esp.login is None:
-                raise ConfigError("target postfix: relay_auth: true needs esp.auth (the ESP's credentials)")
-            user, password = esp.login
-        else:
-            user, _, password = spec.relay_auth.partition(":")
-        passwords = conf / "sasl_passwd"
-        passwords.touch(mode=0o600)
-        passwords.chmod(0o600)
-        passwords.write_text("".join(f"{relayhost} {user}:{password}\n" for relayhost in relayhosts))
-        out |= {
-            "smtp_sasl_auth_enable": "yes",
-            "smtp_sasl_password_maps": f"texthash:{passwords}",  # texthash: no postmap, read at start
-            "smtp_sasl_security_options": "noanonymous",
-            "smtp_sasl_tls_security_options": "noanonymous",
-        }
-        return out
 
     def _spool(self) -> Path:
         """The instance's private queue/data directory (see the module docstring), made once per run."""
@@ -568,8 +497,3 @@ def _wait_gone(procs: list[psutil.Process], *, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise HarnessError(f"postfix target: process {proc.pid} did not exit")
             time.sleep(0.01)
-
-
-def _fallbacks(ctx: TargetContext) -> list[str]:
-    """The run's other ESPs, in order, as Postfix names a next hop (``[host]:port``: no MX lookup)."""
-    return [f"[{host}]:{port}" for host, port in ctx.esp_relays[1:]]
