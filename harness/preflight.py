@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 from mailstorm.errors import ConfigError, FieldError, HarnessError, TargetNotAllowed, UserError
 from mailstorm.harness.alerts.stack import AlertStack
 from mailstorm.harness.campaign.runner import Campaigns
+from mailstorm.harness.chaos_spec import INVERSE_ACTIONS
 from mailstorm.harness.esp_setup import esp_limits
-from mailstorm.harness.scenario import INVERSE_ACTIONS, Scenario
+from mailstorm.harness.scenario import Scenario
 from mailstorm.harness.snapshots import check_snapshots
 from mailstorm.harness.targets.base import TARGETS, Actionable, ParamChecked, Target
 from mailstorm.ledger import SegmentPolicy

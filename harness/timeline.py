@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailstorm.errors import HarnessError, MailstormError, UserError
-from mailstorm.harness.scenario import INVERSE_ACTIONS, ChaosStep
+from mailstorm.harness.chaos_spec import INVERSE_ACTIONS, ChaosStep
 from mailstorm.ledger import Action, ChaosBegin, ChaosEnd, LedgerWriter
 
 # Actions that take the target down on purpose, and those that bring it back.

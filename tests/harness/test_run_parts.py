@@ -13,11 +13,12 @@ import msgspec
 import pytest
 
 from mailstorm.fake_esp.launch import EspProcess
+from mailstorm.harness.chaos_spec import ChaosStep
 from mailstorm.harness.esp_setup import esp_process
 from mailstorm.harness.probes import Prober, poll_once
 from mailstorm.harness.progress import LedgerTail, LiveStats
 from mailstorm.harness.run import derive_seed, make_run_dir
-from mailstorm.harness.scenario import ChaosStep, EspSection, ProbeSpec
+from mailstorm.harness.scenario import EspSection, ProbeSpec
 from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, Record, encode_line
 from mailstorm.reports.fate import classify
