@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peak import peak_rss_mb  # noqa: E402  (bench/, beside this file)
 
 GOAL_S = 15.0  # the reports' goals (bench_reports.py), for a campaign's part of them
 GOAL_MB = 1024.0
@@ -99,7 +101,7 @@ def measure(run_dir: Path) -> None:
     (campaign,) = analyze(run_dir, {}, 1_800_000_000 * NS, 0, [])
     figures = campaign.as_dict()
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak_mb = peak_rss_mb()  # its own: bench/peak.py
     print(json.dumps({"s": wall, "cpu_s": cpu, "peak_mb": peak_mb, "outcomes": figures["outcomes"],
                       "unexpected": figures["unexpected"]}))  # fmt: skip
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docs_section import write_section  # noqa: E402  (bench/, beside this file)
+from peak import peak_rss_mb  # noqa: E402
 
 ENGINES = ("numpy", "duckdb", "polars")
 SECTION = "## Analysis engines: numpy, DuckDB, Polars over one ledger"
@@ -157,7 +157,7 @@ def measure(engine: str, run_dir: Path) -> None:
     out.update(
         wall_s=time.perf_counter() - t,
         cpu_s=time.process_time() - c,  # every thread of the process: DuckDB and Polars use two
-        peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_mb=peak_rss_mb(),
     )
     print(json.dumps(out))
 

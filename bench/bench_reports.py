@@ -2,7 +2,9 @@
 
 The run directory is generated first (a step-shaped load with an ESP outage, a relay that drains it, and
 a handful of lost, duplicated, bounced, rejected and pending messages: every part of the analysis does
-real work). Each measurement then runs in a fresh child process, so its peak RSS is its own:
+real work). Each measurement then runs in a fresh child process, so its peak RSS is its own (its memory
+map's high-water mark, VmHWM: not ``ru_maxrss``, which a child inherits from the parent that wrote the
+ledger; bench/peak.py):
 
 - today's path (numpy): ``analyze`` and ``build`` (every report) at the first size;
 - the out-of-core engine (reports/engine.py, DuckDB): outcomes, exact latency percentiles and the
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docs_section import write_section  # noqa: E402  (bench/, beside this file)
+from peak import peak_rss_mb  # noqa: E402
 
 GOAL_S = 15.0  # today's path, every report at 1 M messages
 GOAL_MB = 1024.0
@@ -71,8 +74,10 @@ def generate(run_dir: Path, messages: int) -> dict:
         bulk=True,
     )
     size = sum(p.stat().st_size for p in (run_dir / "ledger").iterdir())
+    # This process's peak so far: the sizes run in increasing order, so it is the generator's at this size.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds": time.perf_counter() - t, "records": truth.records, "bytes": size,
-            "submitted": truth.submitted}  # fmt: skip
+            "submitted": truth.submitted, "peak_mb": peak}  # fmt: skip
 
 
 def measure_engine(run_dir: Path) -> None:
@@ -82,7 +87,7 @@ def measure_engine(run_dir: Path) -> None:
     t, c = time.perf_counter(), time.process_time()
     got = core(run_dir)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"core_s": wall, "core_cpu_s": cpu, "peak_mb": peak_mb, "outcomes": got.counts}))
 
 
@@ -98,7 +103,7 @@ def measure(run_dir: Path) -> None:
     t, c = time.perf_counter(), time.process_time()
     verdict = build(run_dir)
     t_build, c_build = time.perf_counter() - t, time.process_time() - c
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak_mb = peak_rss_mb()  # its own: bench/peak.py
     print(json.dumps({"analyze_s": t_analyze, "analyze_cpu_s": c_analyze, "build_s": t_build,
                       "build_cpu_s": c_build, "peak_mb": peak_mb, "outcomes": verdict.outcomes}))  # fmt: skip
 
@@ -160,9 +165,9 @@ def main() -> int:
         f"{os.cpu_count()} CPUs shared with other sessions, load average {load[0]:.2f} at start, "
         f"{os.getloadavg()[0]:.2f} at the end): bench_reports' synthetic runs (a 10-step load, a 30 s ESP "
         "outage and its drain, 7 lost, 5 duplicated, 3 bounced, 11 rejected, 2 pending), each measurement "
-        "in a fresh process (peak RSS = its max RSS). The engine (reports/engine.py: DuckDB, memory_limit "
-        "512 MB, 2 threads) computes outcomes, exact latency percentiles and the per-second series; "
-        "today's path (numpy) the whole analysis, then every report.",
+        "in a fresh process (peak RSS = its own high-water mark, VmHWM). The engine (reports/engine.py: "
+        "DuckDB, memory_limit 512 MB, 2 threads) computes outcomes, exact latency percentiles and the "
+        "per-second series; today's path (numpy) the whole analysis, then every report.",
         "",
         "| messages | ledger | path | what | wall | CPU | peak RSS | outcomes |",
         "|---:|---:|---|---|---:|---:|---:|---|",
@@ -185,7 +190,10 @@ def main() -> int:
             f"{e['core_s']:.2f} s | {e['core_cpu_s']:.2f} s | {e['peak_mb']:,.0f} MB | {outcomes} |"
         )
     speedup = today["analyze_s"] / base["core_s"]
-    made = ", ".join(f"{n:,} messages in {r['gen']['seconds']:.0f} s" for n, r in runs.items())
+    made = ", ".join(
+        f"{n:,} messages in {r['gen']['seconds']:.0f} s (peak RSS {r['gen']['peak_mb']:,.0f} MB)"
+        for n, r in runs.items()
+    )
     lines += ["", f"- Ledger generation: {made}."]
     lines.append(
         f"- {n0} messages: the engine {speedup:.1f}x faster than today's analysis in wall time "

@@ -29,6 +29,10 @@ from tests.harness.sut_support import processes_of, start_run, wait_for_load
 
 SAMPLES = 30
 MAX_SLOPE_MB_PER_MIN = 0.5  # 30 MB an hour: at 500 msg/s, under 1 byte per message
+DURATION_S = float(os.environ.get("MAILSTORM_SOAK_S", 1800))
+RATE = int(os.environ.get("MAILSTORM_SOAK_RATE", 500))
+# After the load: the drain (60 s at most), Locust's stop, then every report of up to 900,000 messages.
+END_S = 600
 
 
 def _role(proc: psutil.Process) -> str | None:
@@ -54,9 +58,9 @@ def _slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(90 + DURATION_S + END_S + 120)  # the start (wait_for_load), the load, the end
 def test_a_soak_keeps_every_process_flat_and_reports_as_it_goes(tmp_path):
-    duration = float(os.environ.get("MAILSTORM_SOAK_S", 1800))
-    rate = int(os.environ.get("MAILSTORM_SOAK_RATE", 500))
+    duration, rate = DURATION_S, RATE
     every = duration / 6
     scenario = tmp_path / "soak.yaml"
     scenario.write_text(
@@ -90,7 +94,7 @@ def test_a_soak_keeps_every_process_flat_and_reports_as_it_goes(tmp_path):
                 continue
             if "partial" in report:
                 partial_at.append((now, report["partial"]["at_s"]))
-        assert run.wait(duration + 300) == 0, err.read_text()[-3000:]
+        code = run.wait(END_S)
     finally:
         if run.poll() is None:
             run.kill()
@@ -105,9 +109,11 @@ def test_a_soak_keeps_every_process_flat_and_reports_as_it_goes(tmp_path):
         for (role, pid), s in sorted(rss.items())
         if len(s) >= SAMPLES // 2
     }
-    print(
-        json.dumps({"duration_s": duration, "rate": rate, "rss": figures, "partials": partial_at}, indent=1)
-    )
+    final = json.loads((run_dir / "report.json").read_bytes())
+    seen = {"duration_s": duration, "rate": rate, "rss": figures, "partials": partial_at}
+    seen.update(outcomes=final["outcomes"], verdict=final.get("verdict"), exit_code=code)
+    print(json.dumps(seen, indent=1))  # the soak's figures, printed before any check of them
+    assert code == 0, err.read_text()[-3000:]
     assert {k.split(" (")[0] for k in figures} >= {"runner", "fake ESP", "reference pipeline", "locust"}
     if duration >= 2 * FORGET_AFTER_S:
         for name, f in figures.items():
@@ -116,4 +122,4 @@ def test_a_soak_keeps_every_process_flat_and_reports_as_it_goes(tmp_path):
     assert len({at for _, at in partial_at}) >= 3, partial_at
     late = [(now, at) for now, at in partial_at if now - at > 2 * every + 30]
     assert not late, (late, every)
-    assert "partial" not in json.loads((run_dir / "report.json").read_bytes())
+    assert "partial" not in final
