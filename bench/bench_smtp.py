@@ -410,11 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.messages, args.repeat, args.tls_messages = 500, 1, 400
     if args.aim_only:
-        lines = [f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.", ""]
-        lines += aim_section(args)
-        print("\n".join(lines))
+        aimed = aim_section(args)
+        print("\n".join(aimed))
         if args.write_docs and not args.smoke:
-            write_section(AIM_SECTION, lines)
+            write_section(AIM_SECTION, aimed)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp:
         work = Path(tmp)
@@ -459,29 +458,37 @@ def main(argv: list[str] | None = None) -> int:
         "comparison that does not depend on the load. Two processes can only beat one when a second "
         "core is free for them: each server runs in its own session, and with the kernel's autogroup "
         "scheduling a session (however many processes) gets one group's share of a busy machine.",
-        "",
-        *aim_section(args),
     ]
-    print("\n".join(lines))
+    aimed = aim_section(args)
+    print("\n".join([*lines, "", AIM_SECTION, "", *aimed]))
     if args.write_docs and not args.smoke:
         write_section(SECTION, lines)
+        write_section(AIM_SECTION, aimed)
     return 0
 
 
 def aim_section(args: argparse.Namespace) -> list[str]:
     """The aimed-faults rows: no fault vs 20 faults whose match never fires, same client, interleaved."""
+    started, load = datetime.datetime.now(datetime.UTC), machine()
     with tempfile.TemporaryDirectory(prefix="bench-smtp-aim-") as tmp:
         work = Path(tmp)
         bare, aimed = FakeEsp(1, work), FakeEsp(1, work, faults=missing_aims())
         results = measure([bare, aimed], args.messages, args.sessions, args.size, args.repeat)
     best, cpu = _best_and_cpu(results)
+    median = {name: statistics.median(r.rate for r in runs) for name, runs in results.items()}
+    lowest = {name: min(r.server_cpu_ms for r in runs) for name, runs in results.items()}
+    end_load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    a, b = aimed.name, bare.name
     return [
-        f"Aimed faults: smtp-source as above, {args.messages} messages per run, best of {args.repeat}.",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC on {load}; load avg at the end {end_load}.",
+        f"Client: smtp-source -d -s {args.sessions} -m {args.messages} -l {args.size}, "
+        f"{args.repeat} runs of each server, interleaved.",
         "",
         *_rows(results, "target"),
         "",
-        f"- 20 aimed faults that never fire / none: **{best[aimed.name] / best[bare.name]:.2f}x** msg/s "
-        f"(goal >= 0.97x); server CPU per message {cpu[aimed.name] / cpu[bare.name]:.2f}x",
+        f"- 20 aimed faults that never fire / none: **{best[a] / best[b]:.2f}x** msg/s best, "
+        f"{median[a] / median[b]:.2f}x median (goal >= 0.97x); server CPU per message "
+        f"{cpu[a] / cpu[b]:.2f}x median, {lowest[a] / lowest[b]:.2f}x lowest (goal <= 1.03x)",
     ]
 
 
