@@ -167,9 +167,9 @@ def _header_test(name: str, regex: str) -> Callable[[Context], bool]:
 # ~525,000; one function per phase and the misses, ~6,000-9,000.
 
 
-def _combined(sources: list[str], flags: int = 0) -> re.Pattern[str] | None:
+def _combined(sources: list[str]) -> re.Pattern[str] | None:
     """One regex with a branch per source (each compiles alone, no groups): it matches where any does."""
-    return re.compile("|".join(f"(?:{s})" for s in sources), flags) if sources else None
+    return re.compile("|".join(f"(?:{s})" for s in sources)) if sources else None
 
 
 def _alone(source: str) -> bool:
