@@ -104,31 +104,46 @@ messages = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    faults=st.lists(matches, min_size=1, max_size=8),
-    globs=st.lists(random_globs, max_size=3),
-    phase=st.sampled_from(["mail", "rcpt", "eod", "http"]),
-    peer=st.sampled_from(VALUES),
-    mail_from=optional_value,
-    rcpt=optional_value,
-    recipients=st.lists(st.sampled_from(VALUES), max_size=3),
-    auth_user=optional_value,
-    message=st.none() | messages,
+# What a step shows: peer, mail_from, rcpt, recipients, auth_user (also the API key), message.
+step = st.tuples(
+    st.sampled_from(VALUES),
+    optional_value,
+    optional_value,
+    st.lists(st.sampled_from(VALUES), max_size=3),
+    optional_value,
+    st.none() | messages,
 )
-def test_the_index_selects_what_each_pattern_alone_says(
-    faults, globs, phase, peer, mail_from, rcpt, recipients, auth_user, message
-):
-    faults = faults + [Match(rcpt=g) for g in globs]  # random globs on one key, beside the others
+# The faults of one phase: random matches, and random globs on one key beside them.
+phase_faults = {
+    "faults": st.lists(matches, min_size=1, max_size=8),
+    "globs": st.lists(random_globs, max_size=3),
+    "phase": st.sampled_from(["mail", "rcpt", "eod", "http"]),
+}
+
+
+def step_context(peer, mail_from, rcpt, recipients, auth_user, message) -> Context:
+    """The step's context; every value a new string of its text, as the wire gives them."""
+
+    def fresh(value: str | None) -> str | None:
+        return None if value is None else "".join(value)
+
     ctx = Context(
-        peer=peer,
-        mail_from=mail_from,
-        rcpt=rcpt,
-        recipients=recipients,
-        auth_user=auth_user,
-        api_key=auth_user,
+        peer=fresh(peer),
+        mail_from=fresh(mail_from),
+        rcpt=fresh(rcpt),
+        recipients=[fresh(r) for r in recipients],
+        auth_user=fresh(auth_user),
+        api_key=fresh(auth_user),
     )
     ctx.new_message(message, None)
+    return ctx
+
+
+@settings(max_examples=400, deadline=None)
+@given(**phase_faults, shown=step)
+def test_the_index_selects_what_each_pattern_alone_says(faults, globs, phase, shown):
+    faults = faults + [Match(rcpt=g) for g in globs]
+    ctx = step_context(*shown)
     index = MatchIndex(phase, list(enumerate(faults)))
     want = [i for i, m in enumerate(faults) if passes(m, phase, ctx)]
     assert index.select(ctx) == want
@@ -208,47 +223,16 @@ def test_a_regex_that_cannot_join_the_combined_one_is_tested_alone(pattern):
     assert index.select(Context(rcpt="x@idx.test")) == ["x"]
 
 
-steps = st.lists(
-    st.tuples(
-        st.sampled_from(VALUES),
-        optional_value,
-        optional_value,
-        st.lists(st.sampled_from(VALUES), max_size=3),
-        optional_value,
-        st.none() | messages,
-    ),
-    min_size=1,
-    max_size=6,
-)
-
-
 @settings(max_examples=300, deadline=None)
-@given(
-    faults=st.lists(matches, min_size=1, max_size=8),
-    globs=st.lists(random_globs, max_size=3),
-    phase=st.sampled_from(["mail", "rcpt", "eod", "http"]),
-    run=steps,
-)
+@given(**phase_faults, run=st.lists(step, min_size=1, max_size=6))
 def test_one_index_over_many_steps_selects_what_each_pattern_alone_says(faults, globs, phase, run):
     """The look-ups before the patterns remember the values that fit none of a key's patterns: over a
     run of steps through one index (each step twice, so that every remembered value is met again, as a
-    new string of the same text as the wire gives), select still gives exactly what the patterns say."""
+    new string of the same text), select still gives exactly what the patterns say."""
     faults = faults + [Match(rcpt=g) for g in globs]
     index = MatchIndex(phase, list(enumerate(faults)))
-    for peer, mail_from, rcpt, recipients, auth_user, message in run + run:
-
-        def fresh(value: str | None) -> str | None:
-            return None if value is None else "".join(value)
-
-        ctx = Context(
-            peer=fresh(peer),
-            mail_from=fresh(mail_from),
-            rcpt=fresh(rcpt),
-            recipients=[fresh(r) for r in recipients],
-            auth_user=fresh(auth_user),
-            api_key=fresh(auth_user),
-        )
-        ctx.new_message(message, None)
+    for shown in run + run:
+        ctx = step_context(*shown)
         assert index.select(ctx) == [i for i, m in enumerate(faults) if passes(m, phase, ctx)]
 
 
