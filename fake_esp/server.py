@@ -273,6 +273,9 @@ async def _serve_single(spec: EspSpec, tls: TlsMaterial | None) -> int:
         await worker.close()
         raise
     log.info("fake ESP: SMTP %s:%s, control %s:%s", spec.bind, spec.smtp_port, spec.bind, spec.control_port)
+    # As _run, once started: what the ESP started with too (its faults and their indexes, the listeners,
+    # the control API), which the collections would otherwise rescan (~700 instructions per message).
+    gc.freeze()
     await stop.wait()
     await runner.cleanup()
     await worker.close()
@@ -380,6 +383,7 @@ async def _serve_worker(
     engine.on_end.append(ended)
     loop.add_reader(conn.fileno(), on_message)
     conn.send(("ready", index, None))
+    gc.freeze()  # as _serve_single: the worker's listeners too
     await stop.wait()
     await worker.close()
 

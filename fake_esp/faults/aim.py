@@ -34,7 +34,6 @@ import fnmatch
 import itertools
 import re
 from collections.abc import Callable
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -55,6 +54,9 @@ KNOWN_AT: dict[str, frozenset[str]] = {
     "auth_user": _AFTER_MAIL,
     "client_ip": frozenset(_ORDER),
 }
+# Values of one key (at one phase) remembered as fitting none of its patterns, at most (then forgotten):
+# the tests are pure functions of the value, so a value found to miss misses again.
+MISSES_KEPT = 4096
 ATTEMPT_PHASES = frozenset({"eod", "http"})
 REGEX_PREFIX = "re:"
 # How check_aim's errors start: the field they are about, which the one-line error names as its place.
@@ -118,7 +120,8 @@ def _glob_kind(pattern: str) -> tuple[str, str]:
 
 
 def _value_test(pattern: str) -> Callable[[str], bool]:
-    """A test of one value: a regex search after ``re:``, else a case-insensitive whole-value glob."""
+    """A test of one value: a regex search after ``re:``, else a whole-value glob on the value lower-cased
+    (the pattern is lower-cased too: fnmatch's case-sensitive match of the two)."""
     if pattern.startswith(REGEX_PREFIX):
         search = re.compile(pattern[len(REGEX_PREFIX) :]).search
         return lambda value: search(value) is not None
@@ -129,8 +132,8 @@ def _value_test(pattern: str) -> Callable[[str], bool]:
         return lambda value: value.lower().startswith(text)
     if kind == "exact":
         return lambda value: value.lower() == text
-    match = re.compile(fnmatch.translate(text), re.IGNORECASE).match
-    return lambda value: match(value) is not None
+    match = re.compile(fnmatch.translate(text)).match
+    return lambda value: match(value.lower()) is not None
 
 
 def _header_test(name: str, regex: str) -> Callable[[Context], bool]:
@@ -153,13 +156,20 @@ def _header_test(name: str, regex: str) -> Callable[[Context], bool]:
 # A step is first asked, key by key, whether any of the phase's patterns on that key fits what it shows:
 # one look-up for all of them (a set of the exact values, one startswith/endswith over a tuple, one
 # combined regex for the other globs and one for the regexes). Nearly always none does, and the step goes
-# on with the faults that have no match. Otherwise every pattern of every key is tested alone, so which
-# faults see the step is exactly what testing each fault's match gives.
+# on with the faults that have no match. Otherwise every pattern of every key is tested alone (``_hits``),
+# so which faults see the step is exactly what testing each fault's match gives.
+#
+# The look-ups run at every step, so each phase's are written out as the source of one function
+# (``_Source``, as dataclasses writes __init__), and a key remembers the values no pattern of it fits
+# (``_ValueKey.misses``). Measured with callgrind on the fake ESP (smtp-source, bench/bench_smtp.py's 20
+# faults that never fire against none): a closure per key and per test, one Python call each (16 over a
+# message's three phases) and every value tested again, cost ~27,000 more instructions per message of
+# ~525,000; one function per phase and the misses, 7,600-10,300 (bench_smtp.py --instructions).
 
 
-def _combined(sources: list[str], flags: int = 0) -> re.Pattern[str] | None:
+def _combined(sources: list[str]) -> re.Pattern[str] | None:
     """One regex with a branch per source (each compiles alone, no groups): it matches where any does."""
-    return re.compile("|".join(f"(?:{s})" for s in sources), flags) if sources else None
+    return re.compile("|".join(f"(?:{s})" for s in sources)) if sources else None
 
 
 def _alone(source: str) -> bool:
@@ -171,122 +181,134 @@ def _alone(source: str) -> bool:
         return False
 
 
-def _any_test(patterns: list[str]) -> Callable[[str], bool]:
-    """One test of a value that is true when any of ``patterns`` matches it (as ``_value_test`` each)."""
+class _Source:
+    """The source of one generated function: its lines, and the objects its names stand for."""
+
+    def __init__(self, names: dict[str, Any]) -> None:
+        self.lines: list[str] = []
+        self.names = dict(names)
+
+    def name(self, value: Any) -> str:
+        """A global name of the function for ``value`` (a constant, a compiled test)."""
+        name = f"_k{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def function(self, name: str, filename: str) -> Callable[..., Any]:
+        text = f"def {name}(ctx):\n" + "".join(f"    {line}\n" for line in self.lines)
+        exec(compile(text, filename, "exec"), self.names)  # the names: only what name() was given
+        return self.names[name]
+
+
+def _any_source(src: _Source, patterns: list[str], var: str) -> str:
+    """An expression true when any of ``patterns`` matches the str named ``var`` (as ``_value_test`` of
+    each): the exact values, prefixes, suffixes and globs on the value lower-cased (once, into ``low``),
+    then the regexes searched in the value (one combined regex, and alone those that cannot join it)."""
     exact: set[str] = set()
     prefixes: list[str] = []
     suffixes: list[str] = []
     globs: list[str] = []
     regexes: list[str] = []
-    checks: list[Callable[[str], bool]] = []  # regexes that cannot join the combined one: alone
+    alone: list[str] = []
     for pattern in patterns:
         if pattern.startswith(REGEX_PREFIX):
             source = pattern[len(REGEX_PREFIX) :]
-            if _alone(source):
-                regexes.append(source)
-            else:
-                checks.append(_value_test(pattern))
+            (regexes if _alone(source) else alone).append(source)
             continue
         kind, text = _glob_kind(pattern)
         if kind == "exact":
             exact.add(text)
         else:
             {"prefix": prefixes, "suffix": suffixes, "glob": globs}[kind].append(text)
-    pre, suf = tuple(prefixes), tuple(suffixes)
-    # The usual cases get a test of their own (this runs at every step): a regex's own method, or one
-    # lambda. A test's answer is only read for its truth (a match object or None).
-    if exact and not (pre or suf):
-        checks.append(lambda value: value.lower() in exact)
-    elif pre and not (exact or suf):
-        checks.append(lambda value: value.lower().startswith(pre))
-    elif suf and not (exact or pre):
-        checks.append(lambda value: value.lower().endswith(suf))
-    elif exact or pre or suf:
-        checks.append(
-            lambda value: (low := value.lower()) in exact or low.startswith(pre) or low.endswith(suf)
-        )
-    # A glob matches the whole value: fnmatch's "...\Z", and match (not search) from its start.
-    glob = _combined([fnmatch.translate(g) for g in globs], re.IGNORECASE)
+    lowered: list[str] = []  # tests of the value lower-cased ("{}": where it goes)
+    if len(exact) == 1:
+        lowered.append(f"{{}} == {src.name(next(iter(exact)))}")
+    elif exact:
+        lowered.append(f"{{}} in {src.name(frozenset(exact))}")
+    if prefixes:
+        lowered.append(f"{{}}.startswith({src.name(tuple(prefixes))})")
+    if suffixes:
+        lowered.append(f"{{}}.endswith({src.name(tuple(suffixes))})")
+    glob = _combined([fnmatch.translate(g) for g in globs])  # "...\Z" each, matched from the start
     if glob is not None:
-        checks.append(glob.match)
+        lowered.append(f"{src.name(glob.match)}({{}})")
+    # The first lowers the value (into ``low`` when others follow), the others reuse it.
+    first = f"{var}.lower()" if len(lowered) == 1 else f"(low := {var}.lower())"
+    parts = [test.format(first if i == 0 else "low") for i, test in enumerate(lowered)]
     regex = _combined(regexes)
     if regex is not None:
-        checks.append(regex.search)
-    if len(checks) == 1:
-        return checks[0]
-    return lambda value: any(check(value) for check in checks)
+        parts.append(f"{src.name(regex.search)}({var})")
+    parts += [f"{src.name(re.compile(source).search)}({var})" for source in alone]
+    return " or ".join(parts)
 
 
 class _ValueKey:
     """A key whose value the step carries (``rcpt``, ``rcpt_domain``, ``mail_from``, ``api_key``,
-    ``auth_user``, ``client_ip``): the values it shows at ``phase``, against every pattern on the key.
-    ``any`` is one closure over the context (this runs at every step)."""
+    ``auth_user``, ``client_ip``): the values it shows at ``phase``, against every pattern on the key."""
 
     def __init__(self, key: str, phase: str, atoms: list[tuple[int, str]]) -> None:
+        self.patterns = [pattern for _, pattern in atoms]
         self.tests = [(atom, _value_test(pattern)) for atom, pattern in atoms]
-        test = _any_test([pattern for _, pattern in atoms])
-        if key == "rcpt_domain":
-            self.tests = [(atom, lambda a, t=t: t(a.rpartition("@")[2])) for atom, t in self.tests]
-            domain_test = test
-            test = lambda address: domain_test(address.rpartition("@")[2])  # noqa: E731
-        self.values: Callable[[Context], Any]
-        self.any: Callable[[Context], Any]
-        if key in ("rcpt", "rcpt_domain") and phase != "rcpt":  # any recipient of the message
-            self.values = attrgetter("recipients")
+        self.domain = key == "rcpt_domain"  # the part after the last "@" of a recipient
+        # At rcpt the recipient being given; later (eod, http) any recipient of the message.
+        self.many = key in ("rcpt", "rcpt_domain") and phase != "rcpt"
+        self.attr = "recipients" if self.many else {"client_ip": "peer", "rcpt_domain": "rcpt"}.get(key, key)
+        self.misses: set[str] = set()  # values (recipients for rcpt_domain) no pattern of the key fits
 
-            def any_recipient(ctx: Context) -> bool:
-                for r in ctx.recipients:  # noqa: SIM110 (a loop: any() over a generator costs more)
-                    if test(r):
-                        return True
-                return False
-
-            self.any = any_recipient
-        else:  # one value; at rcpt: the recipient being given
-            get = attrgetter({"client_ip": "peer", "rcpt_domain": "rcpt"}.get(key, key))
-            self.values = lambda ctx: () if (v := get(ctx)) is None else (v,)
-            self.any = lambda ctx: (v := get(ctx)) is not None and test(v)
+    def values(self, ctx: Context) -> list[str]:
+        values = getattr(ctx, self.attr)
+        if not self.many:
+            values = [] if values is None else [values]
+        return [v.rpartition("@")[2] for v in values] if self.domain else values
 
     def hit(self, ctx: Context, hits: set[int]) -> None:
         for value in self.values(ctx):
             hits.update(atom for atom, test in self.tests if test(value))
 
+    def write(self, src: _Source) -> None:
+        """The lines that go to ``_hits`` when any of the key's patterns fits a value the step shows. A
+        value none fits is remembered (``misses``): the next step showing it again (the same sender, the
+        same client, a recipient again at eod) pays one set look-up instead of the tests."""
+        misses = src.name(self.misses)
+        var = "d" if self.domain else "v"
+        inner = ['d = v.rpartition("@")[2]'] if self.domain else []
+        inner += [
+            f"if {_any_source(src, self.patterns, var)}:",
+            "    return _hits(ctx)",
+            f"if len({misses}) >= {MISSES_KEPT}:",
+            f"    {misses}.clear()",
+            f"{misses}.add(v)",
+        ]
+        if self.many:
+            src.lines += [f"for v in ctx.{self.attr}:", f"    if v not in {misses}:"]
+        else:
+            src.lines += [f"v = ctx.{self.attr}", f"if v is not None and v not in {misses}:"]
+        src.lines += [f"{'    ' * (1 + self.many)}{line}" for line in inner]
+
 
 class _HeaderKey:
-    """``header``: is any header named in the block at all (lower-cased, one ``in`` per name: header names
-    are ASCII, as the regexes' case folding of bytes), then each (name, regex) alone."""
+    """``header``: is any header named in the block at all (lower-cased, one ``find`` per name: header
+    names are ASCII, as the regexes' case folding of bytes), then each (name, regex) alone."""
 
     def __init__(self, atoms: list[tuple[int, tuple[str, str]]]) -> None:
         self.names = tuple(sorted({name.lower().encode() for _, (name, _) in atoms}))
         self.tests = [(atom, _header_test(name, regex)) for atom, (name, regex) in atoms]
 
-    def any(self, ctx: Context) -> bool:
-        low = ctx.low_head
-        if low is None:
-            return False
-        for name in self.names:
-            if name in low:
-                return any(test(ctx) for _, test in self.tests)
-        return False
+    def some(self, ctx: Context) -> bool:
+        return any(test(ctx) for _, test in self.tests)
 
     def hit(self, ctx: Context, hits: set[int]) -> None:
         hits.update(atom for atom, test in self.tests if test(ctx))
 
-
-def _selector(
-    tests: list[Callable[[Context], Any]], slow: Callable[[Context], list[Any]], free: list[Any]
-) -> Callable[[Context], list[Any]]:
-    """``free`` when none of ``tests`` (one per key) is truthy, else ``slow(ctx)``: one closure for the
-    usual counts of keys (this runs at every step)."""
-    if len(tests) == 1:
-        (first,) = tests
-        return lambda ctx: slow(ctx) if first(ctx) else free
-    if len(tests) == 2:
-        first, second = tests
-        return lambda ctx: slow(ctx) if first(ctx) or second(ctx) else free
-    if len(tests) == 3:
-        first, second, third = tests
-        return lambda ctx: slow(ctx) if first(ctx) or second(ctx) or third(ctx) else free
-    return lambda ctx: slow(ctx) if any(test(ctx) for test in tests) else free
+    def write(self, src: _Source) -> None:
+        # bytes.find, not ``in``: ``bytes in bytes`` first tries the operand as an int and clears the
+        # TypeError (~1,900 instructions a test).
+        named = " or ".join(f"head.find({src.name(name)}) >= 0" for name in self.names)
+        src.lines += [
+            "head = ctx.low_head",
+            f"if head is not None and ({named}) and {src.name(self.some)}(ctx):",
+            "    return _hits(ctx)",
+        ]
 
 
 class MatchIndex:
@@ -315,11 +337,15 @@ class MatchIndex:
         self._keys: list[_ValueKey | _HeaderKey] = [_ValueKey(k, phase, a) for k, a in values.items()]
         if headers:
             self._keys.append(_HeaderKey(headers))  # last: the costliest look-up
-        free = [item for item, atoms in self._items if atoms is None]  # no match: every step
-        # The usual step: no pattern fits, one look-up per key, and the faults without a match.
-        self.select: Callable[[Context], list[Any]] = _selector([k.any for k in self._keys], self._hits, free)
+        # The usual step: no pattern fits, one look-up per key, and the faults without a match (free).
+        src = _Source({"_hits": self._hits, "_free": [item for item, atoms in self._items if atoms is None]})
+        for key in self._keys:
+            key.write(src)
+        src.lines.append("return _free")
+        self.select: Callable[[Context], list[Any]] = src.function("select", f"<MatchIndex {phase}>")
 
     def _hits(self, ctx: Context) -> list[Any]:
+        """Every pattern of every key tested alone: the items whose every atom the step passes."""
         hits: set[int] = set()
         for key in self._keys:
             key.hit(ctx, hits)

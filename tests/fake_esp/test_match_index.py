@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailstorm.fake_esp.faults import aim
 from mailstorm.fake_esp.faults.aim import Match, MatchIndex
 from mailstorm.fake_esp.faults.base import Context
 from tests.fake_esp.clients import smtp_transaction
@@ -103,31 +104,46 @@ messages = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    faults=st.lists(matches, min_size=1, max_size=8),
-    globs=st.lists(random_globs, max_size=3),
-    phase=st.sampled_from(["mail", "rcpt", "eod", "http"]),
-    peer=st.sampled_from(VALUES),
-    mail_from=optional_value,
-    rcpt=optional_value,
-    recipients=st.lists(st.sampled_from(VALUES), max_size=3),
-    auth_user=optional_value,
-    message=st.none() | messages,
+# What a step shows: peer, mail_from, rcpt, recipients, auth_user (also the API key), message.
+step = st.tuples(
+    st.sampled_from(VALUES),
+    optional_value,
+    optional_value,
+    st.lists(st.sampled_from(VALUES), max_size=3),
+    optional_value,
+    st.none() | messages,
 )
-def test_the_index_selects_what_each_pattern_alone_says(
-    faults, globs, phase, peer, mail_from, rcpt, recipients, auth_user, message
-):
-    faults = faults + [Match(rcpt=g) for g in globs]  # random globs on one key, beside the others
+# The faults of one phase: random matches, and random globs on one key beside them.
+phase_faults = {
+    "faults": st.lists(matches, min_size=1, max_size=8),
+    "globs": st.lists(random_globs, max_size=3),
+    "phase": st.sampled_from(["mail", "rcpt", "eod", "http"]),
+}
+
+
+def step_context(peer, mail_from, rcpt, recipients, auth_user, message) -> Context:
+    """The step's context; every value a new string of its text, as the wire gives them."""
+
+    def fresh(value: str | None) -> str | None:
+        return None if value is None else "".join(value)
+
     ctx = Context(
-        peer=peer,
-        mail_from=mail_from,
-        rcpt=rcpt,
-        recipients=recipients,
-        auth_user=auth_user,
-        api_key=auth_user,
+        peer=fresh(peer),
+        mail_from=fresh(mail_from),
+        rcpt=fresh(rcpt),
+        recipients=[fresh(r) for r in recipients],
+        auth_user=fresh(auth_user),
+        api_key=fresh(auth_user),
     )
     ctx.new_message(message, None)
+    return ctx
+
+
+@settings(max_examples=400, deadline=None)
+@given(**phase_faults, shown=step)
+def test_the_index_selects_what_each_pattern_alone_says(faults, globs, phase, shown):
+    faults = faults + [Match(rcpt=g) for g in globs]
+    ctx = step_context(*shown)
     index = MatchIndex(phase, list(enumerate(faults)))
     want = [i for i, m in enumerate(faults) if passes(m, phase, ctx)]
     assert index.select(ctx) == want
@@ -205,3 +221,44 @@ def test_a_regex_that_cannot_join_the_combined_one_is_tested_alone(pattern):
     index = MatchIndex("rcpt", [("r", Match(rcpt=pattern)), ("x", Match(rcpt="re:^x"))])
     assert index.select(Context(rcpt="c@idx.test")) == ["r"]
     assert index.select(Context(rcpt="x@idx.test")) == ["x"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(**phase_faults, run=st.lists(step, min_size=1, max_size=6))
+def test_one_index_over_many_steps_selects_what_each_pattern_alone_says(faults, globs, phase, run):
+    """The look-ups before the patterns remember the values that fit none of a key's patterns: over a
+    run of steps through one index (each step twice, so that every remembered value is met again, as a
+    new string of the same text), select still gives exactly what the patterns say."""
+    faults = faults + [Match(rcpt=g) for g in globs]
+    index = MatchIndex(phase, list(enumerate(faults)))
+    for shown in run + run:
+        ctx = step_context(*shown)
+        assert index.select(ctx) == [i for i, m in enumerate(faults) if passes(m, phase, ctx)]
+
+
+def test_the_values_remembered_as_missing_are_bounded(monkeypatch):
+    """Past ``MISSES_KEPT`` values a key forgets them all; a forgotten value is tested again, alike."""
+    monkeypatch.setattr(aim, "MISSES_KEPT", 3)
+    index = MatchIndex("rcpt", [("hit", Match(rcpt="*@hit.test"))])
+    (key,) = index._keys
+    for i in [*range(10), *range(10)]:
+        assert index.select(Context(rcpt=f"r{i}@miss.test")) == []
+        assert index.select(Context(rcpt=f"r{i}@hit.test")) == ["hit"]
+        assert 0 < len(key.misses) <= 3
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "fits"),
+    [
+        ("\u017f?@x.test", "S1@x.test", False),  # the regex engine's case folding: long s is S
+        ("\u017f?@x.test", "\u017f1@X.test", True),
+        ("k?@x.test", "\u212a1@x.test", True),  # the Kelvin sign lower-cases to k
+        ("*@BIG.test", "a@big.TEST", True),
+    ],
+)
+def test_a_glob_is_matched_on_the_value_lower_cased(pattern, value, fits):
+    """As the docs say (fnmatch of the two lower-cased), for globs the regex engine runs too."""
+    assert documented(pattern, value) is fits
+    for phase, ctx in (("rcpt", Context(rcpt=value)), ("eod", Context(recipients=[value]))):
+        index = MatchIndex(phase, [("g", Match(rcpt=pattern)), ("x", Match(rcpt=f"{pattern}x"))])
+        assert index.select(ctx) == (["g"] if fits else [])
