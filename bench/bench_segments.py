@@ -8,7 +8,9 @@
    small segments (``MAILSTORM_LEDGER_SEGMENT``, so that every source closes and compresses several),
    then every source's compressed bytes per line (its closed ``.zst`` segments) applied to all its lines,
    summed over sources, per message submitted: what a run long enough for its open segments to be a
-   rounding error keeps on disk. Beside it the same ledger plain (rotation off: today's bytes).
+   rounding error keeps on disk. Beside it the same ledger plain (rotation off: today's bytes), and where
+   the compressed bytes go: each field's share, as what its source's closed segments shrink by when that
+   key is left out of every line (compressed again with the same parameters).
 2. Fake ESP msg/s with rotation and compression on (1 MB segments, so that a run closes and compresses
    several while it is measured) vs off (``MAILSTORM_LEDGER_SEGMENT=0``: one plain file), Postfix's
    smtp-source as the client, interleaved, best of ``--repeat`` (bench_smtp's machinery).
@@ -19,13 +21,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import orjson
 import zstandard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +37,9 @@ from bench_smtp import SMTP_SOURCE, FakeEsp, _best_and_cpu, _rows, machine, meas
 from docs_section import DOC, write_section  # noqa: E402
 
 from mailstorm.ledger import Kind, LedgerReader, open_segment, segments, source_of  # noqa: E402
-from mailstorm.ledger.segments import SEGMENT_ENV, ZSTD_LEVEL  # noqa: E402
+from mailstorm.ledger.segments import SEGMENT_ENV, ZSTD_DESCRIPTION, ZSTD_PARAMS  # noqa: E402
 
-_SHA = re.compile(rb'"sha":"[0-9a-f]{64}",')
+FIELDS_SHOWN = 6  # per source, the costliest fields by name; the rest summed
 SECTION = "## Ledger: bytes per message on disk, segments and zstd"
 
 
@@ -120,39 +122,56 @@ def run_sizes(work: Path, rate: int, duration: int, segment: str) -> list[str]:
         f"- {messages:,} messages ({rate} msg/s for {duration} s, reference pipeline, no fault), "
         f"{SEGMENT_ENV}={segment}.",
         f"- plain (rotation off, as before): **{total_plain:,.0f} bytes per message**; after rotation and "
-        f"zstd (level {ZSTD_LEVEL}): **{total_z:,.1f} bytes per message** (goal <= 80), "
+        f"zstd ({ZSTD_DESCRIPTION}): **{total_z:,.1f} bytes per message** (goal <= 80), "
         f"{total_plain / total_z:.1f}x smaller. The sources that closed no segment ({small:,.1f} plain "
         f"bytes per message) are counted at the closed segments' ratio ({ratio:.1f}x).",
         f"- this run's ledger directory as it is, open segments plain: {on_disk:,.0f} bytes per message "
         f"(the open segments are at most one segment per source: a rounding error on a long run).",
-        f"- of which the fake ESP's body hash (`esp.accepted` `sha`, 32 random bytes a message that no "
-        f"compressor can shrink): {_sha_cost(ledger, messages):,.1f} bytes per message.",
     ]
+    return [*rows, "", *field_costs(ledger, messages)]
+
+
+def field_costs(ledger: Path, messages: int) -> list[str]:
+    """Per source, the compressed bytes per message each field costs: how much its closed segments
+    shrink when the key is left out of every line, scaled to all its lines."""
+    cctx = zstandard.ZstdCompressor(compression_params=ZSTD_PARAMS)
+    closed: dict[str, list[list[dict]]] = {}
+    for path in segments(ledger):
+        if path.name.endswith(".zst"):
+            with open_segment(path) as fh:
+                closed.setdefault(source_of(path), []).append([orjson.loads(raw) for raw in fh])
+    rows = [
+        "Where the compressed bytes go (bytes per message a field costs: its source's closed segments "
+        "with and without the key):",
+        "",
+        "| source | bytes / message | costliest fields |",
+        "|---|---:|---|",
+    ]
+    for source, segs in sorted(closed.items()):
+        scale = _lines_of(ledger, source) / sum(map(len, segs)) / messages
+        whole = scale * _compressed(cctx, segs, None)
+        keys = {k for seg in segs for r in seg for k in r}
+        cost = sorted(((whole - scale * _compressed(cctx, segs, k), k) for k in keys), reverse=True)
+        shown = ", ".join(f"`{k}` {c:.1f}" for c, k in cost[:FIELDS_SHOWN])
+        rest = sum(c for c, _ in cost[FIELDS_SHOWN:])
+        rows.append(f"| {source} | {whole:.1f} | {shown}, the other {len(cost) - FIELDS_SHOWN} {rest:.1f} |")
     return rows
 
 
-def _sha_cost(ledger: Path, messages: int) -> float:
-    """Compressed bytes per message the ESP's closed segments take with their sha256 and without."""
-    with_sha = without = 0
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    for path in segments(ledger):
-        if source_of(path).startswith("esp-") and path.name.endswith(".zst"):
-            with open_segment(path) as fh:
-                data = fh.read()
-            with_sha += len(cctx.compress(data))
-            without += len(cctx.compress(_SHA.sub(b"", data)))
-    return (with_sha - without) / messages * _share(ledger)
+def _compressed(cctx: zstandard.ZstdCompressor, segs: list[list[dict]], drop: str | None) -> int:
+    """The segments' compressed bytes, written again without the key ``drop``."""
+    return sum(
+        len(
+            cctx.compress(
+                b"".join(orjson.dumps({k: v for k, v in r.items() if k != drop}) + b"\n" for r in seg)
+            )
+        )
+        for seg in segs
+    )
 
 
-def _share(ledger: Path) -> float:
-    """How many of the ESP's lines are in its closed segments: their cost scaled to all its lines."""
-    closed = total = 0
-    for path in segments(ledger):
-        if source_of(path).startswith("esp-"):
-            n = _lines_and_bytes(path)[0]
-            total += n
-            closed += n if path.name.endswith(".zst") else 0
-    return total / closed if closed else 0.0
+def _lines_of(ledger: Path, source: str) -> int:
+    return sum(_lines_and_bytes(p)[0] for p in segments(ledger) if source_of(p) == source)
 
 
 def throughput(work: Path, args: argparse.Namespace) -> list[str]:

@@ -44,10 +44,25 @@ SEGMENT_ENV = "MAILSTORM_LEDGER_SEGMENT"
 SEGMENT_AGE_ENV = "MAILSTORM_LEDGER_SEGMENT_AGE"
 COMPRESS_ENV = "MAILSTORM_LEDGER_COMPRESS"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-# Measured on a real run's ledgers (bench/bench_segments.py; 12,000 messages, every source): level 1
-# keeps 103 bytes a message, level 3 (zstd's default) 112, 9 104, 16 95, 19 85 at under 1 MB/s; level
-# 1 is also the fastest of them (about 2x level 3): the smallest for its CPU by far.
-ZSTD_LEVEL = 1
+# zstd's optimal parser (btopt) with small tables. Measured on a real run's ledgers (bench/bench_segments.py:
+# 12,000 messages, every source, 512 KB segments, the body digest at 128 bits): levels 1 / 3 / 9 / 15 keep
+# 85.1 / 92.6 / 83.6 / 82.9 bytes a message at 750 / 690 / 130 / 55 MB/s, level 19 68.7 at 3 MB/s; these
+# parameters 71.2 at 26 MB/s. The optimal parser is what shrinks the lines: each nanosecond time shares
+# a prefix with the last one, and only a parser that prices every match finds those short ones; its
+# search depth and table sizes hardly matter (71.1 to 71.4 from chain 2^8 to 2^14, search 1 or 2), and
+# target_length under 64 loses it (32: 84). 26 MB/s is a few percent of one core for the fake ESP's
+# ledger at thousands of messages a second (~0.4 MB/s per 1,000 msg/s), in a child at low priority.
+ZSTD_PARAMS = zstandard.ZstdCompressionParameters(
+    window_log=19,
+    chain_log=12,
+    hash_log=16,
+    search_log=1,
+    min_match=5,
+    target_length=256,
+    strategy=zstandard.STRATEGY_BTOPT,
+)
+ZSTD_DESCRIPTION = "btopt, window 2^19, target length 256, min match 5"
+"""The parameters in a few words (bench/bench_segments.py prints them beside the bytes they keep)."""
 _READ_BLOCK = 4 << 20
 
 _NAME = re.compile(r"^(?P<source>.+?)(?:\.(?P<seq>\d{6}))?\.jsonl(?P<zst>\.zst)?$")
@@ -187,7 +202,7 @@ def compress_segment(path: Path, *, fsync: bool = False) -> Path:
     file and rename the same bytes into place."""
     target = path.with_name(path.name + ZSTD_SUFFIX)
     tmp = path.with_name(f"{path.name}{ZSTD_SUFFIX}.{os.getpid()}.tmp")
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    cctx = zstandard.ZstdCompressor(compression_params=ZSTD_PARAMS)
     try:
         src = path.open("rb")
     except FileNotFoundError:
