@@ -1,17 +1,27 @@
 """The child process a ledger writer's ``Compressor`` starts: ``python -m mailstorm.ledger.compress
-[--fsync] PATH...`` compresses those closed segments (``mailstorm.ledger.segments.compress_segment``),
-at a lower priority than the writer."""
+[--fsync] [PATH...]`` compresses the closed segments named (``mailstorm.ledger.segments.compress_segment``),
+then each one whose path comes on stdin, one a line, until an empty line or the end of stdin; at a lower
+priority than the writer."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import zstandard
 
 from mailstorm.ledger.segments import compress_segment
+
+
+def _given() -> Iterator[str]:
+    for line in sys.stdin.buffer:
+        name = os.fsdecode(line.rstrip(b"\n"))
+        if not name:
+            return
+        yield name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):
         os.nice(10)
     failed = 0
-    for name in (a for a in args if a != "--fsync"):
+    names = [a for a in args if a != "--fsync"]
+    for name in names or _given():
         try:
             compress_segment(Path(name), fsync=fsync)
         except (OSError, zstandard.ZstdError) as exc:

@@ -154,8 +154,6 @@ class LedgerWriter:
                 self._rotate_by is not None and time.monotonic() >= self._rotate_by
             ):
                 self._rotate()
-            elif self.compressor.queued:
-                self.compressor.pump()  # segments closed while the child was busy: their turn
 
     def close(self, *, wait_s: float = 60.0) -> None:
         """Close the open segment (it stays plain, the last of its source) and wait up to ``wait_s``
