@@ -43,15 +43,19 @@ SEGMENT_ENV = "MAILSTORM_LEDGER_SEGMENT"
 SEGMENT_AGE_ENV = "MAILSTORM_LEDGER_SEGMENT_AGE"
 COMPRESS_ENV = "MAILSTORM_LEDGER_COMPRESS"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-# zstd's optimal parser (btopt) with small tables. Measured on a real run's ledgers (bench/bench_segments.py:
-# 12,000 messages, every source, 512 KB segments, the body digest at 128 bits): levels 1 / 3 / 9 / 15 keep
-# 85.1 / 92.6 / 83.6 / 82.9 bytes a message at 750 / 690 / 130 / 55 MB/s, level 19 68.7 at 3 MB/s; these
-# parameters 71.2 at 26 MB/s. The optimal parser is what shrinks the lines: each nanosecond time shares
-# a prefix with the last one, and only a parser that prices every match finds those short ones; its
-# search depth and table sizes hardly matter (71.1 to 71.4 from chain 2^8 to 2^14, search 1 or 2), and
-# target_length under 64 loses it (32: 84). 26 MB/s is a few percent of one core for the fake ESP's
-# ledger at thousands of messages a second (~0.4 MB/s per 1,000 msg/s), in a child at low priority.
-ZSTD_PARAMS = zstandard.ZstdCompressionParameters(
+# Two ways to compress, and a writer's compressor child picks one from its first closed segment
+# (``compression_for``). Measured on a real run's ledgers (bench/bench_segments.py: 12,000 messages,
+# every source, 512 KB segments, the body digest at 128 bits): levels 1 / 3 / 9 / 15 keep 85.1 / 92.6 /
+# 83.6 / 82.9 bytes a message at 750 / 690 / 130 / 55 MB/s, level 19 68.7 at 3 MB/s; zstd's optimal
+# parser with small tables (ZSTD_SMALL) 71.2 at 26 MB/s. The optimal parser is what shrinks the lines:
+# each nanosecond time shares a prefix with the one before, and only a parser that prices every match
+# takes those short ones (target_length under 64 loses it: 32 keeps 84); its search depth and table
+# sizes hardly matter (71.1 to 71.4 from chain 2^8 to 2^14, search 1 or 2). It pays on the load's and
+# the SUT's lines (-25%, -28% against level 1) and hardly on the fake ESP's (-5%: its lines are mostly a
+# digest and an address, random bytes), where its CPU (~14 us a message, ~10% of what the fake ESP
+# spends on one) would come out of the throughput a run measures: there level 1 (ZSTD_FAST) is kept.
+ZSTD_FAST = zstandard.ZstdCompressionParameters.from_level(1)
+ZSTD_SMALL = zstandard.ZstdCompressionParameters(
     window_log=19,
     chain_log=12,
     hash_log=16,
@@ -60,8 +64,13 @@ ZSTD_PARAMS = zstandard.ZstdCompressionParameters(
     target_length=256,
     strategy=zstandard.STRATEGY_BTOPT,
 )
-ZSTD_DESCRIPTION = "btopt, window 2^19, target length 256, min match 5"
-"""The parameters in a few words (bench/bench_segments.py prints them beside the bytes they keep)."""
+SMALL_GAIN = 0.10  # ZSTD_SMALL is used when it keeps at most 90% of what ZSTD_FAST keeps of the sample
+SAMPLE_BYTES = 1 << 20
+ZSTD_DESCRIPTION = (
+    f"per source, zstd's optimal parser (btopt, window 2^19, target length 256) where it keeps "
+    f"{SMALL_GAIN:.0%} less than level 1, else level 1"
+)
+"""The choice in a few words (bench/bench_segments.py prints it beside the bytes kept)."""
 _READ_BLOCK = 4 << 20
 
 _NAME = re.compile(r"^(?P<source>.+?)(?:\.(?P<seq>\d{6}))?\.jsonl(?P<zst>\.zst)?$")
@@ -194,14 +203,30 @@ def open_segment(path: Path) -> Iterator[BinaryIO]:
             yield fh  # type: ignore[misc]
 
 
-def compress_segment(path: Path, *, fsync: bool = False) -> Path:
+def compression_for(sample: bytes) -> zstandard.ZstdCompressionParameters:
+    """How to compress a source whose closed segment begins with ``sample``: ZSTD_SMALL when it keeps
+    ``SMALL_GAIN`` less of it than ZSTD_FAST, else ZSTD_FAST (the smallest for the CPU spent)."""
+    fast = len(zstandard.ZstdCompressor(compression_params=ZSTD_FAST).compress(sample))
+    small = len(zstandard.ZstdCompressor(compression_params=ZSTD_SMALL).compress(sample))
+    return ZSTD_SMALL if small <= fast * (1 - SMALL_GAIN) else ZSTD_FAST
+
+
+def read_sample(path: Path) -> bytes:
+    """The first ``SAMPLE_BYTES`` of a closed segment (plain or compressed), for ``compression_for``."""
+    with open_segment(path) as fh:
+        return fh.read(SAMPLE_BYTES)
+
+
+def compress_segment(
+    path: Path, *, fsync: bool = False, params: zstandard.ZstdCompressionParameters = ZSTD_SMALL
+) -> Path:
     """Compress the closed segment ``path`` to ``path.zst`` and remove ``path``; the ``.zst`` appears
     whole (written aside, then renamed), so a reader sees one of the two at every moment. Two processes
     at it at once (a restarted writer and its killed predecessor's child) each write their own temporary
     file and rename the same bytes into place."""
     target = path.with_name(path.name + ZSTD_SUFFIX)
     tmp = path.with_name(f"{path.name}{ZSTD_SUFFIX}.{os.getpid()}.tmp")
-    cctx = zstandard.ZstdCompressor(compression_params=ZSTD_PARAMS)
+    cctx = zstandard.ZstdCompressor(compression_params=params)
     try:
         src = path.open("rb")
     except FileNotFoundError:
