@@ -1,8 +1,8 @@
 """The child process a ledger writer's ``Compressor`` starts: ``python -m mailstorm.ledger.compress
-[--fsync] [PATH...]`` compresses the closed segments named (``mailstorm.ledger.segments.compress_segment``),
-then each one whose path comes on stdin, one a line, until an empty line or the end of stdin; at a lower
-priority than the writer. How is decided once, from the first segment (``compression_for``): the child
-serves one writer, one source."""
+[--fsync] [--fast] [PATH...]`` compresses the closed segments named (``compress_segment``), then each
+one whose path comes on stdin, one a line, until an empty line or the end of stdin, at a lower priority
+than the writer: with zstd's optimal parser (``ZSTD_SMALL``), or at level 1 with ``--fast``
+(``ZSTD_FAST``: the fake ESP's writers, ``SegmentPolicy.fast``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zstandard
 
-from mailstorm.ledger.segments import compress_segment, compression_for, read_sample
+from mailstorm.ledger.segments import ZSTD_FAST, ZSTD_SMALL, compress_segment
 
 
 def _given() -> Iterator[str]:
@@ -30,15 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     on stderr, not fatal."""
     args = sys.argv[1:] if argv is None else argv
     fsync = "--fsync" in args
+    params = ZSTD_FAST if "--fast" in args else ZSTD_SMALL
     with contextlib.suppress(OSError):
         os.nice(10)
     failed = 0
-    names = [a for a in args if a != "--fsync"]
-    params = None
+    names = [a for a in args if a not in ("--fsync", "--fast")]
     for name in names or _given():
         try:
-            if params is None:
-                params = compression_for(read_sample(Path(name)))
             compress_segment(Path(name), fsync=fsync, params=params)
         except (OSError, zstandard.ZstdError) as exc:
             failed += 1

@@ -90,7 +90,8 @@ class LedgerWriter:
         self._fsync = fsync
         self._lock = threading.Lock()
         self.records_written = 0
-        self.compressor = Compressor(fsync=fsync)  # closed segments are compressed in a child process
+        # Closed segments are compressed in a child process.
+        self.compressor = Compressor(fsync=fsync, fast=self.policy.fast)
         seqs = closed_seqs(self.directory, source)
         self._seq = seqs[-1] if seqs else 0
         self._fd: int | None = None

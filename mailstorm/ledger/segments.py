@@ -43,17 +43,17 @@ SEGMENT_ENV = "MAILSTORM_LEDGER_SEGMENT"
 SEGMENT_AGE_ENV = "MAILSTORM_LEDGER_SEGMENT_AGE"
 COMPRESS_ENV = "MAILSTORM_LEDGER_COMPRESS"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-# Two ways to compress, and a writer's compressor child picks one from its first closed segment
-# (``compression_for``). Measured on a real run's ledgers (bench/bench_segments.py: 12,000 messages,
-# every source, 512 KB segments, the body digest at 128 bits): levels 1 / 3 / 9 / 15 keep 85.1 / 92.6 /
-# 83.6 / 82.9 bytes a message at 750 / 690 / 130 / 55 MB/s, level 19 68.7 at 3 MB/s; zstd's optimal
-# parser with small tables (ZSTD_SMALL) 71.2 at 26 MB/s. The optimal parser is what shrinks the lines:
-# each nanosecond time shares a prefix with the one before, and only a parser that prices every match
-# takes those short ones (target_length under 64 loses it: 32 keeps 84); its search depth and table
-# sizes hardly matter (71.1 to 71.4 from chain 2^8 to 2^14, search 1 or 2). It pays on the load's and
-# the SUT's lines (-25%, -28% against level 1) and hardly on the fake ESP's (-5%: its lines are mostly a
-# digest and an address, random bytes), where its CPU (~14 us a message, ~10% of what the fake ESP
-# spends on one) would come out of the throughput a run measures: there level 1 (ZSTD_FAST) is kept.
+# Two ways to compress, chosen by the writer (``SegmentPolicy.fast``). Measured on a real run's ledgers
+# (bench/bench_segments.py: 12,000 messages, every source, 512 KB segments, the body digest at 128 bits):
+# levels 1 / 3 / 9 / 15 keep 85.1 / 92.6 / 83.6 / 82.9 bytes a message at 750 / 690 / 130 / 55 MB/s,
+# level 19 68.7 at 3 MB/s; zstd's optimal parser with small tables (ZSTD_SMALL) 71.2 at 26 MB/s. The
+# optimal parser is what shrinks the lines: each nanosecond time shares a prefix with the one before,
+# and only a parser that prices every match takes those short ones (target_length under 64 loses it: 32
+# keeps 84); its search depth and table sizes hardly matter (71.1 to 71.4 from chain 2^8 to 2^14, search
+# 1 or 2). It keeps the load's and the SUT's lines 25% and 28% smaller than level 1, the fake ESP's
+# only 5% (they are mostly a digest and an address, random bytes) for ~14 us of CPU a message, ~10% of
+# what the fake ESP spends on one at its full rate: the fake ESP's writers compress at level 1
+# (ZSTD_FAST), as the throughput a run measures is theirs.
 ZSTD_FAST = zstandard.ZstdCompressionParameters.from_level(1)
 ZSTD_SMALL = zstandard.ZstdCompressionParameters(
     window_log=19,
@@ -64,12 +64,7 @@ ZSTD_SMALL = zstandard.ZstdCompressionParameters(
     target_length=256,
     strategy=zstandard.STRATEGY_BTOPT,
 )
-SMALL_GAIN = 0.10  # ZSTD_SMALL is used when it keeps at most 90% of what ZSTD_FAST keeps of the sample
-SAMPLE_BYTES = 1 << 20
-ZSTD_DESCRIPTION = (
-    f"per source, zstd's optimal parser (btopt, window 2^19, target length 256) where it keeps "
-    f"{SMALL_GAIN:.0%} less than level 1, else level 1"
-)
+ZSTD_DESCRIPTION = "zstd's optimal parser (btopt, window 2^19, target length 256); the fake ESP's at level 1"
 """The choice in a few words (bench/bench_segments.py prints it beside the bytes kept)."""
 _READ_BLOCK = 4 << 20
 
@@ -102,11 +97,14 @@ class SegmentPolicy:
     max_bytes: int = DEFAULT_SEGMENT_BYTES  # 0: never by size
     max_age_s: float | None = None  # None: never by age
     compress: bool = True
+    fast: bool = False  # compress at zstd level 1 (ZSTD_FAST), not with the optimal parser: the fake ESP
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> SegmentPolicy:
-        """The policy the environment sets (unset variables: the defaults); a bad value is a
-        ``UserError`` naming the variable."""
+    def from_env(
+        cls, env: dict[str, str] | os._Environ[str] = os.environ, *, fast: bool = False
+    ) -> SegmentPolicy:
+        """The policy the environment sets (unset variables: the defaults), ``fast`` as given; a bad
+        value is a ``UserError`` naming the variable."""
         try:
             size = env.get(SEGMENT_ENV)
             max_bytes = DEFAULT_SEGMENT_BYTES if size is None else parse_size(size)
@@ -119,7 +117,7 @@ class SegmentPolicy:
         compress = env.get(COMPRESS_ENV, "zstd").strip().lower()
         if compress not in ("zstd", "none"):
             raise UserError(f"ledger segments: {COMPRESS_ENV}={compress!r}: use zstd or none")
-        return cls(max_bytes=max_bytes, max_age_s=max_age_s, compress=compress == "zstd")
+        return cls(max_bytes=max_bytes, max_age_s=max_age_s, compress=compress == "zstd", fast=fast)
 
 
 def source_of(path: Path) -> str:
@@ -203,20 +201,6 @@ def open_segment(path: Path) -> Iterator[BinaryIO]:
             yield fh  # type: ignore[misc]
 
 
-def compression_for(sample: bytes) -> zstandard.ZstdCompressionParameters:
-    """How to compress a source whose closed segment begins with ``sample``: ZSTD_SMALL when it keeps
-    ``SMALL_GAIN`` less of it than ZSTD_FAST, else ZSTD_FAST (the smallest for the CPU spent)."""
-    fast = len(zstandard.ZstdCompressor(compression_params=ZSTD_FAST).compress(sample))
-    small = len(zstandard.ZstdCompressor(compression_params=ZSTD_SMALL).compress(sample))
-    return ZSTD_SMALL if small <= fast * (1 - SMALL_GAIN) else ZSTD_FAST
-
-
-def read_sample(path: Path) -> bytes:
-    """The first ``SAMPLE_BYTES`` of a closed segment (plain or compressed), for ``compression_for``."""
-    with open_segment(path) as fh:
-        return fh.read(SAMPLE_BYTES)
-
-
 def compress_segment(
     path: Path, *, fsync: bool = False, params: zstandard.ZstdCompressionParameters = ZSTD_SMALL
 ) -> Path:
@@ -257,8 +241,8 @@ class Compressor:
     given and exits.
     """
 
-    def __init__(self, *, fsync: bool = False) -> None:
-        self._fsync = fsync
+    def __init__(self, *, fsync: bool = False, fast: bool = False) -> None:
+        self._flags = [*(["--fsync"] if fsync else []), *(["--fast"] if fast else [])]
         self._child: subprocess.Popen[bytes] | None = None
         self.children = 0  # started so far
 
@@ -270,7 +254,7 @@ class Compressor:
                 return
             except OSError:  # the child is gone (killed): a new one takes this segment
                 self._child = None
-        argv = [sys.executable, "-m", "mailstorm.ledger.compress", *(["--fsync"] if self._fsync else [])]
+        argv = [sys.executable, "-m", "mailstorm.ledger.compress", *self._flags]
         self._child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         self.children += 1
         os.write(self._child.stdin.fileno(), line)  # type: ignore[union-attr]
