@@ -8,7 +8,9 @@
    small segments (``MAILSTORM_LEDGER_SEGMENT``, so that every source closes and compresses several),
    then every source's compressed bytes per line (its closed ``.zst`` segments) applied to all its lines,
    summed over sources, per message submitted: what a run long enough for its open segments to be a
-   rounding error keeps on disk. Beside it the same ledger plain (rotation off: today's bytes).
+   rounding error keeps on disk. Beside it the same ledger plain (rotation off: today's bytes), and where
+   the compressed bytes go: each field's share, as what its source's closed segments shrink by when that
+   key is left out of every line (compressed again with the same parameters).
 2. Fake ESP msg/s with rotation and compression on (1 MB segments, so that a run closes and compresses
    several while it is measured) vs off (``MAILSTORM_LEDGER_SEGMENT=0``: one plain file), Postfix's
    smtp-source as the client, interleaved, best of ``--repeat`` (bench_smtp's machinery).
@@ -19,25 +21,30 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import orjson
 import zstandard
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_smtp import SMTP_SOURCE, FakeEsp, _best_and_cpu, _rows, machine, measure  # noqa: E402
+from bench_smtp import SMTP_SOURCE, FakeEsp, Run, _best_and_cpu, _rows, machine, measure  # noqa: E402
 from docs_section import DOC, write_section  # noqa: E402
 
 from mailstorm.ledger import Kind, LedgerReader, open_segment, segments, source_of  # noqa: E402
-from mailstorm.ledger.segments import SEGMENT_ENV, ZSTD_LEVEL  # noqa: E402
+from mailstorm.ledger.segments import (  # noqa: E402
+    SEGMENT_ENV,
+    ZSTD_DESCRIPTION,
+    ZSTD_FAST,
+    ZSTD_SMALL,
+)
 
-_SHA = re.compile(rb'"sha":"[0-9a-f]{64}",')
+FIELDS_SHOWN = 6  # per source, the costliest fields by name; the rest summed
 SECTION = "## Ledger: bytes per message on disk, segments and zstd"
 
 
@@ -120,65 +127,94 @@ def run_sizes(work: Path, rate: int, duration: int, segment: str) -> list[str]:
         f"- {messages:,} messages ({rate} msg/s for {duration} s, reference pipeline, no fault), "
         f"{SEGMENT_ENV}={segment}.",
         f"- plain (rotation off, as before): **{total_plain:,.0f} bytes per message**; after rotation and "
-        f"zstd (level {ZSTD_LEVEL}): **{total_z:,.1f} bytes per message** (goal <= 80), "
+        f"zstd ({ZSTD_DESCRIPTION}): **{total_z:,.1f} bytes per message** (goal <= 80), "
         f"{total_plain / total_z:.1f}x smaller. The sources that closed no segment ({small:,.1f} plain "
         f"bytes per message) are counted at the closed segments' ratio ({ratio:.1f}x).",
         f"- this run's ledger directory as it is, open segments plain: {on_disk:,.0f} bytes per message "
         f"(the open segments are at most one segment per source: a rounding error on a long run).",
-        f"- of which the fake ESP's body hash (`esp.accepted` `sha`, 32 random bytes a message that no "
-        f"compressor can shrink): {_sha_cost(ledger, messages):,.1f} bytes per message.",
     ]
+    return [*rows, "", *field_costs(ledger, messages)]
+
+
+def field_costs(ledger: Path, messages: int) -> list[str]:
+    """Per source, the compressed bytes per message each field costs: how much its closed segments
+    shrink when the key is left out of every line, scaled to all its lines."""
+    closed: dict[str, list[list[dict]]] = {}
+    for path in segments(ledger):
+        if path.name.endswith(".zst"):
+            with open_segment(path) as fh:
+                closed.setdefault(source_of(path), []).append([orjson.loads(raw) for raw in fh])
+    rows = [
+        "Where the compressed bytes go (bytes per message a field costs: its source's closed segments "
+        "with and without the key):",
+        "",
+        "| source | compressed with | bytes / message | costliest fields |",
+        "|---|---|---:|---|",
+    ]
+    for source, segs in sorted(closed.items()):
+        fast = source.startswith("esp-")  # the fake ESP's writers: SegmentPolicy.fast
+        cctx = zstandard.ZstdCompressor(compression_params=ZSTD_FAST if fast else ZSTD_SMALL)
+        scale = _lines_of(ledger, source) / sum(map(len, segs)) / messages
+        whole = scale * _compressed(cctx, segs, None)
+        keys = {k for seg in segs for r in seg for k in r}
+        cost = sorted(((whole - scale * _compressed(cctx, segs, k), k) for k in keys), reverse=True)
+        shown = ", ".join(f"`{k}` {c:.1f}" for c, k in cost[:FIELDS_SHOWN])
+        rest = sum(c for c, _ in cost[FIELDS_SHOWN:])
+        how = "level 1" if fast else "optimal parser"
+        rows.append(
+            f"| {source} | {how} | {whole:.1f} | {shown}, the other {len(cost) - FIELDS_SHOWN} {rest:.1f} |"
+        )
     return rows
 
 
-def _sha_cost(ledger: Path, messages: int) -> float:
-    """Compressed bytes per message the ESP's closed segments take with their sha256 and without."""
-    with_sha = without = 0
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    for path in segments(ledger):
-        if source_of(path).startswith("esp-") and path.name.endswith(".zst"):
-            with open_segment(path) as fh:
-                data = fh.read()
-            with_sha += len(cctx.compress(data))
-            without += len(cctx.compress(_SHA.sub(b"", data)))
-    return (with_sha - without) / messages * _share(ledger)
+def _compressed(cctx: zstandard.ZstdCompressor, segs: list[list[dict]], drop: str | None) -> int:
+    """The segments' compressed bytes, written again without the key ``drop``."""
+    return sum(
+        len(
+            cctx.compress(
+                b"".join(orjson.dumps({k: v for k, v in r.items() if k != drop}) + b"\n" for r in seg)
+            )
+        )
+        for seg in segs
+    )
 
 
-def _share(ledger: Path) -> float:
-    """How many of the ESP's lines are in its closed segments: their cost scaled to all its lines."""
-    closed = total = 0
-    for path in segments(ledger):
-        if source_of(path).startswith("esp-"):
-            n = _lines_and_bytes(path)[0]
-            total += n
-            closed += n if path.name.endswith(".zst") else 0
-    return total / closed if closed else 0.0
+def _lines_of(ledger: Path, source: str) -> int:
+    return sum(_lines_and_bytes(p)[0] for p in segments(ledger) if source_of(p) == source)
 
 
 def throughput(work: Path, args: argparse.Namespace) -> list[str]:
     off = SegmentedEsp(work, "0", "rotation off")
     on = SegmentedEsp(work, "1MB", "rotation + zstd on")
-    results = measure([off, on], args.messages, args.sessions, args.size, args.repeat)
+    results: dict[str, list[Run]] = {off.name: [], on.name: []}
+    for i in range(
+        args.repeat
+    ):  # interleaved, each second repeat in the other order: neither always goes first
+        pair = [off, on] if i % 2 == 0 else [on, off]
+        for name, runs in measure(pair, args.messages, args.sessions, args.size, 1).items():
+            results[name] += runs
     best, cpu = _best_and_cpu(results)
     median = {name: statistics.median(r.rate for r in runs) for name, runs in results.items()}
+    pairs = [a.rate / b.rate for a, b in zip(results[on.name], results[off.name], strict=True)]
     closed = [p for p in segments(on.esp.ledger_dir) if p.name.endswith(".zst")]
     return [
         f"Fake ESP, smtp-source, {args.sessions} sessions, {args.messages:,} messages of {args.size} "
-        f"bytes per run, best of {args.repeat}, interleaved.",
+        f"bytes per run, best of {args.repeat}, interleaved (every other repeat in the other order).",
         "",
         *_rows(results, "target"),
         "",
         f"- rotation + compression on / off: **{best[on.name] / best[off.name]:.2f}x** msg/s "
-        f"(goal >= 0.95x), median / median {median[on.name] / median[off.name]:.2f}x; "
-        f"server CPU per message {cpu[on.name] / cpu[off.name]:.2f}x "
-        f"({len(closed)} segments closed and compressed in the last run)",
+        f"(goal >= 0.95x), median / median {median[on.name] / median[off.name]:.2f}x, median of the "
+        f"{len(pairs)} pairs {statistics.median(pairs):.2f}x; server CPU per message (the compressor "
+        f"child's included) {cpu[on.name] / cpu[off.name]:.2f}x ({len(closed)} segments closed and "
+        f"compressed over the {args.repeat} runs)",
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="small counts: check that everything runs")
-    p.add_argument("--messages", type=int, default=20_000)
+    p.add_argument("--messages", type=int, default=60_000)  # ~9 s a run here: the child starts once (~0.1 s CPU)
     p.add_argument("--sessions", type=int, default=16)
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--repeat", type=int, default=3)

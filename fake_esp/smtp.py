@@ -61,7 +61,14 @@ from mailstorm.fake_esp.smtp_secure import SecureSession, authenticate
 from mailstorm.fake_esp.smtp_wire import FastWire, cache_introspection, guard_logs
 from mailstorm.fake_esp.spec import EspSpec
 from mailstorm.fake_esp.tls import Contexts
-from mailstorm.ledger import CAMPAIGN_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
+from mailstorm.ledger import (
+    CAMPAIGN_HEADER,
+    SHA_HEX_DIGITS,
+    EspAccepted,
+    EspFault,
+    EspReplied,
+    LedgerWriter,
+)
 from mailstorm.replies import (
     AUTH_LINE_TOO_LONG,
     MESSAGE_TOO_BIG,
@@ -224,10 +231,10 @@ class SmtpService:
             Path(self.spec.store_bodies, f"{sha}.eml").write_bytes(content)
         self.ledger.write(
             EspAccepted(
-                id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha, proto="smtp",
-                api=None, peer=session.ctx.peer, session=session.ctx.session, key=session.ctx.auth_user,
-                acked=acked, tls=session.tls_version, held=hold is not None, to=list(envelope.rcpt_tos),
-                campaign=campaign,
+                id=cid, mid=mid, size=len(content), rcpts=len(envelope.rcpt_tos), sha=sha[:SHA_HEX_DIGITS],
+                proto="smtp", api=None, peer=session.ctx.peer, session=session.ctx.session,
+                key=session.ctx.auth_user, acked=acked, tls=session.tls_version, held=hold is not None,
+                to=list(envelope.rcpt_tos), campaign=campaign,
             )
         )  # fmt: skip
         self.counters.accepted += 1

@@ -21,6 +21,7 @@ import numpy as np
 
 from mailstorm.ledger import (
     LEDGER_SUFFIX,
+    SHA_HEX_DIGITS,
     ChaosBegin,
     ChaosEnd,
     EspAccepted,
@@ -42,7 +43,7 @@ from mailstorm.runinfo import RunInfo
 
 _NS = 1_000_000_000
 T0_NS = 1_800_000_000 * _NS  # a fixed epoch so synthetic runs are byte-for-byte reproducible
-_SHA = "0" * 64  # the body's sha256 an acceptance carries (no body here)
+_SHA = "0" * SHA_HEX_DIGITS  # the body digest an acceptance carries (no body here)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def submit(
 
 def accepted(mid: str | None, *, acked: bool = True) -> EspAccepted:
     return EspAccepted(
-        id=mid, mid=mid, size=1000, rcpts=1, sha="0" * 64, proto="smtp", api=None, peer="127.0.0.1",
+        id=mid, mid=mid, size=1000, rcpts=1, sha="0" * 32, proto="smtp", api=None, peer="127.0.0.1",
         session="s", key=None, acked=acked,
     )  # fmt: skip
 

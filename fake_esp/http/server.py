@@ -73,7 +73,14 @@ from mailstorm.fake_esp.http.suppressed import at_send
 from mailstorm.fake_esp.outage_watch import OutageWatch
 from mailstorm.fake_esp.profiles import Profile, load_profile
 from mailstorm.fake_esp.webhooks.suppression import Suppressions
-from mailstorm.ledger import CORRELATION_HEADER, EspAccepted, EspFault, EspReplied, LedgerWriter
+from mailstorm.ledger import (
+    CORRELATION_HEADER,
+    SHA_HEX_DIGITS,
+    EspAccepted,
+    EspFault,
+    EspReplied,
+    LedgerWriter,
+)
 
 log = logging.getLogger("mailstorm.fake_esp.http")
 
@@ -371,7 +378,7 @@ class HttpApiServer:
                     mid=m.mid,
                     size=m.size,
                     rcpts=len(m.rcpts),
-                    sha=m.sha,
+                    sha=m.sha[:SHA_HEX_DIGITS],  # the body file and GET /messages keep it whole
                     proto="http",
                     api=api.name,
                     peer=peer,

@@ -90,7 +90,8 @@ class LedgerWriter:
         self._fsync = fsync
         self._lock = threading.Lock()
         self.records_written = 0
-        self.compressor = Compressor(fsync=fsync)  # closed segments are compressed in a child process
+        # Closed segments are compressed in a child process.
+        self.compressor = Compressor(fsync=fsync, fast=self.policy.fast)
         seqs = closed_seqs(self.directory, source)
         self._seq = seqs[-1] if seqs else 0
         self._fd: int | None = None
@@ -154,8 +155,6 @@ class LedgerWriter:
                 self._rotate_by is not None and time.monotonic() >= self._rotate_by
             ):
                 self._rotate()
-            elif self.compressor.queued:
-                self.compressor.pump()  # segments closed while the child was busy: their turn
 
     def close(self, *, wait_s: float = 60.0) -> None:
         """Close the open segment (it stays plain, the last of its source) and wait up to ``wait_s``

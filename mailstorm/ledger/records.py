@@ -32,6 +32,10 @@ CORRELATION_HEADER = "X-Mailstorm-Id"
 pipelines may rewrite the Message-ID."""
 CAMPAIGN_HEADER = "X-Mailstorm-Campaign"
 """The header a campaign's messages carry (its id), when the SUT can add one: docs/campaigns.md."""
+SHA_HEX_DIGITS = 32
+"""How many hex digits of a body's sha256 an ``esp.accepted`` keeps (``EspAccepted.sha``): 128 bits. The
+whole digest was a third of a message's compressed ledger bytes (32 random bytes that no compressor
+shrinks: docs/benchmarks.md), and 128 bits tell bodies apart as well for any run's size."""
 
 
 class Kind(StrEnum):
@@ -124,7 +128,12 @@ class EspAccepted(Record, kw_only=True):
     rcpts: int
     """How many recipients."""
     sha: str
-    """sha256 (hex) of the bytes ``size`` counts."""
+    """The sha256 of the bytes ``size`` counts, hex, its first ``SHA_HEX_DIGITS`` (32) digits: compare
+    with ``hashlib.sha256(body).hexdigest().startswith(sha)`` (lines written before 2026-11-30 carry all
+    64 digits, which the same test reads). A ``--store-bodies`` ESP names the body's file by the whole
+    digest, ``<sha256>.eml``: the one whose name starts with ``sha``. Two different bodies share these
+    128 bits with a probability of about n^2 / 2^129 for n messages: 1e-23 for a day at 1,000 msg/s
+    (86 M messages)."""
     proto: str
     """``smtp`` or ``http``."""
     api: str | None

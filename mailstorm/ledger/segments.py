@@ -27,7 +27,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,29 @@ SEGMENT_ENV = "MAILSTORM_LEDGER_SEGMENT"
 SEGMENT_AGE_ENV = "MAILSTORM_LEDGER_SEGMENT_AGE"
 COMPRESS_ENV = "MAILSTORM_LEDGER_COMPRESS"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-# Measured on a real run's ledgers (bench/bench_segments.py; 12,000 messages, every source): level 1
-# keeps 103 bytes a message, level 3 (zstd's default) 112, 9 104, 16 95, 19 85 at under 1 MB/s; level
-# 1 is also the fastest of them (about 2x level 3): the smallest for its CPU by far.
-ZSTD_LEVEL = 1
+# Two ways to compress, chosen by the writer (``SegmentPolicy.fast``). Measured on a real run's ledgers
+# (bench/bench_segments.py: 12,000 messages, every source, 512 KB segments, the body digest at 128 bits):
+# levels 1 / 3 / 9 / 15 keep 85.1 / 92.6 / 83.6 / 82.9 bytes a message at 750 / 690 / 130 / 55 MB/s,
+# level 19 68.7 at 3 MB/s; zstd's optimal parser with small tables (ZSTD_SMALL) 71.2 at 26 MB/s. The
+# optimal parser is what shrinks the lines: each nanosecond time shares a prefix with the one before,
+# and only a parser that prices every match takes those short ones (target_length under 64 loses it: 32
+# keeps 84); its search depth and table sizes hardly matter (71.1 to 71.4 from chain 2^8 to 2^14, search
+# 1 or 2). It keeps the load's and the SUT's lines 25% and 28% smaller than level 1, the fake ESP's
+# only 5% (they are mostly a digest and an address, random bytes) for ~14 us of CPU a message, ~10% of
+# what the fake ESP spends on one at its full rate: the fake ESP's writers compress at level 1
+# (ZSTD_FAST), as the throughput a run measures is theirs.
+ZSTD_FAST = zstandard.ZstdCompressionParameters.from_level(1)
+ZSTD_SMALL = zstandard.ZstdCompressionParameters(
+    window_log=19,
+    chain_log=12,
+    hash_log=16,
+    search_log=1,
+    min_match=5,
+    target_length=256,
+    strategy=zstandard.STRATEGY_BTOPT,
+)
+ZSTD_DESCRIPTION = "zstd's optimal parser (btopt, window 2^19, target length 256); the fake ESP's at level 1"
+"""The choice in a few words (bench/bench_segments.py prints it beside the bytes kept)."""
 _READ_BLOCK = 4 << 20
 
 _NAME = re.compile(r"^(?P<source>.+?)(?:\.(?P<seq>\d{6}))?\.jsonl(?P<zst>\.zst)?$")
@@ -79,11 +97,14 @@ class SegmentPolicy:
     max_bytes: int = DEFAULT_SEGMENT_BYTES  # 0: never by size
     max_age_s: float | None = None  # None: never by age
     compress: bool = True
+    fast: bool = False  # compress at zstd level 1 (ZSTD_FAST), not with the optimal parser: the fake ESP
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> SegmentPolicy:
-        """The policy the environment sets (unset variables: the defaults); a bad value is a
-        ``UserError`` naming the variable."""
+    def from_env(
+        cls, env: dict[str, str] | os._Environ[str] = os.environ, *, fast: bool = False
+    ) -> SegmentPolicy:
+        """The policy the environment sets (unset variables: the defaults), ``fast`` as given; a bad
+        value is a ``UserError`` naming the variable."""
         try:
             size = env.get(SEGMENT_ENV)
             max_bytes = DEFAULT_SEGMENT_BYTES if size is None else parse_size(size)
@@ -96,7 +117,7 @@ class SegmentPolicy:
         compress = env.get(COMPRESS_ENV, "zstd").strip().lower()
         if compress not in ("zstd", "none"):
             raise UserError(f"ledger segments: {COMPRESS_ENV}={compress!r}: use zstd or none")
-        return cls(max_bytes=max_bytes, max_age_s=max_age_s, compress=compress == "zstd")
+        return cls(max_bytes=max_bytes, max_age_s=max_age_s, compress=compress == "zstd", fast=fast)
 
 
 def source_of(path: Path) -> str:
@@ -180,14 +201,16 @@ def open_segment(path: Path) -> Iterator[BinaryIO]:
             yield fh  # type: ignore[misc]
 
 
-def compress_segment(path: Path, *, fsync: bool = False) -> Path:
+def compress_segment(
+    path: Path, *, fsync: bool = False, params: zstandard.ZstdCompressionParameters = ZSTD_SMALL
+) -> Path:
     """Compress the closed segment ``path`` to ``path.zst`` and remove ``path``; the ``.zst`` appears
     whole (written aside, then renamed), so a reader sees one of the two at every moment. Two processes
     at it at once (a restarted writer and its killed predecessor's child) each write their own temporary
     file and rename the same bytes into place."""
     target = path.with_name(path.name + ZSTD_SUFFIX)
     tmp = path.with_name(f"{path.name}{ZSTD_SUFFIX}.{os.getpid()}.tmp")
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    cctx = zstandard.ZstdCompressor(compression_params=params)
     try:
         src = path.open("rb")
     except FileNotFoundError:
@@ -205,55 +228,51 @@ def compress_segment(path: Path, *, fsync: bool = False) -> Path:
 
 
 class Compressor:
-    """Compresses one writer's closed segments in a child process, one batch at a time.
+    """Compresses one writer's closed segments in one long-lived child process, in the order closed.
 
     A child process, not a thread: a thread would share the writer's GIL (the fake ESP's event loop)
     and, in a Locust process, would be a greenlet once gevent has patched ``threading``, blocking the
-    load's hub while it compresses. The child (``python -m mailstorm.ledger.compress PATH...``) runs at
-    a lower priority and takes every segment closed since the previous one started; ``pump`` starts the
-    next batch once the child is done (the writer calls it at each rotation), ``wait`` drives it to the end.
+    load's hub while it compresses. The child (``python -m mailstorm.ledger.compress``, at a lower
+    priority) is started at the first segment closed and kept: each ``submit`` writes the segment's path
+    on its stdin, one line, so that a rotation costs the writer one small pipe write, not a process
+    start (~100 ms of CPU for Python and its imports, measured: at 1 MB segments that was most of what
+    rotation cost the fake ESP). ``wait`` tells it to finish and waits for it; a later ``submit`` starts
+    another. A writer killed outright closes the pipe with its death: the child compresses what it was
+    given and exits.
     """
 
-    def __init__(self, *, fsync: bool = False) -> None:
-        self._fsync = fsync
-        self.queued: list[Path] = []
+    def __init__(self, *, fsync: bool = False, fast: bool = False) -> None:
+        self._flags = [*(["--fsync"] if fsync else []), *(["--fast"] if fast else [])]
         self._child: subprocess.Popen[bytes] | None = None
-        self.batches = 0
+        self.children = 0  # started so far
 
     def submit(self, path: Path) -> None:
-        self.queued.append(path)
-        self.pump()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.queued) or (self._child is not None and self._child.poll() is None)
-
-    def pump(self) -> None:
-        """Start the next batch if there is one and no child is at work."""
-        if self._child is not None and self._child.poll() is None:
-            return
-        self._child = None
-        if not self.queued:
-            return
-        argv = [sys.executable, "-m", "mailstorm.ledger.compress", *(["--fsync"] if self._fsync else [])]
-        batch, self.queued = self.queued, []
-        self._child = subprocess.Popen(
-            [*argv, *map(str, batch)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-        )
-        self.batches += 1
+        line = os.fsencode(path) + b"\n"
+        if self._child is not None:
+            try:
+                os.write(self._child.stdin.fileno(), line)  # type: ignore[union-attr]
+                return
+            except OSError:  # the child is gone (killed): a new one takes this segment
+                self._child = None
+        argv = [sys.executable, "-m", "mailstorm.ledger.compress", *self._flags]
+        self._child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        self.children += 1
+        os.write(self._child.stdin.fileno(), line)  # type: ignore[union-attr]
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True once every segment submitted is compressed (or was tried); False: ``timeout`` passed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.busy:
-            self.pump()
-            if self._child is None:
-                continue
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            try:
-                self._child.wait(left)
-            except subprocess.TimeoutExpired:
-                return False
+        """Tell the child to finish; True once every segment submitted is compressed (or was tried),
+        False: ``timeout`` passed first (the child goes on alone)."""
+        child, self._child = self._child, None
+        if child is None:
+            return True
+        with contextlib.suppress(OSError):
+            # An empty line ends the child as its end of input would, even if a process forked from the
+            # writer holds the pipe open too.
+            os.write(child.stdin.fileno(), b"\n")  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):
+            child.stdin.close()  # type: ignore[union-attr]
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
         return True

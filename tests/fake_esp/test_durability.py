@@ -3,7 +3,7 @@
 - SIGKILL of the fake ESP during a load of at least 2,000 messages: every message a client saw 250 for
   has its esp.accepted record (records are written before the reply); also with small ledger segments
   (closed and compressed as the load runs): the open segment torn by the kill is read to its last
-  whole record.
+  whole record, and the closed ones are compressed at zstd level 1 (the fake ESP's policy).
 - 2 worker processes on one port (SO_REUSEPORT): both take connections and write their own ledger; the
   merged count equals what the clients sent; a fault added through the control API reaches both.
 """
@@ -14,6 +14,7 @@ import smtplib
 import threading
 import time
 
+import psutil
 import pytest
 
 from mailstorm.fake_esp.launch import EspProcess
@@ -59,6 +60,11 @@ def test_sigkill_loses_no_record_of_an_acknowledged_message(tmp_path, monkeypatc
         wait_until(lambda: len(acked) >= 2200, timeout=90, what="2,200 acknowledged messages")
         if segment is not None:  # the niced compressor child may lag on a busy machine: kill after its first
             wait_until(lambda: any(ledger.glob("*.jsonl.zst")), timeout=90, what="a compressed segment")
+            # Its one compressor child, at level 1 (SegmentPolicy.fast: the ESP's throughput is measured).
+            argv = [c.cmdline() for c in psutil.Process(esp.pid).children(recursive=True)]
+            assert [a[a.index("mailstorm.ledger.compress") :] for a in argv] == [
+                ["mailstorm.ledger.compress", "--fast"]
+            ]
         esp.kill()
     finally:
         stop.set()

@@ -12,7 +12,7 @@ import requests
 
 from mailstorm.correlation import body_token, tag_recipient
 from mailstorm.fake_esp.launch import EspProcess
-from mailstorm.ledger import Kind, LedgerReader
+from mailstorm.ledger import SHA_HEX_DIGITS, Kind, LedgerReader
 from mailstorm.ports import free_port
 
 
@@ -21,7 +21,8 @@ def body(headers: str) -> bytes:
 
 
 def test_accepted_record_fields_and_stored_bodies(tmp_path):
-    """The record carries id/mid/size/rcpts/sha/key; the body file is the exact bytes, named by hash."""
+    """The record carries id/mid/size/rcpts/sha/key (sha: the sha256's first 32 hex digits); the body file
+    is the exact bytes, named by the whole sha256, found from the record by its prefix."""
     bodies = tmp_path / "bodies"
     esp = EspProcess(
         tmp_path / "ledger", store_bodies=bodies, extra_args=["--correlation-header", "X-Trace"],
@@ -35,9 +36,12 @@ def test_accepted_record_fields_and_stored_bodies(tmp_path):
         s.sendmail("a@b.test", ["c@d.test"], untagged)
     first, second = LedgerReader(tmp_path / "ledger").merged([Kind.ESP_ACCEPTED])
     assert (first["id"], first["mid"], first["rcpts"], first["key"]) == ("run-7-1", "m1@x.test", 2, "alice")
-    assert first["sha"] == hashlib.sha256(tagged).hexdigest() and first["size"] == len(tagged)
+    digest = hashlib.sha256(tagged).hexdigest()
+    assert first["sha"] == digest[:SHA_HEX_DIGITS] == digest[:32] and first["size"] == len(tagged)
     assert (second["id"], second["mid"]) == ("m2@x.test", "m2@x.test")
-    assert (bodies / f"{first['sha']}.eml").read_bytes() == tagged
+    assert (bodies / f"{digest}.eml").read_bytes() == tagged
+    (stored,) = bodies.glob(f"{first['sha']}*.eml")
+    assert stored.read_bytes() == tagged
     assert len(list(bodies.iterdir())) == 2
 
 
