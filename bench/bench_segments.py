@@ -214,7 +214,8 @@ def throughput(work: Path, args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="small counts: check that everything runs")
-    p.add_argument("--messages", type=int, default=60_000)  # ~9 s a run here: the child starts once (~0.1 s CPU)
+    # ~9 s a run here: the compressor child starts once (~0.1 s CPU)
+    p.add_argument("--messages", type=int, default=60_000)
     p.add_argument("--sessions", type=int, default=16)
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--repeat", type=int, default=3)
