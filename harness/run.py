@@ -490,11 +490,6 @@ class Run:
             if isinstance(self._target, QueueSampler) and now >= next_queue:
                 next_queue = now + QUEUE_POLL_S
                 depth = self._target.queue_depth()
-                if depth == 0:
-                    # A listing can miss a message the SUT moves between queues while it reads them
-                    # (Postfix's showq reads active before deferred; a retry moves deferred -> active):
-                    # an empty one is read twice.
-                    depth = self._target.queue_depth()
                 idle = time.time_ns() - self.stats.last_delivery_ns > QUEUE_POLL_S * 1e9
                 # An empty queue on EMPTY_POLLS polls in a row, with nothing reaching the ESP meanwhile:
                 # the SUT holds nothing more, whatever the ledgers still miss will not come.

@@ -225,8 +225,11 @@ class PostfixTarget:
         return self.master_pid() is not None
 
     def queue_depth(self) -> int | None:
-        """Messages in the instance's queues (incoming, active, deferred, hold); None when unreadable."""
+        """Messages in the instance's queues (incoming, active, deferred, hold); None when unreadable. An
+        empty listing is read again (``_queue_ids`` says why): the drain ends on an empty queue."""
         queue = self._postqueue()
+        if queue == []:
+            queue = self._postqueue()
         return None if queue is None else len(queue)
 
     def held_ids(self) -> HeldQueue | None:
@@ -235,14 +238,24 @@ class PostfixTarget:
         yet). A queued message the maillog does not name is left out, and the listing is then not
         complete: it may be one of the run's under a new queue id (``postsuper -s`` renames the files
         a restore puts back), or not one of the run's at all; which, Postfix cannot say."""
-        queue = self._postqueue()
-        if queue is None:
+        qids = self._queue_ids()
+        if qids is None:
             return None
-        qids = [entry["queue_id"] for entry in queue if isinstance(entry.get("queue_id"), str)]
         known = self._follower.ids() if self._follower is not None else {}
         if any(q not in known for q in qids):
             known = {**correlation_ids(self.maillog), **known}
         return HeldQueue({known[q]: q for q in qids if q in known}, complete=all(q in known for q in qids))
+
+    def _queue_ids(self) -> list[str] | None:
+        """The queue ids of two listings in a row, merged. One listing can miss a message: showq reads
+        incoming, then active, then deferred, so a message a queue run moves deferred -> active, or that
+        qmgr puts back active -> incoming (a file its delivery agent still holds locked), while showq
+        reads is in none of them; the second listing finds it where it went."""
+        first, second = self._postqueue(), self._postqueue()
+        if first is None or second is None:
+            return None
+        qids = (entry.get("queue_id") for entry in (*first, *second))
+        return list(dict.fromkeys(q for q in qids if isinstance(q, str)))
 
     def _postqueue(self) -> list[dict[str, Any]] | None:
         """``postqueue -j``: one JSON object per queued message; None when it cannot be read."""
