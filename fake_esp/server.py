@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import importlib
 import itertools
@@ -117,7 +118,7 @@ def install_faults(engine: Engine, spec: EspSpec) -> None:
 async def start_worker(spec: EspSpec, worker: int, engine: Engine, tls: TlsMaterial | None = None) -> Worker:
     # Closed segments compressed at zstd level 1: the optimal parser would take ~10% of this process's
     # CPU at full rate and keep its lines only 5% smaller (mailstorm.ledger.segments).
-    fast = SegmentPolicy.from_env(fast=True)
+    fast = dataclasses.replace(SegmentPolicy.from_env(), fast=True)
     ledger = LedgerWriter(spec.ledger or DEFAULT_LEDGER, ledger_source(spec.name, worker), policy=fast)
     ctx = WorkerContext(spec, worker, engine, Counters(), ledger, tls=contexts(tls) if tls else None)
     ctx.messages = MessageStore(worker, spec.keep_messages)
@@ -218,9 +219,6 @@ def _run(coro) -> Any:
         factory = uvloop.new_event_loop
     except ImportError:  # uvloop is optional (not on Windows): asyncio's loop is ~25% slower
         factory = None
-    # Everything imported so far lives as long as the process: move it out of the cyclic GC's sight,
-    # so the collections the per-message garbage triggers do not rescan pydantic, aiohttp, ...
-    gc.freeze()
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
 
@@ -276,8 +274,9 @@ async def _serve_single(spec: EspSpec, tls: TlsMaterial | None) -> int:
         await worker.close()
         raise
     log.info("fake ESP: SMTP %s:%s, control %s:%s", spec.bind, spec.smtp_port, spec.bind, spec.control_port)
-    # As _run, once started: what the ESP started with too (its faults and their indexes, the listeners,
-    # the control API), which the collections would otherwise rescan (~700 instructions per message).
+    # What the process started with lives as long as it: its imports (pydantic, aiohttp...), its faults
+    # and their indexes, the listeners, the control API. Out of the cyclic GC's sight, so the collections
+    # the per-message garbage triggers do not rescan them (~700 instructions per message).
     gc.freeze()
     await stop.wait()
     await runner.cleanup()
@@ -386,7 +385,7 @@ async def _serve_worker(
     engine.on_end.append(ended)
     loop.add_reader(conn.fileno(), on_message)
     conn.send(("ready", index, None))
-    gc.freeze()  # as _serve_single: the worker's listeners too
+    gc.freeze()  # as _serve_single, once started
     await stop.wait()
     await worker.close()
 

@@ -100,11 +100,9 @@ class SegmentPolicy:
     fast: bool = False  # compress at zstd level 1 (ZSTD_FAST), not with the optimal parser: the fake ESP
 
     @classmethod
-    def from_env(
-        cls, env: dict[str, str] | os._Environ[str] = os.environ, *, fast: bool = False
-    ) -> SegmentPolicy:
-        """The policy the environment sets (unset variables: the defaults), ``fast`` as given; a bad
-        value is a ``UserError`` naming the variable."""
+    def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> SegmentPolicy:
+        """The policy the environment sets (unset variables: the defaults); a bad value is a
+        ``UserError`` naming the variable."""
         try:
             size = env.get(SEGMENT_ENV)
             max_bytes = DEFAULT_SEGMENT_BYTES if size is None else parse_size(size)
@@ -117,7 +115,7 @@ class SegmentPolicy:
         compress = env.get(COMPRESS_ENV, "zstd").strip().lower()
         if compress not in ("zstd", "none"):
             raise UserError(f"ledger segments: {COMPRESS_ENV}={compress!r}: use zstd or none")
-        return cls(max_bytes=max_bytes, max_age_s=max_age_s, compress=compress == "zstd", fast=fast)
+        return cls(max_bytes=max_bytes, max_age_s=max_age_s, compress=compress == "zstd")
 
 
 def source_of(path: Path) -> str:
