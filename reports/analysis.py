@@ -6,6 +6,10 @@ Reads ``slo.json`` (``SloSpec``; ``SloSpec()`` when absent), ``run.json`` (``mai
 max_lag_s and correlation, for the load and correlation checks) and ``ledger/*.jsonl``, and assembles
 ``Analysis``: the figures as one JSON-ready dict (``figures``, the shape of ``report.json``) plus the arrays
 the plots use.
+
+The ledgers are read into a ``Store`` (reports/store.py: DuckDB, memory bounded by its limit, not by the
+run) and every section computes from it with aggregates; what Python holds is bounded by the run's
+seconds, windows and steps, never a row per message.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
-from mailstorm.ledger import Probe, Record, RunAborted, RunPhase, RunStarted
+from mailstorm.ledger import Probe, RunAborted, RunPhase, RunStarted
 from mailstorm.reports.alerts import alert_report, judge_alerts
 from mailstorm.reports.analytics import Analytics, judge_analytics
 from mailstorm.reports.analytics import analyze as analyze_analytics
@@ -30,8 +34,7 @@ from mailstorm.reports.campaign import analyze as analyze_campaigns
 from mailstorm.reports.capacity import Capacity, capacity, step_windows
 from mailstorm.reports.effects import effects
 from mailstorm.reports.failover import failover
-from mailstorm.reports.fate import NEVER, Messages, classify
-from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.fate import NEVER, OUTCOMES, REJECTED, UNACKED_SQL
 from mailstorm.reports.loadcheck import LoadCheck, check_load
 from mailstorm.reports.pool import pool_figures
 from mailstorm.reports.recovery import Recovery, fault_windows, recoveries
@@ -39,11 +42,14 @@ from mailstorm.reports.series import Series, build_series, start_ns
 from mailstorm.reports.sizing import Sizing, size
 from mailstorm.reports.slo import SloResult, judge
 from mailstorm.reports.spec import AlertMatchSpec, ReportSpec, SloSpec
+from mailstorm.reports.store import Store, open_run
 from mailstorm.runinfo import EspLimits, RunInfo, load_run_info
 
 SCHEMA_VERSION = 1
 _NS = 1_000_000_000
-PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99_9": 99.9}
+CURVE = np.linspace(0, 1, 2001)  # the latency distribution's quantiles the charts draw
+E2E = "esp_delivered - intended", f"esp_delivered != {NEVER}"  # ns, over the messages it is known for
+SUBMIT = "submit_ok_end - intended", f"submit_ok_end != {NEVER}"
 
 
 @dataclass
@@ -51,7 +57,9 @@ class Analysis:
     run_dir: Path
     slo: SloSpec
     report: ReportSpec
-    msgs: Messages
+    # The latency distribution at the quantiles CURVE, in ms: "end-to-end" (the ESP's delivery -
+    # intended send) and "submission" (end of the first successful attempt - intended); empty if none.
+    curves: dict[str, np.ndarray]
     series: Series
     recoveries: list[Recovery]
     capacity: Capacity | None
@@ -142,41 +150,51 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     slo = slo or load_slo(run_dir)
     info = load_run_info(run_dir)
     spec = report_spec(info, report)
-    cols = read_columns(ledger)
-    msgs = classify(cols)
+    with open_run(ledger) as store:
+        return _analyze(run_dir, store, slo, info, spec)
+
+
+def _analyze(run_dir: Path, store: Store, slo: SloSpec, info: RunInfo, spec: ReportSpec) -> Analysis:
+    timeline = store.timeline
     # The run's zero: the timeline's run.started, else run.json's started_ns, else the first intended send.
-    has_start = any(isinstance(r, RunStarted) for r in cols.timeline)
-    t0 = start_ns(cols, msgs) if has_start else info.started_ns or start_ns(cols, msgs)
-    series = build_series(cols, msgs, t0)
-    counts = msgs.counts()
-    e2e = percentiles(msgs.e2e_ms())
-    submit = percentiles(msgs.submit_ms())
+    has_start = any(isinstance(r, RunStarted) for r in timeline)
+    t0 = (start_ns(store) if has_start else info.started_ns or start_ns(store)) or 0
+    series = build_series(store, t0)
+    counts = outcome_counts(store)
+    e2e = _rounded(store.percentiles(*E2E, scale=1e6))
+    submit = _rounded(store.percentiles(*SUBMIT, scale=1e6))
 
-    load_start, load_end = _load_phase(cols.timeline, msgs, t0)
+    load_start, load_end = _load_phase(store, t0)
     load_s = max((load_end - load_start) / _NS, 1e-9)
-    in_load = (msgs.intended >= load_start) & (msgs.intended <= load_end)
-    # Deliveries that happened during the load phase: what the pipeline sustained while loaded (mail
-    # still draining afterwards was not delivered at that rate).
-    delivered_in_load = int(((msgs.first_esp >= load_start) & (msgs.first_esp <= load_end)).sum())
+    offered_in_load, delivered_in_load, got, attempts, amplification, rejected_at_stop = store.one(
+        f"""SELECT count(*) FILTER (WHERE intended BETWEEN {load_start} AND {load_end}),
+                   -- deliveries during the load phase: what the pipeline sustained while loaded (mail
+                   -- still draining afterwards was not delivered at that rate)
+                   count(*) FILTER (WHERE first_esp BETWEEN {load_start} AND {load_end}),
+                   count(*) FILTER (WHERE first_esp != {NEVER}),
+                   coalesce(sum(submit_attempts), 0),
+                   avg(esp_attempts) FILTER (WHERE esp_attempts > 0),
+                   count(*) FILTER (WHERE outcome = {REJECTED} AND stopped) FROM msg"""
+    )
+    amplification = 1.0 if amplification is None else float(amplification)
     throughput = round(delivered_in_load / load_s, 3) if counts["submitted"] else None
+    esp_unmatched = int(store.value("SELECT n FROM unmatched"))
 
-    windows = fault_windows(cols.timeline, t0, len(series))
-    recs = recoveries(windows, series, msgs, cols.timeline, slo)
-    for r, effect in zip(recs, effects(windows, recs, cols, t0, len(series)), strict=True):
+    windows = fault_windows(timeline, t0, len(series))
+    recs = recoveries(windows, series, store, slo)
+    for r, effect in zip(recs, effects(windows, recs, store, t0, len(series)), strict=True):
         r.no_effect, r.effect = effect.none, effect.as_dict()
     scenario = _scenario(run_dir)
     load_section = scenario.get("load")
     esp_rate = info.esp_limits.rate if info.esp_limits is not None else None
     correlations = _campaign_correlations(scenario)
-    campaigns = analyze_campaigns(run_dir, correlations, t0, len(series), windows, esp_rate)
+    campaigns = analyze_campaigns(run_dir, store, correlations, t0, len(series), windows, esp_rate)
     campaign_figures = [c.as_dict() for c in campaigns]
     steps = step_windows(load_section)
     spans = [(r.start_s, r.end_s + (r.time_to_recover_s if r.recovered else 1e12)) for r in recs]
-    load_check = check_load(cols, msgs, load_section, load_s)
+    load_check = check_load(store, load_section, load_s)
     by_sut = load_check.cause == "sut"
-    cap = capacity(steps, series, msgs, slo, faults=spans, drops_by_sut=by_sut) if steps else None
-    reached = msgs.esp_attempts > 0
-    amplification = float(msgs.esp_attempts[reached].mean()) if reached.any() else 1.0
+    cap = capacity(steps, series, store, slo, faults=spans, drops_by_sut=by_sut) if steps else None
     n_endpoints = info.endpoint_count
     sizing = None
     if spec.sizing is not None:
@@ -192,7 +210,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             esp_refusals=sum(int(a.sum()) for code, a in series.esp_replies.items() if code.startswith("4")),
         )
     correlation = (load_section or {}).get("correlation", "header")
-    aborted = next((r for r in cols.timeline if isinstance(r, RunAborted)), None)
+    aborted = next((r for r in timeline if isinstance(r, RunAborted)), None)
     results = judge(
         slo,
         counts=counts,
@@ -201,22 +219,21 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         throughput=throughput,
         planned=load_check.planned,
         dropped=load_check.dropped,
-        esp_unmatched=msgs.esp_unmatched,
+        esp_unmatched=esp_unmatched,
         correlation=correlation if isinstance(correlation, str) else "header",
         no_effect=[r.name for r in recs if r.no_effect],
         aborted=aborted,
         campaigns=campaign_figures,
     )
-    backups = restores(cols, msgs, recs, t0)
-    pool = pool_figures(ledger, cols, msgs, t0, len(series))
+    backups = restores(store, recs, t0)
+    pool = pool_figures(store, t0, len(series))
     results += judge_restores(slo, backups)
     match = _alert_match(run_dir)
-    alerts = alert_report(cols.timeline, recs, t0, match) if match is not None else None
+    alerts = alert_report(timeline, recs, t0, match) if match is not None else None
     results += judge_alerts(slo, alerts)
-    analytics = analyze_analytics(ledger, t0, windows, len(series))
+    analytics = analyze_analytics(store, t0, windows, len(series))
     results += judge_analytics(slo, analytics)
     reordered = int(series.reordered.sum())
-    got = int((msgs.first_esp != NEVER).sum())
     figures: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run": {
@@ -225,8 +242,8 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
             "seed": info.seed,
             "started_ns": t0,
             "dir": str(run_dir),
-            "ledger_files": cols.files,
-            "torn_lines": cols.torn_lines,
+            "ledger_files": len(store.paths),
+            "torn_lines": store.torn_lines,
             "endpoints": n_endpoints,
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -235,11 +252,11 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "outcomes": counts,
         "load": load_check.as_dict(),
         "details": {
-            "submit_attempts": int(msgs.submit_attempts.sum()),
+            "submit_attempts": int(attempts),
             "dropped_by_generator": load_check.dropped,
-            "esp_unacked": msgs.unacked,
-            "rejected_at_stop": msgs.rejected_at_stop,
-            "esp_unmatched": msgs.esp_unmatched,
+            "esp_unacked": int(store.value(UNACKED_SQL)),
+            "rejected_at_stop": int(rejected_at_stop),
+            "esp_unmatched": esp_unmatched,
             "esp_attempts_per_message": round(amplification, 4),
             "reordered": reordered,
             "reordered_pct": round(100.0 * reordered / got, 3) if got else 0.0,
@@ -248,7 +265,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "latency_ms": {"e2e": e2e, "submit": submit},
         "throughput": {
             "load_s": round(load_s, 3),
-            "offered_rate": round(int(in_load.sum()) / load_s, 3),
+            "offered_rate": round(offered_in_load / load_s, 3),
             "delivered_rate": throughput,
             "peak_backlog": int(series.backlog.max(initial=0)),
         },
@@ -264,19 +281,23 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
         "slo_settings": slo.model_dump(),
         "probes": [
             {"t_s": round((r.t - t0) / _NS, 3), "ok": r.ok, "name": r.name or r.url}
-            for r in cols.timeline
+            for r in timeline
             if isinstance(r, Probe)
         ],
         "series": {"t0_ns": t0, **series.as_dict()},
     }
     order = [e.name for e in info.esps if e.name] if info.esps else None
-    moved = failover(cols, t0, order)  # several ESPs only
+    moved = failover(store, t0, order)  # several ESPs only
     figures["failover"] = moved.as_dict() if moved is not None else None
+    curves = {
+        name: store.quantiles(f"({value}) / 1e6", where, CURVE)
+        for name, (value, where) in (("end-to-end", E2E), ("submission", SUBMIT))
+    }
     return Analysis(
         run_dir,
         slo,
         spec,
-        msgs,
+        curves,
         series,
         recs,
         cap,
@@ -289,17 +310,16 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
     )
 
 
-def percentiles(values_ms: np.ndarray) -> dict[str, float | int | None]:
-    """p50..p99.9, max, mean and count of a latency sample: exact nearest-rank values over every message
-    (no histogram needed at this scale); None when empty."""
-    if len(values_ms) == 0:
-        return {**dict.fromkeys(PERCENTILES), "max": None, "mean": None, "count": 0}
-    qs = np.percentile(values_ms, list(PERCENTILES.values()), method="inverted_cdf")
-    out: dict[str, float | int | None] = {k: round(float(q), 3) for k, q in zip(PERCENTILES, qs, strict=True)}
-    out["max"] = round(float(values_ms.max()), 3)
-    out["mean"] = round(float(values_ms.mean()), 3)
-    out["count"] = len(values_ms)
-    return out
+def outcome_counts(store: Store) -> dict[str, int]:
+    """``submitted`` and each outcome's count, as report.json's ``outcomes``."""
+    per = dict(store.rows("SELECT outcome, count(*) FROM msg GROUP BY outcome"))
+    counts = {"submitted": int(sum(per.values()))}
+    counts.update({name: int(per.get(i, 0)) for i, name in enumerate(OUTCOMES)})
+    return counts
+
+
+def _rounded(figures: dict[str, Any]) -> dict[str, float | int | None]:
+    return {k: v if k == "count" or v is None else round(float(v), 3) for k, v in figures.items()}
 
 
 def _esp_limits(profile: str | None, info: RunInfo) -> EspLimits | None:
@@ -320,18 +340,19 @@ def _aborted(rec: RunAborted | None) -> dict[str, Any] | None:
     return {name: getattr(rec, name) for name in fields}
 
 
-def _load_phase(timeline: list[Record], msgs: Messages, t0: int) -> tuple[int, int]:
+def _load_phase(store: Store, t0: int) -> tuple[int, int]:
     """The load phase: from run.phase "load" (its t0 field when given) to the next phase, else the span
     of intended send times."""
     start = end = None
-    for rec in timeline:
+    for rec in store.timeline:
         if not isinstance(rec, RunPhase):
             continue
         if rec.phase == "load" and start is None:
             start = rec.t0 or rec.t
         elif start is not None and end is None and rec.phase != "load":
             end = rec.t
-    if len(msgs.intended):
-        start = start if start is not None else int(msgs.intended.min())
-        end = end if end is not None else int(msgs.intended.max())
+    first, last = store.one("SELECT min(intended), max(intended) FROM msg")
+    if first is not None:
+        start = start if start is not None else int(first)
+        end = end if end is not None else int(last)
     return (start or t0), (end or t0)

@@ -1,6 +1,7 @@
 """One place decides a message's fate: the rules, an incremental form (the runner's live view and its
-drain) and the batch form (the reports). Both read the same facts from the same records and look the
-outcome up in the same table, so the console and every report agree by construction.
+drain) and the batch form (the reports, in SQL: DuckDB runs it over a run's ledgers, out of core). Both
+read the same facts from the same records and look the outcome up in the same table, so the console and
+every report agree by construction.
 
 A *message* is one correlation id (``X-Mailstorm-Id``) that appears in at least one ``load.submit``
 record; ``submitted`` counts those ids. The ledgers establish facts about each id:
@@ -51,23 +52,16 @@ SUT took it at the end of the first successful attempt or its ``sut.accepted``, 
 ESP's first acceptance; it left the SUT at the first acceptance or its bounce. ESP acceptances of ids
 never submitted (mail the SUT made up, or a missing load ledger) are ``esp_unmatched``, not outcomes.
 
-numpy is imported by the batch form only: the runner imports this module for its live view, and the
-runner never loads numpy.
+The runner imports this module for its live view: it imports nothing heavy (no numpy, no DuckDB).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mailstorm.ledger import Kind, Record
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from mailstorm.reports.ingest import Columns
 
 OUTCOMES = ("delivered", "duplicated", "bounced", "pending", "lost", "rejected", "uncorrelated")
 DELIVERED, DUPLICATED, BOUNCED, PENDING, LOST, REJECTED, UNCORRELATED = range(len(OUTCOMES))
@@ -273,176 +267,14 @@ class Fates:
         return {"submitted": self.submitted, **{name: per[i] for i, name in enumerate(OUTCOMES)}}
 
 
-@dataclass
-class Messages:
-    """The batch form's result: columns indexed by message (0..submitted-1), and the counts from them."""
-
-    outcome: np.ndarray  # int8, one of the outcome constants above
-    intended: np.ndarray  # ns
-    sut_in: np.ndarray  # ns when the SUT took it (NEVER if it never did)
-    first_esp: np.ndarray  # ns of the first ESP acceptance (NEVER if none)
-    # ns the ESP delivered it: its first esp.delivered (a message it held in its backlog), else its
-    # first acceptance (an ESP that holds nothing delivers what it accepts); NEVER if none, or if it is
-    # still in the ESP's backlog
-    esp_delivered: np.ndarray
-    left_at: np.ndarray  # ns when it left the SUT for good: first acceptance or bounce (NEVER if not)
-    submit_ok_end: np.ndarray  # ns of the first successful submission's end (NEVER if none)
-    first_start: np.ndarray  # ns when the generator actually began the first attempt
-    submit_attempts: np.ndarray  # load.submit records per message
-    esp_attempts: np.ndarray  # ESP records carrying its id (acceptances + replies): retry amplification
-    unacked: int  # esp.accepted records with acked=false
-    rejected_at_stop: int  # rejected messages with an attempt the generator abandoned when it stopped
-    esp_unmatched: int  # ESP acceptances of ids never submitted
-
-    def counts(self) -> dict[str, int]:
-        import numpy as np
-
-        per = np.bincount(self.outcome, minlength=len(OUTCOMES))
-        out = {"submitted": len(self.outcome)}
-        out.update({name: int(per[i]) for i, name in enumerate(OUTCOMES)})
-        return out
-
-    def e2e_ms(self) -> np.ndarray:
-        """End-to-end latency of every message that reached the ESP: the ESP's delivery (its first
-        acceptance, or its esp.delivered when the ESP held it) - intended send time (from the intended
-        time: a busy generator's lateness counts against the pipeline)."""
-        got = self.esp_delivered != NEVER
-        return (self.esp_delivered[got] - self.intended[got]) / 1e6
-
-    def submit_ms(self) -> np.ndarray:
-        """Submission latency: end of the first successful attempt - intended send time."""
-        got = self.submit_ok_end != NEVER
-        return (self.submit_ok_end[got] - self.intended[got]) / 1e6
-
-
-def classify(cols: Columns) -> Messages:
-    """The batch form: every submitted message's facts, outcome and times, vectorised over the columns."""
-    import numpy as np
-
-    sub = cols.table(Kind.LOAD_SUBMIT)
-    # Dense message index for every interned id that was submitted.
-    msg_of = np.full(len(cols.ids) + 1, -1, dtype=np.int64)  # +1: index -1 (no id) maps to -1
-    seen = np.zeros(len(cols.ids), dtype=bool)  # ids are dense integers: a mask beats a sort
-    seen[sub["id"][sub["id"] >= 0]] = True
-    uniq = np.flatnonzero(seen)
-    n = len(uniq)
-    msg_of[uniq] = np.arange(n)
-
-    def per_message(table_kind: str) -> tuple[np.ndarray, np.ndarray]:
-        table = cols.table(table_kind)
-        m = msg_of[table["id"]] if len(table) else np.zeros(0, dtype=np.int64)
-        return m, m >= 0
-
-    def flag(table_kind: str, where: np.ndarray | None = None) -> np.ndarray:
-        m, k = per_message(table_kind)
-        out = np.zeros(n, dtype=bool)
-        out[m[k if where is None else k & where]] = True
-        return out
-
-    def code_in(table_kind: str, low: int) -> np.ndarray:
-        code = cols.table(table_kind)["code"]
-        return (code >= low) & (code < low + 100)
-
-    sm, sk = per_message(Kind.LOAD_SUBMIT)
-    intended = np.full(n, NEVER, dtype=np.int64)
-    # A writer that leaves out intended/start/end (0 once ingested) falls back on what it did record.
-    end_t = np.where(sub["end"] > 0, sub["end"], sub["t"])
-    start_t = np.where(sub["start"] > 0, sub["start"], end_t)
-    intended_t = np.where(sub["intended"] > 0, sub["intended"], start_t)
-    np.minimum.at(intended, sm[sk], intended_t[sk])
-    submit_attempts = np.bincount(sm[sk], minlength=n)
-    first_start = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(first_start, sm[sk], start_t[sk])
-    ok = sk & sub["ok"]
-    submit_ok_end = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(submit_ok_end, sm[ok], end_t[ok])
-
-    sut_in = submit_ok_end.copy()
-    am, ak = per_message(Kind.SUT_ACCEPTED)
-    np.minimum.at(sut_in, am[ak], cols.table(Kind.SUT_ACCEPTED)["t"][ak])
-
-    esp = cols.table(Kind.ESP_ACCEPTED)
-    em, ek = per_message(Kind.ESP_ACCEPTED)
-    esp_count = np.bincount(em[ek], minlength=n)
-    first_esp = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(first_esp, em[ek], esp["t"][ek])
-    held_until = np.full(n, NEVER, dtype=np.int64)
-    dm, dk = per_message(Kind.ESP_DELIVERED)
-    np.minimum.at(held_until, dm[dk], cols.table(Kind.ESP_DELIVERED)["t"][dk])
-    held_at_esp = flag(Kind.ESP_ACCEPTED, esp["held"])
-    # Delivered when it left the ESP's backlog; one still in it is not delivered (yet).
-    esp_delivered = np.where(held_until != NEVER, held_until, np.where(held_at_esp, NEVER, first_esp))
-
-    rep = cols.table(Kind.ESP_REPLIED)
-    rm, rk = per_message(Kind.ESP_REPLIED)
-    esp_attempts = esp_count + np.bincount(rm[rk], minlength=n)
-    hard = rk & code_in(Kind.ESP_REPLIED, 500)
-    bounce_at = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(bounce_at, rm[hard], rep["t"][hard])
-    bm, bk = per_message(Kind.SUT_BOUNCED)
-    np.minimum.at(bounce_at, bm[bk], cols.table(Kind.SUT_BOUNCED)["t"][bk])
-
-    # The facts, as the incremental form's record_facts sets them, then the same table. (int16 and masks:
-    # at a million messages every int64 temporary is 8 MB more at the reports' peak.)
-    state = np.full(n, SUBMITTED, dtype=np.int16)
-    state[sut_in != NEVER] |= TOOK
-    state[esp_count >= 1] |= ESP_ONCE
-    state[esp_count >= 2] |= ESP_AGAIN
-    state[held_at_esp] |= ESP_HELD
-    state[held_until != NEVER] |= ESP_OUT
-    state[bounce_at != NEVER] |= REFUSED
-    state[flag(Kind.SUT_DEFERRED)] |= DEFERRED
-    state[flag(Kind.SUT_RELAYED, code_in(Kind.SUT_RELAYED, 200))] |= RELAYED
-    state[flag(Kind.SUT_HELD)] |= HELD
-    listed = cols.table(Kind.SUT_LISTED)
-    if len(listed) and listed["complete"].any():
-        state |= LISTED
-    stopped = flag(Kind.LOAD_SUBMIT, sub["phase"])
-    state[stopped] |= STOPPED
-    outcome = np.asarray(OUTCOME_OF, dtype=np.int8)[state]
-    esp_unmatched = int((~ek).sum())
-    mark_uncorrelated(outcome, sut_in, esp_unmatched)
-
-    left_at = np.where(first_esp != NEVER, first_esp, np.where(outcome == BOUNCED, bounce_at, NEVER))
-    # A message the ESP saw before the sender heard back (timeout after DATA) was in the SUT no later.
-    sut_in = np.minimum(sut_in, left_at)
-    return Messages(
-        outcome=outcome,
-        intended=intended,
-        sut_in=sut_in,
-        first_esp=first_esp,
-        esp_delivered=esp_delivered,
-        left_at=left_at,
-        submit_ok_end=submit_ok_end,
-        first_start=first_start,
-        submit_attempts=submit_attempts,
-        esp_attempts=esp_attempts,
-        unacked=int((~esp["acked"]).sum()),
-        rejected_at_stop=int(((outcome == REJECTED) & stopped).sum()),
-        esp_unmatched=esp_unmatched,
-    )
-
-
-def mark_uncorrelated(outcome: np.ndarray, sut_in: np.ndarray, esp_unmatched: int) -> None:
-    """Of the messages that would be ``lost``, as many as the ESP accepted mail with ids never submitted
-    become ``uncorrelated`` (in place): the earliest the SUT took, as a FIFO pipeline sends them."""
-    import numpy as np
-
-    if esp_unmatched <= 0:
-        return
-    lost = np.flatnonzero(outcome == LOST)
-    if len(lost) > esp_unmatched:
-        lost = lost[np.argsort(sut_in[lost], kind="stable")[:esp_unmatched]]
-    outcome[lost] = UNCORRELATED
-
-
-# -- The batch form in SQL (mailstorm.reports.engine runs it in DuckDB, out of core, for large runs) --------
-# The same facts from the same records as ``classify`` and the same OUTCOME_OF table: tests/reports/
-# test_fate_sql.py proves both give every message the same outcome. It reads a relation ``rec`` with one
-# row per ledger line of the kinds below (columns k, t, id, intended, start, "end", ok, code, phase, acked,
-# held, campaign, complete; NULL where a line lacks the field) and leaves a table ``msg``, one row per
-# submitted message, with classify's columns (NEVER for "no such time") and ``outcome`` (UNCORRELATED
-# applied), and a table ``unmatched`` whose one value ``n`` is esp_unmatched.
+# -- The batch form, in SQL (mailstorm.reports.store runs it in DuckDB over a run's ledgers) -----------------
+# The same facts from the same records as ``record_facts`` and the same OUTCOME_OF table: tests/reports/
+# test_fate*.py prove it gives every message the incremental form's outcome (and the numpy oracle's,
+# tests/reports/oracle.py). It reads a relation ``rec`` with one row per ledger line (columns k, t, id,
+# intended, start, "end", ok, code, phase, acked, held, campaign, complete; NULL where a line lacks the
+# field) and leaves a table ``msg``, one row per submitted message, with its times (NEVER for "no such
+# time") and ``outcome`` (UNCORRELATED applied), and a table ``unmatched`` whose one value ``n`` is
+# esp_unmatched.
 
 SQL_KINDS = tuple(
     str(k)

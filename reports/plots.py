@@ -14,7 +14,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
-from mailstorm.reports.analysis import Analysis
+from mailstorm.reports.analysis import CURVE, Analysis
 from mailstorm.reports.capacity import usl
 
 _INK = "#1f2937"
@@ -152,18 +152,13 @@ def timeline(a: Analysis) -> Figure:
 @_styled
 def latency_cdf(a: Analysis) -> Figure | None:
     """Cumulative distribution of end-to-end and submission latency (log x)."""
-    e2e, sub = a.msgs.e2e_ms(), a.msgs.submit_ms()
-    if len(e2e) == 0 and len(sub) == 0:
+    if not any(len(v) for v in a.curves.values()):
         return None
     fig = Figure(figsize=(10, 3.6), layout="tight")
     ax = fig.subplots()
-    q = np.linspace(0, 1, 2001)
-    for name, values, color in (
-        ("end-to-end", e2e, _COLORS["delivered"]),
-        ("submission", sub, _COLORS["accepted"]),
-    ):
-        if len(values):
-            ax.plot(np.maximum(np.quantile(values, q), 1e-3), q * 100, color=color, lw=1.6, label=name)
+    for name, color in (("end-to-end", _COLORS["delivered"]), ("submission", _COLORS["accepted"])):
+        if len(values := a.curves[name]):
+            ax.plot(np.maximum(values, 1e-3), CURVE * 100, color=color, lw=1.6, label=name)
     for p in (50, 95, 99):
         ax.axhline(p, color="#9ca3af", lw=0.6, ls=":")
         ax.annotate(f"p{p}", xy=(1.0, p), xycoords=("axes fraction", "data"), fontsize=7, color="#6b7280")

@@ -8,6 +8,9 @@ first successful submission, delivered by the first ESP acceptance, replies by t
 delivered or bounced). ``reordered[i]`` counts deliveries in second ``i`` of a message intended earlier
 than one already delivered (an inversion of the offered order). Latency percentiles per second are
 over the messages first delivered in that second.
+
+Computed in DuckDB from a ``Store`` (reports/store.py): Python holds one value per second, never one per
+message.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mailstorm.ledger import Kind, RunStarted
-from mailstorm.reports.fate import NEVER, Messages
-from mailstorm.reports.ingest import Columns
+from mailstorm.reports.fate import NEVER
+from mailstorm.reports.store import Store
 
 _NS = 1_000_000_000
 MAX_SECONDS = 7 * 86_400  # a guard against a stray timestamp stretching the series to years
@@ -62,74 +65,75 @@ class Series:
         return out
 
 
-def start_ns(cols: Columns, msgs: Messages) -> int:
-    for rec in cols.timeline:
+def start_ns(store: Store) -> int | None:
+    """The run's zero as the ledgers have it: ``run.started``, else the earliest intended send (None:
+    neither)."""
+    for rec in store.timeline:
         if isinstance(rec, RunStarted):
             return rec.t
-    return int(msgs.intended.min()) if len(msgs.intended) else 0
+    first = store.value("SELECT min(intended) FROM msg")
+    return None if first is None else int(first)
 
 
-def build_series(cols: Columns, msgs: Messages, t0_ns: int) -> Series:
-    """Bin every event of the run into seconds from ``t0_ns``."""
-    ends = [msgs.intended, msgs.sut_in, msgs.left_at]
-    esp_t = cols.table(Kind.ESP_ACCEPTED)["t"]
-    rep = cols.table(Kind.ESP_REPLIED)
-    arrays = [*ends, esp_t, rep["t"]]
-    last = max((int(a[a != NEVER].max()) for a in arrays if (a != NEVER).any()), default=t0_ns)
-    length = int(min((last - t0_ns) // _NS + 1, MAX_SECONDS))
-    length = max(length, 1)
+def build_series(store: Store, t0: int) -> Series:
+    """Bin every event of the run into seconds from ``t0``."""
+    last = store.value(
+        f"""SELECT max(x) FROM (
+              SELECT greatest(intended, CASE WHEN sut_in != {NEVER} THEN sut_in END,
+                              CASE WHEN left_at != {NEVER} THEN left_at END) AS x FROM msg
+              UNION ALL SELECT max(t) FROM rec WHERE k IN ('{Kind.ESP_ACCEPTED}', '{Kind.ESP_REPLIED}')
+                  AND NOT (k = '{Kind.ESP_ACCEPTED}' AND campaign IS NOT NULL))"""
+    )
+    last = t0 if last is None else int(last)
+    n = max(int(min((last - t0) // _NS + 1, MAX_SECONDS)), 1)
 
-    def sec(t: np.ndarray) -> np.ndarray:
-        s = (t[t != NEVER] - t0_ns) // _NS
-        return s[(s >= 0) & (s < length)]
+    def count(col: str, where: str = "true", table: str = "msg") -> np.ndarray:
+        return store.per_second(f"SELECT {col} AS t FROM {table} WHERE {where}", t0, n)
 
-    def count(t: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        if weights is None:
-            return np.bincount(sec(t), minlength=length)[:length]
-        keep = t != NEVER
-        s = (t[keep] - t0_ns) // _NS
-        w = weights[keep]
-        inside = (s >= 0) & (s < length)
-        return np.bincount(s[inside], weights=w[inside], minlength=length)[:length].astype(np.int64)
-
-    drop = cols.table(Kind.LOAD_DROPPED)
-    dropped = count(drop["intended"], drop["count"]) if len(drop) else np.zeros(length, dtype=np.int64)
-    offered = count(msgs.intended) + dropped
-    delivered = count(msgs.first_esp)
+    esp = f"k = '{Kind.ESP_ACCEPTED}' AND campaign IS NULL"
+    rep = f"k = '{Kind.ESP_REPLIED}'"
+    dropped = store.per_second(
+        f"""SELECT coalesce(intended, 0) AS t, coalesce("count", 0) AS c FROM rec
+            WHERE k = '{Kind.LOAD_DROPPED}'""",
+        t0,
+        n,
+        weight="c",
+    )
     replies = {}
-    for code in np.unique(rep["code"]):
-        replies["cut" if code < 0 else str(int(code))] = count(rep["t"][rep["code"] == code])
-    esp_accepted = count(esp_t)
-    took = msgs.sut_in != NEVER
-    backlog = np.cumsum(count(msgs.sut_in[took])) - np.cumsum(count(msgs.left_at[took]))
-
-    # Reordering: deliveries (in delivery order; at one instant, by intended time: an order the ledgers'
-    # file order cannot change) whose intended time is below the running maximum.
-    got = np.flatnonzero(msgs.first_esp != NEVER)
-    order = got[np.lexsort((msgs.intended[got], msgs.first_esp[got]))]
-    intended_in_order = msgs.intended[order]
-    running = np.maximum.accumulate(intended_in_order)
-    inversions = np.zeros(len(order), dtype=bool)
-    inversions[1:] = intended_in_order[1:] < running[:-1]
-    reordered = count(msgs.first_esp[order][inversions])
-
-    p50, p95, p99 = _per_second_percentiles(msgs, order, t0_ns, length)
-    q = cols.table(Kind.SUT_QUEUE)
+    for (code,) in store.rows(f"SELECT DISTINCT coalesce(code, -1) AS c FROM rec WHERE {rep} ORDER BY c"):
+        replies["cut" if code < 0 else str(int(code))] = count(
+            "t", f"{rep} AND coalesce(code, -1) = {code}", "rec"
+        )
+    esp_accepted = count("t", esp, "rec")
+    took = f"sut_in != {NEVER}"
+    backlog = np.cumsum(count("sut_in", took)) - np.cumsum(count("left_at", took))
+    # Reordering: deliveries in delivery order (ties by intended time) intended before one delivered earlier.
+    reordered = count(
+        "first_esp",
+        "inverted",
+        f"""(SELECT first_esp, intended < max(intended) OVER (ORDER BY first_esp, intended
+                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS inverted
+            FROM msg WHERE first_esp != {NEVER})""",
+    )
+    p50, p95, p99 = _per_second_percentiles(store, t0, n)
     depth = None
-    if len(q):
-        s = (q["t"] - t0_ns) // _NS
-        inside = (s >= 0) & (s < length)
-        depth = np.full(length, np.nan)
-        depth[s[inside]] = q["depth"][inside]  # later samples overwrite earlier ones in the same second
+    if store.value(f"SELECT count(*) FROM rec WHERE k = '{Kind.SUT_QUEUE}'"):
+        depth = np.full(n, np.nan)
+        # The last sample of each second (a later one overwrites an earlier one).
+        got = store.numpy(
+            f"""SELECT s, arg_max(coalesce(depth, 0), t) AS d FROM (SELECT (t - {t0}) // {_NS} AS s, depth, t
+                FROM rec WHERE k = '{Kind.SUT_QUEUE}' AND t >= {t0}) WHERE s < {n} GROUP BY s"""
+        )
+        depth[got["s"].astype(np.int64)] = got["d"]
     return Series(
-        t0_ns=t0_ns,
-        offered=offered,
+        t0_ns=t0,
+        offered=count("intended") + dropped,
         dropped=dropped,
-        sut_accepted=count(msgs.sut_in),
-        delivered=delivered,
+        sut_accepted=count("sut_in"),
+        delivered=count("first_esp"),
         esp_accepted=esp_accepted,
         esp_replies=replies,
-        esp_attempts=esp_accepted + count(rep["t"]),
+        esp_attempts=esp_accepted + count("t", rep, "rec"),
         backlog=np.maximum(backlog, 0),
         reordered=reordered,
         p50_ms=p50,
@@ -139,27 +143,20 @@ def build_series(cols: Columns, msgs: Messages, t0_ns: int) -> Series:
     )
 
 
-def _per_second_percentiles(
-    msgs: Messages, order: np.ndarray, t0_ns: int, length: int
-) -> tuple[np.ndarray, ...]:
-    """Nearest-rank p50/p95/p99 of end-to-end latency per delivery second, vectorised."""
-    if len(order) == 0:
-        return tuple(np.full(length, np.nan) for _ in range(3))
-    s = (msgs.first_esp[order] - t0_ns) // _NS
-    lat = (msgs.first_esp[order] - msgs.intended[order]) / 1e6
-    inside = (s >= 0) & (s < length)
-    s, lat = s[inside], lat[inside]
-    # One float sort instead of a lexsort: the second, plus the latency scaled into [0, 1).
-    frac = (lat - lat.min()) / (float(np.ptp(lat)) + 1.0) if len(lat) else lat
-    srt = np.argsort(s + frac, kind="stable")
-    s, lat = s[srt], lat[srt]
-    n_per = np.bincount(s, minlength=length)[:length]
-    starts = np.concatenate(([0], np.cumsum(n_per)[:-1]))
-    out = []
-    for q in (0.50, 0.95, 0.99):
-        res = np.full(length, np.nan)
-        has = n_per > 0
-        rank = np.ceil(q * n_per[has]).astype(np.int64) - 1
-        res[has] = lat[starts[has] + np.maximum(rank, 0)]
-        out.append(res)
-    return tuple(out)
+def _per_second_percentiles(store: Store, t0: int, n: int) -> tuple[np.ndarray, ...]:
+    """Nearest-rank p50/p95/p99 of end-to-end latency (first acceptance - intended) per delivery second."""
+    got = store.numpy(
+        f"""WITH d AS (SELECT (first_esp - {t0}) // {_NS} AS s, (first_esp - intended) / 1e6 AS lat
+                       FROM msg WHERE first_esp != {NEVER} AND first_esp >= {t0}),
+            r AS (SELECT s, lat, row_number() OVER (PARTITION BY s ORDER BY lat) AS i,
+                         count(*) OVER (PARTITION BY s) AS n FROM d WHERE s < {n})
+            SELECT s, i, n, lat FROM r
+            WHERE i IN (greatest(ceil(0.5 * n), 1), greatest(ceil(0.95 * n), 1),
+                        greatest(ceil(0.99 * n), 1))"""
+    )
+    out = tuple(np.full(n, np.nan) for _ in range(3))
+    s, i, cnt, lat = (got[c] for c in ("s", "i", "n", "lat"))
+    for arr, q in zip(out, (0.50, 0.95, 0.99), strict=True):
+        pick = i == np.maximum(np.ceil(q * cnt), 1)
+        arr[s[pick].astype(np.int64)] = lat[pick]
+    return out

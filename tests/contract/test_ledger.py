@@ -25,8 +25,8 @@ from mailstorm.ledger import (
     field_types,
 )
 from mailstorm.reports.analysis import analyze
-from mailstorm.reports.ingest import read_columns
 from tests.records import loose
+from tests.reports.oracle import read_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS_PY = ROOT / "mailstorm" / "ledger" / "records.py"

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from mailstorm.ledger import Kind, LedgerReader
-from mailstorm.reports.fate import Fates, classify
-from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.fate import Fates
 from tests.harness.sut_support import ROOT, console_outcomes, report_md_outcomes, run_cli, without_load
+from tests.reports.fate_forms import sql_counts
 
 # The reference pipeline run as a plain process whose own ledger is kept out of the run's: to the run it
 # is a SUT without a ledger, so only the ESP's records say what became of a message after the SUT took it.
@@ -63,7 +63,7 @@ def batch_and_live(run_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
     ledger = run_dir / "ledger"
     fates = Fates()
     fates.feed_all(LedgerReader(ledger).records())
-    return classify(read_columns(ledger)).counts(), fates.counts()
+    return sql_counts(ledger), fates.counts()
 
 
 def test_live_summary_equals_report_md_with_retries_and_esp_5xx(tmp_path):

@@ -21,9 +21,8 @@ from mailstorm.harness.run import derive_seed, make_run_dir
 from mailstorm.harness.scenario import EspSection, ProbeSpec
 from mailstorm.harness.timeline import Timeline
 from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, Record, encode_line
-from mailstorm.reports.fate import classify
-from mailstorm.reports.ingest import read_columns
 from tests.records import accepted, bounced, loose, submit
+from tests.reports.fate_forms import sql_counts
 
 
 def test_tail_returns_only_new_records_and_waits_for_a_line_to_end(tmp_path):
@@ -55,7 +54,7 @@ def test_tail_final_poll_reads_a_last_line_without_newline_as_the_reports_do(tmp
     stats.feed(tail.poll())
     assert stats.offered == 1
     stats.feed(tail.poll(final=True))
-    assert stats.fates.counts() == classify(read_columns(tmp_path)).counts()
+    assert stats.fates.counts() == sql_counts(tmp_path)
     assert (stats.offered, stats.delivered, stats.backlog) == (2, 1, 1)
 
 

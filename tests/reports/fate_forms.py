@@ -1,17 +1,16 @@
-"""Both batch forms of the fate rules over one ledger directory: numpy (``fate.classify``) and SQL
-(``fate.MESSAGES_SQL`` in DuckDB, as ``mailstorm.reports.engine`` runs it), each message's outcome by id."""
+"""The fate rules' batch form (``fate.MESSAGES_SQL`` in DuckDB, as ``mailstorm.reports.store`` runs it) and
+the numpy oracle's (tests/reports/oracle.py) over one ledger directory, each message's outcome by id."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mailstorm.ledger import Kind, segments
-from mailstorm.reports.engine import connect, load
-from mailstorm.reports.fate import MESSAGES_SQL, OUTCOMES, classify
-from mailstorm.reports.ingest import read_columns
+from mailstorm.ledger import Kind
+from mailstorm.reports.fate import OUTCOMES
+from mailstorm.reports.store import open_run
+from tests.reports.oracle import classify, read_columns
 
 
 def numpy_fates(ledger: Path) -> dict[str, str]:
@@ -22,16 +21,18 @@ def numpy_fates(ledger: Path) -> dict[str, str]:
 
 
 def sql_fates(ledger: Path) -> dict[str, str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        con = connect(Path(tmp))
-        try:
-            load(con, segments(ledger))
-            con.execute(MESSAGES_SQL)
-            return {mid: OUTCOMES[o] for mid, o in con.execute("SELECT id, outcome FROM msg").fetchall()}
-        finally:
-            con.close()
+    with open_run(ledger) as store:
+        return {mid: OUTCOMES[o] for mid, o in store.rows("SELECT id, outcome FROM msg")}
 
 
 def ledger_dirs(root: Path) -> list[Path]:
     """Every directory under ``root`` holding ledger files."""
     return sorted({p.parent for p in Path(root).rglob("*.jsonl")})
+
+
+def sql_counts(ledger: Path) -> dict[str, int]:
+    """The reports' outcome counts of a ledger directory (the batch form, in DuckDB)."""
+    from mailstorm.reports.analysis import outcome_counts
+
+    with open_run(ledger) as store:
+        return outcome_counts(store)

@@ -11,14 +11,14 @@ import pytest
 from mailstorm.harness.campaign import lists
 from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, LedgerWriter, SutBounced
 from mailstorm.reports.campaign import OUTCOMES, analyze
-from mailstorm.reports.fate import Fates, classify
-from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.fate import Fates
 from mailstorm.reports.recovery import Window
 from mailstorm.reports.sizing import campaign_sizing
 from mailstorm.reports.slo import judge_campaign
 from mailstorm.reports.spec import SloSpec
 from mailstorm.runinfo import EspLimits
 from tests.records import accepted, submit
+from tests.reports.oracle import classify, read_columns
 
 NS = 1_000_000_000
 T0 = 1_800_000_000 * NS

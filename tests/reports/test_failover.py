@@ -6,9 +6,10 @@ from __future__ import annotations
 from mailstorm.ledger import ChaosBegin, ChaosEnd, LedgerReader, LedgerWriter
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.failover import failover
-from mailstorm.reports.fate import Fates, classify
-from mailstorm.reports.ingest import esp_of_file, read_columns
+from mailstorm.reports.fate import Fates
+from mailstorm.reports.store import esp_of_file
 from tests.records import accepted, submit
+from tests.reports.oracle import classify, read_columns
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from mailstorm.ledger import Kind, LedgerReader, LedgerWriter, SutHeld, SutListed
 from mailstorm.reports.analysis import analyze
-from mailstorm.reports.fate import OUTCOMES, Fates, classify
-from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.fate import OUTCOMES, Fates
 from mailstorm.reports.synthetic import synthesize
 from tests.records import accepted, bounced, deferred, loose, relayed, replied, submit, sut_accepted
+from tests.reports.oracle import classify, read_columns
 from tests.strategies import message_fates
 
 NS = 1_000_000_000

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mailstorm.reports.fate import LOST, NEVER, PENDING, classify
-from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.fate import LOST, NEVER, PENDING
 from mailstorm.reports.series import build_series, start_ns
+from mailstorm.reports.store import open_run
+from tests.reports.oracle import classify, read_columns
 
 NS = 1_000_000_000
 
@@ -14,10 +15,10 @@ NS = 1_000_000_000
 def test_series_match_a_direct_count(outage_run):
     """Offered, delivered, per-second p95 and the final backlog match counting message by message."""
     run_dir, truth = outage_run
-    cols = read_columns(run_dir / "ledger")
-    msgs = classify(cols)
-    t0 = start_ns(cols, msgs)
-    s = build_series(cols, msgs, t0)
+    msgs = classify(read_columns(run_dir / "ledger"))  # the numpy oracle: message by message
+    with open_run(run_dir / "ledger") as store:
+        t0 = start_ns(store)
+        s = build_series(store, t0)
     assert s.offered.sum() == truth.submitted
     assert s.delivered.sum() == truth.delivered + truth.duplicated
     assert s.esp_accepted.sum() == truth.delivered + 2 * truth.duplicated
