@@ -4,8 +4,10 @@ The core is what grows with a run: reading the ledgers, the per-message join, th
 fate rules), exact e2e latency percentiles and the per-second series. Each engine computes it in a fresh
 child process (so its peak RSS is its own) from the same ledger files:
 
-- numpy: today's path (reports/ingest.py -> fate.classify -> analysis.percentiles -> series.build_series);
-- duckdb: reports/engine.py (DuckDB reading the JSON Lines itself, memory_limit and 2 threads);
+- numpy: the reports' former path, kept as the tests' oracle (tests/reports/oracle.py: read_columns ->
+  classify -> percentiles -> build_series, every record in memory);
+- duckdb: the reports' path (reports/store.py: DuckDB reading the JSON Lines itself, memory_limit and 2
+  threads; fate.MESSAGES_SQL, the percentiles and series.build_series over it);
 - polars: Polars' streaming engine (scan_ndjson, the per-message group-by, then the same figures);
   Polars is no dependency of mailstorm: ``pip install polars`` to run this benchmark.
 
@@ -37,10 +39,7 @@ SECTION = "## Analysis engines: numpy, DuckDB, Polars over one ledger"
 
 
 def run_numpy(run_dir: Path) -> dict:
-    from mailstorm.reports.analysis import percentiles
-    from mailstorm.reports.fate import classify
-    from mailstorm.reports.ingest import read_columns
-    from mailstorm.reports.series import build_series, start_ns
+    from tests.reports.oracle import build_series, classify, percentiles, read_columns, start_ns
 
     cols = read_columns(run_dir / "ledger")
     msgs = classify(cols)
@@ -49,10 +48,15 @@ def run_numpy(run_dir: Path) -> dict:
 
 
 def run_duckdb(run_dir: Path) -> dict:
-    from mailstorm.reports.engine import core
+    from mailstorm.reports.analysis import E2E, outcome_counts
+    from mailstorm.reports.series import build_series, start_ns
+    from mailstorm.reports.store import open_run
 
-    got = core(run_dir)
-    return {"counts": got.counts, "e2e": got.e2e, "seconds": len(got.series)}
+    with open_run(run_dir / "ledger") as store:
+        e2e = store.percentiles(*E2E, scale=1e6)
+        e2e = {k: v if k == "count" or v is None else round(v, 3) for k, v in e2e.items()}
+        series = build_series(store, start_ns(store) or 0)
+        return {"counts": outcome_counts(store), "e2e": e2e, "seconds": len(series)}
 
 
 def run_polars(run_dir: Path) -> dict:
@@ -63,7 +67,7 @@ def run_polars(run_dir: Path) -> dict:
 
     from mailstorm.ledger import Kind, segments
     from mailstorm.reports import fate
-    from mailstorm.reports.analysis import percentiles
+    from tests.reports.oracle import percentiles
 
     schema = {
         "k": pl.String, "t": pl.Int64, "id": pl.String, "intended": pl.Int64, "start": pl.Int64,
