@@ -36,6 +36,8 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import types
+import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +95,6 @@ _TYPED = {
     "end": "BIGINT", "ok": "BOOLEAN", "code": "BIGINT", "phase": "VARCHAR", "acked": "BOOLEAN",
     "held": "JSON", "campaign": "VARCHAR", "count": "BIGINT", "depth": "BIGINT", "complete": "BOOLEAN",
     "fault": "VARCHAR", "toxic": "VARCHAR", "state": "VARCHAR", "loop_lag_ms": "DOUBLE",
-    "to": "VARCHAR[]", "rcpts": "JSON", "event": "VARCHAR", "event_id": "VARCHAR", "attempt": "BIGINT",
-    "copy": "BIGINT",
 }  # fmt: skip
 _PYTHON = {
     "VARCHAR": (str,),
@@ -107,8 +107,6 @@ _PYTHON = {
 # esp.accepted's ``held`` is a flag, sut.listed's a count: read as JSON, kept as esp.accepted's flag.
 _HELD = f"CASE WHEN k = '{Kind.ESP_ACCEPTED}' THEN try_cast(held AS BOOLEAN) END AS held"
 _KNOWN = {str(k) for k in Kind}
-# The other fields of the kinds read whole, as JSON text (any type: their classes judge them).
-_JSON = sorted({f.encode_name for cls in TIMELINE + WHOLE for f in msgspec.structs.fields(cls)} - set(_TYPED))
 _WHOLE_KINDS = {str(cls.kind): cls for cls in TIMELINE + WHOLE}
 _TIMELINE_KINDS = {str(cls.kind) for cls in TIMELINE}
 _ACTORS = {str(Kind.ESP_FAULT): "fault", str(Kind.ESP_REPLIED): "fault", str(Kind.PROXY_ACTED): "toxic"}
@@ -139,6 +137,7 @@ class Store:
     torn_lines: int = 0
     skipped: int = 0
     _tmp: Path | None = field(default=None, repr=False)
+    _tables: set[str] = field(default_factory=set, repr=False)
 
     def __enter__(self) -> Store:
         return self
@@ -151,6 +150,18 @@ class Store:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+    def kinds(self, classes: tuple[type[Record], ...]) -> str:
+        """The name of a table of every line of the kinds ``classes`` with every field they declare
+        (columns typed from the classes; a field two of them type differently is JSON text), plus ``f``
+        and ``esp_i`` as in ``rec``: read again from the segments that hold such lines, once per set of
+        kinds. For what only some sections read (a campaign's recipients, webhook events), so that the
+        one pass every report pays reads the few columns the fate rules and series need."""
+        name = "kinds_" + "_".join(sorted(str(c.kind).replace(".", "_") for c in classes))
+        if name not in self._tables:
+            _read_kinds(self.con, name, self.paths, classes, as_json=False)
+            self._tables.add(name)
+        return name
 
     def one(self, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
         """The first row of ``sql``."""
@@ -255,7 +266,7 @@ def open_run(ledger_dir: Path) -> Store:
             con.executemany("INSERT INTO files VALUES (?, ?, ?)", files)
         _load(con, paths)
         torn, bad = _check_lines(con, paths)
-        timeline, whole, skipped = _whole(con)
+        timeline, whole, skipped = _whole(con, paths)
         con.execute(MESSAGES_SQL)
         store = Store(con, paths, esps, timeline, whole, _acts(con), torn, skipped + bad, tmp)
     except BaseException:
@@ -266,7 +277,7 @@ def open_run(ledger_dir: Path) -> Store:
 
 
 def _load(con: Any, paths: list[Path]) -> None:
-    cols = {**_TYPED, **dict.fromkeys(_JSON, "JSON")}
+    cols = _TYPED
     names = ", ".join(_HELD if n == "held" else f'r."{n}"' for n in cols)
     if not paths:
         nulls = ", ".join(f'NULL::{"BOOLEAN" if n == "held" else t} AS "{n}"' for n, t in cols.items())
@@ -354,19 +365,19 @@ def _fits(obj: dict[str, Any]) -> bool:
     return True
 
 
-def _whole(con: Any) -> tuple[list[Record], dict[type[Record], list[Record]], int]:
+def _whole(con: Any, paths: list[Path]) -> tuple[list[Record], dict[type[Record], list[Record]], int]:
     """The timeline and the ``WHOLE`` kinds' records as their classes; timeline lines that do not fit
     their declaration are counted (the others are skipped, as every reader skips them)."""
-    kinds = ", ".join(f"'{k}'" for k in _WHOLE_KINDS)
-    cur = con.execute(f"SELECT * EXCLUDE (f, esp_i) FROM rec WHERE k IN ({kinds})")
+    _read_kinds(con, "whole", paths, TIMELINE + WHOLE, as_json=True)
+    cur = con.execute("SELECT * EXCLUDE (f, esp_i) FROM whole")
     names = [d[0] for d in cur.description]
-    json_cols = {i for i, n in enumerate(names) if n in _JSON}
+    typed = {i for i, n in enumerate(names) if n in ("k", "t")}
     timeline: list[Record] = []
     whole: dict[type[Record], list[Record]] = {cls: [] for cls in WHOLE}
     skipped = 0
     for row in cur.fetchall():
         line = {
-            n: (orjson.loads(v) if i in json_cols else v)
+            n: (v if i in typed else orjson.loads(v))
             for i, (n, v) in enumerate(zip(names, row, strict=True))
             if v is not None
         }
@@ -379,10 +390,88 @@ def _whole(con: Any) -> tuple[list[Record], dict[type[Record], list[Record]], in
             timeline.append(rec)
         else:
             whole[type(rec)].append(rec)
+    con.execute("DROP TABLE whole")
     timeline.sort(key=lambda r: r.t)
     for recs in whole.values():
         recs.sort(key=lambda r: r.t)
     return timeline, whole, skipped
+
+
+def _read_kinds(
+    con: Any, name: str, paths: list[Path], classes: tuple[type[Record], ...], *, as_json: bool
+) -> None:
+    """Table ``name``: the lines of the kinds ``classes`` in ``paths`` with every field they declare.
+    Only the segments ``rec`` found such lines in are read, each with the fields of the kinds it holds
+    (a load generator's segment holds a million submissions and two load.* records: it is read for
+    those two kinds' few fields, not for every field of every kind). ``as_json``: every field as JSON
+    text (their classes judge the values); else typed from the classes, and a segment whose lines DuckDB
+    could not all take is a damaged one, named in the error."""
+    by_kind = {str(c.kind): c for c in classes}
+    kinds = ", ".join(f"'{k}'" for k in by_kind)
+    held: dict[int, set[str]] = {}
+    counts: dict[int, int] = {}
+    for f, k, n in con.execute(
+        f"SELECT f, k, count(*) FROM rec WHERE k IN ({kinds}) GROUP BY ALL"
+    ).fetchall():
+        held.setdefault(f, set()).add(k)
+        counts[f] = counts.get(f, 0) + n
+    groups: dict[frozenset[str], list[int]] = {}
+    for f, ks in held.items():
+        groups.setdefault(frozenset(ks), []).append(f)
+    parts = []
+    for ks, fs in groups.items():
+        cols = _columns(tuple(by_kind[k] for k in sorted(ks)), as_json)
+        spec = "{" + ", ".join(f"'{n}': '{t}'" for n, t in cols.items()) + "}"
+        names = ", ".join(f'r."{n}"' for n in cols)
+        where = ", ".join(f"'{_quote(str(paths[f]))}'" for f in sorted(fs))
+        parts.append(
+            f"""SELECT {names}, files.f, files.esp_i FROM read_json([{where}],
+                format = 'newline_delimited', compression = 'auto', ignore_errors = true, filename = true,
+                columns = {spec}) AS r JOIN files ON r.filename = files.filename WHERE r.k IN ({kinds})"""
+        )
+    if not parts:
+        cols = _columns(classes, as_json)
+        nulls = ", ".join(f'NULL::{t} AS "{n}"' for n, t in cols.items())
+        con.execute(f"CREATE TABLE {name} AS SELECT {nulls}, 0 AS f, -1 AS esp_i WHERE false")
+        return
+    con.execute(f"CREATE TABLE {name} AS " + " UNION ALL BY NAME ".join(parts))
+    if as_json:
+        return
+    got = dict(con.execute(f"SELECT f, count(*) FROM {name} GROUP BY f").fetchall())
+    for f, n in counts.items():
+        if got.get(f, 0) != n:
+            raise UserError(
+                f"{paths[f]}: records with a value of the wrong type: {n - got.get(f, 0)} of its "
+                f"{', '.join(sorted(held[f]))} lines"
+            )
+
+
+def _columns(classes: tuple[type[Record], ...], as_json: bool) -> dict[str, str]:
+    """Every field the classes declare, as DuckDB column types (``k`` and ``t`` typed always)."""
+    types: dict[str, set[str]] = {}
+    for cls in classes:
+        for f in msgspec.structs.fields(cls):
+            types.setdefault(f.encode_name, set()).add(_sql_type(f.type))
+    cols = {"k": "VARCHAR", "t": "BIGINT"}
+    for n, ts in sorted(types.items()):
+        if n not in cols:
+            cols[n] = "JSON" if as_json or len(ts) > 1 else next(iter(ts))
+    return cols
+
+
+def _sql_type(tp: Any) -> str:
+    """The DuckDB type of a declared field's type (an optional one as its value's; any other: JSON)."""
+    args = (
+        [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType)
+        else [tp]
+    )
+    if len(args) != 1:
+        return "JSON"
+    (tp,) = args
+    if typing.get_origin(tp) is list and typing.get_args(tp) == (str,):
+        return "VARCHAR[]"
+    return {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", str: "VARCHAR"}.get(tp, "JSON")
 
 
 def _acts(con: Any) -> dict[str, Counter[int]]:
