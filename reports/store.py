@@ -108,6 +108,13 @@ _PYTHON = {
 _HELD = f"CASE WHEN k = '{Kind.ESP_ACCEPTED}' THEN try_cast(held AS BOOLEAN) END AS held"
 _KNOWN = {str(k) for k in Kind}
 _WHOLE_KINDS = {str(cls.kind): cls for cls in TIMELINE + WHOLE}
+# A null read back is kept for a field its class requires (``status: int | None`` with no default: an
+# unanswered probe's), left out for one with a default (so an absent field takes it): DuckDB reads a
+# null and an absent key alike.
+_REQUIRED = {
+    kind: {f.encode_name for f in msgspec.structs.fields(cls) if f.required}
+    for kind, cls in _WHOLE_KINDS.items()
+}
 _TIMELINE_KINDS = {str(cls.kind) for cls in TIMELINE}
 _ACTORS = {str(Kind.ESP_FAULT): "fault", str(Kind.ESP_REPLIED): "fault", str(Kind.PROXY_ACTED): "toxic"}
 UNNAMED_ESP = "esp"  # the name of the ESP of a run with one (its files carry none)
@@ -375,11 +382,13 @@ def _whole(con: Any, paths: list[Path]) -> tuple[list[Record], dict[type[Record]
     timeline: list[Record] = []
     whole: dict[type[Record], list[Record]] = {cls: [] for cls in WHOLE}
     skipped = 0
+    k = names.index("k")
     for row in cur.fetchall():
+        required = _REQUIRED[row[k]]
         line = {
-            n: (v if i in typed else orjson.loads(v))
+            n: (v if i in typed or v is None else orjson.loads(v))
             for i, (n, v) in enumerate(zip(names, row, strict=True))
-            if v is not None
+            if v is not None or n in required
         }
         try:
             rec = decode(orjson.dumps(line))
