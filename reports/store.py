@@ -260,7 +260,8 @@ def open_run(ledger_dir: Path) -> Store:
     con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "threads": THREADS})
     try:
         con.execute(f"SET temp_directory = '{_quote(str(tmp))}'")
-        con.execute("SET preserve_insertion_order = false")  # no query here depends on the files' order
+        con.execute("SET preserve_insertion_order = false")  # only the whole records' read needs it (below)
+        con.execute("SET enable_progress_bar = false")  # a long read must not draw on the user's console
         esps: list[str] = []
         files = []
         for i, path in enumerate(paths):
@@ -375,20 +376,30 @@ def _fits(obj: dict[str, Any]) -> bool:
 def _whole(con: Any, paths: list[Path]) -> tuple[list[Record], dict[type[Record], list[Record]], int]:
     """The timeline and the ``WHOLE`` kinds' records as their classes; timeline lines that do not fit
     their declaration are counted (the others are skipped, as every reader skips them)."""
-    _read_kinds(con, "whole", paths, TIMELINE + WHOLE, as_json=True)
-    cur = con.execute("SELECT * EXCLUDE (f, esp_i) FROM whole")
+    # Records at one instant keep the order the old readers gave them: file by file, line by line.
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        _read_kinds(con, "whole", paths, TIMELINE + WHOLE, as_json=True)
+    finally:
+        con.execute("SET preserve_insertion_order = false")
+    cur = con.execute("SELECT * EXCLUDE (esp_i) FROM whole")
     names = [d[0] for d in cur.description]
+    at = names.index("f")
+    names[at] = ""  # not a field of the record
     typed = {i for i, n in enumerate(names) if n in ("k", "t")}
     timeline: list[Record] = []
     whole: dict[type[Record], list[Record]] = {cls: [] for cls in WHOLE}
     skipped = 0
     k = names.index("k")
-    for row in cur.fetchall():
+    rows = cur.fetchall()
+    ti = names.index("t")
+    rows.sort(key=lambda row: (row[ti] or 0, row[at]))  # stable: line order within a file kept
+    for row in rows:
         required = _REQUIRED[row[k]]
         line = {
             n: (v if i in typed or v is None else orjson.loads(v))
             for i, (n, v) in enumerate(zip(names, row, strict=True))
-            if v is not None or n in required
+            if n and (v is not None or n in required)
         }
         try:
             rec = decode(orjson.dumps(line))
@@ -400,9 +411,6 @@ def _whole(con: Any, paths: list[Path]) -> tuple[list[Record], dict[type[Record]
         else:
             whole[type(rec)].append(rec)
     con.execute("DROP TABLE whole")
-    timeline.sort(key=lambda r: r.t)
-    for recs in whole.values():
-        recs.sort(key=lambda r: r.t)
     return timeline, whole, skipped
 
 
