@@ -7,7 +7,8 @@ from mailstorm.ledger import ChaosBegin, ChaosEnd, LedgerReader, LedgerWriter
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.failover import failover
 from mailstorm.reports.fate import Fates, classify
-from mailstorm.reports.ingest import esp_of_file, read_columns
+from mailstorm.reports.ingest import read_columns
+from mailstorm.reports.store import esp_of_file, open_run
 from tests.records import accepted, submit
 
 NS = 1_000_000_000
@@ -37,8 +38,8 @@ def _ledgers(tmp_path):
 
 
 def test_failover_and_failback_times_and_shares(tmp_path):
-    cols = read_columns(_ledgers(tmp_path))
-    got = failover(cols, T0, ["primary", "secondary"])
+    with open_run(_ledgers(tmp_path)) as store:
+        got = failover(store, T0, ["primary", "secondary"])
     assert got is not None
     assert got.esps == ["primary", "secondary"]
     assert got.accepted == {"primary": 73, "secondary": 28}
@@ -62,7 +63,8 @@ def test_a_network_step_naming_an_esp_is_a_fault_of_that_esp(tmp_path):
             begin = ChaosBegin(name=name, what="network", params={}, esp=esp)
             timeline.write(begin, t=T0 + 3 * NS)
             timeline.write(ChaosEnd(name=name, what="network", params={}, esp=esp), t=T0 + 6 * NS)
-    got = failover(read_columns(ledger), T0, ["primary", "secondary"])
+    with open_run(ledger) as store:
+        got = failover(store, T0, ["primary", "secondary"])
     assert got is not None
     faults = {f.name: f for f in got.faults}
     assert set(faults) == {"down", "cut"}
@@ -85,7 +87,8 @@ def test_one_esp_has_no_failover_figures(tmp_path):
     with LedgerWriter(ledger, "load-0") as load, LedgerWriter(ledger, "esp-smtp-0") as esp:
         load.write(submit("a", intended=T0, start=T0, ok=True, code=250))
         esp.write(accepted("a"))
-    assert failover(read_columns(ledger), T0) is None
+    with open_run(ledger) as store:
+        assert failover(store, T0) is None
 
 
 def test_which_esp_a_ledger_file_is():
