@@ -78,11 +78,12 @@ def actor(w: Window) -> tuple[str | None, str]:
     return w.name, CLIENT  # a window from run.json: its name, if the ESP knew the fault by it
 
 
-# Every failure seen around the traffic: a refused or failed submission (not the generator's own stop),
-# the SUT's deferrals and bounces, the ESP's refusals and cuts, the chaos proxy's failed upstreams.
-_FAILURES = f"""SELECT t FROM rec WHERE (k = '{Kind.LOAD_SUBMIT}' AND NOT coalesce(ok, false)
-    AND phase IS DISTINCT FROM 'stop') OR k IN ('{Kind.SUT_DEFERRED}', '{Kind.SUT_BOUNCED}',
-    '{Kind.ESP_REPLIED}', '{Kind.PROXY_UPSTREAM_FAILED}')"""
+# A submission the SUT refused or that failed, not one the generator abandoned when it was stopped.
+FAILED_SUBMISSION = f"k = '{Kind.LOAD_SUBMIT}' AND NOT coalesce(ok, false) AND phase IS DISTINCT FROM 'stop'"
+# Every failure seen around the traffic: failed submissions, the SUT's deferrals and bounces, the ESP's
+# refusals and cuts, the chaos proxy's failed upstreams.
+_FAILURES = f"""SELECT t FROM rec WHERE ({FAILED_SUBMISSION}) OR k IN ('{Kind.SUT_DEFERRED}',
+    '{Kind.SUT_BOUNCED}', '{Kind.ESP_REPLIED}', '{Kind.PROXY_UPSTREAM_FAILED}')"""
 
 
 def failures_per_second(store: Store, t0_ns: int, n: int) -> np.ndarray:

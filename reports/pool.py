@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mailstorm.ledger import ChaosBegin, Kind, PoolMember, PoolServer, source_of
+from mailstorm.reports.effects import FAILED_SUBMISSION
 from mailstorm.reports.fate import LOST
 from mailstorm.reports.store import Store
 
@@ -150,11 +151,10 @@ def _ejections(store: Store, servers: list[PoolServer], t0_ns: int) -> list[Ejec
         out_at = next((s.t for s in mine if s.status.startswith(_OUT)), None)
         back_at = next((s.t for s in mine if out_at is not None and s.t > out_at and s.status == "UP"), None)
         gap_end = out_at if out_at is not None else end_ns
-        # In the gap: submissions refused or failed (not the generator's own stop), by when they ended;
-        # messages submitted (intended) in it that were lost.
+        # In the gap: submissions refused or failed, by when they ended; messages submitted (intended) in
+        # it that were lost.
         refused, lost = store.one(
-            f"""SELECT (SELECT count(*) FROM rec WHERE k = '{Kind.LOAD_SUBMIT}' AND NOT coalesce(ok, false)
-                    AND phase IS DISTINCT FROM 'stop' AND t >= $1 AND t <= $2),
+            f"""SELECT (SELECT count(*) FROM rec WHERE {FAILED_SUBMISSION} AND t >= $1 AND t <= $2),
                 (SELECT count(*) FROM msg WHERE intended >= $1 AND intended <= $2 AND outcome = {LOST})""",
             [rec.t, gap_end],
         )
