@@ -10,8 +10,9 @@ ledgers hold more than one ESP gets these figures.
 - per ESP fault (an ``esp_fault`` or ``esp_outage`` window on ESP X, or a ``network`` window whose step
   named ESP X: the chaos proxy on X's paths alone): ``failover_s``, from the fault's
   start to the first acceptance through any other ESP after it, and ``failback_s``, from its end to the
-  first acceptance through X again after it (None: it never happened in the run); two acceptances at
-  the same ns through different ESPs: the one earlier in the run's order is the first;
+  first acceptance through X again after it (None: it never happened in the run); of two acceptances
+  at the same ns through different ESPs, the one of the ESP whose files come first is the first. Every
+  window in one query (an as-of join per window and ESP), however many windows;
 - ``both``: messages that more than one ESP accepted. The fate module counts them ``duplicated`` (it
   takes acceptances from every ESP's ledger alike); this says how many of the duplicates crossed ESPs.
 """
@@ -75,11 +76,10 @@ def failover(store: Store, t0: int, order: list[str] | None = None) -> Failover 
         return None
     # The rows' ESP is in file order (store.esps); the figures' in the run's.
     run_i = " ".join(f"WHEN {store.esps.index(n)} THEN {i}" for i, n in enumerate(names))
-    run_i = f"CASE esp_i {run_i} END"
     counted = dict(store.rows(f"SELECT esp_i, count(*) FROM rec WHERE {_ACCEPTED} GROUP BY esp_i"))
     accepted = {n: int(counted.get(store.esps.index(n), 0)) for n in names}
     got = store.numpy(
-        f"""SELECT greatest((t - {t0}) // {_NS}, 0) AS s, {run_i} AS e, count(*) AS c FROM rec
+        f"""SELECT greatest((t - {t0}) // {_NS}, 0) AS s, CASE esp_i {run_i} END AS e, count(*) AS c FROM rec
             WHERE {_ACCEPTED} AND esp_i >= 0 AND t IS NOT NULL GROUP BY ALL"""
     )
     shares: list[dict[str, int]] = []
@@ -92,8 +92,7 @@ def failover(store: Store, t0: int, order: list[str] | None = None) -> Failover 
         f"""SELECT count(*) FROM (SELECT id FROM rec WHERE {_ACCEPTED} AND esp_i >= 0 AND id IS NOT NULL
             GROUP BY id HAVING count(DISTINCT esp_i) > 1)"""
     )
-    windows = _windows(store.timeline, names[0])
-    faults = [_one(store, name, on, start, end, names, run_i, t0) for name, on, start, end in windows]
+    faults = _faults(store, _windows(store.timeline, names[0]), t0)
     return Failover(names, accepted, shares, faults, int(both))
 
 
@@ -111,31 +110,43 @@ def _windows(timeline: list[Record], first: str) -> list[tuple[str, str, int, in
     return sorted(out, key=lambda w: w[2])
 
 
-def _one(
-    store: Store, name: str, on: str, start: int, end: int | None, names: list[str], run_i: str, t0: int
-) -> FaultFailover:
-    index = store.esps.index(on) if on in store.esps else -1  # file order, as the rows' esp_i
-    failover_s = via = None
-    first = store.one(
-        f"""SELECT t, {run_i} FROM rec WHERE {_ACCEPTED} AND esp_i >= 0 AND esp_i != $1 AND t >= $2
-            ORDER BY t, {run_i} LIMIT 1""",
-        [index, start],
+def _faults(store: Store, windows: list[tuple[str, str, int, int | None]], t0: int) -> list[FaultFailover]:
+    """Each window's failover (the first acceptance through another ESP from its start) and failback
+    (the first through its own ESP from its end)."""
+    if not windows:
+        return []
+    # Its ESP as the rows' esp_i (-1: an ESP the ledgers do not hold).
+    index = [store.esps.index(on) if on in store.esps else -1 for _, on, _, _ in windows]
+    rows = ", ".join(
+        f"({i}, {start}, {'NULL' if end is None else end}, {e})"
+        for i, ((_, _, start, end), e) in enumerate(zip(windows, index, strict=True))
     )
-    if first is not None:
-        failover_s, via = round((int(first[0]) - start) / _NS, 3), names[int(first[1])]
-    failback_s = None
-    if end is not None:
-        back = store.value(
-            f"SELECT min(t) FROM rec WHERE {_ACCEPTED} AND esp_i = $1 AND t >= $2", [index, end]
+    esps = ", ".join(f"({e})" for e in range(len(store.esps)))
+    got = {
+        i: (t, e, back)
+        for i, t, e, back in store.rows(
+            f"""WITH w(i, start, fin, own) AS (VALUES {rows}),
+            acc AS (SELECT t, esp_i FROM rec WHERE {_ACCEPTED} AND t IS NOT NULL),
+            other AS (SELECT w.i, w.start, e.e FROM w CROSS JOIN (VALUES {esps}) e(e) WHERE e.e != w.own),
+            away AS (SELECT other.i, acc.t, acc.esp_i FROM other
+                ASOF JOIN acc ON other.e = acc.esp_i AND other.start <= acc.t
+                QUALIFY row_number() OVER (PARTITION BY other.i ORDER BY acc.t, acc.esp_i) = 1),
+            back AS (SELECT w.i, acc.t FROM w ASOF JOIN acc ON w.own = acc.esp_i AND w.fin <= acc.t)
+            SELECT w.i, away.t, away.esp_i, back.t FROM w LEFT JOIN away USING (i) LEFT JOIN back USING (i)"""
         )
-        if back is not None:
-            failback_s = round((int(back) - end) / _NS, 3)
-    return FaultFailover(
-        name=name,
-        esp=on,
-        start_s=round((start - t0) / _NS, 3),
-        end_s=None if end is None else round((end - t0) / _NS, 3),
-        failover_s=failover_s,
-        failback_s=failback_s,
-        via=via,
-    )
+    }
+    out = []
+    for i, (name, on, start, end) in enumerate(windows):
+        first, via, back = got[i]
+        out.append(
+            FaultFailover(
+                name=name,
+                esp=on,
+                start_s=round((start - t0) / _NS, 3),
+                end_s=None if end is None else round((end - t0) / _NS, 3),
+                failover_s=None if first is None else round((first - start) / _NS, 3),
+                failback_s=None if back is None else round((back - end) / _NS, 3),
+                via=None if via is None else store.esps[via],
+            )
+        )
+    return out
