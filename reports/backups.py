@@ -8,7 +8,8 @@ so it never counts), a restore uses the latest earlier snapshot of its name. Per
 ``rpo_messages``  messages the SUT accepted after that snapshot and no later than the restore's start
                   that never left it (neither reached the ESP nor bounced; their fate is ``lost``, or
                   ``pending`` when a deferral of theirs was recorded before the wipe): what the
-                  restored state no longer held. ``rpo_ids`` lists them (the first ``IDS_SHOWN``),
+                  restored state no longer held. ``rpo_ids`` lists them (the first ``IDS_SHOWN`` in
+                  the order the SUT took them; ties by intended time, then id),
                   ``rpo_s`` is their span (first to last acceptance, s); ``snapshot_age_s`` the time
                   from the snapshot to the restore.
 ``duplicates``    messages the ESP accepted after the snapshot and before the restore, and again after
@@ -25,14 +26,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from mailstorm.ledger import Action, ChaosBegin, Kind, Record
-from mailstorm.reports.fate import NEVER, Messages
-from mailstorm.reports.ingest import Columns
+from mailstorm.reports.fate import NEVER
 from mailstorm.reports.recovery import Recovery
 from mailstorm.reports.slo import SloResult
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import Store
 
 _NS = 1_000_000_000
 IDS_SHOWN = 1000  # ids of RPO messages listed per restore (the count is always whole)
@@ -60,20 +59,20 @@ class Restore:
         return asdict(self)
 
 
-def restores(cols: Columns, msgs: Messages, recs: list[Recovery], t0_ns: int) -> list[Restore]:
+def restores(store: Store, recs: list[Recovery], t0_ns: int) -> list[Restore]:
     """One ``Restore`` per restore step on the timeline, in time order."""
     taken: dict[str, int] = {}  # snapshot name -> when its latest copy was taken (ns)
-    actions = [r for r in cols.timeline if isinstance(r, Action) and r.what == _RESTORE]
+    actions = [r for r in store.timeline if isinstance(r, Action) and r.what == _RESTORE]
     by_window = {r.name: r for r in recs}
     out = []
-    for rec in sorted(_steps(cols.timeline), key=lambda r: r.t):
+    for rec in sorted(_steps(store.timeline), key=lambda r: r.t):
         action, params = rec.params.get("action"), rec.params.get("params") or {}
         name = str(params.get("name", _DEFAULT_NAME))
         if action == _SNAPSHOT:
             taken[name] = rec.t
         elif action == _RESTORE:
             done = next((a for a in actions if a.started >= rec.t), None)
-            out.append(_restore(rec, name, taken.get(name), done, cols, msgs, by_window.get(rec.name), t0_ns))
+            out.append(_restore(rec, name, taken.get(name), done, store, by_window.get(rec.name), t0_ns))
     return out
 
 
@@ -83,29 +82,31 @@ def _steps(timeline: list[Record]) -> list[ChaosBegin]:
     ]
 
 
+# Messages the SUT took in (lo, at] that never left it (no ESP acceptance, no bounce): lost, or "pending"
+# on the strength of a deferral the wiped state no longer remembers; one the SUT still listed at the end
+# (sut.held) is not gone.
+_GONE = f"""FROM msg WHERE left_at = {NEVER} AND sut_in > $1 AND sut_in <= $2
+    AND id NOT IN (SELECT id FROM rec WHERE k = '{Kind.SUT_HELD}' AND id IS NOT NULL)"""
+# Ids the ESP accepted in (lo, at] and again after ``at``: the restored state sent them twice.
+_TWICE = f"""SELECT count(*) FROM (SELECT id FROM rec
+    WHERE k = '{Kind.ESP_ACCEPTED}' AND campaign IS NULL AND id IS NOT NULL AND t > $1 GROUP BY id
+    HAVING bool_or(t <= $2) AND bool_or(t > $2))"""
+
+
 def _restore(
     rec: ChaosBegin,
     name: str,
     snap_ns: int | None,
     done: Action | None,
-    cols: Columns,
-    msgs: Messages,
+    store: Store,
     window: Recovery | None,
     t0_ns: int,
 ) -> Restore:
     at = rec.t
     lo = snap_ns if snap_ns is not None else at  # no snapshot: nothing can be said to be lost by it
-    # Never left the SUT (no ESP acceptance, no bounce): lost, or "pending" on the strength of a deferral
-    # the wiped state no longer remembers; one the SUT still listed at the end (sut.held) is not gone.
-    interned = _message_ids(cols)
-    held = np.isin(interned, cols.table(Kind.SUT_HELD)["id"])
-    gone = np.flatnonzero((msgs.left_at == NEVER) & ~held & (msgs.sut_in > lo) & (msgs.sut_in <= at))
-    gone = gone[np.argsort(msgs.sut_in[gone], kind="stable")]
-    esp = cols.table(Kind.ESP_ACCEPTED)
-    known = esp["id"] >= 0
-    before = np.unique(esp["id"][known & (esp["t"] > lo) & (esp["t"] <= at)])
-    after = np.unique(esp["id"][known & (esp["t"] > at)])
-    span = msgs.sut_in[gone]
+    bounds = [lo, at]
+    gone, first, last = store.one(f"SELECT count(*), min(sut_in), max(sut_in) {_GONE}", bounds)
+    ids = store.rows(f"SELECT id {_GONE} ORDER BY sut_in, intended, id LIMIT {IDS_SHOWN}", bounds)
     rto = None
     if window is not None and window.recovered and window.time_to_recover_s is not None:
         rto = round(window.end_s - window.start_s + window.time_to_recover_s, 3)
@@ -117,20 +118,13 @@ def _restore(
         ok=done is not None and done.ok,
         detail=done.detail if done is not None else "no action record: the restore never ran",
         snapshot_age_s=None if snap_ns is None else round((at - snap_ns) / _NS, 3),
-        rpo_messages=len(gone),
-        rpo_s=round(float(span.max() - span.min()) / _NS, 3) if len(span) else None,
-        rpo_ids=[cols.ids[i] for i in interned[gone[:IDS_SHOWN]]],
-        duplicates=len(np.intersect1d(before, after, assume_unique=True)),
+        rpo_messages=int(gone),
+        rpo_s=round(float(last - first) / _NS, 3) if gone else None,
+        rpo_ids=[i for (i,) in ids],
+        duplicates=int(store.value(_TWICE, bounds)),
         rto_s=rto,
         recovered=rto is not None,
     )
-
-
-def _message_ids(cols: Columns) -> np.ndarray:
-    """Each message's interned id (an index into ``cols.ids``), by message index: mailstorm.reports.fate
-    numbers the submitted ids in the order of their interned integers."""
-    sub = cols.table(Kind.LOAD_SUBMIT)["id"]
-    return np.unique(sub[sub >= 0])
 
 
 def judge_restores(slo: SloSpec, found: list[Restore]) -> list[SloResult]:

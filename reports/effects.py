@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from mailstorm.ledger import Kind
-from mailstorm.reports.ingest import Columns
 from mailstorm.reports.recovery import Recovery, Window
+from mailstorm.reports.store import Store
 
 _NS = 1_000_000_000
 _WARMUP_S = 2
@@ -78,36 +78,38 @@ def actor(w: Window) -> tuple[str | None, str]:
     return w.name, CLIENT  # a window from run.json: its name, if the ESP knew the fault by it
 
 
-def failures_per_second(cols: Columns, t0_ns: int, n: int) -> np.ndarray:
+# A submission the SUT refused or that failed, not one the generator abandoned when it was stopped.
+FAILED_SUBMISSION = f"k = '{Kind.LOAD_SUBMIT}' AND NOT coalesce(ok, false) AND phase IS DISTINCT FROM 'stop'"
+# Every failure seen around the traffic: failed submissions, the SUT's deferrals and bounces, the ESP's
+# refusals and cuts, the chaos proxy's failed upstreams.
+_FAILURES = f"""SELECT t FROM rec WHERE ({FAILED_SUBMISSION}) OR k IN ('{Kind.SUT_DEFERRED}',
+    '{Kind.SUT_BOUNCED}', '{Kind.ESP_REPLIED}', '{Kind.PROXY_UPSTREAM_FAILED}')"""
+
+
+def failures_per_second(store: Store, t0_ns: int, n: int) -> np.ndarray:
     """Every failure the ledgers show around the traffic, per second from ``t0_ns`` (``n`` seconds)."""
-    sub = cols.table(Kind.LOAD_SUBMIT)
-    times = [
-        sub["t"][~sub["ok"] & ~sub["phase"]],  # refused or failed submissions, not the generator's stop
-        cols.table(Kind.SUT_DEFERRED)["t"],
-        cols.table(Kind.SUT_BOUNCED)["t"],
-        cols.table(Kind.ESP_REPLIED)["t"],
-        cols.table(Kind.PROXY_UPSTREAM_FAILED)["t"],
-    ]
-    s = (np.concatenate(times) - t0_ns) // _NS
-    return np.bincount(s[(s >= 0) & (s < n)], minlength=n)[:n]
+    return store.per_second(_FAILURES, t0_ns, n)
 
 
-def effects(windows: list[Window], recs: list[Recovery], cols: Columns, t0_ns: int, n: int) -> list[Effect]:
+def effects(windows: list[Window], recs: list[Recovery], store: Store, t0_ns: int, n: int) -> list[Effect]:
     """One ``Effect`` per window (``recs``: the recovery of each, in the same order)."""
-    fails = failures_per_second(cols, t0_ns, n)
+    fails = failures_per_second(store, t0_ns, n)
     spans = [_span(r, n) for r in recs]
     quiet = np.ones(n, dtype=bool)
     quiet[:_WARMUP_S] = False
     for a, b in spans:
         quiet[max(a, 0) : max(b, 0)] = False
+    elsewhere: dict[str, np.ndarray] = {}  # ESP -> acceptances through the others, per second
     out = []
     for w, r, (a, b) in zip(windows, recs, spans, strict=True):
         name, decided_by = actor(w)
         failed = _beyond(fails, quiet, a, b)
         moved = 0
-        if w.esp is not None and w.esp in cols.esps and len(cols.esps) > 1:
-            moved = _beyond(_accepted_per_second(cols, t0_ns, n, not_esp=w.esp), quiet, a, b)
-        acted = _acted(cols.acts.get(name) if name else None, t0_ns // _NS + a - 1, t0_ns // _NS + b + 1)
+        if w.esp is not None and w.esp in store.esps and len(store.esps) > 1:
+            if w.esp not in elsewhere:
+                elsewhere[w.esp] = _accepted_per_second(store, t0_ns, n, not_esp=w.esp)
+            moved = _beyond(elsewhere[w.esp], quiet, a, b)
+        acted = _acted(store.acts.get(name) if name else None, t0_ns // _NS + a - 1, t0_ns // _NS + b + 1)
         out.append(Effect(acted, failed, r.time_to_impact_s is not None, decided_by, moved))
     return out
 
@@ -121,12 +123,14 @@ def _beyond(per_second: np.ndarray, quiet: np.ndarray, a: int, b: int) -> int:
     return max(0, observed - int(np.ceil(expected + 2 * np.sqrt(expected))))
 
 
-def _accepted_per_second(cols: Columns, t0_ns: int, n: int, *, not_esp: str) -> np.ndarray:
-    """ESP acceptances per second through every ESP but ``not_esp``."""
-    acc = cols.table(Kind.ESP_ACCEPTED)
-    other = (acc["esp"] >= 0) & (acc["esp"] != cols.esps.index(not_esp))
-    s = (acc["t"][other] - t0_ns) // _NS
-    return np.bincount(s[(s >= 0) & (s < n)], minlength=n)[:n]
+def _accepted_per_second(store: Store, t0_ns: int, n: int, *, not_esp: str) -> np.ndarray:
+    """ESP acceptances (the load's, not a campaign's) per second through every ESP but ``not_esp``."""
+    return store.per_second(
+        f"""SELECT t FROM rec WHERE k = '{Kind.ESP_ACCEPTED}' AND campaign IS NULL AND esp_i >= 0
+            AND esp_i != {store.esps.index(not_esp)}""",
+        t0_ns,
+        n,
+    )
 
 
 def _span(r: Recovery, n: int) -> tuple[int, int]:

@@ -19,24 +19,14 @@ were lost (``lost_in_gap``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mailstorm.ledger import (
-    ChaosBegin,
-    Kind,
-    LedgerReader,
-    PoolMember,
-    PoolServer,
-    decode,
-    open_segment,
-    segments,
-    source_of,
-)
-from mailstorm.reports.fate import LOST, NEVER, Messages
-from mailstorm.reports.ingest import Columns
+from mailstorm.ledger import ChaosBegin, Kind, PoolMember, PoolServer, source_of
+from mailstorm.reports.effects import FAILED_SUBMISSION
+from mailstorm.reports.fate import LOST
+from mailstorm.reports.store import Store
 
 _NS = 1_000_000_000
 POOL_SOURCE = "pool"  # its ledger: pool.jsonl
@@ -78,75 +68,79 @@ class Pool:
         return asdict(self)
 
 
-def pool_figures(ledger_dir: Path, cols: Columns, msgs: Messages, t0_ns: int, n: int) -> Pool | None:
+def pool_figures(store: Store, t0_ns: int, n: int) -> Pool | None:
     """The pool's figures; None when the run's target was no pool (there is no pool ledger)."""
-    paths = [p for p in segments(ledger_dir) if source_of(p) == POOL_SOURCE]
-    if not paths:
+    if not any(source_of(p) == POOL_SOURCE for p in store.paths):
         return None
-    members: list[PoolMember] = []
-    servers: list[PoolServer] = []
-    for path in paths:
-        with open_segment(path) as fh:
-            lines = list(fh)
-        for raw in lines:
-            try:
-                rec = decode(raw)
-            except Exception:  # a torn last line: the ingest counts those
-                continue
-            if isinstance(rec, PoolMember):
-                members.append(rec)
-            elif isinstance(rec, PoolServer):
-                servers.append(rec)
-    index = {cid: i for i, cid in enumerate(cols.ids)}
-    esp = cols.table(Kind.ESP_ACCEPTED)
-    first_esp = np.full(len(cols.ids) + 1, NEVER, dtype=np.int64)
-    known = esp["id"] >= 0
-    np.minimum.at(first_esp, esp["id"][known], esp["t"][known])
-    reader = LedgerReader(ledger_dir)
-    figures = []
-    for m in sorted(members, key=lambda m: m.member):
-        took: dict[int, int] = {}  # interned id -> when this member accepted it (first time)
-        for f in reader.files():
-            if (src := source_of(f)) == m.source or src.startswith(f"{m.source}-"):
-                for r in reader.iter_file(f, [Kind.SUT_ACCEPTED]):
-                    i = index.get(r.get("id"))
-                    if i is not None and isinstance(r.get("t"), int):
-                        took[i] = min(took.get(i, r["t"]), r["t"])
-        ids = np.fromiter(took, dtype=np.int64, count=len(took))
-        at = np.fromiter(took.values(), dtype=np.int64, count=len(took))
-        done = first_esp[ids] if len(ids) else np.zeros(0, dtype=np.int64)
-        done = done[done != NEVER]
-        figures.append(
-            MemberFigures(
-                member=m.member,
-                kind=m.target,
-                source=m.source,
-                address=m.address,
-                accepted=len(ids),
-                delivered=len(done),
-                share=None,
-                accepted_per_s=_per_second(at, t0_ns, n),
-                delivered_per_s=_per_second(done, t0_ns, n),
-            )
+    members = sorted((m for m in store.whole[PoolMember] if isinstance(m, PoolMember)), key=_member)
+    servers = [s for s in store.whole[PoolServer] if isinstance(s, PoolServer)]
+    accepted, delivered, at, done = _carried(store, members, t0_ns, n)
+    figures = [
+        MemberFigures(
+            member=m.member,
+            kind=m.target,
+            source=m.source,
+            address=m.address,
+            accepted=int(accepted[i]),
+            delivered=int(delivered[i]),
+            share=None,
+            accepted_per_s=at[i].tolist(),
+            delivered_per_s=done[i].tolist(),
         )
+        for i, m in enumerate(members)
+    ]
     total = sum(f.accepted for f in figures)
     for f in figures:
         f.share = round(f.accepted / total, 4) if total else None
-    return Pool(figures, _ejections(cols, msgs, servers, t0_ns))
+    return Pool(figures, _ejections(store, servers, t0_ns))
 
 
-def _per_second(times: np.ndarray, t0_ns: int, n: int) -> list[int]:
-    s = (times - t0_ns) // _NS
-    s = s[(s >= 0) & (s < n)]
-    return np.bincount(s, minlength=n)[:n].tolist()
+def _member(m: PoolMember) -> int:
+    return m.member
 
 
-def _ejections(cols: Columns, msgs: Messages, servers: list[PoolServer], t0_ns: int) -> list[Ejection]:
-    sub = cols.table(Kind.LOAD_SUBMIT)
-    failed_at = sub["t"][~sub["ok"] & ~sub["phase"]]  # refused or failed, not the generator's own stop
-    end_ns = int(max([r.t for r in cols.timeline] + [t0_ns]))
+def _carried(
+    store: Store, members: list[PoolMember], t0_ns: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per member (in ``members``' order): the messages it accepted (its sut.accepted, from its own
+    ledger files), how many of those the ESP accepted, and both per second from ``t0_ns`` (the member's
+    first acceptance of each, the ESP's first acceptance of each) as a members x ``n`` array."""
+    accepted, delivered = np.zeros(len(members), np.int64), np.zeros(len(members), np.int64)
+    at, done = np.zeros((len(members), max(n, 0)), np.int64), np.zeros((len(members), max(n, 0)), np.int64)
+    pairs = [
+        (f, i)
+        for f, path in enumerate(store.paths)
+        for i, m in enumerate(members)
+        if (src := source_of(path)) == m.source or src.startswith(f"{m.source}-")
+    ]
+    if not pairs:
+        return accepted, delivered, at, done
+    values = ", ".join(f"({f}, {i})" for f, i in pairs)
+    got = store.numpy(
+        f"""WITH mine(f, m) AS (VALUES {values}),
+        took AS (SELECT m, id, min(t) AS t FROM rec JOIN mine USING (f)
+            WHERE k = '{Kind.SUT_ACCEPTED}' AND id IS NOT NULL AND t IS NOT NULL GROUP BY m, id),
+        esp AS (SELECT id, min(t) AS t FROM rec
+            WHERE k = '{Kind.ESP_ACCEPTED}' AND campaign IS NULL AND id IN (SELECT id FROM took) GROUP BY id),
+        carried AS (SELECT m, took.t AS t, esp.t AS done FROM took LEFT JOIN esp USING (id))
+        SELECT m, 0 AS which, (t - {t0_ns}) // {_NS} AS s, count(*) AS c FROM carried GROUP BY ALL
+        UNION ALL
+        SELECT m, 1, (done - {t0_ns}) // {_NS}, count(*) FROM carried WHERE done IS NOT NULL GROUP BY ALL"""
+    )
+    m, which, s, c = (got[k].astype(np.int64) for k in ("m", "which", "s", "c"))
+    np.add.at(accepted, m[which == 0], c[which == 0])
+    np.add.at(delivered, m[which == 1], c[which == 1])
+    inside = (s >= 0) & (s < n)
+    for grid, w in ((at, 0), (done, 1)):
+        pick = inside & (which == w)
+        np.add.at(grid, (m[pick], s[pick]), c[pick])
+    return accepted, delivered, at, done
+
+
+def _ejections(store: Store, servers: list[PoolServer], t0_ns: int) -> list[Ejection]:
+    end_ns = int(max([r.t for r in store.timeline] + [t0_ns]))
     out = []
-    for rec in cols.timeline:
+    for rec in store.timeline:
         if not isinstance(rec, ChaosBegin) or rec.what != "target" or not isinstance(rec.params, dict):
             continue
         action, params = rec.params.get("action"), rec.params.get("params") or {}
@@ -157,7 +151,13 @@ def _ejections(cols: Columns, msgs: Messages, servers: list[PoolServer], t0_ns: 
         out_at = next((s.t for s in mine if s.status.startswith(_OUT)), None)
         back_at = next((s.t for s in mine if out_at is not None and s.t > out_at and s.status == "UP"), None)
         gap_end = out_at if out_at is not None else end_ns
-        in_gap = (msgs.intended >= rec.t) & (msgs.intended <= gap_end)
+        # In the gap: submissions refused or failed, by when they ended; messages submitted (intended) in
+        # it that were lost.
+        refused, lost = store.one(
+            f"""SELECT (SELECT count(*) FROM rec WHERE {FAILED_SUBMISSION} AND t >= $1 AND t <= $2),
+                (SELECT count(*) FROM msg WHERE intended >= $1 AND intended <= $2 AND outcome = {LOST})""",
+            [rec.t, gap_end],
+        )
         out.append(
             Ejection(
                 member=member,
@@ -166,8 +166,8 @@ def _ejections(cols: Columns, msgs: Messages, servers: list[PoolServer], t0_ns: 
                 at_s=round((rec.t - t0_ns) / _NS, 3),
                 ejected_after_s=None if out_at is None else round((out_at - rec.t) / _NS, 3),
                 back_after_s=None if back_at is None else round((back_at - out_at) / _NS, 3),
-                refused_in_gap=int(((failed_at >= rec.t) & (failed_at <= gap_end)).sum()),
-                lost_in_gap=int((in_gap & (msgs.outcome == LOST)).sum()),
+                refused_in_gap=int(refused),
+                lost_in_gap=int(lost),
             )
         )
     return out

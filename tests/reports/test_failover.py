@@ -7,9 +7,9 @@ from mailstorm.ledger import ChaosBegin, ChaosEnd, LedgerReader, LedgerWriter
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.failover import failover
 from mailstorm.reports.fate import Fates
-from mailstorm.reports.store import esp_of_file
+from mailstorm.reports.store import esp_of_file, open_run
 from tests.records import accepted, submit
-from tests.reports.oracle import classify, read_columns
+from tests.reports.fate_forms import sql_counts
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -38,8 +38,8 @@ def _ledgers(tmp_path):
 
 
 def test_failover_and_failback_times_and_shares(tmp_path):
-    cols = read_columns(_ledgers(tmp_path))
-    got = failover(cols, T0, ["primary", "secondary"])
+    with open_run(_ledgers(tmp_path)) as store:
+        got = failover(store, T0, ["primary", "secondary"])
     assert got is not None
     assert got.esps == ["primary", "secondary"]
     assert got.accepted == {"primary": 73, "secondary": 28}
@@ -63,7 +63,8 @@ def test_a_network_step_naming_an_esp_is_a_fault_of_that_esp(tmp_path):
             begin = ChaosBegin(name=name, what="network", params={}, esp=esp)
             timeline.write(begin, t=T0 + 3 * NS)
             timeline.write(ChaosEnd(name=name, what="network", params={}, esp=esp), t=T0 + 6 * NS)
-    got = failover(read_columns(ledger), T0, ["primary", "secondary"])
+    with open_run(ledger) as store:
+        got = failover(store, T0, ["primary", "secondary"])
     assert got is not None
     faults = {f.name: f for f in got.faults}
     assert set(faults) == {"down", "cut"}
@@ -74,7 +75,7 @@ def test_a_duplicate_across_esps_is_duplicated_in_both_forms_of_fate(tmp_path):
     """The fate module takes acceptances from every ESP's ledger alike: m-35, accepted by each ESP once,
     is duplicated, in the batch form and in the incremental (live) form."""
     ledger = _ledgers(tmp_path)
-    batch = classify(read_columns(ledger)).counts()
+    batch = sql_counts(ledger)
     live = Fates()
     live.feed_all(LedgerReader(ledger).records())
     assert batch["duplicated"] == 1 and batch["delivered"] == 99
@@ -86,7 +87,8 @@ def test_one_esp_has_no_failover_figures(tmp_path):
     with LedgerWriter(ledger, "load-0") as load, LedgerWriter(ledger, "esp-smtp-0") as esp:
         load.write(submit("a", intended=T0, start=T0, ok=True, code=250))
         esp.write(accepted("a"))
-    assert failover(read_columns(ledger), T0) is None
+    with open_run(ledger) as store:
+        assert failover(store, T0) is None
 
 
 def test_which_esp_a_ledger_file_is():
