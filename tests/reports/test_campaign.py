@@ -17,6 +17,7 @@ from mailstorm.reports.recovery import Window
 from mailstorm.reports.sizing import campaign_sizing
 from mailstorm.reports.slo import judge_campaign
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import open_run
 from mailstorm.runinfo import EspLimits
 from tests.records import accepted, submit
 
@@ -56,6 +57,12 @@ def write_run(run_dir: Path, esp: dict[str, list[tuple[int, str, str | None]]], 
     return run_dir
 
 
+def campaigns(run: Path, *args) -> list:
+    """The campaigns of a run directory, from its Store."""
+    with open_run(run / "ledger") as store:
+        return analyze(run, store, *args)
+
+
 def _fields(rec) -> dict:
     return {f: getattr(rec, f) for f in rec.__struct_fields__}
 
@@ -75,7 +82,7 @@ def test_every_recipient_gets_one_outcome_and_they_add_up(tmp_path):
         },
         bounced=["e@x.test"],
     )  # fmt: skip
-    (c,) = analyze(run, {}, T0, 10, [])
+    (c,) = campaigns(run, {}, T0, 10, [])
     assert by_address(c) == {
         "a@x.test": "delivered",
         "b@x.test": "duplicated",
@@ -100,7 +107,7 @@ def test_by_recipient_every_acceptance_for_a_listed_address_counts(tmp_path):
     run = write_run(
         tmp_path / "run", {"esp-smtp-0": [(2, "a@x.test", None), (3, "b@x.test", "x"), (4, "z@y.test", None)]}
     )
-    (c,) = analyze(run, {CID: "recipient"}, T0, 10, [])
+    (c,) = campaigns(run, {CID: "recipient"}, T0, 10, [])
     o = by_address(c)
     assert o["a@x.test"] == o["b@x.test"] == "delivered" and c.unexpected is None
 
@@ -111,7 +118,7 @@ def test_fault_windows_say_who_was_delayed_missing_or_sent_twice(tmp_path):
         {"esp-smtp-0": [(2, "a@x.test", CID), (3, "b@x.test", CID), (6, "b@x.test", CID),
                         (9, "c@x.test", CID), (5, "d@x.test", CID)]},
     )  # fmt: skip
-    (c,) = analyze(run, {}, T0, 12, [Window("crash", 4.0, 7.0)])
+    (c,) = campaigns(run, {}, T0, 12, [Window("crash", 4.0, 7.0)])
     (w,) = c.windows
     # Owed at 4 s: c, d, e, f (a and b were delivered before). c came after the window (delayed), d inside
     # it; e and f never (missing). b's second copy at 6 s is the window's duplicate.
@@ -140,7 +147,7 @@ def test_the_campaign_objectives_are_judged_with_their_defaults(tmp_path):
     run = write_run(
         tmp_path / "run", {"esp-smtp-0": [(2, "a@x.test", CID), (3, "a@x.test", CID), (4, "u1@x.test", CID)]}
     )
-    (c,) = analyze(run, {}, T0, 10, [])
+    (c,) = campaigns(run, {}, T0, 10, [])
     results = {r.name: r for r in judge_campaign(SloSpec(max_campaign_duration_s=60), c.as_dict())}
     assert not results["max_campaign_missing[c1]"].passed and results["max_campaign_missing[c1]"].actual == 5
     assert not results["max_campaign_duplicated[c1]"].passed
@@ -154,9 +161,12 @@ def test_the_campaign_objectives_are_judged_with_their_defaults(tmp_path):
 def test_a_campaign_that_never_started_fails_its_started_objective(tmp_path):
     run = write_run(tmp_path / "run", {})
     w = LedgerWriter(run / "ledger", "timeline")
-    w.write(CampaignAnswer(id=CID, via="http", ok=False, code=503, answer="busy", started=T0 + NS))
+    # the later answer (by time: the Store orders the records it reads whole by their time)
+    w.write(
+        CampaignAnswer(id=CID, via="http", ok=False, code=503, answer="busy", started=T0 + NS), t=T0 + 2 * NS
+    )
     w.close()
-    (c,) = analyze(run, {}, T0, 10, [])
+    (c,) = campaigns(run, {}, T0, 10, [])
     (started, *_) = judge_campaign(SloSpec(), c.as_dict())
     assert started.name == "campaign_started[c1]" and not started.passed and "503 busy" in started.detail
 
