@@ -167,20 +167,24 @@ def _one(
     # An address listed twice counts on its last row (the lists the runner writes have none twice).
     who = f"(SELECT email, max(rowid) AS i FROM {_LIST} GROUP BY email)"
     acc = f"""(SELECT t, campaign, lower(unnest("to")) AS a FROM rec WHERE k = '{Kind.ESP_ACCEPTED}')"""
-    mine = "acc.campaign = ?" if header else "true"
-    params = [cid] if header else []
-    store.con.execute(
-        f"""CREATE TEMP TABLE {_HIT} AS SELECT who.i, acc.t FROM {acc} AS acc JOIN {who} AS who
-            ON acc.a = who.email WHERE {mine}""",
-        params,
-    )
     unexpected = unheaded = 0
     if header:
-        unexpected, unheaded = store.one(
-            f"""SELECT count(*) FILTER (acc.campaign = ? AND who.i IS NULL),
-                count(*) FILTER (acc.campaign IS NULL AND who.i IS NOT NULL)
-                FROM {acc} AS acc LEFT JOIN {who} AS who ON acc.a = who.email""",
+        # One join for the three: this campaign's acceptances (on the list or not: unexpected) and the
+        # unheaded ones for listed addresses; then only the campaign's listed ones are kept.
+        store.con.execute(
+            f"""CREATE TEMP TABLE {_HIT} AS SELECT who.i, acc.t, acc.campaign IS NULL AS bare
+                FROM {acc} AS acc LEFT JOIN {who} AS who ON acc.a = who.email
+                WHERE acc.campaign = ? OR (acc.campaign IS NULL AND who.i IS NOT NULL)""",
             [cid],
+        )
+        unexpected, unheaded = store.one(
+            f"SELECT count(*) FILTER (NOT bare AND i IS NULL), count(*) FILTER (bare) FROM {_HIT}"
+        )
+        store.con.execute(f"DELETE FROM {_HIT} WHERE bare OR i IS NULL")
+    else:
+        store.con.execute(
+            f"""CREATE TEMP TABLE {_HIT} AS SELECT who.i, acc.t FROM {acc} AS acc JOIN {who} AS who
+                ON acc.a = who.email"""
         )
     bounced = f"""(SELECT DISTINCT who.i FROM (SELECT lower(unnest(from_json(rcpts, '["VARCHAR"]'))) AS a
                    FROM rec WHERE k = '{Kind.SUT_BOUNCED}') AS b JOIN {who} AS who ON b.a = who.email)"""
