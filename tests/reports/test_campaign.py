@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstorm.errors import UserError
 from mailstorm.harness.campaign import lists
 from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, LedgerWriter, SutBounced
 from mailstorm.reports.campaign import OUTCOMES, analyze
@@ -178,3 +179,25 @@ def test_campaign_sizing_against_the_measured_rate_and_the_quotas(rate, bound):
     assert out["seconds_at_measured"] == 1000 and out["seconds_at_esp_rate"] == 100_000 / rate
     assert out["seconds"] == max(1000, 100_000 / rate) and out["days_of_quota"] == 2
     assert bound in out["arithmetic"][-2] and "2 days" in out["arithmetic"][-1]
+
+
+def test_a_list_that_cannot_be_read_back_is_a_one_line_error(tmp_path):
+    run = write_run(tmp_path / "run", {"esp-smtp-0": [(2, "a@x.test", CID)]})
+    (run / "campaign" / f"{CID}.csv").write_text("email,name,status\na@x.test,a\n")  # a row short of a field
+    with pytest.raises(UserError, match="the campaign's list cannot be read back") as err:
+        campaigns(run, {}, T0, 10, [])
+    assert "\n" not in str(err.value)
+    (run / "campaign" / f"{CID}.csv").unlink()  # and no list at all (nor at the path its record names)
+    with pytest.raises(UserError, match="the campaign's list cannot be read back"):
+        campaigns(run, {}, T0, 10, [])
+
+
+def test_an_answer_without_a_code_is_still_the_answer(tmp_path):
+    """A trigger that got no answer at all (code null) is read as the campaign's answer, not dropped."""
+    run = write_run(tmp_path / "run", {})
+    w = LedgerWriter(run / "ledger", "timeline")
+    w.write(CampaignAnswer(id=CID, via="http", ok=False, code=None, answer="timed out", started=T0 + NS),
+            t=T0 + 2 * NS)  # fmt: skip
+    w.close()
+    (c,) = campaigns(run, {}, T0, 10, [])
+    assert not c.started and c.trigger["answer"] == "timed out" and c.trigger["code"] is None
