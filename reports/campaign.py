@@ -113,17 +113,17 @@ def analyze(
         assert isinstance(lst, CampaignList)
         trig, ans = triggers.get(lst.id), answers.get(lst.id)
         trigger_ns = ans.started if ans is not None else (trig.t if trig is not None else None)
+        correlation = correlations.get(lst.id, "header")
         path = run_dir / "campaign" / f"{lst.id}.csv"
         try:
             _read_list(store, path if path.exists() else Path(lst.path))
-            c = _one(store, lst.id, correlations.get(lst.id, "header"), t0_ns, seconds, windows)
-            c.times = _times(store, trigger_ns, esp_rate)
+            outcome, unexpected, unheaded = _recipients(store, lst.id, correlation)
+            wins, per_s = _windows(store, t0_ns, windows), _per_second(store, t0_ns, seconds)
+            times = _times(store, trigger_ns, esp_rate)
         finally:
             store.con.execute(f"DROP TABLE IF EXISTS {_LIST}; DROP TABLE IF EXISTS {_HIT}; "
                               f"DROP TABLE IF EXISTS {_RCPT}")  # fmt: skip
-        c.started = bool(ans is not None and ans.ok)
-        c.trigger_ns = trigger_ns
-        c.trigger = {
+        trigger = {
             "via": trig.via if trig else None,
             "request": trig.request if trig else None,
             "at_s": trig.at_s if trig else None,
@@ -131,7 +131,21 @@ def analyze(
             "code": ans.code if ans else None,
             "answer": ans.answer if ans else None,
         }
-        out.append(c)
+        out.append(
+            Campaign(
+                id=lst.id,
+                correlation=correlation,
+                started=bool(ans is not None and ans.ok),
+                trigger=trigger,
+                outcome=outcome,
+                unexpected=unexpected,
+                unheaded=unheaded,
+                trigger_ns=trigger_ns,
+                windows=wins,
+                delivered_per_s=per_s,
+                times=times,
+            )
+        )
     return out
 
 
@@ -159,10 +173,10 @@ def _read_list(store: Store, path: Path) -> None:
         con.execute(f"SET preserve_insertion_order = {'true' if keep else 'false'}")
 
 
-def _one(
-    store: Store, cid: str, correlation: str, t0_ns: int, seconds: int, windows: list[Window]
-) -> Campaign:  # fmt: skip
-    """One campaign's recipients (from ``_LIST``) against the run's acceptances and bounces."""
+def _recipients(store: Store, cid: str, correlation: str) -> tuple[np.ndarray, int | None, int]:
+    """One campaign's recipients (``_LIST``) against the run's acceptances and bounces, into tables
+    ``_HIT`` and ``_RCPT``: the outcome per recipient (list order), unexpected (header mode; None by
+    recipient) and unheaded acceptances."""
     header = correlation == "header"
     # An address listed twice counts on its last row (the lists the runner writes have none twice).
     who = f"(SELECT email, max(rowid) AS i FROM {_LIST} GROUP BY email)"
@@ -199,19 +213,7 @@ def _one(
             LEFT JOIN {bounced} AS b ON b.i = l.rowid"""
     )
     outcome = store.numpy(f"SELECT outcome FROM {_RCPT} ORDER BY i")["outcome"].astype(np.int8)
-    return Campaign(
-        id=cid,
-        correlation=correlation,
-        started=False,
-        trigger={},
-        outcome=outcome,
-        unexpected=unexpected if header else None,
-        unheaded=unheaded,
-        trigger_ns=None,
-        windows=_windows(store, t0_ns, windows),
-        delivered_per_s=_per_second(store, t0_ns, seconds),
-        times={},
-    )
+    return outcome, (unexpected if header else None), unheaded
 
 
 def _per_second(store: Store, t0_ns: int, seconds: int) -> np.ndarray:
