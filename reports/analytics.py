@@ -30,7 +30,7 @@ sent, acknowledged and counted events per second of the run (counted null while 
 The work is SQL over the run's ``Store`` (reports/store.py): the webhook records reduced to one row per
 event (its kind, first attempt, first 2xx, whether a fault dropped it) and the SUT's counts per event id
 stay in DuckDB; Python holds the figures per kind and window, the series (per second of the run) and the
-probe's polls (``Store.whole``).
+probe's polls (read whole: reports/whole.py).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ from mailstorm.reports.whole import records
 
 _NS = 1_000_000_000
 NEVER = 2**63 - 1
-# The run's events, one row each: kind, first attempt and first 2xx (NULL: none), dropped by a fault;
-# and the SUT's counts per event id (sut.event records). Temporary tables while the section runs.
+# The run's events, one row each: kind (each of an event's records carries it), first attempt and first
+# 2xx (NULL: none), dropped by a fault; and the SUT's counts per event id (sut.event records).
+# Temporary tables while the section runs.
 _EVENTS, _COUNTS = "analytics_events", "analytics_counts"
 _EVENTS_SQL = f"""CREATE TEMP TABLE {_EVENTS} AS SELECT event_id, min(event) AS event,
     min(t) FILTER (attempt != 0) AS first_t, min(t) FILTER (attempt != 0 AND ok) AS acked_t,
