@@ -27,86 +27,62 @@ the first second its count is known again after it, and the seconds in the windo
 did not answer at all (probe mode). ``series`` holds the cumulative
 sent, acknowledged and counted events per second of the run (counted null while the probe got no answer).
 
-One pass over the ledgers reads only the lines it needs (esp.webhook, sut.event, analytics.probe).
+The work is SQL over the run's ``Store`` (reports/store.py): the webhook records reduced to one row per
+event (its kind, first attempt, first 2xx, whether a fault dropped it) and the SUT's counts per event id
+stay in DuckDB; Python holds the figures per kind and window, the series (per second of the run) and the
+probe's polls (read whole: reports/whole.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from mailstorm.ledger import AnalyticsProbe, EspWebhook, SutEvent
-from mailstorm.reports.ingest import scan
+import numpy as np
+
+from mailstorm.ledger import AnalyticsProbe, Kind
 from mailstorm.reports.recovery import Window
 from mailstorm.reports.slo import SloResult
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import Store
+from mailstorm.reports.whole import records
 
 _NS = 1_000_000_000
-_WANTED = (b'"k":"esp.webhook"', b'"k":"sut.event"', b'"k":"analytics.probe"')
 NEVER = 2**63 - 1
+# The run's events, one row each: kind (each of an event's records carries it), first attempt and first
+# 2xx (NULL: none), dropped by a fault; and the SUT's counts per event id (sut.event records).
+# Temporary tables while the section runs.
+_EVENTS, _COUNTS = "analytics_events", "analytics_counts"
+_EVENTS_SQL = f"""CREATE TEMP TABLE {_EVENTS} AS SELECT event_id, min(event) AS event,
+    min(t) FILTER (attempt != 0) AS first_t, min(t) FILTER (attempt != 0 AND ok) AS acked_t,
+    bool_or(attempt = 0) AS dropped
+    FROM rec WHERE k = '{Kind.ESP_WEBHOOK}' GROUP BY event_id"""
+_COUNTS_SQL = f"""CREATE TEMP TABLE {_COUNTS} AS SELECT event_id, count(*) AS n
+    FROM rec WHERE k = '{Kind.SUT_EVENT}' GROUP BY event_id"""
+_POSTED = f"(SELECT * FROM {_EVENTS} WHERE first_t IS NOT NULL)"
 
 
-@dataclass
-class _Posted:
-    event: str
-    first_t: int = NEVER  # the first attempt's record (ns)
-    acked_t: int = NEVER  # the first 2xx answer's record (ns)
-    dropped: bool = False
-
-
-@dataclass
-class Raw:
-    """What the ledgers say: every event the ESP made, the SUT's counts, its analytics polls."""
-
-    events: dict[str, _Posted] = field(default_factory=dict)
-    sut: list[SutEvent] = field(default_factory=list)
-    probes: list[AnalyticsProbe] = field(default_factory=list)
-
-
-def read(ledger_dir: Path) -> Raw:
-    raw = Raw()
-    for rec in scan(ledger_dir, _WANTED):
-        if isinstance(rec, EspWebhook):
-            ev = raw.events.get(rec.event_id)
-            if ev is None:
-                ev = raw.events[rec.event_id] = _Posted(rec.event)
-            if rec.attempt == 0:
-                ev.dropped = True
-                continue
-            ev.first_t = min(ev.first_t, rec.t)
-            if rec.ok:
-                ev.acked_t = min(ev.acked_t, rec.t)
-        elif isinstance(rec, SutEvent):
-            raw.sut.append(rec)
-        elif isinstance(rec, AnalyticsProbe):
-            raw.probes.append(rec)
-    raw.probes.sort(key=lambda r: r.t)
-    return raw
+def _row(
+    sent: int, acked: int, dropped: int, counted: int | None, missed: int, double: int
+) -> dict[str, Any]:
+    """One kind's figures (or the total's); ``counted`` None: the SUT's count is unknown here."""
+    row: dict[str, Any] = {"sent": sent, "acknowledged": acked, "not_posted": dropped}
+    if counted is None:
+        return row | dict.fromkeys(("counted", "missed", "double_counted", "error", "error_ratio"))
+    return row | {"counted": counted, "missed": missed, "double_counted": double, "error": missed + double,
+                  "error_ratio": round((missed + double) / sent, 6) if sent else None}  # fmt: skip
 
 
 def _figures(sent: Counter, acked: Counter, dropped: Counter, counted: Counter | None,
              missed: Counter | None, double: Counter | None, kinds: list[str]) -> dict[str, Any]:  # fmt: skip
     """Per kind and in total; ``counted`` None: the SUT's count is unknown here."""
     out: dict[str, Any] = {}
+    known = counted is not None and missed is not None and double is not None
     for kind in [*kinds, "total"]:
-        pick = lambda c, k=kind: sum(c.values()) if k == "total" else c.get(k, 0)  # noqa: E731
-        n = pick(sent)
-        row = {"sent": n, "acknowledged": pick(acked), "not_posted": pick(dropped)}
-        if counted is None or missed is None or double is None:
-            row |= {
-                "counted": None,
-                "missed": None,
-                "double_counted": None,
-                "error": None,
-                "error_ratio": None,
-            }
-        else:
-            m, d = pick(missed), pick(double)
-            row |= {"counted": pick(counted), "missed": m, "double_counted": d, "error": m + d,
-                    "error_ratio": round((m + d) / n, 6) if n else None}  # fmt: skip
-        out[kind] = row
+        pick = lambda c, k=kind: 0 if c is None else sum(c.values()) if k == "total" else c.get(k, 0)  # noqa: E731
+        out[kind] = _row(pick(sent), pick(acked), pick(dropped), pick(counted) if known else None,
+                         pick(missed), pick(double))  # fmt: skip
     return out
 
 
@@ -138,35 +114,74 @@ class Analytics:
         }
 
 
-def analyze(ledger_dir: Path, t0_ns: int, windows: list[Window], seconds: int) -> Analytics | None:
+def analyze(store: Store, t0_ns: int, windows: list[Window], seconds: int) -> Analytics | None:
     """The run's analytics figures; None when the ESP posted no webhook and nobody counted anything."""
-    raw = read(ledger_dir)
-    if not raw.events and not raw.sut and not raw.probes:
+    probes = [p for p in records(store, AnalyticsProbe) if isinstance(p, AnalyticsProbe)]  # by time
+    hooks, sut_n = store.one(
+        f"""SELECT count(*) FILTER (k = '{Kind.ESP_WEBHOOK}'), count(*) FILTER (k = '{Kind.SUT_EVENT}')
+            FROM rec"""
+    )
+    if not hooks and not sut_n and not probes:
         return None
-    posted = {eid: ev for eid, ev in raw.events.items() if ev.first_t != NEVER}
-    kinds = sorted({ev.event for ev in raw.events.values()} | {s.event for s in raw.sut})
-    probe_ok = [p for p in raw.probes if p.ok and p.counts is not None]
-    source = "probe" if raw.probes else ("events" if raw.sut else None)
-    last_t = max([ev.first_t for ev in posted.values()] + [p.t for p in raw.probes] + [s.t for s in raw.sut]
-                 + [t0_ns])  # fmt: skip
+    try:
+        store.con.execute(_EVENTS_SQL)
+        store.con.execute(_COUNTS_SQL)
+        return _analyze(store, probes, sut_n, t0_ns, windows, seconds)
+    finally:
+        store.con.execute(f"DROP TABLE IF EXISTS {_EVENTS}; DROP TABLE IF EXISTS {_COUNTS}")
+
+
+def _per_kind(store: Store, sql: str) -> Counter:
+    """A Counter of the (kind, count) rows of ``sql``."""
+    return Counter({kind: int(n) for kind, n in store.rows(sql)})
+
+
+def _analyze(
+    store: Store, probes: list[AnalyticsProbe], sut_n: int, t0_ns: int, windows: list[Window], seconds: int
+) -> Analytics:
+    sut = f"(SELECT t, event, event_id FROM rec WHERE k = '{Kind.SUT_EVENT}')"
+    kinds = sorted(k for (k,) in store.rows(f"SELECT event FROM {_EVENTS} UNION SELECT event FROM {sut}"))
+    probe_ok = [p for p in probes if p.ok and p.counts is not None]
+    source = "probe" if probes else ("events" if sut_n else None)
+    last_t = max(
+        [t0_ns, *(p.t for p in probes)]
+        + [t for (t,) in store.rows(f"SELECT max(first_t) FROM {_POSTED} UNION ALL SELECT max(t) FROM {sut}")
+           if t is not None]
+    )  # fmt: skip
     n_s = max(seconds, int((last_t - t0_ns) // _NS) + 1, 1)
 
-    sent = Counter(ev.event for ev in posted.values())
-    acked = Counter(ev.event for ev in posted.values() if ev.acked_t != NEVER)
-    dropped = Counter(ev.event for eid, ev in raw.events.items() if ev.dropped and eid not in posted)
-    per_id = Counter(s.event_id for s in raw.sut)
+    posted = store.value(f"SELECT count(*) FROM {_POSTED}")
+    sent = _per_kind(store, f"SELECT event, count(*) FROM {_POSTED} GROUP BY event")
+    acked = _per_kind(
+        store, f"SELECT event, count(*) FROM {_POSTED} WHERE acked_t IS NOT NULL GROUP BY event"
+    )
+    dropped = _per_kind(
+        store, f"SELECT event, count(*) FROM {_EVENTS} WHERE dropped AND first_t IS NULL GROUP BY event"
+    )
     counted = missed = double = None
     why_not = None
     if source == "events":
-        counted = Counter(s.event for s in raw.sut)
-        missed = Counter(ev.event for eid, ev in posted.items() if per_id[eid] == 0)
-        double = Counter()
-        for s in raw.sut:  # a count beyond the first of a posted event, or of an event never posted
-            if s.event_id not in posted or per_id[s.event_id] > 1:
-                double[s.event] += 1
-        for eid, n in per_id.items():
-            if eid in posted and n > 1:
-                double[posted[eid].event] -= 1  # each id's first count was no double
+        counted = _per_kind(store, f"SELECT event, count(*) FROM {sut} GROUP BY event")
+        missed = _per_kind(
+            store,
+            f"""SELECT p.event, count(*) FROM {_POSTED} AS p LEFT JOIN {_COUNTS} AS c USING (event_id)
+                WHERE c.n IS NULL GROUP BY p.event""",
+        )
+        # A count beyond the first of a posted event, or of an event never posted, under the SUT's kind;
+        # each posted id's first count was no double (under the ESP's kind).
+        double = _per_kind(
+            store,
+            f"""SELECT s.event, count(*) FROM {sut} AS s LEFT JOIN {_POSTED} AS p USING (event_id)
+                LEFT JOIN {_COUNTS} AS c USING (event_id) WHERE p.event_id IS NULL OR c.n > 1
+                GROUP BY s.event""",
+        )
+        double.subtract(
+            _per_kind(
+                store,
+                f"""SELECT p.event, count(*) FROM {_POSTED} AS p JOIN {_COUNTS} AS c USING (event_id)
+                    WHERE c.n > 1 GROUP BY p.event""",
+            )
+        )
     elif source == "probe":
         if probe_ok:
             last = next((p for p in reversed(probe_ok) if p.final), probe_ok[-1])
@@ -175,23 +190,23 @@ def analyze(ledger_dir: Path, t0_ns: int, windows: list[Window], seconds: int) -
             missed = Counter({k: max(sent[k] - counted[k], 0) for k in kinds})
             double = Counter({k: max(counted[k] - sent[k], 0) for k in kinds})
         else:
-            why_not = f"the analytics probe never answered ({len(raw.probes)} polls)"
+            why_not = f"the analytics probe never answered ({len(probes)} polls)"
     else:
         why_not = "no analytics probe and no sut.event records: the SUT's counts are unknown"
     if not posted and why_not is None:
         why_not = "the ESP posted no webhook event: there was nothing to count"
     figures = _figures(sent, acked, dropped, counted, missed, double, kinds)
 
-    series = _series(posted, raw, source, t0_ns, n_s)
-    wins = _windows(windows, posted, per_id, source, series, t0_ns, n_s, kinds)
+    series = _series(store, probes, source, t0_ns, n_s)
+    wins = _windows(store, windows, source, series, t0_ns, n_s)
     probe = None
-    if raw.probes:
-        failed = [p for p in raw.probes if not p.ok]
+    if probes:
+        failed = [p for p in probes if not p.ok]
         probe = {
-            "url": raw.probes[-1].url,
-            "polls": len(raw.probes),
+            "url": probes[-1].url,
+            "polls": len(probes),
             "failed": len(failed),
-            "final": any(p.final and p.ok for p in raw.probes),
+            "final": any(p.final and p.ok for p in probes),
             "last_error": failed[-1].error if failed else None,
         }
     return Analytics(source, source == "events", figures, wins, series, probe, why_not)
@@ -201,28 +216,31 @@ def _second(t: int, t0_ns: int, n_s: int) -> int:
     return min(max((t - t0_ns) // _NS, 0), n_s - 1)
 
 
-def _cumulative(times: list[int], t0_ns: int, n_s: int) -> list[int]:
-    per = [0] * n_s
-    for t in times:
-        per[_second(t, t0_ns, n_s)] += 1
-    total, out = 0, []
-    for x in per:
-        total += x
-        out.append(total)
-    return out
+def _cumulative(store: Store, times: str, t0_ns: int, n_s: int) -> list[int]:
+    """Cumulative count per second of the times ``t`` of query ``times`` (clipped to the ``n_s``
+    seconds from ``t0_ns``: earlier ones in the first, later ones in the last)."""
+    got = store.numpy(
+        f"""SELECT least(greatest((t - {int(t0_ns)}) // {_NS}, 0), {n_s - 1}) AS s, count(*) AS c
+            FROM ({times}) WHERE t IS NOT NULL GROUP BY s"""
+    )
+    per = np.zeros(n_s, dtype=np.int64)
+    per[got["s"].astype(np.int64)] = got["c"]
+    return np.cumsum(per).tolist()
 
 
-def _series(posted: dict[str, _Posted], raw: Raw, source: str | None, t0_ns: int, n_s: int) -> dict[str, Any]:
+def _series(
+    store: Store, probes: list[AnalyticsProbe], source: str | None, t0_ns: int, n_s: int
+) -> dict[str, Any]:
     """Cumulative events per second: sent, acknowledged and counted (null: the probe got no answer in
     that second, so the SUT's count is not known then)."""
-    sent = _cumulative([ev.first_t for ev in posted.values()], t0_ns, n_s)
-    acked = _cumulative([ev.acked_t for ev in posted.values() if ev.acked_t != NEVER], t0_ns, n_s)
+    sent = _cumulative(store, f"SELECT first_t AS t FROM {_POSTED}", t0_ns, n_s)
+    acked = _cumulative(store, f"SELECT acked_t AS t FROM {_POSTED}", t0_ns, n_s)
     counted: list[int | None]
     if source == "events":
-        counted = list(_cumulative([s.t for s in raw.sut], t0_ns, n_s))
+        counted = list(_cumulative(store, f"SELECT t FROM rec WHERE k = '{Kind.SUT_EVENT}'", t0_ns, n_s))
     elif source == "probe":
         counted = [None] * n_s
-        for p in raw.probes:  # the last answer in each second
+        for p in probes:  # the last answer in each second
             sec = _second(p.t, t0_ns, n_s)
             if p.ok and p.counts is not None:
                 counted[sec] = round(sum(p.counts.values()))
@@ -232,36 +250,42 @@ def _series(posted: dict[str, _Posted], raw: Raw, source: str | None, t0_ns: int
 
 
 def _windows(
-    windows: list[Window], posted: dict[str, _Posted], per_id: Counter, source: str | None,
-    series: dict[str, Any], t0_ns: int, n_s: int, kinds: list[str],
-) -> list[dict[str, Any]]:  # fmt: skip
-    out = []
+    store: Store, windows: list[Window], source: str | None, series: dict[str, Any], t0_ns: int, n_s: int
+) -> list[dict[str, Any]]:
+    """Per fault window, the events first posted inside it and after it (until the next window opens),
+    all windows in one query; and the gap."""
+    if not windows:
+        return []
+    spans = []
     for k, w in enumerate(windows):
         start, end = t0_ns + int(w.start_s * _NS), t0_ns + int(w.end_s * _NS)
         until = t0_ns + int(windows[k + 1].start_s * _NS) if k + 1 < len(windows) else NEVER
-        spans = {"inside": (start, end), "after": (end, until)}
+        spans += [f"({k}, 'inside', {start}, {end})", f"({k}, 'after', {end}, {until})"]
+    got = {
+        (k, part): rest
+        for k, part, *rest in store.rows(
+            f"""SELECT w.k, w.part, count(*), count(p.acked_t), coalesce(sum(c.n), 0),
+                count(*) FILTER (c.n IS NULL), coalesce(sum(greatest(c.n - 1, 0)), 0)
+                FROM (VALUES {", ".join(spans)}) AS w(k, part, a, b)
+                JOIN {_POSTED} AS p ON p.first_t >= w.a AND p.first_t < w.b
+                LEFT JOIN {_COUNTS} AS c USING (event_id) GROUP BY w.k, w.part"""
+        )
+    }
+    out = []
+    for k, w in enumerate(windows):
+        start, end = t0_ns + int(w.start_s * _NS), t0_ns + int(w.end_s * _NS)
         row: dict[str, Any] = {"name": w.name, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3)}
-        for part, (a, b) in spans.items():
-            evs = {eid: ev for eid, ev in posted.items() if a <= ev.first_t < b}
-            sent = Counter(ev.event for ev in evs.values())
-            acked = Counter(ev.event for ev in evs.values() if ev.acked_t != NEVER)
-            counted = missed = double = None
-            if source == "events":
-                counted = Counter()
-                missed, double = Counter(), Counter()
-                for eid, ev in evs.items():
-                    counted[ev.event] += per_id[eid]
-                    missed[ev.event] += per_id[eid] == 0
-                    double[ev.event] += max(per_id[eid] - 1, 0)
-            row[part] = _figures(sent, acked, Counter(), counted, missed, double, kinds)["total"]
+        for part in ("inside", "after"):
+            sent, acked, counted, missed, double = (int(x) for x in got.get((k, part), (0, 0, 0, 0, 0)))
+            row[part] = _row(sent, acked, 0, counted if source == "events" else None, missed, double)
         # The gap: how far behind the posted events the SUT's count was, from the window's start to the
         # first second its count is known again at or after its end (what it said when it came back).
-        counted = series["counted"]
+        counted_s = series["counted"]
         s0, s1 = _second(start, t0_ns, n_s), _second(max(end - 1, start), t0_ns, n_s)
-        back = next((s for s in range(s1, n_s) if counted[s] is not None), s1)
-        gaps = [series["sent"][s] - c for s in range(s0, back + 1) if (c := counted[s]) is not None]
+        back = next((s for s in range(s1, n_s) if counted_s[s] is not None), s1)
+        gaps = [series["sent"][s] - c for s in range(s0, back + 1) if (c := counted_s[s]) is not None]
         row["max_gap"] = max(gaps) if gaps else None
-        row["blind_s"] = sum(counted[s] is None for s in range(s0, s1 + 1)) if source == "probe" else 0
+        row["blind_s"] = sum(counted_s[s] is None for s in range(s0, s1 + 1)) if source == "probe" else 0
         out.append(row)
     return out
 

@@ -24,117 +24,57 @@ delivery (the completion), and each recipient's first delivery (p50/p90/p99). Pe
 subscribers still owed when it opened, how many came only after it closed (delayed) or never (missing),
 and how many recipients got a second copy from its start until the next window's.
 
-One pass over the ledgers reads only the lines it needs (campaign.*, esp.accepted, sut.bounced); the list
-is read back from ``<run>/campaign/<id>.csv``; the rest is numpy over recipient indices, so a million
-recipients take seconds (bench/bench_campaign.py).
+The work is SQL over the run's ``Store`` (reports/store.py): the list is read back from
+``<run>/campaign/<id>.csv`` into DuckDB (its row number is the recipient's index), joined there to the
+acceptances' recipients (``esp.accepted``'s ``to``, unnested) and to the bounced addresses
+(``sut.bounced``'s ``rcpts``), so memory stays DuckDB's budget whatever the run's length; Python holds
+the figures, one outcome byte per recipient (the list's size, not the run's) and the deliveries per
+second (bench/bench_campaign.py: a million recipients).
 """
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mailstorm.errors import UserError
-from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, EspAccepted, SutBounced
-from mailstorm.reports.ingest import scan
+from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, Kind
 from mailstorm.reports.recovery import Window
+from mailstorm.reports.store import Store, rank
+from mailstorm.reports.whole import records
 
 OUTCOMES = ("delivered", "duplicated", "bounced", "missing", "suppressed_sent", "suppressed")
 DELIVERED, DUPLICATED, BOUNCED, MISSING, SUPPRESSED_SENT, SUPPRESSED = range(len(OUTCOMES))
 NEVER = 2**63 - 1
 _NS = 1_000_000_000
-_WANTED = (b'"k":"campaign.', b'"k":"esp.accepted"', b'"k":"sut.bounced"')
 _PCTS = {"p50": 50, "p90": 90, "p99": 99}
-
-
-@dataclass
-class Raw:
-    """What the ledgers say about campaigns: lists, triggers, answers, acceptances, bounces."""
-
-    lists: list[CampaignList] = field(default_factory=list)
-    triggers: dict[str, CampaignTrigger] = field(default_factory=dict)
-    answers: dict[str, CampaignAnswer] = field(default_factory=dict)
-    acc_t: list[int] = field(default_factory=list)
-    acc_to: list[list[str]] = field(default_factory=list)
-    acc_campaign: list[str | None] = field(default_factory=list)
-    bounced: set[str] = field(default_factory=set)  # addresses (lower case) a sut.bounced names
-
-
-def read(ledger_dir: Path) -> Raw:
-    raw = Raw()
-    for rec in scan(ledger_dir, _WANTED):
-        if isinstance(rec, EspAccepted):
-            if rec.to:
-                raw.acc_t.append(rec.t)
-                raw.acc_to.append(rec.to)
-                raw.acc_campaign.append(rec.campaign)
-        elif isinstance(rec, SutBounced):
-            raw.bounced.update(r.lower() for r in rec.rcpts or ())
-        elif isinstance(rec, CampaignList):
-            raw.lists.append(rec)
-        elif isinstance(rec, CampaignTrigger):
-            raw.triggers[rec.id] = rec
-        elif isinstance(rec, CampaignAnswer):
-            raw.answers[rec.id] = rec
-    return raw
-
-
-def read_list(path: Path) -> tuple[list[str], np.ndarray]:
-    """The addresses (lower case) of a written list and which unsubscribed, in list order."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            rows = [(r[0].lower(), r[2] == "unsubscribed") for r in reader if r]
-    except (OSError, IndexError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: the campaign's list cannot be read back: {exc}") from None
-    emails = [e for e, _ in rows]
-    return emails, np.fromiter((g for _, g in rows), dtype=bool, count=len(rows))
+# The temporary tables of one campaign: its list (in file order: rowid is the recipient's index), its
+# acceptances matched to recipients (i, t), and its recipients' figures.
+_LIST, _HIT, _RCPT = "campaign_list", "campaign_hit", "campaign_rcpt"
 
 
 @dataclass
 class Campaign:
-    """One campaign's figures and per-recipient arrays (index = list row)."""
+    """One campaign's figures, with its outcome per recipient (index = list row)."""
 
     id: str
     correlation: str
     started: bool
     trigger: dict[str, Any]
     outcome: np.ndarray  # int8, one of OUTCOMES
-    first: np.ndarray  # ns of the first acceptance, NEVER
     unexpected: int | None
     unheaded: int  # header mode: acceptances for listed addresses without the campaign header
     trigger_ns: int | None
     windows: list[dict[str, Any]]
     delivered_per_s: np.ndarray  # first deliveries per second of the run (series t0)
-    esp_rate: float | None = None  # the ESP's rate limit (msg/s), when the run had one
+    times: dict[str, Any]  # from the trigger: first delivery, completion, p50/p90/p99, rate
 
     def counts(self) -> dict[str, int]:
         per = np.bincount(self.outcome, minlength=len(OUTCOMES))
         return {name: int(per[i]) for i, name in enumerate(OUTCOMES)}
-
-    def times(self) -> dict[str, Any]:
-        reached = (self.first != NEVER) & np.isin(self.outcome, (DELIVERED, DUPLICATED))
-        subscribed = int(np.isin(self.outcome, (DELIVERED, DUPLICATED, BOUNCED, MISSING)).sum())
-        # What the ESP's quota alone allows: the shortest the send could take.
-        quota = {"at_esp_rate_s": round(subscribed / self.esp_rate, 3) if self.esp_rate else None}
-        if self.trigger_ns is None or not reached.any():
-            return {"first_delivery_s": None, "completion_s": None, "rate_per_s": None,
-                    **dict.fromkeys(_PCTS), **quota}  # fmt: skip
-        lat_s = (self.first[reached] - self.trigger_ns) / _NS
-        qs = np.percentile(lat_s, list(_PCTS.values()), method="inverted_cdf")
-        done = float(lat_s.max())
-        return {
-            "first_delivery_s": round(float(lat_s.min()), 3),
-            "completion_s": round(done, 3),
-            "rate_per_s": round(int(reached.sum()) / done, 3) if done > 0 else None,
-            **{k: round(float(q), 3) for k, q in zip(_PCTS, qs, strict=True)},
-            **quota,
-        }
 
     def as_dict(self) -> dict[str, Any]:
         counts = self.counts()
@@ -148,13 +88,14 @@ class Campaign:
             "outcomes": counts,
             "unexpected": self.unexpected,
             "unheaded": self.unheaded,
-            "times": self.times(),
+            "times": self.times,
             "windows": self.windows,
         }
 
 
 def analyze(
     run_dir: Path,
+    store: Store,
     correlations: dict[str, str],
     t0_ns: int,
     seconds: int,
@@ -164,101 +105,196 @@ def analyze(
     """Every campaign of the run. ``correlations`` is each campaign's ``correlation`` (header when not
     said), ``t0_ns``/``seconds`` the run's series grid, ``windows`` its fault windows, ``esp_rate`` the
     ESP's rate limit (the shortest time the list could take)."""
-    raw = read(run_dir / "ledger")
-    if not raw.lists:
-        return []
-    acc_t = np.asarray(raw.acc_t, dtype=np.int64)
+    listed = records(store, CampaignList)
+    triggers = {r.id: r for r in records(store, CampaignTrigger)}  # by time: the last one of an id wins
+    answers = {r.id: r for r in records(store, CampaignAnswer)}
     out = []
-    for lst in raw.lists:
+    for lst in listed:
+        assert isinstance(lst, CampaignList)
+        trig, ans = triggers.get(lst.id), answers.get(lst.id)
+        trigger_ns = ans.started if ans is not None else (trig.t if trig is not None else None)
+        correlation = correlations.get(lst.id, "header")
         path = run_dir / "campaign" / f"{lst.id}.csv"
-        emails, gone = read_list(path if path.exists() else Path(lst.path))
-        corr = correlations.get(lst.id, "header")
-        c = _one(lst.id, emails, gone, raw, acc_t, corr, t0_ns, seconds, windows)
-        c.esp_rate = esp_rate
-        out.append(c)
+        try:
+            _read_list(store, path if path.exists() else Path(lst.path))
+            outcome, unexpected, unheaded = _recipients(store, lst.id, correlation)
+            wins, per_s = _windows(store, t0_ns, windows), _per_second(store, t0_ns, seconds)
+            times = _times(store, trigger_ns, esp_rate)
+        finally:
+            store.con.execute(f"DROP TABLE IF EXISTS {_LIST}; DROP TABLE IF EXISTS {_HIT}; "
+                              f"DROP TABLE IF EXISTS {_RCPT}")  # fmt: skip
+        trigger = {
+            "via": trig.via if trig else None,
+            "request": trig.request if trig else None,
+            "at_s": trig.at_s if trig else None,
+            "ok": ans.ok if ans else None,
+            "code": ans.code if ans else None,
+            "answer": ans.answer if ans else None,
+        }
+        out.append(
+            Campaign(
+                id=lst.id,
+                correlation=correlation,
+                started=bool(ans is not None and ans.ok),
+                trigger=trigger,
+                outcome=outcome,
+                unexpected=unexpected,
+                unheaded=unheaded,
+                trigger_ns=trigger_ns,
+                windows=wins,
+                delivered_per_s=per_s,
+                times=times,
+            )
+        )
     return out
 
 
-def _one(
-    cid: str, emails: list[str], gone: np.ndarray, raw: Raw, acc_t: np.ndarray, correlation: str,
-    t0_ns: int, seconds: int, windows: list[Window],
-) -> Campaign:  # fmt: skip
-    n = len(emails)
-    index = {e: i for i, e in enumerate(emails)}
-    idx: list[int] = []
-    rows: list[int] = []
-    unexpected = unheaded = 0
+def _read_list(store: Store, path: Path) -> None:
+    """The written list (``email,name,status``) into table ``_LIST``: lower-case address and whether it
+    unsubscribed, in file order (its rowid: the insertion order is kept for this one statement)."""
+    import duckdb  # only the reports need it
+
+    con = store.con
+    keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        con.execute(
+            f"""CREATE TEMP TABLE {_LIST} AS SELECT lower(email) AS email,
+                coalesce(status = 'unsubscribed', false) AS gone
+                FROM read_csv(?, header = true, auto_detect = false, delim = ',', quote = '"',
+                escape = '"', columns = {{'email': 'VARCHAR', 'name': 'VARCHAR', 'status': 'VARCHAR'}},
+                force_not_null = ['email', 'status'])""",
+            [str(path)],
+        )
+    except duckdb.Error as exc:  # no such file, not UTF-8, a row of fewer fields: not the list written
+        why = str(exc).strip().splitlines()[0]
+        raise UserError(f"{path}: the campaign's list cannot be read back: {why}") from None
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if keep else 'false'}")
+
+
+def _recipients(store: Store, cid: str, correlation: str) -> tuple[np.ndarray, int | None, int]:
+    """One campaign's recipients (``_LIST``) against the run's acceptances and bounces, into tables
+    ``_HIT`` and ``_RCPT``: the outcome per recipient (list order), unexpected (header mode; None by
+    recipient) and unheaded acceptances."""
     header = correlation == "header"
-    for r, (to, camp) in enumerate(zip(raw.acc_to, raw.acc_campaign, strict=True)):
-        if header and camp != cid:
-            if camp is None:  # did the header not survive? (a transactional message to a subscriber, or)
-                unheaded += sum(a.lower() in index for a in to)
-            continue
-        for address in to:
-            i = index.get(address.lower())
-            if i is None:
-                unexpected += 1
-                continue
-            idx.append(i)
-            rows.append(r)
-    ix = np.asarray(idx, dtype=np.int64)
-    ts = acc_t[np.asarray(rows, dtype=np.int64)] if rows else np.zeros(0, dtype=np.int64)
-    count = np.bincount(ix, minlength=n)
-    first = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(first, ix, ts)
-    bounced = np.zeros(n, dtype=bool)
-    for address in raw.bounced:
-        if (i := index.get(address)) is not None:
-            bounced[i] = True
-    outcome = np.full(n, MISSING, dtype=np.int8)
-    outcome[bounced] = BOUNCED
-    outcome[count == 1] = DELIVERED
-    outcome[count >= 2] = DUPLICATED
-    outcome[gone] = np.where(count[gone] >= 1, SUPPRESSED_SENT, SUPPRESSED)
-    trig = raw.triggers.get(cid)
-    ans = raw.answers.get(cid)
-    trigger_ns = ans.started if ans is not None else (trig.t if trig is not None else None)
-    trigger = {
-        "via": trig.via if trig else None,
-        "request": trig.request if trig else None,
-        "at_s": trig.at_s if trig else None,
-        "ok": ans.ok if ans else None,
-        "code": ans.code if ans else None,
-        "answer": ans.answer if ans else None,
-    }
-    # Second and later copies, for the windows: every acceptance but each recipient's first.
-    order = np.lexsort((ts, ix))
-    extra = np.zeros(len(order), dtype=bool)
-    extra[1:] = ix[order][1:] == ix[order][:-1]
-    extra_i, extra_t = ix[order][extra], ts[order][extra]
-    reached = first != NEVER
-    per_s = np.zeros(max(seconds, 1), dtype=np.int64)
-    if reached.any():
-        sec = np.clip((first[reached & ~gone] - t0_ns) // _NS, 0, None)
-        per_s = np.bincount(sec, minlength=len(per_s))
-    wins = []
-    for k, w in enumerate(windows):
-        start_ns, end_ns = t0_ns + int(w.start_s * _NS), t0_ns + int(w.end_s * _NS)
-        until = t0_ns + int(windows[k + 1].start_s * _NS) if k + 1 < len(windows) else NEVER
-        owed = ~gone & (first >= start_ns)  # NEVER included: not delivered when it opened
-        copies = (extra_t >= start_ns) & (extra_t < until)
-        wins.append({
-            "name": w.name, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
-            "owed": int(owed.sum()),
-            "delayed": int((owed & reached & (first > end_ns)).sum()),
-            "missing": int((owed & (outcome == MISSING)).sum()),
-            "duplicated": len(np.unique(extra_i[copies])),
-        })  # fmt: skip
-    return Campaign(
-        id=cid,
-        correlation=correlation,
-        started=bool(ans is not None and ans.ok),
-        trigger=trigger,
-        outcome=outcome,
-        first=first,
-        unexpected=unexpected if header else None,
-        unheaded=unheaded,
-        trigger_ns=trigger_ns,
-        windows=wins,
-        delivered_per_s=per_s,
+    # An address listed twice counts on its last row (the lists the runner writes have none twice).
+    who = f"(SELECT email, max(rowid) AS i FROM {_LIST} GROUP BY email)"
+    acc = f"""(SELECT t, campaign, lower(unnest("to")) AS a FROM rec WHERE k = '{Kind.ESP_ACCEPTED}')"""
+    unexpected = unheaded = 0
+    if header:
+        # One join for the three: this campaign's acceptances (on the list or not: unexpected) and the
+        # unheaded ones for listed addresses; then only the campaign's listed ones are kept.
+        store.con.execute(
+            f"""CREATE TEMP TABLE {_HIT} AS SELECT who.i, acc.t, acc.campaign IS NULL AS bare
+                FROM {acc} AS acc LEFT JOIN {who} AS who ON acc.a = who.email
+                WHERE acc.campaign = ? OR (acc.campaign IS NULL AND who.i IS NOT NULL)""",
+            [cid],
+        )
+        unexpected, unheaded = store.one(
+            f"SELECT count(*) FILTER (NOT bare AND i IS NULL), count(*) FILTER (bare) FROM {_HIT}"
+        )
+        store.con.execute(f"DELETE FROM {_HIT} WHERE bare OR i IS NULL")
+    else:
+        store.con.execute(
+            f"""CREATE TEMP TABLE {_HIT} AS SELECT who.i, acc.t FROM {acc} AS acc JOIN {who} AS who
+                ON acc.a = who.email"""
+        )
+    bounced = f"""(SELECT DISTINCT who.i FROM (SELECT lower(unnest(from_json(rcpts, '["VARCHAR"]'))) AS a
+                   FROM rec WHERE k = '{Kind.SUT_BOUNCED}') AS b JOIN {who} AS who ON b.a = who.email)"""
+    store.con.execute(
+        f"""CREATE TEMP TABLE {_RCPT} AS
+            SELECT l.rowid AS i, l.gone, coalesce(p.n, 0) AS n, coalesce(p.first, {NEVER}) AS first,
+            (CASE WHEN l.gone THEN (CASE WHEN p.n >= 1 THEN {SUPPRESSED_SENT} ELSE {SUPPRESSED} END)
+                  WHEN p.n >= 2 THEN {DUPLICATED} WHEN p.n = 1 THEN {DELIVERED}
+                  WHEN b.i IS NOT NULL THEN {BOUNCED} ELSE {MISSING} END)::TINYINT AS outcome
+            FROM {_LIST} AS l
+            LEFT JOIN (SELECT i, count(*) AS n, min(t) AS first FROM {_HIT} GROUP BY i) AS p ON p.i = l.rowid
+            LEFT JOIN {bounced} AS b ON b.i = l.rowid"""
     )
+    outcome = store.numpy(f"SELECT outcome FROM {_RCPT} ORDER BY i")["outcome"].astype(np.int8)
+    return outcome, (unexpected if header else None), unheaded
+
+
+def _per_second(store: Store, t0_ns: int, seconds: int) -> np.ndarray:
+    """Subscribers first delivered per second from ``t0_ns`` (earlier ones in second 0); as long as the
+    run's seconds, or longer when deliveries came after them."""
+    got = store.numpy(
+        f"""SELECT greatest((first - {int(t0_ns)}) // {_NS}, 0) AS s, count(*) AS c FROM {_RCPT}
+            WHERE NOT gone AND n >= 1 GROUP BY s"""
+    )
+    s = got["s"].astype(np.int64)
+    per_s = np.zeros(max(seconds, 1, int(s.max()) + 1 if len(s) else 0), dtype=np.int64)
+    per_s[s] = got["c"]
+    return per_s
+
+
+def _windows(store: Store, t0_ns: int, windows: list[Window]) -> list[dict[str, Any]]:
+    """Per fault window: the subscribers still owed when it opened, of them those first delivered only
+    after it closed (delayed) or never (missing), and the recipients given a second copy from its start
+    until the next window's. Every window in one query."""
+    if not windows:
+        return []
+    spans = []
+    for k, w in enumerate(windows):
+        until = t0_ns + int(windows[k + 1].start_s * _NS) if k + 1 < len(windows) else NEVER
+        spans.append(f"({k}, {t0_ns + int(w.start_s * _NS)}, {t0_ns + int(w.end_s * _NS)}, {until})")
+    win = f"(VALUES {', '.join(spans)}) AS w(k, s, e, u)"
+    owed = dict.fromkeys(range(len(windows)), (0, 0, 0)) | {
+        k: (o, d, m)
+        for k, o, d, m in store.rows(
+            f"""SELECT w.k, count(*), count(*) FILTER (r.n >= 1 AND r.first > w.e),
+                count(*) FILTER (r.outcome = {MISSING}) FROM {win}
+                JOIN {_RCPT} AS r ON NOT r.gone AND r.first >= w.s GROUP BY w.k"""
+        )
+    }
+    # Second and later copies: every acceptance of a recipient but its first.
+    dup = dict(
+        store.rows(
+            f"""SELECT w.k, count(DISTINCT x.i) FROM {win} JOIN (SELECT i, t FROM (SELECT i, t,
+                row_number() OVER (PARTITION BY i ORDER BY t) AS r FROM {_HIT}) WHERE r > 1) AS x
+                ON x.t >= w.s AND x.t < w.u GROUP BY w.k"""
+        )
+    )
+    return [
+        {
+            "name": w.name,
+            "start_s": round(w.start_s, 3),
+            "end_s": round(w.end_s, 3),
+            "owed": int(owed[k][0]),
+            "delayed": int(owed[k][1]),
+            "missing": int(owed[k][2]),
+            "duplicated": int(dup.get(k, 0)),
+        }
+        for k, w in enumerate(windows)
+    ]
+
+
+def _times(store: Store, trigger_ns: int | None, esp_rate: float | None) -> dict[str, Any]:
+    """From the trigger to each subscriber's first delivery: the first, the last (the completion),
+    p50/p90/p99 (nearest rank) and the rate; what the ESP's quota alone allows."""
+    subscribed, reached = store.one(
+        f"SELECT count(*) FILTER (NOT gone), count(*) FILTER (NOT gone AND n >= 1) FROM {_RCPT}"
+    )
+    # What the ESP's quota alone allows: the shortest the send could take.
+    quota = {"at_esp_rate_s": round(subscribed / esp_rate, 3) if esp_rate else None}
+    if trigger_ns is None or not reached:
+        return {"first_delivery_s": None, "completion_s": None, "rate_per_s": None,
+                **dict.fromkeys(_PCTS), **quota}  # fmt: skip
+    ranks = {k: rank(reached, q) for k, q in _PCTS.items()}
+    lat = f"(SELECT first - {int(trigger_ns)} AS v FROM {_RCPT} WHERE NOT gone AND n >= 1)"
+    low, high = store.one(f"SELECT min(v), max(v) FROM {lat}")
+    at = dict(
+        store.rows(
+            f"""SELECT i, v FROM (SELECT v, row_number() OVER (ORDER BY v) AS i FROM {lat})
+                WHERE i IN ({", ".join(map(str, sorted(set(ranks.values()))))})"""
+        )
+    )
+    done = float(high) / _NS
+    return {
+        "first_delivery_s": round(float(low) / _NS, 3),
+        "completion_s": round(done, 3),
+        "rate_per_s": round(reached / done, 3) if done > 0 else None,
+        **{k: round(float(at[r]) / _NS, 3) for k, r in ranks.items()},
+        **quota,
+    }

@@ -14,6 +14,7 @@ import yaml
 from mailstorm.fake_esp.launch import EspProcess
 from mailstorm.ledger import Kind, LedgerReader
 from mailstorm.reports.analytics import analyze
+from mailstorm.reports.store import open_run
 from tests.hardening.broken_receiver import BrokenReceiver
 
 MESSAGES = 40
@@ -47,7 +48,8 @@ def test_missed_and_double_counted_equal_a_broken_receivers_truth(tmp_path):
             while not settled(ledger) and time.monotonic() < deadline:
                 time.sleep(0.2)  # polling the ESP's ledger for the retries to end
             assert settled(ledger)
-    a = analyze(ledger, t0, [], 10)
+    with open_run(ledger) as store:
+        a = analyze(store, t0, [], 10)
     assert a is not None and a.source == "events" and a.exact
     missed, double = rx.missed(), rx.double_counted()
     assert sum(missed.values()) > 0 and sum(double.values()) > 0  # the receiver really was broken both ways

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mailstorm.reports.campaign import OUTCOMES, analyze, read_list
+from mailstorm.harness.campaign import lists
+from mailstorm.reports.campaign import OUTCOMES, analyze
+from mailstorm.reports.store import open_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,9 +74,11 @@ def test_the_report_equals_a_broken_senders_truth_recipient_by_recipient(tmp_pat
     assert done.returncode == 1, done.stderr[-2000:]  # the campaign's SLOs are breached
     (run_dir,) = (tmp_path / "runs").iterdir()
     sent = json.loads(truth.read_text())
-    emails, gone = read_list(run_dir / "campaign" / "broken-1.csv")
+    emails, unsubscribed = lists.load(run_dir / "campaign" / "broken-1.csv")
+    gone = np.asarray(unsubscribed, dtype=bool)
     want = expected(sent, emails, gone)
-    (c,) = analyze(run_dir, {"broken-1": "header"}, 0, 0, [])
+    with open_run(run_dir / "ledger") as store:
+        (c,) = analyze(run_dir, store, {"broken-1": "header"}, 0, 0, [])
     got = [OUTCOMES[k] for k in c.outcome]
     wrong = [(e, w, g) for e, w, g in zip(emails, want, got, strict=True) if w != g]
     assert not wrong, wrong[:10]

@@ -12,9 +12,11 @@ import pytest
 
 import mailstorm.reports
 from mailstorm.ledger import AnalyticsProbe, EspWebhook, LedgerWriter, SutEvent
-from mailstorm.reports.analytics import analyze, judge_analytics
+from mailstorm.reports import analytics
+from mailstorm.reports.analytics import judge_analytics
 from mailstorm.reports.recovery import Window
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import open_run
 from mailstorm.reports.synthetic import T0_NS, synthesize
 
 NS = 1_000_000_000
@@ -27,6 +29,12 @@ def hook(eid: str, event: str, *, attempt: int = 1, ok: bool = True, fault: str 
         api="mailgun", event=event, id=None, esp_id="e", rcpt="a@x.test", event_id=eid, url="http://x/",
         status=status, attempt=attempt, fault=fault, copy=0, final=ok, ok=ok, error=None,
     )  # fmt: skip
+
+
+def analyze(ledger: Path, *args):
+    """The analytics section of a ledger directory, from its Store."""
+    with open_run(ledger) as store:
+        return analytics.analyze(store, *args)
 
 
 def write(ledger: Path, src: str, records: list[tuple[float, object]]) -> None:

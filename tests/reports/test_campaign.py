@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstorm.errors import UserError
 from mailstorm.harness.campaign import lists
 from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, LedgerWriter, SutBounced
 from mailstorm.reports.campaign import OUTCOMES, analyze
@@ -16,6 +17,7 @@ from mailstorm.reports.recovery import Window
 from mailstorm.reports.sizing import campaign_sizing
 from mailstorm.reports.slo import judge_campaign
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import open_run
 from mailstorm.runinfo import EspLimits
 from tests.records import accepted, submit
 from tests.reports.oracle import classify, read_columns
@@ -56,6 +58,12 @@ def write_run(run_dir: Path, esp: dict[str, list[tuple[int, str, str | None]]], 
     return run_dir
 
 
+def campaigns(run: Path, *args) -> list:
+    """The campaigns of a run directory, from its Store."""
+    with open_run(run / "ledger") as store:
+        return analyze(run, store, *args)
+
+
 def _fields(rec) -> dict:
     return {f: getattr(rec, f) for f in rec.__struct_fields__}
 
@@ -75,7 +83,7 @@ def test_every_recipient_gets_one_outcome_and_they_add_up(tmp_path):
         },
         bounced=["e@x.test"],
     )  # fmt: skip
-    (c,) = analyze(run, {}, T0, 10, [])
+    (c,) = campaigns(run, {}, T0, 10, [])
     assert by_address(c) == {
         "a@x.test": "delivered",
         "b@x.test": "duplicated",
@@ -100,7 +108,7 @@ def test_by_recipient_every_acceptance_for_a_listed_address_counts(tmp_path):
     run = write_run(
         tmp_path / "run", {"esp-smtp-0": [(2, "a@x.test", None), (3, "b@x.test", "x"), (4, "z@y.test", None)]}
     )
-    (c,) = analyze(run, {CID: "recipient"}, T0, 10, [])
+    (c,) = campaigns(run, {CID: "recipient"}, T0, 10, [])
     o = by_address(c)
     assert o["a@x.test"] == o["b@x.test"] == "delivered" and c.unexpected is None
 
@@ -111,7 +119,7 @@ def test_fault_windows_say_who_was_delayed_missing_or_sent_twice(tmp_path):
         {"esp-smtp-0": [(2, "a@x.test", CID), (3, "b@x.test", CID), (6, "b@x.test", CID),
                         (9, "c@x.test", CID), (5, "d@x.test", CID)]},
     )  # fmt: skip
-    (c,) = analyze(run, {}, T0, 12, [Window("crash", 4.0, 7.0)])
+    (c,) = campaigns(run, {}, T0, 12, [Window("crash", 4.0, 7.0)])
     (w,) = c.windows
     # Owed at 4 s: c, d, e, f (a and b were delivered before). c came after the window (delayed), d inside
     # it; e and f never (missing). b's second copy at 6 s is the window's duplicate.
@@ -140,7 +148,7 @@ def test_the_campaign_objectives_are_judged_with_their_defaults(tmp_path):
     run = write_run(
         tmp_path / "run", {"esp-smtp-0": [(2, "a@x.test", CID), (3, "a@x.test", CID), (4, "u1@x.test", CID)]}
     )
-    (c,) = analyze(run, {}, T0, 10, [])
+    (c,) = campaigns(run, {}, T0, 10, [])
     results = {r.name: r for r in judge_campaign(SloSpec(max_campaign_duration_s=60), c.as_dict())}
     assert not results["max_campaign_missing[c1]"].passed and results["max_campaign_missing[c1]"].actual == 5
     assert not results["max_campaign_duplicated[c1]"].passed
@@ -154,9 +162,12 @@ def test_the_campaign_objectives_are_judged_with_their_defaults(tmp_path):
 def test_a_campaign_that_never_started_fails_its_started_objective(tmp_path):
     run = write_run(tmp_path / "run", {})
     w = LedgerWriter(run / "ledger", "timeline")
-    w.write(CampaignAnswer(id=CID, via="http", ok=False, code=503, answer="busy", started=T0 + NS))
+    # the later answer (by time: the Store orders the records it reads whole by their time)
+    w.write(
+        CampaignAnswer(id=CID, via="http", ok=False, code=503, answer="busy", started=T0 + NS), t=T0 + 2 * NS
+    )
     w.close()
-    (c,) = analyze(run, {}, T0, 10, [])
+    (c,) = campaigns(run, {}, T0, 10, [])
     (started, *_) = judge_campaign(SloSpec(), c.as_dict())
     assert started.name == "campaign_started[c1]" and not started.passed and "503 busy" in started.detail
 
@@ -168,3 +179,25 @@ def test_campaign_sizing_against_the_measured_rate_and_the_quotas(rate, bound):
     assert out["seconds_at_measured"] == 1000 and out["seconds_at_esp_rate"] == 100_000 / rate
     assert out["seconds"] == max(1000, 100_000 / rate) and out["days_of_quota"] == 2
     assert bound in out["arithmetic"][-2] and "2 days" in out["arithmetic"][-1]
+
+
+def test_a_list_that_cannot_be_read_back_is_a_one_line_error(tmp_path):
+    run = write_run(tmp_path / "run", {"esp-smtp-0": [(2, "a@x.test", CID)]})
+    (run / "campaign" / f"{CID}.csv").write_text("email,name,status\na@x.test,a\n")  # a row short of a field
+    with pytest.raises(UserError, match="the campaign's list cannot be read back") as err:
+        campaigns(run, {}, T0, 10, [])
+    assert "\n" not in str(err.value)
+    (run / "campaign" / f"{CID}.csv").unlink()  # and no list at all (nor at the path its record names)
+    with pytest.raises(UserError, match="the campaign's list cannot be read back"):
+        campaigns(run, {}, T0, 10, [])
+
+
+def test_an_answer_without_a_code_is_still_the_answer(tmp_path):
+    """A trigger that got no answer at all (code null) is read as the campaign's answer, not dropped."""
+    run = write_run(tmp_path / "run", {})
+    w = LedgerWriter(run / "ledger", "timeline")
+    w.write(CampaignAnswer(id=CID, via="http", ok=False, code=None, answer="timed out", started=T0 + NS),
+            t=T0 + 2 * NS)  # fmt: skip
+    w.close()
+    (c,) = campaigns(run, {}, T0, 10, [])
+    assert not c.started and c.trigger["answer"] == "timed out" and c.trigger["code"] is None
