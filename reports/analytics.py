@@ -30,7 +30,7 @@ sent, acknowledged and counted events per second of the run (counted null while 
 The work is SQL over the run's ``Store`` (reports/store.py): the webhook records reduced to one row per
 event (its kind, first attempt, first 2xx, whether a fault dropped it) and the SUT's counts per event id
 stay in DuckDB; Python holds the figures per kind and window, the series (per second of the run) and the
-probe's polls (read whole: reports/whole.py).
+probe's polls (``Store.whole``).
 """
 
 from __future__ import annotations
@@ -41,12 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from mailstorm.ledger import AnalyticsProbe, Kind
+from mailstorm.ledger import AnalyticsProbe, EspWebhook, Kind, SutEvent
 from mailstorm.reports.recovery import Window
 from mailstorm.reports.slo import SloResult
 from mailstorm.reports.spec import SloSpec
 from mailstorm.reports.store import Store
-from mailstorm.reports.whole import records
 
 _NS = 1_000_000_000
 NEVER = 2**63 - 1
@@ -57,9 +56,9 @@ _EVENTS, _COUNTS = "analytics_events", "analytics_counts"
 _EVENTS_SQL = f"""CREATE TEMP TABLE {_EVENTS} AS SELECT event_id, min(event) AS event,
     min(t) FILTER (attempt != 0) AS first_t, min(t) FILTER (attempt != 0 AND ok) AS acked_t,
     bool_or(attempt = 0) AS dropped
-    FROM rec WHERE k = '{Kind.ESP_WEBHOOK}' GROUP BY event_id"""
+    FROM {{hooks}} GROUP BY event_id"""
 _COUNTS_SQL = f"""CREATE TEMP TABLE {_COUNTS} AS SELECT event_id, count(*) AS n
-    FROM rec WHERE k = '{Kind.SUT_EVENT}' GROUP BY event_id"""
+    FROM {{counted}} GROUP BY event_id"""
 _POSTED = f"(SELECT * FROM {_EVENTS} WHERE first_t IS NOT NULL)"
 
 
@@ -116,7 +115,7 @@ class Analytics:
 
 def analyze(store: Store, t0_ns: int, windows: list[Window], seconds: int) -> Analytics | None:
     """The run's analytics figures; None when the ESP posted no webhook and nobody counted anything."""
-    probes = [p for p in records(store, AnalyticsProbe) if isinstance(p, AnalyticsProbe)]  # by time
+    probes = [p for p in store.whole[AnalyticsProbe] if isinstance(p, AnalyticsProbe)]  # by time
     hooks, sut_n = store.one(
         f"""SELECT count(*) FILTER (k = '{Kind.ESP_WEBHOOK}'), count(*) FILTER (k = '{Kind.SUT_EVENT}')
             FROM rec"""
@@ -124,8 +123,8 @@ def analyze(store: Store, t0_ns: int, windows: list[Window], seconds: int) -> An
     if not hooks and not sut_n and not probes:
         return None
     try:
-        store.con.execute(_EVENTS_SQL)
-        store.con.execute(_COUNTS_SQL)
+        store.con.execute(_EVENTS_SQL.format(hooks=store.kinds((EspWebhook,))))
+        store.con.execute(_COUNTS_SQL.format(counted=store.kinds((SutEvent,))))
         return _analyze(store, probes, sut_n, t0_ns, windows, seconds)
     finally:
         store.con.execute(f"DROP TABLE IF EXISTS {_EVENTS}; DROP TABLE IF EXISTS {_COUNTS}")
@@ -139,7 +138,7 @@ def _per_kind(store: Store, sql: str) -> Counter:
 def _analyze(
     store: Store, probes: list[AnalyticsProbe], sut_n: int, t0_ns: int, windows: list[Window], seconds: int
 ) -> Analytics:
-    sut = f"(SELECT t, event, event_id FROM rec WHERE k = '{Kind.SUT_EVENT}')"
+    sut = f"(SELECT t, event, event_id FROM {store.kinds((SutEvent,))})"
     kinds = sorted(k for (k,) in store.rows(f"SELECT event FROM {_EVENTS} UNION SELECT event FROM {sut}"))
     probe_ok = [p for p in probes if p.ok and p.counts is not None]
     source = "probe" if probes else ("events" if sut_n else None)

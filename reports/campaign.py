@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 
 from mailstorm.errors import UserError
-from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, Kind
+from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, EspAccepted, SutBounced
 from mailstorm.reports.recovery import Window
 from mailstorm.reports.store import Store, rank
-from mailstorm.reports.whole import records
 
 OUTCOMES = ("delivered", "duplicated", "bounced", "missing", "suppressed_sent", "suppressed")
 DELIVERED, DUPLICATED, BOUNCED, MISSING, SUPPRESSED_SENT, SUPPRESSED = range(len(OUTCOMES))
@@ -105,9 +104,9 @@ def analyze(
     """Every campaign of the run. ``correlations`` is each campaign's ``correlation`` (header when not
     said), ``t0_ns``/``seconds`` the run's series grid, ``windows`` its fault windows, ``esp_rate`` the
     ESP's rate limit (the shortest time the list could take)."""
-    listed = records(store, CampaignList)
-    triggers = {r.id: r for r in records(store, CampaignTrigger)}  # by time: the last one of an id wins
-    answers = {r.id: r for r in records(store, CampaignAnswer)}
+    listed = store.whole[CampaignList]
+    triggers = {r.id: r for r in store.whole[CampaignTrigger]}  # by time: the last one of an id wins
+    answers = {r.id: r for r in store.whole[CampaignAnswer]}
     out = []
     for lst in listed:
         assert isinstance(lst, CampaignList)
@@ -180,7 +179,7 @@ def _recipients(store: Store, cid: str, correlation: str) -> tuple[np.ndarray, i
     header = correlation == "header"
     # An address listed twice counts on its last row (the lists the runner writes have none twice).
     who = f"(SELECT email, max(rowid) AS i FROM {_LIST} GROUP BY email)"
-    acc = f"""(SELECT t, campaign, lower(unnest("to")) AS a FROM rec WHERE k = '{Kind.ESP_ACCEPTED}')"""
+    acc = f"""(SELECT t, campaign, lower(unnest("to")) AS a FROM {store.kinds((EspAccepted,))})"""
     unexpected = unheaded = 0
     if header:
         # One join for the three: this campaign's acceptances (on the list or not: unexpected) and the
@@ -200,8 +199,8 @@ def _recipients(store: Store, cid: str, correlation: str) -> tuple[np.ndarray, i
             f"""CREATE TEMP TABLE {_HIT} AS SELECT who.i, acc.t FROM {acc} AS acc JOIN {who} AS who
                 ON acc.a = who.email"""
         )
-    bounced = f"""(SELECT DISTINCT who.i FROM (SELECT lower(unnest(from_json(rcpts, '["VARCHAR"]'))) AS a
-                   FROM rec WHERE k = '{Kind.SUT_BOUNCED}') AS b JOIN {who} AS who ON b.a = who.email)"""
+    bounced = f"""(SELECT DISTINCT who.i FROM (SELECT lower(unnest(rcpts)) AS a
+                   FROM {store.kinds((SutBounced,))}) AS b JOIN {who} AS who ON b.a = who.email)"""
     store.con.execute(
         f"""CREATE TEMP TABLE {_RCPT} AS
             SELECT l.rowid AS i, l.gone, coalesce(p.n, 0) AS n, coalesce(p.first, {NEVER}) AS first,
