@@ -194,19 +194,41 @@ def _waited(store: Store) -> tuple[int, int, int]:
 def _in_flight(store: Store, width_ns: int) -> tuple[float | None, float | None]:
     """(mean submissions in flight, Little's-law time per submission in ms) over the drop windows:
     the union of [intended, intended + ``width_ns``] of every ``load.dropped`` record (None for the
-    time when no submission ended in them). In flight: each submission's overlap with the windows,
-    summed, over their length; answers: submissions that ended in them ([start, end) of a window)."""
+    time when no submission ended in them).
+
+    At a time t, the submission-time in flight before t is ``t * (starts before t) - (their sum) -
+    t * (ends before t) + (their sum)``; a window's share is that at its end minus that at its start,
+    and its answers the ends between. The counts and sums before each window edge come from the
+    submissions bucketed by the last edge at or before them (an ASOF join: no range join, no sort of
+    every submission in one thread), then summed over the buckets in order."""
     length, overlap, answers = store.one(
         f"""WITH d AS (SELECT DISTINCT coalesce(intended, 0) AS a FROM rec WHERE k = '{Kind.LOAD_DROPPED}'),
             opened AS (  -- a window opens a new interval when it begins after the one before it ended
                 SELECT a, coalesce(a > lag(a) OVER (ORDER BY a) + {width_ns}, true) AS new FROM d
             ), grouped AS (SELECT a, sum(new::INTEGER) OVER (ORDER BY a) AS g FROM opened),
             w AS (SELECT min(a) AS a, max(a) + {width_ns} AS b FROM grouped GROUP BY g),
-            s AS (SELECT start, "end" FROM rec WHERE k = '{Kind.LOAD_SUBMIT}' AND {_TIMED})
-            SELECT (SELECT sum(b - a) FROM w),
-                coalesce(sum(greatest(least(s."end", w.b) - greatest(s.start, w.a), 0)), 0),
-                count(*) FILTER (WHERE s."end" < w.b)
-            FROM w JOIN s ON s.start < w.b AND s."end" >= w.a"""
+            edges AS (  -- edge -1: a window's start, 1: its end; j: its rank in time (edges are distinct)
+                SELECT t, edge, row_number() OVER (ORDER BY t) AS j
+                FROM (SELECT a AS t, -1 AS edge FROM w UNION ALL SELECT b, 1 FROM w)
+            ), s AS (SELECT start, "end" FROM rec WHERE k = '{Kind.LOAD_SUBMIT}' AND {_TIMED}),
+            starts AS (  -- bucket k: at or after edge k, before edge k + 1 (0: before every edge)
+                SELECT coalesce(e.j, 0) AS k, count(*) AS n, sum(s.start) AS total
+                FROM s ASOF LEFT JOIN edges AS e ON s.start >= e.t GROUP BY ALL
+            ), ends AS (
+                SELECT coalesce(e.j, 0) AS k, count(*) AS n, sum(s."end") AS total
+                FROM s ASOF LEFT JOIN edges AS e ON s."end" >= e.t GROUP BY ALL
+            ), upto AS (  -- counts and sums of the buckets up to k
+                SELECT k, sum(coalesce(starts.n, 0)) OVER o AS n_s,
+                    sum(coalesce(starts.total, 0)) OVER o AS sum_s, sum(coalesce(ends.n, 0)) OVER o AS n_e,
+                    sum(coalesce(ends.total, 0)) OVER o AS sum_e
+                FROM starts FULL JOIN ends USING (k) WINDOW o AS (ORDER BY k ROWS UNBOUNDED PRECEDING)
+            ), before AS (  -- at each edge j: what lies before it, buckets up to j - 1
+                SELECT e.t, e.edge, coalesce(u.n_s, 0) AS n_s, coalesce(u.sum_s, 0) AS sum_s,
+                    coalesce(u.n_e, 0) AS n_e, coalesce(u.sum_e, 0) AS sum_e
+                FROM edges AS e ASOF LEFT JOIN upto AS u ON e.j - 1 >= u.k
+            )
+            SELECT sum(edge * t), sum(edge * (t * n_s - sum_s - t * n_e + sum_e)), sum(edge * n_e)
+            FROM before"""
     )
     if not length or length <= 0:
         return None, None
