@@ -84,7 +84,7 @@ def check_load(store: Store, load: dict[str, Any] | None, load_s: float) -> Load
     dropped, lag_mean = store.one(
         f"""SELECT coalesce(sum(coalesce("count", 0)), 0)::BIGINT,
                 fsum(loop_lag_ms * coalesce("count", 0)) FILTER (WHERE loop_lag_ms IS NOT NULL)
-                / sum(coalesce("count", 0)) FILTER (WHERE loop_lag_ms IS NOT NULL)
+                / nullif(sum(coalesce("count", 0)) FILTER (WHERE loop_lag_ms IS NOT NULL), 0)
             FROM rec WHERE k = '{Kind.LOAD_DROPPED}'"""
     )
     offered, started, waited_ns = _waited(store)
