@@ -47,10 +47,10 @@ from mailstorm.reports.fate import (
     NEVER,
     PENDING,
     UNCORRELATED,
-    Messages,
 )
 from mailstorm.reports.series import Series
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import Store, rank
 
 KEEP_UP = 0.95
 _NS = 1_000_000_000
@@ -127,18 +127,25 @@ def step_windows(load: dict[str, Any] | None) -> tuple[str, list[tuple[float, fl
 def capacity(
     windows: tuple[str, list[tuple[float, float]]],
     series: Series,
-    msgs: Messages,
+    store: Store,
     slo: SloSpec,
     faults: Sequence[tuple[float, float]] = (),
     drops_by_sut: bool = False,
 ) -> Capacity:
     """The capacity section; ``faults`` are (start_s, end_s) spans (a fault and its recovery): steps
     overlapping one measure the fault, not the capacity, and are left out of the knee and the USL fit.
-    ``drops_by_sut``: the load check found the SUT made the generator drop, so drops flag no step."""
+    ``drops_by_sut``: the load check found the SUT made the generator drop, so drops flag no step.
+    Every step's message figures come from ``store``'s ``msg`` table in two queries (counts and sums,
+    then the percentiles' ranks), whatever the number of steps."""
     kind, edges = windows
     dropped = np.zeros_like(series.dropped) if drops_by_sut else series.dropped
-    steps = [_step(i, a, b, series, msgs, slo, faults, dropped) for i, (a, b) in enumerate(edges)]
-    steps = [s for s in steps if s is not None]
+    spans = [_seconds(a, b, len(series)) for a, b in edges]
+    figures = _figures(store, series.t0_ns, spans)
+    steps = [
+        _step(i, a, b, span, series, fig, slo, faults, dropped)
+        for i, ((a, b), span, fig) in enumerate(zip(edges, spans, figures, strict=True))
+        if span is not None
+    ]
     ok = [s.throughput for s in steps if s.sustainable]
     clean = [s for s in steps if not s.fault]
     knee = _knee(clean)
@@ -153,38 +160,98 @@ def capacity(
     )
 
 
+def _seconds(a: float, b: float, n: int) -> tuple[int, int] | None:
+    """The whole seconds [lo, hi) a step from ``a`` to ``b`` s is judged on (its settling time left
+    out); None when none is left of a run of ``n`` seconds."""
+    settle = min(_SETTLE_S, (b - a) / 5)
+    lo, hi = math.ceil(a + settle), min(math.floor(b), n)
+    return None if hi <= lo else (lo, hi)
+
+
+@dataclass(frozen=True)
+class _Figures:
+    """One step's messages (those intended in its seconds), as counts and exact sums in ns."""
+
+    submitted: int = 0
+    bad: int = 0  # neither delivered nor duplicated: the error %
+    harm: int = 0  # lost, bounced, pending or uncorrelated: not sustainable
+    delivered: int = 0  # reached the ESP's delivery: the latency sample
+    e2e_ns: int = 0  # the sample's summed latency
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    started: int = 0
+    waited_ns: int = 0  # summed (actual start - intended start), each clipped at 0
+
+
+def _figures(store: Store, t0_ns: int, spans: list[tuple[int, int] | None]) -> list[_Figures]:
+    """Each span's ``_Figures`` (empty for None): counts and sums in one query over every step, then
+    the nearest-rank (numpy's ``inverted_cdf``) p50/p95/p99 of each step's sample in one more (a
+    sort, which spills past the store's memory budget where a per-step quantile state would not)."""
+    keep = {i: (t0_ns + s[0] * _NS, t0_ns + s[1] * _NS) for i, s in enumerate(spans) if s is not None}
+    if not keep:
+        return [_Figures() for _ in spans]
+    # Steps are disjoint: each message falls in one or none (a CASE beats a range join here).
+    step = " ".join(f"WHEN intended >= {lo} AND intended < {hi} THEN {i}" for i, (lo, hi) in keep.items())
+    mine = f"""(SELECT CASE {step} END AS i, * FROM msg
+                WHERE intended >= {min(lo for lo, _ in keep.values())}
+                AND intended < {max(hi for _, hi in keep.values())})"""
+    got = f"esp_delivered != {NEVER}"
+    found = {
+        int(i): [int(x or 0) for x in rest]
+        for i, *rest in store.rows(
+            f"""SELECT i, count(*),
+                    count(*) FILTER (WHERE outcome NOT IN ({DELIVERED}, {DUPLICATED})),
+                    count(*) FILTER (WHERE outcome IN ({LOST}, {BOUNCED}, {PENDING}, {UNCORRELATED})),
+                    count(*) FILTER (WHERE {got}),
+                    sum(esp_delivered - intended) FILTER (WHERE {got}),
+                    count(*) FILTER (WHERE first_start != {NEVER}),
+                    sum(greatest(first_start - intended, 0)) FILTER (WHERE first_start != {NEVER})
+                FROM {mine} WHERE i IS NOT NULL GROUP BY i"""
+        )
+    }
+    qs = (50.0, 95.0, 99.0)
+    wanted = sorted({(i, rank(f[3], q)) for i, f in found.items() if f[3] for q in qs})
+    at: dict[tuple[int, int], float] = {}
+    if wanted:
+        ranks = ", ".join(f"({i}, {r})" for i, r in wanted)
+        for i, r, v in store.rows(
+            f"""SELECT d.i, d.r, d.v FROM (
+                    SELECT i, esp_delivered - intended AS v,
+                        row_number() OVER (PARTITION BY i ORDER BY esp_delivered - intended) AS r
+                    FROM {mine} WHERE i IS NOT NULL AND {got}) AS d
+                JOIN (VALUES {ranks}) AS w(i, r) ON d.i = w.i AND d.r = w.r"""
+        ):
+            at[int(i), int(r)] = int(v) / 1e6  # as numpy divides each ns latency into ms
+    out = []
+    for i in range(len(spans)):
+        if i not in found:
+            out.append(_Figures())
+            continue
+        submitted, bad, harm, delivered, e2e_ns, started, waited_ns = found[i]
+        p50, p95, p99 = (at[i, rank(delivered, q)] if delivered else None for q in qs)
+        out.append(_Figures(submitted, bad, harm, delivered, e2e_ns, p50, p95, p99, started, waited_ns))
+    return out
+
+
 def _step(
     i: int,
     a: float,
     b: float,
+    span: tuple[int, int],
     series: Series,
-    msgs: Messages,
+    fig: _Figures,
     slo: SloSpec,
     faults: Sequence[tuple[float, float]],
     dropped: np.ndarray,
-) -> Step | None:
-    settle = min(_SETTLE_S, (b - a) / 5)
-    lo, hi = math.ceil(a + settle), min(math.floor(b), len(series))
-    if hi <= lo:
-        return None
+) -> Step:
+    lo, hi = span
     secs = hi - lo
     offered = float(series.offered[lo:hi].sum()) / secs
     throughput = float(series.delivered[lo:hi].sum()) / secs
-    t0 = series.t0_ns
-    mine = (msgs.intended >= t0 + lo * _NS) & (msgs.intended < t0 + hi * _NS)
-    got = mine & (msgs.esp_delivered != NEVER)
-    e2e_ms = (msgs.esp_delivered[got] - msgs.intended[got]) / 1e6
-    submitted = int(mine.sum())
-    o = msgs.outcome  # comparisons, not np.isin: isin hashes a million values per call
-    bad = mine & (o != DELIVERED) & (o != DUPLICATED)
-    harm = mine & ((o == LOST) | (o == BOUNCED) | (o == PENDING) | (o == UNCORRELATED))
-    p50 = float(np.percentile(e2e_ms, 50, method="inverted_cdf")) if len(e2e_ms) else None
-    p95 = float(np.percentile(e2e_ms, 95, method="inverted_cdf")) if len(e2e_ms) else None
-    p99 = float(np.percentile(e2e_ms, 99, method="inverted_cdf")) if len(e2e_ms) else None
-    concurrency = throughput * (float(e2e_ms.mean()) / 1e3 if len(e2e_ms) else 0.0)
-    started = mine & (msgs.first_start != NEVER)
-    lag_s = (msgs.first_start[started] - msgs.intended[started]) / 1e9
-    gen_queue = offered * float(np.clip(lag_s, 0, None).mean()) if len(lag_s) else 0.0
+    p50, p95, p99 = fig.p50_ms, fig.p95_ms, fig.p99_ms
+    concurrency = throughput * (fig.e2e_ns / 1e6 / fig.delivered / 1e3 if fig.delivered else 0.0)
+    gen_queue = offered * (fig.waited_ns / 1e9 / fig.started) if fig.started else 0.0
     gen_bound = bool(dropped[lo:hi].sum() > 0 or gen_queue > max(concurrency, 1.0))
     meets_latency = (slo.p95_e2e_ms is None or (p95 is not None and p95 <= slo.p95_e2e_ms)) and (
         slo.p99_e2e_ms is None or (p99 is not None and p99 <= slo.p99_e2e_ms)
@@ -192,7 +259,7 @@ def _step(
     fault = any(f0 < hi and f1 > lo for f0, f1 in faults)
     sustainable = (
         throughput >= KEEP_UP * offered
-        and not harm.any()
+        and not fig.harm
         and meets_latency
         and not gen_bound
         and not fault
@@ -206,7 +273,7 @@ def _step(
         throughput=round(throughput, 3),
         p50_ms=None if p50 is None else round(p50, 3),
         p99_ms=None if p99 is None else round(p99, 3),
-        error_pct=round(100.0 * float(bad.sum()) / submitted, 3) if submitted else 0.0,
+        error_pct=round(100.0 * float(fig.bad) / fig.submitted, 3) if fig.submitted else 0.0,
         concurrency=round(concurrency, 3),
         generator_queue=round(gen_queue, 3),
         generator_bound=gen_bound,

@@ -29,11 +29,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from mailstorm.ledger import Kind, LoadFinished, LoadStarted
-from mailstorm.reports.fate import NEVER, Messages
-from mailstorm.reports.ingest import Columns
+from mailstorm.reports.fate import NEVER
+from mailstorm.reports.store import Store
 
 CPU_BUSY = 0.8  # share of one CPU a load process used over its schedule
 LOOP_LAG_MS = 10.0  # mean lateness of the event loop's timer
@@ -77,32 +75,37 @@ class LoadCheck:
         return text + "."
 
 
-def check_load(cols: Columns, msgs: Messages, load: dict[str, Any] | None, load_s: float) -> LoadCheck:
+def check_load(store: Store, load: dict[str, Any] | None, load_s: float) -> LoadCheck:
     """The load check of one run; ``load`` is the scenario's ``load`` section (max_connections,
-    max_lag_s)."""
-    starts = [r for r in cols.timeline if isinstance(r, LoadStarted)]
-    finishes = [r for r in cols.timeline if isinstance(r, LoadFinished)]
-    drop = cols.table(Kind.LOAD_DROPPED)
-    dropped = int(drop["count"].sum()) if len(drop) else 0
-    offered = len(msgs.outcome)
+    max_lag_s). Its figures are sums over ``store``'s ``load.submit`` and ``load.dropped`` records and
+    its ``msg`` table, taken in SQL (``_in_flight``, ``_waited``)."""
+    starts = [r for r in store.timeline if isinstance(r, LoadStarted)]
+    finishes = [r for r in store.timeline if isinstance(r, LoadFinished)]
+    dropped, lag_mean = store.one(
+        f"""SELECT coalesce(sum(coalesce("count", 0)), 0)::BIGINT,
+                fsum(loop_lag_ms * coalesce("count", 0)) FILTER (WHERE loop_lag_ms IS NOT NULL)
+                / nullif(sum(coalesce("count", 0)) FILTER (WHERE loop_lag_ms IS NOT NULL), 0)
+            FROM rec WHERE k = '{Kind.LOAD_DROPPED}'"""
+    )
+    offered, started, waited_ns = _waited(store)
     planned_known = [r.planned for r in starts if isinstance(r.planned, int)]
     planned = sum(planned_known) if planned_known else offered + dropped
     wall_s = max((_num(r, "wall_s") for r in finishes), default=0.0) or load_s
 
-    sub = cols.table(Kind.LOAD_SUBMIT)
-    timed = (sub["start"] > 0) & (sub["end"] >= sub["start"])
-    flight = _InFlight(sub["start"][timed], sub["end"][timed])
+    count, total_ns, span_ns = store.one(
+        f"""SELECT count(*), coalesce(sum("end" - start), 0), coalesce(max("end") - min(start), 0)
+            FROM rec WHERE k = '{Kind.LOAD_SUBMIT}' AND {_TIMED}"""
+    )
     busy = submit_ms = None
-    if flight.count:
-        span_s = flight.span_s  # while the senders worked (the drain included)
-        submit_ms = 1e3 * flight.total_s / flight.count
-        busy = flight.total_s / span_s if span_s > 0 else None
+    if count:
+        submit_ms = 1e3 * (int(total_ns) / _NS) / count
+        # while the senders worked (the drain included)
+        busy = (int(total_ns) / _NS) / (span_ns / _NS) if span_ns > 0 else None
     connections = _setting(load, "max_connections", int)
     held = [r.connections for r in finishes]
     connections = sum(held) if held else connections
-    started = msgs.first_start != NEVER
-    waited = np.clip((msgs.first_start[started] - msgs.intended[started]) / _NS, 0, None)
-    gen_queue = (offered + dropped) / wall_s * float(waited.mean()) if len(waited) and wall_s > 0 else 0.0
+    waited_s = int(waited_ns) / _NS / started if started else None
+    gen_queue = (offered + dropped) / wall_s * waited_s if waited_s is not None and wall_s > 0 else 0.0
     cpu = max((_num(r, "cpu_s") / _num(r, "wall_s") for r in finishes if _num(r, "wall_s") > 0), default=None)
     lag = max((_num(r, "loop_lag_ms") for r in finishes), default=None)
 
@@ -110,12 +113,9 @@ def check_load(cols: Columns, msgs: Messages, load: dict[str, Any] | None, load_
     cause = detail = None
     if dropped:
         max_lag_s = _setting(load, "max_lag_s", float) or DEFAULT_MAX_LAG_S
-        windows = _merge(drop["intended"], max_lag_s)
-        if flight.count:
-            at_drops, at_drops_ms = flight.over(windows)
-        known = ~np.isnan(drop["loop_lag_ms"])
-        if known.any():
-            lag_at_drops = float(np.average(drop["loop_lag_ms"][known], weights=drop["count"][known]))
+        if count:
+            at_drops, at_drops_ms = _in_flight(store, int(max_lag_s * _NS))
+        lag_at_drops = None if lag_mean is None else float(lag_mean)  # weighted by the drops
         late = lag_at_drops if lag_at_drops is not None else lag  # an older ledger: the run's mean
         busy_gen = (cpu is not None and cpu >= CPU_BUSY) or (late is not None and late >= LOOP_LAG_MS)
         saturated = at_drops is not None and bool(connections) and at_drops >= SATURATED * connections
@@ -176,48 +176,65 @@ def _why(
     )
 
 
-class _InFlight:
-    """Submissions in flight over time, from their (start, end) ns: exact means over any interval."""
-
-    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        self.count = len(starts)
-        self._base = int(starts.min()) if self.count else 0
-        # Seconds from the first start, as floats: sums of ns timestamps would overflow int64.
-        self._s = np.sort((starts - self._base) / _NS)
-        self._e = np.sort((ends - self._base) / _NS)
-        self._ps = np.concatenate(([0.0], np.cumsum(self._s)))
-        self._pe = np.concatenate(([0.0], np.cumsum(self._e)))
-        self.total_s = float(self._e.sum() - self._s.sum()) if self.count else 0.0
-        self.span_s = float(self._e[-1] - self._s[0]) if self.count else 0.0
-
-    def _integral(self, t: np.ndarray) -> np.ndarray:
-        """Submission-seconds in flight before each time ``t`` (s from the first start)."""
-        k, j = np.searchsorted(self._s, t), np.searchsorted(self._e, t)
-        return (k * t - self._ps[k]) - (j * t - self._pe[j])
-
-    def over(self, windows: np.ndarray) -> tuple[float | None, float | None]:
-        """(mean in flight, Little's-law time per submission in ms) over ``windows`` ((n, 2) ns; None
-        for the time when no submission ended in them)."""
-        w = (windows - self._base) / _NS
-        length = float((w[:, 1] - w[:, 0]).sum())
-        if length <= 0:
-            return None, None
-        in_flight = float((self._integral(w[:, 1]) - self._integral(w[:, 0])).sum()) / length
-        answers = int((np.searchsorted(self._e, w[:, 1]) - np.searchsorted(self._e, w[:, 0])).sum())
-        return in_flight, (1e3 * in_flight * length / answers if answers else None)
+# A submission with its own start and end (an older writer may leave either out).
+_TIMED = 'start > 0 AND "end" >= start'
 
 
-def _merge(intended: np.ndarray, width_s: float) -> np.ndarray:
-    """The union of [t, t + width_s] for every ``intended`` t (ns), as sorted disjoint (start, end) rows."""
-    starts = np.sort(intended)
-    ends = starts + int(width_s * _NS)
-    # A window starts a new interval when it begins after every earlier window has ended.
-    new = np.ones(len(starts), dtype=bool)
-    new[1:] = starts[1:] > np.maximum.accumulate(ends)[:-1]
-    group = np.cumsum(new) - 1
-    merged_end = np.zeros(int(group[-1]) + 1, dtype=np.int64) if len(group) else np.zeros(0, np.int64)
-    np.maximum.at(merged_end, group, ends)
-    return np.column_stack((starts[new], merged_end))
+def _waited(store: Store) -> tuple[int, int, int]:
+    """(messages, of them started, their summed wait in ns): the wait is actual start - intended
+    start, clipped at 0 (a message begun early waited for nothing)."""
+    offered, started, waited = store.one(
+        f"""SELECT count(*), count(*) FILTER (WHERE first_start != {NEVER}),
+                coalesce(sum(greatest(first_start - intended, 0)) FILTER (WHERE first_start != {NEVER}), 0)
+            FROM msg"""
+    )
+    return int(offered), int(started), int(waited)
+
+
+def _in_flight(store: Store, width_ns: int) -> tuple[float | None, float | None]:
+    """(mean submissions in flight, Little's-law time per submission in ms) over the drop windows:
+    the union of [intended, intended + ``width_ns``] of every ``load.dropped`` record (None for the
+    time when no submission ended in them).
+
+    At a time t, the submission-time in flight before t is ``t * (starts before t) - (their sum) -
+    t * (ends before t) + (their sum)``; a window's share is that at its end minus that at its start,
+    and its answers the ends between. The counts and sums before each window edge come from the
+    submissions bucketed by the last edge at or before them (an ASOF join: no range join, no sort of
+    every submission in one thread), then summed over the buckets in order."""
+    length, overlap, answers = store.one(
+        f"""WITH d AS (SELECT DISTINCT coalesce(intended, 0) AS a FROM rec WHERE k = '{Kind.LOAD_DROPPED}'),
+            opened AS (  -- a window opens a new interval when it begins after the one before it ended
+                SELECT a, coalesce(a > lag(a) OVER (ORDER BY a) + {width_ns}, true) AS new FROM d
+            ), grouped AS (SELECT a, sum(new::INTEGER) OVER (ORDER BY a) AS g FROM opened),
+            w AS (SELECT min(a) AS a, max(a) + {width_ns} AS b FROM grouped GROUP BY g),
+            edges AS (  -- edge -1: a window's start, 1: its end; j: its rank in time (edges are distinct)
+                SELECT t, edge, row_number() OVER (ORDER BY t) AS j
+                FROM (SELECT a AS t, -1 AS edge FROM w UNION ALL SELECT b, 1 FROM w)
+            ), s AS (SELECT start, "end" FROM rec WHERE k = '{Kind.LOAD_SUBMIT}' AND {_TIMED}),
+            starts AS (  -- bucket k: at or after edge k, before edge k + 1 (0: before every edge)
+                SELECT coalesce(e.j, 0) AS k, count(*) AS n, sum(s.start) AS total
+                FROM s ASOF LEFT JOIN edges AS e ON s.start >= e.t GROUP BY ALL
+            ), ends AS (
+                SELECT coalesce(e.j, 0) AS k, count(*) AS n, sum(s."end") AS total
+                FROM s ASOF LEFT JOIN edges AS e ON s."end" >= e.t GROUP BY ALL
+            ), upto AS (  -- counts and sums of the buckets up to k
+                SELECT k, sum(coalesce(starts.n, 0)) OVER o AS n_s,
+                    sum(coalesce(starts.total, 0)) OVER o AS sum_s, sum(coalesce(ends.n, 0)) OVER o AS n_e,
+                    sum(coalesce(ends.total, 0)) OVER o AS sum_e
+                FROM starts FULL JOIN ends USING (k) WINDOW o AS (ORDER BY k ROWS UNBOUNDED PRECEDING)
+            ), before AS (  -- at each edge j: what lies before it, buckets up to j - 1
+                SELECT e.t, e.edge, coalesce(u.n_s, 0) AS n_s, coalesce(u.sum_s, 0) AS sum_s,
+                    coalesce(u.n_e, 0) AS n_e, coalesce(u.sum_e, 0) AS sum_e
+                FROM edges AS e ASOF LEFT JOIN upto AS u ON e.j - 1 >= u.k
+            )
+            SELECT sum(edge * t), sum(edge * (t * n_s - sum_s - t * n_e + sum_e)), sum(edge * n_e)
+            FROM before"""
+    )
+    if not length or length <= 0:
+        return None, None
+    length_s = int(length) / _NS
+    in_flight = int(overlap) / _NS / length_s
+    return in_flight, (1e3 * in_flight * length_s / answers if answers else None)
 
 
 def _setting(load: dict[str, Any] | None, name: str, kind: type) -> Any:

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from mailstorm.ledger import ChaosBegin, ChaosEnd, Probe, Record
-from mailstorm.reports.fate import BOUNCED, DUPLICATED, LOST, NEVER, Messages
+from mailstorm.reports.fate import BOUNCED, DUPLICATED, LOST, NEVER
 from mailstorm.reports.series import Series
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import Store
 
 _NS = 1_000_000_000
 _BASELINE_S = 30
@@ -102,12 +103,13 @@ def _params(rec: ChaosBegin) -> dict[str, Any]:
     return rec.params if isinstance(rec.params, dict) else {}
 
 
-def recoveries(
-    windows: list[Window], series: Series, msgs: Messages, timeline: list[Record], slo: SloSpec
-) -> list[Recovery]:
+def recoveries(windows: list[Window], series: Series, store: Store, slo: SloSpec) -> list[Recovery]:
+    """Each window's recovery: the per-second judgement over ``series``, then every window's message
+    counts in one query over ``store``'s ``msg`` table (probes from ``store.timeline``)."""
     n = len(series)
     busy = np.zeros(n, dtype=bool)  # seconds inside a fault or its recovery: never a baseline
-    results = []
+    figures: list[dict[str, Any]] = []
+    spans: list[tuple[int, int, float]] = []  # (after, up to) intended ns and the latency limit
     prev_end_ns = None
     for w in windows:
         b0, e0 = int(np.floor(w.start_s)), int(np.floor(w.end_s))
@@ -123,11 +125,10 @@ def recoveries(
         t0 = series.t0_ns
         lo = prev_end_ns if prev_end_ns is not None else -NEVER
         hi = t0 + int(w.end_s * _NS)
-        mine = (msgs.intended > lo) & (msgs.intended <= hi)
-        e2e = np.where(msgs.first_esp != NEVER, (msgs.first_esp - msgs.intended) / 1e6, 0.0)
-        noticed, cleared = _probes(timeline, t0 + int(w.start_s * _NS), t0 + int(w.end_s * _NS))
-        results.append(
-            Recovery(
+        spans.append((lo, hi, float(lat_limit)))
+        noticed, cleared = _probes(store.timeline, t0 + int(w.start_s * _NS), t0 + int(w.end_s * _NS))
+        figures.append(
+            dict(
                 name=w.name,
                 what=w.what,
                 start_s=round(w.start_s, 3),
@@ -139,16 +140,37 @@ def recoveries(
                 recovered=rec_sec is not None,
                 peak_backlog=int(series.backlog[max(b0, 0) : min(stop + 1, n)].max(initial=0)),
                 drain_s=None if drained is None else round(max(drained + 1 - w.end_s, 0.0), 3),
-                lost=int((mine & (msgs.outcome == LOST)).sum()),
-                bounced=int((mine & (msgs.outcome == BOUNCED)).sum()),
-                duplicated=int((mine & (msgs.outcome == DUPLICATED)).sum()),
-                delayed=int((mine & (msgs.first_esp != NEVER) & (e2e > lat_limit)).sum()),
                 probe_noticed_s=noticed,
                 probe_cleared_s=cleared,
             )
         )
         prev_end_ns = hi
-    return results
+    return [
+        Recovery(**f, lost=lost, bounced=bounced, duplicated=duplicated, delayed=delayed)
+        for f, (lost, bounced, duplicated, delayed) in zip(figures, _harm(store, spans), strict=True)
+    ]
+
+
+def _harm(store: Store, spans: list[tuple[int, int, float]]) -> list[tuple[int, int, int, int]]:
+    """(lost, bounced, duplicated, delayed) of the messages intended in each span (after, up to]:
+    delayed = reached the ESP slower than the span's latency limit (ms; inf: no limit)."""
+    if not spans:
+        return []
+    rows = ", ".join(f"({i}, {lo}, {hi}, ?::DOUBLE)" for i, (lo, hi, _) in enumerate(spans))
+    got = {
+        int(i): tuple(int(x) for x in counts)
+        for i, *counts in store.rows(
+            f"""SELECT w.i, count(*) FILTER (WHERE m.outcome = {LOST}),
+                    count(*) FILTER (WHERE m.outcome = {BOUNCED}),
+                    count(*) FILTER (WHERE m.outcome = {DUPLICATED}),
+                    count(*) FILTER (WHERE m.first_esp != {NEVER}
+                                       AND (m.first_esp - m.intended) / 1e6 > w.lim)
+                FROM (VALUES {rows}) AS w(i, lo, hi, lim)
+                JOIN msg AS m ON m.intended > w.lo AND m.intended <= w.hi GROUP BY w.i""",
+            [lim for _, _, lim in spans],
+        )
+    }
+    return [got.get(i, (0, 0, 0, 0)) for i in range(len(spans))]
 
 
 def _baseline_seconds(n: int, b0: int, busy: np.ndarray, windows: list[Window]) -> np.ndarray:

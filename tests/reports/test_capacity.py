@@ -7,6 +7,7 @@ import pytest
 
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.capacity import capacity, fit_usl, step_windows, usl
+from mailstorm.reports.store import open_run
 from mailstorm.reports.synthetic import synthesize
 
 
@@ -79,8 +80,9 @@ def test_drops_flag_a_step_generator_bound_unless_the_sut_made_them(tmp_path):
     a = analyze(tmp_path)
     a.series.dropped[25] = 40  # the third step
     windows = step_windows({"shape": _step_shape(50, 50, 10, 3), "duration_s": 30})
-    by_generator = capacity(windows, a.series, a.msgs, a.slo)
-    by_sut = capacity(windows, a.series, a.msgs, a.slo, drops_by_sut=True)
+    with open_run(tmp_path / "ledger") as store:
+        by_generator = capacity(windows, a.series, store, a.slo)
+        by_sut = capacity(windows, a.series, store, a.slo, drops_by_sut=True)
     assert [s.generator_bound for s in by_generator.steps] == [False, False, True]
     assert [s.generator_bound for s in by_sut.steps] == [False, False, False]
 

@@ -11,7 +11,9 @@ from pydantic import ValidationError
 from mailstorm.ledger import LedgerWriter, LoadDropped, LoadFinished, LoadStarted
 from mailstorm.reports import render
 from mailstorm.reports.analysis import analyze
+from mailstorm.reports.loadcheck import check_load
 from mailstorm.reports.spec import SloSpec
+from mailstorm.reports.store import open_run
 from tests.records import accepted, submit
 
 NS = 1_000_000_000
@@ -134,3 +136,31 @@ def test_max_dropped_is_a_count_or_a_share_of_planned(value, parsed, limit):
 def test_a_bad_max_dropped_names_itself(value):
     with pytest.raises(ValidationError, match="max_dropped"):
         SloSpec(max_dropped=value)
+
+
+def test_in_flight_is_measured_over_the_union_of_the_drop_windows(tmp_path):
+    """Drop windows ([intended, intended + max_lag_s]) that overlap or repeat count once: one sender
+    busy all along with 100 ms submissions, a second only from 1.5 s to 2 s, drops at 1 s (twice),
+    1.5 s and 5 s: the windows are [1, 2.5] and [5, 6] s, with 1.5 + 0.5 + 1 submission-seconds in
+    flight over 2.5 s (1.2 connections busy; each window apart would give 1.375), and 30 answers in
+    them (a submission ending at a window's start counts, one ending at its end does not): 100 ms each
+    by Little's law."""
+    ledger = tmp_path / "ledger"
+    took = NS // 10
+    with LedgerWriter(ledger, "load-0") as load:
+        load.write(LoadStarted(worker=0, t0=T0, planned=200, shape="steady"))
+        spans = [(f"a-{i}", T0 + i * took) for i in range(100)]
+        spans += [(f"b-{i}", T0 + 3 * NS // 2 + i * took) for i in range(5)]
+        for mid, start in spans:
+            load.write(submit(mid, intended=start, start=start, end=start + took))
+        for at in (T0 + NS, T0 + NS, T0 + 3 * NS // 2, T0 + 5 * NS):
+            load.write(LoadDropped(intended=at, count=1, worker=0, loop_lag_ms=0.5))
+        busy = {"cpu_s": 1.0, "wall_s": 10.0, "loop_lag_ms": 0.5, "loop_lag_max_ms": 1.5}
+        load.write(LoadFinished(worker=0, submitted=len(spans), dropped=4, connections=2, **busy))
+    with open_run(ledger) as store:
+        check = check_load(store, {"max_connections": 2, "max_lag_s": 1.0}, 10.0)
+    assert (check.offered, check.dropped, check.connections) == (105, 4, 2)
+    assert check.busy_at_drops == pytest.approx(1.2)
+    assert check.submit_ms_at_drops == pytest.approx(100.0)
+    assert check.submit_ms == pytest.approx(100.0)
+    assert check.cause == "generator" and "1.2 of 2 connections were busy" in check.detail
