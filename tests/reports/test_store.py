@@ -105,10 +105,11 @@ def test_zstd_compressed_segments_read_as_the_plain_ones(tmp_path):
     plain = segments(tmp_path / "ledger")
     packed = tmp_path / "packed"
     packed.mkdir()
-    for path in plain:  # as the ledger's own compressor writes them
-        (packed / f"{path.name}.zst").write_bytes(zstandard.ZstdCompressor().compress(path.read_bytes()))
-    assert sorted(p.name for p in packed.iterdir()) == [f"{p.name}.zst" for p in plain]
-    assert (packed / f"{plain[0].name}.zst").read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # the zstd frame magic
+    for path in plain:  # closed segments, as the ledger's own compressor leaves them
+        closed = packed / f"{path.stem}.000001.jsonl.zst"
+        closed.write_bytes(zstandard.ZstdCompressor().compress(path.read_bytes()))
+    assert segments(packed) == sorted(packed.iterdir()) and len(segments(packed)) == len(plain)
+    assert segments(packed)[0].read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # the zstd frame magic
 
     def outcomes(ledger: Path) -> list[tuple]:
         with open_run(ledger) as store:
@@ -145,9 +146,11 @@ def test_torn_foreign_and_damaged_lines(tmp_path):
     assert found.counts["submitted"] == 2
     with open_run(ledger) as store:
         assert store.torn_lines == 4  # the two torn lines, the list and the object without a kind
+    whole = path.read_bytes()
     with path.open("ab") as fh:
         fh.write(b'\n{"k":"load.submit","t":18,"id":"m-2","ok":"yes"}\n')
     wrong = r"load-0.jsonl: records with a value of the wrong type: load.submit \(1\)"
     with pytest.raises(UserError, match=wrong):
         open_run(ledger)
+    path.write_bytes(whole)  # (the fixture that checks both fate forms on every ledger a test leaves)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".store-")]
