@@ -22,9 +22,10 @@ Lines as today's and older ledgers hold them are all read: unknown kinds and key
 contract allows them); a torn line (a writer killed mid-write, or any line that is not a JSON object with
 a ``k``) is skipped and counted in ``torn_lines``; a timeline line that does not fit its declaration is
 counted in ``skipped``; a line of another kind with a value of the wrong type (a damaged or hand-edited
-ledger) is a one-line error naming its file. DuckDB skips what it cannot read without saying which
-line: the lines of each file are counted apart (a count of newlines, ~0.3 s a GB), and a file whose
-count and DuckDB's differ is read again line by line in Python to say why (only a damaged file pays).
+ledger) is a one-line error naming its file. DuckDB reads strictly first (one pass; a clean run pays
+nothing more); a line it cannot take stops that read, and only then the run is read again leniently
+and each segment strictly on its own, and the segments that fail are looked at line by line in Python
+to count and name what is wrong (only a damaged run pays).
 
 Why DuckDB (README, dependencies; docs/benchmarks.md, "Analysis engines"): on the same 1 M-message ledger
 it used 0.7x the numpy path's CPU (Polars' streaming engine 0.6x), and at 10 M messages its memory stayed
@@ -96,14 +97,6 @@ _TYPED = {
     "held": "JSON", "campaign": "VARCHAR", "count": "BIGINT", "depth": "BIGINT", "complete": "BOOLEAN",
     "fault": "VARCHAR", "toxic": "VARCHAR", "state": "VARCHAR", "loop_lag_ms": "DOUBLE",
 }  # fmt: skip
-_PYTHON = {
-    "VARCHAR": (str,),
-    "BIGINT": (int,),
-    "BOOLEAN": (bool,),
-    "DOUBLE": (int, float),
-    "JSON": (object,),
-    "VARCHAR[]": (list,),
-}
 # esp.accepted's ``held`` is a flag, sut.listed's a count: read as JSON, kept as esp.accepted's flag.
 _HELD = f"CASE WHEN k = '{Kind.ESP_ACCEPTED}' THEN try_cast(held AS BOOLEAN) END AS held"
 _KNOWN = {str(k) for k in Kind}
@@ -272,11 +265,11 @@ def open_run(ledger_dir: Path) -> Store:
         con.execute("CREATE TABLE files (f INTEGER, filename VARCHAR, esp_i INTEGER)")
         if files:
             con.executemany("INSERT INTO files VALUES (?, ?, ?)", files)
-        _load(con, paths)
-        torn, bad = _check_lines(con, paths)
+        suspects = _load(con, paths)
+        torn = _torn(con, paths, suspects)
         timeline, whole, skipped = _whole(con, paths)
         con.execute(MESSAGES_SQL)
-        store = Store(con, paths, esps, timeline, whole, _acts(con), torn, skipped + bad, tmp)
+        store = Store(con, paths, esps, timeline, whole, _acts(con), torn, skipped, tmp)
     except BaseException:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -284,50 +277,62 @@ def open_run(ledger_dir: Path) -> Store:
     return store
 
 
-def _load(con: Any, paths: list[Path]) -> None:
+def _load(con: Any, paths: list[Path]) -> list[int]:
+    """Table ``rec``; the indexes of the segments that need a look line by line (none for a clean run).
+
+    DuckDB reads strictly first: one pass, and any line it cannot take (torn, not a JSON object, a value
+    it cannot cast) stops it. Then, and only then, it reads leniently (such lines skipped, such values
+    NULL) and each segment is read strictly again on its own to find the ones to look at."""
+    import duckdb
+
     cols = _TYPED
     names = ", ".join(_HELD if n == "held" else f'r."{n}"' for n in cols)
     if not paths:
         nulls = ", ".join(f'NULL::{"BOOLEAN" if n == "held" else t} AS "{n}"' for n, t in cols.items())
         con.execute(f"CREATE TABLE rec AS SELECT {nulls}, 0 AS f, -1 AS esp_i WHERE false")
-        return
+        return []
     spec = "{" + ", ".join(f"'{n}': '{t}'" for n, t in cols.items()) + "}"
-    con.execute(
-        f"""CREATE TABLE rec AS SELECT {names}, files.f, files.esp_i FROM read_json(?,
-            format = 'newline_delimited', compression = 'auto', ignore_errors = true, filename = true,
-            columns = {spec}) AS r JOIN files ON r.filename = files.filename""",
-        [[str(p) for p in paths]],
+
+    def read(lenient: bool) -> None:
+        con.execute(
+            f"""CREATE OR REPLACE TABLE rec AS SELECT {names}, files.f, files.esp_i FROM read_json(?,
+                format = 'newline_delimited', compression = 'auto', ignore_errors = {str(lenient).lower()},
+                filename = true, columns = {spec}) AS r JOIN files ON r.filename = files.filename""",
+            [[str(p) for p in paths]],
+        )
+
+    try:
+        read(lenient=False)
+        return []
+    except duckdb.InvalidInputException:
+        read(lenient=True)
+    suspects = []
+    for i, path in enumerate(paths):
+        try:
+            con.execute(  # every column used, or DuckDB would not cast (nor fail on) its values
+                f"""SELECT {", ".join(f'count("{n}")' for n in cols)} FROM read_json(?,
+                    format = 'newline_delimited', compression = 'auto', columns = {spec})""",
+                [str(path)],
+            ).fetchone()
+        except duckdb.InvalidInputException:
+            suspects.append(i)
+    return suspects
+
+
+def _torn(con: Any, paths: list[Path], suspects: list[int]) -> int:
+    """The run's torn lines: JSON objects without a kind, counted in SQL, and what the segments DuckDB
+    could not read strictly hold, looked at line by line."""
+    kindless = dict(con.execute("SELECT f, count(*) FILTER (WHERE k IS NULL) FROM rec GROUP BY f").fetchall())
+    return sum(n for f, n in kindless.items() if f not in suspects) + sum(
+        _explain(paths[i]) for i in suspects
     )
 
 
-def _check_lines(con: Any, paths: list[Path]) -> tuple[int, int]:
-    """(torn lines, timeline lines of the wrong type) of the run: each file's lines against the rows
-    DuckDB read from it; a file where they differ is read again in Python to say why."""
-    read = dict(con.execute("SELECT f, count(k) FROM rec GROUP BY f").fetchall())
-    torn = bad = 0
-    for i, path in enumerate(paths):
-        if _lines(path) == read.get(i, 0):
-            continue
-        t, b = _explain(path, read.get(i, 0))
-        torn, bad = torn + t, bad + b
-    return torn, bad
-
-
-def _lines(path: Path) -> int:
-    """Lines in a segment, a last one without its newline included."""
-    n, last = 0, b"\n"
-    with open_segment(path) as fh:
-        while chunk := fh.read(1 << 22):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-    return n + (last != b"\n")
-
-
-def _explain(path: Path, rows: int) -> tuple[int, int]:
-    """A file whose lines DuckDB did not all read: its torn lines (and blank ones, which are nothing),
-    and its lines of a timeline kind whose value DuckDB could not take (the timeline's ``skipped``);
-    one of any other kind is the user's to see."""
-    torn = bad = objects = 0
+def _explain(path: Path) -> int:
+    """A segment DuckDB could not read strictly: its torn lines (not a JSON object with a ``k``; blank
+    lines are nothing); a line of a known kind with a value DuckDB cannot take is the user's to see (a
+    timeline kind's is left to its class: ``skipped``; an unknown kind is ignored, as the contract says)."""
+    torn = 0
     wrong: dict[str, int] = {}
     with open_segment(path) as fh:
         for raw in fh:
@@ -341,32 +346,28 @@ def _explain(path: Path, rows: int) -> tuple[int, int]:
             if not isinstance(obj, dict):
                 torn += 1
                 continue
-            objects += 1
             if "k" not in obj:
                 torn += 1  # an object that is no record: nothing a reader can use
                 continue
             if _fits(obj):
                 continue
             kind = obj.get("k")
-            if kind in _TIMELINE_KINDS:
-                bad += 1
-            elif kind in _KNOWN:  # a kind this version does not know is ignored, as the contract says
+            if kind in _KNOWN and kind not in _TIMELINE_KINDS:
                 wrong[str(kind)] = wrong.get(str(kind), 0) + 1
     if wrong:
         kinds = ", ".join(f"{k} ({n})" for k, n in sorted(wrong.items()))
         raise UserError(f"{path}: records with a value of the wrong type: {kinds}")
-    del rows, objects  # DuckDB's count only said the file needed a look
-    return torn, bad
+    return torn
 
 
 def _fits(obj: dict[str, Any]) -> bool:
-    """Whether DuckDB can take every typed column of a line (a bool is no number to it, a number past 64
-    bits no BIGINT)."""
+    """Whether DuckDB takes every typed column of a line: a number for a number (a bool is none, nor one
+    past 64 bits for a BIGINT; it rounds a fraction), anything for a flag or a text (it casts them)."""
     for name, typ in _TYPED.items():
         v = obj.get(name)
-        if v is None:
+        if v is None or typ in ("BOOLEAN", "VARCHAR", "JSON"):
             continue
-        if not isinstance(v, _PYTHON[typ]) or (isinstance(v, bool) and typ != "BOOLEAN"):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False
         if typ == "BIGINT" and not -(2**63) <= v < 2**63:
             return False
@@ -386,21 +387,22 @@ def _whole(con: Any, paths: list[Path]) -> tuple[list[Record], dict[type[Record]
     names = [d[0] for d in cur.description]
     at = names.index("f")
     names[at] = ""  # not a field of the record
-    typed = {i for i, n in enumerate(names) if n in ("k", "t")}
+    kind = names.index("k")
     timeline: list[Record] = []
     whole: dict[type[Record], list[Record]] = {cls: [] for cls in WHOLE}
     skipped = 0
-    k = names.index("k")
-    rows = cur.fetchall()
-    ti = names.index("t")
-    rows.sort(key=lambda row: (row[ti] or 0, row[at]))  # stable: line order within a file kept
-    for row in rows:
-        required = _REQUIRED[row[k]]
+    lines = []
+    for row in cur.fetchall():
+        required = _REQUIRED[row[kind]]
         line = {
-            n: (v if i in typed or v is None else orjson.loads(v))
+            n: (v if i == kind or v is None else orjson.loads(v))
             for i, (n, v) in enumerate(zip(names, row, strict=True))
             if n and (v is not None or n in required)
         }
+        t = line.get("t")
+        lines.append((t if isinstance(t, int) and not isinstance(t, bool) else 0, row[at], line))
+    lines.sort(key=lambda x: x[:2])  # stable: records at one instant in file, then line, order
+    for _, _, line in lines:
         try:
             rec = decode(orjson.dumps(line))
         except InvalidRecord:
@@ -464,12 +466,12 @@ def _read_kinds(
 
 
 def _columns(classes: tuple[type[Record], ...], as_json: bool) -> dict[str, str]:
-    """Every field the classes declare, as DuckDB column types (``k`` and ``t`` typed always)."""
+    """Every field the classes declare, as DuckDB column types (``k`` always text)."""
     types: dict[str, set[str]] = {}
     for cls in classes:
         for f in msgspec.structs.fields(cls):
             types.setdefault(f.encode_name, set()).add(_sql_type(f.type))
-    cols = {"k": "VARCHAR", "t": "BIGINT"}
+    cols = {"k": "VARCHAR", "t": "JSON" if as_json else "BIGINT"}
     for n, ts in sorted(types.items()):
         if n not in cols:
             cols[n] = "JSON" if as_json or len(ts) > 1 else next(iter(ts))

@@ -148,7 +148,7 @@ def test_torn_foreign_and_damaged_lines(tmp_path):
         assert store.torn_lines == 4  # the two torn lines, the list and the object without a kind
     whole = path.read_bytes()
     with path.open("ab") as fh:
-        fh.write(b'\n{"k":"load.submit","t":18,"id":"m-2","ok":"yes"}\n')
+        fh.write(b'\n{"k":"load.submit","t":18,"id":"m-2","intended":"later"}\n')
     wrong = r"load-0.jsonl: records with a value of the wrong type: load.submit \(1\)"
     with pytest.raises(UserError, match=wrong):
         open_run(ledger)
