@@ -225,13 +225,26 @@ class Store:
         return out
 
     def quantiles(self, value: str, where: str, qs: np.ndarray) -> np.ndarray:
-        """``np.quantile(values, qs)`` (linear interpolation) of ``value`` over ``msg`` where ``where``
-        holds, computed in DuckDB (its ``quantile_cont`` interpolates as numpy's default does); empty
-        when no row qualifies."""
-        got = self.value(
-            f"SELECT quantile_cont({value}, ?::DOUBLE[]) FROM msg WHERE {where}", [[float(q) for q in qs]]
+        """``np.quantile(values, qs)`` (linear interpolation between the two nearest ranks) of ``value``
+        over ``msg`` where ``where`` holds; empty when no row qualifies. One parallel sort picks the
+        ranks (DuckDB's ``quantile_cont`` over a list of 2,001 quantiles took 4.5 s at a million values
+        on one thread, this 0.2 s)."""
+        n = self.value(f"SELECT count({value}) FROM msg WHERE {where}")
+        if not n:
+            return np.zeros(0)
+        at = (n - 1) * np.asarray(qs, dtype=np.float64)
+        lo = np.floor(at).astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        wanted = np.unique(np.concatenate((lo, hi))) + 1  # row_number counts from 1
+        got = self.numpy(
+            f"""SELECT i, v FROM (SELECT {value} AS v, row_number() OVER (ORDER BY {value}) AS i FROM msg
+                WHERE {where} AND {value} IS NOT NULL) SEMI JOIN (SELECT unnest(?::BIGINT[]) AS i) USING (i)
+                ORDER BY i""",
+            [wanted.tolist()],
         )
-        return np.zeros(0) if got is None else np.asarray(got, dtype=np.float64)
+        v_lo = got["v"][np.searchsorted(got["i"], lo + 1)]  # (an array of the ranks, never one per row)
+        v_hi = got["v"][np.searchsorted(got["i"], hi + 1)]
+        return v_lo + (v_hi - v_lo) * (at - lo)
 
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
