@@ -161,8 +161,10 @@ def _analyze(run_dir: Path, store: Store, slo: SloSpec, info: RunInfo, spec: Rep
     t0 = (start_ns(store) if has_start else info.started_ns or start_ns(store)) or 0
     series = build_series(store, t0)
     counts = outcome_counts(store)
-    e2e = _rounded(store.percentiles(*E2E, scale=1e6))
-    submit = _rounded(store.percentiles(*SUBMIT, scale=1e6))
+    e2e = store.percentiles(*E2E, scale=1e6, curve=CURVE)
+    submit = store.percentiles(*SUBMIT, scale=1e6, curve=CURVE)
+    curves = {"end-to-end": e2e.pop("curve"), "submission": submit.pop("curve")}
+    e2e, submit = _rounded(e2e), _rounded(submit)
 
     load_start, load_end = _load_phase(store, t0)
     load_s = max((load_end - load_start) / _NS, 1e-9)
@@ -289,10 +291,6 @@ def _analyze(run_dir: Path, store: Store, slo: SloSpec, info: RunInfo, spec: Rep
     order = [e.name for e in info.esps if e.name] if info.esps else None
     moved = failover(store, t0, order)  # several ESPs only
     figures["failover"] = moved.as_dict() if moved is not None else None
-    curves = {
-        name: store.quantiles(f"({value}) / 1e6", where, CURVE)
-        for name, (value, where) in (("end-to-end", E2E), ("submission", SUBMIT))
-    }
     return Analysis(
         run_dir,
         slo,

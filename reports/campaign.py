@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from mailstorm.errors import UserError
@@ -151,8 +152,6 @@ def analyze(
 def _read_list(store: Store, path: Path) -> None:
     """The written list (``email,name,status``) into table ``_LIST``: lower-case address and whether it
     unsubscribed, in file order (its rowid: the insertion order is kept for this one statement)."""
-    import duckdb  # only the reports need it
-
     con = store.con
     keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
     con.execute("SET preserve_insertion_order = true")

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 import numpy as np
 import orjson
@@ -199,52 +200,47 @@ class Store:
         table: str = "msg",
         qs: dict[str, float] | None = None,
         scale: float = 1.0,
+        curve: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Exact nearest-rank percentiles (numpy's ``inverted_cdf``) of ``value`` over the rows of
         ``table`` where ``where`` holds, plus max, mean and count, each divided by ``scale`` (an integer
         ``value`` in ns with ``scale=1e6`` gives numpy's figures of the same values in ms: the mean from
-        the exact sum); None figures when there are none."""
+        the exact sum); None figures when there are none. With ``curve`` (quantiles in [0, 1]), also
+        ``"curve"``: ``np.quantile(values, curve) / scale`` (linear between the two nearest ranks; empty
+        when there are no values), from the same sort."""
         qs = qs or PERCENTILES
         n, top, total = self.one(
             f"SELECT count(v), max(v), sum(v) FROM (SELECT {value} AS v FROM {table} WHERE {where})"
         )
         if n == 0:
-            return {**dict.fromkeys(qs), "max": None, "mean": None, "count": 0}
+            out = {**dict.fromkeys(qs), "max": None, "mean": None, "count": 0}
+            return out if curve is None else {**out, "curve": np.zeros(0)}
         ranks = {k: rank(n, q) for k, q in qs.items()}
-        found = dict(
-            self.rows(
-                f"""SELECT i, v FROM (SELECT v, row_number() OVER (ORDER BY v) AS i
-                    FROM (SELECT {value} AS v FROM {table} WHERE {where}) WHERE v IS NOT NULL)
-                    WHERE i IN ({", ".join(map(str, sorted(set(ranks.values()))))})"""
-            )
+        wanted = list(ranks.values())
+        if curve is not None:
+            at = (n - 1) * np.asarray(curve, dtype=np.float64)
+            lo = np.floor(at).astype(np.int64)
+            hi = np.minimum(lo + 1, n - 1)
+            wanted += (lo + 1).tolist() + (hi + 1).tolist()  # 1-based, as row_number counts
+        # One parallel sort; the values at the ranks wanted (never a row per message into Python).
+        got = self.numpy(
+            f"""SELECT i, v FROM (SELECT v, row_number() OVER (ORDER BY v) AS i
+                FROM (SELECT {value} AS v FROM {table} WHERE {where}) WHERE v IS NOT NULL)
+                SEMI JOIN (SELECT unnest(?::BIGINT[]) AS i) USING (i) ORDER BY i""",
+            [sorted(set(wanted))],
         )
-        out: dict[str, Any] = {k: found[r] / scale for k, r in ranks.items()}
+
+        def at_rank(r: Any) -> Any:
+            return got["v"][np.searchsorted(got["i"], r)]
+
+        out: dict[str, Any] = {k: at_rank(r).item() / scale for k, r in ranks.items()}
         out["max"] = top / scale
         out["mean"] = total / n / scale
         out["count"] = int(n)
+        if curve is not None:
+            v_lo, v_hi = at_rank(lo + 1) / scale, at_rank(hi + 1) / scale
+            out["curve"] = v_lo + (v_hi - v_lo) * (at - lo)
         return out
-
-    def quantiles(self, value: str, where: str, qs: np.ndarray) -> np.ndarray:
-        """``np.quantile(values, qs)`` (linear interpolation between the two nearest ranks) of ``value``
-        over ``msg`` where ``where`` holds; empty when no row qualifies. One parallel sort picks the
-        ranks (DuckDB's ``quantile_cont`` over a list of 2,001 quantiles took 4.5 s at a million values
-        on one thread, this 0.2 s)."""
-        n = self.value(f"SELECT count({value}) FROM msg WHERE {where}")
-        if not n:
-            return np.zeros(0)
-        at = (n - 1) * np.asarray(qs, dtype=np.float64)
-        lo = np.floor(at).astype(np.int64)
-        hi = np.minimum(lo + 1, n - 1)
-        wanted = np.unique(np.concatenate((lo, hi))) + 1  # row_number counts from 1
-        got = self.numpy(
-            f"""SELECT i, v FROM (SELECT {value} AS v, row_number() OVER (ORDER BY {value}) AS i FROM msg
-                WHERE {where} AND {value} IS NOT NULL) SEMI JOIN (SELECT unnest(?::BIGINT[]) AS i) USING (i)
-                ORDER BY i""",
-            [wanted.tolist()],
-        )
-        v_lo = got["v"][np.searchsorted(got["i"], lo + 1)]  # (an array of the ranks, never one per row)
-        v_hi = got["v"][np.searchsorted(got["i"], hi + 1)]
-        return v_lo + (v_hi - v_lo) * (at - lo)
 
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
@@ -258,8 +254,6 @@ def rank(n: int, q: float) -> int:
 
 def open_run(ledger_dir: Path) -> Store:
     """Read every segment of ``ledger_dir`` into a ``Store`` (spilling inside its run directory)."""
-    import duckdb  # only the reports need it
-
     ledger_dir = Path(ledger_dir)
     paths = segments(ledger_dir)
     tmp = Path(tempfile.mkdtemp(prefix=".store-", dir=ledger_dir.parent))
@@ -296,8 +290,6 @@ def _load(con: Any, paths: list[Path]) -> list[int]:
     DuckDB reads strictly first: one pass, and any line it cannot take (torn, not a JSON object, a value
     it cannot cast) stops it. Then, and only then, it reads leniently (such lines skipped, such values
     NULL) and each segment is read strictly again on its own to find the ones to look at."""
-    import duckdb
-
     cols = _TYPED
     names = ", ".join(_HELD if n == "held" else f'r."{n}"' for n in cols)
     if not paths:
