@@ -44,7 +44,7 @@ import numpy as np
 from mailstorm.errors import UserError
 from mailstorm.ledger import CampaignAnswer, CampaignList, CampaignTrigger, EspAccepted, SutBounced
 from mailstorm.reports.recovery import Window
-from mailstorm.reports.store import Store, rank
+from mailstorm.reports.store import Store, in_order, rank
 
 OUTCOMES = ("delivered", "duplicated", "bounced", "missing", "suppressed_sent", "suppressed")
 DELIVERED, DUPLICATED, BOUNCED, MISSING, SUPPRESSED_SENT, SUPPRESSED = range(len(OUTCOMES))
@@ -152,23 +152,19 @@ def analyze(
 def _read_list(store: Store, path: Path) -> None:
     """The written list (``email,name,status``) into table ``_LIST``: lower-case address and whether it
     unsubscribed, in file order (its rowid: the insertion order is kept for this one statement)."""
-    con = store.con
-    keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
-    con.execute("SET preserve_insertion_order = true")
     try:
-        con.execute(
-            f"""CREATE TEMP TABLE {_LIST} AS SELECT lower(email) AS email,
-                coalesce(status = 'unsubscribed', false) AS gone
-                FROM read_csv(?, header = true, auto_detect = false, delim = ',', quote = '"',
-                escape = '"', columns = {{'email': 'VARCHAR', 'name': 'VARCHAR', 'status': 'VARCHAR'}},
-                force_not_null = ['email', 'status'])""",
-            [str(path)],
-        )
+        with in_order(store.con):
+            store.con.execute(
+                f"""CREATE TEMP TABLE {_LIST} AS SELECT lower(email) AS email,
+                    coalesce(status = 'unsubscribed', false) AS gone
+                    FROM read_csv(?, header = true, auto_detect = false, delim = ',', quote = '"',
+                    escape = '"', columns = {{'email': 'VARCHAR', 'name': 'VARCHAR', 'status': 'VARCHAR'}},
+                    force_not_null = ['email', 'status'])""",
+                [str(path)],
+            )
     except duckdb.Error as exc:  # no such file, not UTF-8, a row of fewer fields: not the list written
         why = str(exc).strip().splitlines()[0]
         raise UserError(f"{path}: the campaign's list cannot be read back: {why}") from None
-    finally:
-        con.execute(f"SET preserve_insertion_order = {'true' if keep else 'false'}")
 
 
 def _recipients(store: Store, cid: str, correlation: str) -> tuple[np.ndarray, int | None, int]:

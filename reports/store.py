@@ -34,12 +34,14 @@ within its budget where Polars' grew to 5.8 GB; it reads newline-delimited JSON 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
 import types
 import typing
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,8 +92,8 @@ TIMELINE: tuple[type[Record], ...] = (
 WHOLE: tuple[type[Record], ...] = (
     PoolMember, PoolServer, CampaignList, CampaignTrigger, CampaignAnswer, AnalyticsProbe,
 )  # fmt: skip
-# The columns every line is read as (a line lacking one: NULL). A value of another type makes DuckDB
-# skip its line, which the line count then finds (a damaged file).
+# The columns every line is read as (a line lacking one: NULL). A value DuckDB cannot cast stops its
+# strict read (``_load``), and the segment holding it is looked at line by line.
 _TYPED = {
     "k": "VARCHAR", "t": "BIGINT", "id": "VARCHAR", "intended": "BIGINT", "start": "BIGINT",
     "end": "BIGINT", "ok": "BOOLEAN", "code": "BIGINT", "phase": "VARCHAR", "acked": "BOOLEAN",
@@ -139,6 +141,9 @@ class Store:
     skipped: int = 0
     _tmp: Path | None = field(default=None, repr=False)
     _tables: set[str] = field(default_factory=set, repr=False)
+    _damaged: frozenset[int] = field(
+        default=frozenset(), repr=False
+    )  # segments _load could not read strictly
 
     def __enter__(self) -> Store:
         return self
@@ -160,7 +165,7 @@ class Store:
         one pass every report pays reads the few columns the fate rules and series need."""
         name = "kinds_" + "_".join(sorted(str(c.kind).replace(".", "_") for c in classes))
         if name not in self._tables:
-            _read_kinds(self.con, name, self.paths, classes, as_json=False)
+            _read_kinds(self.con, name, self.paths, classes, as_json=False, damaged=self._damaged)
             self._tables.add(name)
         return name
 
@@ -276,7 +281,10 @@ def open_run(ledger_dir: Path) -> Store:
         torn = _torn(con, paths, suspects)
         timeline, whole, skipped = _whole(con, paths)
         con.execute(MESSAGES_SQL)
-        store = Store(con, paths, esps, timeline, whole, _acts(con), torn, skipped, tmp)
+        acts = _acts(con)
+        store = Store(
+            con, paths, esps, timeline, whole, acts, torn, skipped, tmp, _damaged=frozenset(suspects)
+        )
     except BaseException:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -383,29 +391,24 @@ def _whole(con: Any, paths: list[Path]) -> tuple[list[Record], dict[type[Record]
     """The timeline and the ``WHOLE`` kinds' records as their classes; timeline lines that do not fit
     their declaration are counted (the others are skipped, as every reader skips them)."""
     # Records at one instant keep the order the old readers gave them: file by file, line by line.
-    con.execute("SET preserve_insertion_order = true")
-    try:
+    with in_order(con):
         _read_kinds(con, "whole", paths, TIMELINE + WHOLE, as_json=True)
-    finally:
-        con.execute("SET preserve_insertion_order = false")
-    cur = con.execute("SELECT * EXCLUDE (esp_i) FROM whole")
-    names = [d[0] for d in cur.description]
-    at = names.index("f")
-    names[at] = ""  # not a field of the record
+    cur = con.execute("SELECT f, * EXCLUDE (f, esp_i) FROM whole")
+    names = [d[0] for d in cur.description][1:]
     kind = names.index("k")
     timeline: list[Record] = []
     whole: dict[type[Record], list[Record]] = {cls: [] for cls in WHOLE}
     skipped = 0
     lines = []
-    for row in cur.fetchall():
+    for f, *row in cur.fetchall():
         required = _REQUIRED[row[kind]]
         line = {
             n: (v if i == kind or v is None else orjson.loads(v))
             for i, (n, v) in enumerate(zip(names, row, strict=True))
-            if n and (v is not None or n in required)
+            if v is not None or n in required
         }
         t = line.get("t")
-        lines.append((t if isinstance(t, int) and not isinstance(t, bool) else 0, row[at], line))
+        lines.append((t if isinstance(t, int) and not isinstance(t, bool) else 0, f, line))
     lines.sort(key=lambda x: x[:2])  # stable: records at one instant in file, then line, order
     for _, _, line in lines:
         try:
@@ -422,52 +425,50 @@ def _whole(con: Any, paths: list[Path]) -> tuple[list[Record], dict[type[Record]
 
 
 def _read_kinds(
-    con: Any, name: str, paths: list[Path], classes: tuple[type[Record], ...], *, as_json: bool
+    con: Any,
+    name: str,
+    paths: list[Path],
+    classes: tuple[type[Record], ...],
+    *,
+    as_json: bool,
+    damaged: frozenset[int] = frozenset(),
 ) -> None:
     """Table ``name``: the lines of the kinds ``classes`` in ``paths`` with every field they declare.
     Only the segments ``rec`` found such lines in are read, each with the fields of the kinds it holds
     (a load generator's segment holds a million submissions and two load.* records: it is read for
     those two kinds' few fields, not for every field of every kind). ``as_json``: every field as JSON
-    text (their classes judge the values); else typed from the classes, and a segment whose lines DuckDB
-    could not all take is a damaged one, named in the error."""
+    text (their classes judge the values), torn lines skipped; else typed from the classes, read
+    strictly (a value DuckDB cannot cast is the user's to see, naming its file and line) but for the
+    ``damaged`` segments, whose torn lines ``_load`` counted and which are read leniently."""
     by_kind = {str(c.kind): c for c in classes}
     kinds = ", ".join(f"'{k}'" for k in by_kind)
     held: dict[int, set[str]] = {}
-    counts: dict[int, int] = {}
-    for f, k, n in con.execute(
-        f"SELECT f, k, count(*) FROM rec WHERE k IN ({kinds}) GROUP BY ALL"
-    ).fetchall():
+    for f, k in con.execute(f"SELECT DISTINCT f, k FROM rec WHERE k IN ({kinds})").fetchall():
         held.setdefault(f, set()).add(k)
-        counts[f] = counts.get(f, 0) + n
-    groups: dict[frozenset[str], list[int]] = {}
+    groups: dict[tuple[frozenset[str], bool], list[int]] = {}
     for f, ks in held.items():
-        groups.setdefault(frozenset(ks), []).append(f)
+        groups.setdefault((frozenset(ks), as_json or f in damaged), []).append(f)
     parts = []
-    for ks, fs in groups.items():
+    for (ks, lenient), fs in groups.items():
         cols = _columns(tuple(by_kind[k] for k in sorted(ks)), as_json)
         spec = "{" + ", ".join(f"'{n}': '{t}'" for n, t in cols.items()) + "}"
         names = ", ".join(f'r."{n}"' for n in cols)
         where = ", ".join(f"'{_quote(str(paths[f]))}'" for f in sorted(fs))
         parts.append(
             f"""SELECT {names}, files.f, files.esp_i FROM read_json([{where}],
-                format = 'newline_delimited', compression = 'auto', ignore_errors = true, filename = true,
-                columns = {spec}) AS r JOIN files ON r.filename = files.filename WHERE r.k IN ({kinds})"""
+                format = 'newline_delimited', compression = 'auto', ignore_errors = {str(lenient).lower()},
+                filename = true, columns = {spec}) AS r JOIN files ON r.filename = files.filename
+                WHERE r.k IN ({kinds})"""
         )
     if not parts:
         cols = _columns(classes, as_json)
         nulls = ", ".join(f'NULL::{t} AS "{n}"' for n, t in cols.items())
         con.execute(f"CREATE TABLE {name} AS SELECT {nulls}, 0 AS f, -1 AS esp_i WHERE false")
         return
-    con.execute(f"CREATE TABLE {name} AS " + " UNION ALL BY NAME ".join(parts))
-    if as_json:
-        return
-    got = dict(con.execute(f"SELECT f, count(*) FROM {name} GROUP BY f").fetchall())
-    for f, n in counts.items():
-        if got.get(f, 0) != n:
-            raise UserError(
-                f"{paths[f]}: records with a value of the wrong type: {n - got.get(f, 0)} of its "
-                f"{', '.join(sorted(held[f]))} lines"
-            )
+    try:
+        con.execute(f"CREATE TABLE {name} AS " + " UNION ALL BY NAME ".join(parts))
+    except duckdb.InvalidInputException as exc:  # (DuckDB's first line names the file and the line)
+        raise UserError(str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")) from None
 
 
 def _columns(classes: tuple[type[Record], ...], as_json: bool) -> dict[str, str]:
@@ -508,6 +509,18 @@ def _acts(con: Any) -> dict[str, Counter[int]]:
     ).fetchall():
         acts.setdefault(str(name), Counter())[int(sec)] += int(n)
     return acts
+
+
+@contextlib.contextmanager
+def in_order(con: Any) -> Iterator[None]:
+    """Statements run inside keep the files' order, line by line (DuckDB reads faster without it, and
+    only a few reads need it: records at one instant, a list's rows)."""
+    keep = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if keep else 'false'}")
 
 
 def _quote(text: str) -> str:

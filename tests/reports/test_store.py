@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 import zstandard
 
 from mailstorm.errors import UserError
-from mailstorm.ledger import LedgerWriter, SutHeld, segments
+from mailstorm.ledger import EspWebhook, LedgerWriter, SutHeld, segments
 from mailstorm.reports.analysis import analyze
 from mailstorm.reports.store import open_run
 from mailstorm.reports.synthetic import synthesize
@@ -154,3 +155,22 @@ def test_torn_foreign_and_damaged_lines(tmp_path):
         open_run(ledger)
     path.write_bytes(whole)  # (the fixture that checks both fate forms on every ledger a test leaves)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".store-")]
+
+
+def test_a_value_a_section_reads_again_that_duckdb_cannot_cast_is_named(tmp_path):
+    """What only some sections read (Store.kinds: webhook events here) is read strictly too: a value of
+    the wrong type is a one-line error naming the file and line, not a NULL taken silently."""
+    ledger = tmp_path / "ledger"
+    with LedgerWriter(ledger, "load-0") as load:
+        load.write(submit("m-0", intended=T0), t=T0 + 1)
+    hook = {"k": "esp.webhook", "t": T0 + 2, "api": "sendgrid", "event": "delivered", "id": "m-0",
+            "esp_id": None, "rcpt": "a@b.test", "event_id": "e-1", "url": "http://127.0.0.1:1/h",
+            "status": 200, "attempt": 1, "fault": None, "copy": 0, "ok": True}  # fmt: skip
+    path = ledger / "esp-webhooks.jsonl"
+    path.write_bytes(orjson.dumps(hook) + b"\n")
+    with open_run(ledger) as store:
+        assert store.value(f"SELECT attempt FROM {store.kinds((EspWebhook,))}") == 1
+    path.write_bytes(orjson.dumps({**hook, "attempt": "first"}) + b"\n")
+    with open_run(ledger) as store, pytest.raises(UserError, match=r"esp-webhooks.jsonl.*line 1"):
+        store.kinds((EspWebhook,))
+    path.write_bytes(orjson.dumps(hook) + b"\n")  # (the fixture that checks both fate forms on every ledger)
