@@ -55,7 +55,7 @@ def run_duckdb(run_dir: Path) -> dict:
     with open_run(run_dir / "ledger") as store:
         e2e = store.percentiles(*E2E, scale=1e6)
         e2e = {k: v if k == "count" or v is None else round(v, 3) for k, v in e2e.items()}
-        series = build_series(store, start_ns(store) or 0)
+        series = build_series(store, start_ns(store))
         return {"counts": outcome_counts(store), "e2e": e2e, "seconds": len(series)}
 
 

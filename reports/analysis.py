@@ -24,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from mailstorm.errors import ConfigError, UserError
-from mailstorm.ledger import Probe, RunAborted, RunPhase, RunStarted
+from mailstorm.ledger import Probe, RunAborted, RunPhase
 from mailstorm.reports.alerts import alert_report, judge_alerts
 from mailstorm.reports.analytics import Analytics, judge_analytics
 from mailstorm.reports.analytics import analyze as analyze_analytics
@@ -156,9 +156,7 @@ def analyze(run_dir: Path, *, report: ReportSpec | None = None, slo: SloSpec | N
 
 def _analyze(run_dir: Path, store: Store, slo: SloSpec, info: RunInfo, spec: ReportSpec) -> Analysis:
     timeline = store.timeline
-    # The run's zero: the timeline's run.started, else run.json's started_ns, else the first intended send.
-    has_start = any(isinstance(r, RunStarted) for r in timeline)
-    t0 = (start_ns(store) if has_start else info.started_ns or start_ns(store)) or 0
+    t0 = start_ns(store, info.started_ns)
     series = build_series(store, t0)
     counts = outcome_counts(store)
     e2e = store.percentiles(*E2E, scale=1e6, curve=CURVE)

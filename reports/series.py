@@ -65,14 +65,16 @@ class Series:
         return out
 
 
-def start_ns(store: Store) -> int | None:
-    """The run's zero as the ledgers have it: ``run.started``, else the earliest intended send (None:
-    neither)."""
+def start_ns(store: Store, started_ns: int | None = None) -> int:
+    """The run's zero: the timeline's ``run.started``, else ``started_ns`` (run.json's), else the earliest
+    intended send, else 0."""
     for rec in store.timeline:
         if isinstance(rec, RunStarted):
             return rec.t
+    if started_ns:
+        return started_ns
     first = store.value("SELECT min(intended) FROM msg")
-    return None if first is None else int(first)
+    return 0 if first is None else int(first)
 
 
 def build_series(store: Store, t0: int) -> Series:
